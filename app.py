@@ -1,0 +1,99 @@
+"""The billing API's application factory (`app` is what gunicorn serves)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import stripe
+from flask import Flask, g, request
+from flask_cors import CORS
+from flask_smorest import Api
+
+from billing import cli
+from billing.auth import TokenVerifier
+from billing.billing_accounts.routes import blp as billing_accounts_blp
+from billing.config import Config
+from billing.db import Database
+from billing.errors import register_error_handlers
+from billing.gateway import StripeGateway, build_client
+from billing.health import blp as health_blp
+from billing.state import BillingState
+from billing.subscriptions.routes import blp as subscriptions_blp
+from billing.workspaces.routes import blp as workspaces_blp
+from schemas.common import ErrorSchema
+
+log = logging.getLogger("billing")
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class BillingApi(Api):
+    ERROR_SCHEMA = ErrorSchema
+
+
+def build_gateway(config: Config, db: Database, http_client: stripe.HTTPClient | None = None) -> StripeGateway:
+    if config.stripe_api_key:
+        return StripeGateway(build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout))
+    from billing.sandbox import SandboxHTTPClient
+
+    return StripeGateway(build_client("sk_test_sandbox", http_client=http_client or SandboxHTTPClient(db)))
+
+
+def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None) -> Flask:
+    config = config or Config.from_env()
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The stripe library logs request bodies at debug level: never below INFO.
+    logging.getLogger("stripe").setLevel(max(logging.getLevelName(config.log_level), logging.INFO))
+    app = Flask(__name__)
+    app.json.sort_keys = False  # keep the contract's field order
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        API_TITLE="Billing API",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            },
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    db = Database(config.database_url)
+    gateway = build_gateway(config, db, stripe_http_client)
+    app.extensions["billing"] = BillingState(config=config, db=db, gateway=gateway, verifier=TokenVerifier(config))
+    if config.sandbox:
+        log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
+
+    api = BillingApi(app)
+    for blp in (health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp):
+        api.register_blueprint(blp)
+    register_error_handlers(app)
+    if config.cors_origins:
+        CORS(app, origins=list(config.cors_origins), expose_headers=["X-Request-Id", "Idempotent-Replayed"])
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = "req_" + secrets.token_hex(12)
+
+    @app.after_request
+    def _stamp(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        return response
+
+    cli.register(app)
+    return app
+
+
+def __getattr__(name: str) -> Flask:
+    # `gunicorn app:app` builds the app on first use, so importing this module
+    # (tests, CLI) does not read the environment or open a database.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""The billing API: tenancy, billing accounts and their Stripe objects."""

@@ -1,0 +1,96 @@
+"""Bearer-token verification with PyJWT.
+
+The token only proves who the caller is (`sub`); what they may do comes from
+workspace membership. Algorithms are fixed by configuration, never taken from
+the token header, so `alg: none` and HS/RS confusion are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+from flask import g, request
+
+from billing.config import Config
+from billing.errors import ApiError
+
+
+def authentication_error(message: str = "A valid bearer token is required.") -> ApiError:
+    return ApiError(401, "authentication_required", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class TokenVerifier:
+    def __init__(self, config: Config) -> None:
+        self.algorithms = list(config.jwt_algorithms)
+        self.issuer = config.jwt_issuer
+        self.audience = config.jwt_audience
+        self.secret = config.jwt_secret
+        self.jwks = (
+            jwt.PyJWKClient(config.jwt_jwks_url, cache_keys=True, lifespan=600, timeout=10)
+            if config.jwt_jwks_url
+            else None
+        )
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the claims of a valid token; raise a 401 ApiError otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise authentication_error("The bearer token is malformed.") from None
+        if header.get("alg") not in self.algorithms:
+            raise authentication_error("The token's signing algorithm is not accepted.")
+        key: Any
+        if self.jwks is not None:
+            try:
+                key = self.jwks.get_signing_key_from_jwt(token).key
+            except jwt.PyJWKClientConnectionError:
+                raise ApiError(503, "auth_unavailable", "The token keys could not be fetched.") from None
+            except jwt.PyJWTError:
+                raise authentication_error("The token was not signed by a known key.") from None
+        else:
+            key = self.secret
+        options: dict[str, Any] = {"require": ["exp", "sub"]}
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                options=options,
+                leeway=30,
+            )
+        except jwt.ExpiredSignatureError:
+            raise authentication_error("The bearer token has expired.") from None
+        except jwt.PyJWTError:
+            raise authentication_error("The bearer token is not valid.") from None
+        if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
+            raise authentication_error("The bearer token has no usable subject.")
+        return claims
+
+    def authenticate_request(self) -> str:
+        """Verify the request's bearer token; return and remember the caller's id."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise authentication_error()
+        claims = self.verify(token.strip())
+        g.user_id = claims["sub"]
+        return str(claims["sub"])
+
+
+def mint_token(
+    config: Config, user_id: str, *, ttl_seconds: int = 86400, now: int | None = None
+) -> str:
+    """A token for `user_id` signed with JWT_SECRET (for development and tests)."""
+    if not config.jwt_secret:
+        raise RuntimeError("minting needs JWT_SECRET (tokens from a JWKS issuer come from it)")
+    issued = int(time.time()) if now is None else now
+    claims: dict[str, Any] = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds}
+    if config.jwt_issuer:
+        claims["iss"] = config.jwt_issuer
+    if config.jwt_audience:
+        claims["aud"] = config.jwt_audience
+    return jwt.encode(claims, config.jwt_secret, algorithm="HS256")

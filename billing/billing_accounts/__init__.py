@@ -1,0 +1,1 @@
+"""Billing accounts: a workspace's Stripe customers."""

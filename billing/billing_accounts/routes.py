@@ -1,0 +1,60 @@
+"""HTTP routes for billing accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask.views import MethodView
+
+from billing.access import workspace_access
+from billing.authn import authenticated_blueprint
+from billing.billing_accounts import service
+from schemas.billing_accounts import (
+    BillingAccountCreateSchema,
+    BillingAccountListSchema,
+    BillingAccountSchema,
+    BillingAccountUpdateSchema,
+)
+
+blp = authenticated_blueprint(
+    "billing_accounts",
+    __name__,
+    url_prefix="/workspaces/<workspaceId>/billing-accounts",
+    description="Financial accounts linked to Stripe for billing and subscriptions.",
+)
+
+
+@blp.route("")
+class BillingAccounts(MethodView):
+    @blp.response(200, BillingAccountListSchema)
+    def get(self, workspaceId: str) -> dict[str, Any]:
+        """List billing accounts"""
+        return {"data": service.list_billing_accounts(workspace_access(workspaceId)), "has_more": False}
+
+    @blp.arguments(BillingAccountCreateSchema)
+    @blp.response(201, BillingAccountSchema)
+    def post(self, data: dict[str, Any], workspaceId: str) -> Any:
+        """Create a billing account (a Stripe customer)"""
+        return service.create_billing_account(workspace_access(workspaceId), data)
+
+
+@blp.route("/<billingAccountId>")
+class BillingAccountById(MethodView):
+    @blp.response(200, BillingAccountSchema)
+    def get(self, workspaceId: str, billingAccountId: str) -> Any:
+        """Retrieve a billing account"""
+        return service.get_billing_account(workspace_access(workspaceId), billingAccountId)
+
+    @blp.arguments(BillingAccountUpdateSchema)
+    @blp.response(200, BillingAccountSchema)
+    def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
+        """Update a billing account (mirrored to Stripe)"""
+        return service.update_billing_account(
+            workspace_access(workspaceId), billingAccountId, data, g.request_id
+        )
+
+    @blp.response(204)
+    def delete(self, workspaceId: str, billingAccountId: str) -> None:
+        """Delete a billing account and its Stripe customer"""
+        service.delete_billing_account(workspace_access(workspaceId), billingAccountId, g.request_id)

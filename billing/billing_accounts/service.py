@@ -1,0 +1,205 @@
+"""Rules for billing accounts.
+
+The Stripe customer is the account; the index row only says which workspace
+owns it. Creating one reserves a slot first (a short locked transaction that
+enforces the billing-mode limit), then creates the customer with an idempotency
+key derived from the reservation, then activates the slot. No database lock is
+held while Stripe is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import stripe
+from sqlalchemy import delete, func, select, update
+from stripe.params import CustomerCreateParams, CustomerUpdateParams
+
+from billing.access import Access, account_in_workspace
+from billing.errors import ApiError, not_found
+from billing.models import BillingAccountIndex, Workspace
+from billing.state import current
+from billing.subscriptions.service import ACTIVE_EXCLUDED
+
+log = logging.getLogger("billing.billing_accounts")
+
+ACCOUNT_LIMITS = {"single": 1, "pooled": 10, "assigned": 10}
+REFERENCE_KEY = "billing_api_reference"
+
+
+def account_limit(billing_mode: str) -> int:
+    return ACCOUNT_LIMITS[billing_mode]
+
+
+def _address_params(address: dict[str, Any]) -> dict[str, str]:
+    return {key: value if value is not None else "" for key, value in address.items()}
+
+
+def list_billing_accounts(access: Access) -> list[stripe.Customer]:
+    """The workspace's accounts, oldest first, read from Stripe in parallel."""
+    with current().db.read() as session:
+        rows = list(
+            session.scalars(
+                select(BillingAccountIndex)
+                .where(
+                    BillingAccountIndex.workspace_id == access.workspace.id,
+                    BillingAccountIndex.state == "active",
+                )
+                .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)
+            )
+        )
+    fetched = current().gateway.retrieve_customers(str(r.customer_id) for r in rows)
+    customers = []
+    for row in rows:
+        customer = fetched.get(str(row.customer_id))
+        if customer is None:
+            _forget(str(row.customer_id))
+        elif _belongs(customer, access.workspace.id):
+            customers.append(customer)
+    return customers
+
+
+def _belongs(customer: stripe.Customer, workspace_id: str) -> bool:
+    """Defence in depth: the customer's own metadata must name the workspace."""
+    owner = customer.metadata.to_dict().get("workspace_id") if customer.metadata else None
+    if owner != workspace_id:
+        log.error("index names workspace %s for customer %s, Stripe names %s", workspace_id, customer.id, owner)
+        return False
+    return True
+
+
+def _forget(customer_id: str) -> None:
+    """Drop the index row of a customer Stripe no longer has."""
+    with current().db.write() as session:
+        session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))
+    log.info("customer %s is deleted in Stripe; index row removed", customer_id)
+
+
+def get_billing_account(access: Access, customer_id: str) -> stripe.Customer:
+    account_in_workspace(access.workspace.id, customer_id)
+    customer = current().gateway.retrieve_customer(customer_id)
+    if customer is None:
+        _forget(customer_id)
+        raise not_found("billing account")
+    if not _belongs(customer, access.workspace.id):
+        raise not_found("billing account")
+    return customer
+
+
+def _reserve_slot(access: Access, currency: str) -> BillingAccountIndex:
+    """Count and reserve under the workspace's write lock, so concurrent
+    creates cannot both pass the limit."""
+    with current().db.write() as session:
+        workspace = session.get(Workspace, access.workspace.id, with_for_update=True)
+        if workspace is None:
+            raise not_found("workspace")
+        used = session.scalar(
+            select(func.count())
+            .select_from(BillingAccountIndex)
+            .where(BillingAccountIndex.workspace_id == workspace.id)
+        )
+        limit = account_limit(workspace.billing_mode)
+        if int(used or 0) >= limit:
+            raise ApiError(
+                409,
+                "billing_account_limit_reached",
+                f"A workspace in {workspace.billing_mode} mode can have at most {limit} billing "
+                f"account{'s' if limit > 1 else ''}.",
+            )
+        row = BillingAccountIndex(
+            workspace_id=workspace.id,
+            reference=uuid.uuid4().hex,
+            currency=currency,
+            state="pending",
+        )
+        session.add(row)
+    return row
+
+
+def create_billing_account(access: Access, data: dict[str, Any]) -> stripe.Customer:
+    access.for_billing_write()
+    currency = data.get("currency") or current().config.default_currency
+    row = _reserve_slot(access, currency)
+    params: CustomerCreateParams = {
+        "name": data["name"],
+        "email": data["email"],
+        "address": _address_params(data["address"]),  # type: ignore[typeddict-item]
+        "metadata": {
+            "workspace_id": access.workspace.id,
+            "currency": currency,
+            REFERENCE_KEY: row.reference,
+        },
+    }
+    if data.get("phone"):
+        params["phone"] = data["phone"]
+    if data.get("description"):
+        params["description"] = data["description"]
+    try:
+        customer = current().gateway.create_customer(params, idempotency_key=f"billing-account:{row.reference}")
+    except stripe.StripeError as error:
+        if _outcome_unknown(error):
+            # Stripe may have created it: keep the reservation; reconcile settles it.
+            log.warning("customer create for reservation %s has an unknown outcome", row.reference)
+        else:
+            _release(row)
+        raise
+    except BaseException:
+        _release(row)
+        raise
+    _activate(row, customer.id)
+    return customer
+
+
+def _activate(row: BillingAccountIndex, customer_id: str) -> None:
+    with current().db.write() as session:
+        session.execute(
+            update(BillingAccountIndex)
+            .where(BillingAccountIndex.id == row.id)
+            .values(customer_id=customer_id, state="active")
+        )
+
+
+def _outcome_unknown(error: stripe.StripeError) -> bool:
+    return isinstance(error, (stripe.APIConnectionError, stripe.APIError)) or (error.http_status or 0) >= 500
+
+
+def _release(row: BillingAccountIndex) -> None:
+    with current().db.write() as session:
+        session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.id == row.id))
+
+
+def update_billing_account(access: Access, customer_id: str, data: dict[str, Any], request_key: str) -> stripe.Customer:
+    access.for_billing_write()
+    account_in_workspace(access.workspace.id, customer_id)
+    params: CustomerUpdateParams = {"metadata": {"updated_at": str(int(time.time()))}}
+    for field in ("name", "email"):
+        if field in data:
+            params[field] = data[field]  # type: ignore[literal-required]
+    for field in ("phone", "description"):
+        if field in data:
+            params[field] = data[field] or ""  # type: ignore[literal-required]  # "" clears in Stripe
+    if "address" in data:
+        params["address"] = _address_params(data["address"])  # type: ignore[typeddict-item]
+    try:
+        return current().gateway.update_customer(customer_id, params, idempotency_key=f"{request_key}:update")
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing":
+            _forget(customer_id)
+            raise not_found("billing account") from None
+        raise
+
+
+def delete_billing_account(access: Access, customer_id: str, request_key: str) -> None:
+    access.for_billing_write()
+    account_in_workspace(access.workspace.id, customer_id)
+    gateway = current().gateway
+    if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(customer_id)):
+        raise ApiError(
+            422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."
+        )
+    gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
+    with current().db.write() as session:
+        session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))

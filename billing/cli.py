@@ -1,0 +1,77 @@
+"""Operator commands: `flask --app app <command>`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from flask import Flask
+from sqlalchemy import select
+
+from billing.auth import mint_token
+from billing.models import Member, Workspace, utcnow
+from billing.state import current
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_migrations(database_url: str) -> None:
+    """`alembic upgrade head` against the given database."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    command.upgrade(config, "head")
+
+
+def register(app: Flask) -> None:
+    @app.cli.command("migrate")
+    def migrate() -> None:
+        """Apply the database migrations."""
+        run_migrations(current().config.database_url)
+        click.echo("database is up to date")
+
+    @app.cli.command("mint-token")
+    @click.argument("user_id")
+    @click.option("--ttl", default=86400, show_default=True, help="Lifetime in seconds.")
+    def mint(user_id: str, ttl: int) -> None:
+        """Print a bearer token for USER_ID signed with JWT_SECRET (development)."""
+        click.echo(mint_token(current().config, user_id, ttl_seconds=ttl))
+
+    @app.cli.command("reconcile")
+    def reconcile_command() -> None:
+        """Rebuild the billing-account index from the Stripe customers."""
+        from billing.reconcile import reconcile
+
+        report = reconcile(current())
+        click.echo(json.dumps(report.__dict__, indent=2))
+
+    @app.cli.command("dev-setup")
+    @click.option("--user", "user_id", default="dev-user", show_default=True)
+    @click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)
+    def dev_setup(user_id: str, base_url: str) -> None:
+        """Make sure USER owns a demo workspace; print a token and a curl line."""
+        state = current()
+        with state.db.write() as session:
+            workspace = session.scalar(
+                select(Workspace)
+                .join(Member, Member.workspace_id == Workspace.id)
+                .where(Member.user_id == user_id, Member.role == "owner")
+                .order_by(Workspace.created_at)
+            )
+            if workspace is None:
+                now = utcnow()
+                workspace = Workspace(name="Demo workspace", billing_mode="pooled", created_at=now, updated_at=now)
+                session.add(workspace)
+                session.flush()
+                session.add(Member(workspace_id=workspace.id, user_id=user_id, role="owner",
+                                   created_at=now, updated_at=now))
+            workspace_id = workspace.id
+        token = mint_token(state.config, user_id, ttl_seconds=30 * 86400)
+        click.echo(f"\nBearer token for {user_id} (30 days):\n\n  {token}\n")
+        click.echo("List the demo workspace's billing accounts:\n")
+        click.echo(f"  curl -s -H 'Authorization: Bearer {token}' {base_url}/workspaces/{workspace_id}/billing-accounts\n")
+        click.echo(f"API docs: {base_url}/docs   OpenAPI: {base_url}/openapi.json\n")

@@ -1,0 +1,105 @@
+"""Configuration, read from environment variables only (12-factor)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+CURRENCIES = ("usd", "zar", "eur", "gbp", "aud")
+INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+
+
+class ConfigError(Exception):
+    """The environment does not describe a service that can start."""
+
+
+def _dev_secret(name: str) -> str:
+    """A random secret kept under instance/, so dev tokens survive restarts."""
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    path = INSTANCE_DIR / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    stripe_api_key: str | None
+    stripe_publishable_key: str
+    stripe_webhook_secrets: tuple[str, ...]
+    jwt_secret: str | None
+    jwt_jwks_url: str | None
+    jwt_algorithms: tuple[str, ...]
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    default_currency: str
+    cors_origins: tuple[str, ...]
+    log_level: str
+    stripe_timeout: float = 20.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sandbox(self) -> bool:
+        return not self.stripe_api_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        env = dict(os.environ if env is None else env)
+        stripe_key = env.get("STRIPE_API_KEY") or None
+        sandbox = stripe_key is None
+
+        database_url = env.get("DATABASE_URL") or ""
+        if not database_url:
+            INSTANCE_DIR.mkdir(exist_ok=True)
+            database_url = f"sqlite:///{INSTANCE_DIR / 'billing.sqlite3'}"
+
+        jwt_secret = env.get("JWT_SECRET") or None
+        jwks_url = env.get("JWT_JWKS_URL") or None
+        if jwt_secret is None and jwks_url is None:
+            if not sandbox:
+                raise ConfigError("set JWT_SECRET or JWT_JWKS_URL")
+            # Sandbox only: a local secret so the README's dev token just works.
+            jwt_secret = _dev_secret("dev-jwt-secret")
+        if jwks_url:
+            algorithms = tuple(
+                a.strip() for a in env.get("JWT_ALGORITHMS", "RS256,ES256").split(",") if a.strip()
+            )
+            bad = [a for a in algorithms if a not in ("RS256", "ES256")]
+            if bad:
+                raise ConfigError(f"JWT_ALGORITHMS with a JWKS URL must be RS256/ES256, got {bad}")
+        else:
+            algorithms = ("HS256",)
+
+        currency = (env.get("DEFAULT_CURRENCY") or "usd").lower()
+        if currency not in CURRENCIES:
+            raise ConfigError(f"DEFAULT_CURRENCY must be one of {', '.join(CURRENCIES)}")
+
+        webhook_secrets = tuple(
+            s.strip() for s in (env.get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
+        )
+        if not webhook_secrets and sandbox:
+            webhook_secrets = (_dev_secret("dev-webhook-secret"),)
+
+        return cls(
+            database_url=database_url,
+            stripe_api_key=stripe_key,
+            stripe_publishable_key=env.get("STRIPE_PUBLISHABLE_KEY")
+            or ("pk_test_sandbox" if sandbox else ""),
+            stripe_webhook_secrets=webhook_secrets,
+            jwt_secret=jwt_secret,
+            jwt_jwks_url=jwks_url,
+            jwt_algorithms=algorithms,
+            jwt_issuer=env.get("JWT_ISSUER") or None,
+            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            default_currency=currency,
+            cors_origins=tuple(
+                o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()
+            ),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
+        )

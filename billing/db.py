@@ -1,0 +1,82 @@
+"""Database engine, sessions and the declarative base shared by every table.
+
+Transactions are short and never span a Stripe call: the sandbox emulator writes
+to the same database on its own connections, and on SQLite a writer held across
+a Stripe call would block it. `Database.write()` takes the write lock up front
+(BEGIN IMMEDIATE on SQLite, a normal transaction plus row locks on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def normalize_database_url(url: str) -> str:
+    """Heroku writes `postgres://`; SQLAlchemy wants a driver-qualified URL."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own
+        # transaction handling would start transactions lazily and deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("write_lock"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """One engine per process; `read()` and `write()` hand out short sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_database_url(url)
+        kwargs: dict[str, Any] = {"future": True}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine = create_engine(self.url, **kwargs)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._write_engine = self.engine.execution_options(write_lock=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads; its transaction ends (rolled back) on exit."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session that holds the write lock and commits on a clean exit."""
+        with Session(self._write_engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

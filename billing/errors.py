@@ -1,0 +1,181 @@
+"""The one error envelope, and the one place where exceptions become responses.
+
+Every error leaves as
+`{"type", "code", "message", ["errors"], "request_id"}`; Stripe's errors are
+mapped here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Mapping
+
+import stripe
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("billing.errors")
+
+TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "payment_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "unprocessable_entity",
+    429: "rate_limit_error",
+}
+
+# Codes for errors raised by Flask/werkzeug rather than by our own rules.
+_HTTP_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("authentication_required", "Authentication is required."),
+    403: ("permission_denied", "You do not have permission to do this."),
+    404: ("not_found", "The requested resource was not found."),
+    405: ("method_not_allowed", "This method is not allowed on this resource."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "Send the body as application/json."),
+    429: ("rate_limited", "Too many requests."),
+}
+
+
+class ApiError(Exception):
+    """An error the client should see, in the contract's envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        errors: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}.")
+
+
+def forbidden(message: str = "Your role does not allow this action.") -> ApiError:
+    return ApiError(403, "permission_denied", message)
+
+
+def validation_error(errors: Mapping[str, Any], message: str = "The request is invalid.") -> ApiError:
+    return ApiError(422, "validation_failed", message, errors=errors)
+
+
+def error_response(error: ApiError) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BY_STATUS.get(error.status, "api_error"),
+        "code": error.code,
+        "message": error.message,
+    }
+    if error.errors is not None:
+        body["errors"] = error.errors
+    body["request_id"] = getattr(g, "request_id", None)
+    response = jsonify(body)
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten_locations(messages: Mapping[str, Any]) -> dict[str, Any]:
+    """webargs nests errors under their location ("json", "query"); we don't."""
+    flat: dict[str, Any] = {}
+    for location_errors in messages.values():
+        if isinstance(location_errors, Mapping):
+            flat.update(location_errors)
+        else:
+            flat.setdefault("_schema", []).extend(
+                location_errors if isinstance(location_errors, list) else [location_errors]
+            )
+    return flat
+
+
+def from_http_exception(error: HTTPException) -> ApiError:
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    if status == 400 and messages and "json" in messages and messages["json"] == ["Invalid JSON body."]:
+        return ApiError(400, "invalid_json", "The request body is not valid JSON.")
+    if status == 422 and messages is not None:
+        return validation_error(_flatten_locations(messages))
+    if status >= 500:
+        return ApiError(status, "internal_error", "Something went wrong on our side.")
+    code, message = _HTTP_CODES.get(status, ("http_error", error.description or "Request failed."))
+    headers = dict(data.get("headers") or {})
+    if status == 405 and error.get_headers():
+        allow = dict(error.get_headers()).get("Allow")
+        if allow:
+            headers["Allow"] = allow
+    return ApiError(status, code, data.get("message", message), headers=headers)
+
+
+def from_stripe_error(error: stripe.StripeError) -> ApiError:
+    """Map a Stripe failure to the contract. Raw Stripe text is only shown for
+    card errors, whose messages Stripe writes for the cardholder."""
+    if isinstance(error, stripe.CardError):
+        return ApiError(402, error.code or "card_declined", error.user_message or "The card was declined.")
+    if isinstance(error, stripe.RateLimitError):
+        retry_after = "1"
+        if error.headers and error.headers.get("Retry-After"):
+            retry_after = str(error.headers["Retry-After"])
+        return ApiError(
+            429,
+            "rate_limited",
+            "The payment provider is rate limiting us; retry shortly.",
+            headers={"Retry-After": retry_after},
+        )
+    if isinstance(error, stripe.APIConnectionError):
+        return ApiError(503, "stripe_unavailable", "The payment provider could not be reached.")
+    if isinstance(error, stripe.APIError) or (error.http_status or 0) >= 500:
+        return ApiError(502, "stripe_unavailable", "The payment provider failed to answer.")
+    if isinstance(error, stripe.InvalidRequestError) and error.code == "resource_missing":
+        return not_found()
+    if isinstance(error, (stripe.AuthenticationError, stripe.PermissionError)):
+        log.error("stripe rejected our credentials (%s)", type(error).__name__)
+        return ApiError(502, "stripe_unavailable", "The payment provider refused our credentials.")
+    log.error(
+        "stripe rejected a request: %s code=%s param=%s status=%s",
+        type(error).__name__,
+        error.code,
+        getattr(error, "param", None),
+        error.http_status,
+    )
+    return ApiError(502, "stripe_request_failed", "The payment provider rejected the request.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        return error_response(from_http_exception(error))
+
+    @app.errorhandler(stripe.StripeError)
+    def _stripe_error(error: stripe.StripeError) -> Response:
+        return error_response(from_stripe_error(error))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # Where it failed, without the traceback or the message: either could
+        # carry request data or secrets into the log.
+        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        where = f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "unknown"
+        log.error("unhandled %s at %s", type(error).__name__, where)
+        return error_response(ApiError(500, "internal_error", "Something went wrong on our side."))

@@ -1,0 +1,127 @@
+"""Every Stripe call the service makes, typed against the `stripe` library.
+
+Parameters are the library's own generated TypedDicts and results its object
+types, so `mypy --strict` on this module proves each parameter we send exists
+in the pinned API version. Errors are not caught here: `billing.errors` maps
+them, once, for every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import stripe
+from stripe.params import (
+    CustomerCreateParams,
+    CustomerUpdateParams,
+    PriceCreateParams,
+    ProductCreateParams,
+    SubscriptionCreateParams,
+)
+
+# The one place the API version is pinned. It must equal the version the
+# installed library was generated for (a test checks), since the typed
+# parameters and objects below describe exactly that version.
+STRIPE_API_VERSION = "2026-10-28.endive"
+MAX_NETWORK_RETRIES = 2
+# Customers are fetched side by side so a list costs about one round trip.
+_FETCH_POOL = ThreadPoolExecutor(max_workers=10, thread_name_prefix="stripe-fetch")
+
+
+def build_client(
+    api_key: str,
+    *,
+    http_client: stripe.HTTPClient | None = None,
+    timeout: float = 20.0,
+) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        api_key,
+        stripe_version=STRIPE_API_VERSION,
+        max_network_retries=MAX_NETWORK_RETRIES,
+        http_client=http_client or stripe.RequestsClient(timeout=(5.0, timeout)),
+    )
+
+
+class StripeGateway:
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self.client = client
+
+    # -- customers ---------------------------------------------------------
+
+    def create_customer(self, params: CustomerCreateParams, *, idempotency_key: str) -> stripe.Customer:
+        return self.client.v1.customers.create(params, {"idempotency_key": idempotency_key})
+
+    def retrieve_customer(self, customer_id: str) -> stripe.Customer | None:
+        """The customer, or None when Stripe says it is deleted or unknown."""
+        try:
+            customer = self.client.v1.customers.retrieve(customer_id)
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_missing":
+                return None
+            raise
+        return None if getattr(customer, "deleted", None) else customer
+
+    def retrieve_customers(self, customer_ids: Iterable[str]) -> dict[str, stripe.Customer | None]:
+        """Several customers at once, in parallel (Stripe has no batch read)."""
+        ids = list(customer_ids)
+        if len(ids) <= 1:
+            return {cid: self.retrieve_customer(cid) for cid in ids}
+        return dict(zip(ids, _FETCH_POOL.map(self.retrieve_customer, ids)))
+
+    def update_customer(
+        self, customer_id: str, params: CustomerUpdateParams, *, idempotency_key: str
+    ) -> stripe.Customer:
+        return self.client.v1.customers.update(
+            customer_id, params, {"idempotency_key": idempotency_key}
+        )
+
+    def delete_customer(self, customer_id: str, *, idempotency_key: str) -> None:
+        try:
+            self.client.v1.customers.delete(customer_id, None, {"idempotency_key": idempotency_key})
+        except stripe.InvalidRequestError as error:
+            if error.code != "resource_missing":  # already gone is what we wanted
+                raise
+
+    def iter_customers(self) -> Iterator[stripe.Customer]:
+        """Every customer of the Stripe account (for `reconcile` only)."""
+        return iter(self.client.v1.customers.list({"limit": 100}).auto_paging_iter())
+
+    # -- subscriptions -----------------------------------------------------
+
+    def list_subscriptions(self, customer_id: str) -> list[stripe.Subscription]:
+        """All of a customer's subscriptions, canceled ones included."""
+        page = self.client.v1.subscriptions.list(
+            {"customer": customer_id, "status": "all", "limit": 100}
+        )
+        return list(page.auto_paging_iter())
+
+    def create_subscription(
+        self, params: SubscriptionCreateParams, *, idempotency_key: str
+    ) -> stripe.Subscription:
+        return self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key})
+
+    # -- catalog -----------------------------------------------------------
+
+    def create_product(self, params: ProductCreateParams, *, idempotency_key: str) -> stripe.Product:
+        return self.client.v1.products.create(params, {"idempotency_key": idempotency_key})
+
+    def create_price(self, params: PriceCreateParams, *, idempotency_key: str) -> stripe.Price:
+        return self.client.v1.prices.create(params, {"idempotency_key": idempotency_key})
+
+    def prices_by_lookup_key(self, lookup_keys: list[str]) -> dict[str, stripe.Price]:
+        found: dict[str, stripe.Price] = {}
+        for start in range(0, len(lookup_keys), 10):  # Stripe takes 10 keys a call
+            page = self.client.v1.prices.list(
+                {"lookup_keys": lookup_keys[start : start + 10], "active": True, "limit": 100}
+            )
+            for price in page.auto_paging_iter():
+                if price.lookup_key:
+                    found[price.lookup_key] = price
+        return found
+
+    # -- health ------------------------------------------------------------
+
+    def ping(self) -> None:
+        """One cheap authenticated read, for /readyz."""
+        self.client.v1.prices.list({"limit": 1})

@@ -1,0 +1,50 @@
+"""Liveness and readiness probes (no authentication)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import stripe
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from billing.state import current
+
+log = logging.getLogger("billing.health")
+
+blp = Blueprint("health", __name__, description="Process and dependency health.")
+
+
+@blp.route("/healthz")
+class Health(MethodView):
+    @blp.response(200)
+    def get(self) -> dict[str, Any]:
+        """The process is up"""
+        return {"status": "ok"}
+
+
+@blp.route("/readyz")
+class Ready(MethodView):
+    @blp.response(200)
+    def get(self) -> Any:
+        """The database and Stripe answer"""
+        state = current()
+        checks: dict[str, Any] = {"stripe_mode": "sandbox" if state.config.sandbox else "live"}
+        try:
+            with state.db.read() as session:
+                session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # any failure means "not ready", never a 500
+            log.warning("readiness: database unavailable (%s)", type(error).__name__)
+            checks["database"] = "unavailable"
+        try:
+            state.gateway.ping()
+            checks["stripe"] = "ok"
+        except stripe.StripeError as error:
+            log.warning("readiness: stripe unavailable (%s)", type(error).__name__)
+            checks["stripe"] = "unavailable"
+        ready = checks["database"] == "ok" and checks["stripe"] == "ok"
+        checks["status"] = "ready" if ready else "unavailable"
+        return checks, 200 if ready else 503

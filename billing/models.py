@@ -1,0 +1,99 @@
+"""Tables of the service's own state: tenancy and the billing-account index.
+
+Stripe stays the system of record for everything about money; these rows say
+which workspace a Stripe customer belongs to, and who may act on it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, Index, String, TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.db import Base
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+ROLES = ("owner", "admin", "viewer")
+BILLING_MODES = ("single", "pooled", "assigned")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_workspace_id() -> str:
+    return "ws_" + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(16))
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: the same on SQLite and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_workspace_id)
+    name: Mapped[str] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(String(200))
+    billing_mode: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class Member(Base):
+    __tablename__ = "workspace_members"
+    __table_args__ = (Index("ix_workspace_members_user_id", "user_id"),)
+
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BillingAccountIndex(Base):
+    """Which Stripe customer belongs to which workspace.
+
+    A row is `pending` from the moment a slot is reserved until Stripe has
+    answered with the customer: the slot counts against the workspace's limit
+    while no lock is held across the Stripe call. `reference` is sent to Stripe
+    as the idempotency key and in the customer's metadata, so `reconcile` can
+    pair a customer with the reservation that created it.
+    """
+
+    __tablename__ = "billing_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    reference: Mapped[str] = mapped_column(String(64), unique=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Workspaces (the tenants) and their members."""

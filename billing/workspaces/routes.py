@@ -1,0 +1,87 @@
+"""HTTP routes for workspaces and members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask.views import MethodView
+
+from billing.access import workspace_access
+from billing.authn import authenticated_blueprint
+from billing.workspaces import service
+from schemas.workspaces import (
+    MemberCreateSchema,
+    MemberListSchema,
+    MemberSchema,
+    MemberUpdateSchema,
+    WorkspaceCreateSchema,
+    WorkspaceListSchema,
+    WorkspaceSchema,
+    WorkspaceUpdateSchema,
+)
+
+blp = authenticated_blueprint(
+    "workspaces", __name__, url_prefix="/workspaces", description="Workspaces and their members."
+)
+
+
+@blp.route("")
+class Workspaces(MethodView):
+    @blp.response(200, WorkspaceListSchema)
+    def get(self) -> dict[str, Any]:
+        """List the caller's workspaces"""
+        return {"data": service.list_workspaces(g.user_id), "has_more": False}
+
+    @blp.arguments(WorkspaceCreateSchema)
+    @blp.response(201, WorkspaceSchema)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a workspace (the caller becomes its owner)"""
+        return service.create_workspace(g.user_id, data)
+
+
+@blp.route("/<workspaceId>")
+class WorkspaceById(MethodView):
+    @blp.response(200, WorkspaceSchema)
+    def get(self, workspaceId: str) -> Any:
+        """Retrieve a workspace"""
+        return workspace_access(workspaceId).workspace
+
+    @blp.arguments(WorkspaceUpdateSchema)
+    @blp.response(200, WorkspaceSchema)
+    def patch(self, data: dict[str, Any], workspaceId: str) -> Any:
+        """Update a workspace's name or description"""
+        return service.update_workspace(workspace_access(workspaceId), data)
+
+    @blp.response(204)
+    def delete(self, workspaceId: str) -> None:
+        """Archive a workspace"""
+        service.archive_workspace(workspace_access(workspaceId))
+
+
+@blp.route("/<workspaceId>/members")
+class Members(MethodView):
+    @blp.response(200, MemberListSchema)
+    def get(self, workspaceId: str) -> dict[str, Any]:
+        """List a workspace's members"""
+        return {"data": service.list_members(workspace_access(workspaceId)), "has_more": False}
+
+    @blp.arguments(MemberCreateSchema)
+    @blp.response(201, MemberSchema)
+    def post(self, data: dict[str, Any], workspaceId: str) -> Any:
+        """Add a member"""
+        return service.add_member(workspace_access(workspaceId), data)
+
+
+@blp.route("/<workspaceId>/members/<userId>")
+class MemberById(MethodView):
+    @blp.arguments(MemberUpdateSchema)
+    @blp.response(200, MemberSchema)
+    def patch(self, data: dict[str, Any], workspaceId: str, userId: str) -> Any:
+        """Change a member's role"""
+        return service.change_member_role(workspace_access(workspaceId), userId, data["role"])
+
+    @blp.response(204)
+    def delete(self, workspaceId: str, userId: str) -> None:
+        """Remove a member (anyone may remove themself)"""
+        service.remove_member(workspace_access(workspaceId), userId)

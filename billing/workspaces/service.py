@@ -1,0 +1,168 @@
+"""Rules for workspaces and their members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from billing.access import ROLE_RANK, Access
+from billing.errors import ApiError, not_found
+from billing.models import BillingAccountIndex, Member, Workspace, utcnow
+from billing.state import current
+from billing.subscriptions.service import ACTIVE_EXCLUDED
+
+
+def create_workspace(user_id: str, data: dict[str, Any]) -> Workspace:
+    now = utcnow()
+    workspace = Workspace(
+        name=data["name"],
+        description=data.get("description"),
+        billing_mode=data["billing_mode"],
+        created_at=now,
+        updated_at=now,
+    )
+    with current().db.write() as session:
+        session.add(workspace)
+        session.flush()
+        session.add(Member(workspace_id=workspace.id, user_id=user_id, role="owner", created_at=now, updated_at=now))
+    return workspace
+
+
+def list_workspaces(user_id: str) -> list[Workspace]:
+    with current().db.read() as session:
+        return list(
+            session.scalars(
+                select(Workspace)
+                .join(Member, Member.workspace_id == Workspace.id)
+                .where(Member.user_id == user_id)
+                .order_by(Workspace.created_at, Workspace.id)
+            )
+        )
+
+
+def update_workspace(access: Access, data: dict[str, Any]) -> Workspace:
+    access.require_role("admin").require_writable()
+    with current().db.write() as session:
+        workspace = session.get(Workspace, access.workspace.id)
+        if workspace is None:
+            raise not_found("workspace")
+        for field in ("name", "description"):
+            if field in data:
+                setattr(workspace, field, data[field])
+        workspace.updated_at = utcnow()
+    return workspace
+
+
+def archive_workspace(access: Access) -> None:
+    """Soft-delete; refused while any billing account has an active subscription."""
+    access.require_role("owner").require_writable()
+    with current().db.read() as session:
+        customer_ids = list(
+            session.scalars(
+                select(BillingAccountIndex.customer_id).where(
+                    BillingAccountIndex.workspace_id == access.workspace.id,
+                    BillingAccountIndex.customer_id.is_not(None),
+                )
+            )
+        )
+    gateway = current().gateway
+    for customer_id in customer_ids:
+        if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(str(customer_id))):
+            raise ApiError(
+                409, "workspace_not_empty", "A billing account of this workspace has an active subscription."
+            )
+    with current().db.write() as session:
+        workspace = session.get(Workspace, access.workspace.id)
+        if workspace is None:
+            raise not_found("workspace")
+        if workspace.archived_at is None:
+            now = utcnow()
+            workspace.archived_at = now
+            workspace.updated_at = now
+
+
+# -- members -------------------------------------------------------------
+
+
+def list_members(access: Access) -> list[Member]:
+    with current().db.read() as session:
+        return list(
+            session.scalars(
+                select(Member)
+                .where(Member.workspace_id == access.workspace.id)
+                .order_by(Member.created_at, Member.user_id)
+            )
+        )
+
+
+def _require_grant(access: Access, role: str) -> None:
+    access.require_role("admin")
+    if role == "owner" and access.role != "owner":
+        raise ApiError(403, "permission_denied", "Only an owner can grant the owner role.")
+
+
+def _owner_count(session: Any, workspace_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(Member).where(
+                Member.workspace_id == workspace_id, Member.role == "owner"
+            )
+        )
+    )
+
+
+def add_member(access: Access, data: dict[str, Any]) -> Member:
+    access.require_writable()
+    _require_grant(access, data["role"])
+    now = utcnow()
+    with current().db.write() as session:
+        if session.get(Member, (access.workspace.id, data["user_id"])) is not None:
+            raise ApiError(409, "member_exists", "This user is already a member of the workspace.")
+        member = Member(
+            workspace_id=access.workspace.id,
+            user_id=data["user_id"],
+            role=data["role"],
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(member)
+    return member
+
+
+def _member_or_404(session: Any, workspace_id: str, user_id: str) -> Member:
+    # Lock the workspace row first: owner-count checks must not race each other.
+    session.get(Workspace, workspace_id, with_for_update=True)
+    member: Member | None = session.get(Member, (workspace_id, user_id), with_for_update=True)
+    if member is None:
+        raise not_found("member")
+    return member
+
+
+def change_member_role(access: Access, user_id: str, role: str) -> Member:
+    access.require_writable()
+    _require_grant(access, role)
+    with current().db.write() as session:
+        member = _member_or_404(session, access.workspace.id, user_id)
+        if member.role == "owner" and access.role != "owner":
+            raise ApiError(403, "permission_denied", "Only an owner can change an owner's role.")
+        if member.role == "owner" and role != "owner" and _owner_count(session, access.workspace.id) <= 1:
+            raise ApiError(422, "cannot_remove_last_owner", "The workspace's last owner cannot be demoted.")
+        if member.role != role:
+            member.role = role
+            member.updated_at = utcnow()
+    return member
+
+
+def remove_member(access: Access, user_id: str) -> None:
+    """Admins remove others; anyone may remove themself; never the last owner."""
+    access.require_writable()
+    if user_id != access.user_id:
+        access.require_role("admin")
+    with current().db.write() as session:
+        member = _member_or_404(session, access.workspace.id, user_id)
+        if member.role == "owner" and user_id != access.user_id and ROLE_RANK[access.role] < ROLE_RANK["owner"]:
+            raise ApiError(403, "permission_denied", "Only an owner can remove an owner.")
+        if member.role == "owner" and _owner_count(session, access.workspace.id) <= 1:
+            raise ApiError(422, "cannot_remove_last_owner", "The workspace's last owner cannot be removed.")
+        session.delete(member)

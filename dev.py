@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Set-up and run with nothing but python3: `python3 dev.py serve` / `python3 dev.py test`.
+
+Creates .venv, installs the pinned requirements when they change, then runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+
+
+def ensure_venv() -> None:
+    if not PYTHON.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    wanted = b"".join((ROOT / name).read_bytes() for name in ("requirements.txt", "requirements-dev.txt"))
+    digest = hashlib.sha256(wanted).hexdigest()
+    stamp = VENV / ".requirements.sha256"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")], check=True)
+    stamp.write_text(digest)
+
+
+def flask(*args: str) -> None:
+    subprocess.run([str(PYTHON), "-m", "flask", "--app", "app", *args], check=True, cwd=ROOT)
+
+
+def serve(port: str) -> int:
+    flask("migrate")
+    flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
+    command = [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+               "--threads", "4", "--worker-class", "gthread", "--access-logfile", "-"]
+    return subprocess.call(command, cwd=ROOT)
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    ensure_venv()
+    if command == "serve":
+        return serve(os.environ.get("PORT", "8000"))
+    if command == "test":
+        return subprocess.call([str(PYTHON), "-m", "pytest", *sys.argv[2:]], cwd=ROOT)
+    if command == "mypy":
+        return subprocess.call([str(PYTHON), "-m", "mypy", "--strict", "billing/gateway.py", "billing/sandbox"], cwd=ROOT)
+    print(f"usage: python3 dev.py [serve|test|mypy] (got {command!r})", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Subscriptions: the seed's Subscription shape, reshaped from a Stripe Subscription."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+from marshmallow import Schema, fields, pre_dump
+
+from schemas.common import format_timestamp
+
+PRODUCTS = ("locations", "users", "sso")
+# Metadata keys the service keeps for itself on Stripe objects; never shown.
+RESERVED_METADATA_PREFIX = "billing_api_"
+
+
+def product_of_price(price: dict[str, Any]) -> str | None:
+    """The product type of a price, from its lookup key `{product}_{currency}_{interval}`."""
+    lookup_key = price.get("lookup_key") or ""
+    product = lookup_key.split("_", 1)[0]
+    return product if product in PRODUCTS else None
+
+
+def subscription_status(data: dict[str, Any]) -> str:
+    """Stripe's status, except that paused collection reads `paused`."""
+    if data.get("pause_collection") and data.get("status") not in ("canceled", "incomplete_expired"):
+        return "paused"
+    return str(data["status"])
+
+
+class ProductQuantitySchema(Schema):
+    price_id = fields.String(metadata={"example": "price_123abc"})
+    quantity = fields.Integer(metadata={"example": 10})
+    interval = fields.String(metadata={"example": "month"})
+
+
+class SubscriptionSchema(Schema):
+    id = fields.String(metadata={"example": "sub_a1b2c3d4e5f6g7h8"})
+    billing_account_id = fields.String(metadata={"example": "cus_a1b2c3d4e5f6g7h8"})
+    status = fields.String()
+    currency = fields.String()
+    product_quantities = fields.Dict(
+        keys=fields.String(), values=fields.Nested(ProductQuantitySchema)
+    )
+    metadata = fields.Dict(keys=fields.String(), values=fields.String())
+    current_period_start = fields.String(allow_none=True, metadata={"format": "date-time"})
+    current_period_end = fields.String(allow_none=True, metadata={"format": "date-time"})
+    created_at = fields.String(metadata={"format": "date-time"})
+    updated_at = fields.String(metadata={"format": "date-time"})
+    trial_end = fields.String(allow_none=True, metadata={"format": "date-time"})
+    cancel_at_period_end = fields.Boolean()
+    cancel_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    canceled_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+    @pre_dump
+    def _from_subscription(
+        self, subscription: stripe.Subscription | dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
+        data = subscription.to_dict() if isinstance(subscription, stripe.StripeObject) else subscription
+        items = (data.get("items") or {}).get("data") or []
+        quantities: dict[str, dict[str, Any]] = {}
+        for item in items:
+            price = item.get("price") or {}
+            product = product_of_price(price)
+            if product is None:
+                continue
+            quantities[product] = {
+                "price_id": price.get("id"),
+                "quantity": item.get("quantity") or 0,
+                "interval": (price.get("recurring") or {}).get("interval"),
+            }
+        # Current API versions keep billing periods on the items.
+        starts = [i["current_period_start"] for i in items if i.get("current_period_start")]
+        ends = [i["current_period_end"] for i in items if i.get("current_period_end")]
+        changes = [data["created"], data.get("canceled_at") or 0] + [
+            i.get("created") or 0 for i in items
+        ]
+
+        def ts(value: Any) -> str | None:
+            return format_timestamp(value) if value else None
+
+        return {
+            "id": data["id"],
+            "billing_account_id": data["customer"]
+            if isinstance(data["customer"], str)
+            else data["customer"]["id"],
+            "status": subscription_status(data),
+            "currency": data.get("currency"),
+            "product_quantities": quantities,
+            "metadata": {
+                k: v
+                for k, v in (data.get("metadata") or {}).items()
+                if not k.startswith(RESERVED_METADATA_PREFIX)
+            },
+            "current_period_start": ts(min(starts) if starts else None),
+            "current_period_end": ts(max(ends) if ends else None),
+            "created_at": ts(data["created"]),
+            "updated_at": ts(max(changes)),
+            "trial_end": ts(data.get("trial_end")),
+            "cancel_at_period_end": bool(data.get("cancel_at_period_end")),
+            "cancel_at": ts(data.get("cancel_at")),
+            "canceled_at": ts(data.get("canceled_at")),
+        }
+
+
+class SubscriptionListSchema(Schema):
+    data = fields.List(fields.Nested(SubscriptionSchema))
+    has_more = fields.Boolean()

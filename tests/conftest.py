@@ -1,0 +1,179 @@
+"""Fixtures: one app on a throwaway database (SQLite, or TEST_DATABASE_URL),
+with Stripe served by the built-in sandbox through the real `stripe` library."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from billing.auth import mint_token
+from billing.cli import run_migrations
+from billing.config import Config
+from billing.db import Base, normalize_database_url
+from billing.state import BillingState
+
+TEST_ENV = {
+    "JWT_SECRET": "test-secret-that-is-long-enough-for-hs256-0123456789",
+    "JWT_ISSUER": "https://issuer.test/",
+    "JWT_AUDIENCE": "billing-api",
+    "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def _fresh_database_url(tmp_dir: str) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return f"sqlite:///{tmp_dir}/test.sqlite3"
+    engine = create_engine(normalize_database_url(url))
+    with engine.begin() as conn:  # start from nothing, migrations included
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        url = _fresh_database_url(tmp_dir)
+        run_migrations(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def config(database_url: str) -> Config:
+    return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url})
+
+
+@pytest.fixture(scope="session")
+def session_app(config: Config) -> Flask:
+    app = create_app(config)
+    app.config["TESTING"] = False  # errors go through the handlers, as in production
+    return app
+
+
+@pytest.fixture
+def app(session_app: Flask) -> Iterator[Flask]:
+    yield session_app
+    state: BillingState = session_app.extensions["billing"]
+    with state.db.write() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(table.delete())
+
+
+@pytest.fixture
+def state(app: Flask) -> BillingState:
+    return app.extensions["billing"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(config: Config) -> Any:
+    """auth("alice") -> headers with a valid bearer token for user alice."""
+
+    def headers(user_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(config, user_id)}"}
+
+    return headers
+
+
+class Api:
+    """A thin client for the contract's calls, as one user."""
+
+    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        self.client = client
+        self.headers = headers
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, headers=self.headers, **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.post(path, json=json, headers=self.headers, **kw)
+
+    def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.patch(path, json=json, headers=self.headers, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.client.delete(path, headers=self.headers, **kw)
+
+    def workspace(self, mode: str = "pooled", name: str = "Acme") -> str:
+        response = self.post("/workspaces", {"name": name, "billing_mode": mode})
+        assert response.status_code == 201, response.json
+        return str(response.json["id"])
+
+    def account(self, workspace_id: str, **overrides: Any) -> dict[str, Any]:
+        body = {
+            "name": "ACME Corp Billing",
+            "email": "billing@acme.com",
+            "address": {"country": "US"},
+            **overrides,
+        }
+        response = self.post(f"/workspaces/{workspace_id}/billing-accounts", body)
+        assert response.status_code == 201, response.json
+        return dict(response.json)
+
+    def add_member(self, workspace_id: str, user_id: str, role: str) -> None:
+        response = self.post(f"/workspaces/{workspace_id}/members", {"user_id": user_id, "role": role})
+        assert response.status_code == 201, response.json
+
+
+@pytest.fixture
+def as_user(client: FlaskClient, auth: Any) -> Any:
+    """as_user("alice") -> an Api acting as alice."""
+    return lambda user_id: Api(client, auth(user_id))
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the contract's error envelope with this status and code."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    body = response.json
+    assert body["code"] == code, body
+    assert body["type"]
+    assert body["message"]
+    assert body["request_id"].startswith("req_")
+    assert set(body) <= {"type", "code", "message", "errors", "request_id"}
+    return dict(body)
+
+
+@pytest.fixture
+def subscribe(state: BillingState) -> Any:
+    """subscribe(customer_id, {"users": 3}) -> a Stripe subscription made through
+    the gateway (creating subscriptions through the API is the next issue)."""
+    import uuid
+
+    prices: dict[str, Any] = {}
+
+    def make(customer_id: str, quantities: dict[str, int], interval: str = "month",
+             currency: str = "usd", **extra: Any) -> Any:
+        items = []
+        for product, quantity in quantities.items():
+            key = f"{product}_{currency}_{interval}"
+            if key not in prices:
+                found = state.gateway.prices_by_lookup_key([key])
+                prices[key] = found.get(key) or state.gateway.create_price(
+                    {"currency": currency, "unit_amount": 1500, "recurring": {"interval": interval},
+                     "product_data": {"name": product}, "lookup_key": key},
+                    idempotency_key=uuid.uuid4().hex,
+                )
+            items.append({"price": prices[key].id, "quantity": quantity})
+        params = {"customer": customer_id, "items": items, "collection_method": "send_invoice",
+                  "days_until_due": 30, **extra}
+        if "trial_period_days" in extra:
+            params.pop("collection_method")
+            params.pop("days_until_due")
+        return state.gateway.create_subscription(params, idempotency_key=uuid.uuid4().hex)
+
+    return make

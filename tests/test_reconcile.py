@@ -1,0 +1,78 @@
+"""reconcile: the index can always be rebuilt from Stripe."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from billing.billing_accounts import service as accounts_service
+from billing.models import BillingAccountIndex, utcnow
+from billing.reconcile import reconcile
+from tests.conftest import assert_error
+from tests.test_billing_accounts import FULL, index_rows
+
+
+def test_failure_between_stripe_and_database_is_recovered(as_user: Any, state: Any, monkeypatch: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+
+    def crash(*_: Any) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(accounts_service, "_activate", crash)
+    assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 500, "internal_error")
+    monkeypatch.undo()
+    [row] = index_rows(state, ws)
+    assert row.state == "pending" and row.customer_id is None
+    [customer] = list(state.gateway.iter_customers())  # Stripe did create it
+    assert alice.get(f"/workspaces/{ws}/billing-accounts").json["data"] == []
+    # The reservation still holds the single slot: no second account sneaks in.
+    assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 409, "billing_account_limit_reached")
+
+    report = reconcile(state)
+    assert report.activated == [customer.id]
+    [row] = index_rows(state, ws)
+    assert row.state == "active" and row.customer_id == customer.id
+    listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
+    assert [a["id"] for a in listed] == [customer.id]
+    assert reconcile(state).activated == []  # idempotent
+
+
+def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    accounts = [alice.account(ws, name=f"A{i}", currency="gbp") for i in range(3)]
+    state.gateway.client.v1.customers.create({"name": "not ours"})
+    state.gateway.client.v1.customers.create({"name": "gone workspace", "metadata": {"workspace_id": "ws_nope"}})
+    with state.db.write() as session:
+        session.execute(delete(BillingAccountIndex))
+    assert alice.get(f"/workspaces/{ws}/billing-accounts").json["data"] == []
+
+    report = reconcile(state)
+    assert sorted(report.restored) == sorted(a["id"] for a in accounts)
+    rows = index_rows(state, ws)
+    assert sorted(r.customer_id for r in rows) == sorted(a["id"] for a in accounts)
+    assert {r.currency for r in rows} == {"gbp"}
+    listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
+    assert sorted(a["id"] for a in listed) == sorted(a["id"] for a in accounts)
+
+
+def test_deleted_customers_and_stale_reservations_are_cleared(as_user: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+    account = alice.account(ws)
+    state.gateway.client.v1.customers.delete(account["id"])
+    report = reconcile(state)
+    assert report.removed == [account["id"]]
+    assert index_rows(state, ws) == []
+
+    with state.db.write() as session:  # a reservation whose Stripe call never happened
+        session.add(BillingAccountIndex(workspace_id=ws, reference="ref-stale", currency="usd", state="pending"))
+        session.add(BillingAccountIndex(workspace_id=ws, reference="ref-fresh", currency="usd", state="pending"))
+        session.execute(update(BillingAccountIndex).where(BillingAccountIndex.reference == "ref-stale")
+                        .values(created_at=utcnow() - timedelta(hours=1)))
+    report = reconcile(state)
+    assert report.released == 1
+    assert [r.reference for r in index_rows(state, ws)] == ["ref-fresh"]  # may still be in flight

@@ -1,0 +1,117 @@
+"""The service's own surface: error envelope on every path, OpenAPI, health, config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+
+from billing.config import Config, ConfigError
+from billing.db import normalize_database_url
+from billing.gateway import STRIPE_API_VERSION, StripeGateway
+from billing.workspaces import service as workspace_service
+from tests.conftest import assert_error
+
+
+def test_unknown_route_is_404_envelope(client: Any) -> None:
+    body = assert_error(client.get("/nope"), 404, "not_found")
+    assert body["type"] == "not_found_error"
+
+
+def test_wrong_method_is_405_envelope(client: Any, auth: Any) -> None:
+    response = client.put("/workspaces", headers=auth("alice"))
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_unexpected_error_is_500_without_trace(client: Any, auth: Any, monkeypatch: Any, caplog: Any) -> None:
+    def explode(*_: Any) -> None:
+        raise RuntimeError("secret internals sk_live_123")
+
+    monkeypatch.setattr(workspace_service, "list_workspaces", explode)
+    response = client.get("/workspaces", headers=auth("alice"))
+    body = assert_error(response, 500, "internal_error")
+    assert body["type"] == "api_error"
+    assert "sk_live_123" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError" in logged and "sk_live_123" not in logged and "Traceback" not in logged
+
+
+def test_oversized_body_is_413(client: Any, auth: Any) -> None:
+    response = client.post("/workspaces", data="x" * (300 * 1024), headers={**auth("alice"),
+                                                                            "Content-Type": "application/json"})
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_request_id_header_matches_body(client: Any) -> None:
+    response = client.get("/nope")
+    assert response.headers["X-Request-Id"] == response.json["request_id"]
+
+
+def test_openapi_document_lists_every_route(client: Any) -> None:
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    for path in (
+        "/workspaces",
+        "/workspaces/{workspaceId}",
+        "/workspaces/{workspaceId}/members",
+        "/workspaces/{workspaceId}/members/{userId}",
+        "/workspaces/{workspaceId}/billing-accounts",
+        "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}",
+        "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths, path
+    account = spec["components"]["schemas"]["BillingAccount"]["properties"]
+    assert set(account) == {"id", "workspace_id", "name", "email", "phone", "description", "currency",
+                            "address", "created_at", "updated_at"}
+    assert account["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_health_and_readiness(client: Any) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    body = client.get("/readyz").json
+    assert body == {"status": "ready", "database": "ok", "stripe": "ok", "stripe_mode": "sandbox"}
+
+
+def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
+    def down() -> None:
+        raise stripe.APIConnectionError("unreachable")
+
+    monkeypatch.setattr(state.gateway, "ping", down)
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json["stripe"] == "unavailable"
+
+
+def test_api_version_is_pinned_to_the_librarys() -> None:
+    from stripe._api_version import _ApiVersion
+
+    assert STRIPE_API_VERSION == _ApiVersion.CURRENT
+
+
+def test_gateway_client_settings(state: Any) -> None:
+    assert isinstance(state.gateway, StripeGateway)
+    options = state.gateway.client._requestor._options
+    assert options.max_network_retries == 2
+    assert options.stripe_version == STRIPE_API_VERSION
+
+
+def test_database_url_normalisation() -> None:
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_config_rules() -> None:
+    with pytest.raises(ConfigError):
+        Config.from_env({"STRIPE_API_KEY": "sk_test_x"})  # real Stripe needs real auth config
+    with pytest.raises(ConfigError):
+        Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "jpy"})
+    config = Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "EUR", "STRIPE_WEBHOOK_SECRET": "a, b"})
+    assert config.default_currency == "eur" and config.sandbox
+    assert config.stripe_webhook_secrets == ("a", "b")

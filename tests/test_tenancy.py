@@ -1,0 +1,121 @@
+"""Cross-tenant matrix: every route, every way of reaching another tenant."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.conftest import TEST_ENV, assert_error
+
+VALID_BODIES = {
+    ("PATCH", "workspace"): {"name": "Hijacked"},
+    ("POST", "members"): {"user_id": "mallory2", "role": "owner"},
+    ("PATCH", "member"): {"role": "viewer"},
+    ("POST", "accounts"): {"name": "Evil", "email": "evil@example.com", "address": {"country": "US"}},
+    ("PATCH", "account"): {"name": "Hijacked"},
+}
+
+ROUTES = [
+    ("GET", "workspace", "/workspaces/{ws}"),
+    ("PATCH", "workspace", "/workspaces/{ws}"),
+    ("DELETE", "workspace", "/workspaces/{ws}"),
+    ("GET", "members", "/workspaces/{ws}/members"),
+    ("POST", "members", "/workspaces/{ws}/members"),
+    ("PATCH", "member", "/workspaces/{ws}/members/{user}"),
+    ("DELETE", "member", "/workspaces/{ws}/members/{user}"),
+    ("GET", "accounts", "/workspaces/{ws}/billing-accounts"),
+    ("POST", "accounts", "/workspaces/{ws}/billing-accounts"),
+    ("GET", "account", "/workspaces/{ws}/billing-accounts/{acc}"),
+    ("PATCH", "account", "/workspaces/{ws}/billing-accounts/{acc}"),
+    ("DELETE", "account", "/workspaces/{ws}/billing-accounts/{acc}"),
+    ("GET", "subscriptions", "/workspaces/{ws}/billing-accounts/{acc}/subscriptions"),
+]
+ACCOUNT_ROUTES = [r for r in ROUTES if "{acc}" in r[2]]
+WRITES = [r for r in ROUTES if r[0] != "GET"]
+
+
+def call(api: Any, method: str, kind: str, path: str) -> Any:
+    body = VALID_BODIES.get((method, kind))
+    if method == "GET":
+        return api.get(path)
+    if method == "DELETE":
+        return api.delete(path)
+    return getattr(api, method.lower())(path, body)
+
+
+@pytest.fixture
+def tenants(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+    alice, bob = as_user("alice"), as_user("bob")
+    ws_a = alice.workspace(name="A")
+    ws_b = bob.workspace(name="B")
+    bob.add_member(ws_b, "victor", "viewer")
+    acc_a = alice.account(ws_a, name="A's account")
+    acc_b = bob.account(ws_b, name="B's account")
+    subscribe(acc_b["id"], {"users": 1})
+    return {"alice": alice, "bob": bob, "ws_a": ws_a, "ws_b": ws_b, "acc_a": acc_a, "acc_b": acc_b}
+
+
+def _b_unchanged(t: dict[str, Any], state: Any) -> None:
+    bob = t["bob"]
+    assert bob.get(f"/workspaces/{t['ws_b']}").json["name"] == "B"
+    assert bob.get(f"/workspaces/{t['ws_b']}").json["archived"] is False
+    members = {m["user_id"]: m["role"] for m in bob.get(f"/workspaces/{t['ws_b']}/members").json["data"]}
+    assert members == {"bob": "owner", "victor": "viewer"}
+    accounts = bob.get(f"/workspaces/{t['ws_b']}/billing-accounts").json["data"]
+    assert [a["name"] for a in accounts] == ["B's account"]
+    customer = state.gateway.client.v1.customers.retrieve(t["acc_b"]["id"])
+    assert customer.name == "B's account" and not getattr(customer, "deleted", None)
+
+
+@pytest.mark.parametrize("method,kind,template", ROUTES, ids=[f"{m} {p}" for m, _, p in ROUTES])
+def test_non_member_gets_404_on_other_workspace(tenants: dict[str, Any], state: Any,
+                                                 method: str, kind: str, template: str) -> None:
+    t = tenants
+    path = template.format(ws=t["ws_b"], acc=t["acc_b"]["id"], user="victor")
+    assert_error(call(t["alice"], method, kind, path), 404, "not_found")
+    _b_unchanged(t, state)
+
+
+@pytest.mark.parametrize("method,kind,template", ACCOUNT_ROUTES, ids=[f"{m} {p}" for m, _, p in ACCOUNT_ROUTES])
+def test_other_workspaces_account_under_own_workspace_is_404(tenants: dict[str, Any], state: Any,
+                                                              method: str, kind: str, template: str) -> None:
+    t = tenants
+    path = template.format(ws=t["ws_a"], acc=t["acc_b"]["id"], user="alice")
+    assert_error(call(t["alice"], method, kind, path), 404, "not_found")
+    _b_unchanged(t, state)
+
+
+@pytest.mark.parametrize("method,kind,template", WRITES, ids=[f"{m} {p}" for m, _, p in WRITES])
+def test_viewer_gets_403_on_writes(tenants: dict[str, Any], as_user: Any, state: Any,
+                                   method: str, kind: str, template: str) -> None:
+    t = tenants
+    victor = as_user("victor")
+    path = template.format(ws=t["ws_b"], acc=t["acc_b"]["id"], user="bob")
+    assert_error(call(victor, method, kind, path), 403, "permission_denied")
+    _b_unchanged(t, state)
+
+
+def _tokens() -> dict[str, dict[str, str]]:
+    now = int(time.time())
+    base = {"sub": "bob", "iss": TEST_ENV["JWT_ISSUER"], "aud": TEST_ENV["JWT_AUDIENCE"]}
+    expired = jwt.encode({**base, "exp": now - 300}, TEST_ENV["JWT_SECRET"], algorithm="HS256")
+    forged = jwt.encode({**base, "exp": now + 300}, "not-the-secret-but-long-enough-0123456789", algorithm="HS256")
+    return {
+        "none": {},
+        "expired": {"Authorization": f"Bearer {expired}"},
+        "forged": {"Authorization": f"Bearer {forged}"},
+    }
+
+
+@pytest.mark.parametrize("method,kind,template", ROUTES, ids=[f"{m} {p}" for m, _, p in ROUTES])
+def test_bad_tokens_get_401_everywhere(tenants: dict[str, Any], client: Any, state: Any,
+                                       method: str, kind: str, template: str) -> None:
+    t = tenants
+    path = template.format(ws=t["ws_b"], acc=t["acc_b"]["id"], user="victor")
+    for name, headers in _tokens().items():
+        response = client.open(path, method=method, json=VALID_BODIES.get((method, kind)), headers=headers)
+        assert_error(response, 401, "authentication_required")
+    _b_unchanged(t, state)
