@@ -61,13 +61,18 @@ def session_app(config: Config) -> Flask:
     return app
 
 
-@pytest.fixture
-def app(session_app: Flask) -> Iterator[Flask]:
-    yield session_app
-    state: BillingState = session_app.extensions["billing"]
+def wipe(app: Flask) -> None:
+    """Empty every table (the service's and the sandbox's)."""
+    state: BillingState = app.extensions["billing"]
     with state.db.write() as session:
         for table in reversed(Base.metadata.sorted_tables):
             session.execute(table.delete())
+
+
+@pytest.fixture
+def app(session_app: Flask) -> Iterator[Flask]:
+    yield session_app
+    wipe(session_app)
 
 
 @pytest.fixture

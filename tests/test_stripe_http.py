@@ -16,8 +16,7 @@ from flask import Flask
 from app import create_app
 from billing.config import Config
 from billing.gateway import STRIPE_API_VERSION
-from billing.state import BillingState
-from tests.conftest import TEST_ENV, Api, assert_error
+from tests.conftest import TEST_ENV, Api, assert_error, wipe
 from tests.test_billing_accounts import FULL, index_rows
 
 API_KEY = "sk_test_51SecretKeyThatMustNeverLeak"
@@ -39,12 +38,7 @@ def live_app(database_url: str, session_app: Flask, monkeypatch: Any) -> Iterato
     monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
     app = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": API_KEY}))
     yield app
-    state: BillingState = session_app.extensions["billing"]
-    from billing.db import Base
-
-    with state.db.write() as session:
-        for table in reversed(Base.metadata.sorted_tables):
-            session.execute(table.delete())
+    wipe(app)
 
 
 @pytest.fixture
