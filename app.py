@@ -12,6 +12,7 @@ from flask_smorest import Api
 
 from billing import cli
 from billing.auth import TokenVerifier
+from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
 from billing.config import Config
 from billing.db import Database
@@ -65,9 +66,15 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     )
     db = Database(config.database_url)
     gateway = build_gateway(config, db, stripe_http_client)
-    app.extensions["billing"] = BillingState(config=config, db=db, gateway=gateway, verifier=TokenVerifier(config))
+    app.extensions["billing"] = BillingState(
+        config=config, db=db, gateway=gateway, verifier=TokenVerifier(config), prices=PriceBook(gateway)
+    )
     if config.sandbox:
         log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
+        try:
+            ensure_catalog(gateway)  # the sandbox starts with the catalog loaded
+        except Exception as error:  # e.g. tables not migrated yet: `flask migrate` comes first
+            log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
     api = BillingApi(app)
     for blp in (health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp):

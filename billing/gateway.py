@@ -15,9 +15,16 @@ import stripe
 from stripe.params import (
     CustomerCreateParams,
     CustomerUpdateParams,
+    InvoiceCreatePreviewParams,
+    InvoiceListParams,
     PriceCreateParams,
+    PriceUpdateParams,
     ProductCreateParams,
+    ProductUpdateParams,
+    SetupIntentCreateParams,
     SubscriptionCreateParams,
+    SubscriptionResumeParams,
+    SubscriptionUpdateParams,
 )
 
 # The one place the API version is pinned. It must equal the version the
@@ -101,6 +108,108 @@ class StripeGateway:
     ) -> stripe.Subscription:
         return self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key})
 
+    def retrieve_subscription(self, subscription_id: str) -> stripe.Subscription | None:
+        try:
+            return self.client.v1.subscriptions.retrieve(subscription_id)
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_missing":
+                return None
+            raise
+
+    def update_subscription(
+        self, subscription_id: str, params: SubscriptionUpdateParams, *, idempotency_key: str
+    ) -> stripe.Subscription:
+        return self.client.v1.subscriptions.update(
+            subscription_id, params, {"idempotency_key": idempotency_key}
+        )
+
+    def resume_subscription(
+        self, subscription_id: str, params: SubscriptionResumeParams, *, idempotency_key: str
+    ) -> stripe.Subscription:
+        """Resume a subscription whose status is `paused` (a trial that ended without a card)."""
+        return self.client.v1.subscriptions.resume(
+            subscription_id, params, {"idempotency_key": idempotency_key}
+        )
+
+    # -- payment methods ---------------------------------------------------
+
+    def list_payment_methods(self, customer_id: str) -> list[stripe.PaymentMethod]:
+        """All of a customer's payment methods, of every type."""
+        page = self.client.v1.customers.payment_methods.list(customer_id, {"limit": 100})
+        return list(page.auto_paging_iter())
+
+    def retrieve_payment_method(self, payment_method_id: str) -> stripe.PaymentMethod | None:
+        try:
+            return self.client.v1.payment_methods.retrieve(payment_method_id)
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_missing":
+                return None
+            raise
+
+    def set_default_payment_method(
+        self, customer_id: str, payment_method_id: str, *, idempotency_key: str
+    ) -> stripe.Customer:
+        return self.client.v1.customers.update(
+            customer_id,
+            {"invoice_settings": {"default_payment_method": payment_method_id}},
+            {"idempotency_key": idempotency_key},
+        )
+
+    def attach_payment_method(
+        self, payment_method: str, customer_id: str, *, idempotency_key: str
+    ) -> stripe.PaymentMethod:
+        return self.client.v1.payment_methods.attach(
+            payment_method, {"customer": customer_id}, {"idempotency_key": idempotency_key}
+        )
+
+    def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> stripe.PaymentMethod:
+        return self.client.v1.payment_methods.detach(
+            payment_method_id, None, {"idempotency_key": idempotency_key}
+        )
+
+    def create_setup_intent(
+        self, params: SetupIntentCreateParams, *, idempotency_key: str
+    ) -> stripe.SetupIntent:
+        return self.client.v1.setup_intents.create(params, {"idempotency_key": idempotency_key})
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> stripe.SetupIntent:
+        return self.client.v1.setup_intents.retrieve(setup_intent_id)
+
+    def confirm_setup_intent(
+        self, setup_intent_id: str, payment_method: str, *, idempotency_key: str
+    ) -> stripe.SetupIntent:
+        return self.client.v1.setup_intents.confirm(
+            setup_intent_id, {"payment_method": payment_method}, {"idempotency_key": idempotency_key}
+        )
+
+    # -- invoices ----------------------------------------------------------
+
+    def list_invoices(self, params: InvoiceListParams) -> stripe.ListObject[stripe.Invoice]:
+        return self.client.v1.invoices.list(params)
+
+    def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
+        try:
+            return self.client.v1.invoices.retrieve(invoice_id)
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_missing":
+                return None
+            raise
+
+    def invoice_lines(self, invoice: stripe.Invoice) -> list[stripe.InvoiceLineItem]:
+        """Every line of an invoice: the embedded first page, then Stripe's pages."""
+        lines = list(invoice.lines.data)
+        has_more = invoice.lines.has_more
+        while has_more and invoice.id:
+            page = self.client.v1.invoices.line_items.list(
+                invoice.id, {"limit": 100, "starting_after": lines[-1].id}
+            )
+            lines.extend(page.data)
+            has_more = page.has_more
+        return lines
+
+    def preview_invoice(self, params: InvoiceCreatePreviewParams) -> stripe.Invoice:
+        return self.client.v1.invoices.create_preview(params)
+
     # -- catalog -----------------------------------------------------------
 
     def create_product(self, params: ProductCreateParams, *, idempotency_key: str) -> stripe.Product:
@@ -108,6 +217,15 @@ class StripeGateway:
 
     def create_price(self, params: PriceCreateParams, *, idempotency_key: str) -> stripe.Price:
         return self.client.v1.prices.create(params, {"idempotency_key": idempotency_key})
+
+    def iter_products(self) -> Iterator[stripe.Product]:
+        return iter(self.client.v1.products.list({"limit": 100}).auto_paging_iter())
+
+    def update_product(self, product_id: str, params: ProductUpdateParams, *, idempotency_key: str) -> stripe.Product:
+        return self.client.v1.products.update(product_id, params, {"idempotency_key": idempotency_key})
+
+    def update_price(self, price_id: str, params: PriceUpdateParams, *, idempotency_key: str) -> stripe.Price:
+        return self.client.v1.prices.update(price_id, params, {"idempotency_key": idempotency_key})
 
     def prices_by_lookup_key(self, lookup_keys: list[str]) -> dict[str, stripe.Price]:
         found: dict[str, stripe.Price] = {}

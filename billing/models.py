@@ -57,6 +57,8 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by the first subscription ever made in the workspace: the trial is once.
+    first_subscription_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def archived(self) -> bool:
@@ -97,3 +99,14 @@ class BillingAccountIndex(Base):
     currency: Mapped[str] = mapped_column(String(3))
     state: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lease(Base):
+    """A short, expiring claim on a name, held across Stripe calls without
+    holding a database lock (see `billing.leases`)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from billing.auth import TokenVerifier
+from billing.catalog import PriceBook
 from billing.config import Config
 from billing.db import Database
 from billing.gateway import StripeGateway
@@ -18,6 +19,7 @@ class BillingState:
     db: Database
     gateway: StripeGateway
     verifier: TokenVerifier
+    prices: PriceBook
 
 
 def current() -> BillingState:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import stripe
-from marshmallow import Schema, fields, pre_dump
+from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
+from billing.catalog import INTERVALS, PRODUCTS
 from schemas.common import format_timestamp
-
-PRODUCTS = ("locations", "users", "sso")
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
 RESERVED_METADATA_PREFIX = "billing_api_"
 
@@ -106,3 +105,71 @@ class SubscriptionSchema(Schema):
 class SubscriptionListSchema(Schema):
     data = fields.List(fields.Nested(SubscriptionSchema))
     has_more = fields.Boolean()
+
+
+# -- input -------------------------------------------------------------------
+
+MAX_METADATA_PAIRS = 10
+
+
+def validate_metadata(value: dict[str, Any], *, allow_null: bool = False) -> None:
+    if len(value) > MAX_METADATA_PAIRS:
+        raise ValidationError(f"At most {MAX_METADATA_PAIRS} metadata pairs.")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 40:
+            raise ValidationError("Metadata keys are strings of 1 to 40 characters.")
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise ValidationError(f"Metadata keys may not start with {RESERVED_METADATA_PREFIX!r}.")
+        if item is None and allow_null:
+            continue
+        if not isinstance(item, str) or len(item) > 500:
+            raise ValidationError("Metadata values are strings of at most 500 characters.")
+
+
+
+
+def _quantities(**kwargs: Any) -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(validate=validate.OneOf(PRODUCTS)),
+        values=fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000)),
+        validate=validate.Length(min=1),
+        **kwargs,
+    )
+
+
+class SubscriptionCreateSchema(Schema):
+    product_quantities = _quantities(required=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=validate_metadata)
+    interval = fields.String(validate=validate.OneOf(INTERVALS), load_default="month")
+
+
+class SubscriptionUpdateSchema(Schema):
+    action = fields.String(validate=validate.OneOf(("pause", "resume", "sync")))
+    product_quantities = _quantities()
+    add_products = _quantities()
+    remove_products = fields.List(
+        fields.String(validate=validate.OneOf(PRODUCTS)), validate=validate.Length(min=1)
+    )
+    metadata = fields.Dict(
+        keys=fields.String(), values=fields.Raw(allow_none=True),
+        validate=lambda value: validate_metadata(value, allow_null=True),
+        metadata={"description": "Merged into the existing metadata; a null value removes the key."},
+    )
+
+    @validates_schema
+    def _something(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("Send one operation: action, product_quantities, add_products or remove_products.")
+
+
+class TrialInfoSchema(Schema):
+    trial_days = fields.Integer()
+    message = fields.String()
+
+
+class TrialEligibilitySchema(Schema):
+    trial_eligible = fields.Boolean()
+    has_payment_method = fields.Boolean()
+    can_create_subscription = fields.Boolean()
+    trial_info = fields.Nested(TrialInfoSchema, allow_none=True)
+    requirements = fields.Dict(keys=fields.String(), values=fields.String())

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from app import create_app
 from billing.auth import mint_token
+from billing.catalog import ensure_catalog
 from billing.cli import run_migrations
 from billing.config import Config
 from billing.db import Base, normalize_database_url
@@ -61,16 +62,29 @@ def session_app(config: Config) -> Flask:
     return app
 
 
-def wipe(app: Flask) -> None:
-    """Empty every table (the service's and the sandbox's)."""
+CATALOG_TABLES = {"sandbox_price_lookup_keys"}
+CATALOG_OBJECTS = ("product", "price")
+
+
+def wipe(app: Flask, *, keep_catalog: bool = True) -> None:
+    """Empty every table (the service's and the sandbox's), but for the catalog
+    the sandbox starts with, which every test would otherwise rebuild."""
     state: BillingState = app.extensions["billing"]
     with state.db.write() as session:
         for table in reversed(Base.metadata.sorted_tables):
+            if keep_catalog and table.name in CATALOG_TABLES:
+                continue
+            if keep_catalog and table.name == "sandbox_objects":
+                session.execute(table.delete().where(table.c.object_type.not_in(CATALOG_OBJECTS)))
+                continue
             session.execute(table.delete())
 
 
 @pytest.fixture
 def app(session_app: Flask) -> Iterator[Flask]:
+    state: BillingState = session_app.extensions["billing"]
+    ensure_catalog(state.gateway)  # what the sandbox starts with
+    state.prices.clear()
     yield session_app
     wipe(session_app)
 

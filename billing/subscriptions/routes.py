@@ -4,28 +4,69 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import g
 from flask.views import MethodView
 
 from billing.access import workspace_access
 from billing.authn import authenticated_blueprint
 from billing.subscriptions import service
-from schemas.subscriptions import SubscriptionListSchema
+from schemas.subscriptions import (
+    SubscriptionCreateSchema,
+    SubscriptionListSchema,
+    SubscriptionSchema,
+    SubscriptionUpdateSchema,
+    TrialEligibilitySchema,
+)
 
 blp = authenticated_blueprint(
     "subscriptions",
     __name__,
-    url_prefix="/workspaces/<workspaceId>/billing-accounts/<billingAccountId>/subscriptions",
+    url_prefix="/workspaces/<workspaceId>/billing-accounts/<billingAccountId>",
     description="Product subscriptions powered by Stripe.",
 )
 
 
-@blp.route("")
+@blp.route("/subscriptions")
 class Subscriptions(MethodView):
     @blp.response(200, SubscriptionListSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
         """List a billing account's subscriptions, newest first"""
         access = workspace_access(workspaceId)
-        return {
-            "data": service.list_subscriptions(access.workspace.id, billingAccountId),
-            "has_more": False,
-        }
+        return {"data": service.list_subscriptions(access.workspace.id, billingAccountId), "has_more": False}
+
+    @blp.arguments(SubscriptionCreateSchema)
+    @blp.response(201, SubscriptionSchema)
+    def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
+        """Create a subscription (a 14-day trial for a workspace's first one)"""
+        return service.create_subscription(workspace_access(workspaceId), billingAccountId, data, g.request_id)
+
+
+@blp.route("/subscriptions/<subscriptionId>")
+class SubscriptionById(MethodView):
+    @blp.response(200, SubscriptionSchema)
+    def get(self, workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
+        """Retrieve a subscription"""
+        return service.get_subscription(workspace_access(workspaceId), billingAccountId, subscriptionId)
+
+    @blp.arguments(SubscriptionUpdateSchema)
+    @blp.response(200, SubscriptionSchema)
+    def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
+        """Change a subscription: one operation per call"""
+        return service.update_subscription(
+            workspace_access(workspaceId), billingAccountId, subscriptionId, data, g.request_id
+        )
+
+    @blp.response(200, SubscriptionSchema)
+    def delete(self, workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
+        """Cancel a subscription at the end of its current period"""
+        return service.cancel_subscription(
+            workspace_access(workspaceId), billingAccountId, subscriptionId, g.request_id
+        )
+
+
+@blp.route("/trial-eligibility")
+class TrialEligibility(MethodView):
+    @blp.response(200, TrialEligibilitySchema)
+    def get(self, workspaceId: str, billingAccountId: str) -> Any:
+        """Whether a new subscription would start with a trial, and what it needs"""
+        return service.trial_eligibility(workspace_access(workspaceId), billingAccountId)
