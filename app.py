@@ -21,12 +21,13 @@ from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
 from billing.state import BillingState
 from billing.subscriptions.routes import blp as subscriptions_blp
+from billing.webhooks.routes import blp as webhooks_blp
 from billing.workspaces.routes import blp as workspaces_blp
 from schemas.common import ErrorSchema
 
 log = logging.getLogger("billing")
 
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class BillingApi(Api):
@@ -77,7 +78,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
             log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
     api = BillingApi(app)
-    for blp in (health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp):
+    for blp in (health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp, webhooks_blp):
         api.register_blueprint(blp)
     register_error_handlers(app)
     if config.cors_origins:

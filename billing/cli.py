@@ -49,6 +49,15 @@ def register(app: Flask) -> None:
         report = reconcile(current())
         click.echo(json.dumps(report.__dict__, indent=2))
 
+    @app.cli.command("sync-catalog")
+    def sync_catalog_command() -> None:
+        """Create or update the catalog's products and prices in Stripe (idempotent)."""
+        from billing.catalog import sync_catalog
+
+        report = sync_catalog(current().gateway)
+        current().prices.clear()
+        click.echo(json.dumps(report.__dict__, indent=2))
+
     @app.cli.command("dev-setup")
     @click.option("--user", "user_id", default="dev-user", show_default=True)
     @click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)

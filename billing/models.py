@@ -110,3 +110,13 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProcessedEvent(Base):
+    """A Stripe event whose effect is stored: a second delivery is a no-op."""
+
+    __tablename__ = "processed_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

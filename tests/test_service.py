@@ -40,7 +40,7 @@ def test_unexpected_error_is_500_without_trace(client: Any, auth: Any, monkeypat
 
 
 def test_oversized_body_is_413(client: Any, auth: Any) -> None:
-    response = client.post("/workspaces", data="x" * (300 * 1024), headers={**auth("alice"),
+    response = client.post("/workspaces", data="x" * (1100 * 1024), headers={**auth("alice"),
                                                                             "Content-Type": "application/json"})
     assert_error(response, 413, "payload_too_large")
 

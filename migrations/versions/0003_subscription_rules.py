@@ -1,4 +1,4 @@
-"""The once-only trial marker and leases for per-account serialisation.
+"""The once-only trial marker, leases for per-account serialisation, processed webhook events.
 
 Revision ID: 0003
 Revises: 0002
@@ -25,9 +25,16 @@ def upgrade() -> None:
         sa.Column("token", sa.String(64), nullable=False),
         sa.Column("expires_at", sa.DateTime(), nullable=False),
     )
+    op.create_table(
+        "processed_events",
+        sa.Column("id", sa.String(255), primary_key=True),
+        sa.Column("type", sa.String(100), nullable=False),
+        sa.Column("processed_at", sa.DateTime(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("processed_events")
     op.drop_table("leases")
     with op.batch_alter_table("workspaces") as batch:
         batch.drop_column("first_subscription_at")

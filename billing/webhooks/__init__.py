@@ -1,0 +1,1 @@
+"""Stripe webhooks: verified, processed once, effects re-read from Stripe."""

@@ -1,0 +1,30 @@
+"""POST /webhooks/stripe (authenticated by Stripe's signature, not a bearer token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from billing.state import current
+from billing.webhooks import service
+
+blp = Blueprint("webhooks", __name__, url_prefix="/webhooks", description="Events from Stripe.")
+
+
+@blp.route("/stripe")
+class StripeWebhook(MethodView):
+    @blp.doc(security=[], parameters=[{"in": "header", "name": "Stripe-Signature", "required": True,
+                                       "schema": {"type": "string"}}])
+    @blp.response(200)
+    def post(self) -> dict[str, Any]:
+        """Receive a Stripe event (signature-checked, each event id handled once)"""
+        event = service.verify_event(
+            request.get_data(cache=False),
+            request.headers.get("Stripe-Signature"),
+            current().config.stripe_webhook_secrets,
+        )
+        handled = service.process_event(event)
+        return {"received": True, "duplicate": not handled}

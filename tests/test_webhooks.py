@@ -1,0 +1,155 @@
+"""POST /webhooks/stripe: signatures, once-only processing, re-reading from Stripe."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from billing.models import ProcessedEvent
+from billing.webhooks import service as webhook_service
+from tests.conftest import TEST_ENV, assert_error
+from tests.test_billing_accounts import index_rows
+
+SECRET = TEST_ENV["STRIPE_WEBHOOK_SECRET"]
+
+
+def sign(payload: bytes, secret: str = SECRET, at: int | None = None) -> str:
+    timestamp = int(time.time()) if at is None else at
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def event(type_: str, obj: dict[str, Any], event_id: str = "evt_test_1") -> bytes:
+    return json.dumps({"id": event_id, "object": "event", "type": type_, "created": int(time.time()),
+                       "data": {"object": obj}, "livemode": False}).encode()
+
+
+def deliver(client: Any, payload: bytes, signature: str | None = None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    headers["Stripe-Signature"] = signature if signature is not None else sign(payload)
+    return client.post("/webhooks/stripe", data=payload, headers=headers)
+
+
+def processed(state: Any) -> list[str]:
+    with state.db.read() as session:
+        return list(session.scalars(select(ProcessedEvent.id)))
+
+
+def test_valid_event_is_processed_once(client: Any, state: Any) -> None:
+    payload = event("customer.updated", {"id": "cus_x", "object": "customer"})
+    first = deliver(client, payload)
+    assert first.status_code == 200 and first.json == {"received": True, "duplicate": False}
+    second = deliver(client, payload)
+    assert second.status_code == 200 and second.json == {"received": True, "duplicate": True}
+    assert processed(state) == ["evt_test_1"]
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param("", id="missing"),
+        pytest.param("t=1,v1=deadbeef", id="garbage"),
+        pytest.param(None, id="wrong-secret"),
+    ],
+)
+def test_bad_signatures_are_400(client: Any, state: Any, signature: str | None) -> None:
+    payload = event("customer.deleted", {"id": "cus_x"})
+    header = sign(payload, "whsec_someone_else") if signature is None else signature
+    assert_error(deliver(client, payload, header), 400, "invalid_signature")
+    assert processed(state) == []
+
+
+def test_tampered_body_is_400(client: Any, state: Any) -> None:
+    payload = event("customer.deleted", {"id": "cus_x"})
+    header = sign(payload)
+    assert_error(deliver(client, payload.replace(b"cus_x", b"cus_y"), header), 400, "invalid_signature")
+
+
+def test_stale_timestamp_is_400(client: Any, state: Any) -> None:
+    payload = event("customer.updated", {"id": "cus_x"})
+    assert_error(deliver(client, payload, sign(payload, at=int(time.time()) - 301)), 400, "invalid_signature")
+    assert deliver(client, payload, sign(payload, at=int(time.time()) - 200)).status_code == 200
+
+
+def test_rotated_secrets_both_verify(client: Any, state: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(state, "config", dataclasses.replace(state.config,
+                                                             stripe_webhook_secrets=("whsec_new", SECRET)))
+    old = event("customer.updated", {"id": "cus_x"}, "evt_old")
+    new = event("customer.updated", {"id": "cus_x"}, "evt_new")
+    assert deliver(client, old, sign(old, SECRET)).status_code == 200
+    assert deliver(client, new, sign(new, "whsec_new")).status_code == 200
+    assert sorted(processed(state)) == ["evt_new", "evt_old"]
+
+
+def test_customer_deleted_removes_the_index_row(as_user: Any, client: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    state.gateway.client.v1.customers.delete(account["id"])
+    # (listing would also notice; the webhook must do it by itself)
+    response = deliver(client, event("customer.deleted", {"id": account["id"], "object": "customer"}))
+    assert response.status_code == 200
+    assert index_rows(state, ws) == []
+
+
+def test_out_of_order_delete_is_checked_against_stripe(as_user: Any, client: Any, state: Any) -> None:
+    """A forged or stale 'deleted' payload for a live customer changes nothing."""
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    response = deliver(client, event("customer.deleted", {"id": account["id"], "object": "customer"}))
+    assert response.status_code == 200
+    assert [r.customer_id for r in index_rows(state, ws)] == [account["id"]]
+
+
+def test_failing_handler_is_not_recorded_and_retry_succeeds(client: Any, state: Any, monkeypatch: Any) -> None:
+    calls: list[str] = []
+
+    def flaky(obj: dict[str, Any]) -> None:
+        calls.append(obj["id"])
+        if len(calls) == 1:
+            raise RuntimeError("database hiccup")
+
+    monkeypatch.setitem(webhook_service.HANDLERS, "customer.deleted", flaky)
+    payload = event("customer.deleted", {"id": "cus_x"})
+    assert_error(deliver(client, payload), 500, "internal_error")
+    assert processed(state) == []
+    assert deliver(client, payload).json == {"received": True, "duplicate": False}
+    assert processed(state) == ["evt_test_1"] and calls == ["cus_x", "cus_x"]
+
+
+def test_concurrent_duplicate_deliveries_run_the_handler_once(app: Any, state: Any, monkeypatch: Any) -> None:
+    calls: list[str] = []
+    gate = threading.Event()
+
+    def slow(obj: dict[str, Any]) -> None:
+        calls.append(obj["id"])
+        gate.wait(0.3)
+
+    monkeypatch.setitem(webhook_service.HANDLERS, "customer.deleted", slow)
+    payload = event("customer.deleted", {"id": "cus_x"})
+
+    def post(_: int) -> Any:
+        with app.test_client() as c:
+            return deliver(c, payload)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(post, range(6)))
+    assert [r.status_code for r in results] == [200] * 6
+    assert sorted(r.json["duplicate"] for r in results) == [False] + [True] * 5
+    assert calls == ["cus_x"] and processed(state) == ["evt_test_1"]
+
+
+def test_not_an_event_is_400(client: Any) -> None:
+    payload = json.dumps({"hello": "world"}).encode()
+    assert_error(deliver(client, payload), 400, "invalid_event")
+    assert_error(deliver(client, b"{nope", sign(b"{nope")), 400, "invalid_json")
