@@ -19,6 +19,8 @@ from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
+from billing.invoices.routes import blp as invoices_blp
+from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.state import BillingState
 from billing.subscriptions.routes import blp as subscriptions_blp
 from billing.webhooks.routes import blp as webhooks_blp
@@ -48,7 +50,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     # The stripe library logs request bodies at debug level: never below INFO.
     logging.getLogger("stripe").setLevel(max(logging.getLevelName(config.log_level), logging.INFO))
     app = Flask(__name__)
-    app.json.sort_keys = False  # keep the contract's field order
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         API_TITLE="Billing API",
@@ -78,7 +80,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
             log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
     api = BillingApi(app)
-    for blp in (health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp, webhooks_blp):
+    for blp in (
+        health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
+        payment_methods_blp, invoices_blp, webhooks_blp,
+    ):
         api.register_blueprint(blp)
     register_error_handlers(app)
     if config.cors_origins:

@@ -51,7 +51,6 @@ class TokenVerifier:
                 raise authentication_error("The token was not signed by a known key.") from None
         else:
             key = self.secret
-        options: dict[str, Any] = {"require": ["exp", "sub"]}
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -59,7 +58,7 @@ class TokenVerifier:
                 algorithms=self.algorithms,
                 issuer=self.issuer,
                 audience=self.audience,
-                options=options,
+                options={"require": ["exp", "sub"]},
                 leeway=30,
             )
         except jwt.ExpiredSignatureError:

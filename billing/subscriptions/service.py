@@ -265,7 +265,7 @@ def _resume(subscription: stripe.Subscription, customer_id: str, request_key: st
         result = gateway.resume_subscription(
             subscription.id,
             # A new period starts now and is charged now; a decline leaves it paused.
-            {"billing_cycle_anchor": "now", "proration_behavior": "none",
+            {"billing_cycle_anchor": {"type": "now"}, "proration_behavior": "none",
              "payment_behavior": "resume_on_payment_success"},
             idempotency_key=f"{request_key}:resume",
         )

@@ -1,0 +1,42 @@
+"""HTTP routes for invoices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from billing.access import workspace_access
+from billing.authn import authenticated_blueprint
+from billing.invoices import service
+from schemas.invoices import (
+    InvoiceListQuerySchema,
+    InvoiceListSchema,
+    InvoicePreviewRequestSchema,
+    InvoicePreviewSchema,
+)
+
+blp = authenticated_blueprint(
+    "invoices",
+    __name__,
+    url_prefix="/workspaces/<workspaceId>/billing-accounts/<billingAccountId>/invoices",
+    description="Invoice history and previews of upcoming billing changes.",
+)
+
+
+@blp.route("")
+class Invoices(MethodView):
+    @blp.arguments(InvoiceListQuerySchema, location="query")
+    @blp.response(200, InvoiceListSchema)
+    def get(self, query: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
+        """List invoices, newest first, with every line"""
+        return service.list_invoices(workspace_access(workspaceId), billingAccountId, query)
+
+
+@blp.route("/preview")
+class InvoicePreview(MethodView):
+    @blp.arguments(InvoicePreviewRequestSchema)
+    @blp.response(200, InvoicePreviewSchema)
+    def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
+        """Preview the invoice of a new subscription, a change or a cancellation (changes nothing)"""
+        return service.preview_invoice(workspace_access(workspaceId), billingAccountId, data)

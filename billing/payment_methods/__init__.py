@@ -1,0 +1,1 @@
+"""A billing account's payment methods (card data never passes through us)."""

@@ -1,0 +1,49 @@
+"""HTTP routes for payment methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask.views import MethodView
+
+from billing.access import workspace_access
+from billing.authn import authenticated_blueprint
+from billing.payment_methods import service
+from schemas.common import MessageSchema
+from schemas.payment_methods import PaymentMethodListSchema, SetupIntentSchema
+
+blp = authenticated_blueprint(
+    "payment_methods",
+    __name__,
+    url_prefix="/workspaces/<workspaceId>/billing-accounts/<billingAccountId>/payment-methods",
+    description="Customer payment methods for subscriptions.",
+)
+
+
+@blp.route("")
+class PaymentMethods(MethodView):
+    @blp.response(200, PaymentMethodListSchema)
+    def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
+        """List payment methods (all types)"""
+        access = workspace_access(workspaceId)
+        return {"data": service.list_payment_methods(access, billingAccountId), "has_more": False}
+
+    @blp.response(201, SetupIntentSchema)
+    def post(self, workspaceId: str, billingAccountId: str) -> Any:
+        """Start adding a payment method: a SetupIntent for Stripe.js"""
+        return service.create_setup_intent(workspace_access(workspaceId), billingAccountId, g.request_id)
+
+
+@blp.route("/<paymentMethodId>")
+class PaymentMethodById(MethodView):
+    @blp.response(200, MessageSchema)
+    def put(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> Any:
+        """Make a payment method the default"""
+        service.set_default(workspace_access(workspaceId), billingAccountId, paymentMethodId, g.request_id)
+        return {"message": "Default payment method updated"}
+
+    @blp.response(204)
+    def delete(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> None:
+        """Detach a payment method"""
+        service.detach(workspace_access(workspaceId), billingAccountId, paymentMethodId, g.request_id)
