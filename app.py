@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import secrets
 
 import stripe
-from flask import Flask, g, request
+from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
 
-from billing import cli
+from billing import cli, idempotency, request_log
 from billing.auth import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
@@ -87,16 +86,15 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         api.register_blueprint(blp)
     register_error_handlers(app)
     if config.cors_origins:
-        CORS(app, origins=list(config.cors_origins), expose_headers=["X-Request-Id", "Idempotent-Replayed"])
+        CORS(app, origins=list(config.cors_origins),
+             expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
+             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
 
-    @app.before_request
-    def _request_id() -> None:
-        g.request_id = "req_" + secrets.token_hex(12)
+    app.before_request(request_log.start)
 
     @app.after_request
-    def _stamp(response):  # type: ignore[no-untyped-def]
-        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
-        return response
+    def _finish(response: Response) -> Response:
+        return request_log.finish(idempotency.finish(response))
 
     cli.register(app)
     return app

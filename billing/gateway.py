@@ -8,6 +8,7 @@ them, once, for every route.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +27,8 @@ from stripe.params import (
     SubscriptionResumeParams,
     SubscriptionUpdateParams,
 )
+
+from billing.stripe_calls import InstrumentedHTTPClient
 
 # The one place the API version is pinned. It must equal the version the
 # installed library was generated for (a test checks), since the typed
@@ -46,7 +49,7 @@ def build_client(
         api_key,
         stripe_version=STRIPE_API_VERSION,
         max_network_retries=MAX_NETWORK_RETRIES,
-        http_client=http_client or stripe.RequestsClient(timeout=(5.0, timeout)),
+        http_client=InstrumentedHTTPClient(http_client or stripe.RequestsClient(timeout=(5.0, timeout))),
     )
 
 
@@ -74,7 +77,9 @@ class StripeGateway:
         ids = list(customer_ids)
         if len(ids) <= 1:
             return {cid: self.retrieve_customer(cid) for cid in ids}
-        return dict(zip(ids, _FETCH_POOL.map(self.retrieve_customer, ids)))
+        context = contextvars.copy_context()  # so the calls are recorded for this request
+        results = _FETCH_POOL.map(lambda cid: context.copy().run(self.retrieve_customer, cid), ids)
+        return dict(zip(ids, results))
 
     def update_customer(
         self, customer_id: str, params: CustomerUpdateParams, *, idempotency_key: str

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
 from flask.views import MethodView
 
 from billing.access import workspace_access
 from billing.authn import authenticated_blueprint
+from billing.idempotency import claimed_key, stripe_key
 from billing.billing_accounts import service
 from schemas.billing_accounts import (
     BillingAccountCreateSchema,
@@ -36,7 +36,7 @@ class BillingAccounts(MethodView):
     @blp.response(201, BillingAccountSchema)
     def post(self, data: dict[str, Any], workspaceId: str) -> Any:
         """Create a billing account (a Stripe customer)"""
-        return service.create_billing_account(workspace_access(workspaceId), data)
+        return service.create_billing_account(workspace_access(workspaceId), data, claimed_key())
 
 
 @blp.route("/<billingAccountId>")
@@ -51,10 +51,10 @@ class BillingAccountById(MethodView):
     def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Update a billing account (mirrored to Stripe)"""
         return service.update_billing_account(
-            workspace_access(workspaceId), billingAccountId, data, g.request_id
+            workspace_access(workspaceId), billingAccountId, data, stripe_key()
         )
 
     @blp.response(204)
     def delete(self, workspaceId: str, billingAccountId: str) -> None:
         """Delete a billing account and its Stripe customer"""
-        service.delete_billing_account(workspace_access(workspaceId), billingAccountId, g.request_id)
+        service.delete_billing_account(workspace_access(workspaceId), billingAccountId, stripe_key())

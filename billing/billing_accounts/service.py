@@ -9,6 +9,7 @@ held while Stripe is called.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -89,13 +90,17 @@ def get_billing_account(access: Access, customer_id: str) -> stripe.Customer:
     return customer
 
 
-def _reserve_slot(access: Access, currency: str) -> BillingAccountIndex:
+def _reserve_slot(access: Access, currency: str, reference: str) -> BillingAccountIndex:
     """Count and reserve under the workspace's write lock, so concurrent
-    creates cannot both pass the limit."""
+    creates cannot both pass the limit. A retry of the same request (same
+    reference) finds its own reservation instead of taking a second slot."""
     with current().db.write() as session:
         workspace = session.get(Workspace, access.workspace.id, with_for_update=True)
         if workspace is None:
             raise not_found("workspace")
+        mine = session.scalar(select(BillingAccountIndex).where(BillingAccountIndex.reference == reference))
+        if mine is not None and mine.workspace_id == workspace.id:
+            return mine
         used = session.scalar(
             select(func.count())
             .select_from(BillingAccountIndex)
@@ -111,7 +116,7 @@ def _reserve_slot(access: Access, currency: str) -> BillingAccountIndex:
             )
         row = BillingAccountIndex(
             workspace_id=workspace.id,
-            reference=uuid.uuid4().hex,
+            reference=reference,
             currency=currency,
             state="pending",
         )
@@ -119,10 +124,13 @@ def _reserve_slot(access: Access, currency: str) -> BillingAccountIndex:
     return row
 
 
-def create_billing_account(access: Access, data: dict[str, Any]) -> stripe.Customer:
+def create_billing_account(access: Access, data: dict[str, Any], request_key: str | None = None) -> stripe.Customer:
+    """`request_key` (from an Idempotency-Key) makes a retry reuse the first
+    attempt's reservation and Stripe idempotency key."""
     access.for_billing_write()
     currency = data.get("currency") or current().config.default_currency
-    row = _reserve_slot(access, currency)
+    reference = hashlib.sha256(request_key.encode()).hexdigest()[:32] if request_key else uuid.uuid4().hex
+    row = _reserve_slot(access, currency, reference)
     params: CustomerCreateParams = {
         "name": data["name"],
         "email": data["email"],

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
 from flask.views import MethodView
 
 from billing.access import workspace_access
 from billing.authn import authenticated_blueprint
+from billing.idempotency import stripe_key
 from billing.payment_methods import service
 from schemas.common import MessageSchema
 from schemas.payment_methods import PaymentMethodListSchema, SetupIntentSchema
@@ -32,7 +32,7 @@ class PaymentMethods(MethodView):
     @blp.response(201, SetupIntentSchema)
     def post(self, workspaceId: str, billingAccountId: str) -> Any:
         """Start adding a payment method: a SetupIntent for Stripe.js"""
-        return service.create_setup_intent(workspace_access(workspaceId), billingAccountId, g.request_id)
+        return service.create_setup_intent(workspace_access(workspaceId), billingAccountId, stripe_key())
 
 
 @blp.route("/<paymentMethodId>")
@@ -40,10 +40,10 @@ class PaymentMethodById(MethodView):
     @blp.response(200, MessageSchema)
     def put(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> Any:
         """Make a payment method the default"""
-        service.set_default(workspace_access(workspaceId), billingAccountId, paymentMethodId, g.request_id)
+        service.set_default(workspace_access(workspaceId), billingAccountId, paymentMethodId, stripe_key())
         return {"message": "Default payment method updated"}
 
     @blp.response(204)
     def delete(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> None:
         """Detach a payment method"""
-        service.detach(workspace_access(workspaceId), billingAccountId, paymentMethodId, g.request_id)
+        service.detach(workspace_access(workspaceId), billingAccountId, paymentMethodId, stripe_key())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
 from flask.views import MethodView
 
 from billing.access import workspace_access
 from billing.authn import authenticated_blueprint
+from billing.idempotency import stripe_key
 from billing.subscriptions import service
 from schemas.subscriptions import (
     SubscriptionCreateSchema,
@@ -38,7 +38,7 @@ class Subscriptions(MethodView):
     @blp.response(201, SubscriptionSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Create a subscription (a 14-day trial for a workspace's first one)"""
-        return service.create_subscription(workspace_access(workspaceId), billingAccountId, data, g.request_id)
+        return service.create_subscription(workspace_access(workspaceId), billingAccountId, data, stripe_key())
 
 
 @blp.route("/subscriptions/<subscriptionId>")
@@ -53,14 +53,14 @@ class SubscriptionById(MethodView):
     def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
         """Change a subscription: one operation per call"""
         return service.update_subscription(
-            workspace_access(workspaceId), billingAccountId, subscriptionId, data, g.request_id
+            workspace_access(workspaceId), billingAccountId, subscriptionId, data, stripe_key()
         )
 
     @blp.response(200, SubscriptionSchema)
     def delete(self, workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
         """Cancel a subscription at the end of its current period"""
         return service.cancel_subscription(
-            workspace_access(workspaceId), billingAccountId, subscriptionId, g.request_id
+            workspace_access(workspaceId), billingAccountId, subscriptionId, stripe_key()
         )
 
 

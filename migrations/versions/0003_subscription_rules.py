@@ -1,4 +1,4 @@
-"""The once-only trial marker, leases for per-account serialisation, processed webhook events.
+"""The once-only trial marker, leases, processed webhook events, idempotency keys.
 
 Revision ID: 0003
 Revises: 0002
@@ -31,9 +31,23 @@ def upgrade() -> None:
         sa.Column("type", sa.String(100), nullable=False),
         sa.Column("processed_at", sa.DateTime(), nullable=False),
     )
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("scope", sa.String(300), primary_key=True),
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("response_status", sa.Integer(), nullable=True),
+        sa.Column("response_body", sa.Text(), nullable=True),
+        sa.Column("response_type", sa.String(100), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("locked_until", sa.DateTime(), nullable=False),
+    )
+    op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("idempotency_keys")
     op.drop_table("processed_events")
     op.drop_table("leases")
     with op.batch_alter_table("workspaces") as batch:

@@ -1,0 +1,114 @@
+"""Idempotency-Key for POST/PUT/PATCH/DELETE.
+
+The same key with the same request within 24 h replays the first response
+(header `Idempotent-Replayed: true`) and does nothing twice; the same key with a
+different request is 409 `idempotency_key_reused`; a key whose first request is
+still running is 409 `idempotency_key_in_use`. Keys live in the database, so a
+replay survives restarts and is shared by every worker. The idempotency keys
+sent to Stripe derive from it, so a retry through us is a retry at Stripe too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from flask import Response, g, request
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+
+from billing.errors import ApiError
+from billing.models import IdempotencyRecord, utcnow
+from billing.state import current
+
+HEADER = "Idempotency-Key"
+KEEP_FOR = timedelta(hours=24)
+# A first request still "running" after this is taken to have died with its worker.
+RUNNING_LOCK = timedelta(seconds=90)
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def stripe_key() -> str:
+    """The base of the idempotency keys this request sends to Stripe."""
+    return str(getattr(g, "stripe_key", None) or g.request_id)
+
+
+def claimed_key() -> str | None:
+    """The Stripe key base when the client sent an Idempotency-Key, else None."""
+    return getattr(g, "stripe_key", None)
+
+
+def _scope() -> str:
+    workspace_id = (request.view_args or {}).get("workspaceId")
+    return f"workspace:{workspace_id}" if workspace_id else f"user:{g.user_id}"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for part in (request.method, request.path, g.user_id):
+        digest.update(part.encode() + b"\0")
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def begin() -> Response | None:
+    """Claim the request's key, or answer for it (a replay or a 409)."""
+    key = request.headers.get(HEADER)
+    if key is None or request.method not in WRITES:
+        return None
+    if not key.strip() or len(key) > 255:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.")
+    scope, fingerprint, now = _scope(), _fingerprint(), utcnow()
+    try:
+        with current().db.write() as session:
+            record = session.get(IdempotencyRecord, (scope, key), with_for_update=True)
+            if record is not None and record.created_at < now - KEEP_FOR:
+                session.delete(record)
+                session.flush()
+                record = None
+            if record is None:
+                session.add(IdempotencyRecord(scope=scope, key=key, fingerprint=fingerprint, state="running",
+                                              created_at=now, locked_until=now + RUNNING_LOCK))
+            elif record.fingerprint != fingerprint:
+                raise ApiError(409, "idempotency_key_reused",
+                               "This Idempotency-Key was used with a different request.")
+            elif record.state == "done":
+                return _replay(record)
+            elif record.locked_until > now:
+                raise ApiError(409, "idempotency_key_in_use",
+                               "A request with this Idempotency-Key is still being processed.")
+            else:  # its first request died mid-way: this retry takes over
+                record.locked_until = now + RUNNING_LOCK
+    except IntegrityError:  # a concurrent first request inserted it
+        raise ApiError(409, "idempotency_key_in_use",
+                       "A request with this Idempotency-Key is still being processed.") from None
+    g.idempotency = (scope, key)
+    g.stripe_key = "idem_" + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:40]
+    return None
+
+
+def _replay(record: IdempotencyRecord) -> Response:
+    response = Response(record.response_body or "", status=record.response_status or 200,
+                        mimetype=record.response_type or "application/json")
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def finish(response: Response) -> Response:
+    """Store the response of a claimed key; on a 5xx release it so a retry may run."""
+    claimed = getattr(g, "idempotency", None)
+    if claimed is None:
+        return response
+    scope, key = claimed
+    condition = (IdempotencyRecord.scope == scope) & (IdempotencyRecord.key == key)
+    with current().db.write() as session:
+        if response.status_code >= 500:
+            session.execute(delete(IdempotencyRecord).where(condition))
+        else:
+            session.execute(
+                update(IdempotencyRecord).where(condition).values(
+                    state="done", response_status=response.status_code,
+                    response_body=response.get_data(as_text=True), response_type=response.mimetype,
+                )
+            )
+    return response

@@ -1,0 +1,58 @@
+"""One JSON line per request, and the request id that ties it to the response.
+
+Fields: method, route (the URL rule, not the path with ids), status, duration,
+the share of it spent in Stripe, request id, workspace, user and the Stripe
+request ids. Never bodies, headers or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+
+from flask import Response, g, request
+
+from billing import stripe_calls
+
+log = logging.getLogger("billing.request")
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def start() -> None:
+    """Adopt a sane X-Request-Id from the caller, or make one."""
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if _CLIENT_ID.match(incoming) else "req_" + secrets.token_hex(12)
+    g.started = time.perf_counter()
+    g.stripe_calls = stripe_calls.start()
+
+
+def finish(response: Response) -> Response:
+    response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+    started = getattr(g, "started", None)
+    if started is None:
+        return response
+    duration = time.perf_counter() - started
+    calls = getattr(g, "stripe_calls", None)
+    stripe_seconds = calls.seconds if calls else 0.0
+    response.headers["Server-Timing"] = (
+        f"app;dur={(duration - stripe_seconds) * 1000:.2f}, stripe;dur={stripe_seconds * 1000:.2f}"
+    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(json.dumps({
+            "event": "request",
+            "method": request.method,
+            "route": request.url_rule.rule if request.url_rule else None,
+            "status": response.status_code,
+            "duration_ms": round(duration * 1000, 2),
+            "stripe_ms": round(stripe_seconds * 1000, 2),
+            "stripe_calls": calls.count if calls else 0,
+            "stripe_request_ids": calls.request_ids if calls else [],
+            "request_id": g.request_id,
+            "workspace_id": (request.view_args or {}).get("workspaceId"),
+            "user_id": getattr(g, "user_id", None),
+        }, separators=(",", ":")))
+    return response

@@ -1,0 +1,88 @@
+"""Which Stripe requests a request of ours made, and how long they took.
+
+A thin wrapper around the `stripe` library's HTTP client: every call (with the
+library's own retries inside it) is timed and its Stripe request id noted, for
+the request log line and for measuring the service's own overhead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import stripe
+
+
+@dataclass
+class StripeCalls:
+    request_ids: list[str] = field(default_factory=list)
+    count: int = 0
+    seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, seconds: float, request_id: str | None) -> None:
+        with self.lock:  # parallel fetches of one request report here together
+            self.count += 1
+            self.seconds += seconds
+            if request_id:
+                self.request_ids.append(request_id)
+
+
+_current: ContextVar[StripeCalls | None] = ContextVar("stripe_calls", default=None)
+
+
+def start() -> StripeCalls:
+    """Begin recording for the current request (or thread)."""
+    calls = StripeCalls()
+    _current.set(calls)
+    return calls
+
+
+def recorded() -> StripeCalls | None:
+    return _current.get()
+
+
+class InstrumentedHTTPClient(stripe.HTTPClient):
+    name = "instrumented"
+
+    def __init__(self, inner: stripe.HTTPClient) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def request_with_retries(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        post_data: Any = None,
+        max_network_retries: int | None = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        started = time.perf_counter()
+        request_id: str | None = None
+        try:
+            result = self.inner.request_with_retries(
+                method, url, headers, post_data, max_network_retries, _usage=_usage
+            )
+            request_id = result[2].get("Request-Id") or result[2].get("request-id")
+            return result
+        finally:
+            calls = _current.get()
+            if calls is not None:
+                calls.add(time.perf_counter() - started, request_id)
+
+    def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
+                *, _usage: list[str] | None = None) -> tuple[str, int, Mapping[str, str]]:
+        return self.inner.request(method, url, headers, post_data)
+
+    def request_stream(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
+                       *, _usage: list[str] | None = None) -> tuple[Any, int, Mapping[str, str]]:
+        return self.inner.request_stream(method, url, headers, post_data)
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,118 @@
+"""Idempotency-Key: replay, reuse, in-use, restarts, and the key that reaches Stripe."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+import responses
+
+from app import create_app
+from tests.conftest import assert_error
+from tests.test_billing_accounts import FULL, index_rows
+from tests.test_stripe_http import CUSTOMERS, alice, customer_json, live_app, mocked  # noqa: F401 (fixtures)
+
+
+def test_same_key_same_body_replays(as_user: Any, state: Any) -> None:
+    alice = as_user("alice")  # noqa: F811
+    ws = alice.workspace()
+    headers = {**alice.headers, "Idempotency-Key": "create-1"}
+    first = alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    second = alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.json == first.json
+    assert second.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert len(index_rows(state, ws)) == 1
+    assert len([c for c in state.gateway.iter_customers()]) == 1
+
+
+def test_same_key_other_body_is_409(as_user: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    headers = {**alice.headers, "Idempotency-Key": "k"}
+    assert alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers).status_code == 201
+    other = alice.client.post(f"/workspaces/{ws}/billing-accounts", json={**FULL, "name": "Other"}, headers=headers)
+    assert_error(other, 409, "idempotency_key_reused")
+    assert len(index_rows(state, ws)) == 1
+
+
+def test_errors_are_replayed_too(as_user: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    headers = {**alice.headers, "Idempotency-Key": "bad"}
+    first = alice.client.post(f"/workspaces/{ws}/billing-accounts", json={"name": ""}, headers=headers)
+    second = alice.client.post(f"/workspaces/{ws}/billing-accounts", json={"name": ""}, headers=headers)
+    assert first.status_code == second.status_code == 422
+    assert second.headers["Idempotent-Replayed"] == "true"
+
+
+def test_keys_are_scoped_per_workspace(as_user: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws1, ws2 = alice.workspace(name="One"), alice.workspace(name="Two")
+    headers = {**alice.headers, "Idempotency-Key": "same"}
+    a = alice.client.post(f"/workspaces/{ws1}/billing-accounts", json=FULL, headers=headers)
+    b = alice.client.post(f"/workspaces/{ws2}/billing-accounts", json=FULL, headers=headers)
+    assert a.status_code == b.status_code == 201 and a.json["id"] != b.json["id"]
+
+
+def test_another_user_cannot_replay_my_response(as_user: Any) -> None:
+    alice, bob = as_user("alice"), as_user("bob")
+    ws = alice.workspace()
+    alice.add_member(ws, "bob", "admin")
+    key = {"Idempotency-Key": "shared"}
+    assert alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**alice.headers, **key}).status_code == 201
+    response = bob.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**bob.headers, **key})
+    assert_error(response, 409, "idempotency_key_reused")
+
+
+def test_invalid_key_is_400(as_user: Any) -> None:
+    alice = as_user("alice")
+    response = alice.client.post("/workspaces", json={"name": "x", "billing_mode": "single"},
+                                 headers={**alice.headers, "Idempotency-Key": "k" * 256})
+    assert_error(response, 400, "invalid_idempotency_key")
+    assert alice.get("/workspaces").json["data"] == []
+
+
+def test_concurrent_requests_with_one_key_create_one_object(app: Any, as_user: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    headers = {**alice.headers, "Idempotency-Key": "race"}
+
+    def post(_: int) -> Any:
+        with app.test_client() as client:
+            return client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(post, range(8)))
+    created = {r.json["id"] for r in results if r.status_code == 201}
+    assert len(created) == 1
+    assert all(r.status_code == 201 or r.json["code"] == "idempotency_key_in_use" for r in results)
+    assert len(index_rows(state, ws)) == 1 and len(list(state.gateway.iter_customers())) == 1
+
+
+def test_replay_survives_a_restart(as_user: Any, config: Any, auth: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    headers = {**alice.headers, "Idempotency-Key": "restart"}
+    first = alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    restarted = create_app(config).test_client()  # a new process's app on the same database
+    again = restarted.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    assert again.status_code == 201 and again.json == first.json
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_retry_after_stripe_failure_is_a_retry_at_stripe(alice: Any, live_app: Any, mocked: Any) -> None:
+    """A 503 releases the key; the retry reuses the reservation and Stripe's key."""
+    ws = alice.workspace("single")
+    headers = {**alice.headers, "Idempotency-Key": "flaky"}
+    mocked.post(CUSTOMERS, body=requests.exceptions.ConnectionError("reset"))
+    assert_error(alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers), 503,
+                 "stripe_unavailable")
+    mocked.replace(responses.POST, CUSTOMERS, json=customer_json(workspace_id=ws, currency="usd"))
+    retry = alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    assert retry.status_code == 201, retry.json
+    keys = {c.request.headers["Idempotency-Key"] for c in mocked.calls if c.request.url == CUSTOMERS}
+    assert len(keys) == 1  # every attempt, through us and inside the library, is one Stripe request
+    [row] = index_rows(live_app.extensions["billing"], ws)
+    assert row.state == "active" and row.customer_id == "cus_Real123"

@@ -1,0 +1,76 @@
+"""The request log line, request ids, CORS, and what must never be logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from app import create_app
+from billing.config import Config
+from tests.conftest import TEST_ENV
+from tests.test_billing_accounts import FULL
+
+
+def request_lines(caplog: Any) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "billing.request"]
+
+
+def test_one_json_line_per_request(as_user: Any, caplog: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    with caplog.at_level(logging.INFO, logger="billing.request"):
+        caplog.clear()
+        response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    [line] = request_lines(caplog)
+    assert line["method"] == "POST" and line["status"] == 201
+    assert line["route"] == "/workspaces/<workspaceId>/billing-accounts"
+    assert line["workspace_id"] == ws and line["user_id"] == "alice"
+    assert line["request_id"] == response.headers["X-Request-Id"]
+    assert line["duration_ms"] >= line["stripe_ms"] > 0
+    assert line["stripe_calls"] == 1 and line["stripe_request_ids"][0].startswith("req_")
+    assert "app;dur=" in response.headers["Server-Timing"]
+
+
+def test_parallel_fetches_are_counted(as_user: Any, caplog: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    for i in range(3):
+        alice.account(ws, name=f"A{i}")
+    with caplog.at_level(logging.INFO, logger="billing.request"):
+        caplog.clear()
+        alice.get(f"/workspaces/{ws}/billing-accounts")
+    [line] = request_lines(caplog)
+    assert line["stripe_calls"] == 3 and len(line["stripe_request_ids"]) == 3
+
+
+def test_client_request_id_is_kept_and_bad_ones_replaced(client: Any) -> None:
+    assert client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
+    replaced = client.get("/healthz", headers={"X-Request-Id": "bad id; drop table"}).headers["X-Request-Id"]
+    assert replaced.startswith("req_")
+    body = client.get("/nope", headers={"X-Request-Id": "trace-9"}).json
+    assert body["request_id"] == "trace-9"
+
+
+def test_no_token_or_secret_in_logs(as_user: Any, caplog: Any) -> None:
+    alice = as_user("alice")
+    token = alice.headers["Authorization"].split()[1]
+    with caplog.at_level(logging.DEBUG):
+        ws = alice.workspace()
+        alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+        alice.client.get("/workspaces", headers={"Authorization": "Bearer forged.token.here"})
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert token not in text and "forged.token.here" not in text
+    assert TEST_ENV["JWT_SECRET"] not in text and "sk_test_sandbox" not in text
+
+
+def test_cors_for_configured_origins(database_url: str) -> None:
+    config = Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "CORS_ORIGINS": "https://app.example.com"})
+    client = create_app(config).test_client()
+    preflight = client.options("/workspaces", headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Idempotency-Key"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "idempotency-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    other = client.get("/healthz", headers={"Origin": "https://evil.example.com"})
+    assert "Access-Control-Allow-Origin" not in other.headers
