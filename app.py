@@ -21,6 +21,7 @@ from billing.health import blp as health_blp
 from billing.invoices.routes import blp as invoices_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.state import BillingState
+from billing.stripe_calls import DelayedHTTPClient
 from billing.subscriptions.routes import blp as subscriptions_blp
 from billing.webhooks.routes import blp as webhooks_blp
 from billing.workspaces.routes import blp as workspaces_blp
@@ -40,7 +41,10 @@ def build_gateway(config: Config, db: Database, http_client: stripe.HTTPClient |
         return StripeGateway(build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout))
     from billing.sandbox import SandboxHTTPClient
 
-    return StripeGateway(build_client("sk_test_sandbox", http_client=http_client or SandboxHTTPClient(db)))
+    sandbox: stripe.HTTPClient = http_client or SandboxHTTPClient(db)
+    if config.sandbox_latency_ms:
+        sandbox = DelayedHTTPClient(sandbox, config.sandbox_latency_ms / 1000)
+    return StripeGateway(build_client("sk_test_sandbox", http_client=sandbox))
 
 
 def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None) -> Flask:

@@ -50,6 +50,8 @@ def main() -> int:
         return serve(os.environ.get("PORT", "8000"))
     if command == "test":
         return subprocess.call([str(PYTHON), "-m", "pytest", *sys.argv[2:]], cwd=ROOT)
+    if command == "bench":
+        return subprocess.call([str(PYTHON), "-m", "bench.run"], cwd=ROOT)
     if command == "mypy":
         # Strict on the Stripe gateway and the sandbox; the rest is checked too, so
         # a parameter built in a service is held to the library's TypedDicts.
@@ -58,7 +60,7 @@ def main() -> int:
         rest = subprocess.call([str(PYTHON), "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
                                 "app.py", "billing", "schemas"], cwd=ROOT)
         return strict or rest
-    print(f"usage: python3 dev.py [serve|test|mypy] (got {command!r})", file=sys.stderr)
+    print(f"usage: python3 dev.py [serve|test|mypy|bench] (got {command!r})", file=sys.stderr)
     return 2
 
 

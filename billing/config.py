@@ -41,6 +41,7 @@ class Config:
     cors_origins: tuple[str, ...]
     log_level: str
     stripe_timeout: float = 20.0
+    sandbox_latency_ms: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -102,4 +103,5 @@ class Config:
             ),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
+            sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
         )

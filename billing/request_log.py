@@ -38,8 +38,9 @@ def finish(response: Response) -> Response:
     duration = time.perf_counter() - started
     calls = getattr(g, "stripe_calls", None)
     stripe_seconds = calls.seconds if calls else 0.0
+    count = calls.count if calls else 0
     response.headers["Server-Timing"] = (
-        f"app;dur={(duration - stripe_seconds) * 1000:.2f}, stripe;dur={stripe_seconds * 1000:.2f}"
+        f'app;dur={(duration - stripe_seconds) * 1000:.2f}, stripe;dur={stripe_seconds * 1000:.2f};desc="{count}"'
     )
     if log.isEnabledFor(logging.INFO):
         log.info(json.dumps({

@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""The benchmark: the service under gunicorn on the Stripe sandbox, measured
+from outside. Prints a table of figures; asserts nothing.
+
+    python3 dev.py bench            (or: .venv/bin/python -m bench.run)
+
+Figures:
+- per endpoint: latency p50/p99, the service's own overhead (latency minus the
+  time spent in Stripe calls, which the service reports in Server-Timing), and
+  Stripe requests per call;
+- listing 10 accounts with 100 ms of artificial Stripe latency per request;
+- GET of one billing account under gunicorn with concurrent clients (req/s, errors);
+- the list call with 10 and with 10,000 customers in the Stripe account.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from billing.auth import mint_token  # noqa: E402
+from billing.cli import run_migrations  # noqa: E402
+from billing.config import Config  # noqa: E402
+
+JWT_SECRET = "bench-secret-0123456789-0123456789-0123456789"
+TIMING = re.compile(r'(\w+);dur=([\d.]+)(?:;desc="(\d+)")?')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[str, str] | None = None
+          ) -> Iterator[Server]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
+           "PORT": str(port), **(extra or {})}
+    env.pop("STRIPE_API_KEY", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+         "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the service did not start")
+        yield Server(base, env, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@dataclass
+class Sample:
+    latency: list[float] = field(default_factory=list)
+    app: list[float] = field(default_factory=list)
+    stripe: list[float] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    errors: int = 0
+
+
+def timed(session: requests.Session, method: str, url: str, sample: Sample, **kwargs: Any) -> requests.Response:
+    started = time.perf_counter()
+    response = session.request(method, url, **kwargs)
+    latency = (time.perf_counter() - started) * 1000
+    timings = {m.group(1): (float(m.group(2)), m.group(3)) for m in TIMING.finditer(
+        response.headers.get("Server-Timing", ""))}
+    stripe_ms, count = timings.get("stripe", (0.0, "0"))
+    sample.latency.append(latency)
+    sample.stripe.append(stripe_ms)
+    sample.app.append(latency - stripe_ms)
+    sample.calls.append(int(count or 0))
+    if response.status_code >= 400:
+        sample.errors += 1
+    return response
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Client:
+    def __init__(self, base: str, user: str) -> None:
+        self.base = base
+        self.session = requests.Session()
+        config = Config.from_env({"JWT_SECRET": JWT_SECRET})
+        self.session.headers["Authorization"] = f"Bearer {mint_token(config, user)}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.session.request(method, self.base + path, **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+
+def setup_workspace(client: Client, accounts: int = 10) -> dict[str, Any]:
+    ws = client.call("POST", "/workspaces", json={"name": "Bench", "billing_mode": "pooled"})["id"]
+    ids = [client.call("POST", f"/workspaces/{ws}/billing-accounts",
+                       json={"name": f"Account {i}", "email": f"a{i}@bench.test",
+                             "address": {"country": "US"}})["id"] for i in range(accounts)]
+    return {"ws": ws, "accounts": ids}
+
+
+def endpoint_table(server: Server, rounds: int) -> list[tuple[str, Sample]]:
+    client = Client(server.base, "bench-user")
+    world = setup_workspace(client)
+    ws, account = world["ws"], world["accounts"][0]
+    acc = f"/workspaces/{ws}/billing-accounts/{account}"
+    scratch = client.call("POST", "/workspaces", json={"name": "Scratch", "billing_mode": "pooled"})["id"]
+    extra = sandbox_extras(client, ws, account)
+
+    plan: list[tuple[str, Callable[[Sample], Any]]] = [
+        ("GET /workspaces", lambda s: timed(client.session, "GET", f"{server.base}/workspaces", s)),
+        ("GET /workspaces/{id}", lambda s: timed(client.session, "GET", f"{server.base}/workspaces/{ws}", s)),
+        ("GET billing-accounts (10)", lambda s: timed(client.session, "GET",
+                                                      f"{server.base}/workspaces/{ws}/billing-accounts", s)),
+        ("GET billing-account", lambda s: timed(client.session, "GET", server.base + acc, s)),
+        ("PATCH billing-account", lambda s: timed(client.session, "PATCH", server.base + acc, s,
+                                                  json={"name": "Renamed"})),
+        ("POST+DELETE billing-account", lambda s: create_delete(client, server.base, scratch, s)),
+        ("GET subscriptions", lambda s: timed(client.session, "GET", server.base + acc + "/subscriptions", s)),
+        ("GET trial-eligibility", lambda s: timed(client.session, "GET", server.base + acc + "/trial-eligibility",
+                                                  s)),
+        *extra,
+    ]
+    results = []
+    for name, run in plan:
+        sample = Sample()
+        for _ in range(3):  # warm-up (caches, connections)
+            run(Sample())
+        for _ in range(rounds):
+            run(sample)
+        results.append((name, sample))
+    return results
+
+
+def create_delete(client: Client, base: str, ws: str, sample: Sample) -> None:
+    created = timed(client.session, "POST", f"{base}/workspaces/{ws}/billing-accounts", sample,
+                    json={"name": "Temp", "email": "t@bench.test", "address": {"country": "US"}})
+    if created.status_code == 201:
+        timed(client.session, "DELETE", f"{base}/workspaces/{ws}/billing-accounts/{created.json()['id']}", sample)
+
+
+def sandbox_extras(client: Client, ws: str, account: str) -> list[tuple[str, Callable[[Sample], Any]]]:
+    """Payment methods, subscriptions and invoices, where the sandbox can make them."""
+    acc = f"/workspaces/{ws}/billing-accounts/{account}"
+    base = client.base
+    try:
+        client.call("POST", f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"})
+        sub = client.call("POST", acc + "/subscriptions", json={"product_quantities": {"users": 3}})["id"]
+    except RuntimeError as error:
+        print(f"(payment-method, subscription and invoice endpoints skipped: {error})")
+        return []
+    return [
+        ("GET subscription", lambda s: timed(client.session, "GET", f"{base}{acc}/subscriptions/{sub}", s)),
+        ("PATCH subscription (metadata)", lambda s: timed(client.session, "PATCH", f"{base}{acc}/subscriptions/{sub}",
+                                                          s, json={"metadata": {"k": "v"}})),
+        ("GET payment-methods", lambda s: timed(client.session, "GET", f"{base}{acc}/payment-methods", s)),
+        ("GET invoices", lambda s: timed(client.session, "GET", f"{base}{acc}/invoices", s)),
+        ("POST invoices/preview", lambda s: timed(client.session, "POST", f"{base}{acc}/invoices/preview", s,
+                                                  json={"items": [{"product_type": "sso", "quantity": 1}]})),
+    ]
+
+
+def throughput(server: Server, seconds: float, clients: int) -> tuple[float, int, int, Sample]:
+    client = Client(server.base, "bench-load")
+    world = setup_workspace(client, accounts=1)
+    url = f"{server.base}/workspaces/{world['ws']}/billing-accounts/{world['accounts'][0]}"
+    token = client.session.headers["Authorization"]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+    total = Sample()
+
+    def worker() -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = token
+        mine = Sample()
+        while time.monotonic() < stop:
+            try:
+                timed(session, "GET", url, mine)
+            except requests.RequestException:
+                mine.errors += 1
+        with lock:
+            total.latency += mine.latency
+            total.errors += mine.errors
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    return len(total.latency) / elapsed, len(total.latency), total.errors, total
+
+
+def bulk_customers(database_url: str, count: int) -> None:
+    """Other tenants' customers, written through the sandbox's own API."""
+    from billing.db import Database
+    from billing.gateway import build_client
+    from billing.sandbox import SandboxHTTPClient
+
+    client = build_client("sk_test_sandbox", http_client=SandboxHTTPClient(Database(database_url)))
+    for i in range(count):
+        client.v1.customers.create({"name": f"Other tenant {i}", "metadata": {"workspace_id": "ws_other"}})
+
+
+def list_latency(server: Server, ws: str, client: Client, rounds: int) -> Sample:
+    sample = Sample()
+    for _ in range(3):
+        timed(client.session, "GET", f"{server.base}/workspaces/{ws}/billing-accounts", Sample())
+    for _ in range(rounds):
+        timed(client.session, "GET", f"{server.base}/workspaces/{ws}/billing-accounts", sample)
+    return sample
+
+
+def main() -> int:
+    rounds = int(os.environ.get("BENCH_ROUNDS", "200"))
+    customers = int(os.environ.get("BENCH_CUSTOMERS", "10000"))
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.sqlite3"
+        run_migrations(database_url)
+        print(f"database: {database_url.split('@')[-1]}   gunicorn: 2 workers x 4 threads   rounds: {rounds}\n")
+        with serve(database_url) as server:
+            table = endpoint_table(server, rounds)
+            print(f"{'endpoint':34} {'p50 ms':>8} {'p99 ms':>8} {'own p50':>8} {'own p99':>8} {'stripe/call':>11}")
+            for name, s in table:
+                per_call = statistics.mean(s.calls) if s.calls else 0
+                print(f"{name:34} {pct(s.latency, .5):8.2f} {pct(s.latency, .99):8.2f} {pct(s.app, .5):8.2f} "
+                      f"{pct(s.app, .99):8.2f} {per_call:11.2f}" + (f"  errors={s.errors}" if s.errors else ""))
+
+            rps, n, errors, load = throughput(server, float(os.environ.get("BENCH_SECONDS", "10")), 16)
+            print(f"\nthroughput GET billing-account, 16 clients: {rps:.0f} req/s "
+                  f"({n} requests, {errors} errors, p50 {pct(load.latency, .5):.1f} ms, "
+                  f"p99 {pct(load.latency, .99):.1f} ms)")
+
+            client = Client(server.base, "bench-scale")
+            world = setup_workspace(client)
+            small = list_latency(server, world["ws"], client, rounds)
+            bulk_customers(database_url, customers)
+            large = list_latency(server, world["ws"], client, rounds)
+            print(f"\nlist 10 accounts, Stripe account with ~{10 * 3 + 10} customers: p50 {pct(small.latency, .5):.2f} ms; "
+                  f"with {customers} more: p50 {pct(large.latency, .5):.2f} ms; "
+                  f"ratio {pct(large.latency, .5) / pct(small.latency, .5):.2f}")
+
+        with serve(database_url, extra={"SANDBOX_LATENCY_MS": "100"}) as slow:
+            client = Client(slow.base, "bench-slow")
+            world = setup_workspace(client)
+            sample = list_latency(slow, world["ws"], client, 20)
+            print(f"\nwith 100 ms per Stripe request: list of 10 accounts p50 {pct(sample.latency, .5):.0f} ms "
+                  f"({statistics.mean(sample.calls):.0f} Stripe requests, made in parallel)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
