@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import requests
 import stripe
 from flask import Flask, Response
 from flask_cors import CORS
@@ -36,18 +39,40 @@ class BillingApi(Api):
     ERROR_SCHEMA = ErrorSchema
 
 
-def build_gateway(config: Config, db: Database, http_client: stripe.HTTPClient | None = None) -> StripeGateway:
-    if config.stripe_api_key:
-        return StripeGateway(build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout))
-    from billing.sandbox import SandboxHTTPClient
+WebhookTransport = Callable[[bytes, Mapping[str, str]], int]
 
-    sandbox: stripe.HTTPClient = http_client or SandboxHTTPClient(db)
+
+def http_webhook_transport(url: str) -> WebhookTransport:
+    """The sandbox posts its events to the service's own webhook URL, as Stripe would."""
+
+    def post(payload: bytes, headers: Mapping[str, str]) -> int:
+        return requests.post(url, data=payload, headers=dict(headers), timeout=10).status_code
+
+    return post
+
+
+def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | None = None,
+                 webhook_transport: WebhookTransport | None = None) -> dict[str, Any]:
+    """The gateway, and in sandbox mode the emulator's clock and webhook sender."""
+    if config.stripe_api_key:
+        client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout)
+        return {"gateway": StripeGateway(client)}
+    from billing.sandbox import SandboxClock, SandboxHTTPClient, WebhookSender
+
+    webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
+                             webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
+                             background=webhook_transport is None)
+    sandbox: stripe.HTTPClient = http_client or SandboxHTTPClient(db, webhooks=webhooks)
     if config.sandbox_latency_ms:
         sandbox = DelayedHTTPClient(sandbox, config.sandbox_latency_ms / 1000)
-    return StripeGateway(build_client("sk_test_sandbox", http_client=sandbox))
+    return {"gateway": StripeGateway(build_client("sk_test_sandbox", http_client=sandbox)),
+            "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks}
 
 
-def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None) -> Flask:
+def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None,
+               webhook_transport: WebhookTransport | None = None) -> Flask:
+    """The app. In sandbox mode `webhook_transport` replaces the HTTP delivery of
+    the emulator's events (tests deliver them synchronously through a test client)."""
     config = config or Config.from_env()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # The stripe library logs request bodies at debug level: never below INFO.
@@ -71,9 +96,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         },
     )
     db = Database(config.database_url)
-    gateway = build_gateway(config, db, stripe_http_client)
+    stripe_parts = build_stripe(config, db, stripe_http_client, webhook_transport)
+    gateway = stripe_parts["gateway"]
     app.extensions["billing"] = BillingState(
-        config=config, db=db, gateway=gateway, verifier=TokenVerifier(config), prices=PriceBook(gateway)
+        config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), **stripe_parts
     )
     if config.sandbox:
         log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
@@ -88,6 +114,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         payment_methods_blp, invoices_blp, webhooks_blp,
     ):
         api.register_blueprint(blp)
+    if config.sandbox:
+        from billing.devtools.routes import blp as sandbox_blp
+
+        api.register_blueprint(sandbox_blp)
     register_error_handlers(app)
     if config.cors_origins:
         CORS(app, origins=list(config.cors_origins),

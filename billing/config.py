@@ -42,6 +42,7 @@ class Config:
     log_level: str
     stripe_timeout: float = 20.0
     sandbox_latency_ms: float = 0.0
+    sandbox_webhook_url: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -104,4 +105,6 @@ class Config:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
+            sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
+            or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 
@@ -20,6 +21,9 @@ class BillingState:
     gateway: StripeGateway
     verifier: TokenVerifier
     prices: PriceBook
+    # Sandbox mode only: the emulator's clock and webhook sender.
+    sandbox_clock: Any = None
+    webhooks: Any = None
 
 
 def current() -> BillingState:

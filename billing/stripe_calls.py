@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,14 @@ class StripeCalls:
 _current: ContextVar[StripeCalls | None] = ContextVar("stripe_calls", default=None)
 
 
-def start() -> StripeCalls:
-    """Begin recording for the current request (or thread)."""
+def start() -> tuple[StripeCalls, Token[StripeCalls | None]]:
+    """Begin recording for the current request; `stop(token)` ends it."""
     calls = StripeCalls()
-    _current.set(calls)
-    return calls
+    return calls, _current.set(calls)
+
+
+def stop(token: Token[StripeCalls | None]) -> None:
+    _current.reset(token)
 
 
 def recorded() -> StripeCalls | None:

@@ -55,9 +55,23 @@ def config(database_url: str) -> Config:
     return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url})
 
 
+def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
+    """The sandbox's events, posted to the app's webhook route as they happen."""
+
+    def post(payload: bytes, headers: Any) -> int:
+        app = holder["app"]
+        # A fresh app context: a nested request would otherwise share the outer one's `g`.
+        with app.app_context():
+            return int(app.test_client().post("/webhooks/stripe", data=payload, headers=dict(headers)).status_code)
+
+    return post
+
+
 @pytest.fixture(scope="session")
 def session_app(config: Config) -> Flask:
-    app = create_app(config)
+    holder: dict[str, Flask] = {}
+    app = create_app(config, webhook_transport=synchronous_webhooks(holder))
+    holder["app"] = app
     app.config["TESTING"] = False  # errors go through the handlers, as in production
     return app
 
@@ -196,3 +210,9 @@ def subscribe(state: BillingState) -> Any:
         return state.gateway.create_subscription(params, idempotency_key=uuid.uuid4().hex)
 
     return make
+
+
+@pytest.fixture
+def webhooks_lost(state: BillingState, monkeypatch: Any) -> None:
+    """Stripe's webhooks don't reach us (they stay pending in the sandbox)."""
+    monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)

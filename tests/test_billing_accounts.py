@@ -206,7 +206,8 @@ def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe: A
     assert alice.delete(path).status_code == 204
 
 
-def test_customer_deleted_in_stripe_disappears(as_user: Any, state: Any) -> None:
+def test_customer_deleted_in_stripe_disappears(as_user: Any, state: Any, webhooks_lost: None) -> None:
+    """Even when the webhook never arrives, reads notice and drop the index row."""
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)

@@ -40,7 +40,7 @@ def test_failure_between_stripe_and_database_is_recovered(as_user: Any, state: A
     assert reconcile(state).activated == []  # idempotent
 
 
-def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any) -> None:
+def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any, webhooks_lost: None) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     accounts = [alice.account(ws, name=f"A{i}", currency="gbp") for i in range(3)]
@@ -59,7 +59,7 @@ def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any) -> None:
     assert sorted(a["id"] for a in listed) == sorted(a["id"] for a in accounts)
 
 
-def test_deleted_customers_and_stale_reservations_are_cleared(as_user: Any, state: Any) -> None:
+def test_deleted_customers_and_stale_reservations_are_cleared(as_user: Any, state: Any, webhooks_lost: None) -> None:
     alice = as_user("alice")
     ws = alice.workspace("single")
     account = alice.account(ws)

@@ -1,15 +1,23 @@
 """The emulated API: one module per Stripe resource, each adding its routes.
 
-A new resource (payment methods, setup intents, invoices, events) is a module
-with `register(router)` listed here.
+A new resource is a module with `register(router)` listed here.
 """
 
 from __future__ import annotations
 
-from billing.sandbox import customers, prices, products, subscriptions
+from billing.sandbox import (
+    customers,
+    events,
+    invoices,
+    payment_methods,
+    prices,
+    products,
+    setup_intents,
+    subscriptions,
+)
 from billing.sandbox.router import Router
 
-RESOURCES = (customers, products, prices, subscriptions)
+RESOURCES = (customers, products, prices, subscriptions, payment_methods, setup_intents, invoices, events)
 
 
 def build_router() -> Router:

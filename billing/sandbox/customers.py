@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any
-
 from stripe.params import (
     CustomerCreateParams,
     CustomerDeleteParams,
@@ -14,7 +13,7 @@ from stripe.params import (
     CustomerUpdateParams,
 )
 
-from billing.sandbox import metadata, subscriptions
+from billing.sandbox import events, metadata, payment_methods, subscriptions
 from billing.sandbox.errors import SandboxError, not_supported, resource_missing
 from billing.sandbox.listing import list_endpoint
 from billing.sandbox.models import SandboxObject
@@ -32,8 +31,9 @@ KIND = ObjectKind(
 )
 
 # Parameters whose effect would show in responses but which need resources the
-# sandbox does not emulate yet (sources, tax ids, test clocks, payment methods).
-_UNSUPPORTED = ("payment_method", "source", "default_source", "tax_id_data", "test_clock")
+# sandbox does not emulate yet (sources, tax ids, test clocks).
+_UNSUPPORTED = ("source", "default_source", "tax_id_data", "test_clock")
+_DEFAULT_PAYMENT_METHOD = "invoice_settings[default_payment_method]"
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 _INVOICE_PREFIX = re.compile(r"[A-Z0-9]{1,12}\Z")
 
@@ -63,7 +63,7 @@ def _invoice_settings(current: dict[str, Any], value: dict[str, Any]) -> dict[st
         settings["custom_fields"] = (
             [{"name": f["name"], "value": f["value"]} for f in fields] if fields else None)
     if "default_payment_method" in value:
-        # Payment methods are not emulated yet, so any id is accepted as is.
+        # Checked against the customer's attached payment methods by the caller.
         settings["default_payment_method"] = value["default_payment_method"] or None
     if "footer" in value:
         settings["footer"] = value["footer"] or None
@@ -147,8 +147,21 @@ def create(req: Request) -> Document:
         "test_clock": None,
     }
     _apply(data, params)
-    row = req.store.insert(OBJECT_TYPE, data)
-    return req.store.present(row)
+    store = req.store
+    method = None
+    if params.get("payment_method"):
+        method = payment_methods.resolve(store, params["payment_method"], param="payment_method")
+    default = data["invoice_settings"]["default_payment_method"]
+    if default:
+        # Only the `payment_method` passed along (a test token too) can already be the default.
+        if method is None or default not in (params["payment_method"], method.id):
+            payment_methods.require_attached(store, data["id"], default, param=_DEFAULT_PAYMENT_METHOD)
+        data["invoice_settings"]["default_payment_method"] = method.id if method is not None else None
+    row = store.insert(OBJECT_TYPE, data)
+    events.created(store, row)
+    if method is not None:
+        payment_methods.attach(store, method, row.id)
+    return store.present(row)
 
 
 def retrieve(req: Request) -> Document:
@@ -161,22 +174,30 @@ def retrieve(req: Request) -> Document:
 
 
 def update(req: Request) -> Document:
-    params = req.params
+    params, store = req.params, req.store
     _reject_unsupported(params)
-    row = req.store.require(OBJECT_TYPE, req.path_params["customer"], for_update=True)
+    row = store.require(OBJECT_TYPE, req.path_params["customer"], for_update=True)
+    before = store.present(row)
     data = copy.deepcopy(row.data)
+    default = params.get("invoice_settings", {}).get("default_payment_method")
+    if default:
+        payment_methods.require_attached(store, row.id, default, param=_DEFAULT_PAYMENT_METHOD)
     _apply(data, params)
     if "metadata" in params:
         data["metadata"] = metadata.merged(data["metadata"], params["metadata"])
-    req.store.update(row, data)
-    return req.store.present(row)
+    store.update(row, data)
+    events.updated(store, row, before)
+    return store.present(row)
 
 
 def delete(req: Request) -> Document:
-    row = req.store.require(OBJECT_TYPE, req.path_params["customer"], for_update=True)
-    subscriptions.cancel_all_for_customer(req.store, row.id)
+    store = req.store
+    row = store.require(OBJECT_TYPE, req.path_params["customer"], for_update=True)
+    subscriptions.cancel_all_for_customer(store, row.id)
+    last = store.present(row)
     stub = {"id": row.id, "object": OBJECT_TYPE, "deleted": True}
-    req.store.mark_deleted(row, stub)
+    store.mark_deleted(row, stub)
+    events.deleted(store, row, last)
     return dict(stub)
 
 

@@ -20,6 +20,7 @@ class SandboxError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -28,18 +29,24 @@ class SandboxError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        # Further fields of Stripe's error hash (decline_code, payment_method, ...).
+        self.extra = extra or {}
+        # Commit what the request did before failing (a declined invoice payment
+        # stays recorded as an attempt); by default a failed request changes nothing.
+        self.keep_changes = False
 
     def body(self, request_id: str, now: int) -> dict[str, Any]:
         error: dict[str, Any] = {}
         if self.code is not None:
             error["code"] = self.code
             error["doc_url"] = "https://stripe.com/docs/error-codes/" + self.code.replace("_", "-")
+        error.update(self.extra)
         error["message"] = self.message
         if self.param is not None:
             error["param"] = self.param
         error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}?t={now}"
         error["type"] = self.type
-        return {"error": error}
+        return {"error": dict(sorted(error.items()))}
 
 
 def invalid_request(message: str, *, param: str | None = None, code: str | None = None,
@@ -85,3 +92,18 @@ def unrecognized_url(method: str, path: str) -> SandboxError:
 
 def idempotency_error(message: str) -> SandboxError:
     return SandboxError(400, message, type="idempotency_error")
+
+
+def card_declined(decline_code: str, payment_method: dict[str, Any] | None) -> SandboxError:
+    """A charge declined by the card's issuer: HTTP 402, which the library raises as CardError."""
+    extra: dict[str, Any] = {"decline_code": decline_code}
+    if payment_method is not None:
+        extra["payment_method"] = payment_method
+    return SandboxError(402, "Your card was declined.", type="card_error", code="card_declined", extra=extra)
+
+
+def no_payment_method() -> SandboxError:
+    return SandboxError(
+        400, "This customer has no attached payment source or default payment method. Please "
+        "consider adding a default payment method. For more information, visit "
+        "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority.")

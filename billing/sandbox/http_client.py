@@ -32,6 +32,7 @@ from billing.sandbox.form import decode
 from billing.sandbox.params import validate
 from billing.sandbox.router import Request, Route, Router
 from billing.sandbox.store import Store, random_token
+from billing.sandbox.webhooks import WebhookSender
 
 try:
     import psycopg.errors as pg_errors
@@ -59,10 +60,13 @@ def _is_retryable(exc: DBAPIError) -> bool:
 class SandboxHTTPClient(stripe.HTTPClient):
     name = "sandbox"
 
-    def __init__(self, database: Database, *, router: Router | None = None) -> None:
+    def __init__(self, database: Database, *, router: Router | None = None,
+                 webhooks: WebhookSender | None = None) -> None:
         super().__init__()
         self._database = database
         self._router = router or build_router()
+        # Told after every committed write, to deliver the events it recorded.
+        self._webhooks = webhooks
 
     # -- stripe.HTTPClient interface ------------------------------------------
 
@@ -149,23 +153,49 @@ class SandboxHTTPClient(stripe.HTTPClient):
                 store = Store(session, self._router.kinds, sandbox_time(session))
                 return 200, _dump(_run(route, method, parts.path, path_params, params, store)), {}
 
+        try:
+            return self._write(route, method, parts.path, path_params, params, raw, request_id, idempotency_key)
+        finally:
+            if self._webhooks is not None:
+                self._webhooks.notify()
+
+    def _write(self, route: Route, method: str, path: str, path_params: dict[str, str], params: dict[str, Any],
+               raw: dict[str, Any], request_id: str, idempotency_key: str | None) -> tuple[int, str, dict[str, str]]:
+        failure: SandboxError | None = None
         with self._database.write() as session:
-            store = Store(session, self._router.kinds, sandbox_time(session))
+            store = Store(session, self._router.kinds, sandbox_time(session), request_id=request_id,
+                          idempotency_key=idempotency_key)
             if not idempotency_key:
-                return 200, _dump(_run(route, method, parts.path, path_params, params, store)), {}
-            stored = idempotency.claim(session, idempotency_key, method, parts.path,
-                                       idempotency.fingerprint(raw), store.now, request_id)
-            if stored is not None:
-                return stored.status, stored.body, {"Idempotent-Replayed": "true",
-                                                    "Original-Request": stored.request_id}
-            try:
+                try:
+                    return 200, _dump(_run(route, method, path, path_params, params, store)), {}
+                except SandboxError as err:
+                    if not err.keep_changes:
+                        raise
+                    failure = err  # commit, then answer with the error
+            else:
+                stored = idempotency.claim(session, idempotency_key, method, path,
+                                           idempotency.fingerprint(raw), store.now, request_id)
+                if stored is not None:
+                    return stored.status, stored.body, {"Idempotent-Replayed": "true",
+                                                        "Original-Request": stored.request_id}
                 # A savepoint, so a failed request leaves no trace but its stored error.
-                with session.begin_nested():
-                    status, body = 200, _dump(_run(route, method, parts.path, path_params, params, store))
-            except SandboxError as err:
-                status, body = err.status, _dump(err.body(request_id, store.now))
-            idempotency.record(session, idempotency_key, status, body)
-            return status, body, {}
+                savepoint = session.begin_nested()
+                try:
+                    status, body = 200, _dump(_run(route, method, path, path_params, params, store))
+                    savepoint.commit()
+                except SandboxError as err:
+                    if err.keep_changes:
+                        savepoint.commit()
+                    else:
+                        savepoint.rollback()
+                    status, body = err.status, _dump(err.body(request_id, store.now))
+                except BaseException:
+                    savepoint.rollback()
+                    raise
+                idempotency.record(session, idempotency_key, status, body)
+                return status, body, {}
+        assert failure is not None
+        raise failure
 
 
 def _run(route: Route, method: str, path: str, path_params: dict[str, str], params: dict[str, Any],

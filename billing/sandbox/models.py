@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Table, Text, inspect
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Table, Text, inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -75,11 +75,36 @@ class SandboxPriceLookupKey(Base):
     price_id: Mapped[str] = mapped_column(String(255))
 
 
+class SandboxWebhookDelivery(Base):
+    """Delivery state of one event to the sandbox's webhook endpoint (see webhooks.py).
+
+    Times here are real unix time, not sandbox time: leases and signatures are
+    about the moment of sending, and the receiver checks signatures against its
+    own clock.
+    """
+
+    __tablename__ = "sandbox_webhook_deliveries"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # The event's SandboxObject.seq: deliveries go out in creation order.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    pending: Mapped[bool] = mapped_column(Boolean, default=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A sender owns the row until then (it sends outside any transaction).
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    last_attempt_at: Mapped[float | None] = mapped_column(Float)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_sandbox_webhook_deliveries_pending_seq", "pending", "seq"),)
+
+
 SANDBOX_TABLES: list[Table] = [
     SandboxObject.__table__,  # type: ignore[list-item]
     SandboxIdempotencyKey.__table__,  # type: ignore[list-item]
     SandboxClockState.__table__,  # type: ignore[list-item]
     SandboxPriceLookupKey.__table__,  # type: ignore[list-item]
+    SandboxWebhookDelivery.__table__,  # type: ignore[list-item]
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from stripe.params import PriceCreateParams, PriceListParams, PriceRetrieveParams, PriceUpdateParams
 
-from billing.sandbox import metadata, products
+from billing.sandbox import events, metadata, products
 from billing.sandbox.errors import (
     SandboxError,
     not_supported,
@@ -156,6 +156,7 @@ def create_price(store: Store, params: dict[str, Any], *, param_prefix: str = ""
     row = store.insert(OBJECT_TYPE, data)
     if data["lookup_key"]:
         claim_lookup_key(store, data["lookup_key"], price_id, transfer=params.get("transfer_lookup_key", False))
+    events.created(store, row)
     return row
 
 
@@ -172,6 +173,7 @@ def update(req: Request) -> Document:
     if "currency_options" in params:
         raise not_supported("currency_options")
     row = req.store.require(OBJECT_TYPE, req.path_params["price"], for_update=True)
+    before = req.store.present(row)
     data = copy.deepcopy(row.data)
     for field in ("active", "tax_behavior"):
         if field in params:
@@ -189,6 +191,7 @@ def update(req: Request) -> Document:
                 claim_lookup_key(req.store, new_key, row.id, transfer=params.get("transfer_lookup_key", False))
             data["lookup_key"] = new_key
     req.store.update(row, data)
+    events.updated(req.store, row, before)
     return req.store.present(row)
 
 

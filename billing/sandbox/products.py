@@ -14,7 +14,7 @@ from stripe.params import (
     ProductUpdateParams,
 )
 
-from billing.sandbox import metadata
+from billing.sandbox import events, metadata
 from billing.sandbox.errors import SandboxError
 from billing.sandbox.listing import list_endpoint
 from billing.sandbox.models import SandboxObject
@@ -87,7 +87,9 @@ def create_product(store: Store, params: dict[str, Any], *, param_prefix: str = 
         "url": None,
     }
     _apply(data, params)
-    return store.insert(OBJECT_TYPE, data)
+    row = store.insert(OBJECT_TYPE, data)
+    events.created(store, row)
+    return row
 
 
 def create(req: Request) -> Document:
@@ -110,6 +112,7 @@ def retrieve(req: Request) -> Document:
 def update(req: Request) -> Document:
     params = req.params
     row = req.store.require(OBJECT_TYPE, req.path_params["id"], for_update=True)
+    before = req.store.present(row)
     data = copy.deepcopy(row.data)
     _apply(data, params)
     if "metadata" in params:
@@ -123,6 +126,7 @@ def update(req: Request) -> Document:
         data["default_price"] = price.id
     data["updated"] = req.now
     req.store.update(row, data)
+    events.updated(req.store, row, before)
     return req.store.present(row)
 
 
@@ -135,7 +139,9 @@ def delete(req: Request) -> Document:
     if has_prices is not None:
         raise SandboxError(400, "This product cannot be deleted because it has one or more user-created prices.")
     stub = {"id": row.id, "object": OBJECT_TYPE, "deleted": True}
+    last = req.store.present(row)
     req.store.mark_deleted(row, stub)
+    events.deleted(req.store, row, last)
     return dict(stub)
 
 

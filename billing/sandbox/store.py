@@ -26,6 +26,9 @@ from billing.sandbox.models import SandboxObject
 Document = dict[str, Any]
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+# Sandbox-only bookkeeping kept inside a stored document (a payment method's
+# test behaviour, whether trial_will_end was sent, ...); never shown on the wire.
+INTERNAL = "_sandbox"
 
 
 def random_token(length: int = 24) -> str:
@@ -41,6 +44,8 @@ class ObjectKind:
     present: Callable[[Store, Document], Document] | None = None
     # Fields Stripe leaves out unless expanded (customer.subscriptions, ...).
     includable: Mapping[str, Callable[[Store, Document], Any]] = field(default_factory=dict)
+    # What happens when sandbox time reaches the row's `due_at` (see clock.process_due).
+    advance: Callable[[Store, SandboxObject], None] | None = None
 
 
 class _Sequence:
@@ -60,11 +65,19 @@ _sequence = _Sequence()
 
 
 class Store:
-    def __init__(self, session: Session, kinds: Mapping[str, ObjectKind], now: float) -> None:
+    def __init__(self, session: Session, kinds: Mapping[str, ObjectKind], now: float, *,
+                 request_id: str | None = None, idempotency_key: str | None = None,
+                 recorded_at: float | None = None) -> None:
         self.session = session
         self.kinds = kinds
-        self._now = now
         self.now = int(now)
+        # List and delivery order follow when rows are written, even when the
+        # clock dates them earlier (a renewal created at its period's end).
+        self._recorded_at = now if recorded_at is None else recorded_at
+        # The API request this store serves, for events' `request`; None for
+        # changes the clock makes on its own (trial ends, renewals, ...).
+        self.request_id = request_id
+        self.idempotency_key = idempotency_key
 
     # -- ids and lookups ---------------------------------------------------
 
@@ -94,7 +107,7 @@ class Store:
             object_type=object_type,
             customer=customer,
             created=data.get("created", self.now),
-            seq=_sequence.next(self._now),
+            seq=_sequence.next(self._recorded_at),
             deleted=False,
             due_at=due_at,
             data=data,
@@ -108,6 +121,10 @@ class Store:
         row.data = data
         row.due_at = due_at
 
+    def set_customer(self, row: SandboxObject, customer: str | None) -> None:
+        """Re-file the row under another owner (a payment method being attached or detached)."""
+        row.customer = customer
+
     def mark_deleted(self, row: SandboxObject, data: Document) -> None:
         row.deleted = True
         row.due_at = None
@@ -120,9 +137,10 @@ class Store:
 
     def present_document(self, object_type: str, data: Document, *, deleted: bool = False) -> Document:
         kind = self.kinds.get(object_type)
+        document = {key: copy.deepcopy(value) for key, value in data.items() if key != INTERNAL}
         if deleted or kind is None or kind.present is None:
-            return copy.deepcopy(data)
-        return kind.present(self, copy.deepcopy(data))
+            return document
+        return kind.present(self, document)
 
     def list_page(
         self,

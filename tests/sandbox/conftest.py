@@ -70,6 +70,19 @@ def customer(client: stripe.StripeClient) -> stripe.Customer:
 
 @pytest.fixture
 def paying_customer(client: stripe.StripeClient) -> stripe.Customer:
-    # Payment methods are not emulated yet: any id counts as a default one.
-    return client.v1.customers.create(
-        params={"email": "payer@example.com", "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    """A customer whose default payment method is a Visa test card (charges succeed)."""
+    return client.v1.customers.create(params={
+        "email": "payer@example.com", "payment_method": "pm_card_visa",
+        "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+
+
+@pytest.fixture
+def customer_with(client: stripe.StripeClient) -> Callable[[str], stripe.Customer]:
+    """customer_with("pm_card_chargeDeclined") -> a new customer whose default payment method is that test token's."""
+
+    def make(token: str) -> stripe.Customer:
+        return client.v1.customers.create(params={
+            "email": "someone@example.com", "payment_method": token,
+            "invoice_settings": {"default_payment_method": token}})
+
+    return make

@@ -68,13 +68,16 @@ def test_update_semantics(client: stripe.StripeClient) -> None:
 
 
 def test_update_invoice_settings(client: stripe.StripeClient, customer: stripe.Customer) -> None:
+    card = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
     updated = client.v1.customers.update(customer.id, params={
-        "invoice_settings": {"default_payment_method": "pm_123", "custom_fields": [{"name": "VAT", "value": "1"}]}})
-    assert updated.invoice_settings.default_payment_method == "pm_123"
+        "invoice_settings": {"default_payment_method": card.id, "custom_fields": [{"name": "VAT", "value": "1"}]}})
+    assert updated.invoice_settings.default_payment_method == card.id
     assert updated.invoice_settings.custom_fields[0].to_dict() == {"name": "VAT", "value": "1"}
     cleared = client.v1.customers.update(customer.id, params={"invoice_settings": {"custom_fields": ""}})
     assert cleared.invoice_settings.custom_fields is None
-    assert cleared.invoice_settings.default_payment_method == "pm_123"
+    assert cleared.invoice_settings.default_payment_method == card.id
+    unset = client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": ""}})
+    assert unset.invoice_settings.default_payment_method is None
 
 
 def test_update_unknown_nested_param(client: stripe.StripeClient, customer: stripe.Customer) -> None:

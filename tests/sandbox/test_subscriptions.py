@@ -37,8 +37,9 @@ def test_create_active_shape(client: stripe.StripeClient, paying_customer: strip
     assert data["collection_method"] == "charge_automatically"
     assert data["start_date"] == data["created"] == data["billing_cycle_anchor"]
     for field in ("cancel_at", "canceled_at", "ended_at", "trial_start", "trial_end", "pause_collection",
-                  "latest_invoice", "default_payment_method", "days_until_due"):
+                  "default_payment_method", "days_until_due"):
         assert data[field] is None, field
+    assert client.v1.invoices.retrieve(data["latest_invoice"]).status == "paid"
     assert data["cancel_at_period_end"] is False
     # This API version keeps periods on the items only.
     assert "current_period_start" not in data and "current_period_end" not in data
@@ -113,8 +114,12 @@ def test_no_payment_method(client: stripe.StripeClient, customer: stripe.Custome
     assert raised.value.user_message.startswith("This customer has no attached payment source or default payment method.")
     incomplete = _sub(client, customer, monthly, payment_behavior="default_incomplete")
     assert incomplete.status == "incomplete"
-    with_param = _sub(client, customer, monthly, default_payment_method="pm_123")
-    assert (with_param.status, with_param.default_payment_method) == ("active", "pm_123")
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        _sub(client, customer, monthly, default_payment_method="pm_123")
+    assert (raised.value.code, raised.value.param) == ("resource_missing", "default_payment_method")
+    card = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    with_param = _sub(client, customer, monthly, default_payment_method=card.id)
+    assert (with_param.status, with_param.default_payment_method) == ("active", card.id)
     invoiced = _sub(client, customer, monthly, collection_method="send_invoice", days_until_due=30)
     assert (invoiced.status, invoiced.days_until_due) == ("active", 30)
 
@@ -247,7 +252,8 @@ def test_cancel(client: stripe.StripeClient, paying_customer: stripe.Customer, m
 
 def test_list_status_and_customer(client: stripe.StripeClient, paying_customer: stripe.Customer,
                                   monthly: stripe.Price) -> None:
-    other = client.v1.customers.create(params={"invoice_settings": {"default_payment_method": "pm_1"}})
+    other = client.v1.customers.create(params={"payment_method": "pm_card_mastercard",
+                                               "invoice_settings": {"default_payment_method": "pm_card_mastercard"}})
     first = _sub(client, paying_customer, monthly)
     second = _sub(client, paying_customer, monthly, trial_period_days=3)
     third = _sub(client, other, monthly)
@@ -271,7 +277,7 @@ def test_expand_on_list_and_retrieve(client: stripe.StripeClient, paying_custome
                                      monthly: stripe.Price, product: stripe.Product) -> None:
     subscription = _sub(client, paying_customer, monthly, expand=["customer", "latest_invoice"])
     assert subscription.customer.id == paying_customer.id
-    assert subscription.latest_invoice is None
+    assert subscription.latest_invoice.object == "invoice" and subscription.latest_invoice.status == "paid"
     listed = client.v1.subscriptions.list(params={"expand": ["data.items.data.price.product", "data.customer"]})
     item = listed.data[0]["items"].data[0]
     assert item.price.product.id == product.id and item.price.product.name == "Pro"
@@ -289,8 +295,8 @@ def test_due_at_tracks_next_transition(client: stripe.StripeClient, database: Da
             assert row is not None
             return row.due_at
 
-    assert due() == subscription.trial_end
-    client.v1.subscriptions.update(subscription.id, params={"cancel_at": subscription.trial_end - 60})
-    assert due() == subscription.trial_end - 60
+    assert due() == subscription.trial_end - 3 * DAY  # customer.subscription.trial_will_end
+    client.v1.subscriptions.update(subscription.id, params={"cancel_at": subscription.trial_end - 4 * DAY})
+    assert due() == subscription.trial_end - 4 * DAY
     client.v1.subscriptions.cancel(subscription.id)
     assert due() is None

@@ -1,0 +1,82 @@
+"""HTTP routes under /sandbox (sandbox mode only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from marshmallow import Schema, fields, validate
+
+from billing.access import workspace_access
+from billing.authn import authenticated_blueprint
+from billing.devtools import service
+from billing.idempotency import stripe_key
+from billing.sandbox import TEST_TOKENS
+from schemas.payment_methods import PaymentMethodSchema
+
+blp = authenticated_blueprint(
+    "sandbox", __name__, url_prefix="/sandbox",
+    description="Sandbox-only tools (absent when a real Stripe key is configured).",
+)
+ACCOUNT = "/workspaces/<workspaceId>/billing-accounts/<billingAccountId>"
+
+
+class ClockSchema(Schema):
+    now = fields.Integer(metadata={"description": "Sandbox time, unix seconds."})
+    advanced_seconds = fields.Integer()
+
+
+class AdvanceSchema(Schema):
+    seconds = fields.Integer(validate=validate.Range(min=0, max=400 * 86400))
+    minutes = fields.Integer(validate=validate.Range(min=0, max=400 * 1440))
+    hours = fields.Integer(validate=validate.Range(min=0, max=400 * 24))
+    days = fields.Integer(validate=validate.Range(min=0, max=400))
+
+
+class TestPaymentMethodSchema(Schema):
+    payment_method = fields.String(required=True, validate=validate.OneOf(TEST_TOKENS))
+
+
+class SetupIntentResultSchema(Schema):
+    id = fields.String()
+    status = fields.String()
+    payment_method = fields.String(allow_none=True)
+
+
+@blp.route("/clock")
+class Clock(MethodView):
+    @blp.response(200, ClockSchema)
+    def get(self) -> Any:
+        """The sandbox's clock"""
+        return service.clock_now()
+
+
+@blp.route("/clock/advance")
+class ClockAdvance(MethodView):
+    @blp.arguments(AdvanceSchema)
+    @blp.response(200, ClockSchema)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Advance sandbox time and run what comes due (the clock is shared by the whole sandbox)"""
+        return service.advance_clock(data)
+
+
+@blp.route(ACCOUNT + "/payment-methods")
+class TestPaymentMethods(MethodView):
+    @blp.arguments(TestPaymentMethodSchema)
+    @blp.response(201, PaymentMethodSchema)
+    def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
+        """Attach one of Stripe's test payment methods (pm_card_visa, pm_card_chargeDeclined, ...)"""
+        return service.attach_test_payment_method(
+            workspace_access(workspaceId), billingAccountId, data["payment_method"], stripe_key()
+        )
+
+
+@blp.route(ACCOUNT + "/setup-intents/<setupIntentId>/confirm")
+class ConfirmSetupIntent(MethodView):
+    @blp.arguments(TestPaymentMethodSchema)
+    @blp.response(200, SetupIntentResultSchema)
+    def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, setupIntentId: str) -> Any:
+        """Confirm a SetupIntent with a test payment method, as Stripe.js would"""
+        return service.confirm_setup_intent(
+            workspace_access(workspaceId), billingAccountId, setupIntentId, data["payment_method"], stripe_key()
+        )

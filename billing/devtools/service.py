@@ -1,0 +1,55 @@
+"""What the sandbox-only routes do. Tenancy holds here too: an admin can only
+act on their own workspace's customers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing.access import Access, account_in_workspace
+from billing.errors import ApiError, not_found
+from billing.state import current
+
+
+def _clock() -> Any:
+    clock = current().sandbox_clock
+    if clock is None:  # not reachable: the blueprint exists only in sandbox mode
+        raise not_found("route")
+    return clock
+
+
+def clock_now() -> dict[str, Any]:
+    return {"now": _clock().now()}
+
+
+def advance_clock(data: dict[str, Any]) -> dict[str, Any]:
+    """Move sandbox time forward and run what came due (trial ends, renewals,
+    scheduled cancellations); their webhooks follow, as from Stripe."""
+    seconds = data.get("seconds", 0) + 60 * data.get("minutes", 0) + 3600 * data.get("hours", 0) \
+        + 86400 * data.get("days", 0)
+    if seconds <= 0:
+        raise ApiError(422, "validation_failed", "Advance by a positive amount of time.",
+                       errors={"seconds": ["Give seconds, minutes, hours or days."]})
+    now = _clock().advance_and_process(seconds)
+    return {"now": now, "advanced_seconds": seconds}
+
+
+def attach_test_payment_method(access: Access, customer_id: str, token: str, request_key: str) -> dict[str, Any]:
+    access.for_billing_write()
+    account_in_workspace(access.workspace.id, customer_id)
+    method = current().gateway.attach_payment_method(token, customer_id, idempotency_key=f"{request_key}:attach")
+    return method.to_dict()
+
+
+def confirm_setup_intent(access: Access, customer_id: str, setup_intent_id: str, token: str,
+                         request_key: str) -> dict[str, Any]:
+    access.for_billing_write()
+    account_in_workspace(access.workspace.id, customer_id)
+    gateway = current().gateway
+    intent = gateway.retrieve_setup_intent(setup_intent_id)
+    owner = intent.customer if isinstance(intent.customer, str) or intent.customer is None else intent.customer.id
+    if owner != customer_id:
+        raise not_found("setup intent")
+    confirmed = gateway.confirm_setup_intent(setup_intent_id, token, idempotency_key=f"{request_key}:confirm")
+    method = confirmed.payment_method
+    return {"id": confirmed.id, "status": confirmed.status,
+            "payment_method": method if isinstance(method, str) or method is None else method.id}
