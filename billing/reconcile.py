@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from billing.billing_accounts.service import REFERENCE_KEY
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.state import BillingState
+from billing.webhooks.service import ensure_default_payment_method
 
 log = logging.getLogger("billing.reconcile")
 
@@ -32,6 +33,7 @@ class ReconcileReport:
     removed: list[str] = field(default_factory=list)
     released: int = 0
     conflicts: list[str] = field(default_factory=list)
+    defaults_set: list[str] = field(default_factory=list)
 
 
 def reconcile(state: BillingState) -> ReconcileReport:
@@ -99,4 +101,10 @@ def reconcile(state: BillingState) -> ReconcileReport:
                     )
                 )
             report.released += 1
+
+    # What a missed payment_method.attached webhook left undone.
+    for customer in customers:
+        if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
+            if ensure_default_payment_method(state.gateway, customer.id):
+                report.defaults_set.append(customer.id)
     return report

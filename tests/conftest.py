@@ -216,3 +216,9 @@ def subscribe(state: BillingState) -> Any:
 def webhooks_lost(state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks don't reach us (they stay pending in the sandbox)."""
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)
+
+
+@pytest.fixture
+def webhooks_ignored(state: BillingState, monkeypatch: Any) -> None:
+    """Stripe's webhooks are acknowledged unread (for bulk set-up that doesn't need them)."""
+    monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from billing.errors import ApiError
+from billing.gateway import StripeGateway
 from billing.leases import lease
 from billing.models import BillingAccountIndex, ProcessedEvent
 from billing.state import current
@@ -96,9 +97,8 @@ def on_customer_deleted(obj: dict[str, Any]) -> None:
         log.info("customer %s deleted in Stripe: index row removed", customer_id)
 
 
-def ensure_default_payment_method(customer_id: str) -> str | None:
+def ensure_default_payment_method(gateway: StripeGateway, customer_id: str) -> str | None:
     """Make the customer's first attached payment method its default, when it has none."""
-    gateway = current().gateway
     customer = gateway.retrieve_customer(customer_id)
     if customer is None:
         return None
@@ -118,7 +118,7 @@ def ensure_default_payment_method(customer_id: str) -> str | None:
 def on_payment_method_attached(obj: dict[str, Any]) -> None:
     customer_id = obj.get("customer")
     if isinstance(customer_id, str) and _indexed(customer_id):
-        ensure_default_payment_method(customer_id)
+        ensure_default_payment_method(current().gateway, customer_id)
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {

@@ -1,0 +1,165 @@
+"""Invoices: paging both ways, every line of every invoice, previews that change nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from billing.sandbox.models import SandboxObject
+from tests.conftest import assert_error
+
+INVOICE_KEYS = {"id", "customer_id", "number", "status", "currency", "amount_due", "amount_paid", "subtotal",
+                "total", "tax", "discount_amount", "discount_names", "lines", "due_date", "hosted_invoice_url",
+                "invoice_pdf", "created_at"}
+LINE_KEYS = {"id", "description", "amount", "currency", "quantity", "price_id", "unit_amount", "product_name"}
+
+
+@pytest.fixture
+def billed(as_user: Any, state: Any, webhooks_ignored: None) -> dict[str, Any]:
+    """An account with 7 invoices of 12 lines each (newest first: #6 .. #0)."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)
+    client = state.gateway.client
+    ids = []
+    for n in range(7):
+        for i in range(12):
+            client.v1.invoice_items.create({"customer": account["id"], "amount": 100 * n + i, "currency": "usd",
+                                            "description": f"Invoice {n} item {i}"})
+        invoice = client.v1.invoices.create({"customer": account["id"], "pending_invoice_items_behavior": "include",
+                                             "collection_method": "send_invoice", "days_until_due": 30})
+        client.v1.invoices.finalize_invoice(invoice.id)
+        ids.append(invoice.id)
+    return {"alice": alice, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}", "ids": ids[::-1],
+            "account": account}
+
+
+def test_list_shape_and_all_lines(billed: dict[str, Any]) -> None:
+    body = billed["alice"].get(f"{billed['acc']}/invoices").json
+    assert body["has_more"] is False and body["next_cursor"] is None and body["previous_cursor"] is None
+    assert [i["id"] for i in body["data"]] == billed["ids"]
+    newest = body["data"][0]
+    assert set(newest) == INVOICE_KEYS and newest["status"] == "open" and newest["due_date"]
+    assert newest["customer_id"] == billed["account"]["id"] and newest["number"]
+    assert len(newest["lines"]) == 12 and set(newest["lines"][0]) == LINE_KEYS  # past Stripe's first 10
+    assert sorted(line["amount"] for line in newest["lines"]) == [600 + i for i in range(12)]
+    assert newest["total"] == sum(600 + i for i in range(12)) and newest["tax"] is None
+
+
+def test_paging_forward_and_back(billed: dict[str, Any]) -> None:
+    alice, acc, ids = billed["alice"], billed["acc"], billed["ids"]
+    first = alice.get(f"{acc}/invoices?limit=3").json
+    assert [i["id"] for i in first["data"]] == ids[:3]
+    assert first["has_more"] is True and first["next_cursor"] == ids[2] and first["previous_cursor"] is None
+    second = alice.get(f"{acc}/invoices?limit=3&after={first['next_cursor']}").json
+    assert [i["id"] for i in second["data"]] == ids[3:6]
+    assert second["next_cursor"] == ids[5] and second["previous_cursor"] == ids[3]
+    third = alice.get(f"{acc}/invoices?limit=3&after={second['next_cursor']}").json
+    assert [i["id"] for i in third["data"]] == ids[6:] and third["has_more"] is False
+    assert third["next_cursor"] is None and third["previous_cursor"] == ids[6]
+    back = alice.get(f"{acc}/invoices?limit=3&before={third['previous_cursor']}").json
+    assert [i["id"] for i in back["data"]] == ids[3:6]
+    assert back["previous_cursor"] == ids[3] and back["next_cursor"] == ids[5]
+    start = alice.get(f"{acc}/invoices?limit=3&before={back['previous_cursor']}").json
+    assert [i["id"] for i in start["data"]] == ids[:3]
+    assert start["previous_cursor"] is None and start["has_more"] is False
+    assert all(len(i["lines"]) == 12 for page in (first, second, third, back, start) for i in page["data"])
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=x", "after=in_1&before=in_2", "after="])
+def test_bad_queries(as_user: Any, query: str) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    assert_error(alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/invoices?{query}"), 422,
+                 "validation_failed")
+
+
+def test_cursor_of_another_customer_is_refused(billed: dict[str, Any], as_user: Any, state: Any) -> None:
+    bob = as_user("bob")
+    ws = bob.workspace()
+    other = bob.account(ws)
+    state.gateway.client.v1.invoice_items.create({"customer": other["id"], "amount": 5, "currency": "usd"})
+    theirs = state.gateway.client.v1.invoices.create({"customer": other["id"],
+                                                       "pending_invoice_items_behavior": "include"})
+    assert_error(billed["alice"].get(f"{billed['acc']}/invoices?after={theirs.id}"), 422, "validation_failed")
+
+
+def sandbox_counts(state: Any) -> dict[str, int]:
+    with state.db.read() as session:
+        return dict(session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def subscribed(as_user: Any) -> dict[str, Any]:
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, _ = alice.account(ws, currency="gbp"), alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 4, "sso": 1}}).json
+    alice.post("/sandbox/clock/advance", {"days": 5})
+    return {"alice": alice, "acc": acc, "sub": sub}
+
+
+def test_preview_new_subscription(subscribed: dict[str, Any], state: Any) -> None:
+    alice, acc = subscribed["alice"], subscribed["acc"]
+    before = sandbox_counts(state)
+    response = alice.post(f"{acc}/invoices/preview", {"items": [{"product_type": "locations", "quantity": 3,
+                                                                 "interval": "year"}]})
+    assert response.status_code == 200, response.json
+    preview = response.json
+    assert "id" not in preview and set(preview) == INVOICE_KEYS - {"id"}
+    assert preview["currency"] == "gbp"
+    [line] = preview["lines"]
+    assert line["quantity"] == 3 and line["product_name"] == "Locations"
+    assert preview["total"] == line["unit_amount"] * 3 > 0
+    assert sandbox_counts(state) == before
+
+
+def test_preview_change_and_cancellation(subscribed: dict[str, Any], state: Any) -> None:
+    alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
+    before = sandbox_counts(state)
+    change = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "users", "quantity": 6}, {"product_type": "sso", "quantity": 0}]})
+    assert change.status_code == 200, change.json
+    assert 0 < change.json["total"]  # the prorated increase, charged now
+    assert any(line["product_name"] == "Users" for line in change.json["lines"])
+    cut = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "users", "quantity": 1}]})
+    assert cut.status_code == 200, cut.json
+    users_line = next(line for line in cut.json["lines"] if line["product_name"] == "Users")
+    assert users_line["quantity"] == 1 and users_line["amount"] > 0  # next period at the new quantity, no credit
+    cancel = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "cancel_subscription": True})
+    assert cancel.status_code == 200, cancel.json
+    assert cancel.json["total"] == 0
+    assert sandbox_counts(state) == before
+    assert alice.get(f"{acc}/subscriptions/{sub['id']}").json == alice.get(f"{acc}/subscriptions/{sub['id']}").json
+    current = alice.get(f"{acc}/subscriptions/{sub['id']}").json
+    assert {p: v["quantity"] for p, v in current["product_quantities"].items()} == {"users": 4, "sso": 1}
+    assert current["cancel_at_period_end"] is False
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "items"),
+    ({"items": [{"product_type": "users", "quantity": 0}]}, "items"),
+    ({"items": [{"product_type": "nope", "quantity": 1}]}, "items"),
+    ({"items": [{"product_type": "users", "quantity": -1}]}, "items"),
+    ({"items": [{"product_type": "users", "quantity": 1}, {"product_type": "users", "quantity": 2}]}, "items"),
+    ({"cancel_subscription": True}, "cancel_subscription"),
+])
+def test_preview_validation(subscribed: dict[str, Any], body: dict[str, Any], field: str) -> None:
+    error = assert_error(subscribed["alice"].post(f"{subscribed['acc']}/invoices/preview", body), 422,
+                         "validation_failed")
+    assert field in error["errors"]
+
+
+def test_preview_of_another_accounts_subscription_is_404(subscribed: dict[str, Any], as_user: Any) -> None:
+    bob = as_user("bob")
+    ws = bob.workspace("pooled")
+    account = bob.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    response = bob.post(f"{acc}/invoices/preview", {"subscription_id": subscribed["sub"]["id"], "cancel_subscription": True})
+    assert_error(response, 404, "not_found")

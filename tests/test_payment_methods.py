@@ -1,0 +1,117 @@
+"""Payment methods: list, SetupIntent, default, detach guards; the default learned from webhooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from billing.reconcile import reconcile
+from tests.conftest import assert_error
+
+
+@pytest.fixture
+def acct(as_user: Any) -> dict[str, Any]:
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)
+    return {"alice": alice, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+
+
+def attach(acct: dict[str, Any], token: str) -> dict[str, Any]:
+    response = acct["alice"].post(f"/sandbox{acct['acc']}/payment-methods", {"payment_method": token})
+    assert response.status_code == 201, response.json
+    return dict(response.json)
+
+
+def default_of(state: Any, customer_id: str) -> Any:
+    return state.gateway.client.v1.customers.retrieve(customer_id).invoice_settings.default_payment_method
+
+
+def test_list_all_types_with_default(acct: dict[str, Any]) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    assert alice.get(f"{acc}/payment-methods").json == {"data": [], "has_more": False}
+    card = attach(acct, "pm_card_visa")
+    bank = attach(acct, "pm_usBankAccount")
+    listed = {m["id"]: m for m in alice.get(f"{acc}/payment-methods").json["data"]}
+    assert listed[card["id"]] == {"id": card["id"], "type": "card", "is_default": True, "brand": "visa",
+                                  "last4": "4242", "exp_month": listed[card["id"]]["exp_month"],
+                                  "exp_year": listed[card["id"]]["exp_year"], "name": listed[card["id"]]["name"],
+                                  "bank_name": None}
+    assert listed[card["id"]]["exp_year"] > 2000
+    assert listed[bank["id"]]["type"] == "us_bank_account" and listed[bank["id"]]["is_default"] is False
+    assert listed[bank["id"]]["bank_name"] == "STRIPE TEST BANK" and listed[bank["id"]]["brand"] is None
+
+
+def test_setup_intent_and_first_method_becomes_default(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    response = alice.post(f"{acc}/payment-methods")
+    assert response.status_code == 201
+    assert set(response.json) == {"client_secret", "publishable_key"}
+    secret = response.json["client_secret"]
+    assert "_secret_" in secret and response.json["publishable_key"].startswith("pk_")
+    intent_id = secret.split("_secret_")[0]
+    assert default_of(state, acct["account"]["id"]) is None
+    confirmed = alice.post(f"/sandbox{acc}/setup-intents/{intent_id}/confirm", {"payment_method": "pm_card_mastercard"})
+    assert confirmed.status_code == 200 and confirmed.json["status"] == "succeeded"
+    # The service learned of it from Stripe's webhook and made it the default.
+    assert default_of(state, acct["account"]["id"]) == confirmed.json["payment_method"]
+    second = attach(acct, "pm_card_visa")
+    assert default_of(state, acct["account"]["id"]) == confirmed.json["payment_method"] != second["id"]
+
+
+def test_at_most_five_payment_methods(acct: dict[str, Any], state: Any) -> None:
+    for _ in range(5):
+        attach(acct, "pm_card_visa")
+    intents_before = len(list(state.gateway.client.v1.setup_intents.list({"customer": acct["account"]["id"]})))
+    assert_error(acct["alice"].post(f"{acct['acc']}/payment-methods"), 409, "payment_method_limit_reached")
+    assert len(list(state.gateway.client.v1.setup_intents.list({"customer": acct["account"]["id"]}))) == intents_before
+
+
+def test_set_default(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    first, second = attach(acct, "pm_card_visa"), attach(acct, "pm_card_amex")
+    response = alice.client.put(f"{acc}/payment-methods/{second['id']}", headers=alice.headers)
+    assert response.status_code == 200 and response.json == {"message": "Default payment method updated"}
+    assert default_of(state, acct["account"]["id"]) == second["id"]
+    listed = {m["id"]: m["is_default"] for m in alice.get(f"{acc}/payment-methods").json["data"]}
+    assert listed == {first["id"]: False, second["id"]: True}
+    assert_error(alice.client.put(f"{acc}/payment-methods/pm_nope", headers=alice.headers), 404, "not_found")
+
+
+def test_detach_guards(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    only = attach(acct, "pm_card_visa")
+    assert_error(alice.delete(f"{acc}/payment-methods/{only['id']}"), 422, "cannot_detach_only_payment_method")
+    other = attach(acct, "pm_card_amex")
+    alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}})  # trial: an active subscription
+    assert_error(alice.delete(f"{acc}/payment-methods/{only['id']}"), 422, "cannot_detach_default_with_subscriptions")
+    assert len(alice.get(f"{acc}/payment-methods").json["data"]) == 2
+    assert alice.delete(f"{acc}/payment-methods/{other['id']}").status_code == 204
+    assert [m["id"] for m in alice.get(f"{acc}/payment-methods").json["data"]] == [only["id"]]
+
+
+def test_detach_default_without_subscriptions(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    first, second = attach(acct, "pm_card_visa"), attach(acct, "pm_card_amex")
+    assert alice.delete(f"{acc}/payment-methods/{first['id']}").status_code == 204
+    assert [m["id"] for m in alice.get(f"{acc}/payment-methods").json["data"]] == [second["id"]]
+
+
+def test_other_customers_payment_method_is_404(acct: dict[str, Any], as_user: Any, state: Any) -> None:
+    alice, ws = acct["alice"], acct["ws"]
+    other_account = alice.account(ws)
+    theirs = attach({"alice": alice, "acc": f"/workspaces/{ws}/billing-accounts/{other_account['id']}"}, "pm_card_visa")
+    attach(acct, "pm_card_visa")
+    acc = acct["acc"]
+    assert_error(alice.client.put(f"{acc}/payment-methods/{theirs['id']}", headers=alice.headers), 404, "not_found")
+    assert_error(alice.delete(f"{acc}/payment-methods/{theirs['id']}"), 404, "not_found")
+    assert default_of(state, acct["account"]["id"]) != theirs["id"]
+
+
+def test_reconcile_sets_a_missing_default(acct: dict[str, Any], state: Any, webhooks_lost: None) -> None:
+    card = attach(acct, "pm_card_visa")
+    assert default_of(state, acct["account"]["id"]) is None  # the webhook never came
+    report = reconcile(state)
+    assert report.defaults_set == [acct["account"]["id"]]
+    assert default_of(state, acct["account"]["id"]) == card["id"]
