@@ -159,3 +159,11 @@ def test_list_fetches_each_customer_once(alice: Api, mocked: Any) -> None:
     assert sorted(c.request.url for c in mocked.calls) == sorted(f"{CUSTOMERS}/{i}" for i in ids)
     assert all(c.request.method == "GET" for c in mocked.calls)
     assert all(json.loads(json.dumps(a))["workspace_id"] == ws for a in listed)
+
+
+def test_sandbox_routes_do_not_exist_with_a_real_key(alice: Api, mocked: Any) -> None:
+    ws = alice.workspace()
+    for path in ("/sandbox/clock/advance", f"/sandbox/workspaces/{ws}/billing-accounts/cus_x/payment-methods"):
+        assert_error(alice.post(path, {"days": 1, "payment_method": "pm_card_visa"}), 404, "not_found")
+    assert not any("/sandbox" in rule.rule for rule in alice.client.application.url_map.iter_rules())
+    assert mocked.calls == []

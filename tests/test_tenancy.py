@@ -11,6 +11,11 @@ import pytest
 from tests.conftest import TEST_ENV, assert_error
 
 VALID_BODIES = {
+    ("POST", "subscriptions"): {"product_quantities": {"users": 1}},
+    ("PATCH", "subscription"): {"action": "pause"},
+    ("POST", "preview"): {"items": [{"product_type": "users", "quantity": 1}]},
+    ("POST", "test-pm"): {"payment_method": "pm_card_visa"},
+    ("POST", "confirm"): {"payment_method": "pm_card_visa"},
     ("PATCH", "workspace"): {"name": "Hijacked"},
     ("POST", "members"): {"user_id": "mallory2", "role": "owner"},
     ("PATCH", "member"): {"role": "viewer"},
@@ -32,9 +37,24 @@ ROUTES = [
     ("PATCH", "account", "/workspaces/{ws}/billing-accounts/{acc}"),
     ("DELETE", "account", "/workspaces/{ws}/billing-accounts/{acc}"),
     ("GET", "subscriptions", "/workspaces/{ws}/billing-accounts/{acc}/subscriptions"),
+    ("POST", "subscriptions", "/workspaces/{ws}/billing-accounts/{acc}/subscriptions"),
+    ("GET", "subscription", "/workspaces/{ws}/billing-accounts/{acc}/subscriptions/{sub}"),
+    ("PATCH", "subscription", "/workspaces/{ws}/billing-accounts/{acc}/subscriptions/{sub}"),
+    ("DELETE", "subscription", "/workspaces/{ws}/billing-accounts/{acc}/subscriptions/{sub}"),
+    ("GET", "trial", "/workspaces/{ws}/billing-accounts/{acc}/trial-eligibility"),
+    ("GET", "pms", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
+    ("POST", "pms", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
+    ("PUT", "pm", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{pm}"),
+    ("DELETE", "pm", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{pm}"),
+    ("GET", "invoices", "/workspaces/{ws}/billing-accounts/{acc}/invoices"),
+    ("POST", "preview", "/workspaces/{ws}/billing-accounts/{acc}/invoices/preview"),
+    ("POST", "test-pm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
+    ("POST", "confirm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/setup-intents/{seti}/confirm"),
 ]
+# Reads for viewers: every GET, and the invoice preview (it changes nothing).
+READS = {("POST", "preview")}
 ACCOUNT_ROUTES = [r for r in ROUTES if "{acc}" in r[2]]
-WRITES = [r for r in ROUTES if r[0] != "GET"]
+WRITES = [r for r in ROUTES if r[0] != "GET" and (r[0], r[1]) not in READS]
 
 
 def call(api: Any, method: str, kind: str, path: str) -> Any:
@@ -43,23 +63,34 @@ def call(api: Any, method: str, kind: str, path: str) -> Any:
         return api.get(path)
     if method == "DELETE":
         return api.delete(path)
+    if method == "PUT":
+        return api.client.put(path, headers=api.headers)
     return getattr(api, method.lower())(path, body)
 
 
 @pytest.fixture
-def tenants(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+def tenants(as_user: Any, state: Any) -> dict[str, Any]:
     alice, bob = as_user("alice"), as_user("bob")
     ws_a = alice.workspace(name="A")
-    ws_b = bob.workspace(name="B")
+    ws_b = bob.workspace("single", name="B")
     bob.add_member(ws_b, "victor", "viewer")
     acc_a = alice.account(ws_a, name="A's account")
     acc_b = bob.account(ws_b, name="B's account")
-    subscribe(acc_b["id"], {"users": 1})
-    return {"alice": alice, "bob": bob, "ws_a": ws_a, "ws_b": ws_b, "acc_a": acc_a, "acc_b": acc_b}
+    b = f"/workspaces/{ws_b}/billing-accounts/{acc_b['id']}"
+    sub_b = bob.post(f"{b}/subscriptions", {"product_quantities": {"users": 1}}).json
+    pm_b = bob.post(f"/sandbox{b}/payment-methods", {"payment_method": "pm_card_visa"}).json
+    seti_b = bob.post(f"{b}/payment-methods").json["client_secret"].split("_secret_")[0]
+    return {"alice": alice, "bob": bob, "ws_a": ws_a, "ws_b": ws_b, "acc_a": acc_a, "acc_b": acc_b,
+            "sub_b": sub_b, "pm_b": pm_b, "seti_b": seti_b, "b": b}
+
+
+def fill(template: str, t: dict[str, Any], ws: str, user: str) -> str:
+    return template.format(ws=ws, acc=t["acc_b"]["id"], user=user, sub=t["sub_b"]["id"], pm=t["pm_b"]["id"],
+                           seti=t["seti_b"])
 
 
 def _b_unchanged(t: dict[str, Any], state: Any) -> None:
-    bob = t["bob"]
+    bob, b = t["bob"], t["b"]
     assert bob.get(f"/workspaces/{t['ws_b']}").json["name"] == "B"
     assert bob.get(f"/workspaces/{t['ws_b']}").json["archived"] is False
     members = {m["user_id"]: m["role"] for m in bob.get(f"/workspaces/{t['ws_b']}/members").json["data"]}
@@ -68,13 +99,18 @@ def _b_unchanged(t: dict[str, Any], state: Any) -> None:
     assert [a["name"] for a in accounts] == ["B's account"]
     customer = state.gateway.client.v1.customers.retrieve(t["acc_b"]["id"])
     assert customer.name == "B's account" and not getattr(customer, "deleted", None)
+    assert customer.invoice_settings.default_payment_method == t["pm_b"]["id"]
+    subs = bob.get(f"{b}/subscriptions").json["data"]
+    assert [(s["id"], s["status"], s["cancel_at_period_end"]) for s in subs] == [(t["sub_b"]["id"], "trialing", False)]
+    assert [m["id"] for m in bob.get(f"{b}/payment-methods").json["data"]] == [t["pm_b"]["id"]]
+    assert state.gateway.client.v1.setup_intents.retrieve(t["seti_b"]).status == "requires_payment_method"
 
 
 @pytest.mark.parametrize("method,kind,template", ROUTES, ids=[f"{m} {p}" for m, _, p in ROUTES])
 def test_non_member_gets_404_on_other_workspace(tenants: dict[str, Any], state: Any,
                                                  method: str, kind: str, template: str) -> None:
     t = tenants
-    path = template.format(ws=t["ws_b"], acc=t["acc_b"]["id"], user="victor")
+    path = fill(template, t, t["ws_b"], "victor")
     assert_error(call(t["alice"], method, kind, path), 404, "not_found")
     _b_unchanged(t, state)
 
@@ -83,7 +119,7 @@ def test_non_member_gets_404_on_other_workspace(tenants: dict[str, Any], state: 
 def test_other_workspaces_account_under_own_workspace_is_404(tenants: dict[str, Any], state: Any,
                                                               method: str, kind: str, template: str) -> None:
     t = tenants
-    path = template.format(ws=t["ws_a"], acc=t["acc_b"]["id"], user="alice")
+    path = fill(template, t, t["ws_a"], "alice")
     assert_error(call(t["alice"], method, kind, path), 404, "not_found")
     _b_unchanged(t, state)
 
@@ -93,7 +129,7 @@ def test_viewer_gets_403_on_writes(tenants: dict[str, Any], as_user: Any, state:
                                    method: str, kind: str, template: str) -> None:
     t = tenants
     victor = as_user("victor")
-    path = template.format(ws=t["ws_b"], acc=t["acc_b"]["id"], user="bob")
+    path = fill(template, t, t["ws_b"], "bob")
     assert_error(call(victor, method, kind, path), 403, "permission_denied")
     _b_unchanged(t, state)
 
@@ -114,8 +150,21 @@ def _tokens() -> dict[str, dict[str, str]]:
 def test_bad_tokens_get_401_everywhere(tenants: dict[str, Any], client: Any, state: Any,
                                        method: str, kind: str, template: str) -> None:
     t = tenants
-    path = template.format(ws=t["ws_b"], acc=t["acc_b"]["id"], user="victor")
+    path = fill(template, t, t["ws_b"], "victor")
     for name, headers in _tokens().items():
         response = client.open(path, method=method, json=VALID_BODIES.get((method, kind)), headers=headers)
         assert_error(response, 401, "authentication_required")
     _b_unchanged(t, state)
+
+
+@pytest.mark.parametrize("method,kind,template", [r for r in ROUTES if r[0] == "GET" or (r[0], r[1]) in READS],
+                         ids=lambda v: str(v))
+def test_viewer_reads_everything(tenants: dict[str, Any], as_user: Any, method: str, kind: str,
+                                 template: str) -> None:
+    response = call(as_user("victor"), method, kind, fill(template, tenants, tenants["ws_b"], "bob"))
+    assert response.status_code == 200, response.json
+
+
+def test_sandbox_clock_needs_a_token(client: Any) -> None:
+    assert_error(client.post("/sandbox/clock/advance", json={"days": 1}), 401, "authentication_required")
+    assert_error(client.get("/sandbox/clock"), 401, "authentication_required")
