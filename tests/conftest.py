@@ -59,7 +59,9 @@ def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
     """The sandbox's events, posted to the app's webhook route as they happen."""
 
     def post(payload: bytes, headers: Any) -> int:
-        app = holder["app"]
+        app = holder.get("app")
+        if app is None:  # still being created: Stripe would retry later, and so does the sandbox
+            return 503
         # A fresh app context: a nested request would otherwise share the outer one's `g`.
         with app.app_context():
             return int(app.test_client().post("/webhooks/stripe", data=payload, headers=dict(headers)).status_code)

@@ -153,3 +153,25 @@ def test_not_an_event_is_400(client: Any) -> None:
     payload = json.dumps({"hello": "world"}).encode()
     assert_error(deliver(client, payload), 400, "invalid_event")
     assert_error(deliver(client, b"{nope", sign(b"{nope")), 400, "invalid_json")
+
+
+def test_out_of_order_attach_events_still_pick_the_first_method(as_user: Any, client: Any, state: Any,
+                                                                 monkeypatch: Any) -> None:
+    """Stripe's events for two attachments, delivered newest first: the first
+    attached method still becomes the default, since handlers re-read Stripe."""
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)
+    first = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
+    second = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_amex"}).json
+    # Deliver by hand, in reverse; the sandbox's own deliveries are acknowledged unread meanwhile.
+    monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)
+    events = [e for e in state.gateway.client.v1.events.list({"type": "payment_method.attached", "limit": 10}).data]
+    assert [e.data.object.id for e in events] == [second["id"], first["id"]]  # newest first
+    for stripe_event in events:
+        payload = json.dumps(stripe_event.to_dict()).encode()
+        assert deliver(client, payload).status_code == 200
+    default = state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method
+    assert default == first["id"]

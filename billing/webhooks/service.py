@@ -57,7 +57,8 @@ def process_event(event: dict[str, Any]) -> bool:
     """Handle the event unless it already was; True when this call handled it."""
     state = current()
     event_id = str(event["id"])
-    with lease(state.db, f"event:{event_id}", ttl=120, wait=20):
+    # A duplicate waits for the first delivery, within Stripe's webhook timeout.
+    with lease(state.db, f"event:{event_id}", ttl=120, wait=8):
         with state.db.read() as session:
             if session.get(ProcessedEvent, event_id) is not None:
                 return False
@@ -109,7 +110,7 @@ def ensure_default_payment_method(gateway: StripeGateway, customer_id: str) -> s
     methods = gateway.list_payment_methods(customer_id)
     if not methods:
         return None
-    first = min(methods, key=lambda m: (m.created, m.id))
+    first = methods[-1]  # Stripe lists a customer's payment methods newest first
     gateway.set_default_payment_method(customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}")
     log.info("customer %s: first payment method %s made the default", customer_id, first.id)
     return first.id
