@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import g
+from flask import g, request
 from sqlalchemy import select
 
 from billing.errors import ApiError, forbidden, not_found
@@ -42,29 +42,47 @@ class Access:
 
 
 def workspace_access(workspace_id: str) -> Access:
-    """The caller's access to a workspace; 404 when they are not a member."""
+    """The caller's access to a workspace; 404 when they are not a member.
+
+    On routes under a billing account, the account's index row is read in the
+    same query and kept for `account_in_workspace`: one database round trip."""
     user_id: str = g.user_id
+    customer_id = (request.view_args or {}).get("billingAccountId")
+    query = (
+        select(Workspace, Member.role)
+        .join(Member, Member.workspace_id == Workspace.id)
+        .where(Workspace.id == workspace_id, Member.user_id == user_id)
+    )
+    if customer_id:
+        query = query.add_columns(BillingAccountIndex).outerjoin(
+            BillingAccountIndex,
+            (BillingAccountIndex.workspace_id == Workspace.id)
+            & (BillingAccountIndex.customer_id == customer_id)
+            & (BillingAccountIndex.state == "active"),
+        )
     with current().db.read() as session:
-        row = session.execute(
-            select(Workspace, Member.role)
-            .join(Member, Member.workspace_id == Workspace.id)
-            .where(Workspace.id == workspace_id, Member.user_id == user_id)
-        ).first()
+        row = session.execute(query).first()
     if row is None:
         raise not_found("workspace")
+    if customer_id:
+        g.account_rows = {(workspace_id, customer_id): row[2]}
     return Access(workspace=row[0], role=row[1], user_id=user_id)
 
 
 def account_in_workspace(workspace_id: str, customer_id: str) -> BillingAccountIndex:
     """The index row of a billing account under this workspace; 404 otherwise."""
-    with current().db.read() as session:
-        row = session.scalar(
-            select(BillingAccountIndex).where(
-                BillingAccountIndex.workspace_id == workspace_id,
-                BillingAccountIndex.customer_id == customer_id,
-                BillingAccountIndex.state == "active",
+    prefetched = getattr(g, "account_rows", {})
+    if (workspace_id, customer_id) in prefetched:
+        row: BillingAccountIndex | None = prefetched[(workspace_id, customer_id)]
+    else:
+        with current().db.read() as session:
+            row = session.scalar(
+                select(BillingAccountIndex).where(
+                    BillingAccountIndex.workspace_id == workspace_id,
+                    BillingAccountIndex.customer_id == customer_id,
+                    BillingAccountIndex.state == "active",
+                )
             )
-        )
     if row is None:
         raise not_found("billing account")
     return row

@@ -64,11 +64,15 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(write_lock=True)
+        # Reads on PostgreSQL skip BEGIN/ROLLBACK: two round trips fewer per read.
+        self._read_engine = (
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reads; its transaction ends (rolled back) on exit."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        """A session for reads (each statement sees committed data; nothing is held)."""
+        with Session(self._read_engine, expire_on_commit=False) as session:
             yield session
 
     @contextmanager

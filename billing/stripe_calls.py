@@ -19,15 +19,28 @@ import stripe
 
 @dataclass
 class StripeCalls:
+    """`seconds` is wall time with at least one Stripe call in flight: calls made
+    in parallel count once, so latency minus it is the service's own time."""
+
     request_ids: list[str] = field(default_factory=list)
     count: int = 0
     seconds: float = 0.0
+    in_flight: int = 0
+    busy_since: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, seconds: float, request_id: str | None) -> None:
+    def begin(self) -> None:
+        with self.lock:
+            if self.in_flight == 0:
+                self.busy_since = time.perf_counter()
+            self.in_flight += 1
+
+    def end(self, request_id: str | None) -> None:
         with self.lock:  # parallel fetches of one request report here together
             self.count += 1
-            self.seconds += seconds
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.seconds += time.perf_counter() - self.busy_since
             if request_id:
                 self.request_ids.append(request_id)
 
@@ -66,7 +79,9 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
         *,
         _usage: list[str] | None = None,
     ) -> tuple[str, int, Mapping[str, str]]:
-        started = time.perf_counter()
+        calls = _current.get()
+        if calls is not None:
+            calls.begin()
         request_id: str | None = None
         try:
             result = self.inner.request_with_retries(
@@ -75,9 +90,8 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
             request_id = result[2].get("Request-Id") or result[2].get("request-id")
             return result
         finally:
-            calls = _current.get()
             if calls is not None:
-                calls.add(time.perf_counter() - started, request_id)
+                calls.end(request_id)
 
     def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
                 *, _usage: list[str] | None = None) -> tuple[str, int, Mapping[str, str]]:

@@ -132,3 +132,15 @@ def test_resume_paused_subscription_with_declining_card_is_402(as_user: Any) -> 
     response = alice.patch(f"{acc}/subscriptions/{sub['id']}", {"action": "resume"})
     assert response.status_code == 402, response.json
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"
+
+
+def test_card_attached_before_its_webhook_arrives_is_used(as_user: Any, state: Any, webhooks_lost: None) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, _ = alice.account(ws), alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    card = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
+    assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method is None
+    response = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}})
+    assert response.status_code == 201 and response.json["status"] == "active"
+    assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method == card["id"]

@@ -19,6 +19,7 @@ from billing.errors import ApiError, not_found
 from billing.leases import lease
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.state import current
+from billing.webhooks.service import ensure_default_payment_method
 from schemas.subscriptions import product_of_price
 
 log = logging.getLogger("billing.subscriptions")
@@ -60,6 +61,13 @@ def default_payment_method(customer_id: str) -> str | None:
     if method is None:
         return None
     return method if isinstance(method, str) else method.id
+
+
+def charging_method(customer_id: str) -> str | None:
+    """The default payment method for a charge about to be made. A card attached
+    moments ago may not have had its webhook yet: apply the webhook's rule (the
+    first attached becomes the default) now, instead of refusing."""
+    return default_payment_method(customer_id) or ensure_default_payment_method(current().gateway, customer_id)
 
 
 def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription]) -> bool:
@@ -129,7 +137,7 @@ def create_subscription(access: Access, customer_id: str, data: dict[str, Any], 
         if _trial_eligible(access.workspace.id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
-        elif default_payment_method(customer_id) is None:
+        elif charging_method(customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before subscribing.")
         subscription = state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription")
         with state.db.write() as session:
@@ -260,7 +268,7 @@ def _resume(subscription: stripe.Subscription, customer_id: str, request_key: st
     gateway = current().gateway
     result = subscription
     if subscription.status == "paused":
-        if default_payment_method(customer_id) is None:
+        if charging_method(customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before resuming.")
         result = gateway.resume_subscription(
             subscription.id,
