@@ -39,7 +39,7 @@ def serve(port: str) -> int:
     flask("migrate")
     flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
     command = [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-               "--threads", "4", "--worker-class", "gthread", "--access-logfile", "-"]
+               "--threads", "4", "--worker-class", "gthread", "--limit-request-line", "8190", "--access-logfile", "-"]
     return subprocess.call(command, cwd=ROOT)
 
 

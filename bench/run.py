@@ -66,7 +66,8 @@ def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[
     env.pop("STRIPE_API_KEY", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning"],
+         "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning",
+         "--limit-request-line", "8190"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
