@@ -95,14 +95,14 @@ def _replay(record: IdempotencyRecord) -> Response:
 
 
 def finish(response: Response) -> Response:
-    """Store the response of a claimed key; on a 5xx release it so a retry may run."""
+    """Store the response of a claimed key; on a 5xx or 429 release it so a retry may run."""
     claimed = getattr(g, "idempotency", None)
     if claimed is None:
         return response
     scope, key = claimed
     condition = (IdempotencyRecord.scope == scope) & (IdempotencyRecord.key == key)
     with current().db.write() as session:
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 429:  # retryable: not an outcome
             session.execute(delete(IdempotencyRecord).where(condition))
         else:
             session.execute(

@@ -115,3 +115,15 @@ def test_reconcile_sets_a_missing_default(acct: dict[str, Any], state: Any, webh
     report = reconcile(state)
     assert report.defaults_set == [acct["account"]["id"]]
     assert default_of(state, acct["account"]["id"]) == card["id"]
+
+
+def test_detached_method_of_someone_else_is_404(acct: dict[str, Any], state: Any) -> None:
+    alice, ws = acct["alice"], acct["ws"]
+    other = alice.account(ws)
+    theirs = attach({"alice": alice, "acc": f"/workspaces/{ws}/billing-accounts/{other['id']}"}, "pm_card_visa")
+    state.gateway.client.v1.payment_methods.detach(theirs["id"])
+    attach(acct, "pm_card_visa")
+    attach(acct, "pm_card_amex")
+    response = alice.client.delete(f"{acct['acc']}/payment-methods/{theirs['id']}",
+                                   headers={**alice.headers, "Idempotency-Key": "guess"})
+    assert_error(response, 404, "not_found")

@@ -37,10 +37,14 @@ def create_setup_intent(access: Access, customer_id: str, request_key: str) -> d
     return {"client_secret": str(intent.client_secret), "publishable_key": current().config.stripe_publishable_key}
 
 
+def _owner(method: stripe.PaymentMethod) -> str | None:
+    owner = method.customer
+    return owner if isinstance(owner, str) or owner is None else owner.id
+
+
 def _owned_method(customer_id: str, payment_method_id: str) -> stripe.PaymentMethod:
     method = current().gateway.retrieve_payment_method(payment_method_id)
-    owner = method.customer if method else None
-    if method is None or (owner if isinstance(owner, str) or owner is None else owner.id) != customer_id:
+    if method is None or _owner(method) != customer_id:
         raise not_found("payment method")
     return method
 
@@ -57,8 +61,18 @@ def set_default(access: Access, customer_id: str, payment_method_id: str, reques
 def detach(access: Access, customer_id: str, payment_method_id: str, request_key: str) -> None:
     access.for_billing_write()
     account_in_workspace(access.workspace.id, customer_id)
-    _owned_method(customer_id, payment_method_id)
     gateway = current().gateway
+    method = gateway.retrieve_payment_method(payment_method_id)
+    if method is not None and _owner(method) is None:
+        # Already detached: by this very request whose answer was lost? Stripe's
+        # idempotency remembers; anyone else's detach gets no replay and is a 404.
+        try:
+            gateway.detach_payment_method(payment_method_id, idempotency_key=f"{request_key}:detach")
+            return
+        except stripe.InvalidRequestError:
+            raise not_found("payment method") from None
+    if method is None or _owner(method) != customer_id:
+        raise not_found("payment method")
     if len(gateway.list_payment_methods(customer_id)) <= 1:
         raise ApiError(422, "cannot_detach_only_payment_method",
                        "This is the account's only payment method; add another first.")
