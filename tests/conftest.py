@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
 from billing.auth import mint_token
@@ -34,6 +34,16 @@ def _fresh_database_url(tmp_dir: str) -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
         return f"sqlite:///{tmp_dir}/test.sqlite3"
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # one database per xdist worker: each owns its schema while it runs
+        base = make_url(normalize_database_url(url))
+        name = f"{base.database}_{worker}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = base.set(database=name).render_as_string(hide_password=False)
     engine = create_engine(normalize_database_url(url))
     with engine.begin() as conn:  # start from nothing, migrations included
         conn.execute(text("DROP SCHEMA public CASCADE"))
