@@ -8,6 +8,7 @@ anything is read from or written to Stripe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import g, request
 from sqlalchemy import select
@@ -64,9 +65,10 @@ def workspace_access(workspace_id: str) -> Access:
         row = session.execute(query).first()
     if row is None:
         raise not_found("workspace")
+    columns: tuple[Any, ...] = tuple(row)
     if customer_id:
-        g.account_rows = {(workspace_id, customer_id): row[2]}
-    return Access(workspace=row[0], role=row[1], user_id=user_id)
+        g.account_rows = {(workspace_id, customer_id): columns[2]}
+    return Access(workspace=columns[0], role=columns[1], user_id=user_id)
 
 
 def account_in_workspace(workspace_id: str, customer_id: str) -> BillingAccountIndex:
