@@ -24,7 +24,6 @@ from billing.health import blp as health_blp
 from billing.invoices.routes import blp as invoices_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.state import BillingState
-from billing.stripe_calls import DelayedHTTPClient
 from billing.subscriptions.routes import blp as subscriptions_blp
 from billing.webhooks.routes import blp as webhooks_blp
 from billing.workspaces.routes import blp as workspaces_blp
@@ -62,10 +61,9 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
                              webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
                              background=webhook_transport is None)
-    sandbox: stripe.HTTPClient = http_client or SandboxHTTPClient(db, webhooks=webhooks)
-    if config.sandbox_latency_ms:
-        sandbox = DelayedHTTPClient(sandbox, config.sandbox_latency_ms / 1000)
-    return {"gateway": StripeGateway(build_client("sk_test_sandbox", http_client=sandbox)),
+    sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks)
+    client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000)
+    return {"gateway": StripeGateway(client),
             "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks}
 
 

@@ -65,9 +65,11 @@ def recorded() -> StripeCalls | None:
 class InstrumentedHTTPClient(stripe.HTTPClient):
     name = "instrumented"
 
-    def __init__(self, inner: stripe.HTTPClient) -> None:
+    def __init__(self, inner: stripe.HTTPClient, *, latency: float = 0.0) -> None:
         super().__init__()
         self.inner = inner
+        # Sandbox only (SANDBOX_LATENCY_MS): make the emulator feel a network away.
+        self.latency = latency
 
     def request_with_retries(
         self,
@@ -84,6 +86,8 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
             calls.begin()
         request_id: str | None = None
         try:
+            if self.latency:
+                time.sleep(self.latency)
             result = self.inner.request_with_retries(
                 method, url, headers, post_data, max_network_retries, _usage=_usage
             )
@@ -104,26 +108,3 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
     def close(self) -> None:
         self.inner.close()  # type: ignore[no-untyped-call]
 
-
-class DelayedHTTPClient(InstrumentedHTTPClient):
-    """Adds a fixed latency to every Stripe request: the sandbox made to feel like
-    a network away (benchmarks only; SANDBOX_LATENCY_MS)."""
-
-    name = "delayed"
-
-    def __init__(self, inner: stripe.HTTPClient, seconds: float) -> None:
-        super().__init__(inner)
-        self.seconds = seconds
-
-    def request_with_retries(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        post_data: Any = None,
-        max_network_retries: int | None = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> tuple[str, int, Mapping[str, str]]:
-        time.sleep(self.seconds)
-        return self.inner.request_with_retries(method, url, headers, post_data, max_network_retries, _usage=_usage)

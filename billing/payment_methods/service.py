@@ -16,8 +16,11 @@ MAX_PAYMENT_METHODS = 5
 
 def list_payment_methods(access: Access, customer_id: str) -> list[dict[str, Any]]:
     account_in_workspace(access.workspace.id, customer_id)
-    default = default_payment_method(customer_id)
-    methods = current().gateway.list_payment_methods(customer_id)
+    gateway = current().gateway
+    customer, methods = gateway.together(
+        lambda: gateway.retrieve_customer(customer_id), lambda: gateway.list_payment_methods(customer_id)
+    )
+    default = default_payment_method(customer_id, customer)
     return [{**m.to_dict(), "is_default": m.id == default} for m in methods]
 
 

@@ -35,7 +35,7 @@ from billing.sandbox.errors import (
     resource_missing,
 )
 from billing.sandbox.invoicing import INVOICE, ITEM
-from billing.sandbox.listing import DEFAULT_LIMIT, MAX_LIMIT, created_filter, list_endpoint, list_object
+from billing.sandbox.listing import created_filter, list_endpoint, list_object, page_limit
 from billing.sandbox.models import SandboxObject
 from billing.sandbox.router import Request, Router
 from billing.sandbox.store import Document, Store, random_token
@@ -237,13 +237,7 @@ def list_lines(req: Request) -> Document:
     row = req.store.require(INVOICE, req.path_params["invoice"])
     url = f"{URL}/{row.id}/lines"
     lines: list[Document] = copy.deepcopy(row.data["lines"]["data"])
-    limit = params.get("limit", DEFAULT_LIMIT)
-    if limit < 1:
-        raise SandboxError(400, "This value must be greater than or equal to 1.", param="limit")
-    if limit > MAX_LIMIT:
-        raise SandboxError(400, f"This value must be less than or equal to {MAX_LIMIT}.", param="limit")
-    if params.get("starting_after") and params.get("ending_before"):
-        raise parameters_exclusive("ending_before", "starting_after")
+    limit = page_limit(params)
     positions = {line["id"]: index for index, line in enumerate(lines)}
     for name in ("starting_after", "ending_before"):
         if params.get(name) and params[name] not in positions:

@@ -15,6 +15,18 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 
 
+def page_limit(params: Document) -> int:
+    """`limit` (1-100, default 10) of a list call; one cursor at most, as Stripe checks."""
+    limit: int = params.get("limit", DEFAULT_LIMIT)
+    if limit < 1:
+        raise SandboxError(400, "This value must be greater than or equal to 1.", param="limit")
+    if limit > MAX_LIMIT:
+        raise SandboxError(400, f"This value must be less than or equal to {MAX_LIMIT}.", param="limit")
+    if params.get("starting_after") and params.get("ending_before"):
+        raise parameters_exclusive("ending_before", "starting_after")
+    return limit
+
+
 def list_object(url: str, data: list[Document], has_more: bool) -> Document:
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
@@ -39,13 +51,7 @@ def list_endpoint(
     where: Iterable[ColumnElement[bool]] = (),
     predicate: Callable[[Document], bool] | None = None,
 ) -> Document:
-    limit = params.get("limit", DEFAULT_LIMIT)
-    if limit < 1:
-        raise SandboxError(400, "This value must be greater than or equal to 1.", param="limit")
-    if limit > MAX_LIMIT:
-        raise SandboxError(400, f"This value must be less than or equal to {MAX_LIMIT}.", param="limit")
-    if params.get("starting_after") and params.get("ending_before"):
-        raise parameters_exclusive("ending_before", "starting_after")
+    limit = page_limit(params)
     cursors: dict[str, SandboxObject | None] = {}
     for name in ("starting_after", "ending_before"):
         cursor_id = params.get(name)

@@ -52,8 +52,9 @@ def get_subscription(access: Access, customer_id: str, subscription_id: str) -> 
     return subscription
 
 
-def default_payment_method(customer_id: str) -> str | None:
-    customer = current().gateway.retrieve_customer(customer_id)
+def default_payment_method(customer_id: str, customer: stripe.Customer | None = None) -> str | None:
+    """The customer's default payment method id (reads the customer unless given)."""
+    customer = customer or current().gateway.retrieve_customer(customer_id)
     if customer is None:
         raise not_found("billing account")
     settings = customer.invoice_settings
@@ -86,9 +87,12 @@ def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription])
 
 def trial_eligibility(access: Access, customer_id: str) -> dict[str, Any]:
     account_in_workspace(access.workspace.id, customer_id)
-    subscriptions = current().gateway.list_subscriptions(customer_id)
+    gateway = current().gateway
+    subscriptions, customer = gateway.together(
+        lambda: gateway.list_subscriptions(customer_id), lambda: gateway.retrieve_customer(customer_id)
+    )
     eligible = _trial_eligible(access.workspace.id, subscriptions)
-    has_method = default_payment_method(customer_id) is not None
+    has_method = default_payment_method(customer_id, customer) is not None
     below_limit = sum(is_active(s) for s in subscriptions) < MAX_ACTIVE_SUBSCRIPTIONS
     return {
         "trial_eligible": eligible,
