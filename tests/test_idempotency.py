@@ -116,3 +116,35 @@ def test_retry_after_stripe_failure_is_a_retry_at_stripe(alice: Any, live_app: A
     assert len(keys) == 1  # every attempt, through us and inside the library, is one Stripe request
     [row] = index_rows(live_app.extensions["billing"], ws)
     assert row.state == "active" and row.customer_id == "cus_Real123"
+
+
+def test_key_whose_first_request_is_running_is_409(as_user: Any, state: Any) -> None:
+    import hashlib
+    import json
+    from datetime import timedelta
+
+    from billing.models import IdempotencyRecord, utcnow
+
+    alice = as_user("alice")
+    ws = alice.workspace()
+    path = f"/workspaces/{ws}/billing-accounts"
+    body = json.dumps(FULL).encode()
+    digest = hashlib.sha256()
+    for part in ("POST", path, "alice"):
+        digest.update(part.encode() + b"\0")
+    digest.update(body)
+    headers = {**alice.headers, "Idempotency-Key": "busy", "Content-Type": "application/json"}
+    with state.db.write() as session:  # the same request, still running in another worker
+        now = utcnow()
+        session.add(IdempotencyRecord(scope=f"workspace:{ws}", key="busy", fingerprint=digest.hexdigest(),
+                                      state="running", created_at=now, locked_until=now + timedelta(seconds=60)))
+    assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
+    assert_error(alice.client.post(path, data=body.replace(b"ACME", b"Other"), headers=headers), 409,
+                 "idempotency_key_reused")
+    assert index_rows(state, ws) == []
+    with state.db.write() as session:  # its worker died: once the lock lapses, a retry takes over
+        record = session.get(IdempotencyRecord, (f"workspace:{ws}", "busy"))
+        assert record is not None
+        record.locked_until = utcnow() - timedelta(seconds=1)
+    response = alice.client.post(path, data=body, headers=headers)
+    assert response.status_code == 201 and len(index_rows(state, ws)) == 1
