@@ -167,3 +167,19 @@ def test_sandbox_routes_do_not_exist_with_a_real_key(alice: Api, mocked: Any) ->
         assert_error(alice.post(path, {"days": 1, "payment_method": "pm_card_visa"}), 404, "not_found")
     assert not any("/sandbox" in rule.rule for rule in alice.client.application.url_map.iter_rules())
     assert [c.request.url for c in mocked.calls] == []
+
+
+def test_no_key_or_secret_in_logs_on_the_live_path(alice: Api, mocked: Any, caplog: Any) -> None:
+    import logging
+
+    ws = alice.workspace()
+    mocked.post(CUSTOMERS, status=401, json={"error": {"type": "invalid_request_error",
+                                                       "message": f"Invalid API Key provided: {API_KEY}"}})
+    with caplog.at_level(logging.DEBUG):
+        alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+        mocked.replace(responses.POST, CUSTOMERS, status=500, json={"error": {"message": API_KEY}})
+        alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert API_KEY not in text and TEST_ENV["JWT_SECRET"] not in text
+    assert TEST_ENV["STRIPE_WEBHOOK_SECRET"] not in text
+    assert alice.headers["Authorization"].split()[1] not in text
