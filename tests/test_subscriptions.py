@@ -236,3 +236,11 @@ def test_trial_eligibility_body(trial_setup: dict[str, Any]) -> None:
     assert body["trial_eligible"] is False and body["trial_info"] is None
     assert body["can_create_subscription"] is False
     assert set(body["requirements"]) == {"add_payment_method"}
+
+
+def test_archived_workspace_cannot_create_subscriptions(trial_setup: dict[str, Any]) -> None:
+    alice, ws, account = trial_setup["alice"], trial_setup["ws"], trial_setup["account"]
+    assert alice.delete(f"/workspaces/{ws}").status_code == 204
+    body = alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/trial-eligibility").json
+    assert body["trial_eligible"] is True and body["can_create_subscription"] is False
+    assert_error(alice.post(trial_setup["path"], {"product_quantities": {"users": 1}}), 409, "workspace_archived")

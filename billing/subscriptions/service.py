@@ -97,7 +97,7 @@ def trial_eligibility(access: Access, customer_id: str) -> dict[str, Any]:
     return {
         "trial_eligible": eligible,
         "has_payment_method": has_method,
-        "can_create_subscription": below_limit and (eligible or has_method),
+        "can_create_subscription": below_limit and (eligible or has_method) and not access.workspace.archived,
         "trial_info": {
             "trial_days": TRIAL_DAYS,
             "message": f"Your first subscription starts with a {TRIAL_DAYS}-day free trial; "
