@@ -115,3 +115,12 @@ def test_config_rules() -> None:
     config = Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "EUR", "STRIPE_WEBHOOK_SECRET": "a, b"})
     assert config.default_currency == "eur" and config.sandbox
     assert config.stripe_webhook_secrets == ("a", "b")
+
+
+def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:
+    paths = client.get("/openapi.json").json["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            names = [p.get("name") for p in operation.get("parameters", [])]
+            wanted = method in ("post", "put", "patch", "delete") and not path.startswith("/webhooks")
+            assert ("Idempotency-Key" in names) == wanted, (method, path)
