@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 
 from sqlalchemy import delete
@@ -54,3 +54,19 @@ def lease(db: Database, name: str, *, ttl: float = 120.0, wait: float = 15.0) ->
     finally:
         with db.write() as session:
             session.execute(delete(Lease).where(Lease.name == name, Lease.token == token))
+
+
+def account_lease_name(customer_id: str) -> str:
+    """The lease held while a billing account's subscriptions are counted and
+    changed: subscription creation, account deletion and workspace archiving
+    take it, so none of them acts on a count another is about to change."""
+    return f"billing-account:{customer_id}"
+
+
+@contextmanager
+def leases(db: Database, names: Iterable[str], **kwargs: float) -> Iterator[None]:
+    """Several leases, taken in a fixed order (no two holders wait on each other)."""
+    with ExitStack() as stack:
+        for name in sorted(set(names)):
+            stack.enter_context(lease(db, name, **kwargs))
+        yield

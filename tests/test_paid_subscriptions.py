@@ -144,3 +144,54 @@ def test_card_attached_before_its_webhook_arrives_is_used(as_user: Any, state: A
     response = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}})
     assert response.status_code == 201 and response.json["status"] == "active"
     assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method == card["id"]
+
+
+def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str, Any], state: Any,
+                                                               subscribe: Any) -> None:
+    """Delete checks for subscriptions under the account's lease, which creation holds too."""
+    import threading
+    import time
+
+    from billing.leases import account_lease_name, lease
+
+    alice, account = paying["alice"], paying["account"]
+    created = threading.Event()
+
+    def in_flight_create() -> None:
+        with lease(state.db, account_lease_name(account["id"])):
+            created.set()
+            time.sleep(0.3)  # the create is still talking to Stripe...
+            subscribe(account["id"], {"users": 1})
+
+    worker = threading.Thread(target=in_flight_create)
+    worker.start()
+    created.wait(5)
+    response = alice.delete(paying["acc"])
+    worker.join()
+    assert_error(response, 422, "active_subscriptions_exist")
+    assert not getattr(state.gateway.client.v1.customers.retrieve(account["id"]), "deleted", None)
+
+
+def test_archive_after_a_subscription_in_flight_is_refused(paying: dict[str, Any], state: Any,
+                                                           subscribe: Any) -> None:
+    import threading
+    import time
+
+    from billing.leases import account_lease_name, lease
+
+    alice, account = paying["alice"], paying["account"]
+    started = threading.Event()
+
+    def in_flight_create() -> None:
+        with lease(state.db, account_lease_name(account["id"])):
+            started.set()
+            time.sleep(0.3)
+            subscribe(account["id"], {"users": 1})
+
+    worker = threading.Thread(target=in_flight_create)
+    worker.start()
+    started.wait(5)
+    response = alice.delete(f"/workspaces/{paying['ws']}")
+    worker.join()
+    assert_error(response, 409, "workspace_not_empty")
+    assert alice.get(f"/workspaces/{paying['ws']}").json["archived"] is False

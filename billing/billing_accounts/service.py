@@ -21,6 +21,7 @@ from stripe.params import CustomerCreateParams, CustomerUpdateParams
 
 from billing.access import Access, account_in_workspace
 from billing.errors import ApiError, not_found
+from billing.leases import account_lease_name, lease
 from billing.models import BillingAccountIndex, Workspace
 from billing.state import current
 from billing.subscriptions.service import ACTIVE_EXCLUDED
@@ -204,10 +205,12 @@ def delete_billing_account(access: Access, customer_id: str, request_key: str) -
     access.for_billing_write()
     account_in_workspace(access.workspace.id, customer_id)
     gateway = current().gateway
-    if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(customer_id)):
-        raise ApiError(
-            422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."
-        )
-    gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
+    # Under the account's lease: no subscription can be created between the check and the delete.
+    with lease(current().db, account_lease_name(customer_id)):
+        if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(customer_id)):
+            raise ApiError(
+                422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."
+            )
+        gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
     with current().db.write() as session:
         session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))

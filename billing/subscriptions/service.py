@@ -16,7 +16,7 @@ from stripe.params import SubscriptionCreateParams, SubscriptionUpdateParams
 
 from billing.access import Access, account_in_workspace
 from billing.errors import ApiError, not_found
-from billing.leases import lease
+from billing.leases import account_lease_name, lease
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.state import current
 from billing.webhooks.service import ensure_default_payment_method
@@ -124,7 +124,10 @@ def create_subscription(access: Access, customer_id: str, data: dict[str, Any], 
     row = account_in_workspace(access.workspace.id, customer_id)
     items = _items_for(row, data["product_quantities"], data["interval"])  # 422 before any write
     state = current()
-    with lease(state.db, f"subscriptions:{customer_id}"):
+    with lease(state.db, account_lease_name(customer_id)):
+        with state.db.read() as session:  # archived meanwhile? (archiving takes this lease too)
+            if session.scalar(select(Workspace.archived_at).where(Workspace.id == access.workspace.id)):
+                raise ApiError(409, "workspace_archived", "The workspace is archived; it can no longer be changed.")
         subscriptions = state.gateway.list_subscriptions(customer_id)
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from billing.access import ROLE_RANK, Access
 from billing.errors import ApiError, not_found
+from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
 from billing.state import current
 from billing.subscriptions.service import ACTIVE_EXCLUDED
@@ -67,19 +68,21 @@ def archive_workspace(access: Access) -> None:
             )
         )
     gateway = current().gateway
-    for customer_id in customer_ids:
-        if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(str(customer_id))):
-            raise ApiError(
-                409, "workspace_not_empty", "A billing account of this workspace has an active subscription."
-            )
-    with current().db.write() as session:
-        workspace = session.get(Workspace, access.workspace.id)
-        if workspace is None:
-            raise not_found("workspace")
-        if workspace.archived_at is None:
-            now = utcnow()
-            workspace.archived_at = now
-            workspace.updated_at = now
+    # Hold every account's lease: no subscription appears between the check and the archive.
+    with leases(current().db, (account_lease_name(str(c)) for c in customer_ids)):
+        for customer_id in customer_ids:
+            if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(str(customer_id))):
+                raise ApiError(
+                    409, "workspace_not_empty", "A billing account of this workspace has an active subscription."
+                )
+        with current().db.write() as session:
+            workspace = session.get(Workspace, access.workspace.id)
+            if workspace is None:
+                raise not_found("workspace")
+            if workspace.archived_at is None:
+                now = utcnow()
+                workspace.archived_at = now
+                workspace.updated_at = now
 
 
 # -- members -------------------------------------------------------------
