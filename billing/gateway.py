@@ -43,6 +43,16 @@ MAX_NETWORK_RETRIES = 2
 _FETCH_POOL = ThreadPoolExecutor(max_workers=10, thread_name_prefix="stripe-fetch")
 
 
+def _unless_missing(call: Callable[[], A]) -> A | None:
+    """The object, or None when Stripe answers `resource_missing`."""
+    try:
+        return call()
+    except stripe.InvalidRequestError as error:
+        if error.code == "resource_missing":
+            return None
+        raise
+
+
 def build_client(
     api_key: str,
     *,
@@ -71,13 +81,8 @@ class StripeGateway:
 
     def retrieve_customer(self, customer_id: str) -> stripe.Customer | None:
         """The customer, or None when Stripe says it is deleted or unknown."""
-        try:
-            customer = self.client.v1.customers.retrieve(customer_id)
-        except stripe.InvalidRequestError as error:
-            if error.code == "resource_missing":
-                return None
-            raise
-        return None if getattr(customer, "deleted", None) else customer
+        customer = _unless_missing(lambda: self.client.v1.customers.retrieve(customer_id))
+        return None if customer is None or getattr(customer, "deleted", None) else customer
 
     @staticmethod
     def together(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
@@ -128,12 +133,7 @@ class StripeGateway:
         return self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key})
 
     def retrieve_subscription(self, subscription_id: str) -> stripe.Subscription | None:
-        try:
-            return self.client.v1.subscriptions.retrieve(subscription_id)
-        except stripe.InvalidRequestError as error:
-            if error.code == "resource_missing":
-                return None
-            raise
+        return _unless_missing(lambda: self.client.v1.subscriptions.retrieve(subscription_id))
 
     def update_subscription(
         self, subscription_id: str, params: SubscriptionUpdateParams, *, idempotency_key: str
@@ -158,12 +158,7 @@ class StripeGateway:
         return list(page.auto_paging_iter())
 
     def retrieve_payment_method(self, payment_method_id: str) -> stripe.PaymentMethod | None:
-        try:
-            return self.client.v1.payment_methods.retrieve(payment_method_id)
-        except stripe.InvalidRequestError as error:
-            if error.code == "resource_missing":
-                return None
-            raise
+        return _unless_missing(lambda: self.client.v1.payment_methods.retrieve(payment_method_id))
 
     def set_default_payment_method(
         self, customer_id: str, payment_method_id: str, *, idempotency_key: str
@@ -207,12 +202,7 @@ class StripeGateway:
         return self.client.v1.invoices.list(params)
 
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
-        try:
-            return self.client.v1.invoices.retrieve(invoice_id)
-        except stripe.InvalidRequestError as error:
-            if error.code == "resource_missing":
-                return None
-            raise
+        return _unless_missing(lambda: self.client.v1.invoices.retrieve(invoice_id))
 
     def invoice_lines(self, invoice: stripe.Invoice) -> list[stripe.InvoiceLineItem]:
         """Every line of an invoice: the embedded first page, then Stripe's pages."""
