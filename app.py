@@ -119,6 +119,8 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     app.extensions["billing"] = BillingState(
         config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), **stripe_parts
     )
+    if not config.stripe_webhook_secrets:
+        log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")
     if config.sandbox:
         log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import stripe
@@ -13,6 +14,10 @@ from sqlalchemy import text
 from billing.state import current
 
 log = logging.getLogger("billing.health")
+
+# A readiness probe every few seconds should not cost a Stripe request each time.
+STRIPE_CHECK_TTL = 30.0
+_stripe_ok_at = 0.0
 
 blp = Blueprint("health", __name__, description="Process and dependency health.")
 
@@ -39,10 +44,14 @@ class Ready(MethodView):
         except Exception as error:  # any failure means "not ready", never a 500
             log.warning("readiness: database unavailable (%s)", type(error).__name__)
             checks["database"] = "unavailable"
+        global _stripe_ok_at
         try:
-            state.gateway.ping()
+            if time.monotonic() - _stripe_ok_at > STRIPE_CHECK_TTL:
+                state.gateway.ping()
+                _stripe_ok_at = time.monotonic()
             checks["stripe"] = "ok"
         except stripe.StripeError as error:
+            _stripe_ok_at = 0.0
             log.warning("readiness: stripe unavailable (%s)", type(error).__name__)
             checks["stripe"] = "unavailable"
         ready = checks["database"] == "ok" and checks["stripe"] == "ok"

@@ -80,9 +80,12 @@ def test_health_and_readiness(client: Any) -> None:
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
+    from billing import health
+
     def down() -> None:
         raise stripe.APIConnectionError("unreachable")
 
+    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
     monkeypatch.setattr(state.gateway, "ping", down)
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["stripe"] == "unavailable"
@@ -126,3 +129,14 @@ def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:
             names = [p.get("name") for p in operation.get("parameters", [])]
             wanted = method in ("post", "put", "patch", "delete") and not path.startswith("/webhooks")
             assert ("Idempotency-Key" in names) == wanted, (method, path)
+
+
+def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, monkeypatch: Any) -> None:
+    from billing import health
+
+    pings: list[int] = []
+    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.gateway, "ping", lambda: pings.append(1))
+    for _ in range(5):
+        assert client.get("/readyz").status_code == 200
+    assert pings == [1]
