@@ -10,7 +10,7 @@ from stripe.params import InvoiceCreatePreviewParams, InvoiceListParams
 from billing.access import Access, account_in_workspace
 from billing.errors import ApiError
 from billing.state import current
-from billing.subscriptions.service import _current_items, get_subscription
+from billing.subscriptions.service import current_items, get_subscription
 
 STRIPE_PAGE = 100  # Stripe's largest page
 
@@ -101,7 +101,7 @@ def preview_invoice(access: Access, customer_id: str, data: dict[str, Any]) -> d
 def _change_details(subscription: stripe.Subscription, currency: str, items: list[dict[str, Any]]) -> Any:
     """Mirror PATCH: increases are charged now (prorated); without any, the
     preview is the next period's invoice at the new quantities (no credit)."""
-    existing = _current_items(subscription)
+    existing = current_items(subscription)
     interval = next(iter(existing.values()))[2] if existing else "month"
     prices = current().prices
     raises, cuts = [], []

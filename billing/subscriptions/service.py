@@ -161,7 +161,7 @@ def create_subscription(access: Access, customer_id: str, data: dict[str, Any], 
 OPERATIONS = ("action", "product_quantities", "add_products", "remove_products")
 
 
-def _current_items(subscription: stripe.Subscription) -> dict[str, tuple[str, int, str]]:
+def current_items(subscription: stripe.Subscription) -> dict[str, tuple[str, int, str]]:
     """product -> (item id, quantity, interval)."""
     found = {}
     for item in subscription["items"].data:
@@ -194,7 +194,7 @@ def update_subscription(
             return _pause(subscription, request_key)
         return _resume(subscription, customer_id, request_key)
 
-    existing = _current_items(subscription)
+    existing = current_items(subscription)
     interval = next(iter(existing.values()))[2] if existing else "month"
     if operation == "product_quantities":
         desired = dict(data["product_quantities"])
