@@ -234,3 +234,31 @@ def webhooks_lost(state: BillingState, monkeypatch: Any) -> None:
 def webhooks_ignored(state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks are acknowledged unread (for bulk set-up that doesn't need them)."""
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)
+
+
+LIVE_API_KEY = "sk_test_51SecretKeyThatMustNeverLeak"
+
+
+@pytest.fixture
+def live_app(database_url: str, session_app: Flask, monkeypatch: Any) -> Iterator[Flask]:
+    """The service with a (fake) live key: Stripe calls go through the library's requests client."""
+    import stripe
+
+    monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
+    app = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": LIVE_API_KEY}))
+    yield app
+    wipe(app)
+
+
+@pytest.fixture
+def live_alice(live_app: Flask, auth: Any) -> Api:
+    return Api(live_app.test_client(), auth("alice"))
+
+
+@pytest.fixture
+def mocked() -> Iterator[Any]:
+    """api.stripe.com, mocked at the requests level."""
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps

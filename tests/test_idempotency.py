@@ -11,11 +11,11 @@ import responses
 from app import create_app
 from tests.conftest import assert_error
 from tests.test_billing_accounts import FULL, index_rows
-from tests.test_stripe_http import CUSTOMERS, alice, customer_json, live_app, mocked  # noqa: F401 (fixtures)
+from tests.test_stripe_http import CUSTOMERS, customer_json
 
 
 def test_same_key_same_body_replays(as_user: Any, state: Any) -> None:
-    alice = as_user("alice")  # noqa: F811
+    alice = as_user("alice")
     ws = alice.workspace()
     headers = {**alice.headers, "Idempotency-Key": "create-1"}
     first = alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
@@ -102,15 +102,15 @@ def test_replay_survives_a_restart(as_user: Any, config: Any, auth: Any) -> None
     assert again.headers["Idempotent-Replayed"] == "true"
 
 
-def test_retry_after_stripe_failure_is_a_retry_at_stripe(alice: Any, live_app: Any, mocked: Any) -> None:
+def test_retry_after_stripe_failure_is_a_retry_at_stripe(live_alice: Any, live_app: Any, mocked: Any) -> None:
     """A 503 releases the key; the retry reuses the reservation and Stripe's key."""
-    ws = alice.workspace("single")
-    headers = {**alice.headers, "Idempotency-Key": "flaky"}
+    ws = live_alice.workspace("single")
+    headers = {**live_alice.headers, "Idempotency-Key": "flaky"}
     mocked.post(CUSTOMERS, body=requests.exceptions.ConnectionError("reset"))
-    assert_error(alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers), 503,
+    assert_error(live_alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers), 503,
                  "stripe_unavailable")
     mocked.replace(responses.POST, CUSTOMERS, json=customer_json(workspace_id=ws, currency="usd"))
-    retry = alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    retry = live_alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
     assert retry.status_code == 201, retry.json
     keys = {c.request.headers["Idempotency-Key"] for c in mocked.calls if c.request.url == CUSTOMERS}
     assert len(keys) == 1  # every attempt, through us and inside the library, is one Stripe request

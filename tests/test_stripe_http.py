@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import json
 from urllib.parse import parse_qsl
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 import requests
 import responses
 import stripe
 from flask import Flask
 
-from app import create_app
-from billing.config import Config
 from billing.gateway import STRIPE_API_VERSION
-from tests.conftest import TEST_ENV, Api, assert_error, wipe
+from tests.conftest import LIVE_API_KEY as API_KEY
+from tests.conftest import TEST_ENV, Api, assert_error
 from tests.test_billing_accounts import FULL, index_rows
 
-API_KEY = "sk_test_51SecretKeyThatMustNeverLeak"
 CUSTOMERS = "https://api.stripe.com/v1/customers"
 
 
@@ -33,36 +30,17 @@ def customer_json(customer_id: str = "cus_Real123", **metadata: str) -> dict[str
     }
 
 
-@pytest.fixture
-def live_app(database_url: str, session_app: Flask, monkeypatch: Any) -> Iterator[Flask]:
-    monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
-    app = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": API_KEY}))
-    yield app
-    wipe(app)
-
-
-@pytest.fixture
-def alice(live_app: Flask, auth: Any) -> Api:
-    return Api(live_app.test_client(), auth("alice"))
-
-
-@pytest.fixture
-def mocked() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
 def _no_secret(response: Any) -> None:
     assert API_KEY not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
 
 
-def test_create_retries_5xx_with_one_idempotency_key(alice: Api, live_app: Flask, mocked: Any) -> None:
-    ws = alice.workspace("single")
+def test_create_retries_5xx_with_one_idempotency_key(live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    ws = live_alice.workspace("single")
     mocked.post(CUSTOMERS, status=500, json={"error": {"type": "api_error", "message": "boom"}})
     mocked.post(CUSTOMERS, status=500, json={"error": {"type": "api_error", "message": "boom"}})
     mocked.post(CUSTOMERS, status=200, json=customer_json(workspace_id=ws, currency="usd"))
-    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert response.status_code == 201, response.json
     calls = [c for c in mocked.calls if c.request.url == CUSTOMERS]
     assert len(calls) == 3
@@ -75,10 +53,10 @@ def test_create_retries_5xx_with_one_idempotency_key(alice: Api, live_app: Flask
     assert row.customer_id == "cus_Real123" and row.state == "active"
 
 
-def test_stripe_down_is_503_and_keeps_the_reservation(alice: Api, live_app: Flask, mocked: Any) -> None:
-    ws = alice.workspace("single")
+def test_stripe_down_is_503_and_keeps_the_reservation(live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    ws = live_alice.workspace("single")
     mocked.post(CUSTOMERS, body=requests.exceptions.ConnectionError("connection reset"))
-    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     body = assert_error(response, 503, "stripe_unavailable")
     assert body["type"] == "api_error"
     _no_secret(response)
@@ -88,41 +66,41 @@ def test_stripe_down_is_503_and_keeps_the_reservation(alice: Api, live_app: Flas
     assert row.state == "pending"
 
 
-def test_stripe_500_after_retries_is_502(alice: Api, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_stripe_500_after_retries_is_502(live_alice: Api, mocked: Any) -> None:
+    ws = live_alice.workspace()
     mocked.post(CUSTOMERS, status=500, json={"error": {"type": "api_error", "message": "internal " + API_KEY}})
-    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert_error(response, 502, "stripe_unavailable")
     _no_secret(response)
 
 
-def test_stripe_rate_limit_is_429_with_retry_after(alice: Api, live_app: Flask, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_stripe_rate_limit_is_429_with_retry_after(live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    ws = live_alice.workspace()
     mocked.post(CUSTOMERS, status=429, json={"error": {"type": "invalid_request_error", "code": "rate_limit",
                                                        "message": "Too many requests"}})
-    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     body = assert_error(response, 429, "rate_limited")
     assert body["type"] == "rate_limit_error"
     assert response.headers["Retry-After"].isdigit()
     assert index_rows(live_app.extensions["billing"], ws) == []  # definitely not created: slot released
 
 
-def test_stripe_invalid_request_is_not_echoed(alice: Api, live_app: Flask, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_stripe_invalid_request_is_not_echoed(live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    ws = live_alice.workspace()
     secret_text = "Invalid email for sk_test_51SecretKeyThatMustNeverLeak"
     mocked.post(CUSTOMERS, status=400, json={"error": {"type": "invalid_request_error", "code": "email_invalid",
                                                        "param": "email", "message": secret_text}})
-    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert_error(response, 502, "stripe_request_failed")
     assert secret_text not in response.get_data(as_text=True)
     assert index_rows(live_app.extensions["billing"], ws) == []
 
 
-def test_bad_api_key_is_502_without_the_key(alice: Api, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_bad_api_key_is_502_without_the_key(live_alice: Api, mocked: Any) -> None:
+    ws = live_alice.workspace()
     mocked.post(CUSTOMERS, status=401, json={"error": {"type": "invalid_request_error",
                                                        "message": f"Invalid API Key provided: {API_KEY}"}})
-    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert_error(response, 502, "stripe_unavailable")
     _no_secret(response)
 
@@ -135,51 +113,51 @@ def test_card_error_is_402_with_the_cardholder_message(live_app: Flask) -> None:
     assert (mapped.status, mapped.code, mapped.message) == (402, "card_declined", "Your card was declined.")
 
 
-def test_get_maps_missing_customer_to_404(alice: Api, live_app: Flask, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_get_maps_missing_customer_to_404(live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    ws = live_alice.workspace()
     mocked.post(CUSTOMERS, status=200, json=customer_json(workspace_id=ws, currency="usd"))
-    created = alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json
+    created = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json
     mocked.get(f"{CUSTOMERS}/{created['id']}", status=404,
                json={"error": {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
                                "message": "No such customer: 'cus_Real123'"}})
-    assert_error(alice.get(f"/workspaces/{ws}/billing-accounts/{created['id']}"), 404, "not_found")
+    assert_error(live_alice.get(f"/workspaces/{ws}/billing-accounts/{created['id']}"), 404, "not_found")
     assert index_rows(live_app.extensions["billing"], ws) == []
 
 
-def test_list_fetches_each_customer_once(alice: Api, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_list_fetches_each_customer_once(live_alice: Api, mocked: Any) -> None:
+    ws = live_alice.workspace()
     ids = []
     for i in range(3):
         mocked.post(CUSTOMERS, status=200, json=customer_json(f"cus_R{i}", workspace_id=ws, currency="usd"))
-        ids.append(alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json["id"])
+        ids.append(live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json["id"])
         mocked.get(f"{CUSTOMERS}/cus_R{i}", status=200, json=customer_json(f"cus_R{i}", workspace_id=ws, currency="usd"))
     mocked.calls.reset()
-    listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
+    listed = live_alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
     assert [a["id"] for a in listed] == ids
     assert sorted(c.request.url for c in mocked.calls) == sorted(f"{CUSTOMERS}/{i}" for i in ids)
     assert all(c.request.method == "GET" for c in mocked.calls)
     assert all(json.loads(json.dumps(a))["workspace_id"] == ws for a in listed)
 
 
-def test_sandbox_routes_do_not_exist_with_a_real_key(alice: Api, mocked: Any) -> None:
-    ws = alice.workspace()
+def test_sandbox_routes_do_not_exist_with_a_real_key(live_alice: Api, mocked: Any) -> None:
+    ws = live_alice.workspace()
     for path in ("/sandbox/clock/advance", f"/sandbox/workspaces/{ws}/billing-accounts/cus_x/payment-methods"):
-        assert_error(alice.post(path, {"days": 1, "payment_method": "pm_card_visa"}), 404, "not_found")
-    assert not any("/sandbox" in rule.rule for rule in alice.client.application.url_map.iter_rules())
+        assert_error(live_alice.post(path, {"days": 1, "payment_method": "pm_card_visa"}), 404, "not_found")
+    assert not any("/sandbox" in rule.rule for rule in live_alice.client.application.url_map.iter_rules())
     assert [c.request.url for c in mocked.calls] == []
 
 
-def test_no_key_or_secret_in_logs_on_the_live_path(alice: Api, mocked: Any, caplog: Any) -> None:
+def test_no_key_or_secret_in_logs_on_the_live_path(live_alice: Api, mocked: Any, caplog: Any) -> None:
     import logging
 
-    ws = alice.workspace()
+    ws = live_alice.workspace()
     mocked.post(CUSTOMERS, status=401, json={"error": {"type": "invalid_request_error",
                                                        "message": f"Invalid API Key provided: {API_KEY}"}})
     with caplog.at_level(logging.DEBUG):
-        alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+        live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
         mocked.replace(responses.POST, CUSTOMERS, status=500, json={"error": {"message": API_KEY}})
-        alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+        live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert API_KEY not in text and TEST_ENV["JWT_SECRET"] not in text
     assert TEST_ENV["STRIPE_WEBHOOK_SECRET"] not in text
-    assert alice.headers["Authorization"].split()[1] not in text
+    assert live_alice.headers["Authorization"].split()[1] not in text

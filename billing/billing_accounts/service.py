@@ -24,7 +24,7 @@ from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
 from billing.models import BillingAccountIndex, Workspace
 from billing.state import current
-from billing.subscriptions.service import ACTIVE_EXCLUDED
+from billing.subscriptions.service import has_active_subscription
 
 log = logging.getLogger("billing.billing_accounts")
 
@@ -207,7 +207,7 @@ def delete_billing_account(access: Access, customer_id: str, request_key: str) -
     gateway = current().gateway
     # Under the account's lease: no subscription can be created between the check and the delete.
     with lease(current().db, account_lease_name(customer_id)):
-        if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(customer_id)):
+        if has_active_subscription(customer_id):
             raise ApiError(
                 422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."
             )

@@ -9,7 +9,7 @@ import stripe
 from billing.access import Access, account_in_workspace
 from billing.errors import ApiError, not_found
 from billing.state import current
-from billing.subscriptions.service import default_payment_method, is_active
+from billing.subscriptions.service import default_payment_method, has_active_subscription
 
 MAX_PAYMENT_METHODS = 5
 
@@ -79,9 +79,7 @@ def detach(access: Access, customer_id: str, payment_method_id: str, request_key
     if len(gateway.list_payment_methods(customer_id)) <= 1:
         raise ApiError(422, "cannot_detach_only_payment_method",
                        "This is the account's only payment method; add another first.")
-    if payment_method_id == default_payment_method(customer_id) and any(
-        is_active(s) for s in gateway.list_subscriptions(customer_id)
-    ):
+    if payment_method_id == default_payment_method(customer_id) and has_active_subscription(customer_id):
         raise ApiError(422, "cannot_detach_default_with_subscriptions",
                        "This is the default payment method of an account with active subscriptions; "
                        "make another one the default first.")

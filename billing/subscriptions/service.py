@@ -34,6 +34,10 @@ def is_active(subscription: stripe.Subscription) -> bool:
     return subscription.status not in ACTIVE_EXCLUDED
 
 
+def has_active_subscription(customer_id: str) -> bool:
+    return any(is_active(s) for s in current().gateway.list_subscriptions(customer_id))
+
+
 def list_subscriptions(workspace_id: str, customer_id: str) -> list[stripe.Subscription]:
     """The account's subscriptions, newest first (404 outside the workspace)."""
     account_in_workspace(workspace_id, customer_id)

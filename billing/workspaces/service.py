@@ -11,7 +11,7 @@ from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
 from billing.state import current
-from billing.subscriptions.service import ACTIVE_EXCLUDED
+from billing.subscriptions.service import has_active_subscription
 
 
 def create_workspace(user_id: str, data: dict[str, Any]) -> Workspace:
@@ -67,11 +67,10 @@ def archive_workspace(access: Access) -> None:
                 )
             )
         )
-    gateway = current().gateway
     # Hold every account's lease: no subscription appears between the check and the archive.
     with leases(current().db, (account_lease_name(str(c)) for c in customer_ids)):
         for customer_id in customer_ids:
-            if any(s.status not in ACTIVE_EXCLUDED for s in gateway.list_subscriptions(str(customer_id))):
+            if has_active_subscription(str(customer_id)):
                 raise ApiError(
                     409, "workspace_not_empty", "A billing account of this workspace has an active subscription."
                 )
