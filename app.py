@@ -14,7 +14,7 @@ from flask_cors import CORS
 from flask_smorest import Api
 
 from billing import cli, idempotency, request_log
-from billing.auth import TokenVerifier
+from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
 from billing.config import Config
@@ -138,7 +138,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     ):
         api.register_blueprint(blp)
     if config.sandbox:
-        from billing.devtools.routes import blp as sandbox_blp
+        from billing.sandbox_routes.routes import blp as sandbox_blp
 
         api.register_blueprint(sandbox_blp)
     register_error_handlers(app)

@@ -36,7 +36,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from billing.auth import mint_token  # noqa: E402
+from billing.tokens import mint_token  # noqa: E402
 from billing.cli import run_migrations  # noqa: E402
 from billing.config import Config  # noqa: E402
 

@@ -1,23 +1,29 @@
-"""Tenancy: who may see and change what.
+"""Tenancy: who may see and change what, resolved once per request.
 
-A workspace the caller is not a member of does not exist for them (404); an
-object outside the workspace in the path is 404 too. Both checks happen before
-anything is read from or written to Stripe.
+A workspace the caller is not a member of does not exist for them (404); a
+billing account outside the workspace in the path is 404 too. Routes resolve
+the caller's `Access` (or, under a billing account, an `AccountAccess`) in one
+query and pass it to the service: nothing is read from or written to Stripe
+before these checks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from flask import g, request
-from sqlalchemy import select
+from flask import g
+from sqlalchemy import Select, select
 
 from billing.errors import ApiError, forbidden, not_found
 from billing.models import BillingAccountIndex, Member, Workspace
 from billing.state import current
 
 ROLE_RANK = {"viewer": 0, "admin": 1, "owner": 2}
+
+
+def workspace_archived() -> ApiError:
+    """The one error for a write to an archived workspace."""
+    return ApiError(409, "workspace_archived", "The workspace is archived; it can no longer be changed.")
 
 
 @dataclass(frozen=True)
@@ -35,56 +41,67 @@ class Access:
     def require_writable(self) -> "Access":
         """Raise 409 when the workspace is archived (reads still work)."""
         if self.workspace.archived:
-            raise ApiError(409, "workspace_archived", "The workspace is archived; it can no longer be changed.")
+            raise workspace_archived()
         return self
 
     def for_billing_write(self) -> "Access":
         return self.require_role("admin").require_writable()
 
 
-def workspace_access(workspace_id: str) -> Access:
-    """The caller's access to a workspace; 404 when they are not a member.
+@dataclass(frozen=True)
+class AccountAccess:
+    """The caller's access, and the billing account (under that workspace) the path names."""
 
-    On routes under a billing account, the account's index row is read in the
-    same query and kept for `account_in_workspace`: one database round trip."""
-    user_id: str = g.user_id
-    customer_id = (request.view_args or {}).get("billingAccountId")
-    query = (
+    access: Access
+    account: BillingAccountIndex
+
+    @property
+    def workspace_id(self) -> str:
+        return self.access.workspace.id
+
+    @property
+    def customer_id(self) -> str:
+        return str(self.account.customer_id)
+
+    @property
+    def currency(self) -> str:
+        return self.account.currency
+
+    def for_billing_write(self) -> "AccountAccess":
+        self.access.for_billing_write()
+        return self
+
+
+def _membership(workspace_id: str) -> Select[Workspace, str]:
+    return (
         select(Workspace, Member.role)
         .join(Member, Member.workspace_id == Workspace.id)
-        .where(Workspace.id == workspace_id, Member.user_id == user_id)
+        .where(Workspace.id == workspace_id, Member.user_id == g.user_id)
     )
-    if customer_id:
-        query = query.add_columns(BillingAccountIndex).outerjoin(
-            BillingAccountIndex,
-            (BillingAccountIndex.workspace_id == Workspace.id)
-            & (BillingAccountIndex.customer_id == customer_id)
-            & (BillingAccountIndex.state == "active"),
-        )
+
+
+def workspace_access(workspace_id: str) -> Access:
+    """The caller's access to a workspace; 404 when they are not a member."""
+    with current().db.read() as session:
+        row = session.execute(_membership(workspace_id)).first()
+    if row is None:
+        raise not_found("workspace")
+    return Access(workspace=row[0], role=row[1], user_id=g.user_id)
+
+
+def account_access(workspace_id: str, customer_id: str) -> AccountAccess:
+    """The caller's access and the billing account, in one query; 404 when the
+    caller is not a member or the account is not (or no longer) in the workspace."""
+    query = _membership(workspace_id).add_columns(BillingAccountIndex).outerjoin(
+        BillingAccountIndex,
+        (BillingAccountIndex.workspace_id == Workspace.id)
+        & (BillingAccountIndex.customer_id == customer_id)
+        & (BillingAccountIndex.state == "active"),
+    )
     with current().db.read() as session:
         row = session.execute(query).first()
     if row is None:
         raise not_found("workspace")
-    columns: tuple[Any, ...] = tuple(row)
-    if customer_id:
-        g.account_rows = {(workspace_id, customer_id): columns[2]}
-    return Access(workspace=columns[0], role=columns[1], user_id=user_id)
-
-
-def account_in_workspace(workspace_id: str, customer_id: str) -> BillingAccountIndex:
-    """The index row of a billing account under this workspace; 404 otherwise."""
-    prefetched = getattr(g, "account_rows", {})
-    if (workspace_id, customer_id) in prefetched:
-        row: BillingAccountIndex | None = prefetched[(workspace_id, customer_id)]
-    else:
-        with current().db.read() as session:
-            row = session.scalar(
-                select(BillingAccountIndex).where(
-                    BillingAccountIndex.workspace_id == workspace_id,
-                    BillingAccountIndex.customer_id == customer_id,
-                    BillingAccountIndex.state == "active",
-                )
-            )
-    if row is None:
+    if row[2] is None:
         raise not_found("billing account")
-    return row
+    return AccountAccess(Access(workspace=row[0], role=row[1], user_id=g.user_id), row[2])

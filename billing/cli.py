@@ -9,7 +9,7 @@ import click
 from flask import Flask
 from sqlalchemy import select
 
-from billing.auth import mint_token
+from billing.tokens import mint_token
 from billing.models import Member, Workspace, utcnow
 from billing.state import current
 
@@ -46,7 +46,7 @@ def register(app: Flask) -> None:
         """Rebuild the billing-account index from the Stripe customers."""
         from billing.reconcile import reconcile
 
-        report = reconcile(current())
+        report = reconcile()
         click.echo(json.dumps(report.__dict__, indent=2))
 
     @app.cli.command("sync-catalog")

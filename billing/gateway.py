@@ -29,7 +29,7 @@ from stripe.params import (
     SubscriptionUpdateParams,
 )
 
-from billing.stripe_calls import InstrumentedHTTPClient
+from billing.instrumentation import InstrumentedHTTPClient
 
 A = TypeVar("A")
 B = TypeVar("B")

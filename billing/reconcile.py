@@ -14,10 +14,10 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
-from billing.billing_accounts.service import REFERENCE_KEY
+from billing.billing_accounts.service import REFERENCE_KEY, forget_account
 from billing.models import BillingAccountIndex, Workspace, utcnow
-from billing.state import BillingState
-from billing.webhooks.service import ensure_default_payment_method
+from billing.state import current
+from billing.payment_methods.service import ensure_default_payment_method
 
 log = logging.getLogger("billing.reconcile")
 
@@ -36,7 +36,9 @@ class ReconcileReport:
     defaults_set: list[str] = field(default_factory=list)
 
 
-def reconcile(state: BillingState) -> ReconcileReport:
+def reconcile() -> ReconcileReport:
+    """Runs in an app context (the CLI command's)."""
+    state = current()
     report = ReconcileReport()
     customers = list(state.gateway.iter_customers())
     report.scanned = len(customers)
@@ -89,8 +91,7 @@ def reconcile(state: BillingState) -> ReconcileReport:
         if row.customer_id and row.customer_id not in seen:
             # Listed customers exclude deleted ones; confirm one by one before dropping.
             if state.gateway.retrieve_customer(row.customer_id) is None:
-                with state.db.write() as session:
-                    session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.id == row.id))
+                forget_account(row.customer_id)
                 report.removed.append(row.customer_id)
         elif row.customer_id is None and row.id not in settled and row.created_at < stale:
             # No customer carries its reference: the create never happened.
@@ -105,6 +106,6 @@ def reconcile(state: BillingState) -> ReconcileReport:
     # What a missed payment_method.attached webhook left undone.
     for customer in customers:
         if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
-            if ensure_default_payment_method(state.gateway, customer.id):
+            if ensure_default_payment_method(customer.id):
                 report.defaults_set.append(customer.id)
     return report

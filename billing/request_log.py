@@ -15,7 +15,7 @@ import time
 
 from flask import Response, g, request
 
-from billing import stripe_calls
+from billing import instrumentation
 
 log = logging.getLogger("billing.request")
 
@@ -27,7 +27,7 @@ def start() -> None:
     incoming = request.headers.get("X-Request-Id", "")
     g.request_id = incoming if _CLIENT_ID.match(incoming) else "req_" + secrets.token_hex(12)
     g.started = time.perf_counter()
-    g.stripe_calls, g.stripe_calls_token = stripe_calls.start()
+    g.stripe_calls, g.stripe_calls_token = instrumentation.start()
 
 
 def finish(response: Response) -> Response:
@@ -38,7 +38,7 @@ def finish(response: Response) -> Response:
     duration = time.perf_counter() - started
     calls = getattr(g, "stripe_calls", None)
     if getattr(g, "stripe_calls_token", None) is not None:
-        stripe_calls.stop(g.stripe_calls_token)
+        instrumentation.stop(g.stripe_calls_token)
         g.stripe_calls_token = None
     stripe_seconds = calls.seconds if calls else 0.0
     count = calls.count if calls else 0

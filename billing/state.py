@@ -1,17 +1,35 @@
-"""What one process shares between requests: config, database, Stripe, tokens."""
+"""What one process shares between requests: config, database, Stripe, tokens.
+
+In sandbox mode it also holds the emulator's clock and webhook sender, typed by
+what the service uses of them, so nothing here imports the emulator.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from flask import current_app
 
-from billing.auth import TokenVerifier
 from billing.catalog import PriceBook
 from billing.config import Config
 from billing.db import Database
 from billing.gateway import StripeGateway
+from billing.tokens import TokenVerifier
+
+
+class SandboxClock(Protocol):
+    """The emulator's clock, as the sandbox routes use it."""
+
+    def now(self) -> int: ...
+
+    def advance_and_process(self, seconds: float = 0) -> int: ...
+
+
+class SandboxWebhooks(Protocol):
+    """The emulator's webhook sender: events it has recorded, posted to us."""
+
+    def deliver_pending(self) -> int: ...
 
 
 @dataclass
@@ -21,9 +39,9 @@ class BillingState:
     gateway: StripeGateway
     verifier: TokenVerifier
     prices: PriceBook
-    # Sandbox mode only: the emulator's clock and webhook sender.
-    sandbox_clock: Any = None
-    webhooks: Any = None
+    # Sandbox mode only.
+    sandbox_clock: SandboxClock | None = None
+    webhooks: SandboxWebhooks | None = None
 
 
 def current() -> BillingState:

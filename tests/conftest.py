@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
-from billing.auth import mint_token
+from billing.tokens import mint_token
 from billing.catalog import ensure_catalog
 from billing.cli import run_migrations
 from billing.config import Config
@@ -262,3 +262,16 @@ def mocked() -> Iterator[Any]:
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
+
+
+
+@pytest.fixture
+def reconcile_now(app: Flask) -> Any:
+    """reconcile_now() -> `flask reconcile`'s report, run as the CLI runs it (in an app context)."""
+    from billing.reconcile import reconcile
+
+    def run() -> Any:
+        with app.app_context():
+            return reconcile()
+
+    return run

@@ -231,3 +231,17 @@ def test_roles_on_billing_accounts(as_user: Any, state: Any) -> None:
     assert_error(carol.delete(path), 403, "permission_denied")
     assert len(index_rows(state, ws)) == 1
     assert bob.patch(path, {"name": "by admin"}).status_code == 200
+
+
+def test_customer_whose_metadata_names_another_workspace_is_not_shown(as_user: Any, state: Any) -> None:
+    """Defence in depth: the index alone is not trusted; the customer's own
+    metadata must name the workspace in the path."""
+    alice = as_user("alice")
+    workspace_id = alice.workspace()
+    kept = alice.account(workspace_id, name="Kept")
+    moved = alice.account(workspace_id, name="Moved")
+    state.gateway.update_customer(moved["id"], {"metadata": {"workspace_id": "ws_someoneelse000000"}},
+                                  idempotency_key="test-move-metadata")
+    assert [a["id"] for a in alice.get(f"/workspaces/{workspace_id}/billing-accounts").json["data"]] == [kept["id"]]
+    assert_error(alice.get(f"/workspaces/{workspace_id}/billing-accounts/{moved['id']}"), 404, "not_found")
+    assert alice.get(f"/workspaces/{workspace_id}/billing-accounts/{kept['id']}").status_code == 200

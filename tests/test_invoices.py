@@ -176,3 +176,18 @@ def test_limit_above_one_stripe_page(billed: dict[str, Any], monkeypatch: Any) -
     assert page["next_cursor"] == ids[4]
     back = alice.get(f"{acc}/invoices?limit=5&before={ids[6]}").json
     assert [i["id"] for i in back["data"]] == ids[1:6] and back["previous_cursor"] == ids[1]
+
+
+def test_preview_and_patch_share_one_change_plan(subscribed: dict[str, Any], state: Any) -> None:
+    """Quantity 0 removes in the preview; removing every product is refused by
+    both, with the same error (one plan serves PATCH and the preview)."""
+    alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
+    everything = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "users", "quantity": 0}, {"product_type": "sso", "quantity": 0}]})
+    patched = alice.patch(f"{acc}/subscriptions/{sub['id']}", {"remove_products": ["users", "sso"]})
+    assert assert_error(everything, 422, "cannot_remove_last_product")["message"] == \
+        assert_error(patched, 422, "cannot_remove_last_product")["message"]
+    drop_sso = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "sso", "quantity": 0}]})
+    assert drop_sso.status_code == 200, drop_sso.json
+    assert {line["product_name"] for line in drop_sso.json["lines"]} == {"Users"}  # next period without sso

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from billing.reconcile import reconcile
 from tests.conftest import assert_error
 
 
@@ -109,10 +108,10 @@ def test_other_customers_payment_method_is_404(acct: dict[str, Any], as_user: An
     assert default_of(state, acct["account"]["id"]) != theirs["id"]
 
 
-def test_reconcile_sets_a_missing_default(acct: dict[str, Any], state: Any, webhooks_lost: None) -> None:
+def test_reconcile_sets_a_missing_default(reconcile_now: Any, acct: dict[str, Any], state: Any, webhooks_lost: None) -> None:
     card = attach(acct, "pm_card_visa")
     assert default_of(state, acct["account"]["id"]) is None  # the webhook never came
-    report = reconcile(state)
+    report = reconcile_now()
     assert report.defaults_set == [acct["account"]["id"]]
     assert default_of(state, acct["account"]["id"]) == card["id"]
 

@@ -9,12 +9,11 @@ from sqlalchemy import delete, update
 
 from billing.billing_accounts import service as accounts_service
 from billing.models import BillingAccountIndex, utcnow
-from billing.reconcile import reconcile
 from tests.conftest import assert_error
 from tests.test_billing_accounts import FULL, index_rows
 
 
-def test_failure_between_stripe_and_database_is_recovered(as_user: Any, state: Any, monkeypatch: Any) -> None:
+def test_failure_between_stripe_and_database_is_recovered(reconcile_now: Any, as_user: Any, state: Any, monkeypatch: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace("single")
 
@@ -31,16 +30,16 @@ def test_failure_between_stripe_and_database_is_recovered(as_user: Any, state: A
     # The reservation still holds the single slot: no second account sneaks in.
     assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 409, "billing_account_limit_reached")
 
-    report = reconcile(state)
+    report = reconcile_now()
     assert report.activated == [customer.id]
     [row] = index_rows(state, ws)
     assert row.state == "active" and row.customer_id == customer.id
     listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
     assert [a["id"] for a in listed] == [customer.id]
-    assert reconcile(state).activated == []  # idempotent
+    assert reconcile_now().activated == []  # idempotent
 
 
-def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any, webhooks_lost: None) -> None:
+def test_lost_index_is_restored_from_metadata(reconcile_now: Any, as_user: Any, state: Any, webhooks_lost: None) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     accounts = [alice.account(ws, name=f"A{i}", currency="gbp") for i in range(3)]
@@ -50,7 +49,7 @@ def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any, webhooks
         session.execute(delete(BillingAccountIndex))
     assert alice.get(f"/workspaces/{ws}/billing-accounts").json["data"] == []
 
-    report = reconcile(state)
+    report = reconcile_now()
     assert sorted(report.restored) == sorted(a["id"] for a in accounts)
     rows = index_rows(state, ws)
     assert sorted(r.customer_id for r in rows) == sorted(a["id"] for a in accounts)
@@ -59,12 +58,12 @@ def test_lost_index_is_restored_from_metadata(as_user: Any, state: Any, webhooks
     assert sorted(a["id"] for a in listed) == sorted(a["id"] for a in accounts)
 
 
-def test_deleted_customers_and_stale_reservations_are_cleared(as_user: Any, state: Any, webhooks_lost: None) -> None:
+def test_deleted_customers_and_stale_reservations_are_cleared(reconcile_now: Any, as_user: Any, state: Any, webhooks_lost: None) -> None:
     alice = as_user("alice")
     ws = alice.workspace("single")
     account = alice.account(ws)
     state.gateway.client.v1.customers.delete(account["id"])
-    report = reconcile(state)
+    report = reconcile_now()
     assert report.removed == [account["id"]]
     assert index_rows(state, ws) == []
 
@@ -73,6 +72,6 @@ def test_deleted_customers_and_stale_reservations_are_cleared(as_user: Any, stat
         session.add(BillingAccountIndex(workspace_id=ws, reference="ref-fresh", currency="usd", state="pending"))
         session.execute(update(BillingAccountIndex).where(BillingAccountIndex.reference == "ref-stale")
                         .values(created_at=utcnow() - timedelta(hours=1)))
-    report = reconcile(state)
+    report = reconcile_now()
     assert report.released == 1
     assert [r.reference for r in index_rows(state, ws)] == ["ref-fresh"]  # may still be in flight

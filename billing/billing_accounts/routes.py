@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.views import MethodView
 
-from billing.access import workspace_access
-from billing.authn import authenticated_blueprint
+from billing.access import account_access, workspace_access
+from billing.blueprints import authenticated_blueprint
 from billing.idempotency import claimed_key, stripe_key
 from billing.billing_accounts import service
 from schemas.billing_accounts import (
@@ -44,17 +44,15 @@ class BillingAccountById(MethodView):
     @blp.response(200, BillingAccountSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> Any:
         """Retrieve a billing account"""
-        return service.get_billing_account(workspace_access(workspaceId), billingAccountId)
+        return service.get_billing_account(account_access(workspaceId, billingAccountId))
 
     @blp.arguments(BillingAccountUpdateSchema)
     @blp.response(200, BillingAccountSchema)
     def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Update a billing account (mirrored to Stripe)"""
-        return service.update_billing_account(
-            workspace_access(workspaceId), billingAccountId, data, stripe_key()
-        )
+        return service.update_billing_account(account_access(workspaceId, billingAccountId), data, stripe_key())
 
     @blp.response(204)
     def delete(self, workspaceId: str, billingAccountId: str) -> None:
         """Delete a billing account and its Stripe customer"""
-        service.delete_billing_account(workspace_access(workspaceId), billingAccountId, stripe_key())
+        service.delete_billing_account(account_access(workspaceId, billingAccountId), stripe_key())

@@ -17,14 +17,18 @@ from typing import Any
 
 import stripe
 from sqlalchemy import delete, func, select, update
-from stripe.params import CustomerCreateParams, CustomerUpdateParams
+from stripe.params import (
+    CustomerCreateParams,
+    CustomerCreateParamsAddress,
+    CustomerUpdateParams,
+)
 
-from billing.access import Access, account_in_workspace
+from billing.access import Access, AccountAccess
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
 from billing.models import BillingAccountIndex, Workspace
 from billing.state import current
-from billing.subscriptions.service import has_active_subscription
+from billing.subscriptions.active import has_active_subscription
 
 log = logging.getLogger("billing.billing_accounts")
 
@@ -36,8 +40,23 @@ def account_limit(billing_mode: str) -> int:
     return ACCOUNT_LIMITS[billing_mode]
 
 
-def _address_params(address: dict[str, Any]) -> dict[str, str]:
-    return {key: value if value is not None else "" for key, value in address.items()}
+def _address_params(address: dict[str, Any]) -> CustomerCreateParamsAddress:
+    """The fields sent, as Stripe's address; null is sent as "" (Stripe's way to clear one).
+    (Stripe's create and update address params are the same shape.)"""
+    params: CustomerCreateParamsAddress = {}
+    if "country" in address:
+        params["country"] = address["country"] or ""
+    if "line1" in address:
+        params["line1"] = address["line1"] or ""
+    if "line2" in address:
+        params["line2"] = address["line2"] or ""
+    if "city" in address:
+        params["city"] = address["city"] or ""
+    if "state" in address:
+        params["state"] = address["state"] or ""
+    if "postal_code" in address:
+        params["postal_code"] = address["postal_code"] or ""
+    return params
 
 
 def list_billing_accounts(access: Access) -> list[stripe.Customer]:
@@ -58,7 +77,7 @@ def list_billing_accounts(access: Access) -> list[stripe.Customer]:
     for row in rows:
         customer = fetched.get(str(row.customer_id))
         if customer is None:
-            _forget(str(row.customer_id))
+            forget_account(str(row.customer_id))
         elif _belongs(customer, access.workspace.id):
             customers.append(customer)
     return customers
@@ -73,20 +92,19 @@ def _belongs(customer: stripe.Customer, workspace_id: str) -> bool:
     return True
 
 
-def _forget(customer_id: str) -> None:
-    """Drop the index row of a customer Stripe no longer has."""
+def forget_account(customer_id: str) -> None:
+    """Drop a billing account's index row (its customer is deleted, or gone from Stripe)."""
     with current().db.write() as session:
         session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))
-    log.info("customer %s is deleted in Stripe; index row removed", customer_id)
+    log.info("customer %s: index row removed", customer_id)
 
 
-def get_billing_account(access: Access, customer_id: str) -> stripe.Customer:
-    account_in_workspace(access.workspace.id, customer_id)
-    customer = current().gateway.retrieve_customer(customer_id)
+def get_billing_account(ctx: AccountAccess) -> stripe.Customer:
+    customer = current().gateway.retrieve_customer(ctx.customer_id)
     if customer is None:
-        _forget(customer_id)
+        forget_account(ctx.customer_id)
         raise not_found("billing account")
-    if not _belongs(customer, access.workspace.id):
+    if not _belongs(customer, ctx.workspace_id):
         raise not_found("billing account")
     return customer
 
@@ -135,7 +153,7 @@ def create_billing_account(access: Access, data: dict[str, Any], request_key: st
     params: CustomerCreateParams = {
         "name": data["name"],
         "email": data["email"],
-        "address": _address_params(data["address"]),  # type: ignore[typeddict-item]
+        "address": _address_params(data["address"]),
         "metadata": {
             "workspace_id": access.workspace.id,
             "currency": currency,
@@ -180,37 +198,37 @@ def _release(row: BillingAccountIndex) -> None:
         session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.id == row.id))
 
 
-def update_billing_account(access: Access, customer_id: str, data: dict[str, Any], request_key: str) -> stripe.Customer:
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
+def update_billing_account(ctx: AccountAccess, data: dict[str, Any], request_key: str) -> stripe.Customer:
+    ctx.for_billing_write()
     params: CustomerUpdateParams = {"metadata": {"updated_at": str(int(time.time()))}}
-    for field in ("name", "email"):
-        if field in data:
-            params[field] = data[field]  # type: ignore[literal-required]
-    for field in ("phone", "description"):
-        if field in data:
-            params[field] = data[field] or ""  # type: ignore[literal-required]  # "" clears in Stripe
+    if "name" in data:
+        params["name"] = data["name"]
+    if "email" in data:
+        params["email"] = data["email"]
+    # "" clears a field in Stripe.
+    if "phone" in data:
+        params["phone"] = data["phone"] or ""
+    if "description" in data:
+        params["description"] = data["description"] or ""
     if "address" in data:
-        params["address"] = _address_params(data["address"])  # type: ignore[typeddict-item]
+        params["address"] = _address_params(data["address"])
     try:
-        return current().gateway.update_customer(customer_id, params, idempotency_key=f"{request_key}:update")
+        return current().gateway.update_customer(ctx.customer_id, params, idempotency_key=f"{request_key}:update")
     except stripe.InvalidRequestError as error:
         if error.code == "resource_missing":
-            _forget(customer_id)
+            forget_account(ctx.customer_id)
             raise not_found("billing account") from None
         raise
 
 
-def delete_billing_account(access: Access, customer_id: str, request_key: str) -> None:
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
-    gateway = current().gateway
+def delete_billing_account(ctx: AccountAccess, request_key: str) -> None:
+    ctx.for_billing_write()
+    customer_id = ctx.customer_id
     # Under the account's lease: no subscription can be created between the check and the delete.
     with lease(current().db, account_lease_name(customer_id)):
         if has_active_subscription(customer_id):
             raise ApiError(
                 422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."
             )
-        gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
-    with current().db.write() as session:
-        session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))
+        current().gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
+    forget_account(customer_id)

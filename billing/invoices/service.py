@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import stripe
-from stripe.params import InvoiceCreatePreviewParams, InvoiceListParams
+from stripe.params import (
+    InvoiceCreatePreviewParams,
+    InvoiceCreatePreviewParamsSubscriptionDetails,
+    InvoiceCreatePreviewParamsSubscriptionDetailsItem,
+    InvoiceListParams,
+)
 
-from billing.access import Access, account_in_workspace
+from billing.access import AccountAccess
 from billing.errors import ApiError
 from billing.state import current
-from billing.subscriptions.service import current_items, get_subscription
+from billing.subscriptions.service import ItemChange, current_items, get_subscription, plan_change
 
 STRIPE_PAGE = 100  # Stripe's largest page
 
@@ -40,8 +45,8 @@ def _check_cursor(customer_id: str, invoice_id: str) -> None:
         raise ApiError(422, "validation_failed", "Unknown cursor.", errors={"cursor": ["No such invoice."]})
 
 
-def list_invoices(access: Access, customer_id: str, query: dict[str, Any]) -> dict[str, Any]:
-    account_in_workspace(access.workspace.id, customer_id)
+def list_invoices(ctx: AccountAccess, query: dict[str, Any]) -> dict[str, Any]:
+    customer_id = ctx.customer_id
     limit: int = query["limit"]
     after, before = query.get("after"), query.get("before")
     for cursor in (after, before):
@@ -72,52 +77,47 @@ def list_invoices(access: Access, customer_id: str, query: dict[str, Any]) -> di
             "previous_cursor": previous_cursor}
 
 
-def preview_invoice(access: Access, customer_id: str, data: dict[str, Any]) -> dict[str, Any]:
+def preview_invoice(ctx: AccountAccess, data: dict[str, Any]) -> dict[str, Any]:
     """What Stripe would bill for a new subscription, a change or a cancellation.
     Nothing is changed: this is Stripe's create_preview."""
-    row = account_in_workspace(access.workspace.id, customer_id)
     prices = current().prices
     items: list[dict[str, Any]] = data.get("items") or []
-    params: InvoiceCreatePreviewParams = {"customer": customer_id}
+    params: InvoiceCreatePreviewParams = {"customer": ctx.customer_id}
     subscription_id = data.get("subscription_id")
     if not subscription_id:
         params["subscription_details"] = {"items": [
-            {"price": prices.price_id(i["product_type"], row.currency, i.get("interval") or "month"),
+            {"price": prices.price_id(i["product_type"], ctx.currency, i.get("interval") or "month"),
              "quantity": i["quantity"]}
             for i in items if i["quantity"] > 0
         ]}
     else:
-        subscription = get_subscription(access, customer_id, subscription_id)
+        subscription = get_subscription(ctx, subscription_id)
         params["subscription"] = subscription.id
         if data.get("cancel_subscription"):
             # Cancelling ends service at period end and credits nothing.
             params["subscription_details"] = {"cancel_now": True, "proration_behavior": "none"}
         else:
-            params["subscription_details"] = _change_details(subscription, row.currency, items)
+            params["subscription_details"] = _change_details(subscription, ctx.currency, items)
     invoice = current().gateway.preview_invoice(params)
     return _view([invoice])[0]
 
 
-def _change_details(subscription: stripe.Subscription, currency: str, items: list[dict[str, Any]]) -> Any:
-    """Mirror PATCH: increases are charged now (prorated); without any, the
-    preview is the next period's invoice at the new quantities (no credit)."""
-    existing = current_items(subscription)
-    interval = next(iter(existing.values()))[2] if existing else "month"
-    prices = current().prices
-    raises, cuts = [], []
-    for item in items:
-        product, quantity = item["product_type"], item["quantity"]
-        if product not in existing:
-            if quantity > 0:
-                raises.append({"price": prices.price_id(product, currency, interval), "quantity": quantity})
-        elif quantity == 0:
-            cuts.append({"id": existing[product][0], "deleted": True})
-        elif quantity > existing[product][1]:
-            raises.append({"id": existing[product][0], "quantity": quantity})
-        elif quantity < existing[product][1]:
-            cuts.append({"id": existing[product][0], "quantity": quantity})
-    if existing and not raises and sum(1 for c in cuts if c.get("deleted")) == len(existing):
-        raise ApiError(422, "cannot_remove_last_product", "A subscription needs at least one product.")
-    if raises:
-        return {"items": raises, "proration_behavior": "always_invoice"}
-    return {"items": cuts, "proration_behavior": "none"}
+def _preview_item(change: ItemChange) -> InvoiceCreatePreviewParamsSubscriptionDetailsItem:
+    if change.item_id is None:
+        return {"price": str(change.price), "quantity": change.quantity}
+    if change.quantity == 0:
+        return {"id": change.item_id, "deleted": True}
+    return {"id": change.item_id, "quantity": change.quantity}
+
+
+def _change_details(subscription: stripe.Subscription, currency: str,
+                    items: list[dict[str, Any]]) -> InvoiceCreatePreviewParamsSubscriptionDetails:
+    """The PATCH plan for these items (the products not named keep their
+    quantities): with increases, what is charged now; without, the next
+    period's invoice at the new quantities."""
+    desired = {product: item.quantity for product, item in current_items(subscription).items()}
+    desired.update({item["product_type"]: item["quantity"] for item in items})
+    plan = plan_change(subscription, currency, desired)
+    if plan.raises:
+        return {"items": [_preview_item(c) for c in plan.raises], "proration_behavior": "always_invoice"}
+    return {"items": [_preview_item(c) for c in plan.cuts], "proration_behavior": "none"}

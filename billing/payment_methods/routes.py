@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.views import MethodView
 
-from billing.access import workspace_access
-from billing.authn import authenticated_blueprint
+from billing.access import account_access
+from billing.blueprints import authenticated_blueprint
 from billing.idempotency import stripe_key
 from billing.payment_methods import service
 from schemas.common import MessageSchema
@@ -26,13 +26,12 @@ class PaymentMethods(MethodView):
     @blp.response(200, PaymentMethodListSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
         """List payment methods (all types)"""
-        access = workspace_access(workspaceId)
-        return {"data": service.list_payment_methods(access, billingAccountId), "has_more": False}
+        return {"data": service.list_payment_methods(account_access(workspaceId, billingAccountId)), "has_more": False}
 
     @blp.response(201, SetupIntentSchema)
     def post(self, workspaceId: str, billingAccountId: str) -> Any:
         """Start adding a payment method: a SetupIntent for Stripe.js"""
-        return service.create_setup_intent(workspace_access(workspaceId), billingAccountId, stripe_key())
+        return service.create_setup_intent(account_access(workspaceId, billingAccountId), stripe_key())
 
 
 @blp.route("/<paymentMethodId>")
@@ -40,10 +39,10 @@ class PaymentMethodById(MethodView):
     @blp.response(200, MessageSchema)
     def put(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> Any:
         """Make a payment method the default"""
-        service.set_default(workspace_access(workspaceId), billingAccountId, paymentMethodId, stripe_key())
+        service.set_default(account_access(workspaceId, billingAccountId), paymentMethodId, stripe_key())
         return {"message": "Default payment method updated"}
 
     @blp.response(204)
     def delete(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> None:
         """Detach a payment method"""
-        service.detach(workspace_access(workspaceId), billingAccountId, paymentMethodId, stripe_key())
+        service.detach(account_access(workspaceId, billingAccountId), paymentMethodId, stripe_key())

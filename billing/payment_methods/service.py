@@ -1,40 +1,82 @@
-"""Rules for payment methods: the limit, the default, and the detach guards."""
+"""Rules for payment methods: the limit, the default, and the detach guards.
+
+The default-payment-method rule lives here only: the first method attached to a
+customer becomes its default (applied by the webhook, by reconcile, and just
+before a charge when the webhook has not come yet).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import stripe
 
-from billing.access import Access, account_in_workspace
+from billing.access import AccountAccess
 from billing.errors import ApiError, not_found
 from billing.state import current
-from billing.subscriptions.service import default_payment_method, has_active_subscription
+from billing.subscriptions.active import has_active_subscription
+
+log = logging.getLogger("billing.payment_methods")
 
 MAX_PAYMENT_METHODS = 5
 
 
-def list_payment_methods(access: Access, customer_id: str) -> list[dict[str, Any]]:
-    account_in_workspace(access.workspace.id, customer_id)
+def default_payment_method(customer_id: str, customer: stripe.Customer | None = None) -> str | None:
+    """The customer's default payment method id (reads the customer unless given)."""
+    customer = customer or current().gateway.retrieve_customer(customer_id)
+    if customer is None:
+        raise not_found("billing account")
+    settings = customer.invoice_settings
+    method = settings.default_payment_method if settings else None
+    if method is None:
+        return None
+    return method if isinstance(method, str) else method.id
+
+
+def ensure_default_payment_method(customer_id: str) -> str | None:
+    """Make the customer's first attached payment method its default, when it has none."""
+    gateway = current().gateway
+    customer = gateway.retrieve_customer(customer_id)
+    if customer is None:
+        return None
+    existing = default_payment_method(customer_id, customer)
+    if existing:
+        return existing
+    methods = gateway.list_payment_methods(customer_id)
+    if not methods:
+        return None
+    first = methods[-1]  # Stripe lists a customer's payment methods newest first
+    gateway.set_default_payment_method(customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}")
+    log.info("customer %s: first payment method %s made the default", customer_id, first.id)
+    return first.id
+
+
+def charging_method(customer_id: str) -> str | None:
+    """The default payment method for a charge about to be made. A card attached
+    moments ago may not have had its webhook yet: apply the rule now, instead of refusing."""
+    return default_payment_method(customer_id) or ensure_default_payment_method(customer_id)
+
+
+def list_payment_methods(ctx: AccountAccess) -> list[dict[str, Any]]:
     gateway = current().gateway
     customer, methods = gateway.together(
-        lambda: gateway.retrieve_customer(customer_id), lambda: gateway.list_payment_methods(customer_id)
+        lambda: gateway.retrieve_customer(ctx.customer_id), lambda: gateway.list_payment_methods(ctx.customer_id)
     )
-    default = default_payment_method(customer_id, customer)
+    default = default_payment_method(ctx.customer_id, customer)
     return [{**m.to_dict(), "is_default": m.id == default} for m in methods]
 
 
-def create_setup_intent(access: Access, customer_id: str, request_key: str) -> dict[str, str]:
+def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
     """A SetupIntent the front end confirms with Stripe.js; the card goes from
     the browser to Stripe, never through this service."""
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
+    ctx.for_billing_write()
     gateway = current().gateway
-    if len(gateway.list_payment_methods(customer_id)) >= MAX_PAYMENT_METHODS:
+    if len(gateway.list_payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
         raise ApiError(409, "payment_method_limit_reached",
                        f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
     intent = gateway.create_setup_intent(
-        {"customer": customer_id, "usage": "off_session", "automatic_payment_methods": {"enabled": True}},
+        {"customer": ctx.customer_id, "usage": "off_session", "automatic_payment_methods": {"enabled": True}},
         idempotency_key=f"{request_key}:setup-intent",
     )
     return {"client_secret": str(intent.client_secret), "publishable_key": current().config.stripe_publishable_key}
@@ -45,25 +87,19 @@ def _owner(method: stripe.PaymentMethod) -> str | None:
     return owner if isinstance(owner, str) or owner is None else owner.id
 
 
-def _owned_method(customer_id: str, payment_method_id: str) -> stripe.PaymentMethod:
+def set_default(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None:
+    ctx.for_billing_write()
     method = current().gateway.retrieve_payment_method(payment_method_id)
-    if method is None or _owner(method) != customer_id:
+    if method is None or _owner(method) != ctx.customer_id:
         raise not_found("payment method")
-    return method
-
-
-def set_default(access: Access, customer_id: str, payment_method_id: str, request_key: str) -> None:
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
-    _owned_method(customer_id, payment_method_id)
     current().gateway.set_default_payment_method(
-        customer_id, payment_method_id, idempotency_key=f"{request_key}:default-pm"
+        ctx.customer_id, payment_method_id, idempotency_key=f"{request_key}:default-pm"
     )
 
 
-def detach(access: Access, customer_id: str, payment_method_id: str, request_key: str) -> None:
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
+def detach(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None:
+    ctx.for_billing_write()
+    customer_id = ctx.customer_id
     gateway = current().gateway
     method = gateway.retrieve_payment_method(payment_method_id)
     if method is not None and _owner(method) is None:

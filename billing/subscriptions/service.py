@@ -2,77 +2,56 @@
 
 Stripe holds every subscription; this module decides what may be asked of it.
 Per-account work that checks a limit and then creates runs under a lease so
-concurrent requests cannot both pass the check.
+concurrent requests cannot both pass the check. `plan_change` is the one
+statement of what a change of quantities does (PATCH and the invoice preview
+both use it).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
 from sqlalchemy import func, select, update
-from stripe.params import SubscriptionCreateParams, SubscriptionUpdateParams
+from stripe.params import (
+    SubscriptionCreateParams,
+    SubscriptionCreateParamsItem,
+    SubscriptionUpdateParams,
+    SubscriptionUpdateParamsItem,
+)
 
-from billing.access import Access, account_in_workspace
+from billing.access import AccountAccess, workspace_archived
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
 from billing.models import BillingAccountIndex, Workspace, utcnow
+from billing.payment_methods.service import charging_method, default_payment_method
 from billing.state import current
-from billing.webhooks.service import ensure_default_payment_method
+from billing.subscriptions.active import is_active
 from schemas.subscriptions import product_of_price
 
 log = logging.getLogger("billing.subscriptions")
 
-# "Active" in the contract means any status but these.
-ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
 MAX_ACTIVE_SUBSCRIPTIONS = 3
 TRIAL_DAYS = 14
 
 
-def is_active(subscription: stripe.Subscription) -> bool:
-    return subscription.status not in ACTIVE_EXCLUDED
-
-
-def has_active_subscription(customer_id: str) -> bool:
-    return any(is_active(s) for s in current().gateway.list_subscriptions(customer_id))
-
-
-def list_subscriptions(workspace_id: str, customer_id: str) -> list[stripe.Subscription]:
-    """The account's subscriptions, newest first (404 outside the workspace)."""
-    account_in_workspace(workspace_id, customer_id)
+def list_subscriptions(ctx: AccountAccess) -> list[stripe.Subscription]:
+    """The account's subscriptions, newest first."""
     subscriptions = [
-        s for s in current().gateway.list_subscriptions(customer_id) if s.customer == customer_id
+        s for s in current().gateway.list_subscriptions(ctx.customer_id) if s.customer == ctx.customer_id
     ]
     subscriptions.sort(key=lambda s: (s.created, s.id), reverse=True)
     return subscriptions
 
 
-def get_subscription(access: Access, customer_id: str, subscription_id: str) -> stripe.Subscription:
-    account_in_workspace(access.workspace.id, customer_id)
+def get_subscription(ctx: AccountAccess, subscription_id: str) -> stripe.Subscription:
+    """The subscription, if it is this account's (404 otherwise)."""
     subscription = current().gateway.retrieve_subscription(subscription_id)
-    if subscription is None or subscription.customer != customer_id:
+    if subscription is None or subscription.customer != ctx.customer_id:
         raise not_found("subscription")
     return subscription
-
-
-def default_payment_method(customer_id: str, customer: stripe.Customer | None = None) -> str | None:
-    """The customer's default payment method id (reads the customer unless given)."""
-    customer = customer or current().gateway.retrieve_customer(customer_id)
-    if customer is None:
-        raise not_found("billing account")
-    settings = customer.invoice_settings
-    method = settings.default_payment_method if settings else None
-    if method is None:
-        return None
-    return method if isinstance(method, str) else method.id
-
-
-def charging_method(customer_id: str) -> str | None:
-    """The default payment method for a charge about to be made. A card attached
-    moments ago may not have had its webhook yet: apply the webhook's rule (the
-    first attached becomes the default) now, instead of refusing."""
-    return default_payment_method(customer_id) or ensure_default_payment_method(current().gateway, customer_id)
 
 
 def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription]) -> bool:
@@ -89,19 +68,18 @@ def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription])
     return workspace is not None and workspace.first_subscription_at is None and accounts == 1
 
 
-def trial_eligibility(access: Access, customer_id: str) -> dict[str, Any]:
-    account_in_workspace(access.workspace.id, customer_id)
+def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
     gateway = current().gateway
     subscriptions, customer = gateway.together(
-        lambda: gateway.list_subscriptions(customer_id), lambda: gateway.retrieve_customer(customer_id)
+        lambda: gateway.list_subscriptions(ctx.customer_id), lambda: gateway.retrieve_customer(ctx.customer_id)
     )
-    eligible = _trial_eligible(access.workspace.id, subscriptions)
-    has_method = default_payment_method(customer_id, customer) is not None
+    eligible = _trial_eligible(ctx.workspace_id, subscriptions)
+    has_method = default_payment_method(ctx.customer_id, customer) is not None
     below_limit = sum(is_active(s) for s in subscriptions) < MAX_ACTIVE_SUBSCRIPTIONS
     return {
         "trial_eligible": eligible,
         "has_payment_method": has_method,
-        "can_create_subscription": below_limit and (eligible or has_method) and not access.workspace.archived,
+        "can_create_subscription": below_limit and (eligible or has_method) and not ctx.access.workspace.archived,
         "trial_info": {
             "trial_days": TRIAL_DAYS,
             "message": f"Your first subscription starts with a {TRIAL_DAYS}-day free trial; "
@@ -115,46 +93,41 @@ def trial_eligibility(access: Access, customer_id: str) -> dict[str, Any]:
     }
 
 
-def _items_for(row: BillingAccountIndex, quantities: dict[str, int], interval: str) -> list[dict[str, Any]]:
+def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: str) -> stripe.Subscription:
+    ctx.for_billing_write()
     prices = current().prices
-    return [
-        {"price": prices.price_id(product, row.currency, interval), "quantity": quantity}
-        for product, quantity in quantities.items()
+    items: list[SubscriptionCreateParamsItem] = [  # 422 price_not_configured before any write
+        {"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
+        for product, quantity in data["product_quantities"].items()
     ]
-
-
-def create_subscription(access: Access, customer_id: str, data: dict[str, Any], request_key: str) -> stripe.Subscription:
-    access.for_billing_write()
-    row = account_in_workspace(access.workspace.id, customer_id)
-    items = _items_for(row, data["product_quantities"], data["interval"])  # 422 before any write
     state = current()
-    with lease(state.db, account_lease_name(customer_id)):
+    with lease(state.db, account_lease_name(ctx.customer_id)):
         with state.db.read() as session:  # archived meanwhile? (archiving takes this lease too)
-            if session.scalar(select(Workspace.archived_at).where(Workspace.id == access.workspace.id)):
-                raise ApiError(409, "workspace_archived", "The workspace is archived; it can no longer be changed.")
-        subscriptions = state.gateway.list_subscriptions(customer_id)
+            if session.scalar(select(Workspace.archived_at).where(Workspace.id == ctx.workspace_id)):
+                raise workspace_archived()
+        subscriptions = state.gateway.list_subscriptions(ctx.customer_id)
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(
                 409, "subscription_limit_reached",
                 f"A billing account can have at most {MAX_ACTIVE_SUBSCRIPTIONS} active subscriptions.",
             )
         params: SubscriptionCreateParams = {
-            "customer": customer_id,
-            "items": items,  # type: ignore[typeddict-item]
+            "customer": ctx.customer_id,
+            "items": items,
             "metadata": data.get("metadata") or {},
             # A declined first charge fails the call and leaves no subscription behind.
             "payment_behavior": "error_if_incomplete",
         }
-        if _trial_eligible(access.workspace.id, subscriptions):
+        if _trial_eligible(ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
-        elif charging_method(customer_id) is None:
+        elif charging_method(ctx.customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before subscribing.")
         subscription = state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription")
         with state.db.write() as session:
             session.execute(
                 update(Workspace)
-                .where(Workspace.id == access.workspace.id, Workspace.first_subscription_at.is_(None))
+                .where(Workspace.id == ctx.workspace_id, Workspace.first_subscription_at.is_(None))
                 .values(first_subscription_at=utcnow())
             )
     return subscription
@@ -165,29 +138,95 @@ def create_subscription(access: Access, customer_id: str, data: dict[str, Any], 
 OPERATIONS = ("action", "product_quantities", "add_products", "remove_products")
 
 
-def current_items(subscription: stripe.Subscription) -> dict[str, tuple[str, int, str]]:
-    """product -> (item id, quantity, interval)."""
+@dataclass(frozen=True)
+class CurrentItem:
+    item_id: str
+    quantity: int
+    interval: str
+
+
+def current_items(subscription: stripe.Subscription) -> dict[str, CurrentItem]:
+    """The subscription's items by product."""
     found = {}
     for item in subscription["items"].data:
         price = item.price.to_dict()
         product = product_of_price(price)
         if product:
-            found[product] = (item.id, item.quantity or 0, (price.get("recurring") or {}).get("interval", "month"))
+            interval = (price.get("recurring") or {}).get("interval", "month")
+            found[product] = CurrentItem(item.id, item.quantity or 0, interval)
     return found
 
 
+@dataclass(frozen=True)
+class ItemChange:
+    """One item's change: `item_id` None adds `price`; quantity 0 removes the item."""
+
+    product: str
+    quantity: int
+    item_id: str | None = None
+    price: str | None = None
+
+
+@dataclass
+class ChangePlan:
+    """Increases (new products included) are charged now, prorated; decreases
+    and removals take effect from the next period, with no credit."""
+
+    interval: str
+    raises: list[ItemChange] = field(default_factory=list)
+    cuts: list[ItemChange] = field(default_factory=list)
+
+
+def plan_change(subscription: stripe.Subscription, currency: str, desired: dict[str, int]) -> ChangePlan:
+    """What it takes to go from the subscription's quantities to `desired`
+    (product -> quantity; a product left out, or at 0, is removed).
+    422 when nothing would be left, or a new product has no price."""
+    existing = current_items(subscription)
+    interval = next(iter(existing.values())).interval if existing else "month"
+    wanted = {product: quantity for product, quantity in desired.items() if quantity > 0}
+    if not wanted:
+        raise ApiError(422, "cannot_remove_last_product",
+                       "A subscription needs at least one product; cancel it instead.")
+    plan = ChangePlan(interval)
+    for product, quantity in wanted.items():
+        item = existing.get(product)
+        if item is None:
+            price = current().prices.price_id(product, currency, interval)
+            plan.raises.append(ItemChange(product, quantity, price=price))
+        elif quantity > item.quantity:
+            plan.raises.append(ItemChange(product, quantity, item_id=item.item_id))
+        elif quantity < item.quantity:
+            plan.cuts.append(ItemChange(product, quantity, item_id=item.item_id))
+    for product, item in existing.items():
+        if product not in wanted:
+            plan.cuts.append(ItemChange(product, 0, item_id=item.item_id))
+    return plan
+
+
+def _desired_quantities(subscription: stripe.Subscription, data: dict[str, Any], operation: str | None) -> dict[str, int]:
+    existing = {product: item.quantity for product, item in current_items(subscription).items()}
+    if operation == "product_quantities":
+        return dict(data["product_quantities"])
+    if operation == "add_products":
+        for product, quantity in data["add_products"].items():
+            existing[product] = existing.get(product, 0) + quantity
+    elif operation == "remove_products":
+        for product in data["remove_products"]:
+            existing.pop(product, None)
+    return existing
+
+
 def update_subscription(
-    access: Access, customer_id: str, subscription_id: str, data: dict[str, Any], request_key: str
+    ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str
 ) -> stripe.Subscription:
-    access.for_billing_write()
+    ctx.for_billing_write()
     operations = [name for name in OPERATIONS if name in data]
     if len(operations) > 1 or ("metadata" in data and operations and operations != ["product_quantities"]):
         raise ApiError(
             422, "multiple_operations",
             "Send exactly one operation (metadata may only accompany product_quantities).",
         )
-    row = account_in_workspace(access.workspace.id, customer_id)
-    subscription = get_subscription(access, customer_id, subscription_id)
+    subscription = get_subscription(ctx, subscription_id)
     operation = operations[0] if operations else None
     if data.get("action") == "sync":
         return subscription
@@ -196,58 +235,28 @@ def update_subscription(
     if operation == "action":
         if data["action"] == "pause":
             return _pause(subscription, request_key)
-        return _resume(subscription, customer_id, request_key)
-
-    existing = current_items(subscription)
-    interval = next(iter(existing.values()))[2] if existing else "month"
-    if operation == "product_quantities":
-        desired = dict(data["product_quantities"])
-    elif operation == "add_products":
-        desired = {p: q for p, (_, q, _) in existing.items()}
-        for product, quantity in data["add_products"].items():
-            desired[product] = desired.get(product, 0) + quantity
-    elif operation == "remove_products":
-        desired = {p: q for p, (_, q, _) in existing.items() if p not in data["remove_products"]}
-        if not desired:
-            raise ApiError(422, "cannot_remove_last_product",
-                           "A subscription needs at least one product; cancel it instead.")
-    else:
-        desired = {p: q for p, (_, q, _) in existing.items()}
-    metadata = data.get("metadata")
-    return _apply_quantities(subscription, row, existing, desired, interval, metadata, request_key)
+        return _resume(subscription, ctx.customer_id, request_key)
+    plan = plan_change(subscription, ctx.currency, _desired_quantities(subscription, data, operation))
+    return _apply(subscription, plan, data.get("metadata"), request_key)
 
 
-def _apply_quantities(
-    subscription: stripe.Subscription,
-    row: BillingAccountIndex,
-    existing: dict[str, tuple[str, int, str]],
-    desired: dict[str, int],
-    interval: str,
-    metadata: dict[str, Any] | None,
-    request_key: str,
-) -> stripe.Subscription:
-    """Increases are charged now (prorated); decreases get no credit and simply
-    bill less from the next period. Increases go first: if the card declines,
-    nothing has changed."""
+def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
+    if change.item_id is None:
+        return {"price": str(change.price), "quantity": change.quantity}
+    if change.quantity == 0:
+        return {"id": change.item_id, "deleted": True}
+    return {"id": change.item_id, "quantity": change.quantity}
+
+
+def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[str, Any] | None,
+           request_key: str) -> stripe.Subscription:
+    """Increases go first: if the card declines, nothing has changed."""
     gateway = current().gateway
-    prices = current().prices
-    raises: list[dict[str, Any]] = []
-    cuts: list[dict[str, Any]] = []
-    for product, quantity in desired.items():
-        if product not in existing:
-            raises.append({"price": prices.price_id(product, row.currency, interval), "quantity": quantity})
-        elif quantity > existing[product][1]:
-            raises.append({"id": existing[product][0], "quantity": quantity})
-        elif quantity < existing[product][1]:
-            cuts.append({"id": existing[product][0], "quantity": quantity})
-    for product, (item_id, _, _) in existing.items():
-        if product not in desired:
-            cuts.append({"id": item_id, "deleted": True})
     meta_params = {k: ("" if v is None else v) for k, v in (metadata or {}).items()}
     result = subscription
-    if raises:
+    if plan.raises:
         params: SubscriptionUpdateParams = {
-            "items": raises,  # type: ignore[typeddict-item]
+            "items": [_update_item(change) for change in plan.raises],
             "proration_behavior": "always_invoice",
             "payment_behavior": "error_if_incomplete",
         }
@@ -255,10 +264,10 @@ def _apply_quantities(
             params["metadata"] = meta_params
             meta_params = {}
         result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:increase")
-    if cuts or meta_params:
+    if plan.cuts or meta_params:
         params = {"proration_behavior": "none"}
-        if cuts:
-            params["items"] = cuts  # type: ignore[typeddict-item]
+        if plan.cuts:
+            params["items"] = [_update_item(change) for change in plan.cuts]
         if meta_params:
             params["metadata"] = meta_params
         result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:decrease")
@@ -300,10 +309,10 @@ def _resume(subscription: stripe.Subscription, customer_id: str, request_key: st
     return result
 
 
-def cancel_subscription(access: Access, customer_id: str, subscription_id: str, request_key: str) -> stripe.Subscription:
+def cancel_subscription(ctx: AccountAccess, subscription_id: str, request_key: str) -> stripe.Subscription:
     """Cancel at the end of the current period (for a trial: at its end)."""
-    access.for_billing_write()
-    subscription = get_subscription(access, customer_id, subscription_id)
+    ctx.for_billing_write()
+    subscription = get_subscription(ctx, subscription_id)
     if not is_active(subscription) or subscription.cancel_at_period_end:
         return subscription
     return current().gateway.update_subscription(

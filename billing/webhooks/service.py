@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import stripe
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from billing.billing_accounts.service import forget_account
 from billing.errors import ApiError
-from billing.gateway import StripeGateway
 from billing.leases import lease
 from billing.models import BillingAccountIndex, ProcessedEvent
+from billing.payment_methods.service import ensure_default_payment_method
 from billing.state import current
 
 log = logging.getLogger("billing.webhooks")
@@ -93,33 +94,13 @@ def on_customer_deleted(obj: dict[str, Any]) -> None:
     if not isinstance(customer_id, str) or not _indexed(customer_id):
         return
     if current().gateway.retrieve_customer(customer_id) is None:  # confirm with Stripe
-        with current().db.write() as session:
-            session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))
-        log.info("customer %s deleted in Stripe: index row removed", customer_id)
-
-
-def ensure_default_payment_method(gateway: StripeGateway, customer_id: str) -> str | None:
-    """Make the customer's first attached payment method its default, when it has none."""
-    customer = gateway.retrieve_customer(customer_id)
-    if customer is None:
-        return None
-    settings = customer.invoice_settings
-    existing = settings.default_payment_method if settings else None
-    if existing:
-        return existing if isinstance(existing, str) else existing.id
-    methods = gateway.list_payment_methods(customer_id)
-    if not methods:
-        return None
-    first = methods[-1]  # Stripe lists a customer's payment methods newest first
-    gateway.set_default_payment_method(customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}")
-    log.info("customer %s: first payment method %s made the default", customer_id, first.id)
-    return first.id
+        forget_account(customer_id)
 
 
 def on_payment_method_attached(obj: dict[str, Any]) -> None:
     customer_id = obj.get("customer")
     if isinstance(customer_id, str) and _indexed(customer_id):
-        ensure_default_payment_method(current().gateway, customer_id)
+        ensure_default_payment_method(customer_id)
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {

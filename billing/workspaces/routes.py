@@ -8,7 +8,7 @@ from flask import g
 from flask.views import MethodView
 
 from billing.access import workspace_access
-from billing.authn import authenticated_blueprint
+from billing.blueprints import authenticated_blueprint
 from billing.workspaces import service
 from schemas.workspaces import (
     MemberCreateSchema,

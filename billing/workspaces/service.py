@@ -11,7 +11,7 @@ from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
 from billing.state import current
-from billing.subscriptions.service import has_active_subscription
+from billing.subscriptions.active import has_active_subscription
 
 
 def create_workspace(user_id: str, data: dict[str, Any]) -> Workspace:

@@ -7,9 +7,9 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from billing.access import workspace_access
-from billing.authn import authenticated_blueprint
-from billing.devtools import service
+from billing.access import account_access
+from billing.blueprints import authenticated_blueprint
+from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
 from billing.sandbox import TEST_TOKENS
 from schemas.payment_methods import PaymentMethodSchema
@@ -67,7 +67,7 @@ class TestPaymentMethods(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Attach one of Stripe's test payment methods (pm_card_visa, pm_card_chargeDeclined, ...)"""
         return service.attach_test_payment_method(
-            workspace_access(workspaceId), billingAccountId, data["payment_method"], stripe_key()
+            account_access(workspaceId, billingAccountId), data["payment_method"], stripe_key()
         )
 
 
@@ -78,5 +78,5 @@ class ConfirmSetupIntent(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, setupIntentId: str) -> Any:
         """Confirm a SetupIntent with a test payment method, as Stripe.js would"""
         return service.confirm_setup_intent(
-            workspace_access(workspaceId), billingAccountId, setupIntentId, data["payment_method"], stripe_key()
+            account_access(workspaceId, billingAccountId), setupIntentId, data["payment_method"], stripe_key()
         )

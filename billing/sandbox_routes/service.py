@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.access import Access, account_in_workspace
+from billing.access import AccountAccess
 from billing.errors import ApiError, not_found
-from billing.state import current
+from billing.state import SandboxClock, current
 
 
-def _clock() -> Any:
+def _clock() -> SandboxClock:
     clock = current().sandbox_clock
     if clock is None:  # not reachable: the blueprint exists only in sandbox mode
         raise not_found("route")
@@ -33,17 +33,15 @@ def advance_clock(data: dict[str, Any]) -> dict[str, Any]:
     return {"now": now, "advanced_seconds": seconds}
 
 
-def attach_test_payment_method(access: Access, customer_id: str, token: str, request_key: str) -> dict[str, Any]:
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
-    method = current().gateway.attach_payment_method(token, customer_id, idempotency_key=f"{request_key}:attach")
+def attach_test_payment_method(ctx: AccountAccess, token: str, request_key: str) -> dict[str, Any]:
+    ctx.for_billing_write()
+    method = current().gateway.attach_payment_method(token, ctx.customer_id, idempotency_key=f"{request_key}:attach")
     return method.to_dict()
 
 
-def confirm_setup_intent(access: Access, customer_id: str, setup_intent_id: str, token: str,
-                         request_key: str) -> dict[str, Any]:
-    access.for_billing_write()
-    account_in_workspace(access.workspace.id, customer_id)
+def confirm_setup_intent(ctx: AccountAccess, setup_intent_id: str, token: str, request_key: str) -> dict[str, Any]:
+    ctx.for_billing_write()
+    customer_id = ctx.customer_id
     gateway = current().gateway
     intent = gateway.retrieve_setup_intent(setup_intent_id)
     owner = intent.customer if isinstance(intent.customer, str) or intent.customer is None else intent.customer.id

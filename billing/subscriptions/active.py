@@ -1,0 +1,18 @@
+"""What "active" means for a subscription (the contract: any status but
+canceled and incomplete_expired), and whether an account has one."""
+
+from __future__ import annotations
+
+import stripe
+
+from billing.state import current
+
+ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
+
+
+def is_active(subscription: stripe.Subscription) -> bool:
+    return subscription.status not in ACTIVE_EXCLUDED
+
+
+def has_active_subscription(customer_id: str) -> bool:
+    return any(is_active(s) for s in current().gateway.list_subscriptions(customer_id))
