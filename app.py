@@ -24,6 +24,7 @@ from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
 from billing.invoices.routes import blp as invoices_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
+from billing.replica import Keeper
 from billing.state import BillingState
 from billing.subscriptions.routes import blp as subscriptions_blp
 from billing.webhooks.routes import blp as webhooks_blp
@@ -75,7 +76,7 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     """The gateway, and in sandbox mode the emulator's clock and webhook sender."""
     if config.stripe_api_key:
         client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout)
-        return {"gateway": StripeGateway(client)}
+        return {"gateway": StripeGateway(client, keep=Keeper(db))}
     from billing.sandbox import SandboxClock, SandboxHTTPClient, WebhookSender
 
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
@@ -83,7 +84,7 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
                              background=webhook_transport is None)
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks)
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000)
-    return {"gateway": StripeGateway(client),
+    return {"gateway": StripeGateway(client, keep=Keeper(db)),
             "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks}
 
 

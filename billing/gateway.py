@@ -9,6 +9,7 @@ them, once, for every route.
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,10 @@ from billing.instrumentation import InstrumentedHTTPClient
 
 A = TypeVar("A")
 B = TypeVar("B")
+S = TypeVar("S", bound=stripe.StripeObject)
+# Receives every object Stripe returns, with the time (microseconds) its request
+# started: the service keeps its copy of Stripe with it (billing.replica).
+Keeper = Callable[[stripe.StripeObject, int], None]
 
 # The one place the API version is pinned. It must equal the version the
 # installed library was generated for (a test checks), since the typed
@@ -70,19 +75,46 @@ def build_client(
     )
 
 
+def _stamp() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def _discard(obj: stripe.StripeObject, stamp: int) -> None:
+    pass
+
+
 class StripeGateway:
-    def __init__(self, client: stripe.StripeClient) -> None:
+    def __init__(self, client: stripe.StripeClient, keep: Keeper = _discard) -> None:
         self.client = client
+        self.keep = keep
+
+    def _kept(self, call: Callable[[], S]) -> S:
+        """Make the call; hand its result to the keeper, stamped with when it started."""
+        stamp = _stamp()
+        result = call()
+        self.keep(result, stamp)
+        return result
+
+    def _kept_list(self, call: Callable[[], Iterable[S]]) -> list[S]:
+        stamp = _stamp()
+        results = list(call())
+        for result in results:
+            self.keep(result, stamp)
+        return results
 
     # -- customers ---------------------------------------------------------
 
     def create_customer(self, params: CustomerCreateParams, *, idempotency_key: str) -> stripe.Customer:
-        return self.client.v1.customers.create(params, {"idempotency_key": idempotency_key})
+        return self._kept(lambda: self.client.v1.customers.create(params, {"idempotency_key": idempotency_key}))
 
     def retrieve_customer(self, customer_id: str) -> stripe.Customer | None:
-        """The customer, or None when Stripe says it is deleted or unknown."""
+        """The customer, or None when Stripe says it is deleted or unknown (kept as deleted)."""
+        stamp = _stamp()
         customer = _unless_missing(lambda: self.client.v1.customers.retrieve(customer_id))
-        return None if customer is None or getattr(customer, "deleted", None) else customer
+        if customer is None:
+            customer = stripe.Customer.construct_from({"id": customer_id, "object": "customer", "deleted": True}, None)
+        self.keep(customer, stamp)
+        return None if getattr(customer, "deleted", None) else customer
 
     @staticmethod
     def together(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
@@ -103,83 +135,86 @@ class StripeGateway:
     def update_customer(
         self, customer_id: str, params: CustomerUpdateParams, *, idempotency_key: str
     ) -> stripe.Customer:
-        return self.client.v1.customers.update(
+        return self._kept(lambda: self.client.v1.customers.update(
             customer_id, params, {"idempotency_key": idempotency_key}
-        )
+        ))
 
     def delete_customer(self, customer_id: str, *, idempotency_key: str) -> None:
         try:
-            self.client.v1.customers.delete(customer_id, None, {"idempotency_key": idempotency_key})
+            self._kept(lambda: self.client.v1.customers.delete(customer_id, None, {"idempotency_key": idempotency_key}))
         except stripe.InvalidRequestError as error:
             if error.code != "resource_missing":  # already gone is what we wanted
                 raise
 
     def iter_customers(self) -> Iterator[stripe.Customer]:
         """Every customer of the Stripe account (for `reconcile` only)."""
-        return iter(self.client.v1.customers.list({"limit": 100}).auto_paging_iter())
+        stamp = _stamp()  # before the first page: a stamp may be early, never late
+        for customer in self.client.v1.customers.list({"limit": 100}).auto_paging_iter():
+            self.keep(customer, stamp)
+            yield customer
 
     # -- subscriptions -----------------------------------------------------
 
     def list_subscriptions(self, customer_id: str) -> list[stripe.Subscription]:
         """All of a customer's subscriptions, canceled ones included."""
-        page = self.client.v1.subscriptions.list(
+        return self._kept_list(lambda: self.client.v1.subscriptions.list(
             {"customer": customer_id, "status": "all", "limit": 100}
-        )
-        return list(page.auto_paging_iter())
+        ).auto_paging_iter())
 
     def create_subscription(
         self, params: SubscriptionCreateParams, *, idempotency_key: str
     ) -> stripe.Subscription:
-        return self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key})
+        return self._kept(lambda: self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key}))
 
     def retrieve_subscription(self, subscription_id: str) -> stripe.Subscription | None:
-        return _unless_missing(lambda: self.client.v1.subscriptions.retrieve(subscription_id))
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.subscriptions.retrieve(subscription_id)))
 
     def update_subscription(
         self, subscription_id: str, params: SubscriptionUpdateParams, *, idempotency_key: str
     ) -> stripe.Subscription:
-        return self.client.v1.subscriptions.update(
+        return self._kept(lambda: self.client.v1.subscriptions.update(
             subscription_id, params, {"idempotency_key": idempotency_key}
-        )
+        ))
 
     def resume_subscription(
         self, subscription_id: str, params: SubscriptionResumeParams, *, idempotency_key: str
     ) -> stripe.Subscription:
         """Resume a subscription whose status is `paused` (a trial that ended without a card)."""
-        return self.client.v1.subscriptions.resume(
+        return self._kept(lambda: self.client.v1.subscriptions.resume(
             subscription_id, params, {"idempotency_key": idempotency_key}
-        )
+        ))
 
     # -- payment methods ---------------------------------------------------
 
     def list_payment_methods(self, customer_id: str) -> list[stripe.PaymentMethod]:
         """All of a customer's payment methods, of every type."""
-        page = self.client.v1.customers.payment_methods.list(customer_id, {"limit": 100})
-        return list(page.auto_paging_iter())
+        return self._kept_list(
+            lambda: self.client.v1.customers.payment_methods.list(customer_id, {"limit": 100}).auto_paging_iter()
+        )
 
     def retrieve_payment_method(self, payment_method_id: str) -> stripe.PaymentMethod | None:
-        return _unless_missing(lambda: self.client.v1.payment_methods.retrieve(payment_method_id))
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.payment_methods.retrieve(payment_method_id)))
 
     def set_default_payment_method(
         self, customer_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> stripe.Customer:
-        return self.client.v1.customers.update(
+        return self._kept(lambda: self.client.v1.customers.update(
             customer_id,
             {"invoice_settings": {"default_payment_method": payment_method_id}},
             {"idempotency_key": idempotency_key},
-        )
+        ))
 
     def attach_payment_method(
         self, payment_method: str, customer_id: str, *, idempotency_key: str
     ) -> stripe.PaymentMethod:
-        return self.client.v1.payment_methods.attach(
+        return self._kept(lambda: self.client.v1.payment_methods.attach(
             payment_method, {"customer": customer_id}, {"idempotency_key": idempotency_key}
-        )
+        ))
 
     def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> stripe.PaymentMethod:
-        return self.client.v1.payment_methods.detach(
+        return self._kept(lambda: self.client.v1.payment_methods.detach(
             payment_method_id, None, {"idempotency_key": idempotency_key}
-        )
+        ))
 
     def create_setup_intent(
         self, params: SetupIntentCreateParams, *, idempotency_key: str
@@ -201,8 +236,38 @@ class StripeGateway:
     def list_invoices(self, params: InvoiceListParams) -> stripe.ListObject[stripe.Invoice]:
         return self.client.v1.invoices.list(params)
 
+    def iter_invoices(self, customer_id: str | None = None) -> Iterator[stripe.Invoice]:
+        """Every invoice of the Stripe account (or of one customer) with all its lines, kept."""
+        stamp = _stamp()
+        params: InvoiceListParams = {"limit": 100}
+        if customer_id:
+            params["customer"] = customer_id
+        for invoice in self.client.v1.invoices.list(params).auto_paging_iter():
+            yield self._keep_invoice(invoice, stamp)
+
+    def iter_subscriptions(self) -> Iterator[stripe.Subscription]:
+        """Every subscription of the Stripe account, kept (for `reconcile --full`)."""
+        stamp = _stamp()
+        for subscription in self.client.v1.subscriptions.list({"status": "all", "limit": 100}).auto_paging_iter():
+            self.keep(subscription, stamp)
+            yield subscription
+
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
-        return _unless_missing(lambda: self.client.v1.invoices.retrieve(invoice_id))
+        """The invoice with every line, kept; None when Stripe has no such invoice."""
+        stamp = _stamp()
+        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(invoice_id))
+        return None if invoice is None else self._keep_invoice(invoice, stamp)
+
+    def _keep_invoice(self, invoice: stripe.Invoice, stamp: int) -> stripe.Invoice:
+        if getattr(invoice, "deleted", None):
+            self.keep(invoice, stamp)
+            return invoice
+        data = invoice.to_dict()
+        data["lines"] = {"object": "list", "data": [line.to_dict() for line in self.invoice_lines(invoice)],
+                         "has_more": False, "url": f"/v1/invoices/{invoice.id}/lines"}
+        complete = stripe.Invoice.construct_from(data, None)
+        self.keep(complete, stamp)
+        return complete
 
     def invoice_lines(self, invoice: stripe.Invoice) -> list[stripe.InvoiceLineItem]:
         """Every line of an invoice: the embedded first page, then Stripe's pages."""
@@ -222,16 +287,19 @@ class StripeGateway:
     # -- catalog -----------------------------------------------------------
 
     def create_product(self, params: ProductCreateParams, *, idempotency_key: str) -> stripe.Product:
-        return self.client.v1.products.create(params, {"idempotency_key": idempotency_key})
+        return self._kept(lambda: self.client.v1.products.create(params, {"idempotency_key": idempotency_key}))
 
     def create_price(self, params: PriceCreateParams, *, idempotency_key: str) -> stripe.Price:
         return self.client.v1.prices.create(params, {"idempotency_key": idempotency_key})
 
     def iter_products(self) -> Iterator[stripe.Product]:
-        return iter(self.client.v1.products.list({"limit": 100}).auto_paging_iter())
+        return iter(self._kept_list(lambda: self.client.v1.products.list({"limit": 100}).auto_paging_iter()))
+
+    def retrieve_product(self, product_id: str) -> stripe.Product | None:
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.products.retrieve(product_id)))
 
     def update_product(self, product_id: str, params: ProductUpdateParams, *, idempotency_key: str) -> stripe.Product:
-        return self.client.v1.products.update(product_id, params, {"idempotency_key": idempotency_key})
+        return self._kept(lambda: self.client.v1.products.update(product_id, params, {"idempotency_key": idempotency_key}))
 
     def update_price(self, price_id: str, params: PriceUpdateParams, *, idempotency_key: str) -> stripe.Price:
         return self.client.v1.prices.update(price_id, params, {"idempotency_key": idempotency_key})

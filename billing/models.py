@@ -11,7 +11,8 @@ import string
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.db import Base
@@ -99,6 +100,10 @@ class BillingAccountIndex(Base):
     currency: Mapped[str] = mapped_column(String(3))
     state: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the customer's objects (subscriptions, payment methods, invoices) were
+    # first copied in full; None for an account older than the copy (its first
+    # read copies it).
+    copied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Lease(Base):
@@ -137,3 +142,40 @@ class IdempotencyRecord(Base):
     response_type: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     locked_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StripeCopy(Base):
+    """One Stripe object as Stripe last returned it (customers, subscriptions,
+    payment methods, invoices with all their lines, products), so that reads
+    cost Stripe nothing (see `billing.replica`).
+
+    `fetched_at` is when the Stripe request that returned this view started
+    (microseconds): a view is stored only over an older one.
+    """
+
+    __tablename__ = "stripe_copies"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(32))
+    created: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    fetched_at: Mapped[int] = mapped_column(BigInteger)
+    # When first copied (never updated): orders objects Stripe created in the
+    # same second the way Stripe lists them, by arrival.
+    first_seen: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+
+    __table_args__ = (
+        Index("ix_stripe_copies_customer_type_created", "customer_id", "object_type", "created", "first_seen", "id"),
+    )
+
+
+class ReplicaCursor(Base):
+    """How far `reconcile` has read Stripe's events list (unix seconds)."""
+
+    __tablename__ = "replica_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

@@ -100,6 +100,9 @@ def wipe(app: Flask, *, keep_catalog: bool = True) -> None:
         for table in reversed(Base.metadata.sorted_tables):
             if keep_catalog and table.name in CATALOG_TABLES:
                 continue
+            if keep_catalog and table.name == "stripe_copies":  # the service's copy of the catalog
+                session.execute(table.delete().where(table.c.object_type != "product"))
+                continue
             if keep_catalog and table.name == "sandbox_objects":
                 session.execute(table.delete().where(table.c.object_type.not_in(CATALOG_OBJECTS)))
                 continue

@@ -206,12 +206,16 @@ def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe: A
     assert alice.delete(path).status_code == 204
 
 
-def test_customer_deleted_in_stripe_disappears(as_user: Any, state: Any, webhooks_lost: None) -> None:
-    """Even when the webhook never arrives, reads notice and drop the index row."""
+def test_customer_deleted_in_stripe_disappears(as_user: Any, state: Any, webhooks_lost: None,
+                                               reconcile_now: Any) -> None:
+    """Reads cost Stripe nothing, so a deletion whose webhook never arrived shows
+    only once `reconcile` has caught up; then the index row is gone too."""
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
     state.gateway.client.v1.customers.delete(account["id"])
+    assert [a["id"] for a in alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]] == [account["id"]]
+    reconcile_now()
     assert alice.get(f"/workspaces/{ws}/billing-accounts").json["data"] == []
     assert index_rows(state, ws) == []
     assert_error(alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}"), 404, "not_found")

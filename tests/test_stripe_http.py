@@ -11,8 +11,10 @@ import requests
 import responses
 import stripe
 from flask import Flask
+from sqlalchemy import delete, update
 
 from billing.gateway import STRIPE_API_VERSION
+from billing.models import BillingAccountIndex, StripeCopy
 from tests.conftest import LIVE_API_KEY as API_KEY
 from tests.conftest import TEST_ENV, Api, assert_error
 from tests.test_billing_accounts import FULL, index_rows
@@ -113,29 +115,38 @@ def test_card_error_is_402_with_the_cardholder_message(live_app: Flask) -> None:
     assert (mapped.status, mapped.code, mapped.message) == (402, "card_declined", "Your card was declined.")
 
 
-def test_get_maps_missing_customer_to_404(live_alice: Api, live_app: Flask, mocked: Any) -> None:
+def test_account_older_than_the_copy_is_copied_once_and_a_missing_customer_is_404(
+        live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    """An account indexed before the service kept its copy of Stripe is copied on
+    its first read; a customer Stripe no longer has is 404 and its index row goes."""
+    state = live_app.extensions["billing"]
     ws = live_alice.workspace()
     mocked.post(CUSTOMERS, status=200, json=customer_json(workspace_id=ws, currency="usd"))
     created = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json
+    with state.db.write() as session:  # as it was before the copy existed
+        session.execute(update(BillingAccountIndex).values(copied_at=None))
+        session.execute(delete(StripeCopy))
     mocked.get(f"{CUSTOMERS}/{created['id']}", status=404,
                json={"error": {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
                                "message": "No such customer: 'cus_Real123'"}})
+    mocked.calls.reset()
     assert_error(live_alice.get(f"/workspaces/{ws}/billing-accounts/{created['id']}"), 404, "not_found")
-    assert index_rows(live_app.extensions["billing"], ws) == []
+    assert [c.request.url for c in mocked.calls] == [f"{CUSTOMERS}/{created['id']}"]
+    assert index_rows(state, ws) == []
 
 
-def test_list_fetches_each_customer_once(live_alice: Api, mocked: Any) -> None:
+def test_reads_make_no_stripe_request(live_alice: Api, mocked: Any) -> None:
     ws = live_alice.workspace()
     ids = []
     for i in range(3):
         mocked.post(CUSTOMERS, status=200, json=customer_json(f"cus_R{i}", workspace_id=ws, currency="usd"))
         ids.append(live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json["id"])
-        mocked.get(f"{CUSTOMERS}/cus_R{i}", status=200, json=customer_json(f"cus_R{i}", workspace_id=ws, currency="usd"))
     mocked.calls.reset()
     listed = live_alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
     assert [a["id"] for a in listed] == ids
-    assert sorted(c.request.url for c in mocked.calls) == sorted(f"{CUSTOMERS}/{i}" for i in ids)
-    assert all(c.request.method == "GET" for c in mocked.calls)
+    one = live_alice.get(f"/workspaces/{ws}/billing-accounts/{ids[1]}")
+    assert one.status_code == 200 and one.json == listed[1]
+    assert [c.request.url for c in mocked.calls] == []
     assert all(json.loads(json.dumps(a))["workspace_id"] == ws for a in listed)
 
 

@@ -114,12 +114,12 @@ def test_out_of_order_delete_is_checked_against_stripe(as_user: Any, client: Any
 def test_failing_handler_is_not_recorded_and_retry_succeeds(client: Any, state: Any, monkeypatch: Any) -> None:
     calls: list[str] = []
 
-    def flaky(obj: dict[str, Any]) -> None:
+    def flaky(event_type: str, obj: dict[str, Any], created: int) -> None:
         calls.append(obj["id"])
         if len(calls) == 1:
             raise RuntimeError("database hiccup")
 
-    monkeypatch.setitem(webhook_service.HANDLERS, "customer.deleted", flaky)
+    monkeypatch.setattr(webhook_service, "apply_event", flaky)
     payload = event("customer.deleted", {"id": "cus_x"})
     assert_error(deliver(client, payload), 500, "internal_error")
     assert processed(state) == []
@@ -131,11 +131,11 @@ def test_concurrent_duplicate_deliveries_run_the_handler_once(app: Any, state: A
     calls: list[str] = []
     gate = threading.Event()
 
-    def slow(obj: dict[str, Any]) -> None:
+    def slow(event_type: str, obj: dict[str, Any], created: int) -> None:
         calls.append(obj["id"])
         gate.wait(0.3)
 
-    monkeypatch.setitem(webhook_service.HANDLERS, "customer.deleted", slow)
+    monkeypatch.setattr(webhook_service, "apply_event", slow)
     payload = event("customer.deleted", {"id": "cus_x"})
 
     def post(_: int) -> Any:

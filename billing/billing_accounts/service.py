@@ -26,7 +26,8 @@ from stripe.params import (
 from billing.access import Access, AccountAccess
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
-from billing.models import BillingAccountIndex, Workspace
+from billing import replica
+from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.state import current
 from billing.subscriptions.active import has_active_subscription
 
@@ -60,7 +61,7 @@ def _address_params(address: dict[str, Any]) -> CustomerCreateParamsAddress:
 
 
 def list_billing_accounts(access: Access) -> list[stripe.Customer]:
-    """The workspace's accounts, oldest first, read from Stripe in parallel."""
+    """The workspace's accounts, oldest first, from the copy of Stripe."""
     with current().db.read() as session:
         rows = list(
             session.scalars(
@@ -72,13 +73,16 @@ def list_billing_accounts(access: Access) -> list[stripe.Customer]:
                 .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)
             )
         )
-    fetched = current().gateway.retrieve_customers(str(r.customer_id) for r in rows)
+    replica.ensure_copied(rows)
+    copies = replica.customers(str(r.customer_id) for r in rows)
     customers = []
     for row in rows:
-        customer = fetched.get(str(row.customer_id))
-        if customer is None:
+        copy = copies.get(str(row.customer_id))
+        if copy is None or copy.deleted:
             forget_account(str(row.customer_id))
-        elif _belongs(customer, access.workspace.id):
+            continue
+        customer = replica.as_customer(copy)
+        if _belongs(customer, access.workspace.id):
             customers.append(customer)
     return customers
 
@@ -100,7 +104,8 @@ def forget_account(customer_id: str) -> None:
 
 
 def get_billing_account(ctx: AccountAccess) -> stripe.Customer:
-    customer = current().gateway.retrieve_customer(ctx.customer_id)
+    replica.ensure_copied([ctx.account])
+    customer = replica.customer(ctx.customer_id)
     if customer is None:
         forget_account(ctx.customer_id)
         raise not_found("billing account")
@@ -185,7 +190,7 @@ def _activate(row: BillingAccountIndex, customer_id: str) -> None:
         session.execute(
             update(BillingAccountIndex)
             .where(BillingAccountIndex.id == row.id)
-            .values(customer_id=customer_id, state="active")
+            .values(customer_id=customer_id, state="active", copied_at=utcnow())
         )
 
 

@@ -9,71 +9,45 @@ from stripe.params import (
     InvoiceCreatePreviewParams,
     InvoiceCreatePreviewParamsSubscriptionDetails,
     InvoiceCreatePreviewParamsSubscriptionDetailsItem,
-    InvoiceListParams,
 )
 
+from billing import replica
 from billing.access import AccountAccess
 from billing.errors import ApiError
 from billing.state import current
 from billing.subscriptions.service import ItemChange, current_items, get_subscription, plan_change
 
-STRIPE_PAGE = 100  # Stripe's largest page
-
-
-def _view(invoices: list[stripe.Invoice]) -> list[dict[str, Any]]:
-    """Invoices with every line (Stripe embeds only the first page) and product names."""
-    gateway = current().gateway
-    views: list[dict[str, Any]] = [
-        {"invoice": inv.to_dict(), "lines": [line.to_dict() for line in gateway.invoice_lines(inv)]}
-        for inv in invoices
-    ]
+def _views(invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored invoices (every line included), with the names of their products."""
     products = {
         ((line.get("pricing") or {}).get("price_details") or {}).get("product")
-        for view in views for line in view["lines"]
+        for invoice in invoices for line in invoice["lines"]["data"]
     }
-    names = current().prices.product_names({p for p in products if isinstance(p, str)})
-    for view in views:
-        view["product_names"] = names
-    return views
+    names = replica.product_names({p for p in products if isinstance(p, str)})
+    return [{"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": names} for invoice in invoices]
 
 
 def _check_cursor(customer_id: str, invoice_id: str) -> None:
     """A cursor must be one of this customer's invoices (no paging through others')."""
-    invoice = current().gateway.retrieve_invoice(invoice_id)
-    customer = invoice.customer if invoice else None
-    if invoice is None or (customer if isinstance(customer, str) or customer is None else customer.id) != customer_id:
+    invoice = replica.invoice(invoice_id)
+    if invoice is None or replica.customer_of(invoice) != customer_id:
         raise ApiError(422, "validation_failed", "Unknown cursor.", errors={"cursor": ["No such invoice."]})
 
 
 def list_invoices(ctx: AccountAccess, query: dict[str, Any]) -> dict[str, Any]:
-    customer_id = ctx.customer_id
-    limit: int = query["limit"]
+    """Newest first, from the copy; `after`/`before` page from a cursor invoice."""
+    replica.ensure_copied([ctx.account])
     after, before = query.get("after"), query.get("before")
     for cursor in (after, before):
         if cursor:
-            _check_cursor(customer_id, cursor)
-    gateway = current().gateway
-    collected: list[stripe.Invoice] = []
-    more = False
-    while len(collected) < limit:
-        params: InvoiceListParams = {"customer": customer_id, "limit": min(STRIPE_PAGE, limit - len(collected)),
-                                     "expand": ["data.discounts"]}
-        if before:
-            params["ending_before"] = collected[0].id if collected else before
-        elif after or collected:
-            params["starting_after"] = collected[-1].id if collected else str(after)
-        page = gateway.list_invoices(params)
-        collected = list(page.data) + collected if before else collected + list(page.data)
-        more = page.has_more
-        if not more or not page.data:
-            break
+            _check_cursor(ctx.customer_id, cursor)
+    invoices, more = replica.invoices_page(ctx.customer_id, query["limit"], after=after, before=before)
+    first, last = (invoices[0]["id"], invoices[-1]["id"]) if invoices else (None, None)
     if before:
-        next_cursor = collected[-1].id if collected else None
-        previous_cursor = collected[0].id if collected and more else None
+        next_cursor, previous_cursor = last, first if more else None
     else:
-        next_cursor = collected[-1].id if collected and more else None
-        previous_cursor = collected[0].id if collected and after else None
-    return {"data": _view(collected), "has_more": more, "next_cursor": next_cursor,
+        next_cursor, previous_cursor = last if more else None, first if after else None
+    return {"data": _views(invoices), "has_more": more, "next_cursor": next_cursor,
             "previous_cursor": previous_cursor}
 
 
@@ -98,8 +72,10 @@ def preview_invoice(ctx: AccountAccess, data: dict[str, Any]) -> dict[str, Any]:
             params["subscription_details"] = {"cancel_now": True, "proration_behavior": "none"}
         else:
             params["subscription_details"] = _change_details(subscription, ctx.currency, items)
-    invoice = current().gateway.preview_invoice(params)
-    return _view([invoice])[0]
+    preview = current().gateway.preview_invoice(params)
+    data = preview.to_dict()
+    data["lines"] = {"data": [line.to_dict() for line in preview.lines.data]}  # a preview has no more pages to read
+    return _views([data])[0]
 
 
 def _preview_item(change: ItemChange) -> InvoiceCreatePreviewParamsSubscriptionDetailsItem:

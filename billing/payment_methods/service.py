@@ -12,6 +12,7 @@ from typing import Any
 
 import stripe
 
+from billing import replica
 from billing.access import AccountAccess
 from billing.errors import ApiError, not_found
 from billing.state import current
@@ -23,8 +24,8 @@ MAX_PAYMENT_METHODS = 5
 
 
 def default_payment_method(customer_id: str, customer: stripe.Customer | None = None) -> str | None:
-    """The customer's default payment method id (reads the customer unless given)."""
-    customer = customer or current().gateway.retrieve_customer(customer_id)
+    """The customer's default payment method id (from the copy unless the customer is given)."""
+    customer = customer or replica.customer(customer_id)
     if customer is None:
         raise not_found("billing account")
     settings = customer.invoice_settings
@@ -36,18 +37,18 @@ def default_payment_method(customer_id: str, customer: stripe.Customer | None = 
 
 def ensure_default_payment_method(customer_id: str) -> str | None:
     """Make the customer's first attached payment method its default, when it has none."""
-    gateway = current().gateway
-    customer = gateway.retrieve_customer(customer_id)
+    customer = replica.customer(customer_id)
     if customer is None:
         return None
     existing = default_payment_method(customer_id, customer)
     if existing:
         return existing
-    methods = gateway.list_payment_methods(customer_id)
+    methods = replica.payment_methods(customer_id)
     if not methods:
         return None
     first = methods[-1]  # Stripe lists a customer's payment methods newest first
-    gateway.set_default_payment_method(customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}")
+    current().gateway.set_default_payment_method(
+        customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}")
     log.info("customer %s: first payment method %s made the default", customer_id, first.id)
     return first.id
 
@@ -59,11 +60,9 @@ def charging_method(customer_id: str) -> str | None:
 
 
 def list_payment_methods(ctx: AccountAccess) -> list[dict[str, Any]]:
-    gateway = current().gateway
-    customer, methods = gateway.together(
-        lambda: gateway.retrieve_customer(ctx.customer_id), lambda: gateway.list_payment_methods(ctx.customer_id)
-    )
-    default = default_payment_method(ctx.customer_id, customer)
+    replica.ensure_copied([ctx.account])
+    methods = replica.payment_methods(ctx.customer_id)
+    default = default_payment_method(ctx.customer_id)
     return [{**m.to_dict(), "is_default": m.id == default} for m in methods]
 
 
@@ -72,7 +71,8 @@ def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
     the browser to Stripe, never through this service."""
     ctx.for_billing_write()
     gateway = current().gateway
-    if len(gateway.list_payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
+    replica.ensure_copied([ctx.account])
+    if len(replica.payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
         raise ApiError(409, "payment_method_limit_reached",
                        f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
     intent = gateway.create_setup_intent(
@@ -89,7 +89,7 @@ def _owner(method: stripe.PaymentMethod) -> str | None:
 
 def set_default(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None:
     ctx.for_billing_write()
-    method = current().gateway.retrieve_payment_method(payment_method_id)
+    method = replica.payment_method(payment_method_id)
     if method is None or _owner(method) != ctx.customer_id:
         raise not_found("payment method")
     current().gateway.set_default_payment_method(
@@ -101,7 +101,8 @@ def detach(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None
     ctx.for_billing_write()
     customer_id = ctx.customer_id
     gateway = current().gateway
-    method = gateway.retrieve_payment_method(payment_method_id)
+    replica.ensure_copied([ctx.account])
+    method = replica.payment_method(payment_method_id)
     if method is not None and _owner(method) is None:
         # Already detached: by this very request whose answer was lost? Stripe's
         # idempotency remembers; anyone else's detach gets no replay and is a 404.
@@ -112,7 +113,7 @@ def detach(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None
             raise not_found("payment method") from None
     if method is None or _owner(method) != customer_id:
         raise not_found("payment method")
-    if len(gateway.list_payment_methods(customer_id)) <= 1:
+    if len(replica.payment_methods(customer_id)) <= 1:
         raise ApiError(422, "cannot_detach_only_payment_method",
                        "This is the account's only payment method; add another first.")
     if payment_method_id == default_payment_method(customer_id) and has_active_subscription(customer_id):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import stripe
 
-from billing.state import current
+from billing import replica
 
 ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
 
@@ -15,4 +15,4 @@ def is_active(subscription: stripe.Subscription) -> bool:
 
 
 def has_active_subscription(customer_id: str) -> bool:
-    return any(is_active(s) for s in current().gateway.list_subscriptions(customer_id))
+    return any(is_active(s) for s in replica.subscriptions(customer_id))

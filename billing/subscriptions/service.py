@@ -22,6 +22,7 @@ from stripe.params import (
     SubscriptionUpdateParamsItem,
 )
 
+from billing import replica
 from billing.access import AccountAccess, workspace_archived
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
@@ -39,16 +40,14 @@ TRIAL_DAYS = 14
 
 def list_subscriptions(ctx: AccountAccess) -> list[stripe.Subscription]:
     """The account's subscriptions, newest first."""
-    subscriptions = [
-        s for s in current().gateway.list_subscriptions(ctx.customer_id) if s.customer == ctx.customer_id
-    ]
-    subscriptions.sort(key=lambda s: (s.created, s.id), reverse=True)
-    return subscriptions
+    replica.ensure_copied([ctx.account])
+    return replica.subscriptions(ctx.customer_id)
 
 
 def get_subscription(ctx: AccountAccess, subscription_id: str) -> stripe.Subscription:
     """The subscription, if it is this account's (404 otherwise)."""
-    subscription = current().gateway.retrieve_subscription(subscription_id)
+    replica.ensure_copied([ctx.account])
+    subscription = replica.subscription(subscription_id)
     if subscription is None or subscription.customer != ctx.customer_id:
         raise not_found("subscription")
     return subscription
@@ -69,10 +68,9 @@ def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription])
 
 
 def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
-    gateway = current().gateway
-    subscriptions, customer = gateway.together(
-        lambda: gateway.list_subscriptions(ctx.customer_id), lambda: gateway.retrieve_customer(ctx.customer_id)
-    )
+    replica.ensure_copied([ctx.account])
+    subscriptions = replica.subscriptions(ctx.customer_id)
+    customer = replica.customer(ctx.customer_id)
     eligible = _trial_eligible(ctx.workspace_id, subscriptions)
     has_method = default_payment_method(ctx.customer_id, customer) is not None
     below_limit = sum(is_active(s) for s in subscriptions) < MAX_ACTIVE_SUBSCRIPTIONS
@@ -105,7 +103,8 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
         with state.db.read() as session:  # archived meanwhile? (archiving takes this lease too)
             if session.scalar(select(Workspace.archived_at).where(Workspace.id == ctx.workspace_id)):
                 raise workspace_archived()
-        subscriptions = state.gateway.list_subscriptions(ctx.customer_id)
+        replica.ensure_copied([ctx.account])
+        subscriptions = replica.subscriptions(ctx.customer_id)
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(
                 409, "subscription_limit_reached",

@@ -3,20 +3,22 @@
 Each event id is handled once: a lease serialises simultaneous deliveries of
 one event, and `processed_events` remembers it only after its effect is stored,
 so a failed handler is retried by Stripe. Handlers never trust the payload's
-snapshot: they re-read the object from Stripe, so events may arrive in any order.
+snapshot: an event about one of our customers' objects re-reads that object
+from Stripe (one request; the gateway stores it in the copy), so events may
+arrive in any order. An event older than the stored view costs nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import stripe
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from billing import replica
 from billing.billing_accounts.service import forget_account
 from billing.errors import ApiError
 from billing.leases import lease
@@ -63,9 +65,7 @@ def process_event(event: dict[str, Any]) -> bool:
         with state.db.read() as session:
             if session.get(ProcessedEvent, event_id) is not None:
                 return False
-        handler = HANDLERS.get(str(event["type"]))
-        if handler is not None:
-            handler(_object_of(event))
+        apply_event(str(event["type"]), _object_of(event), int(event.get("created") or 0))
         try:
             with state.db.write() as session:
                 session.add(ProcessedEvent(id=event_id, type=str(event["type"])))
@@ -89,22 +89,54 @@ def _indexed(customer_id: str | None) -> bool:
         ) is not None
 
 
-def on_customer_deleted(obj: dict[str, Any]) -> None:
-    customer_id = obj.get("id")
-    if not isinstance(customer_id, str) or not _indexed(customer_id):
+# Our clock and Stripe's may differ by this much: a stored view counts as newer
+# than an event only when it was fetched this long after the event was created.
+CLOCK_SKEW_SECONDS = 5
+
+
+def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(object type, object id, customer id) of what the event is about."""
+    kind = obj.get("object")
+    if event_type.startswith("invoice_payment."):
+        return "invoice", replica.id_of(obj.get("invoice")), None
+    if event_type.startswith("setup_intent."):
+        return "payment_method", replica.id_of(obj.get("payment_method")), replica.id_of(obj.get("customer"))
+    if kind == "customer":
+        return "customer", replica.id_of(obj.get("id")), replica.id_of(obj.get("id"))
+    if kind in ("subscription", "invoice", "payment_method", "product"):
+        return str(kind), replica.id_of(obj.get("id")), replica.id_of(obj.get("customer"))
+    return "", None, None
+
+
+def _refetch(object_type: str, object_id: str) -> stripe.StripeObject | None:
+    """One Stripe request; the gateway keeps what it returns."""
+    gateway = current().gateway
+    if object_type == "customer":
+        return gateway.retrieve_customer(object_id)
+    if object_type == "subscription":
+        return gateway.retrieve_subscription(object_id)
+    if object_type == "invoice":
+        return gateway.retrieve_invoice(object_id)
+    if object_type == "payment_method":
+        return gateway.retrieve_payment_method(object_id)
+    return gateway.retrieve_product(object_id)
+
+
+def apply_event(event_type: str, obj: dict[str, Any], created: int) -> None:
+    """Bring the copy up to date with what the event is about, then apply the
+    rules that follow from it (a deleted customer's index row, a first default)."""
+    object_type, object_id, customer_id = _subject(event_type, obj)
+    if object_id is None:
         return
-    if current().gateway.retrieve_customer(customer_id) is None:  # confirm with Stripe
-        forget_account(customer_id)
-
-
-def on_payment_method_attached(obj: dict[str, Any]) -> None:
-    customer_id = obj.get("customer")
-    if isinstance(customer_id, str) and _indexed(customer_id):
+    if object_type == "invoice" and customer_id is None:
+        stored = replica.invoice(object_id)
+        customer_id = replica.customer_of(stored) if stored else None
+    if object_type != "product" and not _indexed(customer_id):
+        return  # not one of ours
+    stamp = replica.fetched_at(object_id)
+    if stamp is None or stamp <= (created + CLOCK_SKEW_SECONDS) * 1_000_000:
+        _refetch(object_type, object_id)
+    if object_type == "customer" and replica.customer(object_id) is None:  # deleted in Stripe
+        forget_account(object_id)
+    if event_type in ("payment_method.attached", "setup_intent.succeeded") and customer_id:
         ensure_default_payment_method(customer_id)
-
-
-HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "customer.deleted": on_customer_deleted,
-    "payment_method.attached": on_payment_method_attached,
-    "setup_intent.succeeded": on_payment_method_attached,
-}

@@ -1,0 +1,239 @@
+"""The service's own copy of the Stripe objects the API shows.
+
+Every GET is answered from here, with no Stripe request. The copy is kept true
+three ways: the gateway hands every object Stripe returns (to a write or a
+fetch) to `keep`; webhooks re-fetch what changed elsewhere; `reconcile` catches
+up from Stripe's events list or rebuilds everything.
+
+An older view never overwrites a newer one: each view is stamped with the time
+the Stripe request that returned it started, and stored only over a view
+stamped earlier. A request that started later saw every change committed
+before it started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import stripe
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from billing.db import Database
+from billing.models import BillingAccountIndex, StripeCopy, utcnow
+from billing.state import current
+
+COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product"})
+O = TypeVar("O", bound=stripe.StripeObject)
+
+
+def now_stamp() -> int:
+    """A fetch's stamp: now, in microseconds."""
+    return int(time.time() * 1_000_000)
+
+
+def id_of(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return str(value.get("id")) if isinstance(value, dict) else None
+
+
+def _row(data: dict[str, Any], stamp: int) -> dict[str, Any]:
+    object_type = str(data.get("object"))
+    customer = data.get("id") if object_type == "customer" else id_of(data.get("customer"))
+    return {
+        "id": str(data["id"]),
+        "object_type": object_type,
+        "customer_id": customer,
+        "status": data.get("status") if isinstance(data.get("status"), str) else None,
+        "created": int(data.get("created") or 0),
+        "deleted": bool(data.get("deleted")),
+        "fetched_at": stamp,
+        "data": data,
+    }
+
+
+class Keeper:
+    """The gateway's keeper: stores every view Stripe returns (of a copied type)
+    unless the copy already holds one fetched later. Bound to a database, so it
+    also works outside a request (start-up, CLI)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __call__(self, obj: stripe.StripeObject, stamp: int) -> None:
+        # Back to Stripe's wire form: the library turns decimal strings into Decimal.
+        self.keep_data(json.loads(json.dumps(obj.to_dict(), default=str)), stamp)
+
+    def keep_data(self, data: dict[str, Any], stamp: int) -> None:
+        if data.get("object") not in COPIED or not data.get("id"):
+            return
+        row = _row(data, stamp)
+        if data.get("deleted"):
+            # Stripe answers a deleted object with a stub: keep what we knew, flagged.
+            row.pop("data")
+        with self.db.write() as session:
+            _upsert(session, row)
+
+
+def _upsert(session: Session, row: dict[str, Any]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    values = dict(row, first_seen=now_stamp())
+    values.setdefault("data", {"id": row["id"], "object": row["object_type"], "deleted": True})
+    statement = insert(StripeCopy).values(**values)
+    changes = {name: statement.excluded[name] for name in row if name != "id"}
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[StripeCopy.id], set_=changes,
+        where=StripeCopy.fetched_at < statement.excluded.fetched_at,
+    ))
+
+
+def fetched_at(object_id: str) -> int | None:
+    """The stamp of the stored view of an object (None: not copied)."""
+    with current().db.read() as session:
+        return session.scalar(select(StripeCopy.fetched_at).where(StripeCopy.id == object_id))
+
+
+# -- reads -----------------------------------------------------------------------
+
+
+def _construct(cls: type[O], data: dict[str, Any]) -> O:
+    return cls.construct_from(data, None)
+
+
+def _stored(object_type: str, object_id: str) -> StripeCopy | None:
+    with current().db.read() as session:
+        row = session.get(StripeCopy, object_id)
+    return row if row is not None and row.object_type == object_type else None
+
+
+def customer(customer_id: str) -> stripe.Customer | None:
+    """The customer, or None when it is deleted (or was never copied)."""
+    row = _stored("customer", customer_id)
+    return None if row is None or row.deleted else _construct(stripe.Customer, row.data)
+
+
+def is_copied(customer_id: str) -> bool:
+    return _stored("customer", customer_id) is not None
+
+
+def customers(customer_ids: Iterable[str]) -> dict[str, StripeCopy]:
+    ids = list(customer_ids)
+    with current().db.read() as session:
+        rows = session.scalars(select(StripeCopy).where(StripeCopy.id.in_(ids), StripeCopy.object_type == "customer"))
+        return {row.id: row for row in rows}
+
+
+def as_customer(row: StripeCopy) -> stripe.Customer:
+    return _construct(stripe.Customer, row.data)
+
+
+def _of_customer(object_type: str, customer_id: str) -> list[StripeCopy]:
+    """Newest first, as Stripe lists them."""
+    with current().db.read() as session:
+        return list(session.scalars(
+            select(StripeCopy)
+            .where(StripeCopy.customer_id == customer_id, StripeCopy.object_type == object_type,
+                   StripeCopy.deleted.is_(False))
+            .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
+        ))
+
+
+def subscriptions(customer_id: str) -> list[stripe.Subscription]:
+    return [_construct(stripe.Subscription, row.data) for row in _of_customer("subscription", customer_id)]
+
+
+def subscription(subscription_id: str) -> stripe.Subscription | None:
+    row = _stored("subscription", subscription_id)
+    return None if row is None else _construct(stripe.Subscription, row.data)
+
+
+def payment_methods(customer_id: str) -> list[stripe.PaymentMethod]:
+    """The customer's attached payment methods, newest first."""
+    return [_construct(stripe.PaymentMethod, row.data) for row in _of_customer("payment_method", customer_id)]
+
+
+def payment_method(payment_method_id: str) -> stripe.PaymentMethod | None:
+    row = _stored("payment_method", payment_method_id)
+    return None if row is None else _construct(stripe.PaymentMethod, row.data)
+
+
+def customer_of(data: dict[str, Any]) -> str | None:
+    """The customer id of a stored object (subscription, invoice, payment method)."""
+    return id_of(data.get("customer"))
+
+
+def invoice(invoice_id: str) -> dict[str, Any] | None:
+    row = _stored("invoice", invoice_id)
+    return None if row is None or row.deleted else row.data
+
+
+def invoices_page(customer_id: str, limit: int, *, after: str | None = None,
+                  before: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """One page of a customer's invoices, newest first, after or before a
+    cursor invoice (keyset on created, id); and whether more lie beyond it."""
+    c = StripeCopy
+    query = select(c).where(c.customer_id == customer_id, c.object_type == "invoice", c.deleted.is_(False))
+    cursor = _stored("invoice", after or before or "") if (after or before) else None
+    key = (c.created, c.first_seen, c.id)
+    if cursor is not None:
+        at = (cursor.created, cursor.first_seen, cursor.id)
+        query = query.where(tuple_(*key) < tuple_(*at) if after else tuple_(*key) > tuple_(*at))
+    newest_first = before is None
+    order = [k.desc() for k in key] if newest_first else [k.asc() for k in key]
+    with current().db.read() as session:
+        rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not newest_first:
+        rows.reverse()
+    return [row.data for row in rows], more
+
+
+def product_names(product_ids: set[str]) -> dict[str, str]:
+    with current().db.read() as session:
+        rows = session.scalars(select(StripeCopy).where(StripeCopy.id.in_(product_ids),
+                                                        StripeCopy.object_type == "product"))
+        return {row.id: str(row.data.get("name")) for row in rows}
+
+
+# -- copying ---------------------------------------------------------------------
+
+
+def copy_customer(customer_id: str) -> None:
+    """Copy a customer and everything of it the API shows (the gateway keeps
+    what it fetches); mark its account copied. For an account older than the
+    copy, on its first read, and for `reconcile --full`."""
+    gateway = current().gateway
+    if gateway.retrieve_customer(customer_id) is None:
+        return  # gone from Stripe (the copy says so): nothing more to copy
+    gateway.list_subscriptions(customer_id)
+    listed = {method.id for method in gateway.list_payment_methods(customer_id)}
+    for stale in payment_methods(customer_id):  # detached while we weren't told
+        if stale.id not in listed:
+            gateway.retrieve_payment_method(stale.id)
+    for _ in gateway.iter_invoices(customer_id):
+        pass
+    mark_copied([customer_id])
+
+
+def mark_copied(customer_ids: Iterable[str]) -> None:
+    ids = list(customer_ids)
+    if not ids:
+        return
+    with current().db.write() as session:
+        session.execute(update(BillingAccountIndex).where(BillingAccountIndex.customer_id.in_(ids))
+                        .values(copied_at=utcnow()))
+
+
+def ensure_copied(accounts: Iterable[BillingAccountIndex]) -> None:
+    """Copy the accounts that are older than the copy (once per account, ever)."""
+    for account in accounts:
+        if account.copied_at is None and account.customer_id:
+            copy_customer(account.customer_id)
