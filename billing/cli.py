@@ -42,11 +42,12 @@ def register(app: Flask) -> None:
         click.echo(mint_token(current().config, user_id, ttl_seconds=ttl))
 
     @app.cli.command("reconcile")
-    def reconcile_command() -> None:
-        """Rebuild the billing-account index from the Stripe customers."""
+    @click.option("--full", is_flag=True, help="Re-copy every customer's objects instead of catching up from events.")
+    def reconcile_command(full: bool) -> None:
+        """Repair the index and the copy of Stripe: catch up from Stripe's events (or --full)."""
         from billing.reconcile import reconcile
 
-        report = reconcile()
+        report = reconcile(full=full)
         click.echo(json.dumps(report.__dict__, indent=2))
 
     @app.cli.command("sync-catalog")

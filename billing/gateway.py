@@ -315,6 +315,13 @@ class StripeGateway:
                     found[price.lookup_key] = price
         return found
 
+    # -- events ------------------------------------------------------------
+
+    def events_since(self, created_gte: int) -> list[stripe.Event]:
+        """Stripe's events created at or after this time, oldest first."""
+        page = self.client.v1.events.list({"created": {"gte": created_gte}, "limit": 100})
+        return list(page.auto_paging_iter())[::-1]
+
     # -- health ------------------------------------------------------------
 
     def ping(self) -> None:

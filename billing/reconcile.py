@@ -1,13 +1,21 @@
-"""Rebuild the billing-account index from Stripe, which is the system of record.
+"""Bring the service's state back in line with Stripe, the system of record.
 
-Every customer the service creates carries its workspace id, currency and the
-reservation's reference in its metadata, so a lost or half-written index can
-always be recovered from the customers themselves.
+- The billing-account index: every customer the service creates carries its
+  workspace id, currency and the reservation's reference in its metadata, so a
+  lost or half-written index can always be recovered from the customers.
+- The copy of Stripe (`billing.replica`): by default, catch up from Stripe's
+  events list (kept 30 days) since the last run, each event handled as its
+  webhook would be (and only once); `full=True` re-copies everything.
+
+Safe to run on a schedule while traffic flows: every view it stores is stamped
+with the time its request started, so it never overwrites a newer one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,7 +23,10 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 
 from billing.billing_accounts.service import REFERENCE_KEY, forget_account
-from billing.models import BillingAccountIndex, Workspace, utcnow
+import stripe
+
+from billing import replica
+from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
 from billing.state import current
 from billing.payment_methods.service import ensure_default_payment_method
 
@@ -34,14 +45,77 @@ class ReconcileReport:
     released: int = 0
     conflicts: list[str] = field(default_factory=list)
     defaults_set: list[str] = field(default_factory=list)
+    events_replayed: int = 0
+    copied_customers: int = 0
 
 
-def reconcile() -> ReconcileReport:
+def reconcile(*, full: bool = False) -> ReconcileReport:
     """Runs in an app context (the CLI command's)."""
-    state = current()
     report = ReconcileReport()
-    customers = list(state.gateway.iter_customers())
+    if not full:
+        _catch_up_events(report)
+    customers = list(current().gateway.iter_customers())
     report.scanned = len(customers)
+    seen = _rebuild_index(report, customers)
+    if full:
+        _copy_everything(report)
+    else:  # accounts restored just now, or older than the copy
+        with current().db.read() as session:
+            uncopied = list(session.scalars(select(BillingAccountIndex).where(
+                BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None))))
+        replica.ensure_copied(uncopied)
+        report.copied_customers += len(uncopied)
+    # What a missed payment_method.attached webhook left undone.
+    for customer in customers:
+        if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
+            if ensure_default_payment_method(customer.id):
+                report.defaults_set.append(customer.id)
+    return report
+
+
+# Events can be committed at Stripe a little after the time they carry.
+EVENTS_OVERLAP_SECONDS = 300
+EVENTS_KEPT_SECONDS = 30 * 86400
+
+
+def _catch_up_events(report: ReconcileReport) -> None:
+    """Handle every event since the last run, oldest first, as its webhook would
+    have been (events already handled are skipped)."""
+    from billing.webhooks.service import process_event
+
+    state = current()
+    with state.db.read() as session:
+        cursor = session.get(ReplicaCursor, "events")
+    since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(time.time()) - EVENTS_KEPT_SECONDS
+    latest = cursor.value if cursor else since
+    for event in state.gateway.events_since(since):
+        if process_event(json.loads(json.dumps(event.to_dict(), default=str))):
+            report.events_replayed += 1
+        latest = max(latest, int(event.created))
+    with state.db.write() as session:
+        row = session.get(ReplicaCursor, "events", with_for_update=True)
+        if row is None:
+            session.add(ReplicaCursor(name="events", value=latest))
+        elif row.value < latest:
+            row.value = latest
+
+
+def _copy_everything(report: ReconcileReport) -> None:
+    """Re-copy every indexed customer's subscriptions, payment methods and invoices."""
+    with current().db.read() as session:
+        customer_ids = [str(c) for c in session.scalars(
+            select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
+    for customer_id in customer_ids:
+        replica.copy_customer(customer_id)
+        report.copied_customers += 1
+    for _ in current().gateway.iter_products():
+        pass
+
+
+def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) -> set[str]:
+    """Pair customers with index rows; restore, activate, release and remove rows.
+    Returns the ids of the customers that are ours."""
+    state = current()
     with state.db.read() as session:
         workspace_ids = set(session.scalars(select(Workspace.id)))
         rows = list(session.scalars(select(BillingAccountIndex)))
@@ -103,9 +177,4 @@ def reconcile() -> ReconcileReport:
                 )
             report.released += 1
 
-    # What a missed payment_method.attached webhook left undone.
-    for customer in customers:
-        if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
-            if ensure_default_payment_method(customer.id):
-                report.defaults_set.append(customer.id)
-    return report
+    return seen

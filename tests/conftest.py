@@ -273,8 +273,37 @@ def reconcile_now(app: Flask) -> Any:
     """reconcile_now() -> `flask reconcile`'s report, run as the CLI runs it (in an app context)."""
     from billing.reconcile import reconcile
 
-    def run() -> Any:
+    def run(full: bool = False) -> Any:
         with app.app_context():
-            return reconcile()
+            return reconcile(full=full)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def reads_cost_stripe_nothing(request: Any, monkeypatch: Any) -> Iterator[list[str]]:
+    """Every GET of the API is answered from the service's copy of Stripe: a
+    Stripe request made while one is handled fails, and fails the test. (Tests
+    of the one expected exception, an account older than the copy, opt out with
+    `@pytest.mark.stripe_reads`.)"""
+    import stripe
+    from flask import has_request_context
+    from flask import request as flask_request
+
+    from billing.instrumentation import InstrumentedHTTPClient
+
+    violations: list[str] = []
+    if request.node.get_closest_marker("stripe_reads"):
+        yield violations
+        return
+    original = InstrumentedHTTPClient.request_with_retries
+
+    def guarded(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if has_request_context() and flask_request.method == "GET" and flask_request.path != "/readyz":
+            violations.append(f"{flask_request.path} -> {method.upper()} {url}")
+            raise stripe.APIConnectionError("a GET of the API must not call Stripe")
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", guarded)
+    yield violations
+    assert violations == [], f"GETs that called Stripe: {violations}"

@@ -64,7 +64,7 @@ def test_deleted_customers_and_stale_reservations_are_cleared(reconcile_now: Any
     account = alice.account(ws)
     state.gateway.client.v1.customers.delete(account["id"])
     report = reconcile_now()
-    assert report.removed == [account["id"]]
+    assert report.events_replayed >= 1  # customer.deleted, handled as its webhook would have been
     assert index_rows(state, ws) == []
 
     with state.db.write() as session:  # a reservation whose Stripe call never happened

@@ -7,6 +7,7 @@ import json
 from urllib.parse import parse_qsl
 from typing import Any
 
+import pytest
 import requests
 import responses
 import stripe
@@ -115,6 +116,7 @@ def test_card_error_is_402_with_the_cardholder_message(live_app: Flask) -> None:
     assert (mapped.status, mapped.code, mapped.message) == (402, "card_declined", "Your card was declined.")
 
 
+@pytest.mark.stripe_reads
 def test_account_older_than_the_copy_is_copied_once_and_a_missing_customer_is_404(
         live_alice: Api, live_app: Flask, mocked: Any) -> None:
     """An account indexed before the service kept its copy of Stripe is copied on
