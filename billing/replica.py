@@ -67,12 +67,18 @@ class Keeper:
         self.db = db
 
     def __call__(self, obj: stripe.StripeObject, stamp: int) -> None:
-        # Back to Stripe's wire form: the library turns decimal strings into Decimal.
-        self.keep_data(json.loads(json.dumps(obj.to_dict(), default=str)), stamp)
+        self.keep_data(obj.to_dict(), stamp)
 
     def keep_data(self, data: dict[str, Any], stamp: int) -> None:
+        # Back to Stripe's wire form: the library turns decimal strings into Decimal.
+        data = json.loads(json.dumps(data, default=str))
         if data.get("object") not in COPIED or not data.get("id"):
             return
+        latest = data.get("latest_invoice")
+        if isinstance(latest, dict) and not (latest.get("lines") or {}).get("has_more"):
+            # A write's answer expanded with the invoice it caused: keep that too.
+            self.keep_data(latest, stamp)
+            data = {**data, "latest_invoice": latest.get("id")}
         row = _row(data, stamp)
         if data.get("deleted"):
             # Stripe answers a deleted object with a stub: keep what we knew, flagged.

@@ -116,6 +116,7 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
             "metadata": data.get("metadata") or {},
             # A declined first charge fails the call and leaves no subscription behind.
             "payment_behavior": "error_if_incomplete",
+            "expand": ["latest_invoice"],  # the copy gets the invoice with the subscription
         }
         if _trial_eligible(ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
@@ -258,6 +259,7 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
             "items": [_update_item(change) for change in plan.raises],
             "proration_behavior": "always_invoice",
             "payment_behavior": "error_if_incomplete",
+            "expand": ["latest_invoice"],  # the copy gets the invoice with the subscription
         }
         if meta_params:
             params["metadata"] = meta_params
