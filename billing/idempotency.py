@@ -39,8 +39,10 @@ def claimed_key() -> str | None:
 
 
 def _scope() -> str:
+    """Keys belong to one caller (and one workspace): nobody else can replay,
+    squat or even detect another caller's key."""
     workspace_id = (request.view_args or {}).get("workspaceId")
-    return f"workspace:{workspace_id}" if workspace_id else f"user:{g.user_id}"
+    return f"user:{g.user_id}:workspace:{workspace_id}" if workspace_id else f"user:{g.user_id}"
 
 
 def _fingerprint() -> str:

@@ -63,6 +63,12 @@ def account_lease_name(customer_id: str) -> str:
     return f"billing-account:{customer_id}"
 
 
+def subscription_lease_name(subscription_id: str) -> str:
+    """The lease held while one subscription is changed: each change applies to
+    the state the previous one left (no lost increments)."""
+    return f"subscription:{subscription_id}"
+
+
 @contextmanager
 def leases(db: Database, names: Iterable[str], **kwargs: float) -> Iterator[None]:
     """Several leases, taken in a fixed order (no two holders wait on each other)."""

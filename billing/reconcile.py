@@ -14,6 +14,7 @@ with the time its request started, so it never overwrites a newer one.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from sqlalchemy import delete, select, update
 
 from billing.billing_accounts.service import REFERENCE_KEY, forget_account
 import stripe
+from flask import current_app
 
 from billing import replica
 from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
@@ -100,14 +102,27 @@ def _catch_up_events(report: ReconcileReport) -> None:
             row.value = latest
 
 
+# Customers copied side by side: each costs three Stripe list requests, on three
+# endpoints, so 8 at a time stays under Stripe's 25 requests/s per endpoint
+# even at ~150 ms a request.
+COPY_WORKERS = 8
+
+
 def _copy_everything(report: ReconcileReport) -> None:
-    """Re-copy every indexed customer's subscriptions, payment methods and invoices."""
+    """Re-copy every indexed customer's subscriptions, payment methods and
+    invoices (the customers themselves were just listed, and kept)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     with current().db.read() as session:
         customer_ids = [str(c) for c in session.scalars(
             select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
-    for customer_id in customer_ids:
-        replica.copy_customer(customer_id)
-        report.copied_customers += 1
+
+    def copy(customer_id: str) -> None:
+        with app.app_context():
+            replica.copy_customer(customer_id, with_customer=False)
+
+    with ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="reconcile") as pool:
+        for _ in pool.map(copy, customer_ids):
+            report.copied_customers += 1
     for _ in current().gateway.iter_products():
         pass
 

@@ -212,12 +212,12 @@ def product_names(product_ids: set[str]) -> dict[str, str]:
 # -- copying ---------------------------------------------------------------------
 
 
-def copy_customer(customer_id: str) -> None:
+def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
     """Copy a customer and everything of it the API shows (the gateway keeps
     what it fetches); mark its account copied. For an account older than the
     copy, on its first read, and for `reconcile --full`."""
     gateway = current().gateway
-    if gateway.retrieve_customer(customer_id) is None:
+    if with_customer and gateway.retrieve_customer(customer_id) is None:
         return  # gone from Stripe (the copy says so): nothing more to copy
     gateway.list_subscriptions(customer_id)
     listed = {method.id for method in gateway.list_payment_methods(customer_id)}

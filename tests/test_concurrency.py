@@ -34,3 +34,37 @@ def test_concurrent_creates_respect_the_limit(app: Any, as_user: Any, auth: Any,
     # Every Stripe customer of this workspace has exactly one index row: none orphaned, none twice.
     in_stripe = [c.id for c in state.gateway.iter_customers() if c.metadata.to_dict().get("workspace_id") == ws]
     assert sorted(in_stripe) == sorted(created)
+
+
+def test_concurrent_increments_of_one_subscription_are_never_lost(app: Any, as_user: Any, auth: Any,
+                                                                  state: Any) -> None:
+    """Twenty concurrent `add_products: {users: 1}`: each applies to the state the
+    previous one left (or is refused with 409), and what is charged matches."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, _ = alice.account(ws), alice.account(ws, name="Second")
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    headers = auth("alice")
+
+    def increment(_: int) -> Any:
+        with app.test_client() as client:
+            return client.patch(f"{acc}/subscriptions/{sub['id']}", json={"add_products": {"users": 1}},
+                                headers=headers)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(increment, range(20)))
+    ok = [r for r in responses if r.status_code == 200]
+    assert all(r.status_code == 409 and r.get_json()["code"] == "operation_in_progress"
+               for r in responses if r.status_code != 200), [r.get_json() for r in responses]
+    assert len(ok) >= 10
+    stripe_sub = state.gateway.client.v1.subscriptions.retrieve(sub["id"])
+    assert stripe_sub["items"].data[0].quantity == 2 + len(ok)
+    assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["product_quantities"]["users"]["quantity"] == 2 + len(ok)
+    # Charges equal quantities: one prorated invoice per increase, each for exactly one more user.
+    invoices = state.gateway.client.v1.invoices.list({"customer": account["id"], "limit": 100}).data
+    increases = [i for i in invoices if i.billing_reason == "subscription_update"]
+    assert len(increases) == len(ok)
+    quantities = sorted(line.quantity for i in increases for line in i.lines.data if line.amount > 0)
+    assert quantities == list(range(3, 3 + len(ok)))

@@ -63,7 +63,23 @@ def test_another_user_cannot_replay_my_response(as_user: Any) -> None:
     key = {"Idempotency-Key": "shared"}
     assert alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**alice.headers, **key}).status_code == 201
     response = bob.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**bob.headers, **key})
-    assert_error(response, 409, "idempotency_key_reused")
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response.headers  # bob's own request
+
+
+def test_a_non_member_can_neither_detect_nor_squat_a_key(as_user: Any) -> None:
+    """Membership decides first: an outsider replaying a member's key gets the
+    404 of a workspace that does not exist for them, and a key an outsider used
+    first is still the member's to use."""
+    alice, mallory = as_user("alice"), as_user("mallory")
+    ws = alice.workspace()
+    path = f"/workspaces/{ws}/billing-accounts"
+    used = {"Idempotency-Key": "alice-key"}
+    assert alice.client.post(path, json=FULL, headers={**alice.headers, **used}).status_code == 201
+    assert_error(mallory.client.post(path, json=FULL, headers={**mallory.headers, **used}), 404, "not_found")
+    squatted = {"Idempotency-Key": "squatted"}
+    assert_error(mallory.client.post(path, json=FULL, headers={**mallory.headers, **squatted}), 404, "not_found")
+    mine = alice.client.post(path, json=FULL, headers={**alice.headers, **squatted})
+    assert mine.status_code == 201 and "Idempotent-Replayed" not in mine.headers
 
 
 def test_invalid_key_is_400(as_user: Any) -> None:
@@ -136,14 +152,14 @@ def test_key_whose_first_request_is_running_is_409(as_user: Any, state: Any) -> 
     headers = {**alice.headers, "Idempotency-Key": "busy", "Content-Type": "application/json"}
     with state.db.write() as session:  # the same request, still running in another worker
         now = utcnow()
-        session.add(IdempotencyRecord(scope=f"workspace:{ws}", key="busy", fingerprint=digest.hexdigest(),
+        session.add(IdempotencyRecord(scope=f"user:alice:workspace:{ws}", key="busy", fingerprint=digest.hexdigest(),
                                       state="running", created_at=now, locked_until=now + timedelta(seconds=60)))
     assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
     assert_error(alice.client.post(path, data=body.replace(b"ACME", b"Other"), headers=headers), 409,
                  "idempotency_key_reused")
     assert index_rows(state, ws) == []
     with state.db.write() as session:  # its worker died: once the lock lapses, a retry takes over
-        record = session.get(IdempotencyRecord, (f"workspace:{ws}", "busy"))
+        record = session.get(IdempotencyRecord, (f"user:alice:workspace:{ws}", "busy"))
         assert record is not None
         record.locked_until = utcnow() - timedelta(seconds=1)
     response = alice.client.post(path, data=body, headers=headers)

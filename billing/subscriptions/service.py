@@ -25,7 +25,7 @@ from stripe.params import (
 from billing import replica
 from billing.access import AccountAccess, workspace_archived
 from billing.errors import ApiError, not_found
-from billing.leases import account_lease_name, lease
+from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.payment_methods.service import charging_method, default_payment_method
 from billing.state import current
@@ -226,18 +226,23 @@ def update_subscription(
             422, "multiple_operations",
             "Send exactly one operation (metadata may only accompany product_quantities).",
         )
-    subscription = get_subscription(ctx, subscription_id)
+    get_subscription(ctx, subscription_id)  # 404 unless it is this account's
     operation = operations[0] if operations else None
-    if data.get("action") == "sync":
-        return subscription
-    if not is_active(subscription):
-        raise ApiError(409, "subscription_not_active", f"The subscription is {subscription.status}.")
-    if operation == "action":
-        if data["action"] == "pause":
-            return _pause(subscription, request_key)
-        return _resume(subscription, ctx.customer_id, request_key)
-    plan = plan_change(subscription, ctx.currency, _desired_quantities(subscription, data, operation))
-    return _apply(subscription, plan, data.get("metadata"), request_key)
+    with lease(current().db, subscription_lease_name(subscription_id)):
+        # Re-read from Stripe under the lease: the copy may not hold the previous change's answer yet.
+        subscription = current().gateway.retrieve_subscription(subscription_id)
+        if subscription is None:
+            raise not_found("subscription")
+        if data.get("action") == "sync":
+            return subscription
+        if not is_active(subscription):
+            raise ApiError(409, "subscription_not_active", f"The subscription is {subscription.status}.")
+        if operation == "action":
+            if data["action"] == "pause":
+                return _pause(subscription, request_key)
+            return _resume(subscription, ctx.customer_id, request_key)
+        plan = plan_change(subscription, ctx.currency, _desired_quantities(subscription, data, operation))
+        return _apply(subscription, plan, data.get("metadata"), request_key)
 
 
 def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
@@ -314,8 +319,9 @@ def cancel_subscription(ctx: AccountAccess, subscription_id: str, request_key: s
     """Cancel at the end of the current period (for a trial: at its end)."""
     ctx.for_billing_write()
     subscription = get_subscription(ctx, subscription_id)
-    if not is_active(subscription) or subscription.cancel_at_period_end:
-        return subscription
-    return current().gateway.update_subscription(
-        subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
-    )
+    with lease(current().db, subscription_lease_name(subscription_id)):
+        if not is_active(subscription) or subscription.cancel_at_period_end:
+            return subscription
+        return current().gateway.update_subscription(
+            subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
+        )
