@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -106,8 +107,8 @@ def build(world: dict[str, Any], auth: Any) -> dict[str, Any]:
     sub = alice.post(f"{acc_a}/subscriptions", {"product_quantities": {"users": 2}})
     assert sub.status_code == 201, sub.json
     ws2 = alice.workspace("pooled", name="Empty")
-    alice.account(ws2, name="C")
-    return {"alice": alice, "ws": ws, "ws2": ws2, "a": a["id"], "b": b["id"], "acc_a": acc_a,
+    c = alice.account(ws2, name="C")  # the workspace's only account, never subscribed: a trial
+    return {"acc_c": f"/workspaces/{ws2}/billing-accounts/{c['id']}", "c": c["id"],"alice": alice, "ws": ws, "ws2": ws2, "a": a["id"], "b": b["id"], "acc_a": acc_a,
             "acc_b": f"/workspaces/{ws}/billing-accounts/{b['id']}", "sub": sub.json["id"], "pm": second.id}
 
 
@@ -121,6 +122,8 @@ ROUTES: list[tuple[str, Callable[[dict[str, Any]], tuple[str, str, Any]]]] = [
     ("archive workspace", lambda w: ("DELETE", f"/workspaces/{w['ws2']}", None)),
     ("list subscriptions", lambda w: ("GET", f"{w['acc_a']}/subscriptions", None)),
     ("create subscription", lambda w: ("POST", f"{w['acc_a']}/subscriptions", {"product_quantities": {"sso": 1}})),
+    ("create trial subscription", lambda w: ("POST", f"{w['acc_c']}/subscriptions",
+                                             {"product_quantities": {"users": 3}})),
     ("get subscription", lambda w: ("GET", f"{w['acc_a']}/subscriptions/{w['sub']}", None)),
     ("change subscription", lambda w: ("PATCH", f"{w['acc_a']}/subscriptions/{w['sub']}",
                                        {"product_quantities": {"users": 1, "locations": 2}})),
@@ -172,8 +175,10 @@ def send(w: dict[str, Any], method: str, path: str, body: Any, key: str) -> Any:
 
 @pytest.mark.parametrize("name,route", ROUTES, ids=[r[0] for r in ROUTES])
 def test_faults_at_every_stripe_call(stripe_world: dict[str, Any], session_app: Flask, auth: Any, name: str,
+                                     monkeypatch: Any,
                                      route: Callable[[dict[str, Any]], tuple[str, str, Any]]) -> None:
     fake, app = stripe_world["fake"], stripe_world["app"]
+    real_time, later = time.time, 0.0
 
     def fresh() -> dict[str, Any]:
         wipe(session_app)
@@ -222,8 +227,17 @@ def test_faults_at_every_stripe_call(stripe_world: dict[str, Any], session_app: 
             if not partial:
                 assert stripe_state(stripe_world, w) == before_stripe, where
 
-            # The client retries with the same key once Stripe is back: it works, once.
+            if kind == "lost":  # what Stripe did reaches the copy, as its webhooks would bring it
+                for customer in (w["a"], w["b"], w["c"]):
+                    world_view = stripe_world["brain"]
+                    if world_view.retrieve_customer(customer) is not None:
+                        world_view.list_subscriptions(customer)
+                        world_view.list_payment_methods(customer)
+            # The client retries with the same key once Stripe is back, a second or more later
+            # (anything stamped with the time differs): it works, once.
             fake.plan = Plan()
+            later += 1.5
+            monkeypatch.setattr(time, "time", lambda: real_time() + later)
             retry = send(w, method, path, body, f"retry-{k}-{kind}")
             assert retry.status_code < 300, (where, "retry", retry.status_code, retry.get_json())
             if method != "GET":
@@ -234,7 +248,7 @@ def test_faults_at_every_stripe_call(stripe_world: dict[str, Any], session_app: 
             assert len(after_stripe["customers"]) == len(before_stripe["customers"]) + (name == "create account") \
                 - (name == "delete account"), where
             assert len(after_stripe["subscriptions"]) == len(before_stripe["subscriptions"]) + (
-                name == "create subscription"), where
+                name in ("create subscription", "create trial subscription")), where
             assert after_stripe["setup_intents"] == before_stripe["setup_intents"] + (name == "setup intent"), where
             if name == "change subscription":
                 [sub] = [s for s in after_stripe["subscriptions"] if s[0] == w["sub"]]

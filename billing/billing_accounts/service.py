@@ -10,6 +10,7 @@ held while Stripe is called.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -217,8 +218,12 @@ def update_billing_account(ctx: AccountAccess, data: dict[str, Any], request_key
         params["description"] = data["description"] or ""
     if "address" in data:
         params["address"] = _address_params(data["address"])
+    # The key names these exact parameters: a retry after a lost answer carries a
+    # new updated_at, which under the old key would be Stripe's idempotency_error.
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     try:
-        return current().gateway.update_customer(ctx.customer_id, params, idempotency_key=f"{request_key}:update")
+        return current().gateway.update_customer(ctx.customer_id, params,
+                                                 idempotency_key=f"{request_key}:update:{digest}")
     except stripe.InvalidRequestError as error:
         if error.code == "resource_missing":
             forget_account(ctx.customer_id)

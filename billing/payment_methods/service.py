@@ -8,6 +8,7 @@ before a charge when the webhook has not come yet).
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import stripe
@@ -47,8 +48,10 @@ def ensure_default_payment_method(customer_id: str) -> str | None:
     if not methods:
         return None
     first = methods[-1]  # Stripe lists a customer's payment methods newest first
+    # A fresh key each time: a key reused from an earlier repair would replay
+    # that call at Stripe instead of applying this one (setting a default twice is harmless).
     current().gateway.set_default_payment_method(
-        customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}")
+        customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}:{uuid.uuid4().hex}")
     log.info("customer %s: first payment method %s made the default", customer_id, first.id)
     return first.id
 

@@ -35,6 +35,8 @@ from schemas.subscriptions import product_of_price
 log = logging.getLogger("billing.subscriptions")
 
 MAX_ACTIVE_SUBSCRIPTIONS = 3
+# Metadata naming the request that created a subscription (hidden from the API).
+REQUEST_KEY = "billing_api_request"
 TRIAL_DAYS = 14
 
 
@@ -105,6 +107,9 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
                 raise workspace_archived()
         replica.ensure_copied([ctx.account])
         subscriptions = replica.subscriptions(ctx.customer_id)
+        mine = [s for s in subscriptions if s.metadata and s.metadata.to_dict().get(REQUEST_KEY) == request_key]
+        if mine:  # this very request, retried after its answer was lost: the same result
+            return mine[0]
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(
                 409, "subscription_limit_reached",
@@ -113,7 +118,7 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
         params: SubscriptionCreateParams = {
             "customer": ctx.customer_id,
             "items": items,
-            "metadata": data.get("metadata") or {},
+            "metadata": {**(data.get("metadata") or {}), REQUEST_KEY: request_key},
             # A declined first charge fails the call and leaves no subscription behind.
             "payment_behavior": "error_if_incomplete",
             "expand": ["latest_invoice"],  # the copy gets the invoice with the subscription
