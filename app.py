@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from billing import cli, idempotency, request_log
 from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
-from billing.config import Config
+from billing.config import Config, ConfigError
 from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
@@ -162,7 +163,11 @@ def __getattr__(name: str) -> Flask:
     # `gunicorn app:app` builds the app on first use, so importing this module
     # (tests, CLI) does not read the environment or open a database.
     if name == "app":
-        application = create_app()
+        try:
+            application = create_app()
+        except ConfigError as error:  # one line that says why, not a traceback
+            sys.stderr.write(f"billing: cannot start: {error}\n")
+            raise SystemExit(1) from None
         globals()["app"] = application
         return application
     raise AttributeError(name)

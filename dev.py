@@ -35,7 +35,14 @@ def flask(*args: str) -> None:
     subprocess.run([str(PYTHON), "-m", "flask", "--app", "app", *args], check=True, cwd=ROOT)
 
 
+def sandbox_by_default() -> None:
+    """`serve` runs on the built-in Stripe sandbox unless a real key is set."""
+    if not os.environ.get("STRIPE_API_KEY"):
+        os.environ.setdefault("STRIPE_SANDBOX", "1")
+
+
 def serve(port: str) -> int:
+    sandbox_by_default()
     flask("migrate")
     flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
     command = [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}", "--workers", "2",

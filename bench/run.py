@@ -62,6 +62,7 @@ def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[
           ) -> Iterator[Server]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
+           "STRIPE_SANDBOX": "1",
            "PORT": str(port), **(extra or {})}
     env.pop("STRIPE_API_KEY", None)
     process = subprocess.Popen(
@@ -125,7 +126,7 @@ class Client:
     def __init__(self, base: str, user: str) -> None:
         self.base = base
         self.session = requests.Session()
-        config = Config.from_env({"JWT_SECRET": JWT_SECRET})
+        config = Config.from_env({"JWT_SECRET": JWT_SECRET, "STRIPE_SANDBOX": "1"})
         self.session.headers["Authorization"] = f"Bearer {mint_token(config, user)}"
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -47,6 +47,7 @@ class Config:
 
     @property
     def sandbox(self) -> bool:
+        """The built-in emulator: only when opted in (STRIPE_SANDBOX=1) and no key is set."""
         return not self.stripe_api_key
 
     @classmethod
@@ -54,6 +55,10 @@ class Config:
         env = dict(os.environ if env is None else env)
         stripe_key = env.get("STRIPE_API_KEY") or None
         sandbox = stripe_key is None
+        if sandbox and env.get("STRIPE_SANDBOX") != "1":
+            # A production deploy that forgot its key must never take payments in a simulation.
+            raise ConfigError("STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
+                              "the built-in Stripe sandbox")
 
         database_url = env.get("DATABASE_URL") or ""
         if not database_url:

@@ -27,6 +27,7 @@ TEST_ENV = {
     "JWT_AUDIENCE": "billing-api",
     "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
     "LOG_LEVEL": "WARNING",
+    "STRIPE_SANDBOX": "1",
 }
 
 

@@ -110,12 +110,37 @@ def test_database_url_normalisation() -> None:
     assert normalize_database_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
+def test_production_fails_closed_without_a_key_or_the_sandbox_opt_in() -> None:
+    for env in ({}, {"JWT_SECRET": "s"}, {"JWT_SECRET": "s", "STRIPE_SANDBOX": "0"}, {"STRIPE_SANDBOX": "yes"}):
+        with pytest.raises(ConfigError, match="STRIPE_SANDBOX=1"):
+            Config.from_env(env)
+    assert Config.from_env({"STRIPE_SANDBOX": "1"}).sandbox
+    live = Config.from_env({"STRIPE_SANDBOX": "1", "STRIPE_API_KEY": "sk_live_x", "JWT_SECRET": "s"})
+    assert not live.sandbox  # a real key always wins
+
+
+def test_web_process_refuses_to_start_in_one_line(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path}/x.sqlite3"
+    result = subprocess.run([sys.executable, "-c", "import app; app.app"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["billing: cannot start: STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
+                     "the built-in Stripe sandbox"], result.stderr
+
+
 def test_config_rules() -> None:
     with pytest.raises(ConfigError):
         Config.from_env({"STRIPE_API_KEY": "sk_test_x"})  # real Stripe needs real auth config
     with pytest.raises(ConfigError):
-        Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "jpy"})
-    config = Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "EUR", "STRIPE_WEBHOOK_SECRET": "a, b"})
+        Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "jpy", "STRIPE_SANDBOX": "1"})
+    config = Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "EUR", "STRIPE_WEBHOOK_SECRET": "a, b",
+                              "STRIPE_SANDBOX": "1"})
     assert config.default_currency == "eur" and config.sandbox
     assert config.stripe_webhook_secrets == ("a", "b")
 
