@@ -14,7 +14,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
 
-from billing import cli, idempotency, request_log
+from billing import cli, idempotency, input_guard, request_log
 from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
@@ -150,6 +150,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
 
     app.before_request(request_log.start)
+    app.before_request(input_guard.check_request)
 
     @app.after_request
     def _finish(response: Response) -> Response:

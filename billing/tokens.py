@@ -65,7 +65,11 @@ class TokenVerifier:
             raise authentication_error("The bearer token has expired.") from None
         except jwt.PyJWTError:
             raise authentication_error("The bearer token is not valid.") from None
-        if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)):  # PyJWT accepts a numeric string
+            raise authentication_error("The bearer token's exp must be a number.")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
             raise authentication_error("The bearer token has no usable subject.")
         return claims
 

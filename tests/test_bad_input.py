@@ -1,0 +1,96 @@
+"""Bad input gets the contract's error and changes nothing (API.md, Errors)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.conftest import TEST_ENV, assert_error
+from tests.test_billing_accounts import FULL, index_rows
+from tests.test_webhooks import deliver, sign
+
+
+@pytest.fixture
+def world(as_user: Any) -> dict[str, Any]:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    return {"alice": alice, "ws": ws, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+
+
+@pytest.mark.parametrize("value", ["nul\x00here", "lone \ud800 surrogate", "bell\x07", "esc\x1b[0m"])
+def test_control_characters_and_lone_surrogates_in_a_body_are_422(world: dict[str, Any], state: Any,
+                                                                   value: str) -> None:
+    alice, ws = world["alice"], world["ws"]
+    body = json.dumps({**FULL, "name": value}).encode()  # ensure_ascii: "\ud800" travels as an escape
+    response = alice.client.post(f"/workspaces/{ws}/billing-accounts", data=body,
+                                 headers={**alice.headers, "Content-Type": "application/json"})
+    error = assert_error(response, 422, "validation_failed")
+    assert "name" in error["errors"]
+    assert len(index_rows(state, ws)) == 1  # nothing written
+    nested = alice.patch(world["acc"], {"address": {"country": "US", "city": value}})
+    assert "address.city" in assert_error(nested, 422, "validation_failed")["errors"]
+
+
+def test_tab_and_newline_in_free_text_are_fine(world: dict[str, Any]) -> None:
+    response = world["alice"].patch(world["acc"], {"description": "line one\n\tline two"})
+    assert response.status_code == 200 and response.json["description"] == "line one\n\tline two"
+
+
+@pytest.mark.parametrize("suffix", ["%00", "x%00y", "%1b"])
+def test_control_characters_in_path_ids_and_cursors_are_422(world: dict[str, Any], suffix: str) -> None:
+    alice = world["alice"]
+    assert_error(alice.get(f"/workspaces/{world['ws']}/billing-accounts/cus_{suffix}"), 422, "validation_failed")
+    assert_error(alice.get(f"{world['acc']}/invoices?after=in_{suffix}"), 422, "validation_failed")
+
+
+def test_json_nested_too_deep_is_400_even_when_signed(world: dict[str, Any], client: Any) -> None:
+    alice = world["alice"]
+    deep = ("[" * 10_000 + "]" * 10_000).encode()
+    response = alice.client.patch(world["acc"], data=deep, headers={**alice.headers,
+                                                                    "Content-Type": "application/json"})
+    assert_error(response, 400, "invalid_json")
+    payload = ('{"id": "evt_deep", "type": "customer.updated", "data": ' + "[" * 10_000 + "]" * 10_000 + "}").encode()
+    assert_error(deliver(client, payload, sign(payload)), 400, "invalid_json")
+    just_deep_enough = ('{"name": "Deep", "x": ' + "[" * 30 + "]" * 30 + "}").encode()  # 31 levels
+    response = alice.client.patch(world["acc"], data=just_deep_enough,
+                                  headers={**alice.headers, "Content-Type": "application/json"})
+    assert_error(response, 422, "validation_failed")  # parsed, then refused by the schema (unknown field)
+
+
+def test_a_json_body_without_content_type_is_read_as_json(world: dict[str, Any]) -> None:
+    alice = world["alice"]
+    response = alice.client.patch(world["acc"], data=json.dumps({"name": "No header"}),
+                                  headers={**alice.headers, "Content-Type": ""})
+    assert response.status_code == 200, response.json
+    assert response.json["name"] == "No header"
+    form = alice.client.patch(world["acc"], data="name=x", headers={**alice.headers,
+                                                                     "Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(form, 415, "unsupported_media_type")
+
+
+def _token(**claims: Any) -> dict[str, str]:
+    base = {"sub": "alice", "iat": int(time.time()), "exp": int(time.time()) + 600,
+            "iss": TEST_ENV["JWT_ISSUER"], "aud": TEST_ENV["JWT_AUDIENCE"], **claims}
+    return {"Authorization": "Bearer " + jwt.encode(base, TEST_ENV["JWT_SECRET"], algorithm="HS256")}
+
+
+@pytest.mark.parametrize("claims", [{"exp": str(int(time.time()) + 600)}, {"sub": "   "}, {"sub": ""},
+                                    {"exp": True}])
+def test_tokens_with_a_string_exp_or_a_blank_sub_are_401(client: Any, claims: dict[str, Any]) -> None:
+    assert_error(client.get("/workspaces", headers=_token(**claims)), 401, "authentication_required")
+    assert client.get("/workspaces", headers=_token()).status_code == 200
+
+
+def test_second_confirm_of_a_succeeded_setup_intent_is_a_client_error(world: dict[str, Any]) -> None:
+    alice, acc = world["alice"], world["acc"]
+    secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
+    intent = secret.split("_secret_")[0]
+    first = alice.post(f"/sandbox{acc}/setup-intents/{intent}/confirm", {"payment_method": "pm_card_visa"})
+    assert first.status_code == 200 and first.json["status"] == "succeeded"
+    again = alice.post(f"/sandbox{acc}/setup-intents/{intent}/confirm", {"payment_method": "pm_card_visa"})
+    assert_error(again, 409, "setup_intent_unexpected_state")
