@@ -68,3 +68,38 @@ def test_concurrent_increments_of_one_subscription_are_never_lost(app: Any, as_u
     assert len(increases) == len(ok)
     quantities = sorted(line.quantity for i in increases for line in i.lines.data if line.amount > 0)
     assert quantities == list(range(3, 3 + len(ok)))
+
+
+def test_the_payment_method_limit_holds_at_attach_time(app: Any, as_user: Any, auth: Any, state: Any) -> None:
+    """20 SetupIntents made at once, each then confirmed (as Stripe.js would):
+    Stripe attaches every one, and the service detaches all but five; the
+    sandbox's attach route refuses a sixth outright."""
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    headers = auth("alice")
+
+    def setup_intent(_: int) -> Any:
+        with app.test_client() as client:
+            return client.post(f"{acc}/payment-methods", headers=headers)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        intents = [r.get_json()["client_secret"].split("_secret_")[0]
+                   for r in pool.map(setup_intent, range(20)) if r.status_code == 201]
+    assert len(intents) == 20
+
+    def confirm(intent: str) -> Any:
+        with app.test_client() as client:
+            return client.post(f"/sandbox{acc}/setup-intents/{intent}/confirm", json={"payment_method": "pm_card_visa"},
+                               headers=headers)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert {r.status_code for r in pool.map(confirm, intents)} == {200}
+    attached = state.gateway.client.v1.customers.payment_methods.list(account["id"], {"limit": 100}).data
+    assert len(attached) == 5
+    listed = alice.get(f"{acc}/payment-methods").json["data"]
+    assert sorted(m["id"] for m in listed) == sorted(m.id for m in attached)
+    assert sum(m["is_default"] for m in listed) == 1
+    sixth = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_mastercard"})
+    assert sixth.status_code == 409 and sixth.json["code"] == "payment_method_limit_reached"

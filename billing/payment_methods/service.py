@@ -16,12 +16,18 @@ import stripe
 from billing import replica
 from billing.access import AccountAccess
 from billing.errors import ApiError, not_found
+from billing.leases import lease
 from billing.state import current
 from billing.subscriptions.active import has_active_subscription
 
 log = logging.getLogger("billing.payment_methods")
 
 MAX_PAYMENT_METHODS = 5
+
+
+def payment_method_limit_reached() -> ApiError:
+    return ApiError(409, "payment_method_limit_reached",
+                    f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
 
 
 def default_payment_method(customer_id: str, customer: stripe.Customer | None = None) -> str | None:
@@ -56,6 +62,28 @@ def ensure_default_payment_method(customer_id: str) -> str | None:
     return first.id
 
 
+def enforce_limit(customer_id: str) -> list[str]:
+    """Detach what lies beyond the limit: the default and the oldest others stay.
+    Run on every attachment Stripe reports, whatever path the method came by
+    (Stripe.js, the Dashboard, concurrent SetupIntents), so a sixth never stays."""
+    with lease(current().db, f"payment-methods:{customer_id}"):
+        methods = replica.payment_methods(customer_id)  # newest first
+        if len(methods) <= MAX_PAYMENT_METHODS:
+            return []
+        default = default_payment_method(customer_id)
+        keep = {default} if default else set()
+        for method in reversed(methods):  # oldest first
+            if len(keep) >= MAX_PAYMENT_METHODS:
+                break
+            keep.add(method.id)
+        extra = [m.id for m in methods if m.id not in keep]
+        for method_id in extra:
+            current().gateway.detach_payment_method(method_id, idempotency_key=f"over-limit:{method_id}")
+            log.warning("customer %s: payment method %s detached (over the limit of %d)",
+                        customer_id, method_id, MAX_PAYMENT_METHODS)
+        return extra
+
+
 def charging_method(customer_id: str) -> str | None:
     """The default payment method for a charge about to be made. A card attached
     moments ago may not have had its webhook yet: apply the rule now, instead of refusing."""
@@ -76,8 +104,7 @@ def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
     gateway = current().gateway
     replica.ensure_copied([ctx.account])
     if len(replica.payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
-        raise ApiError(409, "payment_method_limit_reached",
-                       f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
+        raise payment_method_limit_reached()
     intent = gateway.create_setup_intent(
         {"customer": ctx.customer_id, "usage": "off_session", "automatic_payment_methods": {"enabled": True}},
         idempotency_key=f"{request_key}:setup-intent",

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from billing import replica
 from billing.access import AccountAccess
+from billing.payment_methods.service import MAX_PAYMENT_METHODS, payment_method_limit_reached
 from billing.errors import ApiError, not_found
 from billing.state import SandboxClock, current
 
@@ -35,6 +37,8 @@ def advance_clock(data: dict[str, Any]) -> dict[str, Any]:
 
 def attach_test_payment_method(ctx: AccountAccess, token: str, request_key: str) -> dict[str, Any]:
     ctx.for_billing_write()
+    if len(replica.payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
+        raise payment_method_limit_reached()
     method = current().gateway.attach_payment_method(token, ctx.customer_id, idempotency_key=f"{request_key}:attach")
     return method.to_dict()
 

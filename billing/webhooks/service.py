@@ -23,7 +23,7 @@ from billing.billing_accounts.service import forget_account
 from billing.errors import ApiError
 from billing.leases import lease
 from billing.models import BillingAccountIndex, ProcessedEvent
-from billing.payment_methods.service import ensure_default_payment_method
+from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
 
 log = logging.getLogger("billing.webhooks")
@@ -140,3 +140,4 @@ def apply_event(event_type: str, obj: dict[str, Any], created: int) -> None:
         forget_account(object_id)
     if event_type in ("payment_method.attached", "setup_intent.succeeded") and customer_id:
         ensure_default_payment_method(customer_id)
+        enforce_limit(customer_id)
