@@ -104,6 +104,9 @@ class BillingAccountIndex(Base):
     # first copied in full; None for an account older than the copy (its first
     # read copies it).
     copied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The Stripe create's parameters while pending: a reservation whose request
+    # died is settled by replaying them under the same idempotency key.
+    create_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Lease(Base):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+
+from sqlalchemy import select, update
 
 from billing.models import BillingAccountIndex
 from tests.conftest import assert_error
@@ -249,3 +252,57 @@ def test_customer_whose_metadata_names_another_workspace_is_not_shown(as_user: A
     assert [a["id"] for a in alice.get(f"/workspaces/{workspace_id}/billing-accounts").json["data"]] == [kept["id"]]
     assert_error(alice.get(f"/workspaces/{workspace_id}/billing-accounts/{moved['id']}"), 404, "not_found")
     assert alice.get(f"/workspaces/{workspace_id}/billing-accounts/{kept['id']}").status_code == 200
+
+
+def _crashed_reservation(state: Any, ws: str, *, reached_stripe: bool) -> str:
+    """What a request that died between reserving a slot and activating it leaves:
+    a pending row with its parameters (and, maybe, the customer made at Stripe)."""
+    reference = uuid.uuid4().hex
+    params = {"name": "Crashed", "email": "c@x.co", "address": {"country": "US"},
+              "metadata": {"workspace_id": ws, "currency": "usd", "billing_api_reference": reference}}
+    with state.db.write() as session:
+        session.add(BillingAccountIndex(workspace_id=ws, reference=reference, currency="usd", state="pending",
+                                        create_params=params))
+    if reached_stripe:
+        state.gateway.client.v1.customers.create(params, {"idempotency_key": f"billing-account:{reference}"})
+    return reference
+
+
+@pytest.mark.stripe_reads  # the list settles the dead reservation: a Stripe create, once
+@pytest.mark.parametrize("reached_stripe", [True, False])
+def test_a_reservation_whose_request_died_is_settled_the_next_time_it_matters(
+        as_user: Any, state: Any, reached_stripe: bool) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+    _crashed_reservation(state, ws, reached_stripe=reached_stripe)
+    listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
+    assert [a["name"] for a in listed] == ["Crashed"]  # at once, not after 10 minutes
+    [row] = index_rows(state, ws)
+    assert row.state == "active" and row.customer_id == listed[0]["id"] and row.create_params is None
+    in_stripe = [c for c in state.gateway.iter_customers() if c.metadata.to_dict().get("workspace_id") == ws]
+    assert [c.id for c in in_stripe] == [row.customer_id]  # made once, whichever side of the crash
+    assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 409, "billing_account_limit_reached")
+
+
+def test_a_dead_reservation_refused_by_stripe_frees_its_slot(as_user: Any, state: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+    reference = _crashed_reservation(state, ws, reached_stripe=False)
+    with state.db.write() as session:  # parameters Stripe refuses outright
+        session.execute(update(BillingAccountIndex).where(BillingAccountIndex.reference == reference)
+                        .values(create_params={"name": "x", "no_such_parameter": "y"}))
+    response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
+    assert response.status_code == 201, response.json
+    assert [r.customer_id for r in index_rows(state, ws)] == [response.json["id"]]
+
+
+def test_a_reservation_whose_request_is_running_is_left_alone(as_user: Any, state: Any) -> None:
+    from billing.leases import lease
+
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+    reference = _crashed_reservation(state, ws, reached_stripe=False)
+    with lease(state.db, f"reservation:{reference}"):  # still in flight in another worker
+        assert alice.get(f"/workspaces/{ws}/billing-accounts").json["data"] == []
+        assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 409, "billing_account_limit_reached")
+    assert [r.state for r in index_rows(state, ws)] == ["pending"]

@@ -26,16 +26,14 @@ def test_failure_between_stripe_and_database_is_recovered(reconcile_now: Any, as
     [row] = index_rows(state, ws)
     assert row.state == "pending" and row.customer_id is None
     [customer] = list(state.gateway.iter_customers())  # Stripe did create it
-    assert alice.get(f"/workspaces/{ws}/billing-accounts").json["data"] == []
-    # The reservation still holds the single slot: no second account sneaks in.
-    assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 409, "billing_account_limit_reached")
-
     report = reconcile_now()
     assert report.activated == [customer.id]
     [row] = index_rows(state, ws)
     assert row.state == "active" and row.customer_id == customer.id
     listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
     assert [a["id"] for a in listed] == [customer.id]
+    # The single slot is taken: no second account sneaks in.
+    assert_error(alice.post(f"/workspaces/{ws}/billing-accounts", FULL), 409, "billing_account_limit_reached")
     assert reconcile_now().activated == []  # idempotent
 
 

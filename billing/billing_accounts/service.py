@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import stripe
 from sqlalchemy import delete, func, select, update
@@ -63,6 +63,7 @@ def _address_params(address: dict[str, Any]) -> CustomerCreateParamsAddress:
 
 def list_billing_accounts(access: Access) -> list[stripe.Customer]:
     """The workspace's accounts, oldest first, from the copy of Stripe."""
+    settle_pending(access.workspace.id)
     with current().db.read() as session:
         rows = list(
             session.scalars(
@@ -115,7 +116,8 @@ def get_billing_account(ctx: AccountAccess) -> stripe.Customer:
     return customer
 
 
-def _reserve_slot(access: Access, currency: str, reference: str) -> BillingAccountIndex:
+def _reserve_slot(access: Access, currency: str, reference: str,
+                  params: CustomerCreateParams) -> BillingAccountIndex:
     """Count and reserve under the workspace's write lock, so concurrent
     creates cannot both pass the limit. A retry of the same request (same
     reference) finds its own reservation instead of taking a second slot."""
@@ -144,18 +146,28 @@ def _reserve_slot(access: Access, currency: str, reference: str) -> BillingAccou
             reference=reference,
             currency=currency,
             state="pending",
+            create_params=dict(params),
         )
         session.add(row)
     return row
+
+
+# Held while a reservation's Stripe create runs: a request that died lets go of
+# it within this time (the Stripe client's timeouts and retries fit inside).
+RESERVATION_LEASE_SECONDS = 75.0
+
+
+def _reservation_lease(reference: str) -> str:
+    return f"reservation:{reference}"
 
 
 def create_billing_account(access: Access, data: dict[str, Any], request_key: str | None = None) -> stripe.Customer:
     """`request_key` (from an Idempotency-Key) makes a retry reuse the first
     attempt's reservation and Stripe idempotency key."""
     access.for_billing_write()
+    settle_pending(access.workspace.id)  # a slot held by a request that died is freed or filled first
     currency = data.get("currency") or current().config.default_currency
     reference = hashlib.sha256(request_key.encode()).hexdigest()[:32] if request_key else uuid.uuid4().hex
-    row = _reserve_slot(access, currency, reference)
     params: CustomerCreateParams = {
         "name": data["name"],
         "email": data["email"],
@@ -163,18 +175,25 @@ def create_billing_account(access: Access, data: dict[str, Any], request_key: st
         "metadata": {
             "workspace_id": access.workspace.id,
             "currency": currency,
-            REFERENCE_KEY: row.reference,
+            REFERENCE_KEY: reference,
         },
     }
     if data.get("phone"):
         params["phone"] = data["phone"]
     if data.get("description"):
         params["description"] = data["description"]
+    row = _reserve_slot(access, currency, reference, params)
+    with lease(current().db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS):
+        return _create_reserved(row, params)
+
+
+def _create_reserved(row: BillingAccountIndex, params: CustomerCreateParams) -> stripe.Customer:
+    """The Stripe create of a reservation, then its activation (or its release)."""
     try:
         customer = current().gateway.create_customer(params, idempotency_key=f"billing-account:{row.reference}")
     except stripe.StripeError as error:
         if _outcome_unknown(error):
-            # Stripe may have created it: keep the reservation; reconcile settles it.
+            # Stripe may have created it: keep the reservation; it is settled later.
             log.warning("customer create for reservation %s has an unknown outcome", row.reference)
         else:
             _release(row)
@@ -186,12 +205,38 @@ def create_billing_account(access: Access, data: dict[str, Any], request_key: st
     return customer
 
 
+def settle_pending(workspace_id: str) -> None:
+    """Settle the workspace's reservations whose request died mid-way (no one
+    holds their lease): replay the Stripe create under the reservation's own
+    idempotency key (Stripe answers with the customer if it made one), then
+    activate, or release on a definite refusal. An unknown outcome stays pending."""
+    with current().db.read() as session:
+        rows = list(session.scalars(select(BillingAccountIndex).where(
+            BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "pending",
+            BillingAccountIndex.create_params.is_not(None))))
+    for row in rows:
+        try:
+            with lease(current().db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS, wait=0):
+                with current().db.read() as session:
+                    fresh = session.get(BillingAccountIndex, row.id)
+                if fresh is None or fresh.state != "pending":
+                    continue  # settled meanwhile
+                _create_reserved(fresh, cast(CustomerCreateParams, fresh.create_params))
+                log.info("reservation %s settled", row.reference)
+        except ApiError as error:
+            if error.code != "operation_in_progress":
+                raise
+            continue  # its request is still running
+        except stripe.StripeError:
+            continue  # Stripe can't say yet: still pending
+
+
 def _activate(row: BillingAccountIndex, customer_id: str) -> None:
     with current().db.write() as session:
         session.execute(
             update(BillingAccountIndex)
             .where(BillingAccountIndex.id == row.id)
-            .values(customer_id=customer_id, state="active", copied_at=utcnow())
+            .values(customer_id=customer_id, state="active", copied_at=utcnow(), create_params=None)
         )
 
 
