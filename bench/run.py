@@ -275,6 +275,92 @@ def list_latency(server: Server, ws: str, client: Client, rounds: int) -> Sample
     return sample
 
 
+def billing_page_section(database_url: str) -> None:
+    """The front end's billing page at Stripe's pace: 150 ms a request and live
+    mode's rate limits (issue 9's figures)."""
+    from bench.billing_page import concurrent, page_paths, report, sequential
+
+    extra = {"SANDBOX_LATENCY_MS": "150", "SANDBOX_RATE_LIMITS": "live"}
+    with serve(database_url, extra=extra) as server:
+        client = Client(server.base, "bench-page")
+        world = setup_workspace(client)
+        ws, account = world["ws"], world["accounts"][0]
+        acc = f"/workspaces/{ws}/billing-accounts/{account}"
+        client.call("POST", f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"})
+        sub = client.call("POST", acc + "/subscriptions", json={"product_quantities": {"users": 3}})["id"]
+        drain_webhooks(database_url)
+        paths = page_paths(ws, account)
+        token = str(client.session.headers["Authorization"])
+        seq = sequential(server.base, token, paths, int(os.environ.get("BENCH_PAGES", "50")))
+        pages_per_second, load = concurrent(server.base, token, paths, 16, float(os.environ.get("BENCH_SECONDS", "10")))
+        print("\n" + report("billing page (6 GETs), 150 ms/Stripe request, live rate limits", seq,
+                            pages_per_second, load, 16))
+        print(f"  (16-client page latency p50 {pct(load.latency, .5):.1f} ms, p99 {pct(load.latency, .99):.1f} ms)")
+        catch_up = webhook_catch_up(server, client, database_url, acc, sub)
+        print(f"webhook catch-up (a change made in the emulator, as the Dashboard would, until a GET shows it): "
+              f"{catch_up * 1000:.0f} ms")
+
+
+def webhook_catch_up(server: Server, client: Client, database_url: str, acc: str, sub: str) -> float:
+    from billing.db import Database
+    from billing.gateway import build_client
+    from stripe_sandbox import SandboxHTTPClient
+
+    stripe_client = build_client("sk_test_sandbox", http_client=SandboxHTTPClient(Database(database_url)))
+    item = stripe_client.v1.subscriptions.retrieve(sub)["items"].data[0]
+    started = time.perf_counter()
+    stripe_client.v1.subscriptions.update(sub, {"items": [{"id": item.id, "quantity": 42}],
+                                                "proration_behavior": "none"})
+    while time.perf_counter() - started < 60:
+        shown = client.call("GET", f"{acc}/subscriptions/{sub}")["product_quantities"]["users"]["quantity"]
+        if shown == 42:
+            return time.perf_counter() - started
+        time.sleep(0.01)
+    return float("inf")
+
+
+def reconcile_section(database_url: str, customers: int) -> None:
+    """`reconcile --full` over N customers with 3 invoices each, at 150 ms a request, live limits."""
+    from billing.cli import run_migrations as migrate
+    from billing.db import Database
+    from billing.gateway import build_client
+    from billing.models import BillingAccountIndex, Member, Workspace
+    from stripe_sandbox import SandboxHTTPClient
+
+    migrate(database_url)
+    db = Database(database_url)
+    stripe_client = build_client("sk_test_sandbox", http_client=SandboxHTTPClient(db))
+    with db.write() as session:
+        workspace = Workspace(name="Reconcile", billing_mode="pooled")
+        session.add(workspace)
+        session.flush()
+        session.add(Member(workspace_id=workspace.id, user_id="bench", role="owner"))
+        ws = workspace.id
+    for i in range(customers):
+        customer = stripe_client.v1.customers.create({"name": f"C{i}", "metadata": {"workspace_id": ws,
+                                                                                     "currency": "usd"}})
+        for n in range(3):
+            stripe_client.v1.invoice_items.create({"customer": customer.id, "amount": 100 + n, "currency": "usd"})
+            invoice = stripe_client.v1.invoices.create({"customer": customer.id, "collection_method": "send_invoice",
+                                                        "days_until_due": 30,
+                                                        "pending_invoice_items_behavior": "include"})
+            stripe_client.v1.invoices.finalize_invoice(invoice.id)
+        with db.write() as session:
+            session.add(BillingAccountIndex(workspace_id=ws, customer_id=customer.id, reference=customer.id,
+                                            currency="usd", state="active"))
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "STRIPE_SANDBOX": "1",
+           "SANDBOX_LATENCY_MS": "150", "SANDBOX_RATE_LIMITS": "live", "LOG_LEVEL": "WARNING",
+           "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unreachable"}
+    env.pop("STRIPE_API_KEY", None)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "reconcile", "--full"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    copied = re.search(r'"copied_customers": (\d+)', result.stdout)
+    print(f"reconcile --full: {customers} customers x 3 invoices at 150 ms/request, live limits: {elapsed:.1f} s "
+          f"(copied {copied.group(1) if copied else '?'}; exit {result.returncode})")
+
+
 def main() -> int:
     rounds = int(os.environ.get("BENCH_ROUNDS", "200"))
     customers = int(os.environ.get("BENCH_CUSTOMERS", "10000"))
@@ -316,7 +402,11 @@ def main() -> int:
             world = setup_workspace(client)
             sample = list_latency(slow, world["ws"], client, 20)
             print(f"\nwith 100 ms per Stripe request: list of 10 accounts p50 {pct(sample.latency, .5):.0f} ms "
-                  f"({statistics.mean(sample.calls):.0f} Stripe requests, made in parallel)")
+                  f"({statistics.mean(sample.calls):.0f} Stripe requests)")
+        billing_page_section(database_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        reconcile_section(os.environ.get("BENCH_RECONCILE_DATABASE_URL") or f"sqlite:///{tmp}/reconcile.sqlite3",
+                          int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000")))
     return 0
 
 
