@@ -76,7 +76,7 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     if config.stripe_api_key:
         client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout)
         return {"gateway": StripeGateway(client)}
-    from billing.sandbox import SandboxClock, SandboxHTTPClient, WebhookSender
+    from stripe_sandbox import SandboxClock, SandboxHTTPClient, WebhookSender
 
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
                              webhook_transport or http_webhook_transport(config.sandbox_webhook_url),

@@ -55,7 +55,7 @@ def main() -> int:
     if command == "mypy":
         # Strict on the Stripe gateway and the sandbox; the rest is checked too, so
         # a parameter built in a service is held to the library's TypedDicts.
-        strict = subprocess.call([str(PYTHON), "-m", "mypy", "--strict", "billing/gateway.py", "billing/sandbox"],
+        strict = subprocess.call([str(PYTHON), "-m", "mypy", "--strict", "billing/gateway.py", "stripe_sandbox"],
                                  cwd=ROOT)
         rest = subprocess.call([str(PYTHON), "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
                                 "app.py", "billing", "schemas"], cwd=ROOT)

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import billing.models  # noqa: F401  (registers the tables)
-import billing.sandbox.models  # noqa: F401
+import stripe_sandbox.models  # noqa: F401
 from billing.config import INSTANCE_DIR
 from billing.db import Base, normalize_database_url
 

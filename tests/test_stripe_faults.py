@@ -29,7 +29,7 @@ from billing.catalog import ensure_catalog
 from billing.config import Config
 from billing.db import Base
 from billing.gateway import StripeGateway, build_client
-from billing.sandbox import SandboxHTTPClient
+from stripe_sandbox import SandboxHTTPClient
 from tests.conftest import TEST_ENV, Api, wipe
 
 API_KEY = "sk_test_faults_0123456789"
