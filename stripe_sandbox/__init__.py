@@ -1,11 +1,14 @@
-"""A stateful emulator of the Stripe API, used when no Stripe key is configured.
+"""A stateful emulator of the Stripe API, plugged into the `stripe` library as its HTTP client.
 
-    webhooks = WebhookSender(database, webhook_secret, transport, background=True)
+    install(sessions)  # creates the emulator's tables (idempotent)
+    webhooks = WebhookSender(sessions, webhook_secret, transport, background=True)
     client = stripe.StripeClient("sk_test_sandbox", max_network_retries=2,
-                                 http_client=SandboxHTTPClient(database, webhooks=webhooks))
-    SandboxClock(database, webhooks=webhooks).advance_and_process(days=30)
+                                 http_client=SandboxHTTPClient(sessions, webhooks=webhooks))
+    SandboxClock(sessions, webhooks=webhooks).advance_and_process(days=30)
 
-State lives in the service's database (`sandbox_*` tables). `SandboxClock`
+`sessions` is any `SessionSource` (`read()` / `write()` session factories):
+the host's own database object, or `SqlSessions(url)` standalone. State lives
+in that database, in the emulator's own `sandbox_*` tables. `SandboxClock`
 reads and advances sandbox time and runs what comes due (trial ends,
 renewals, ...); every change records a Stripe event, which `WebhookSender`
 delivers signed like Stripe's. Payment methods come from Stripe's test tokens
@@ -16,6 +19,7 @@ from stripe_sandbox.clock import SandboxClock
 from stripe_sandbox.http_client import SandboxHTTPClient
 from stripe_sandbox.models import SANDBOX_TABLES, create_sandbox_tables, drop_sandbox_tables
 from stripe_sandbox.payment_methods import TEST_TOKENS
+from stripe_sandbox.storage import SessionSource, SqlSessions, install
 from stripe_sandbox.webhooks import WebhookSender
 
 __all__ = [
@@ -23,7 +27,10 @@ __all__ = [
     "TEST_TOKENS",
     "SandboxClock",
     "SandboxHTTPClient",
+    "SessionSource",
+    "SqlSessions",
     "WebhookSender",
     "create_sandbox_tables",
     "drop_sandbox_tables",
+    "install",
 ]

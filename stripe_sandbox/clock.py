@@ -20,10 +20,10 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.db import Database
 from stripe_sandbox.api import build_router
 from stripe_sandbox.models import SandboxClockState, SandboxObject, insert_if_absent
 from stripe_sandbox.router import Router
+from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store
 from stripe_sandbox.webhooks import WebhookSender
 
@@ -52,7 +52,7 @@ def _locked_row(session: Session) -> SandboxClockState:
 class SandboxClock:
     """Read and advance the sandbox clock shared by every process using `database`."""
 
-    def __init__(self, database: Database, *, router: Router | None = None,
+    def __init__(self, database: SessionSource, *, router: Router | None = None,
                  webhooks: WebhookSender | None = None) -> None:
         self._database = database
         self._router = router

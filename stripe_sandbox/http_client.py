@@ -22,7 +22,6 @@ import stripe
 from requests.structures import CaseInsensitiveDict
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from billing.db import Database
 from stripe_sandbox import idempotency
 from stripe_sandbox.api import build_router
 from stripe_sandbox.clock import sandbox_time
@@ -31,6 +30,7 @@ from stripe_sandbox.expand import expand
 from stripe_sandbox.form import decode
 from stripe_sandbox.params import validate
 from stripe_sandbox.router import Request, Route, Router
+from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store, random_token
 from stripe_sandbox.webhooks import WebhookSender
 
@@ -60,7 +60,7 @@ def _is_retryable(exc: DBAPIError) -> bool:
 class SandboxHTTPClient(stripe.HTTPClient):
     name = "sandbox"
 
-    def __init__(self, database: Database, *, router: Router | None = None,
+    def __init__(self, database: SessionSource, *, router: Router | None = None,
                  webhooks: WebhookSender | None = None) -> None:
         super().__init__()
         self._database = database
@@ -81,7 +81,7 @@ class SandboxHTTPClient(stripe.HTTPClient):
         return io.BytesIO(body.encode()), status, response_headers
 
     def close(self) -> None:
-        pass  # the Database belongs to the service
+        pass  # the sessions belong to whoever passed them in
 
     async def request_async(self, method: str, url: str, headers: Mapping[str, str],
                             post_data: Any = None) -> tuple[bytes, int, Headers]:

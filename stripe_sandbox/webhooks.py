@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from billing.db import Database
 from stripe_sandbox import events
 from stripe_sandbox.models import SandboxObject, SandboxWebhookDelivery
+from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class _Claimed:
 
 
 class WebhookSender:
-    def __init__(self, database: Database, secret: str, transport: Transport, *, background: bool = False,
+    def __init__(self, database: SessionSource, secret: str, transport: Transport, *, background: bool = False,
                  lease_seconds: float = 60.0, poll_seconds: float = 5.0, retry_seconds: float = 5.0,
                  batch_size: int = 50) -> None:
         self._database = database

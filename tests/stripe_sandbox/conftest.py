@@ -1,7 +1,8 @@
 """Fixtures: a sandbox-backed StripeClient on the suite's database.
 
 That is SQLite by default and PostgreSQL when TEST_DATABASE_URL is set (CI runs
-both); the tables come from the migrations, and each test starts empty.
+both). The emulator runs standalone here, on its own `SqlSessions` and with the
+tables it installs itself; each test starts empty.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from typing import Any
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SandboxHTTPClient
+from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SandboxHTTPClient, SqlSessions, install
 
 
 @pytest.fixture(scope="session")
-def sandbox_database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
+def sandbox_database(database_url: str) -> Iterator[SqlSessions]:
+    database = SqlSessions(database_url)
+    install(database)
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def database(sandbox_database: Database) -> Iterator[Database]:
+def database(sandbox_database: SqlSessions) -> Iterator[SqlSessions]:
     yield sandbox_database
     with sandbox_database.write() as session:
         for table in SANDBOX_TABLES:
@@ -32,12 +33,12 @@ def database(sandbox_database: Database) -> Iterator[Database]:
 
 
 @pytest.fixture
-def client(database: Database) -> stripe.StripeClient:
+def client(database: SqlSessions) -> stripe.StripeClient:
     return stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database), max_network_retries=2)
 
 
 @pytest.fixture
-def clock(database: Database) -> SandboxClock:
+def clock(database: SqlSessions) -> SandboxClock:
     return SandboxClock(database)
 
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock
+from stripe_sandbox import SandboxClock, SqlSessions
 from stripe_sandbox.models import SandboxObject
 
 DAY = 86400
@@ -27,7 +26,7 @@ def _invoices(client: stripe.StripeClient, subscription: stripe.Subscription) ->
     return list(client.v1.invoices.list(params={"subscription": subscription.id}).data)
 
 
-def _object_ids(database: Database) -> set[str]:
+def _object_ids(database: SqlSessions) -> set[str]:
     with database.read() as session:
         return set(session.scalars(session.query(SandboxObject.id).statement))
 
@@ -55,7 +54,7 @@ def test_subscription_default_payment_method_wins(client: stripe.StripeClient, m
 
 @pytest.mark.parametrize("payment_behavior", ["error_if_incomplete", "allow_incomplete", None])
 @pytest.mark.parametrize("token", ["pm_card_chargeDeclined", "pm_card_chargeCustomerFail"])
-def test_decline_on_create_leaves_nothing_behind(client: stripe.StripeClient, database: Database,
+def test_decline_on_create_leaves_nothing_behind(client: stripe.StripeClient, database: SqlSessions,
                                                  monthly: stripe.Price, token: str, payment_behavior: str | None,
                                                  customer_with: Callable[[str], stripe.Customer]) -> None:
     customer = customer_with(token)
@@ -166,7 +165,7 @@ def test_create_prorations_wait_for_the_next_invoice(client: stripe.StripeClient
     assert client.v1.invoice_items.list(params={"customer": paying_customer.id, "pending": True}).data == []
 
 
-def test_declined_upgrade(client: stripe.StripeClient, database: Database, monthly: stripe.Price,
+def test_declined_upgrade(client: stripe.StripeClient, database: SqlSessions, monthly: stripe.Price,
                           customer_with: Callable[[str], stripe.Customer]) -> None:
     customer = customer_with("pm_card_visa")
     subscription = _sub(client, customer, monthly)

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock
+from stripe_sandbox import SandboxClock, SqlSessions
 from stripe_sandbox import store as store_module
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval
@@ -147,7 +146,7 @@ def test_incomplete_expires_after_23_hours(client: stripe.StripeClient, customer
     assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "void"
 
 
-def test_only_due_rows_are_visited(client: stripe.StripeClient, database: Database, paying_customer: stripe.Customer,
+def test_only_due_rows_are_visited(client: stripe.StripeClient, database: SqlSessions, paying_customer: stripe.Customer,
                                    monthly: stripe.Price, clock: SandboxClock) -> None:
     subscription = _sub(client, paying_customer, monthly)
     canceled = _sub(client, paying_customer, monthly)

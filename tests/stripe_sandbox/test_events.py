@@ -10,8 +10,7 @@ from collections.abc import Mapping
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock, SandboxHTTPClient
+from stripe_sandbox import SandboxClock, SandboxHTTPClient, SqlSessions
 from stripe_sandbox.models import SandboxWebhookDelivery
 from stripe_sandbox.webhooks import WebhookSender
 
@@ -103,7 +102,7 @@ def test_payment_method_and_setup_intent_events(client: stripe.StripeClient, cus
 
 
 def test_deliver_pending_in_order_with_verifiable_signatures(client: stripe.StripeClient,
-                                                             database: Database) -> None:
+                                                             database: SqlSessions) -> None:
     for name in ("a", "b", "c"):
         client.v1.customers.create(params={"name": name})
     receiver = Receiver()
@@ -115,7 +114,7 @@ def test_deliver_pending_in_order_with_verifiable_signatures(client: stripe.Stri
     assert _events(client, delivery_success=False) == []
 
 
-def test_signature_checks(client: stripe.StripeClient, database: Database) -> None:
+def test_signature_checks(client: stripe.StripeClient, database: SqlSessions) -> None:
     client.v1.customers.create()
     captured: list[tuple[bytes, Mapping[str, str]]] = []
 
@@ -136,7 +135,7 @@ def test_signature_checks(client: stripe.StripeClient, database: Database) -> No
         stripe.Webhook.construct_event(payload.decode().replace("customer", "kustomer"), header, SECRET)
 
 
-def test_failed_delivery_is_retried_in_order(client: stripe.StripeClient, database: Database) -> None:
+def test_failed_delivery_is_retried_in_order(client: stripe.StripeClient, database: SqlSessions) -> None:
     for name in ("a", "b", "c"):
         client.v1.customers.create(params={"name": name})
     receiver = Receiver([200, 500, RuntimeError("connection refused")])
@@ -151,7 +150,7 @@ def test_failed_delivery_is_retried_in_order(client: stripe.StripeClient, databa
     assert attempts == [1, 1, 3]
 
 
-def test_synchronous_delivery_from_the_http_client_and_clock(database: Database) -> None:
+def test_synchronous_delivery_from_the_http_client_and_clock(database: SqlSessions) -> None:
     receiver = Receiver()
     sender = WebhookSender(database, SECRET, receiver)
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database, webhooks=sender))
@@ -173,7 +172,7 @@ def test_synchronous_delivery_from_the_http_client_and_clock(database: Database)
     assert [event.id for event in receiver.events] == [event.id for event in _events(client)][::-1]
 
 
-def test_background_delivery(database: Database) -> None:
+def test_background_delivery(database: SqlSessions) -> None:
     receiver = Receiver()
     sender = WebhookSender(database, SECRET, receiver, background=True, poll_seconds=0.05)
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database, webhooks=sender))

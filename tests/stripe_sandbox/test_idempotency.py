@@ -5,8 +5,7 @@ import threading
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock, SandboxHTTPClient
+from stripe_sandbox import SandboxClock, SandboxHTTPClient, SqlSessions
 
 
 def test_replay(client: stripe.StripeClient) -> None:
@@ -69,7 +68,7 @@ def test_keys_expire_after_24_hours(client: stripe.StripeClient, clock: SandboxC
     assert fresh.id != first.id
 
 
-def test_concurrent_requests_with_one_key_create_one_object(database: Database) -> None:
+def test_concurrent_requests_with_one_key_create_one_object(database: SqlSessions) -> None:
     threads_count = 10
     barrier = threading.Barrier(threads_count)
     results: list[str] = []

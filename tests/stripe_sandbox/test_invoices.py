@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock, SandboxHTTPClient
+from stripe_sandbox import SandboxClock, SandboxHTTPClient, SqlSessions
 from stripe_sandbox.models import SandboxObject
 
 DAY = 86400
@@ -34,7 +33,7 @@ def _items(client: stripe.StripeClient, customer: stripe.Customer, count: int) -
         for i in range(count)]
 
 
-def _table_counts(database: Database) -> dict[str, int]:
+def _table_counts(database: SqlSessions) -> dict[str, int]:
     with database.read() as session:
         rows = session.query(SandboxObject.object_type, SandboxObject.id).all()
     counts: dict[str, int] = {}
@@ -241,7 +240,7 @@ def test_list_filters(client: stripe.StripeClient, paying_customer: stripe.Custo
     assert raised.value.http_status == 404
 
 
-def test_preview_changes_nothing(client: stripe.StripeClient, database: Database, paying_customer: stripe.Customer,
+def test_preview_changes_nothing(client: stripe.StripeClient, database: SqlSessions, paying_customer: stripe.Customer,
                                  monthly: stripe.Price, clock: SandboxClock) -> None:
     subscription = _subscribe(client, paying_customer, monthly)
     item = subscription["items"].data[0]
@@ -325,7 +324,7 @@ def test_preview_new_subscription_and_errors(client: stripe.StripeClient, custom
     assert raised.value.param == "customer"
 
 
-def test_declined_payment_is_recorded_without_idempotency_key(database: Database) -> None:
+def test_declined_payment_is_recorded_without_idempotency_key(database: SqlSessions) -> None:
     # Without retries the library sends no Idempotency-Key: the other commit path.
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database), max_network_retries=0)
     customer = client.v1.customers.create(params={

@@ -8,7 +8,7 @@ from typing import Any
 import stripe
 from sqlalchemy import event, insert, text
 
-from billing.db import Database
+from stripe_sandbox import SqlSessions
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.store import random_token
 
@@ -43,7 +43,7 @@ def test_missing_cursor(client: stripe.StripeClient) -> None:
         raise AssertionError("expected an error")
 
 
-def _bulk_insert_customers(database: Database, count: int) -> None:
+def _bulk_insert_customers(database: SqlSessions, count: int) -> None:
     now = int(time.time())
     rows = []
     for i in range(count):
@@ -58,7 +58,7 @@ def _bulk_insert_customers(database: Database, count: int) -> None:
         session.execute(insert(SandboxObject), rows)
 
 
-def test_listing_10000_customers_is_index_backed(database: Database, client: stripe.StripeClient) -> None:
+def test_listing_10000_customers_is_index_backed(database: SqlSessions, client: stripe.StripeClient) -> None:
     _bulk_insert_customers(database, 10_000)
     if not database.is_sqlite:
         with database.engine.begin() as connection:

@@ -6,8 +6,7 @@ from collections.abc import Callable
 import pytest
 import stripe
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock
+from stripe_sandbox import SandboxClock, SqlSessions
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval
 
@@ -284,7 +283,7 @@ def test_expand_on_list_and_retrieve(client: stripe.StripeClient, paying_custome
     assert listed.data[0].customer.email == "payer@example.com"
 
 
-def test_due_at_tracks_next_transition(client: stripe.StripeClient, database: Database,
+def test_due_at_tracks_next_transition(client: stripe.StripeClient, database: SqlSessions,
                                        customer: stripe.Customer, monthly: stripe.Price) -> None:
     # What advancing the clock will use to find trials ending and periods rolling over.
     subscription = _sub(client, customer, monthly, trial_period_days=5)

@@ -8,8 +8,7 @@ import pytest
 import stripe
 from stripe.params import CustomerCreateParams, PriceListParams, SubscriptionCreateParams
 
-from billing.db import Database
-from stripe_sandbox import SandboxClock, SandboxHTTPClient
+from stripe_sandbox import SandboxClock, SandboxHTTPClient, SqlSessions
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.form import decode
 from stripe_sandbox.params import validate
@@ -109,7 +108,7 @@ def test_unrecognized_url(client: stripe.StripeClient) -> None:
     assert raised.value.request_id.startswith("req_")
 
 
-def test_live_key_rejected(database: Database) -> None:
+def test_live_key_rejected(database: SqlSessions) -> None:
     live = stripe.StripeClient("sk_live_abcdefghijkl", http_client=SandboxHTTPClient(database))
     with pytest.raises(stripe.AuthenticationError):
         live.v1.customers.list()
@@ -138,7 +137,7 @@ def test_period_arithmetic_clamps_day() -> None:
     assert add_interval(jan_31, "week", 2) - jan_31 == 14 * 86400
 
 
-def test_async_client(database: Database) -> None:
+def test_async_client(database: SqlSessions) -> None:
     import asyncio
 
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database))
@@ -152,7 +151,7 @@ def test_async_client(database: Database) -> None:
     assert created_id == fetched_id
 
 
-def test_request_stream_returns_a_readable_body(database: Database) -> None:
+def test_request_stream_returns_a_readable_body(database: SqlSessions) -> None:
     http_client = SandboxHTTPClient(database)
     stream, status, headers = http_client.request_stream(
         "get", "https://api.stripe.com/v1/customers?limit=1", {"Authorization": "Bearer sk_test_x"})
