@@ -1,8 +1,9 @@
 """Sandbox time: real time plus an offset kept in `sandbox_clock`, and what it makes happen.
 
-Every emulated timestamp (created, trial ends, periods, idempotency expiry)
-comes from here, so advancing the offset moves the whole sandbox into the
-future. The offset only grows: lists are ordered by creation time.
+Every emulated timestamp (created, trial ends, periods) comes from here, so
+advancing the offset moves the whole sandbox into the future. The offset only
+grows: lists are ordered by creation time. (Idempotency keys and webhook
+deliveries run on real time: they are about retries, not about the account.)
 
 `SandboxClock.advance_and_process()` moves the clock and then runs every
 transition that has come due (trial ends, renewals, cancellations, ...), one

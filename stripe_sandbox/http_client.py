@@ -137,7 +137,7 @@ class SandboxHTTPClient(stripe.HTTPClient):
 
     def _dispatch(self, method: str, url: str, headers: Headers, post_data: Any, request_id: str,
                   idempotency_key: str | None) -> tuple[int, str, dict[str, str]]:
-        _authenticate(headers)
+        api_key = _authenticate(headers)
         parts = urlsplit(url)
         matched = self._router.match(method, parts.path)
         if matched is None:
@@ -154,13 +154,15 @@ class SandboxHTTPClient(stripe.HTTPClient):
                 return 200, _dump(_run(route, method, parts.path, path_params, params, store)), {}
 
         try:
-            return self._write(route, method, parts.path, path_params, params, raw, request_id, idempotency_key)
+            return self._write(route, method, parts.path, path_params, params, raw, request_id, idempotency_key,
+                               api_key)
         finally:
             if self._webhooks is not None:
                 self._webhooks.notify()
 
     def _write(self, route: Route, method: str, path: str, path_params: dict[str, str], params: dict[str, Any],
-               raw: dict[str, Any], request_id: str, idempotency_key: str | None) -> tuple[int, str, dict[str, str]]:
+               raw: dict[str, Any], request_id: str, idempotency_key: str | None,
+               api_key: str) -> tuple[int, str, dict[str, str]]:
         failure: SandboxError | None = None
         with self._database.write() as session:
             store = Store(session, self._router.kinds, sandbox_time(session), request_id=request_id,
@@ -173,8 +175,9 @@ class SandboxHTTPClient(stripe.HTTPClient):
                         raise
                     failure = err  # commit, then answer with the error
             else:
-                stored = idempotency.claim(session, idempotency_key, method, path,
-                                           idempotency.fingerprint(raw), store.now, request_id)
+                scope = idempotency.api_key_hash(api_key)
+                stored = idempotency.claim(session, scope, idempotency_key, method, path,
+                                           idempotency.fingerprint(raw), request_id)
                 if stored is not None:
                     return stored.status, stored.body, {"Idempotent-Replayed": "true",
                                                         "Original-Request": stored.request_id}
@@ -192,7 +195,7 @@ class SandboxHTTPClient(stripe.HTTPClient):
                 except BaseException:
                     savepoint.rollback()
                     raise
-                idempotency.record(session, idempotency_key, status, body)
+                idempotency.record(session, scope, idempotency_key, status, body)
                 return status, body, {}
         assert failure is not None
         raise failure
@@ -204,7 +207,8 @@ def _run(route: Route, method: str, path: str, path_params: dict[str, str], para
     return expand(store, document, params.get("expand") or [])
 
 
-def _authenticate(headers: Headers) -> None:
+def _authenticate(headers: Headers) -> str:
+    """The request's API key, or Stripe's 401."""
     authorization = headers.get("Authorization", "")
     key = authorization.removeprefix("Bearer ").strip()
     if not authorization.startswith("Bearer ") or not key:
@@ -214,6 +218,7 @@ def _authenticate(headers: Headers) -> None:
     if not key.startswith(("sk_test_", "rk_test_")):
         # The sandbox is test mode only; a live key here means a misconfiguration.
         raise SandboxError(401, f"Invalid API Key provided: {key[:8]}{'*' * max(len(key) - 12, 0)}{key[-4:]}")
+    return key
 
 
 def _dump(body: dict[str, Any]) -> str:

@@ -1,5 +1,9 @@
 """Idempotency keys, as Stripe implements them for POST requests.
 
+A key is scoped to the API key that sent it (the same key sent with another
+secret key is another key) and forgotten 24 hours after first use, in real
+time: the sandbox clock can be advanced by days, retries cannot.
+
 The key row is inserted first in the request's write transaction; the
 response is stored in the same transaction. A concurrent request with the same
 key therefore either waits for that transaction (PostgreSQL: the conflicting
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,21 +42,27 @@ def fingerprint(params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def claim(session: Session, key: str, method: str, path: str, params_fingerprint: str,
-          now: int, request_id: str) -> StoredResponse | None:
-    """Reserve `key` for this request, or return the response to replay."""
+def api_key_hash(api_key: str) -> str:
+    """The scope of the keys an API key sends (its secret is not stored)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def claim(session: Session, scope: str, key: str, method: str, path: str, params_fingerprint: str,
+          request_id: str) -> StoredResponse | None:
+    """Reserve `key` (of API key hash `scope`) for this request, or return the response to replay."""
     if len(key) > MAX_KEY_LENGTH:
         raise SandboxError(
             400, f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters long.",
             param="Idempotency-Key")
-    # Expired keys are forgotten (an index range on `created`, usually empty).
-    expired = SandboxIdempotencyKey.created < now - KEY_TTL_SECONDS
+    now = time.time()
+    # Expired keys are forgotten (an index range on `created_real`, usually empty).
+    expired = SandboxIdempotencyKey.created_real < now - KEY_TTL_SECONDS
     session.execute(delete(SandboxIdempotencyKey).where(expired))
-    values = {"key": key, "method": method, "path": path, "fingerprint": params_fingerprint,
-              "status": None, "body": None, "request_id": request_id, "created": now}
+    values = {"api_key_hash": scope, "key": key, "method": method, "path": path, "fingerprint": params_fingerprint,
+              "status": None, "body": None, "request_id": request_id, "created_real": now}
     if insert_if_absent(session, SandboxIdempotencyKey, values):
         return None
-    row = session.get(SandboxIdempotencyKey, key, with_for_update=True, populate_existing=True)
+    row = session.get(SandboxIdempotencyKey, (scope, key), with_for_update=True, populate_existing=True)
     if row is None:  # expired and purged by a concurrent request meanwhile
         insert_if_absent(session, SandboxIdempotencyKey, values)
         return None
@@ -73,8 +84,8 @@ def claim(session: Session, key: str, method: str, path: str, params_fingerprint
     return StoredResponse(row.status, row.body, row.request_id)
 
 
-def record(session: Session, key: str, status: int, body: str) -> None:
-    row = session.get(SandboxIdempotencyKey, key)
+def record(session: Session, scope: str, key: str, status: int, body: str) -> None:
+    row = session.get(SandboxIdempotencyKey, (scope, key))
     assert row is not None, "record() without claim()"
     row.status = status
     row.body = body

@@ -49,8 +49,12 @@ class SandboxObject(SandboxBase):
 
 
 class SandboxIdempotencyKey(SandboxBase):
+    """A POST's idempotency key and the response it replays (see idempotency.py)."""
+
     __tablename__ = "sandbox_idempotency"
 
+    # Keys are scoped per API key, as on Stripe: SHA-256 of the secret key, never the key itself.
+    api_key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     method: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(1024))
@@ -58,7 +62,8 @@ class SandboxIdempotencyKey(SandboxBase):
     status: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str] = mapped_column(String(64))
-    created: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Real unix time, not sandbox time: advancing the sandbox clock must not expire keys.
+    created_real: Mapped[float] = mapped_column(Float, index=True)
 
 
 class SandboxClockState(SandboxBase):

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 import stripe
 
-from stripe_sandbox import SandboxClock, SandboxHTTPClient, SqlSessions
+from stripe_sandbox import SandboxClock, SandboxHTTPClient, SqlSessions, idempotency
 
 
 def test_replay(client: stripe.StripeClient) -> None:
@@ -58,14 +60,44 @@ def test_failed_request_leaves_no_partial_state(client: stripe.StripeClient) -> 
     assert client.v1.products.list().data == []
 
 
-def test_keys_expire_after_24_hours(client: stripe.StripeClient, clock: SandboxClock) -> None:
+def test_keys_are_scoped_per_api_key(database: SqlSessions) -> None:
+    """As on Stripe: the same key sent with another secret key is another key."""
+    options: stripe.RequestOptions = {"idempotency_key": "shared"}
+    one = stripe.StripeClient("sk_test_one", http_client=SandboxHTTPClient(database))
+    two = stripe.StripeClient("sk_test_two", http_client=SandboxHTTPClient(database))
+    first = one.v1.customers.create(params={"name": "Ada"}, options=options)
+    second = two.v1.customers.create(params={"name": "Ada"}, options=options)
+    assert second.id != first.id
+    assert second.last_response is not None and "idempotent-replayed" not in second.last_response.headers
+    # Each API key still replays its own.
+    assert one.v1.customers.create(params={"name": "Ada"}, options=options).id == first.id
+    assert two.v1.customers.create(params={"name": "Ada"}, options=options).id == second.id
+    assert len(one.v1.customers.list().data) == 2
+
+
+def test_advancing_the_sandbox_clock_does_not_expire_keys(client: stripe.StripeClient, clock: SandboxClock) -> None:
+    options: stripe.RequestOptions = {"idempotency_key": "retry-after-a-jump"}
+    first = client.v1.customers.create(params={"name": "Ada"}, options=options)
+    clock.advance(days=2)
+    again = client.v1.customers.create(params={"name": "Ada"}, options=options)
+    assert again.id == first.id
+    assert again.last_response is not None and again.last_response.headers["Idempotent-Replayed"] == "true"
+
+
+def test_keys_expire_after_24_hours_of_real_time(client: stripe.StripeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     options: stripe.RequestOptions = {"idempotency_key": "daily"}
     first = client.v1.customers.create(params={"name": "Ada"}, options=options)
-    clock.advance(hours=23)
+    started = time.time()
+
+    def real_time_after(hours: float) -> None:
+        monkeypatch.setattr(idempotency, "time", SimpleNamespace(time=lambda: started + hours * 3600))
+
+    real_time_after(23)
     assert client.v1.customers.create(params={"name": "Ada"}, options=options).id == first.id
-    clock.advance(hours=2)
+    real_time_after(25)
     fresh = client.v1.customers.create(params={"name": "Grace"}, options=options)
     assert fresh.id != first.id
+    assert fresh.last_response is not None and "idempotent-replayed" not in fresh.last_response.headers
 
 
 def test_concurrent_requests_with_one_key_create_one_object(database: SqlSessions) -> None:
