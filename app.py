@@ -78,8 +78,12 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     if config.stripe_api_key:
         client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout)
         return {"gateway": StripeGateway(client, keep=Keeper(db))}
-    from billing.sandbox import SandboxClock, SandboxHTTPClient, WebhookSender
+    from stripe_sandbox import SandboxClock, SandboxHTTPClient, WebhookSender, install
 
+    try:
+        install(db)  # the emulator's own tables, before anything (the catalog) uses them
+    except Exception as error:  # e.g. the database is not reachable yet: start anyway, as without the sandbox
+        log.warning("sandbox tables not created (%s)", type(error).__name__)
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
                              webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
                              background=webhook_transport is None)

@@ -242,7 +242,7 @@ def bulk_customers(database_url: str, count: int) -> None:
     """Other tenants' customers, written through the sandbox's own API."""
     from billing.db import Database
     from billing.gateway import build_client
-    from billing.sandbox import SandboxHTTPClient
+    from stripe_sandbox import SandboxHTTPClient
 
     client = build_client("sk_test_sandbox", http_client=SandboxHTTPClient(Database(database_url)))
     for i in range(count):
@@ -253,7 +253,7 @@ def drain_webhooks(database_url: str, timeout: float = 300) -> None:
     from sqlalchemy import func, select
 
     from billing.db import Database
-    from billing.sandbox.models import SandboxWebhookDelivery
+    from stripe_sandbox.models import SandboxWebhookDelivery
 
     database = Database(database_url)
     deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ from billing.cli import run_migrations
 from billing.config import Config
 from billing.db import Base, normalize_database_url
 from billing.state import BillingState
+from stripe_sandbox import SANDBOX_TABLES
 
 TEST_ENV = {
     "JWT_SECRET": "test-secret-that-is-long-enough-for-hs256-0123456789",
@@ -98,7 +99,7 @@ def wipe(app: Flask, *, keep_catalog: bool = True) -> None:
     the sandbox starts with, which every test would otherwise rebuild."""
     state: BillingState = app.extensions["billing"]
     with state.db.write() as session:
-        for table in reversed(Base.metadata.sorted_tables):
+        for table in [*reversed(Base.metadata.sorted_tables), *SANDBOX_TABLES]:
             if keep_catalog and table.name in CATALOG_TABLES:
                 continue
             if keep_catalog and table.name == "stripe_copies":  # the service's copy of the catalog

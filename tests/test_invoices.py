@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from billing.sandbox.models import SandboxObject
+from stripe_sandbox.models import SandboxObject
 from tests.conftest import assert_error
 
 INVOICE_KEYS = {"id", "customer_id", "number", "status", "currency", "amount_due", "amount_paid", "subtotal",

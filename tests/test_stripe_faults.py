@@ -31,7 +31,7 @@ from billing.config import Config
 from billing.db import Base
 from billing.gateway import StripeGateway, build_client
 from billing.replica import Keeper
-from billing.sandbox import SandboxHTTPClient
+from stripe_sandbox import SandboxHTTPClient
 from tests.conftest import TEST_ENV, Api, wipe
 
 API_KEY = "sk_test_faults_0123456789"

@@ -11,8 +11,8 @@ from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
 from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
-from billing.sandbox import TEST_TOKENS
 from schemas.payment_methods import PaymentMethodSchema
+from stripe_sandbox import TEST_TOKENS
 
 blp = authenticated_blueprint(
     "sandbox", __name__, url_prefix="/sandbox",

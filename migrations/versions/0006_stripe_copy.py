@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0006"
-down_revision = "0004"  # MERGE: becomes 0005
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

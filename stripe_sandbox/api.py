@@ -1,0 +1,27 @@
+"""The emulated API: one module per Stripe resource, each adding its routes.
+
+A new resource is a module with `register(router)` listed here.
+"""
+
+from __future__ import annotations
+
+from stripe_sandbox import (
+    customers,
+    events,
+    invoices,
+    payment_methods,
+    prices,
+    products,
+    setup_intents,
+    subscriptions,
+)
+from stripe_sandbox.router import Router
+
+RESOURCES = (customers, products, prices, subscriptions, payment_methods, setup_intents, invoices, events)
+
+
+def build_router() -> Router:
+    router = Router()
+    for resource in RESOURCES:
+        resource.register(router)
+    return router

@@ -1,0 +1,279 @@
+"""Billing a subscription: its invoices, prorations, periods, and what time does to it.
+
+Item changes prorate by the second, as pending invoice items or an invoice
+charged at once. Changes over time (trial end, renewal, cancel_at, incomplete
+expiry, pause_collection.resumes_at) run in `advance()` when the clock reaches
+the row's `due_at` (see clock.py), one transition at its own moment.
+"""
+
+from __future__ import annotations
+
+import copy
+import decimal
+from typing import Any
+
+from stripe_sandbox import events, invoicing, prices
+from stripe_sandbox.errors import SandboxError
+from stripe_sandbox.models import SandboxObject
+from stripe_sandbox.periods import add_interval, period_containing
+from stripe_sandbox.store import Document, Store
+from stripe_sandbox.subscriptions.documents import (
+    BILLED,
+    INCOMPLETE_EXPIRES_AFTER,
+    OBJECT_TYPE,
+    TRIAL_WILL_END_BEFORE,
+    cadence,
+    changed,
+    current_period,
+    current_period_end,
+    customer_of,
+    internal_state,
+    item_price_rows,
+    mark_canceled,
+    needs_payment_method,
+    payment_method,
+    save,
+    set_periods,
+)
+
+
+# -- invoices -----------------------------------------------------------------------
+
+def item_lines(store: Store, data: Document, period: tuple[int, int], *, trial: bool = False) -> list[Document]:
+    return [invoicing.subscription_line(store, data, item, store.present(price), period, trial=trial)
+            for item, price in zip(data["items"]["data"], item_price_rows(store, data), strict=True)]
+
+
+def draft_invoice(store: Store, data: Document, customer: SandboxObject, billing_reason: str,
+                  lines: list[Document], *, period: tuple[int, int], invoice_id: str | None = None,
+                  proration_date: int | None = None) -> SandboxObject:
+    """A draft invoice of `lines` and the pending items this subscription's invoices collect."""
+    pending = invoicing.pending_items(store, customer.id, subscription_id=data["id"])
+    return invoicing.create_invoice(
+        store, customer=customer, subscription=data, billing_reason=billing_reason,
+        collection_method=data["collection_method"], days_until_due=data["days_until_due"],
+        currency=data["currency"], lines=lines, pending=pending, period=period, invoice_id=invoice_id,
+        proration_date=proration_date)
+
+
+def bill(store: Store, data: Document, customer: SandboxObject, invoice: SandboxObject, *, attempt: bool = True,
+         raise_on_failure: bool = False, preview: bool = False) -> str:
+    """Finalize and collect a new invoice of this subscription.
+
+    Returns "paid", "sent" (send_invoice: open until paid), "unattempted"
+    (default_incomplete: open, no charge tried) or "failed" (declined, or no
+    payment method). With `raise_on_failure` a failure raises its error, which
+    rolls the whole request back (error_if_incomplete). A preview stops at the
+    draft.
+    """
+    if preview:
+        return "unattempted"
+    invoicing.finalize(store, invoice)
+    if invoice.data["status"] == "paid":
+        return "paid"
+    if data["collection_method"] == "send_invoice":
+        return "sent"
+    if not attempt:
+        return "unattempted"
+    error = invoicing.attempt_payment(store, invoice, payment_method(store, data, customer))
+    if error is None:
+        return "paid"
+    if raise_on_failure:
+        raise error
+    return "failed"
+
+
+def settle(store: Store, data: Document, customer: SandboxObject, invoice: SandboxObject, *, attempt: bool,
+           raise_on_failure: bool, preview: bool) -> SandboxObject:
+    """Bill an invoice a request made (update, resume): an unpaid one leaves the subscription past_due."""
+    data["latest_invoice"] = invoice.id
+    outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure,
+                   preview=preview)
+    if outcome in ("failed", "unattempted") and data["status"] in BILLED:
+        data["status"] = "past_due"
+    elif outcome == "paid" and data["status"] == "past_due":
+        data["status"] = "active"
+    return invoice
+
+
+def void_open_invoice(store: Store, data: Document) -> None:
+    if data["latest_invoice"]:
+        invoice = store.get(invoicing.INVOICE, data["latest_invoice"], for_update=True)
+        if invoice is not None and invoice.data["status"] == "open":
+            invoicing.void(store, invoice)
+
+
+# -- prorations ------------------------------------------------------------------------
+
+def _proration_item(store: Store, data: Document, customer_id: str, item: Document, at: int, end: int,
+                    fraction: decimal.Decimal, *, credit: bool) -> SandboxObject | None:
+    quantity = item["quantity"] or 0
+    if quantity == 0:
+        return None
+    price_row = store.get(prices.OBJECT_TYPE, item["price"])
+    assert price_row is not None
+    price = store.present(price_row)
+    unit = invoicing.to_decimal(price["unit_amount_decimal"]) * fraction
+    name = invoicing.product_name(store, price["product"])
+    amount = invoicing.round_amount(unit * quantity)
+    words = "Unused time" if credit else "Remaining time"
+    return invoicing.create_item(
+        store, customer_id=customer_id, currency=price["currency"], quantity=quantity,
+        unit_amount_decimal=-unit if credit else unit, amount=-amount if credit else amount,
+        description=f"{words} on {quantity} × {name} after {invoicing.format_date(at)}",
+        period=(at, end), price=price, subscription_id=data["id"], subscription_item_id=item["id"], proration=True)
+
+
+def prorate(store: Store, data: Document, customer_id: str, old_items: list[Document], new_items: list[Document],
+            at: int, period: tuple[int, int]) -> list[SandboxObject]:
+    """Pending invoice items for the rest of `period` from `at`: a credit for each changed or removed
+    item's unused time, a charge for each changed or added item's remaining time (by the second)."""
+    start, end = period
+    if not start <= at < end:
+        return []
+    fraction = decimal.Decimal(end - at) / decimal.Decimal(end - start)
+    old_by_id = {item["id"]: item for item in old_items}
+    new_by_id = {item["id"]: item for item in new_items}
+
+    def same(a: Document | None, b: Document | None) -> bool:
+        return a is not None and b is not None and (a["price"], a["quantity"]) == (b["price"], b["quantity"])
+
+    created = []
+    for item in old_items:
+        if not same(item, new_by_id.get(item["id"])):
+            created.append(_proration_item(store, data, customer_id, item, at, end, fraction, credit=True))
+    for item in new_items:
+        if not same(old_by_id.get(item["id"]), item):
+            created.append(_proration_item(store, data, customer_id, item, at, end, fraction, credit=False))
+    return [row for row in created if row is not None]
+
+
+def proration_date(params: dict[str, Any], period: tuple[int, int], now: int) -> int:
+    if "proration_date" not in params:
+        return now
+    value = int(params["proration_date"])
+    if not period[0] <= value <= period[1]:
+        raise SandboxError(400, "The proration_date must be within the current billing period of the subscription.",
+                           param="proration_date")
+    return value
+
+
+# -- periods ---------------------------------------------------------------------------
+
+def next_period(store: Store, data: Document, after: int) -> tuple[int, int]:
+    """The billing period that starts at `after` (a period end), per the cycle anchor."""
+    _, interval, interval_count = cadence(item_price_rows(store, data))
+    _, end = period_containing(data["billing_cycle_anchor"], interval, interval_count, after)
+    return after, end
+
+
+def fresh_period(store: Store, data: Document, start: int) -> tuple[int, int]:
+    """A new cycle anchored at `start` (trial end, interval change, resume with anchor=now)."""
+    _, interval, interval_count = cadence(item_price_rows(store, data))
+    data["billing_cycle_anchor"] = start
+    period = (start, add_interval(start, interval, interval_count))
+    set_periods(data, *period)
+    return period
+
+
+# -- transitions -----------------------------------------------------------------------
+
+def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *, billing_reason: str,
+              attempt: bool = True, raise_on_failure: bool = False, preview: bool = False) -> SandboxObject | None:
+    """The trial ends at `at`: a new cycle starts, invoiced and charged at once.
+
+    Without a payment method, `trial_settings.end_behavior.missing_payment_method`
+    decides: cancel, pause (Stripe's `paused` status, no invoice), or
+    create_invoice (an open invoice, status past_due).
+    """
+    trial_period = current_period(data)
+    data["trial_end"] = at
+    period = fresh_period(store, data, at)
+    if data["cancel_at_period_end"]:
+        data["cancel_at"] = period[1]
+    if not preview and needs_payment_method(store, data) and payment_method(store, data, customer) is None:
+        behavior = data["trial_settings"]["end_behavior"]["missing_payment_method"]
+        if behavior == "cancel":
+            mark_canceled(data, at)
+            return None
+        if behavior == "pause":
+            data["status"] = "paused"
+            return None
+    invoice = draft_invoice(store, data, customer, billing_reason, item_lines(store, data, period),
+                            period=(trial_period[0], at))
+    data["latest_invoice"] = invoice.id
+    outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure,
+                   preview=preview)
+    data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
+    return invoice
+
+
+def _collect_paused(store: Store, invoice: SandboxObject, behavior: str) -> None:
+    """Collection paused: the invoice stays a draft, or is finalized and voided / written off."""
+    if behavior != "keep_as_draft":
+        invoicing.finalize(store, invoice)
+        if invoice.data["status"] == "open":
+            if behavior == "void":
+                invoicing.void(store, invoice)
+            else:
+                invoicing.mark_uncollectible(store, invoice)
+
+
+def renew(store: Store, data: Document, customer: SandboxObject) -> None:
+    """The current period ended: the next one starts, invoiced in advance and collected."""
+    old = current_period(data)
+    period = next_period(store, data, old[1])
+    set_periods(data, *period)
+    invoice = draft_invoice(store, data, customer, "subscription_cycle", item_lines(store, data, period), period=old)
+    data["latest_invoice"] = invoice.id
+    pause = data["pause_collection"]
+    if pause is not None:
+        _collect_paused(store, invoice, pause["behavior"])
+        return
+    outcome = bill(store, data, customer, invoice)
+    data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
+
+
+def trial_will_end(store: Store, data: Document) -> None:
+    internal = internal_state(data)
+    if not internal.get("trial_will_end_sent"):
+        internal["trial_will_end_sent"] = True
+        events.record(store, "customer.subscription.trial_will_end", store.present_document(OBJECT_TYPE, data))
+
+
+def advance(store: Store, row: SandboxObject) -> None:
+    """What is due at `store.now` (the row's due_at), run by the clock."""
+    at = store.now
+    before = store.present(row)
+    data = copy.deepcopy(row.data)
+    customer = customer_of(store, data)
+    if data["status"] == "incomplete" and at >= data["created"] + INCOMPLETE_EXPIRES_AFTER:
+        data.update(status="incomplete_expired", ended_at=at)
+        void_open_invoice(store, data)
+    elif data["cancel_at"] is not None and at >= data["cancel_at"]:
+        mark_canceled(data, data["cancel_at"], scheduled=True)
+    else:
+        pause = data["pause_collection"]
+        if pause and pause["resumes_at"] and at >= pause["resumes_at"]:
+            data["pause_collection"] = None
+        if data["status"] == "trialing":
+            if at >= data["trial_end"] - TRIAL_WILL_END_BEFORE:
+                trial_will_end(store, data)
+            if at >= data["trial_end"]:
+                end_trial(store, data, customer, data["trial_end"], billing_reason="subscription_cycle")
+        elif data["status"] in BILLED and at >= current_period_end(data):
+            renew(store, data, customer)
+    save(store, row, data)
+    changed(store, row, before)
+
+
+def invoice_paid(store: Store, invoice: Document) -> None:
+    """An invoice was paid by request: the subscription waiting on it (incomplete, past_due) becomes active."""
+    subscription_id = invoicing.subscription_of(invoice)
+    row = store.get(OBJECT_TYPE, subscription_id, for_update=True) if subscription_id else None
+    if row is None or row.data["latest_invoice"] != invoice["id"] or row.data["status"] not in ("incomplete",
+                                                                                                "past_due"):
+        return
+    before = store.present(row)
+    save(store, row, {**copy.deepcopy(row.data), "status": "active"})
+    changed(store, row, before)

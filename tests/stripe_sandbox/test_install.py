@@ -1,0 +1,84 @@
+"""The emulator creates its own tables: once, and safely when processes start together."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, make_url, text
+
+from stripe_sandbox import SANDBOX_TABLES, SqlSessions, install
+from stripe_sandbox.models import SandboxClockState
+from stripe_sandbox.storage import normalize_url
+
+
+@pytest.fixture
+def empty_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database without the emulator's tables: a new SQLite file, or a new PostgreSQL schema."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    schema = f"install_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(database_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    # libpq's `options`: every connection of the URL works in that schema only.
+    url = make_url(normalize_url(database_url)).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _tables(sessions: SqlSessions) -> set[str]:
+    with sessions.engine.connect() as connection:
+        return set(inspect(connection).get_table_names())
+
+
+def test_install_creates_the_tables_and_is_idempotent(empty_database_url: str) -> None:
+    sessions = SqlSessions(empty_database_url)
+    try:
+        assert not _tables(sessions) & {table.name for table in SANDBOX_TABLES}
+        install(sessions)
+        assert {table.name for table in SANDBOX_TABLES} <= _tables(sessions)
+        with sessions.write() as session:
+            session.add(SandboxClockState(id=1, offset_seconds=5))
+        install(sessions)  # again: nothing recreated, nothing lost
+        with sessions.read() as session:
+            row = session.get(SandboxClockState, 1)
+            assert row is not None and row.offset_seconds == 5
+    finally:
+        sessions.dispose()
+
+
+def test_concurrent_installs_all_succeed(empty_database_url: str) -> None:
+    """Gunicorn workers starting at once each install; none fails on the others' tables."""
+    workers = 6
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+    all_sessions = [SqlSessions(empty_database_url) for _ in range(workers)]
+
+    def start(sessions: SqlSessions) -> None:
+        barrier.wait()
+        try:
+            install(sessions)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(sessions,)) for sessions in all_sessions]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert {table.name for table in SANDBOX_TABLES} <= _tables(all_sessions[0])
+    finally:
+        for sessions in all_sessions:
+            sessions.dispose()
+
