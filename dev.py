@@ -57,6 +57,9 @@ def main() -> int:
         return serve(os.environ.get("PORT", "8000"))
     if command == "test":
         return subprocess.call([str(PYTHON), "-m", "pytest", *sys.argv[2:]], cwd=ROOT)
+    if command == "flask":  # operator commands, with the project's own flask: `dev.py flask reconcile`
+        sandbox_by_default()
+        return subprocess.call([str(PYTHON), "-m", "flask", "--app", "app", *sys.argv[2:]], cwd=ROOT)
     if command == "bench":
         return subprocess.call([str(PYTHON), "-m", "bench.run"], cwd=ROOT)
     if command == "mypy":
@@ -64,7 +67,7 @@ def main() -> int:
         # Stripe parameters are built as the library's own TypedDicts.
         return subprocess.call([str(PYTHON), "-m", "mypy", "app.py", "billing", "schemas", "stripe_sandbox"],
                                cwd=ROOT)
-    print(f"usage: python3 dev.py [serve|test|mypy|bench] (got {command!r})", file=sys.stderr)
+    print(f"usage: python3 dev.py [serve|test|flask ...|mypy|bench] (got {command!r})", file=sys.stderr)
     return 2
 
 
