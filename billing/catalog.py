@@ -35,6 +35,44 @@ def all_lookup_keys() -> list[str]:
     return [lookup_key(p, c, i) for p in PRODUCTS for c in CURRENCIES for i in INTERVALS]
 
 
+def product_of_price(price: dict[str, Any]) -> str | None:
+    """The catalog product a price sells, known by its Stripe Product's
+    `billing_api_product` metadata: a price that lost its lookup key to a newer
+    one (a catalog change) still counts as its product. Prices of products the
+    catalog never made fall back to their lookup key `{product}_{currency}_{interval}`."""
+    product = price.get("product")
+    if isinstance(product, dict):
+        key = (product.get("metadata") or {}).get(PRODUCT_KEY)
+        product = product.get("id")
+    else:
+        key = None
+    if key is None and isinstance(product, str):
+        key = _known_products.get(product) or _catalog_products().get(product)
+    if key is None:
+        key = (price.get("lookup_key") or "").split("_", 1)[0]
+    return key if key in PRODUCTS else None
+
+
+_known_products: dict[str, str] = {}
+
+
+def _catalog_products() -> dict[str, str]:
+    """Stripe product id -> catalog product, from the service's copy of Stripe (a
+    product's catalog key never changes, so what is known stays known)."""
+    from billing.models import StripeCopy
+    from billing.state import current
+
+    from sqlalchemy import select
+
+    with current().db.read() as session:
+        rows = session.execute(select(StripeCopy.id, StripeCopy.data).where(StripeCopy.object_type == "product"))
+        for product_id, data in rows:
+            key = (data.get("metadata") or {}).get(PRODUCT_KEY)
+            if key:
+                _known_products[product_id] = key
+    return _known_products
+
+
 def load_catalog(path: Path = CATALOG_FILE) -> dict[str, Any]:
     with path.open("rb") as handle:
         return tomllib.load(handle)
@@ -146,6 +184,11 @@ def _matches(price: stripe.Price, product_id: str, currency: str, interval: str,
         and price.recurring is not None
         and price.recurring.interval == interval
     )
+
+
+def missing_prices(gateway: StripeGateway) -> list[str]:
+    """The catalog's lookup keys that have no active price in the Stripe account."""
+    return sorted(set(all_lookup_keys()) - set(gateway.prices_by_lookup_key(all_lookup_keys())))
 
 
 def ensure_catalog(gateway: StripeGateway) -> None:

@@ -321,9 +321,3 @@ class StripeGateway:
         """Stripe's events created at or after this time, oldest first."""
         page = self.client.v1.events.list({"created": {"gte": created_gte}, "limit": 100})
         return list(page.auto_paging_iter())[::-1]
-
-    # -- health ------------------------------------------------------------
-
-    def ping(self) -> None:
-        """One cheap authenticated read, for /readyz."""
-        self.client.v1.prices.list({"limit": 1})

@@ -7,17 +7,10 @@ from typing import Any
 import stripe
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
-from billing.catalog import INTERVALS, PRODUCTS
+from billing.catalog import INTERVALS, PRODUCTS, product_of_price
 from schemas.common import format_timestamp
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
 RESERVED_METADATA_PREFIX = "billing_api_"
-
-
-def product_of_price(price: dict[str, Any]) -> str | None:
-    """The product type of a price, from its lookup key `{product}_{currency}_{interval}`."""
-    lookup_key = price.get("lookup_key") or ""
-    product = lookup_key.split("_", 1)[0]
-    return product if product in PRODUCTS else None
 
 
 def subscription_status(data: dict[str, Any]) -> str:

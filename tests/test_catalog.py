@@ -61,3 +61,35 @@ def test_price_book_caches(state: Any, monkeypatch: Any) -> None:
         assert state.prices.price_id("users", "usd", "month") == first
         state.prices.price_id("sso", "aud", "year")
     assert len(calls) == 1
+
+
+def test_a_price_change_never_orphans_a_subscription(as_user: Any, state: Any) -> None:
+    """Another worker changes a price (sync-catalog moves the lookup key to a new
+    price and retires the old one) while this worker's price cache is warm:
+    existing subscriptions keep their product and price, changes add to the same
+    item, and new subscriptions get the new price."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, other = alice.account(ws), alice.account(ws, name="Other")
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    other_acc = f"/workspaces/{ws}/billing-accounts/{other['id']}"
+    for path in (acc, other_acc):
+        alice.post(f"/sandbox{path}/payment-methods", {"payment_method": "pm_card_visa"})
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 3}}).json
+    old_price = sub["product_quantities"]["users"]["price_id"]
+
+    catalog = load_catalog()
+    catalog["users"]["month"]["usd"] += 100
+    sync_catalog(state.gateway, catalog)  # state.prices is not cleared: the cache still names the old price
+    new_price = state.gateway.prices_by_lookup_key(["users_usd_month"])["users_usd_month"].id
+    assert new_price != old_price
+
+    shown = alice.get(f"{acc}/subscriptions/{sub['id']}").json["product_quantities"]
+    assert shown == {"users": {"price_id": old_price, "quantity": 3, "interval": "month"}}
+    more = alice.patch(f"{acc}/subscriptions/{sub['id']}", {"add_products": {"users": 2}})
+    assert more.status_code == 200, more.json
+    assert more.json["product_quantities"] == {"users": {"price_id": old_price, "quantity": 5, "interval": "month"}}
+    assert len(state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data) == 1
+    fresh = alice.post(f"{other_acc}/subscriptions", {"product_quantities": {"users": 1}})
+    assert fresh.status_code == 201, fresh.json
+    assert fresh.json["product_quantities"]["users"]["price_id"] == new_price

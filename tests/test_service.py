@@ -76,19 +76,31 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
 def test_health_and_readiness(client: Any) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     body = client.get("/readyz").json
-    assert body == {"status": "ready", "database": "ok", "stripe": "ok", "stripe_mode": "sandbox"}
+    assert body == {"status": "ready", "database": "ok", "stripe": "ok", "catalog": "ok", "stripe_mode": "sandbox"}
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
     from billing import health
 
-    def down() -> None:
+    def down(keys: Any) -> None:
         raise stripe.APIConnectionError("unreachable")
 
     monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
-    monkeypatch.setattr(state.gateway, "ping", down)
+    monkeypatch.setattr(state.gateway, "prices_by_lookup_key", down)
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["stripe"] == "unavailable"
+
+
+def test_readiness_reports_a_missing_catalog(client: Any, state: Any, monkeypatch: Any) -> None:
+    """With a real key and no sync-catalog yet, every subscription create would be a 422: say so."""
+    from billing import health
+
+    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(health, "_missing_prices", [])
+    monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: {})
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json["status"] == "unavailable"
+    assert response.json["catalog"].startswith("missing 30 prices (run sync-catalog)")
 
 
 def test_api_version_is_pinned_to_the_librarys() -> None:
@@ -161,7 +173,8 @@ def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, 
 
     pings: list[int] = []
     monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
-    monkeypatch.setattr(state.gateway, "ping", lambda: pings.append(1))
+    real = state.gateway.prices_by_lookup_key
+    monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: (pings.append(1), real(keys))[1])
     for _ in range(5):
         assert client.get("/readyz").status_code == 200
     assert pings == [1]

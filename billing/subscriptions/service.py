@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import stripe
 from sqlalchemy import func, select, update
@@ -24,15 +25,16 @@ from stripe.params import (
 
 from billing import replica
 from billing.access import AccountAccess, workspace_archived
+from billing.catalog import product_of_price
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.payment_methods.service import charging_method, default_payment_method
 from billing.state import current
 from billing.subscriptions.active import is_active
-from schemas.subscriptions import product_of_price
 
 log = logging.getLogger("billing.subscriptions")
+T = TypeVar("T")
 
 MAX_ACTIVE_SUBSCRIPTIONS = 3
 # Metadata naming the request that created a subscription (hidden from the API).
@@ -128,7 +130,14 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
         elif charging_method(ctx.customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before subscribing.")
-        subscription = state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription")
+        subscription = _with_fresh_prices(
+            lambda: state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription"),
+            lambda: state.gateway.create_subscription(
+                {**params, "items": [{"price": prices.price_id(product, ctx.currency, data["interval"]),
+                                      "quantity": quantity}
+                                     for product, quantity in data["product_quantities"].items()]},
+                idempotency_key=f"{request_key}:create-subscription:fresh-prices"),
+        )
         with state.db.write() as session:
             session.execute(
                 update(Workspace)
@@ -136,6 +145,19 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
                 .values(first_subscription_at=utcnow())
             )
     return subscription
+
+
+def _with_fresh_prices(call: Callable[[], T], again: Callable[[], T]) -> T:
+    """Another worker's sync-catalog may have retired a price this worker still
+    has cached (Stripe refuses inactive prices): reload the prices and try once more."""
+    try:
+        return call()
+    except stripe.InvalidRequestError as error:
+        if not (error.param or "").endswith("[price]"):
+            raise
+        log.info("a cached price was refused (%s); prices reloaded", error.param)
+        current().prices.clear()
+        return again()
 
 
 # -- changes -------------------------------------------------------------------
@@ -246,8 +268,13 @@ def update_subscription(
             if data["action"] == "pause":
                 return _pause(subscription, request_key)
             return _resume(subscription, ctx.customer_id, request_key)
-        plan = plan_change(subscription, ctx.currency, _desired_quantities(subscription, data, operation))
-        return _apply(subscription, plan, data.get("metadata"), request_key)
+        desired = _desired_quantities(subscription, data, operation)
+        plan = plan_change(subscription, ctx.currency, desired)
+        return _with_fresh_prices(
+            lambda: _apply(subscription, plan, data.get("metadata"), request_key),
+            lambda: _apply(subscription, plan_change(subscription, ctx.currency, desired), data.get("metadata"),
+                           f"{request_key}:fresh-prices"),
+        )
 
 
 def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
