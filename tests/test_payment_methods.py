@@ -128,3 +128,18 @@ def test_detached_method_of_someone_else_is_404(acct: dict[str, Any], state: Any
     response = alice.client.delete(f"{acct['acc']}/payment-methods/{theirs['id']}",
                                    headers={**alice.headers, "Idempotency-Key": "guess"})
     assert_error(response, 404, "not_found")
+
+
+def test_reconcile_restores_a_default_lost_twice(reconcile_now: Any, acct: dict[str, Any], state: Any,
+                                                 webhooks_lost: None) -> None:
+    """Each repair is a new Stripe call: a key reused from the last repair would
+    make Stripe replay that call instead of setting the default again."""
+    card = attach(acct, "pm_card_visa")
+    customer = acct["account"]["id"]
+    for _ in range(2):
+        reconcile_now()
+        assert default_of(state, customer) == card["id"]
+        state.gateway.client.v1.customers.update(customer, {"invoice_settings": {"default_payment_method": ""}})
+        assert default_of(state, customer) is None  # lost again (in the Dashboard, say)
+    reconcile_now(full=True)
+    assert default_of(state, customer) == card["id"]
