@@ -149,7 +149,8 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         api.register_blueprint(sandbox_blp)
     register_error_handlers(app)
     if config.cors_origins:
-        CORS(app, origins=list(config.cors_origins),
+        CORS(app, origins=list(config.cors_origins), vary_header=True,
+             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
              expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
 
@@ -158,6 +159,11 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        # Answers are per caller and may hold billing data: never sniffed, never cached.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        if config.cors_origins:  # CORS headers depend on the request's Origin
+            response.vary.add("Origin")
         return request_log.finish(idempotency.finish(response))
 
     cli.register(app)

@@ -76,3 +76,26 @@ def test_cors_for_configured_origins(database_url: str) -> None:
     assert "idempotency-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
     other = client.get("/healthz", headers={"Origin": "https://evil.example.com"})
     assert "Access-Control-Allow-Origin" not in other.headers
+    # A preflight to any route of the API is answered without a token (browsers send none).
+    for path, method in (("/workspaces/ws_x/billing-accounts", "POST"),
+                         ("/workspaces/ws_x/billing-accounts/cus_x/subscriptions/sub_x", "PATCH"),
+                         ("/workspaces/ws_x/billing-accounts/cus_x/payment-methods/pm_x", "DELETE")):
+        answer = client.options(path, headers={"Origin": "https://app.example.com",
+                                               "Access-Control-Request-Method": method,
+                                               "Access-Control-Request-Headers": "Authorization, Content-Type, "
+                                                                                 "Idempotency-Key, X-Request-Id"})
+        assert answer.status_code in (200, 204), (path, answer.status_code)
+        assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert method in answer.headers["Access-Control-Allow-Methods"]
+        assert "Origin" in answer.headers.get("Vary", "")
+    actual = client.get("/workspaces", headers={"Origin": "https://app.example.com"})  # no token: 401, with CORS
+    assert actual.status_code == 401 and actual.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Origin" in actual.headers.get("Vary", "")
+    exposed = {h.strip().lower() for h in actual.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"x-request-id", "idempotent-replayed", "retry-after"} <= exposed
+
+
+def test_api_responses_are_never_sniffed_or_cached(client: Any) -> None:
+    for response in (client.get("/healthz"), client.get("/workspaces"), client.get("/nope")):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Cache-Control"] == "no-store"
