@@ -14,7 +14,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
 
-from billing import cli, idempotency, input_guard, request_log
+from billing import cli, idempotency, input_guard, logs, request_log
 from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
@@ -98,9 +98,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     """The app. In sandbox mode `webhook_transport` replaces the HTTP delivery of
     the emulator's events (tests deliver them synchronously through a test client)."""
     config = config or Config.from_env()
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The stripe library logs request bodies at debug level: never below INFO.
-    logging.getLogger("stripe").setLevel(max(logging.getLevelName(config.log_level), logging.INFO))
+    logs.configure(config.log_level)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     app.config.update(

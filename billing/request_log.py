@@ -1,4 +1,4 @@
-"""One JSON line per request, and the request id that ties it to the response.
+"""One log record per request (a JSON line, see billing.logs), and the request id that ties it to the response.
 
 Fields: method, route (the URL rule, not the path with ids), status, duration,
 the share of it spent in Stripe, request id, workspace, user and the Stripe
@@ -7,7 +7,6 @@ request ids. Never bodies, headers or tokens.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -46,7 +45,7 @@ def finish(response: Response) -> Response:
         f'app;dur={(duration - stripe_seconds) * 1000:.2f}, stripe;dur={stripe_seconds * 1000:.2f};desc="{count}"'
     )
     if log.isEnabledFor(logging.INFO):
-        log.info(json.dumps({
+        log.info("request", extra={
             "event": "request",
             "method": request.method,
             "route": request.url_rule.rule if request.url_rule else None,
@@ -58,5 +57,5 @@ def finish(response: Response) -> Response:
             "request_id": g.request_id,
             "workspace_id": (request.view_args or {}).get("workspaceId"),
             "user_id": getattr(g, "user_id", None),
-        }, separators=(",", ":")))
+        })
     return response

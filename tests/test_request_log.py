@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from app import create_app
+from billing.logs import json_handler
 from billing.config import Config
 from tests.conftest import TEST_ENV
 from tests.test_billing_accounts import FULL
@@ -14,8 +15,26 @@ from tests.test_billing_accounts import FULL
 
 def request_lines(caplog: Any) -> list[dict[str, Any]]:
     """Request lines, but for the sandbox's webhook deliveries (nested in tests)."""
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "billing.request"]
+    lines = [json.loads(json_handler().format(r)) for r in caplog.records if r.name == "billing.request"]
     return [line for line in lines if line["route"] != "/webhooks/stripe"]
+
+
+def test_every_record_is_one_json_object_per_line(as_user: Any, caplog: Any) -> None:
+    alice = as_user("alice")
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        response = alice.get("/workspaces")
+        logging.getLogger("billing.test").warning("outside any request")
+    handler = json_handler()
+    lines = [handler.format(r) for r in caplog.records]
+    assert lines and all("\n" not in line for line in lines)
+    records = [json.loads(line) for line in lines]
+    request_line = next(r for r in records if r["logger"] == "billing.request")
+    assert request_line["level"] == "INFO" and request_line["message"] == "request"
+    assert request_line["request_id"] == response.headers["X-Request-Id"] and request_line["status"] == 200
+    assert request_line["time"] and request_line["route"] == "/workspaces"
+    outside = next(r for r in records if r["logger"] == "billing.test")
+    assert outside["level"] == "WARNING" and outside["request_id"] is None
 
 
 def test_one_json_line_per_request(as_user: Any, caplog: Any) -> None:
