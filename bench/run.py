@@ -362,6 +362,18 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
+    only = os.environ.get("BENCH_ONLY")  # "page" or "reconcile": just that section
+    if only == "page":
+        with tempfile.TemporaryDirectory() as tmp:
+            database_url = f"sqlite:///{tmp}/page.sqlite3"
+            run_migrations(database_url)
+            billing_page_section(database_url)
+        return 0
+    if only == "reconcile":
+        with tempfile.TemporaryDirectory() as tmp:
+            reconcile_section(f"sqlite:///{tmp}/reconcile.sqlite3",
+                              int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000")))
+        return 0
     rounds = int(os.environ.get("BENCH_ROUNDS", "200"))
     customers = int(os.environ.get("BENCH_CUSTOMERS", "10000"))
     with tempfile.TemporaryDirectory() as tmp:

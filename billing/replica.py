@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 import stripe
 from sqlalchemy import select, tuple_, update
@@ -29,7 +29,6 @@ from billing.models import BillingAccountIndex, StripeCopy, utcnow
 from billing.state import current
 
 COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product"})
-O = TypeVar("O", bound=stripe.StripeObject)
 
 
 def now_stamp() -> int:
@@ -109,8 +108,9 @@ def fetched_at(object_id: str) -> int | None:
 # -- reads -----------------------------------------------------------------------
 
 
-def _construct(cls: type[O], data: dict[str, Any]) -> O:
-    return cls.construct_from(data, None)
+# Reads hand out the stored documents (Stripe's wire form, which the schemas
+# reshape): building stripe objects from them would cost more than the query.
+Document = dict[str, Any]
 
 
 def _stored(object_type: str, object_id: str) -> StripeCopy | None:
@@ -119,14 +119,10 @@ def _stored(object_type: str, object_id: str) -> StripeCopy | None:
     return row if row is not None and row.object_type == object_type else None
 
 
-def customer(customer_id: str) -> stripe.Customer | None:
+def customer(customer_id: str) -> Document | None:
     """The customer, or None when it is deleted (or was never copied)."""
     row = _stored("customer", customer_id)
-    return None if row is None or row.deleted else _construct(stripe.Customer, row.data)
-
-
-def is_copied(customer_id: str) -> bool:
-    return _stored("customer", customer_id) is not None
+    return None if row is None or row.deleted else row.data
 
 
 def customers(customer_ids: Iterable[str]) -> dict[str, StripeCopy]:
@@ -136,38 +132,42 @@ def customers(customer_ids: Iterable[str]) -> dict[str, StripeCopy]:
         return {row.id: row for row in rows}
 
 
-def as_customer(row: StripeCopy) -> stripe.Customer:
-    return _construct(stripe.Customer, row.data)
-
-
-def _of_customer(object_type: str, customer_id: str) -> list[StripeCopy]:
+def _of_customer(object_type: str, customer_id: str) -> list[Document]:
     """Newest first, as Stripe lists them."""
     with current().db.read() as session:
         return list(session.scalars(
-            select(StripeCopy)
+            select(StripeCopy.data)
             .where(StripeCopy.customer_id == customer_id, StripeCopy.object_type == object_type,
                    StripeCopy.deleted.is_(False))
             .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
         ))
 
 
-def subscriptions(customer_id: str) -> list[stripe.Subscription]:
-    return [_construct(stripe.Subscription, row.data) for row in _of_customer("subscription", customer_id)]
+def subscriptions(customer_id: str) -> list[Document]:
+    return _of_customer("subscription", customer_id)
 
 
 def subscription(subscription_id: str) -> stripe.Subscription | None:
+    """As a stripe object: the services reason about one subscription's items."""
     row = _stored("subscription", subscription_id)
-    return None if row is None else _construct(stripe.Subscription, row.data)
+    return None if row is None else stripe.Subscription.construct_from(row.data, None)
 
 
-def payment_methods(customer_id: str) -> list[stripe.PaymentMethod]:
+def payment_methods(customer_id: str) -> list[Document]:
     """The customer's attached payment methods, newest first."""
-    return [_construct(stripe.PaymentMethod, row.data) for row in _of_customer("payment_method", customer_id)]
+    return _of_customer("payment_method", customer_id)
 
 
-def payment_method(payment_method_id: str) -> stripe.PaymentMethod | None:
+def payment_method(payment_method_id: str) -> Document | None:
     row = _stored("payment_method", payment_method_id)
-    return None if row is None else _construct(stripe.PaymentMethod, row.data)
+    return None if row is None else row.data
+
+
+def default_payment_method(customer_id: str) -> str | None:
+    """The customer's default payment method id, from the stored customer."""
+    data = customer(customer_id)
+    settings = (data or {}).get("invoice_settings") or {}
+    return id_of(settings.get("default_payment_method"))
 
 
 def customer_of(data: dict[str, Any]) -> str | None:
@@ -222,8 +222,8 @@ def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
     gateway.list_subscriptions(customer_id)
     listed = {method.id for method in gateway.list_payment_methods(customer_id)}
     for stale in payment_methods(customer_id):  # detached while we weren't told
-        if stale.id not in listed:
-            gateway.retrieve_payment_method(stale.id)
+        if stale["id"] not in listed:
+            gateway.retrieve_payment_method(stale["id"])
     for _ in gateway.iter_invoices(customer_id):
         pass
     mark_copied([customer_id])

@@ -61,7 +61,7 @@ def _address_params(address: dict[str, Any]) -> CustomerCreateParamsAddress:
     return params
 
 
-def list_billing_accounts(access: Access) -> list[stripe.Customer]:
+def list_billing_accounts(access: Access) -> list[replica.Document]:
     """The workspace's accounts, oldest first, from the copy of Stripe."""
     settle_pending(access.workspace.id)
     with current().db.read() as session:
@@ -83,17 +83,16 @@ def list_billing_accounts(access: Access) -> list[stripe.Customer]:
         if copy is None or copy.deleted:
             forget_account(str(row.customer_id))
             continue
-        customer = replica.as_customer(copy)
-        if _belongs(customer, access.workspace.id):
-            customers.append(customer)
+        if _belongs(copy.data, access.workspace.id):
+            customers.append(copy.data)
     return customers
 
 
-def _belongs(customer: stripe.Customer, workspace_id: str) -> bool:
+def _belongs(customer: replica.Document, workspace_id: str) -> bool:
     """Defence in depth: the customer's own metadata must name the workspace."""
-    owner = customer.metadata.to_dict().get("workspace_id") if customer.metadata else None
+    owner = (customer.get("metadata") or {}).get("workspace_id")
     if owner != workspace_id:
-        log.error("index names workspace %s for customer %s, Stripe names %s", workspace_id, customer.id, owner)
+        log.error("index names workspace %s for customer %s, Stripe names %s", workspace_id, customer["id"], owner)
         return False
     return True
 
@@ -105,7 +104,7 @@ def forget_account(customer_id: str) -> None:
     log.info("customer %s: index row removed", customer_id)
 
 
-def get_billing_account(ctx: AccountAccess) -> stripe.Customer:
+def get_billing_account(ctx: AccountAccess) -> replica.Document:
     replica.ensure_copied([ctx.account])
     customer = replica.customer(ctx.customer_id)
     if customer is None:

@@ -30,36 +30,23 @@ def payment_method_limit_reached() -> ApiError:
                     f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
 
 
-def default_payment_method(customer_id: str, customer: stripe.Customer | None = None) -> str | None:
-    """The customer's default payment method id (from the copy unless the customer is given)."""
-    customer = customer or replica.customer(customer_id)
-    if customer is None:
-        raise not_found("billing account")
-    settings = customer.invoice_settings
-    method = settings.default_payment_method if settings else None
-    if method is None:
-        return None
-    return method if isinstance(method, str) else method.id
-
-
 def ensure_default_payment_method(customer_id: str) -> str | None:
     """Make the customer's first attached payment method its default, when it has none."""
-    customer = replica.customer(customer_id)
-    if customer is None:
+    if replica.customer(customer_id) is None:
         return None
-    existing = default_payment_method(customer_id, customer)
+    existing = replica.default_payment_method(customer_id)
     if existing:
         return existing
     methods = replica.payment_methods(customer_id)
     if not methods:
         return None
-    first = methods[-1]  # Stripe lists a customer's payment methods newest first
+    first = methods[-1]["id"]  # newest first, as Stripe lists them
     # A fresh key each time: a key reused from an earlier repair would replay
     # that call at Stripe instead of applying this one (setting a default twice is harmless).
     current().gateway.set_default_payment_method(
-        customer_id, first.id, idempotency_key=f"default-pm:{customer_id}:{first.id}:{uuid.uuid4().hex}")
-    log.info("customer %s: first payment method %s made the default", customer_id, first.id)
-    return first.id
+        customer_id, first, idempotency_key=f"default-pm:{customer_id}:{first}:{uuid.uuid4().hex}")
+    log.info("customer %s: first payment method %s made the default", customer_id, first)
+    return str(first)
 
 
 def enforce_limit(customer_id: str) -> list[str]:
@@ -70,13 +57,13 @@ def enforce_limit(customer_id: str) -> list[str]:
         methods = replica.payment_methods(customer_id)  # newest first
         if len(methods) <= MAX_PAYMENT_METHODS:
             return []
-        default = default_payment_method(customer_id)
+        default = replica.default_payment_method(customer_id)
         keep = {default} if default else set()
         for method in reversed(methods):  # oldest first
             if len(keep) >= MAX_PAYMENT_METHODS:
                 break
-            keep.add(method.id)
-        extra = [m.id for m in methods if m.id not in keep]
+            keep.add(method["id"])
+        extra = [m["id"] for m in methods if m["id"] not in keep]
         for method_id in extra:
             current().gateway.detach_payment_method(method_id, idempotency_key=f"over-limit:{method_id}")
             log.warning("customer %s: payment method %s detached (over the limit of %d)",
@@ -87,14 +74,14 @@ def enforce_limit(customer_id: str) -> list[str]:
 def charging_method(customer_id: str) -> str | None:
     """The default payment method for a charge about to be made. A card attached
     moments ago may not have had its webhook yet: apply the rule now, instead of refusing."""
-    return default_payment_method(customer_id) or ensure_default_payment_method(customer_id)
+    return replica.default_payment_method(customer_id) or ensure_default_payment_method(customer_id)
 
 
 def list_payment_methods(ctx: AccountAccess) -> list[dict[str, Any]]:
     replica.ensure_copied([ctx.account])
     methods = replica.payment_methods(ctx.customer_id)
-    default = default_payment_method(ctx.customer_id)
-    return [{**m.to_dict(), "is_default": m.id == default} for m in methods]
+    default = replica.default_payment_method(ctx.customer_id)
+    return [{**m, "is_default": m["id"] == default} for m in methods]
 
 
 def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
@@ -112,9 +99,8 @@ def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
     return {"client_secret": str(intent.client_secret), "publishable_key": current().config.stripe_publishable_key}
 
 
-def _owner(method: stripe.PaymentMethod) -> str | None:
-    owner = method.customer
-    return owner if isinstance(owner, str) or owner is None else owner.id
+def _owner(method: replica.Document) -> str | None:
+    return replica.customer_of(method)
 
 
 def set_default(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None:
@@ -146,7 +132,7 @@ def detach(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None
     if len(replica.payment_methods(customer_id)) <= 1:
         raise ApiError(422, "cannot_detach_only_payment_method",
                        "This is the account's only payment method; add another first.")
-    if payment_method_id == default_payment_method(customer_id) and has_active_subscription(customer_id):
+    if payment_method_id == replica.default_payment_method(customer_id) and has_active_subscription(customer_id):
         raise ApiError(422, "cannot_detach_default_with_subscriptions",
                        "This is the default payment method of an account with active subscriptions; "
                        "make another one the default first.")

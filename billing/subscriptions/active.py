@@ -3,6 +3,8 @@ canceled and incomplete_expired), and whether an account has one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import stripe
 
 from billing import replica
@@ -10,8 +12,8 @@ from billing import replica
 ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
 
 
-def is_active(subscription: stripe.Subscription) -> bool:
-    return subscription.status not in ACTIVE_EXCLUDED
+def is_active(subscription: stripe.Subscription | dict[str, Any]) -> bool:
+    return subscription["status"] not in ACTIVE_EXCLUDED
 
 
 def has_active_subscription(customer_id: str) -> bool:

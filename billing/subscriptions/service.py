@@ -29,7 +29,7 @@ from billing.catalog import product_of_price
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
-from billing.payment_methods.service import charging_method, default_payment_method
+from billing.payment_methods.service import charging_method
 from billing.state import current
 from billing.subscriptions.active import is_active
 
@@ -42,7 +42,7 @@ REQUEST_KEY = "billing_api_request"
 TRIAL_DAYS = 14
 
 
-def list_subscriptions(ctx: AccountAccess) -> list[stripe.Subscription]:
+def list_subscriptions(ctx: AccountAccess) -> list[replica.Document]:
     """The account's subscriptions, newest first."""
     replica.ensure_copied([ctx.account])
     return replica.subscriptions(ctx.customer_id)
@@ -57,7 +57,7 @@ def get_subscription(ctx: AccountAccess, subscription_id: str) -> stripe.Subscri
     return subscription
 
 
-def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription]) -> bool:
+def _trial_eligible(workspace_id: str, subscriptions: list[replica.Document]) -> bool:
     """Exactly one billing account in the workspace, and never a subscription."""
     if subscriptions:
         return False
@@ -74,9 +74,8 @@ def _trial_eligible(workspace_id: str, subscriptions: list[stripe.Subscription])
 def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
     replica.ensure_copied([ctx.account])
     subscriptions = replica.subscriptions(ctx.customer_id)
-    customer = replica.customer(ctx.customer_id)
     eligible = _trial_eligible(ctx.workspace_id, subscriptions)
-    has_method = default_payment_method(ctx.customer_id, customer) is not None
+    has_method = replica.default_payment_method(ctx.customer_id) is not None
     below_limit = sum(is_active(s) for s in subscriptions) < MAX_ACTIVE_SUBSCRIPTIONS
     return {
         "trial_eligible": eligible,
@@ -109,9 +108,9 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
                 raise workspace_archived()
         replica.ensure_copied([ctx.account])
         subscriptions = replica.subscriptions(ctx.customer_id)
-        mine = [s for s in subscriptions if s.metadata and s.metadata.to_dict().get(REQUEST_KEY) == request_key]
+        mine = [s for s in subscriptions if (s.get("metadata") or {}).get(REQUEST_KEY) == request_key]
         if mine:  # this very request, retried after its answer was lost: the same result
-            return mine[0]
+            return stripe.Subscription.construct_from(mine[0], None)
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(
                 409, "subscription_limit_reached",
