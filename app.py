@@ -9,7 +9,6 @@ from typing import Any
 
 import requests
 import stripe
-from apispec import BasePlugin
 from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
@@ -23,6 +22,7 @@ from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
+from billing.openapi import IdempotencyKeyDocs, OperationIds
 from billing.invoices.routes import blp as invoices_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.replica import Keeper
@@ -39,25 +39,6 @@ MAX_BODY_BYTES = 1024 * 1024
 
 class BillingApi(Api):
     ERROR_SCHEMA = ErrorSchema
-
-
-class IdempotencyKeyDocs(BasePlugin):
-    """Documents the optional Idempotency-Key header on every write of the API."""
-
-    PARAMETER = {
-        "in": "header", "name": "Idempotency-Key", "required": False,
-        "description": "Retry safely: the same key with the same request within 24 h replays the first "
-                       "response (Idempotent-Replayed: true).",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-    }
-
-    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
-                         **kwargs: Any) -> None:
-        if not operations or (path or "").startswith("/webhooks"):
-            return
-        for method in ("post", "put", "patch", "delete"):
-            if method in operations:
-                operations[method].setdefault("parameters", []).append(dict(self.PARAMETER))
 
 
 WebhookTransport = Callable[[bytes, Mapping[str, str]], int]
@@ -133,9 +114,9 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
             log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
     api = BillingApi(app)
-    idempotency_docs = IdempotencyKeyDocs()
-    idempotency_docs.init_spec(api.spec)
-    api.spec.plugins.append(idempotency_docs)
+    for plugin in (IdempotencyKeyDocs(), OperationIds()):
+        plugin.init_spec(api.spec)
+        api.spec.plugins.append(plugin)
     for blp in (
         health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
         payment_methods_blp, invoices_blp, webhooks_blp,

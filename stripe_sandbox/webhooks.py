@@ -133,8 +133,8 @@ class WebhookSender:
         }
         try:
             return int(self._transport(payload, headers))
-        except Exception:
-            logger.warning("sandbox webhooks: delivery failed", exc_info=True)
+        except Exception as error:  # the service is not listening (yet): retried, one line is enough
+            logger.warning("sandbox webhooks: delivery failed (%s)", type(error).__name__)
             return None
 
     def _finish(self, event_id: str, status: int | None, ok: bool) -> None:

@@ -178,3 +178,17 @@ def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, 
     for _ in range(5):
         assert client.get("/readyz").status_code == 200
     assert pings == [1]
+
+
+def test_every_operation_has_a_stable_unique_operation_id(client: Any) -> None:
+    """Generated clients (openapi-typescript, orval, openapi-python-client) name methods after them."""
+    paths = client.get("/openapi.json").json["paths"]
+    ids = [(operation.get("operationId"), method, path) for path, operations in paths.items()
+           for method, operation in operations.items() if method != "parameters"]
+    assert [entry for entry in ids if not entry[0]] == []
+    assert len({entry[0] for entry in ids}) == len(ids)
+    named = {(method, path): name for name, method, path in ids}
+    assert named[("get", "/workspaces/{workspaceId}/billing-accounts")] == "listBillingAccounts"
+    assert named[("get", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}")] == "retrieveBillingAccount"
+    assert named[("post", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions")] \
+        == "createSubscription"
