@@ -325,10 +325,11 @@ def reconcile_section(database_url: str, customers: int) -> None:
     from billing.db import Database
     from billing.gateway import build_client
     from billing.models import BillingAccountIndex, Member, Workspace
-    from stripe_sandbox import SandboxHTTPClient
+    from stripe_sandbox import SandboxHTTPClient, install
 
     migrate(database_url)
     db = Database(database_url)
+    install(db)
     stripe_client = build_client("sk_test_sandbox", http_client=SandboxHTTPClient(db))
     with db.write() as session:
         workspace = Workspace(name="Reconcile", billing_mode="pooled")

@@ -42,6 +42,7 @@ class Config:
     log_level: str
     stripe_timeout: float = 20.0
     sandbox_latency_ms: float = 0.0
+    sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -92,6 +93,10 @@ class Config:
         if not webhook_secrets and sandbox:
             webhook_secrets = (_dev_secret("dev-webhook-secret"),)
 
+        rate_limits = (env.get("SANDBOX_RATE_LIMITS") or "") if sandbox else ""
+        if rate_limits not in ("", "live", "test"):
+            raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -110,6 +115,7 @@ class Config:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
+            sandbox_rate_limits=rate_limits,
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
         )

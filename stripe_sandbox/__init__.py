@@ -13,6 +13,8 @@ reads and advances sandbox time and runs what comes due (trial ends,
 renewals, ...); every change records a Stripe event, which `WebhookSender`
 delivers signed like Stripe's. Payment methods come from Stripe's test tokens
 (`pm_card_visa`, `pm_card_chargeDeclined`, ...: `payment_methods.TEST_TOKENS`).
+`SandboxHTTPClient(..., rate_limits="live" | "test")` enforces Stripe's rate
+limits, counted in the database so that processes share them (`rate_limits`).
 """
 
 from stripe_sandbox.clock import SandboxClock

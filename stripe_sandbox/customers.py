@@ -150,7 +150,8 @@ def create(req: Request) -> Document:
     store = req.store
     method = None
     if params.get("payment_method"):
-        method = payment_methods.resolve(store, params["payment_method"], param="payment_method")
+        # Locked: attaching rewrites it, and another request may be attaching it elsewhere.
+        method = payment_methods.resolve(store, params["payment_method"], param="payment_method", for_update=True)
     default = data["invoice_settings"]["default_payment_method"]
     if default:
         # Only the `payment_method` passed along (a test token too) can already be the default.

@@ -29,6 +29,7 @@ from stripe_sandbox.errors import SandboxError, unrecognized_url
 from stripe_sandbox.expand import expand
 from stripe_sandbox.form import decode
 from stripe_sandbox.params import validate
+from stripe_sandbox.rate_limits import admit, limits_for
 from stripe_sandbox.router import Request, Route, Router
 from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store, random_token
@@ -61,12 +62,14 @@ class SandboxHTTPClient(stripe.HTTPClient):
     name = "sandbox"
 
     def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None) -> None:
+                 webhooks: WebhookSender | None = None, rate_limits: str = "") -> None:
+        """`rate_limits`: Stripe's of "live" or "test" mode, or "" for none (see rate_limits.py)."""
         super().__init__()
         self._database = database
         self._router = router or build_router()
         # Told after every committed write, to deliver the events it recorded.
         self._webhooks = webhooks
+        self._rate_limits = limits_for(rate_limits)
 
     # -- stripe.HTTPClient interface ------------------------------------------
 
@@ -140,6 +143,10 @@ class SandboxHTTPClient(stripe.HTTPClient):
         api_key = _authenticate(headers)
         parts = urlsplit(url)
         matched = self._router.match(method, parts.path)
+        if self._rate_limits is not None:
+            # Counted before anything else is checked: Stripe limits requests, valid or not.
+            endpoint = f"{method.upper()} {matched[0].template}" if matched is not None else None
+            admit(self._database, self._rate_limits, api_key, endpoint)
         if matched is None:
             raise unrecognized_url(method, parts.path)
         route, path_params = matched

@@ -237,7 +237,8 @@ def pending_items(store: Store, customer_id: str, *, subscription_id: str | None
         .where(o.customer == customer_id, o.object_type == ITEM, o.deleted.is_(False),
                o.data["invoice"].as_string().is_(None))
         .order_by(o.seq, o.id)
-        .with_for_update())
+        .with_for_update()
+        .execution_options(populate_existing=True))  # re-read under the lock (see Store.get)
     found = []
     for row in rows:
         owner = item_subscription(row.data)

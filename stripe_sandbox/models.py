@@ -108,6 +108,17 @@ class SandboxWebhookDelivery(SandboxBase):
     __table_args__ = (Index("ix_sandbox_webhook_deliveries_pending_seq", "pending", "seq"),)
 
 
+class SandboxRateWindow(SandboxBase):
+    """Requests counted in one second of real time for one rate-limit bucket (see rate_limits.py)."""
+
+    __tablename__ = "sandbox_rate_windows"
+
+    # The API key's hash, alone (its requests in all) or with an endpoint ("GET /v1/customers/{customer}").
+    bucket: Mapped[str] = mapped_column(String(255), primary_key=True)
+    window_start_second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
 SANDBOX_TABLES: list[Table] = list(SandboxBase.metadata.sorted_tables)
 
 

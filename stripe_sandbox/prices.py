@@ -95,7 +95,7 @@ def claim_lookup_key(store: Store, lookup_key: str, price_id: str, *, transfer: 
 
 
 def _release_lookup_key(store: Store, lookup_key: str, price_id: str) -> None:
-    owner = store.session.get(SandboxPriceLookupKey, lookup_key, with_for_update=True)
+    owner = store.session.get(SandboxPriceLookupKey, lookup_key, with_for_update=True, populate_existing=True)
     if owner is not None and owner.price_id == price_id:
         store.session.delete(owner)
 

@@ -86,7 +86,14 @@ class Store:
 
     def get(self, object_type: str, object_id: str, *, for_update: bool = False,
             include_deleted: bool = False) -> SandboxObject | None:
-        row = self.session.get(SandboxObject, object_id, with_for_update=for_update or None)
+        """The row; `for_update` locks it and re-reads it, so what a caller rewrites is current.
+
+        Without `populate_existing` the session would hand back a row it loaded
+        earlier in the request, unlocked, as it was then: writing that back
+        would undo a concurrent request's committed change (a lost update).
+        """
+        row = self.session.get(SandboxObject, object_id, with_for_update=for_update or None,
+                               populate_existing=for_update)
         if row is None or row.object_type != object_type or (row.deleted and not include_deleted):
             return None
         return row

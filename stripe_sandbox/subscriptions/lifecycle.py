@@ -451,7 +451,8 @@ def cancel_all_for_customer(store: Store, customer_id: str) -> None:
         select(SandboxObject)
         .where(SandboxObject.customer == customer_id, SandboxObject.object_type == OBJECT_TYPE)
         .order_by(SandboxObject.seq)
-        .with_for_update())
+        .with_for_update()
+        .execution_options(populate_existing=True))  # re-read under the lock (see Store.get)
     for row in rows:
         if row.data["status"] not in ENDED:
             before = store.present(row)
