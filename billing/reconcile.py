@@ -106,6 +106,7 @@ def _catch_up_events(report: ReconcileReport) -> None:
 # endpoints, so 8 at a time stays under Stripe's 25 requests/s per endpoint
 # even at ~150 ms a request.
 COPY_WORKERS = 8
+RATE_LIMIT_TRIES = 6
 
 
 def _copy_everything(report: ReconcileReport) -> None:
@@ -118,7 +119,15 @@ def _copy_everything(report: ReconcileReport) -> None:
 
     def copy(customer_id: str) -> None:
         with app.app_context():
-            replica.copy_customer(customer_id, with_customer=False)
+            for attempt in range(RATE_LIMIT_TRIES):
+                try:
+                    replica.copy_customer(customer_id, with_customer=False)
+                    return
+                except stripe.RateLimitError:
+                    # The stripe library leaves 429s to us: a batch job backs off and goes on.
+                    if attempt == RATE_LIMIT_TRIES - 1:
+                        raise
+                    time.sleep(0.5 * 2 ** attempt)
 
     with ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="reconcile") as pool:
         for _ in pool.map(copy, customer_ids):

@@ -62,7 +62,7 @@ class _Claimed:
 
 class WebhookSender:
     def __init__(self, database: SessionSource, secret: str, transport: Transport, *, background: bool = False,
-                 lease_seconds: float = 60.0, poll_seconds: float = 5.0, retry_seconds: float = 5.0,
+                 lease_seconds: float = 60.0, poll_seconds: float = 1.0, retry_seconds: float = 2.0,
                  batch_size: int = 50) -> None:
         self._database = database
         self._secret = secret
