@@ -22,7 +22,7 @@ from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
-from billing.openapi import IdempotencyKeyDocs, OperationIds
+from billing.openapi import IdempotencyKeyDocs, OperationIds, docs_assets
 from billing.invoices.routes import blp as invoices_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.replica import Keeper
@@ -90,7 +90,8 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Served from the pinned swagger-ui-bundle package: the docs page works offline.
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         API_SPEC_OPTIONS={
             "components": {
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
@@ -126,6 +127,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         from billing.sandbox_routes.routes import blp as sandbox_blp
 
         api.register_blueprint(sandbox_blp)
+    app.register_blueprint(docs_assets)
     register_error_handlers(app)
     if config.cors_origins:
         CORS(app, origins=list(config.cors_origins), vary_header=True,

@@ -45,8 +45,8 @@ def serve(port: str) -> int:
     sandbox_by_default()
     flask("migrate")
     flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
-    command = [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-               "--threads", "4", "--worker-class", "gthread", "--limit-request-line", "8190", "--access-logfile", "-"]
+    # The rest of gunicorn's settings (the Procfile's too) come from gunicorn.conf.py.
+    command = [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}"]
     return subprocess.call(command, cwd=ROOT)
 
 

@@ -7,6 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from apispec import BasePlugin
+from flask import Blueprint
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+# Swagger UI's files, from the pinned swagger-ui-bundle package (nothing loaded from another host).
+docs_assets = Blueprint("docs_assets", __name__, static_folder=str(swagger_ui_path),
+                        static_url_path="/docs/assets")
 
 W = "/workspaces/{workspaceId}"
 A = W + "/billing-accounts/{billingAccountId}"

@@ -192,3 +192,16 @@ def test_every_operation_has_a_stable_unique_operation_id(client: Any) -> None:
     assert named[("get", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}")] == "retrieveBillingAccount"
     assert named[("post", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions")] \
         == "createSubscription"
+
+
+def test_the_docs_page_loads_nothing_from_another_host(client: Any) -> None:
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert urls and all(url.startswith("/") for url in urls), urls  # same host only
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.get_data()) > 1000, url

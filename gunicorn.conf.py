@@ -1,0 +1,27 @@
+"""gunicorn's settings, shared by the Procfile's web process and `dev.py serve`
+(gunicorn reads this file from the working directory by itself)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = 4
+worker_class = "gthread"
+# Request limits (documented in the README): longer lines are 414, more or longer
+# header fields 431, both as gunicorn's own small HTML pages.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+accesslog = None  # the service writes its own JSON line per request
+
+
+def post_worker_init(worker: Any) -> None:
+    """In sandbox mode, deliver the emulator's pending webhooks from the first
+    second (events recorded before the server listened, by `migrate`, say)."""
+    state = worker.wsgi.extensions.get("billing") if hasattr(worker.wsgi, "extensions") else None
+    sender = getattr(state, "webhooks", None)
+    if sender is not None and getattr(sender, "background", False):
+        sender.start()
