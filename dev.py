@@ -10,6 +10,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -42,12 +44,28 @@ def sandbox_by_default() -> None:
 
 
 def serve(port: str) -> int:
+    """Migrate, start gunicorn, and once it answers print the token and the curl
+    line last (the request log stays quiet unless LOG_LEVEL says otherwise)."""
     sandbox_by_default()
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     flask("migrate")
-    flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
     # The rest of gunicorn's settings (the Procfile's too) come from gunicorn.conf.py.
-    command = [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}"]
-    return subprocess.call(command, cwd=ROOT)
+    server = subprocess.Popen([str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}",
+                               "--log-level", "warning"], cwd=ROOT)
+    try:
+        for _ in range(300):
+            if server.poll() is not None:
+                return server.returncode
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        return server.wait()
 
 
 def main() -> int:
