@@ -26,6 +26,7 @@ blp = Blueprint("health", __name__, description="Process and dependency health."
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @blp.doc(security=[])  # probes need no token
     @blp.response(200)
     def get(self) -> dict[str, Any]:
         """The process is up"""
@@ -34,6 +35,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @blp.doc(security=[])
     @blp.response(200)
     def get(self) -> Any:
         """The database and Stripe answer"""

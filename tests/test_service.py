@@ -205,3 +205,9 @@ def test_the_docs_page_loads_nothing_from_another_host(client: Any) -> None:
     for url in urls:
         asset = client.get(url)
         assert asset.status_code == 200 and len(asset.get_data()) > 1000, url
+
+
+def test_probes_are_documented_as_needing_no_token(client: Any) -> None:
+    paths = client.get("/openapi.json").json["paths"]
+    assert paths["/healthz"]["get"]["security"] == [] and paths["/readyz"]["get"]["security"] == []
+    assert "security" not in paths["/workspaces"]["get"]  # the document's default: the bearer token
