@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import stripe
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import case, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -89,10 +89,14 @@ class Keeper:
 def _upsert(session: Session, row: dict[str, Any]) -> None:
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    values = dict(row, first_seen=now_stamp())
+    # The first view is no change: until one is seen, updated_at is Stripe's own times.
+    values = dict(row, first_seen=now_stamp(), changed_at=None)
     values.setdefault("data", {"id": row["id"], "object": row["object_type"], "deleted": True})
     statement = insert(StripeCopy).values(**values)
-    changes = {name: statement.excluded[name] for name in row if name != "id"}
+    changes: dict[str, Any] = {name: statement.excluded[name] for name in row if name != "id"}
+    if "data" in row:
+        changes["changed_at"] = case((StripeCopy.data != statement.excluded.data, statement.excluded.fetched_at),
+                                     else_=StripeCopy.changed_at)
     session.execute(statement.on_conflict_do_update(
         index_elements=[StripeCopy.id], set_=changes,
         where=StripeCopy.fetched_at < statement.excluded.fetched_at,
@@ -132,15 +136,23 @@ def customers(customer_ids: Iterable[str]) -> dict[str, StripeCopy]:
         return {row.id: row for row in rows}
 
 
+CHANGED_AT = "billing_api_changed_at"  # added to documents handed out: seconds, see StripeCopy.changed_at
+
+
+def _document(data: Document, changed_at: int | None) -> Document:
+    return {**data, CHANGED_AT: changed_at / 1_000_000} if changed_at else data
+
+
 def _of_customer(object_type: str, customer_id: str) -> list[Document]:
     """Newest first, as Stripe lists them."""
     with current().db.read() as session:
-        return list(session.scalars(
-            select(StripeCopy.data)
+        rows = session.execute(
+            select(StripeCopy.data, StripeCopy.changed_at)
             .where(StripeCopy.customer_id == customer_id, StripeCopy.object_type == object_type,
                    StripeCopy.deleted.is_(False))
             .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
-        ))
+        )
+        return [_document(data, changed_at) for data, changed_at in rows]
 
 
 def subscriptions(customer_id: str) -> list[Document]:
@@ -150,7 +162,13 @@ def subscriptions(customer_id: str) -> list[Document]:
 def subscription(subscription_id: str) -> stripe.Subscription | None:
     """As a stripe object: the services reason about one subscription's items."""
     row = _stored("subscription", subscription_id)
-    return None if row is None else stripe.Subscription.construct_from(row.data, None)
+    return None if row is None else stripe.Subscription.construct_from(_document(row.data, row.changed_at), None)
+
+
+def subscription_document(subscription_id: str) -> Document | None:
+    """The stored subscription as the API shows it (after a write: what the write stored)."""
+    row = _stored("subscription", subscription_id)
+    return None if row is None else _document(row.data, row.changed_at)
 
 
 def payment_methods(customer_id: str) -> list[Document]:

@@ -64,7 +64,9 @@ class SubscriptionSchema(Schema):
         # Current API versions keep billing periods on the items.
         starts = [i["current_period_start"] for i in items if i.get("current_period_start")]
         ends = [i["current_period_end"] for i in items if i.get("current_period_end")]
-        changes = [data["created"], data.get("canceled_at") or 0] + [
+        # Stripe keeps no update time: the latest of its own times and of when the
+        # service's copy saw the subscription change.
+        changes = [data["created"], data.get("canceled_at") or 0, data.get("billing_api_changed_at") or 0] + [
             i.get("created") or 0 for i in items
         ]
 

@@ -147,7 +147,15 @@ def test_reconcile_full_rebuilds_the_whole_copy(paying: dict[str, Any], state: A
         session.execute(delete(StripeCopy).where(StripeCopy.object_type != "product"))
     report = reconcile_now(full=True)
     assert report.copied_customers == 2
-    assert {path: alice.get(path).json for path in pages} == pages
+
+    def without_change_times(page: Any) -> Any:
+        # When the copy saw a subscription change is history a rebuild can't recover.
+        if isinstance(page, dict) and "data" in page:
+            return {**page, "data": [{k: v for k, v in item.items() if k != "updated_at"} for item in page["data"]]}
+        return page
+
+    assert {path: without_change_times(alice.get(path).json) for path in pages} == \
+        {path: without_change_times(page) for path, page in pages.items()}
 
 
 def test_stripe_down_reads_go_on_writes_are_503(paying: dict[str, Any], monkeypatch: Any) -> None:
@@ -201,3 +209,20 @@ def test_read_your_writes_after_each_write(paying: dict[str, Any], webhooks_lost
     # The first charge, the prorated increase, the second subscription's: each came back
     # expanded with the write that caused it.
     assert len(invoices) == 3 and all(i["status"] == "paid" for i in invoices)
+
+
+def test_updated_at_moves_with_each_change(paying: dict[str, Any]) -> None:
+    """Stripe keeps no update time: a subscription's updated_at is when the
+    service's copy saw it change, so a quantity PATCH, a pause and a resume move it."""
+    alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
+    path = f"{acc}/subscriptions/{sub}"
+    seen = [alice.get(path).json["updated_at"]]
+    for body in ({"add_products": {"users": 1}}, {"action": "pause"}, {"action": "resume"}):
+        time.sleep(0.01)
+        changed = alice.patch(path, body)
+        assert changed.status_code == 200, changed.json
+        assert changed.json["updated_at"] > seen[-1], body
+        assert alice.get(path).json == changed.json  # the same view, read back
+        seen.append(changed.json["updated_at"])
+    unchanged = alice.patch(path, {"action": "sync"}).json  # nothing changed: nothing moves
+    assert alice.get(path).json["updated_at"] == seen[-1] == unchanged["updated_at"]

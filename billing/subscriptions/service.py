@@ -244,7 +244,13 @@ def _desired_quantities(subscription: stripe.Subscription, data: dict[str, Any],
 
 def update_subscription(
     ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str
-) -> stripe.Subscription:
+) -> stripe.Subscription | replica.Document:
+    """The change, answered with the stored result (which knows when it changed)."""
+    result = _change(ctx, subscription_id, data, request_key)
+    return replica.subscription_document(subscription_id) or result
+
+
+def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str) -> stripe.Subscription:
     ctx.for_billing_write()
     operations = [name for name in OPERATIONS if name in data]
     if len(operations) > 1 or ("metadata" in data and operations and operations != ["product_quantities"]):
@@ -346,13 +352,14 @@ def _resume(subscription: stripe.Subscription, customer_id: str, request_key: st
     return result
 
 
-def cancel_subscription(ctx: AccountAccess, subscription_id: str, request_key: str) -> stripe.Subscription:
+def cancel_subscription(ctx: AccountAccess, subscription_id: str,
+                        request_key: str) -> stripe.Subscription | replica.Document:
     """Cancel at the end of the current period (for a trial: at its end)."""
     ctx.for_billing_write()
     subscription = get_subscription(ctx, subscription_id)
     with lease(current().db, subscription_lease_name(subscription_id)):
-        if not is_active(subscription) or subscription.cancel_at_period_end:
-            return subscription
-        return current().gateway.update_subscription(
-            subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
-        )
+        if is_active(subscription) and not subscription.cancel_at_period_end:
+            subscription = current().gateway.update_subscription(
+                subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
+            )
+    return replica.subscription_document(subscription_id) or subscription
