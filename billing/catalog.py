@@ -86,23 +86,11 @@ class PriceBook:
         self.ttl = ttl
         self._prices: dict[str, str] = {}
         self._loaded_at = 0.0
-        self._names: dict[str, str] = {}
-        self._names_loaded_at = 0.0
         self._lock = threading.Lock()
 
     def clear(self) -> None:
         with self._lock:
             self._prices, self._loaded_at = {}, 0.0
-            self._names, self._names_loaded_at = {}, 0.0
-
-    def product_names(self, product_ids: set[str]) -> dict[str, str]:
-        """Product id -> name, for invoice lines (which carry only the id)."""
-        with self._lock:
-            stale = time.monotonic() - self._names_loaded_at > self.ttl
-            if stale or (product_ids - set(self._names) and time.monotonic() - self._names_loaded_at > 5):
-                self._names = {p.id: p.name for p in self.gateway.iter_products()}
-                self._names_loaded_at = time.monotonic()
-            return {pid: self._names[pid] for pid in product_ids if pid in self._names}
 
     def _load(self) -> None:
         found = self.gateway.prices_by_lookup_key(all_lookup_keys())

@@ -8,11 +8,9 @@ them, once, for every route.
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
-from concurrent.futures import ThreadPoolExecutor
 
 import stripe
 from stripe.params import (
@@ -33,7 +31,6 @@ from stripe.params import (
 from billing.instrumentation import InstrumentedHTTPClient
 
 A = TypeVar("A")
-B = TypeVar("B")
 S = TypeVar("S", bound=stripe.StripeObject)
 # Receives every object Stripe returns, with the time (microseconds) its request
 # started: the service keeps its copy of Stripe with it (billing.replica).
@@ -44,8 +41,6 @@ Keeper = Callable[[stripe.StripeObject, int], None]
 # parameters and objects below describe exactly that version.
 STRIPE_API_VERSION = "2026-10-28.endive"
 MAX_NETWORK_RETRIES = 2
-# Customers are fetched side by side so a list costs about one round trip.
-_FETCH_POOL = ThreadPoolExecutor(max_workers=10, thread_name_prefix="stripe-fetch")
 
 
 def _unless_missing(call: Callable[[], A]) -> A | None:
@@ -115,22 +110,6 @@ class StripeGateway:
             customer = stripe.Customer.construct_from({"id": customer_id, "object": "customer", "deleted": True}, None)
         self.keep(customer, stamp)
         return None if getattr(customer, "deleted", None) else customer
-
-    @staticmethod
-    def together(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
-        """Two independent Stripe reads side by side: one round trip instead of two."""
-        context = contextvars.copy_context()
-        later = _FETCH_POOL.submit(context.copy().run, second)
-        return first(), later.result()
-
-    def retrieve_customers(self, customer_ids: Iterable[str]) -> dict[str, stripe.Customer | None]:
-        """Several customers at once, in parallel (Stripe has no batch read)."""
-        ids = list(customer_ids)
-        if len(ids) <= 1:
-            return {cid: self.retrieve_customer(cid) for cid in ids}
-        context = contextvars.copy_context()  # so the calls are recorded for this request
-        results = _FETCH_POOL.map(lambda cid: context.copy().run(self.retrieve_customer, cid), ids)
-        return dict(zip(ids, results))
 
     def update_customer(
         self, customer_id: str, params: CustomerUpdateParams, *, idempotency_key: str
@@ -233,9 +212,6 @@ class StripeGateway:
 
     # -- invoices ----------------------------------------------------------
 
-    def list_invoices(self, params: InvoiceListParams) -> stripe.ListObject[stripe.Invoice]:
-        return self.client.v1.invoices.list(params)
-
     def iter_invoices(self, customer_id: str | None = None) -> Iterator[stripe.Invoice]:
         """Every invoice of the Stripe account (or of one customer) with all its lines, kept."""
         stamp = _stamp()
@@ -244,13 +220,6 @@ class StripeGateway:
             params["customer"] = customer_id
         for invoice in self.client.v1.invoices.list(params).auto_paging_iter():
             yield self._keep_invoice(invoice, stamp)
-
-    def iter_subscriptions(self) -> Iterator[stripe.Subscription]:
-        """Every subscription of the Stripe account, kept (for `reconcile --full`)."""
-        stamp = _stamp()
-        for subscription in self.client.v1.subscriptions.list({"status": "all", "limit": 100}).auto_paging_iter():
-            self.keep(subscription, stamp)
-            yield subscription
 
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
         """The invoice with every line, kept; None when Stripe has no such invoice."""

@@ -97,10 +97,12 @@ def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
 def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: str) -> stripe.Subscription:
     ctx.for_billing_write()
     prices = current().prices
-    items: list[SubscriptionCreateParamsItem] = [  # 422 price_not_configured before any write
-        {"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
-        for product, quantity in data["product_quantities"].items()
-    ]
+
+    def priced_items() -> list[SubscriptionCreateParamsItem]:
+        return [{"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
+                for product, quantity in data["product_quantities"].items()]
+
+    items = priced_items()  # 422 price_not_configured before any write
     state = current()
     with lease(state.db, account_lease_name(ctx.customer_id)):
         with state.db.read() as session:  # archived meanwhile? (archiving takes this lease too)
@@ -132,9 +134,7 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
         subscription = _with_fresh_prices(
             lambda: state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription"),
             lambda: state.gateway.create_subscription(
-                {**params, "items": [{"price": prices.price_id(product, ctx.currency, data["interval"]),
-                                      "quantity": quantity}
-                                     for product, quantity in data["product_quantities"].items()]},
+                {**params, "items": priced_items()},
                 idempotency_key=f"{request_key}:create-subscription:fresh-prices"),
         )
         with state.db.write() as session:
