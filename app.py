@@ -24,6 +24,7 @@ from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
 from billing.openapi import IdempotencyKeyDocs, OperationIds, docs_assets
 from billing.invoices.routes import blp as invoices_blp
+from billing.organizations.routes import blp as organizations_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.replica import Keeper
 from billing.state import BillingState
@@ -120,7 +121,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         api.spec.plugins.append(plugin)
     for blp in (
         health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
-        payment_methods_blp, invoices_blp, webhooks_blp,
+        payment_methods_blp, invoices_blp, organizations_blp, webhooks_blp,
     ):
         api.register_blueprint(blp)
     if config.sandbox:

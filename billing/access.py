@@ -17,8 +17,12 @@ from sqlalchemy import Select, select
 from billing.errors import ApiError, forbidden, not_found
 from billing.models import BillingAccountIndex, Member, Workspace
 from billing.state import current
+from billing.tokens import USAGE_SCOPE, has_scope
 
 ROLE_RANK = {"viewer": 0, "admin": 1, "owner": 2}
+# The role of a service token (scope billing:usage) in `usage_access`: it may
+# report usage and read capacity in any workspace, and nothing else.
+SERVICE_ROLE = "service"
 
 
 def workspace_archived() -> ApiError:
@@ -34,7 +38,7 @@ class Access:
 
     def require_role(self, role: str) -> "Access":
         """Raise 403 unless the caller's role is at least `role`."""
-        if ROLE_RANK[self.role] < ROLE_RANK[role]:
+        if ROLE_RANK.get(self.role, -1) < ROLE_RANK[role]:  # a service token has no member role
             raise forbidden(f"This action needs the {role} role or higher.")
         return self
 
@@ -87,6 +91,20 @@ def workspace_access(workspace_id: str) -> Access:
     if row is None:
         raise not_found("workspace")
     return Access(workspace=row[0], role=row[1], user_id=g.user_id)
+
+
+def usage_access(workspace_id: str, *, write: bool) -> Access:
+    """Access to report usage (`write`) or read limits and capacity: a member
+    (admin+ to write), or a service token with the billing:usage scope for any
+    workspace. 404 for anyone else, as for every workspace route."""
+    if has_scope(USAGE_SCOPE):
+        with current().db.read() as session:
+            workspace = session.get(Workspace, workspace_id)
+        if workspace is None:
+            raise not_found("workspace")
+        return Access(workspace=workspace, role=SERVICE_ROLE, user_id=g.user_id)
+    access = workspace_access(workspace_id)
+    return access.require_role("admin") if write else access
 
 
 def account_access(workspace_id: str, customer_id: str) -> AccountAccess:

@@ -186,3 +186,79 @@ class ReplicaCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+def new_organization_id() -> str:
+    return "org_" + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(16))
+
+
+class Organization(Base):
+    """A node of a workspace's organization tree: it consumes capacity
+    (`usage_*`) and may cap what its subtree takes (`limit_*`).
+
+    `subtree_*` is the usage of the node and everything below it, kept in the
+    same transaction as every usage change, so a limits read is a handful of
+    rows, not a walk of the tree. `billing_account_id` is the root's account,
+    repeated on every node (a reassignment rewrites the subtree).
+    """
+
+    __tablename__ = "organizations"
+    __table_args__ = (
+        Index("ix_organizations_workspace_parent", "workspace_id", "parent_id"),
+        Index("ix_organizations_workspace_path", "workspace_id", "path"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_organization_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    # "#"-joined ancestor ids, root first; "" for a root.
+    path: Mapped[str] = mapped_column(String(400), default="")
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(50))
+    external_id: Mapped[str] = mapped_column(String(36))
+    billing_account_id: Mapped[str | None] = mapped_column(String(64))
+    limit_locations: Mapped[int | None] = mapped_column(BigInteger)
+    limit_users: Mapped[int | None] = mapped_column(BigInteger)
+    limit_sso: Mapped[int | None] = mapped_column(BigInteger)
+    usage_locations: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_users: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_sso: Mapped[int] = mapped_column(BigInteger, default=0)
+    subtree_locations: Mapped[int] = mapped_column(BigInteger, default=0)
+    subtree_users: Mapped[int] = mapped_column(BigInteger, default=0)
+    subtree_sso: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def limit(self, product: str) -> int | None:
+        value: int | None = getattr(self, f"limit_{product}")
+        return value
+
+    def usage(self, product: str) -> int:
+        return int(getattr(self, f"usage_{product}") or 0)
+
+    def subtree_usage(self, product: str) -> int:
+        return int(getattr(self, f"subtree_{product}") or 0)
+
+    @property
+    def ancestor_ids(self) -> list[str]:
+        return self.path.split("#") if self.path else []
+
+    @property
+    def subtree_prefix(self) -> str:
+        """What every descendant's path starts with."""
+        return f"{self.path}#{self.id}" if self.path else self.id
+
+
+class CapacityHold(Base):
+    """A subscription's capacity as it will be once a change now being sent to
+    Stripe lands (a decrease, a pause, a cancellation): usage reports count the
+    lower of the two, so no report slips in between the underprovision check
+    and Stripe's answer. Expires, so a crashed request never holds capacity."""
+
+    __tablename__ = "capacity_holds"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    subscription_id: Mapped[str] = mapped_column(String(255))
+    quantities: Mapped[dict[str, int]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

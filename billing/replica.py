@@ -171,6 +171,22 @@ def subscription_document(subscription_id: str) -> Document | None:
     return None if row is None else _document(row.data, row.changed_at)
 
 
+def workspace_subscriptions(session: Session, workspace_id: str, statuses: Iterable[str],
+                            customer_id: str | None = None) -> list[Document]:
+    """The subscriptions of a workspace's accounts (or of one of them) whose
+    Stripe status is one of `statuses`, read in the caller's transaction."""
+    query = (
+        select(StripeCopy.data)
+        .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
+        .where(BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active",
+               StripeCopy.object_type == "subscription", StripeCopy.status.in_(list(statuses)),
+               StripeCopy.deleted.is_(False))
+    )
+    if customer_id is not None:
+        query = query.where(StripeCopy.customer_id == customer_id)
+    return list(session.scalars(query))
+
+
 def payment_methods(customer_id: str) -> list[Document]:
     """The customer's attached payment methods, newest first."""
     return _of_customer("payment_method", customer_id)

@@ -81,11 +81,24 @@ class TokenVerifier:
             raise authentication_error()
         claims = self.verify(token.strip())
         g.user_id = claims["sub"]
+        scope = claims.get("scope")
+        g.token_scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
         return str(claims["sub"])
 
 
+# A service token (an internal service, not a person) carrying this scope may
+# report usage in, and read the capacity of, any workspace.
+USAGE_SCOPE = "billing:usage"
+
+
+def has_scope(scope: str) -> bool:
+    """Whether the request's token carries `scope` (space-separated `scope` claim)."""
+    return scope in getattr(g, "token_scopes", frozenset())
+
+
 def mint_token(
-    config: Config, user_id: str, *, ttl_seconds: int = 86400, now: int | None = None
+    config: Config, user_id: str, *, ttl_seconds: int = 86400, now: int | None = None,
+    scope: str | None = None,
 ) -> str:
     """A token for `user_id` signed with JWT_SECRET (for development and tests)."""
     if not config.jwt_secret:
@@ -96,4 +109,6 @@ def mint_token(
         claims["iss"] = config.jwt_issuer
     if config.jwt_audience:
         claims["aud"] = config.jwt_audience
+    if scope:
+        claims["scope"] = scope
     return jwt.encode(claims, config.jwt_secret, algorithm="HS256")

@@ -8,16 +8,10 @@ import stripe
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from billing.catalog import INTERVALS, PRODUCTS, product_of_price
+from billing.subscriptions.active import subscription_status
 from schemas.common import format_timestamp
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
 RESERVED_METADATA_PREFIX = "billing_api_"
-
-
-def subscription_status(data: dict[str, Any]) -> str:
-    """Stripe's status, except that paused collection reads `paused`."""
-    if data.get("pause_collection") and data.get("status") not in ("canceled", "incomplete_expired"):
-        return "paused"
-    return str(data["status"])
 
 
 class ProductQuantitySchema(Schema):

@@ -29,6 +29,7 @@ from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
 from billing import replica
 from billing.models import BillingAccountIndex, Workspace, utcnow
+from billing.organizations.capacity import refuse_if_assigned
 from billing.state import current
 from billing.subscriptions.active import has_active_subscription
 
@@ -280,6 +281,7 @@ def delete_billing_account(ctx: AccountAccess, request_key: str) -> None:
     customer_id = ctx.customer_id
     # Under the account's lease: no subscription can be created between the check and the delete.
     with lease(current().db, account_lease_name(customer_id)):
+        refuse_if_assigned(ctx.workspace_id, customer_id)
         if has_active_subscription(customer_id):
             raise ApiError(
                 422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."

@@ -1,5 +1,6 @@
-"""What "active" means for a subscription (the contract: any status but
-canceled and incomplete_expired), and whether an account has one."""
+"""What a subscription's status means: the status the API shows, "active"
+(the contract: any status but canceled and incomplete_expired), and which
+statuses provide capacity."""
 
 from __future__ import annotations
 
@@ -10,6 +11,20 @@ import stripe
 from billing import replica
 
 ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
+# A subscription provides its quantities (capacity) only in these statuses, as
+# the API shows them (so a paused collection provides nothing).
+PROVIDING = frozenset({"trialing", "active", "past_due"})
+
+
+def subscription_status(data: dict[str, Any]) -> str:
+    """Stripe's status, except that paused collection reads `paused`."""
+    if data.get("pause_collection") and data.get("status") not in ACTIVE_EXCLUDED:
+        return "paused"
+    return str(data["status"])
+
+
+def provides_capacity(data: dict[str, Any]) -> bool:
+    return subscription_status(data) in PROVIDING
 
 
 def is_active(subscription: stripe.Subscription | dict[str, Any]) -> bool:

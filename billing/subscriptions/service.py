@@ -29,6 +29,7 @@ from billing.catalog import product_of_price
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
+from billing.organizations.capacity import holding
 from billing.payment_methods.service import charging_method
 from billing.state import current
 from billing.subscriptions.active import is_active
@@ -270,16 +271,25 @@ def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], requ
         if not is_active(subscription):
             raise ApiError(409, "subscription_not_active", f"The subscription is {subscription.status}.")
         if operation == "action":
-            if data["action"] == "pause":
-                return _pause(subscription, request_key)
+            if data["action"] == "pause":  # a paused subscription provides nothing
+                with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=False):
+                    return _pause(subscription, request_key)
             return _resume(subscription, ctx.customer_id, request_key)
         desired = _desired_quantities(subscription, data, operation)
         plan = plan_change(subscription, ctx.currency, desired)
-        return _with_fresh_prices(
-            lambda: _apply(subscription, plan, data.get("metadata"), request_key),
-            lambda: _apply(subscription, plan_change(subscription, ctx.currency, desired), data.get("metadata"),
-                           f"{request_key}:fresh-prices"),
-        )
+        if plan.cuts:
+            with holding(ctx.workspace_id, ctx.customer_id, subscription.id, desired, cancelling=False):
+                return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
+        return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
+
+
+def _apply_plan(subscription: stripe.Subscription, plan: ChangePlan, currency: str, desired: dict[str, int],
+                data: dict[str, Any], request_key: str) -> stripe.Subscription:
+    return _with_fresh_prices(
+        lambda: _apply(subscription, plan, data.get("metadata"), request_key),
+        lambda: _apply(subscription, plan_change(subscription, currency, desired), data.get("metadata"),
+                       f"{request_key}:fresh-prices"),
+    )
 
 
 def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
@@ -359,7 +369,8 @@ def cancel_subscription(ctx: AccountAccess, subscription_id: str,
     subscription = get_subscription(ctx, subscription_id)
     with lease(current().db, subscription_lease_name(subscription_id)):
         if is_active(subscription) and not subscription.cancel_at_period_end:
-            subscription = current().gateway.update_subscription(
-                subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
-            )
+            with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=True):
+                subscription = current().gateway.update_subscription(
+                    subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
+                )
     return replica.subscription_document(subscription_id) or subscription

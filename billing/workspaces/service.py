@@ -10,6 +10,7 @@ from billing.access import ROLE_RANK, Access
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
+from billing.organizations.capacity import lock_workspace, refuse_if_in_use
 from billing.state import current
 from billing.subscriptions.active import has_active_subscription
 
@@ -75,9 +76,8 @@ def archive_workspace(access: Access) -> None:
                     409, "workspace_not_empty", "A billing account of this workspace has an active subscription."
                 )
         with current().db.write() as session:
-            workspace = session.get(Workspace, access.workspace.id)
-            if workspace is None:
-                raise not_found("workspace")
+            workspace = lock_workspace(session, access.workspace.id, writable=False)
+            refuse_if_in_use(session, workspace.id)
             if workspace.archived_at is None:
                 now = utcnow()
                 workspace.archived_at = now

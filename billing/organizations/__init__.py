@@ -1,0 +1,1 @@
+"""Organizations: the tree that consumes capacity, and the capacity subscriptions provide."""

@@ -1,0 +1,321 @@
+"""Capacity: what subscriptions provide, what organizations use, and the one
+place that decides whether more may be used.
+
+A pool is what a set of organizations draws on (API.md, Pools): `single` and
+`pooled` workspaces have one (every account's subscriptions feed it), an
+`assigned` workspace has one per billing account (a root and its subtree draw
+on the root's account). Capacity is read from the service's copy of Stripe,
+never from Stripe.
+
+Every change that can take capacity (a usage report, a root reassigned) or
+give it back below usage (a subscription decreased, paused or cancelled)
+first locks the workspace row, so the check and the change are one step
+however many requests run at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from billing import replica
+from billing.access import workspace_archived
+from billing.catalog import PRODUCTS, product_of_price
+from billing.errors import ApiError, not_found
+from billing.models import BillingAccountIndex, CapacityHold, Organization, Workspace, utcnow
+from billing.state import current
+from billing.subscriptions.active import PROVIDING, provides_capacity
+
+Quantities = dict[str, int]
+HOLD_SECONDS = 120  # longer than any Stripe call a hold covers (it is removed when the call ends)
+
+
+def zero() -> Quantities:
+    return {product: 0 for product in PRODUCTS}
+
+
+@dataclass(frozen=True)
+class Pool:
+    """`account_id` None: the workspace's one pool (`single`, `pooled`)."""
+
+    account_id: str | None
+
+
+def pool_of(workspace: Workspace, account_id: str | None) -> Pool:
+    """The pool an organization assigned to `account_id` (its root's) draws on,
+    or the one a subscription of that account feeds."""
+    return Pool(account_id if workspace.billing_mode == "assigned" else None)
+
+
+def lock_workspace(session: Session, workspace_id: str, *, writable: bool = True) -> Workspace:
+    """Lock the workspace row for the rest of the transaction (every capacity
+    change of the workspace waits here); 409 when archived and `writable`."""
+    workspace = session.get(Workspace, workspace_id, with_for_update=True, populate_existing=True)
+    if workspace is None:
+        raise not_found("workspace")
+    if writable and workspace.archived_at is not None:
+        raise workspace_archived()
+    return workspace
+
+
+def subscription_quantities(data: dict[str, Any]) -> Quantities:
+    """A subscription document's quantities by product."""
+    found = zero()
+    for item in (data.get("items") or {}).get("data") or []:
+        product = product_of_price(item.get("price") or {})
+        if product is not None:
+            found[product] += int(item.get("quantity") or 0)
+    return found
+
+
+def _live_holds(session: Session, workspace_id: str) -> dict[str, Quantities]:
+    holds: dict[str, Quantities] = {}
+    for hold in session.scalars(select(CapacityHold).where(
+            CapacityHold.workspace_id == workspace_id, CapacityHold.expires_at > utcnow())):
+        held = holds.setdefault(hold.subscription_id, dict(hold.quantities))
+        for product in PRODUCTS:  # two holds on one subscription: the lower of each
+            held[product] = min(held.get(product, 0), hold.quantities.get(product, 0))
+    return holds
+
+
+def provided_by_account(session: Session, workspace_id: str, account_id: str | None = None) -> dict[str, Quantities]:
+    """What the providing subscriptions of each account (or of one) give, each
+    subscription counted at the lower of its quantities and any hold on it."""
+    holds = _live_holds(session, workspace_id)
+    totals: dict[str, Quantities] = {}
+    for data in replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id):
+        if not provides_capacity(data):
+            continue
+        quantities = subscription_quantities(data)
+        held = holds.get(str(data["id"]))
+        account = totals.setdefault(str(replica.customer_of(data)), zero())
+        for product, quantity in quantities.items():
+            account[product] += min(quantity, held.get(product, 0)) if held is not None else quantity
+    return totals
+
+
+def provided(session: Session, workspace_id: str, pool: Pool) -> Quantities:
+    return _sum(provided_by_account(session, workspace_id, pool.account_id).values())
+
+
+def _sum(parts: Iterable[Quantities]) -> Quantities:
+    total = zero()
+    for part in parts:
+        for product in PRODUCTS:
+            total[product] += part.get(product, 0)
+    return total
+
+
+_SUBTREE = [func.coalesce(func.sum(getattr(Organization, f"subtree_{p}")), 0) for p in PRODUCTS]
+
+
+def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Quantities]:
+    """The usage of every root's subtree, by the root's billing account."""
+    rows = session.execute(
+        select(Organization.billing_account_id, *_SUBTREE)
+        .where(Organization.workspace_id == workspace_id, Organization.parent_id.is_(None))
+        .group_by(Organization.billing_account_id)
+    )
+    return {row[0]: dict(zip(PRODUCTS, (int(v) for v in row[1:]))) for row in rows}
+
+
+def used(session: Session, workspace_id: str, pool: Pool) -> Quantities:
+    query = select(*_SUBTREE).where(Organization.workspace_id == workspace_id, Organization.parent_id.is_(None))
+    if pool.account_id is not None:
+        query = query.where(Organization.billing_account_id == pool.account_id)
+    row = session.execute(query).one()
+    return dict(zip(PRODUCTS, (int(v) for v in row)))
+
+
+# -- the entitlement read ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """How much more one constraint lets the organization take of a product:
+    a limit on `node` (the organization or an ancestor), or the pool (None)."""
+
+    free: int
+    node: Organization | None
+
+
+def path_of(session: Session, org: Organization) -> list[Organization]:
+    """The organization and its ancestors, nearest first."""
+    ancestors = {a.id: a for a in session.scalars(select(Organization).where(Organization.id.in_(org.ancestor_ids)))}
+    return [org] + [ancestors[i] for i in reversed(org.ancestor_ids) if i in ancestors]
+
+
+class Limits:
+    """The limits read of one organization: computed once, in one transaction."""
+
+    def __init__(self, session: Session, workspace: Workspace, org: Organization) -> None:
+        self.workspace, self.org = workspace, org
+        self.path = path_of(session, org)
+        pool = pool_of(workspace, org.billing_account_id)
+        self.capacity = provided(session, workspace.id, pool)
+        self.pool_used = used(session, workspace.id, pool)
+
+    def binding(self, product: str) -> Headroom:
+        """The constraint with the least headroom: limits on the path, nearest
+        first, then the pool (the first of equals binds)."""
+        found = [Headroom(limit - node.subtree_usage(product), node)
+                 for node in self.path if (limit := node.limit(product)) is not None]
+        found.append(Headroom(self.capacity[product] - self.pool_used[product], None))
+        return min(found, key=lambda h: h.free)
+
+    def free(self, product: str) -> int:
+        return max(0, self.binding(product).free)
+
+    def entry(self, product: str) -> dict[str, Any]:
+        limits = [limit for n in self.path if (limit := n.limit(product)) is not None]
+        used_here, free = self.org.subtree_usage(product), self.free(product)
+        return {"type": product, "used": used_here, "direct": self.org.usage(product), "free": free,
+                "org_limit": min(limits) if limits else None, "total": used_here + free}
+
+    def context(self, headroom: Headroom) -> dict[str, str]:
+        if headroom.node is self.org:
+            return {"type": "organization", "name": self.org.name}
+        if headroom.node is not None:
+            return {"type": "parent", "name": headroom.node.name}
+        if self.workspace.billing_mode == "pooled":
+            return {"type": "workspace", "name": self.workspace.name}
+        customer = replica.customer(self.org.billing_account_id or "") or {}
+        return {"type": "billing_account", "name": str(customer.get("name") or self.org.billing_account_id)}
+
+    def document(self) -> dict[str, Any]:
+        tightest = min((self.binding(product) for product in PRODUCTS), key=lambda h: h.free)
+        return {"organization_id": self.org.id, "organization_name": self.org.name,
+                "limits": [self.entry(product) for product in PRODUCTS], "context": self.context(tightest)}
+
+
+def organization_in(session: Session, workspace_id: str, org_id: str) -> Organization:
+    org = session.get(Organization, org_id)
+    if org is None or org.workspace_id != workspace_id:
+        raise not_found("organization")
+    return org
+
+
+def limits(workspace: Workspace, org_id: str) -> dict[str, Any]:
+    with current().db.read() as session:
+        return Limits(session, workspace, organization_in(session, workspace.id, org_id)).document()
+
+
+def capacity(workspace: Workspace) -> dict[str, Any]:
+    """Every pool of the workspace: capacity, use and what is free, per product."""
+    with current().db.read() as session:
+        by_account = provided_by_account(session, workspace.id)
+        use = used_by_account(session, workspace.id)
+        if workspace.billing_mode == "assigned":
+            accounts = list(session.scalars(
+                select(BillingAccountIndex.customer_id).where(
+                    BillingAccountIndex.workspace_id == workspace.id, BillingAccountIndex.state == "active",
+                    BillingAccountIndex.customer_id.is_not(None))
+                .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)))
+            pools = [(account, by_account.get(str(account), zero()), use.get(account, zero()))
+                     for account in accounts]
+        else:
+            pools = [(None, _sum(by_account.values()), _sum(use.values()))]
+    return {"pools": [
+        {"billing_account_id": account, "products": {
+            p: {"capacity": cap[p], "used": u[p], "free": max(0, cap[p] - u[p])} for p in PRODUCTS}}
+        for account, cap, u in pools
+    ]}
+
+
+# -- taking and giving back ----------------------------------------------------------
+
+
+def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
+    """Take (`delta` > 0) or release capacity for an organization; answers its
+    limits entry for the product. 409 capacity_exceeded past the pool or any
+    limit on the path; a release never takes usage below 0."""
+    with current().db.write() as session:
+        workspace = lock_workspace(session, workspace_id)
+        org = organization_in(session, workspace_id, org_id)
+        if delta > 0:
+            free = Limits(session, workspace, org).free(product)
+            if delta > free:
+                raise ApiError(409, "capacity_exceeded",
+                               f"Not enough {product} capacity: requested {delta}, free {free}.")
+            change = delta
+        else:
+            change = -min(-delta, org.usage(product))
+        if change:
+            _add_usage(session, org, product, change)
+        return Limits(session, workspace, org).entry(product)
+
+
+def _add_usage(session: Session, org: Organization, product: str, change: int) -> None:
+    setattr(org, f"usage_{product}", org.usage(product) + change)
+    for node in path_of(session, org):
+        setattr(node, f"subtree_{product}", node.subtree_usage(product) + change)
+    session.flush()
+
+
+def check_room_for_subtree(session: Session, workspace: Workspace, root: Organization, account_id: str) -> None:
+    """Reassigning a root: the new account's pool must hold the subtree's usage
+    on top of what it already carries."""
+    pool = pool_of(workspace, account_id)
+    if pool.account_id is None or root.billing_account_id == account_id:
+        return  # the same pool
+    cap, use = provided(session, workspace.id, pool), used(session, workspace.id, pool)
+    for product in PRODUCTS:
+        needed = root.subtree_usage(product)
+        if needed and use[product] + needed > cap[product]:
+            raise ApiError(409, "capacity_exceeded",
+                           f"The billing account's pool has {max(0, cap[product] - use[product])} {product} free; "
+                           f"this organization's subtree uses {needed}.")
+
+
+@contextmanager
+def holding(workspace_id: str, account_id: str, subscription_id: str, after: Quantities, *,
+            cancelling: bool) -> Iterator[None]:
+    """Hold a subscription at its quantities-to-be while the change that lowers
+    it is sent to Stripe; 409 first if that would leave its pool below usage
+    (a product already below usage is refused only if the change lowers it)."""
+    with current().db.write() as session:
+        workspace = lock_workspace(session, workspace_id, writable=False)
+        pool = pool_of(workspace, account_id)
+        before = provided(session, workspace_id, pool)
+        hold = CapacityHold(workspace_id=workspace_id, subscription_id=subscription_id,
+                            quantities={p: after.get(p, 0) for p in PRODUCTS},
+                            expires_at=utcnow() + timedelta(seconds=HOLD_SECONDS))
+        session.add(hold)
+        session.flush()
+        left, use = provided(session, workspace_id, pool), used(session, workspace_id, pool)
+        for product in PRODUCTS:
+            if left[product] < before[product] and left[product] < use[product]:
+                if cancelling:
+                    raise ApiError(409, "cancellation_would_underprovision",
+                                   f"Cancelling would leave {left[product]} {product} for {use[product]} in use.")
+                raise ApiError(409, "would_underprovision",
+                               f"This change would leave {left[product]} {product} for {use[product]} in use.")
+        hold_id = hold.id
+    try:
+        yield
+    finally:
+        with current().db.write() as session:
+            session.execute(delete(CapacityHold).where(CapacityHold.id == hold_id))
+
+
+def refuse_if_in_use(session: Session, workspace_id: str) -> None:
+    """Archiving: 409 while any organization of the workspace uses capacity."""
+    if any(any(q.values()) for q in used_by_account(session, workspace_id).values()):
+        raise ApiError(409, "workspace_not_empty", "Organizations of this workspace still use capacity.")
+
+
+def refuse_if_assigned(workspace_id: str, account_id: str) -> None:
+    """Deleting an account: 409 while a root organization is assigned to it."""
+    with current().db.read() as session:
+        assigned = session.scalar(select(Organization.id).where(
+            Organization.workspace_id == workspace_id, Organization.parent_id.is_(None),
+            Organization.billing_account_id == account_id).limit(1))
+    if assigned is not None:
+        raise ApiError(409, "billing_account_in_use",
+                       "Organizations are assigned to this billing account; reassign or delete them first.")

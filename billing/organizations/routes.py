@@ -1,0 +1,115 @@
+"""HTTP routes for organizations, usage reports, limits and capacity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+
+from billing.access import usage_access, workspace_access
+from billing.blueprints import authenticated_blueprint
+from billing.organizations import capacity, service
+from schemas.organizations import (
+    CapacitySchema,
+    ChildCreateSchema,
+    DescendantsSchema,
+    LimitEntrySchema,
+    OrganizationCreateSchema,
+    OrganizationLimitsSchema,
+    OrganizationListSchema,
+    OrganizationSchema,
+    OrganizationUpdateSchema,
+    UsageReportSchema,
+)
+
+blp = authenticated_blueprint(
+    "organizations", __name__, url_prefix="/workspaces/<workspaceId>",
+    description="Hierarchical organizations: they consume the capacity subscriptions provide.",
+)
+
+
+@blp.route("/organizations")
+class Organizations(MethodView):
+    @blp.response(200, OrganizationListSchema)
+    def get(self, workspaceId: str) -> dict[str, Any]:
+        """List the workspace's organizations"""
+        return {"data": service.list_organizations(workspace_access(workspaceId)), "has_more": False}
+
+    @blp.arguments(OrganizationCreateSchema)
+    @blp.response(201, OrganizationSchema)
+    def post(self, data: dict[str, Any], workspaceId: str) -> Any:
+        """Create a root organization"""
+        return service.create_organization(workspace_access(workspaceId), data)
+
+
+@blp.route("/organizations/<orgId>")
+class OrganizationById(MethodView):
+    @blp.response(200, OrganizationSchema)
+    def get(self, workspaceId: str, orgId: str) -> Any:
+        """Retrieve an organization"""
+        return service.get_organization(workspace_access(workspaceId), orgId)
+
+    @blp.arguments(OrganizationUpdateSchema)
+    @blp.response(200, OrganizationSchema)
+    def patch(self, data: dict[str, Any], workspaceId: str, orgId: str) -> Any:
+        """Update an organization's name, limits or (a root's) billing account"""
+        return service.update_organization(workspace_access(workspaceId), orgId, data)
+
+    @blp.response(204)
+    def delete(self, workspaceId: str, orgId: str) -> None:
+        """Delete an organization and its descendants"""
+        service.delete_organization(workspace_access(workspaceId), orgId)
+
+
+@blp.route("/organizations/<orgId>/children")
+class Children(MethodView):
+    @blp.arguments(ChildCreateSchema)
+    @blp.response(201, OrganizationSchema)
+    def post(self, data: dict[str, Any], workspaceId: str, orgId: str) -> Any:
+        """Create a child organization"""
+        return service.create_organization(workspace_access(workspaceId), data, parent_id=orgId)
+
+
+@blp.route("/organizations/<orgId>/parent")
+class Parent(MethodView):
+    @blp.response(200, OrganizationSchema)
+    @blp.alt_response(204, description="A root has no parent.")
+    def get(self, workspaceId: str, orgId: str) -> Any:
+        """Retrieve an organization's parent"""
+        parent = service.get_parent(workspace_access(workspaceId), orgId)
+        return Response(status=204) if parent is None else parent
+
+
+@blp.route("/organizations/<orgId>/descendants")
+class Descendants(MethodView):
+    @blp.response(200, DescendantsSchema)
+    def get(self, workspaceId: str, orgId: str) -> dict[str, Any]:
+        """List an organization's descendants, depth-first"""
+        return {"data": service.descendants(workspace_access(workspaceId), orgId)}
+
+
+@blp.route("/organizations/<orgId>/limits")
+class Limits(MethodView):
+    @blp.response(200, OrganizationLimitsSchema)
+    def get(self, workspaceId: str, orgId: str) -> Any:
+        """Retrieve what an organization may still use, per product"""
+        return capacity.limits(usage_access(workspaceId, write=False).workspace, orgId)
+
+
+@blp.route("/organizations/<orgId>/usage")
+class Usage(MethodView):
+    @blp.arguments(UsageReportSchema)
+    @blp.response(200, LimitEntrySchema)
+    def post(self, data: dict[str, Any], workspaceId: str, orgId: str) -> Any:
+        """Report usage: take (positive delta) or release capacity"""
+        access = usage_access(workspaceId, write=True)
+        return capacity.report_usage(access.workspace.id, orgId, data["product"], data["delta"])
+
+
+@blp.route("/capacity")
+class Capacity(MethodView):
+    @blp.response(200, CapacitySchema)
+    def get(self, workspaceId: str) -> Any:
+        """Retrieve the workspace's capacity pools"""
+        return capacity.capacity(usage_access(workspaceId, write=False).workspace)
