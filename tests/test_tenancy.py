@@ -21,6 +21,10 @@ VALID_BODIES = {
     ("PATCH", "member"): {"role": "viewer"},
     ("POST", "accounts"): {"name": "Evil", "email": "evil@example.com", "address": {"country": "US"}},
     ("PATCH", "account"): {"name": "Hijacked"},
+    ("POST", "orgs"): {"name": "Evil"},
+    ("PATCH", "org"): {"name": "Hijacked"},
+    ("POST", "children"): {"name": "Evil"},
+    ("POST", "usage"): {"product": "users", "delta": 1},
 }
 
 ROUTES = [
@@ -50,10 +54,21 @@ ROUTES = [
     ("POST", "preview", "/workspaces/{ws}/billing-accounts/{acc}/invoices/preview"),
     ("POST", "test-pm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
     ("POST", "confirm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/setup-intents/{seti}/confirm"),
+    ("GET", "orgs", "/workspaces/{ws}/organizations"),
+    ("POST", "orgs", "/workspaces/{ws}/organizations"),
+    ("GET", "org", "/workspaces/{ws}/organizations/{org}"),
+    ("PATCH", "org", "/workspaces/{ws}/organizations/{org}"),
+    ("DELETE", "org", "/workspaces/{ws}/organizations/{org}"),
+    ("POST", "children", "/workspaces/{ws}/organizations/{org}/children"),
+    ("GET", "parent", "/workspaces/{ws}/organizations/{org}/parent"),
+    ("GET", "descendants", "/workspaces/{ws}/organizations/{org}/descendants"),
+    ("GET", "limits", "/workspaces/{ws}/organizations/{org}/limits"),
+    ("POST", "usage", "/workspaces/{ws}/organizations/{org}/usage"),
+    ("GET", "capacity", "/workspaces/{ws}/capacity"),
 ]
 # Reads for viewers: every GET, and the invoice preview (it changes nothing).
 READS = {("POST", "preview")}
-ACCOUNT_ROUTES = [r for r in ROUTES if "{acc}" in r[2]]
+ACCOUNT_ROUTES = [r for r in ROUTES if "{acc}" in r[2] or "{org}" in r[2]]
 WRITES = [r for r in ROUTES if r[0] != "GET" and (r[0], r[1]) not in READS]
 
 
@@ -80,13 +95,17 @@ def tenants(as_user: Any, state: Any) -> dict[str, Any]:
     sub_b = bob.post(f"{b}/subscriptions", {"product_quantities": {"users": 1}}).json
     pm_b = bob.post(f"/sandbox{b}/payment-methods", {"payment_method": "pm_card_visa"}).json
     seti_b = bob.post(f"{b}/payment-methods").json["client_secret"].split("_secret_")[0]
+    root_b = bob.post(f"/workspaces/{ws_b}/organizations", {"name": "B root", "billing_account_id": acc_b["id"]}).json
+    org_b = bob.post(f"/workspaces/{ws_b}/organizations/{root_b['id']}/children", {"name": "B team"}).json
+    assert bob.post(f"/workspaces/{ws_b}/organizations/{org_b['id']}/usage",
+                    {"product": "users", "delta": 1}).status_code == 200
     return {"alice": alice, "bob": bob, "ws_a": ws_a, "ws_b": ws_b, "acc_a": acc_a, "acc_b": acc_b,
-            "sub_b": sub_b, "pm_b": pm_b, "seti_b": seti_b, "b": b}
+            "sub_b": sub_b, "pm_b": pm_b, "seti_b": seti_b, "b": b, "org_b": org_b}
 
 
 def fill(template: str, t: dict[str, Any], ws: str, user: str) -> str:
     return template.format(ws=ws, acc=t["acc_b"]["id"], user=user, sub=t["sub_b"]["id"], pm=t["pm_b"]["id"],
-                           seti=t["seti_b"])
+                           seti=t["seti_b"], org=t["org_b"]["id"])
 
 
 def _b_unchanged(t: dict[str, Any], state: Any) -> None:
@@ -104,6 +123,8 @@ def _b_unchanged(t: dict[str, Any], state: Any) -> None:
     assert [(s["id"], s["status"], s["cancel_at_period_end"]) for s in subs] == [(t["sub_b"]["id"], "trialing", False)]
     assert [m["id"] for m in bob.get(f"{b}/payment-methods").json["data"]] == [t["pm_b"]["id"]]
     assert state.gateway.client.v1.setup_intents.retrieve(t["seti_b"]).status == "requires_payment_method"
+    organizations = bob.get(f"/workspaces/{t['ws_b']}/organizations").json["data"]
+    assert [(o["name"], o["usage"]["subtree_usage"]["users"]) for o in organizations] == [("B root", 1), ("B team", 1)]
 
 
 @pytest.mark.parametrize("method,kind,template", ROUTES, ids=[f"{m} {p}" for m, _, p in ROUTES])

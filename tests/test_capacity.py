@@ -1,0 +1,477 @@
+"""Capacity in the three billing modes: usage reports, the limits read, the
+capacity read, and the guards that keep subscriptions above usage."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from billing.organizations.capacity import holding
+from billing.tokens import mint_token
+from tests.conftest import Api, assert_error
+from tests.test_organizations import make_child, make_root, orgs
+
+
+@pytest.fixture
+def alice(as_user: Any) -> Any:
+    return as_user("alice")
+
+
+def account_path(ws: str, account: str) -> str:
+    return f"/workspaces/{ws}/billing-accounts/{account}"
+
+
+def subscribe(api: Any, ws: str, account: str, quantities: dict[str, int]) -> dict[str, Any]:
+    """A subscription paid by card (a trial when the workspace is eligible)."""
+    acc = account_path(ws, account)
+    if not api.get(f"{acc}/payment-methods").json["data"]:
+        assert api.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    response = api.post(f"{acc}/subscriptions", {"product_quantities": quantities})
+    assert response.status_code == 201, response.json
+    return dict(response.json)
+
+
+def report(api: Any, ws: str, org: str, product: str, delta: int, **kw: Any) -> Any:
+    return api.post(f"{orgs(ws)}/{org}/usage", {"product": product, "delta": delta}, **kw)
+
+
+def limits(api: Any, ws: str, org: str) -> dict[str, Any]:
+    response = api.get(f"{orgs(ws)}/{org}/limits")
+    assert response.status_code == 200, response.json
+    return dict(response.json)
+
+
+def entry(api: Any, ws: str, org: str, product: str) -> dict[str, Any]:
+    return next(e for e in limits(api, ws, org)["limits"] if e["type"] == product)
+
+
+def pools(api: Any, ws: str) -> list[dict[str, Any]]:
+    response = api.get(f"/workspaces/{ws}/capacity")
+    assert response.status_code == 200, response.json
+    return list(response.json["pools"])
+
+
+def usage_of(api: Any, ws: str, org: str) -> dict[str, Any]:
+    return dict(api.get(f"{orgs(ws)}/{org}").json["usage"])
+
+
+# -- the three modes -----------------------------------------------------------------
+
+
+def test_single_one_account_funds_every_organization(alice: Any) -> None:
+    ws = alice.workspace("single", name="Solo")
+    account = alice.account(ws, name="Solo Billing")["id"]
+    subscribe(alice, ws, account, {"users": 3, "locations": 1})
+    first, second = make_root(alice, ws, billing_account_id=account), make_root(alice, ws, billing_account_id=account)
+    assert report(alice, ws, first["id"], "users", 2).json == {
+        "type": "users", "used": 2, "direct": 2, "free": 1, "org_limit": None, "total": 3}
+    assert_error(report(alice, ws, second["id"], "users", 2), 409, "capacity_exceeded")
+    assert report(alice, ws, second["id"], "users", 1).status_code == 200
+    assert pools(alice, ws) == [{"billing_account_id": None, "products": {
+        "locations": {"capacity": 1, "used": 0, "free": 1},
+        "users": {"capacity": 3, "used": 3, "free": 0},
+        "sso": {"capacity": 0, "used": 0, "free": 0}}}]
+    read = limits(alice, ws, second["id"])
+    assert read["organization_id"] == second["id"] and read["organization_name"] == "Root"
+    assert [e["type"] for e in read["limits"]] == ["locations", "users", "sso"]
+    assert read["context"] == {"type": "billing_account", "name": "Solo Billing"}
+
+
+def test_pooled_every_account_feeds_one_pool(alice: Any) -> None:
+    ws = alice.workspace("pooled", name="Pool party")
+    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
+    subscribe(alice, ws, first, {"users": 3})
+    subscribe(alice, ws, second, {"users": 2, "sso": 1})
+    root = make_root(alice, ws)
+    assert report(alice, ws, root["id"], "users", 5).json["free"] == 0
+    error = assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
+    assert "users" in error["message"] and "requested 1" in error["message"] and "free 0" in error["message"]
+    assert pools(alice, ws) == [{"billing_account_id": None, "products": {
+        "locations": {"capacity": 0, "used": 0, "free": 0},
+        "users": {"capacity": 5, "used": 5, "free": 0},
+        "sso": {"capacity": 1, "used": 0, "free": 1}}}]
+    assert limits(alice, ws, root["id"])["context"] == {"type": "workspace", "name": "Pool party"}
+
+
+def test_assigned_each_root_draws_on_its_own_account(alice: Any) -> None:
+    ws = alice.workspace("assigned")
+    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
+    subscribe(alice, ws, first, {"users": 3})
+    subscribe(alice, ws, second, {"users": 2})
+    on_first = make_root(alice, ws, billing_account_id=first)
+    on_second = make_root(alice, ws, billing_account_id=second)
+    child = make_child(alice, ws, on_second["id"])
+    assert_error(report(alice, ws, child["id"], "users", 3), 409, "capacity_exceeded")
+    assert report(alice, ws, child["id"], "users", 2).status_code == 200
+    assert report(alice, ws, on_first["id"], "users", 3).status_code == 200
+    assert pools(alice, ws) == [
+        {"billing_account_id": first, "products": {
+            "locations": {"capacity": 0, "used": 0, "free": 0}, "users": {"capacity": 3, "used": 3, "free": 0},
+            "sso": {"capacity": 0, "used": 0, "free": 0}}},
+        {"billing_account_id": second, "products": {
+            "locations": {"capacity": 0, "used": 0, "free": 0}, "users": {"capacity": 2, "used": 2, "free": 0},
+            "sso": {"capacity": 0, "used": 0, "free": 0}}},
+    ]
+    assert limits(alice, ws, child["id"])["context"] == {"type": "billing_account", "name": "Second"}
+
+
+@pytest.mark.parametrize("mode", ["single", "pooled", "assigned"])
+def test_capacity_lists_all_three_products_with_nothing_provided(alice: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
+    account = alice.account(ws)["id"]
+    nothing = {p: {"capacity": 0, "used": 0, "free": 0} for p in ("locations", "users", "sso")}
+    expected = account if mode == "assigned" else None
+    assert pools(alice, ws) == [{"billing_account_id": expected, "products": nothing}]
+
+
+# -- limits on the path, and what the read says ------------------------------------------
+
+
+def test_limits_inherit_downward_and_the_tightest_wins(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 5, "locations": 5})
+    root = make_root(alice, ws, name="HQ", limits={"users": 6})
+    team = make_child(alice, ws, root["id"], name="Team", limits={"users": 4})
+    squad = make_child(alice, ws, team["id"], name="Squad")
+    other = make_child(alice, ws, root["id"], name="Other")
+    assert report(alice, ws, other["id"], "users", 1).status_code == 200
+    # Squad: the pool has 9, HQ 5, Team 4 -> Team binds.
+    assert entry(alice, ws, squad["id"], "users") == {
+        "type": "users", "used": 0, "direct": 0, "free": 4, "org_limit": 4, "total": 4}
+    # The context names what binds the product with the least free (users, here).
+    assert limits(alice, ws, squad["id"])["context"] == {"type": "parent", "name": "Team"}
+    assert_error(report(alice, ws, squad["id"], "users", 5), 409, "capacity_exceeded")
+    assert report(alice, ws, squad["id"], "users", 3).status_code == 200
+    # Team's own read: used is its subtree's, direct its own; its own limit binds.
+    assert report(alice, ws, team["id"], "users", 1).json == {
+        "type": "users", "used": 4, "direct": 1, "free": 0, "org_limit": 4, "total": 4}
+    assert limits(alice, ws, team["id"])["context"] == {"type": "organization", "name": "Team"}
+    # HQ: 6 - 5 used = 1.
+    assert entry(alice, ws, root["id"], "users") == {
+        "type": "users", "used": 5, "direct": 0, "free": 1, "org_limit": 6, "total": 6}
+    assert usage_of(alice, ws, root["id"]) == {"usage": {"locations": 0, "users": 0, "sso": 0},
+                                               "subtree_usage": {"locations": 0, "users": 5, "sso": 0}}
+    assert usage_of(alice, ws, squad["id"])["usage"]["users"] == 3
+
+
+def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 2})
+    root = make_root(alice, ws, limits={"sso": 0})
+    assert entry(alice, ws, root["id"], "sso")["free"] == 0
+    assert_error(report(alice, ws, root["id"], "sso", 1), 409, "capacity_exceeded")
+    assert report(alice, ws, root["id"], "users", 5).status_code == 200
+    response = alice.patch(f"{orgs(ws)}/{root['id']}", {"limits": {"users": 2}})
+    assert response.status_code == 200 and response.json["usage"]["usage"]["users"] == 5
+    assert entry(alice, ws, root["id"], "users") == {
+        "type": "users", "used": 5, "direct": 5, "free": 0, "org_limit": 2, "total": 5}
+    assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
+    assert report(alice, ws, root["id"], "users", -4).json["used"] == 1
+    assert report(alice, ws, root["id"], "users", 1).json["free"] == 0
+
+
+def test_a_release_never_goes_below_zero(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10})
+    root = make_root(alice, ws)
+    child = make_child(alice, ws, root["id"])
+    report(alice, ws, root["id"], "users", 2)
+    report(alice, ws, child["id"], "users", 3)
+    assert report(alice, ws, child["id"], "users", -7).json == {
+        "type": "users", "used": 0, "direct": 0, "free": 8, "org_limit": None, "total": 8}
+    assert usage_of(alice, ws, root["id"])["subtree_usage"]["users"] == 2  # the root's own usage stays
+
+
+@pytest.mark.parametrize("body", [
+    {"product": "users", "delta": 0}, {"product": "seats", "delta": 1}, {"product": "users"},
+    {"delta": 1}, {"product": "users", "delta": "1"}, {"product": "users", "delta": 1.5},
+    {"product": "users", "delta": 10**9}, {"product": "users", "delta": 1, "org": "x"},
+])
+def test_bad_usage_reports_are_422_and_change_nothing(alice: Any, body: dict[str, Any]) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10})
+    root = make_root(alice, ws)
+    assert_error(alice.post(f"{orgs(ws)}/{root['id']}/usage", body), 422, "validation_failed")
+    assert usage_of(alice, ws, root["id"])["usage"] == {"locations": 0, "users": 0, "sso": 0}
+
+
+# -- capacity that falls without our API -------------------------------------------------
+
+
+def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any) -> None:
+    ws = alice.workspace("single")
+    account = alice.account(ws)["id"]
+    acc = account_path(ws, account)
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 3}}).json  # a trial, no card
+    assert sub["status"] == "trialing"
+    root = make_root(alice, ws, billing_account_id=account)
+    assert report(alice, ws, root["id"], "users", 2).status_code == 200
+    alice.post("/sandbox/clock/advance", {"days": 15})
+    assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"
+    assert entry(alice, ws, root["id"], "users") == {
+        "type": "users", "used": 2, "direct": 2, "free": 0, "org_limit": None, "total": 2}
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 0, "used": 2, "free": 0}
+    assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
+    assert report(alice, ws, root["id"], "users", -1).json["used"] == 1  # releasing still works
+
+
+def test_a_subscription_that_ends_elsewhere_leaves_usage(alice: Any, state: Any) -> None:
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe(alice, ws, account, {"users": 3})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 3)
+    state.gateway.client.v1.subscriptions.cancel(sub["id"])  # e.g. from the Dashboard; the webhook tells us
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 0, "used": 3, "free": 0}
+    assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
+    # Archiving: no active subscription, but organizations still use capacity.
+    assert_error(alice.delete(f"/workspaces/{ws}"), 409, "workspace_not_empty")
+    assert alice.get(f"/workspaces/{ws}").json["archived"] is False
+    report(alice, ws, root["id"], "users", -3)
+    assert alice.delete(f"/workspaces/{ws}").status_code == 204
+
+
+# -- guards ----------------------------------------------------------------------------
+
+
+def _quantity(api: Any, ws: str, account: str, sub: str, product: str) -> int | None:
+    found = api.get(f"{account_path(ws, account)}/subscriptions/{sub}").json["product_quantities"].get(product)
+    return None if found is None else int(found["quantity"])
+
+
+@pytest.mark.parametrize("change", [
+    {"product_quantities": {"users": 2, "sso": 1}}, {"remove_products": ["users"]},
+    {"product_quantities": {"sso": 1}},
+])
+def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, change: dict[str, Any]) -> None:
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe(alice, ws, account, {"users": 5, "sso": 1})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 3)
+    error = assert_error(alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409,
+                         "would_underprovision")
+    assert "users" in error["message"] and "3" in error["message"]
+    assert state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].quantity == 5
+    assert _quantity(alice, ws, account, sub["id"], "users") == 5
+    # Down to exactly the usage is fine.
+    assert alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}",
+                       {"product_quantities": {"users": 3, "sso": 1}}).status_code == 200
+    assert _quantity(alice, ws, account, sub["id"], "users") == 3
+
+
+def test_another_subscription_can_cover_a_decrease(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
+    sub = subscribe(alice, ws, first, {"users": 5})
+    subscribe(alice, ws, second, {"users": 2})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 6)
+    path = f"{account_path(ws, first)}/subscriptions/{sub['id']}"
+    assert alice.patch(path, {"product_quantities": {"users": 4}}).status_code == 200
+    assert_error(alice.patch(path, {"product_quantities": {"users": 3}}), 409, "would_underprovision")
+
+
+def test_in_assigned_mode_only_the_accounts_own_pool_counts(alice: Any) -> None:
+    ws = alice.workspace("assigned")
+    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
+    sub = subscribe(alice, ws, first, {"users": 5})
+    subscribe(alice, ws, second, {"users": 5})
+    on_second = make_root(alice, ws, billing_account_id=second)
+    report(alice, ws, on_second["id"], "users", 5)
+    # Usage drawn on the second account doesn't hold the first one's subscription.
+    assert alice.patch(f"{account_path(ws, first)}/subscriptions/{sub['id']}",
+                       {"product_quantities": {"users": 1}}).status_code == 200
+
+
+def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, state: Any) -> None:
+    """A pool already below usage (capacity fell elsewhere) doesn't block a
+    change that doesn't lower that product further."""
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    first = subscribe(alice, ws, account, {"users": 3})
+    second = subscribe(alice, ws, account, {"locations": 2, "users": 1})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 4)
+    state.gateway.client.v1.subscriptions.cancel(first["id"])  # users fall to 1 without our API
+    path = f"{account_path(ws, account)}/subscriptions/{second['id']}"
+    assert alice.patch(path, {"product_quantities": {"locations": 1, "users": 1}}).status_code == 200
+    assert_error(alice.patch(path, {"product_quantities": {"locations": 1}}), 409, "would_underprovision")
+
+
+def test_pausing_below_usage_is_refused(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe(alice, ws, account, {"users": 3})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 1)
+    path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
+    assert_error(alice.patch(path, {"action": "pause"}), 409, "would_underprovision")
+    assert alice.get(path).json["status"] in ("trialing", "active")
+    report(alice, ws, root["id"], "users", -1)
+    assert alice.patch(path, {"action": "pause"}).json["status"] == "paused"
+    assert pools(alice, ws)[0]["products"]["users"]["capacity"] == 0
+
+
+def test_cancelling_below_usage_names_product_usage_and_capacity_left(alice: Any, state: Any) -> None:
+    ws = alice.workspace("pooled")
+    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
+    sub = subscribe(alice, ws, first, {"users": 5})
+    subscribe(alice, ws, second, {"users": 2})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 4)
+    path = f"{account_path(ws, first)}/subscriptions/{sub['id']}"
+    error = assert_error(alice.delete(path), 409, "cancellation_would_underprovision")
+    assert error["message"] == "Cancelling would leave 2 users for 4 in use."
+    assert state.gateway.client.v1.subscriptions.retrieve(sub["id"]).cancel_at_period_end is False
+    report(alice, ws, root["id"], "users", -2)
+    assert alice.delete(path).json["cancel_at_period_end"] is True
+    # Scheduled to cancel, it still provides until it ends.
+    assert pools(alice, ws)[0]["products"]["users"]["capacity"] == 7
+
+
+def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 5})
+    root = make_root(alice, ws)
+    child = make_child(alice, ws, root["id"])
+    grandchild = make_child(alice, ws, child["id"])
+    report(alice, ws, grandchild["id"], "users", 1)
+    for org in (root, child, grandchild):
+        assert_error(alice.delete(f"{orgs(ws)}/{org['id']}"), 409, "organization_has_usage")
+    assert len(alice.get(orgs(ws)).json["data"]) == 3
+    report(alice, ws, grandchild["id"], "users", -1)
+    assert alice.delete(f"{orgs(ws)}/{root['id']}").status_code == 204
+
+
+def test_an_account_a_root_is_assigned_to_cannot_be_deleted(alice: Any, state: Any) -> None:
+    ws = alice.workspace("single")
+    account = alice.account(ws)["id"]
+    subscribe(alice, ws, account, {"users": 1})
+    root = make_root(alice, ws, billing_account_id=account)
+    # Checked before the active-subscription guard.
+    assert_error(alice.delete(account_path(ws, account)), 409, "billing_account_in_use")
+    assert alice.get(account_path(ws, account)).status_code == 200
+    assert not getattr(state.gateway.client.v1.customers.retrieve(account), "deleted", None)
+    assert alice.delete(f"{orgs(ws)}/{root['id']}").status_code == 204
+    assert_error(alice.delete(account_path(ws, account)), 422, "active_subscriptions_exist")
+
+
+def test_reassigning_a_root_needs_room_in_the_new_pool(alice: Any) -> None:
+    ws = alice.workspace("assigned")
+    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
+    subscribe(alice, ws, first, {"users": 5})
+    subscribe(alice, ws, second, {"users": 3})
+    root = make_root(alice, ws, billing_account_id=first)
+    child = make_child(alice, ws, root["id"])
+    already = make_root(alice, ws, billing_account_id=second)
+    report(alice, ws, child["id"], "users", 2)
+    report(alice, ws, already["id"], "users", 2)
+    error = assert_error(alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": second}), 409,
+                         "capacity_exceeded")
+    assert "users" in error["message"]
+    assert alice.get(f"{orgs(ws)}/{child['id']}").json["billing_account_id"] == first
+    report(alice, ws, already["id"], "users", -1)
+    assert alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": second}).status_code == 200
+    by_account = {p["billing_account_id"]: p["products"]["users"] for p in pools(alice, ws)}
+    assert by_account == {first: {"capacity": 5, "used": 0, "free": 5}, second: {"capacity": 3, "used": 3, "free": 0}}
+
+
+def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: Any) -> None:
+    """While a decrease is being sent to Stripe, its hold already counts: a
+    report that fits only the old capacity is refused."""
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe(alice, ws, account, {"users": 5})
+    root = make_root(alice, ws)
+    with app.app_context(), holding(ws, account, sub["id"], {"users": 2}, cancelling=False):
+        assert entry(alice, ws, root["id"], "users")["free"] == 2
+        assert_error(report(alice, ws, root["id"], "users", 3), 409, "capacity_exceeded")
+    assert report(alice, ws, root["id"], "users", 3).status_code == 200
+
+
+# -- callers: service tokens, idempotency ------------------------------------------------
+
+
+def test_a_service_token_reports_and_reads_in_any_workspace(alice: Any, client: Any, config: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    root = make_root(alice, ws)
+    service = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='read billing:usage')}"})
+    assert report(service, ws, root["id"], "users", 2).json["used"] == 2
+    assert entry(service, ws, root["id"], "users")["free"] == 2
+    assert pools(service, ws)[0]["products"]["users"]["used"] == 2
+    # Nothing else: the token is not a member.
+    for response in (service.get(f"{orgs(ws)}/{root['id']}"), service.get(orgs(ws)),
+                     service.post(orgs(ws), {"name": "No"}), service.patch(f"{orgs(ws)}/{root['id']}", {"name": "N"}),
+                     service.get(f"/workspaces/{ws}")):
+        assert_error(response, 404, "not_found")
+    # Scope is space-separated words: a look-alike is not the scope.
+    other = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-x', scope='billing:usage:read')}"})
+    assert_error(report(other, ws, root["id"], "users", 1), 404, "not_found")
+    assert_error(other.get(f"/workspaces/{ws}/capacity"), 404, "not_found")
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 2
+    # Another workspace's organization under this workspace is still 404.
+    ws2 = alice.workspace("pooled", name="Other")
+    assert_error(report(service, ws2, root["id"], "users", 1), 404, "not_found")
+    assert_error(report(service, "ws_doesnotexist0000", root["id"], "users", 1), 404, "not_found")
+
+
+def test_a_retried_report_is_counted_once(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    root = make_root(alice, ws)
+    headers = {**alice.headers, "Idempotency-Key": "usage-report-1"}
+    first = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
+                              headers=headers)
+    again = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
+                              headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json == first.json
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 1
+    assert_error(alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 2},
+                                   headers=headers), 409, "idempotency_key_reused")
+
+
+# -- concurrency -------------------------------------------------------------------------
+
+
+def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    def run(call: tuple[str, dict[str, Any]]) -> Any:
+        with app.test_client() as client:
+            return client.post(call[0], json=call[1], headers=headers)
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_concurrent_reports_never_overshoot_the_pool(app: Any, alice: Any, auth: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 12})
+    root = make_root(alice, ws)
+    kids = [make_child(alice, ws, root["id"], name=f"Kid {i}") for i in range(3)]
+    calls = [(f"{orgs(ws)}/{kids[i % 3]['id']}/usage", {"product": "users", "delta": 1}) for i in range(40)]
+    responses = _concurrently(app, auth("alice"), calls)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 12 + [409] * 28, [r.get_json() for r in responses if r.status_code not in (200, 409)]
+    assert all(r.get_json()["code"] == "capacity_exceeded" for r in responses if r.status_code == 409)
+    assert usage_of(alice, ws, root["id"])["subtree_usage"]["users"] == 12
+    assert sum(usage_of(alice, ws, k["id"])["usage"]["users"] for k in kids) == 12
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 12, "used": 12, "free": 0}
+
+
+def test_concurrent_reports_never_overshoot_a_limit_on_the_path(app: Any, alice: Any, auth: Any) -> None:
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 50})
+    root = make_root(alice, ws)
+    team = make_child(alice, ws, root["id"], name="Team", limits={"users": 7})
+    members = [make_child(alice, ws, team["id"], name=f"M{i}") for i in range(2)]
+    calls = [(f"{orgs(ws)}/{members[i % 2]['id']}/usage", {"product": "users", "delta": 1}) for i in range(32)]
+    calls += [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1}) for _ in range(4)]
+    responses = _concurrently(app, auth("alice"), calls)
+    assert sum(r.status_code == 200 for r in responses[:32]) == 7
+    assert all(r.status_code == 200 for r in responses[32:])
+    assert usage_of(alice, ws, team["id"])["subtree_usage"]["users"] == 7
+    assert usage_of(alice, ws, root["id"])["subtree_usage"]["users"] == 11
