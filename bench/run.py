@@ -363,7 +363,15 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    only = os.environ.get("BENCH_ONLY")  # "page" or "reconcile": just that section
+    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile" or "orgs": just that section
+    if only == "orgs":
+        from bench.organizations import organizations_section
+
+        with tempfile.TemporaryDirectory() as tmp:
+            database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/orgs.sqlite3"
+            run_migrations(database_url)
+            organizations_section(database_url)
+        return 0
     if only == "page":
         with tempfile.TemporaryDirectory() as tmp:
             database_url = f"sqlite:///{tmp}/page.sqlite3"
@@ -417,6 +425,9 @@ def main() -> int:
             print(f"\nwith 100 ms per Stripe request: list of 10 accounts p50 {pct(sample.latency, .5):.0f} ms "
                   f"({statistics.mean(sample.calls):.0f} Stripe requests)")
         billing_page_section(database_url)
+        from bench.organizations import organizations_section
+
+        organizations_section(database_url)
     with tempfile.TemporaryDirectory() as tmp:
         reconcile_section(os.environ.get("BENCH_RECONCILE_DATABASE_URL") or f"sqlite:///{tmp}/reconcile.sqlite3",
                           int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000")))

@@ -238,8 +238,9 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
     with current().db.write() as session:
         workspace = lock_workspace(session, workspace_id)
         org = organization_in(session, workspace_id, org_id)
+        read = Limits(session, workspace, org)
         if delta > 0:
-            free = Limits(session, workspace, org).free(product)
+            free = read.free(product)
             if delta > free:
                 raise ApiError(409, "capacity_exceeded",
                                f"Not enough {product} capacity: requested {delta}, free {free}.")
@@ -247,15 +248,11 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
         else:
             change = -min(-delta, org.usage(product))
         if change:
-            _add_usage(session, org, product, change)
-        return Limits(session, workspace, org).entry(product)
-
-
-def _add_usage(session: Session, org: Organization, product: str, change: int) -> None:
-    setattr(org, f"usage_{product}", org.usage(product) + change)
-    for node in path_of(session, org):
-        setattr(node, f"subtree_{product}", node.subtree_usage(product) + change)
-    session.flush()
+            setattr(org, f"usage_{product}", org.usage(product) + change)
+            for node in read.path:  # the organization and its ancestors
+                setattr(node, f"subtree_{product}", node.subtree_usage(product) + change)
+            read.pool_used[product] += change
+        return read.entry(product)
 
 
 def check_room_for_subtree(session: Session, workspace: Workspace, root: Organization, account_id: str) -> None:

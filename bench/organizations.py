@@ -1,0 +1,56 @@
+"""Issue 11's figures: the limits read and a usage report at 1,000
+organizations, 10 levels deep, measured over HTTP with the time inside the app
+from Server-Timing (`in-app`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.run import Client, Sample, pct, serve, timed
+
+ROUNDS = 300
+
+
+def build_tree(client: Client, ws: str, total: int = 1000, depth: int = 10) -> list[str]:
+    """A spine of `depth` levels (each with a limit), 99 leaves under each
+    spine node that may have children, and the rest as more roots: the
+    deepest node has 9 ancestors to check."""
+    orgs = f"/workspaces/{ws}/organizations"
+    spine = [client.call("POST", orgs, json={"name": "Level 0", "limits": {"users": 100_000}})["id"]]
+    for level in range(1, depth):
+        spine.append(client.call("POST", f"{orgs}/{spine[-1]}/children",
+                                 json={"name": f"Level {level}", "limits": {"users": 100_000 - level}})["id"])
+    for i in range(min(total - depth, 99 * (depth - 1))):
+        client.call("POST", f"{orgs}/{spine[i % (depth - 1)]}/children", json={"name": f"Leaf {i}"})
+    for i in range(total - depth - 99 * (depth - 1)):
+        client.call("POST", orgs, json={"name": f"Root {i}"})
+    return spine
+
+
+def organizations_section(database_url: str) -> None:
+    with serve(database_url) as server:
+        client = Client(server.base, "bench-orgs")
+        ws = client.call("POST", "/workspaces", json={"name": "Orgs", "billing_mode": "pooled"})["id"]
+        account = client.call("POST", f"/workspaces/{ws}/billing-accounts",
+                              json={"name": "Orgs", "email": "o@bench.test", "address": {"country": "US"}})["id"]
+        acc = f"/workspaces/{ws}/billing-accounts/{account}"
+        client.call("POST", acc + "/subscriptions", json={"product_quantities": {"users": 5000, "locations": 10}})
+        spine = build_tree(client, ws)
+        deepest, root = spine[-1], spine[0]
+        orgs = f"{server.base}/workspaces/{ws}/organizations"
+        samples: dict[str, Sample] = {name: Sample() for name in (
+            "limits read, depth 9", "limits read, root", "usage report +1/-1, depth 9", "capacity read")}
+        for i in range(ROUNDS):
+            timed(client.session, "GET", f"{orgs}/{deepest}/limits", samples["limits read, depth 9"])
+            timed(client.session, "GET", f"{orgs}/{root}/limits", samples["limits read, root"])
+            timed(client.session, "POST", f"{orgs}/{deepest}/usage", samples["usage report +1/-1, depth 9"],
+                  json={"product": "users", "delta": 1 if i % 2 == 0 else -1})
+            timed(client.session, "GET", f"{server.base}/workspaces/{ws}/capacity", samples["capacity read"])
+        count = len(client.call("GET", f"/workspaces/{ws}/organizations")["data"])
+        print(f"\norganizations: {count} in one workspace, 10 levels deep, a limit on every level of the spine; "
+              f"{ROUNDS} rounds")
+        print(f"{'call':30} {'p50 ms':>8} {'p99 ms':>8} {'in-app p50':>10} {'in-app p99':>10} {'stripe/call':>11}")
+        for name, s in samples.items():
+            calls: Any = sum(s.calls) / len(s.calls)
+            print(f"{name:30} {pct(s.latency, .5):8.2f} {pct(s.latency, .99):8.2f} {pct(s.in_app, .5):10.2f} "
+                  f"{pct(s.in_app, .99):10.2f} {calls:11.2f}" + (f"  errors={s.errors}" if s.errors else ""))
