@@ -37,9 +37,10 @@ def register(app: Flask) -> None:
     @app.cli.command("mint-token")
     @click.argument("user_id")
     @click.option("--ttl", default=86400, show_default=True, help="Lifetime in seconds.")
-    def mint(user_id: str, ttl: int) -> None:
+    @click.option("--scope", default=None, help="The token's scope claim, e.g. billing:usage for a service.")
+    def mint(user_id: str, ttl: int, scope: str | None) -> None:
         """Print a bearer token for USER_ID signed with JWT_SECRET (development)."""
-        click.echo(mint_token(current().config, user_id, ttl_seconds=ttl))
+        click.echo(mint_token(current().config, user_id, ttl_seconds=ttl, scope=scope))
 
     @app.cli.command("reconcile")
     @click.option("--full", is_flag=True, help="Re-copy every customer's objects instead of catching up from events.")

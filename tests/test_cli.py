@@ -19,6 +19,16 @@ def test_mint_token_is_accepted(app: Any, client: Any) -> None:
     assert client.get("/workspaces", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
+def test_mint_token_with_the_usage_scope_reads_capacity_anywhere(app: Any, client: Any, as_user: Any) -> None:
+    ws = as_user("alice").workspace("pooled")
+    for scope, status in (("billing:usage", 200), (None, 404)):
+        args = ["mint-token", "inventory-service"] + (["--scope", scope] if scope else [])
+        result = app.test_cli_runner().invoke(args=args)
+        assert result.exit_code == 0, result.output
+        headers = {"Authorization": f"Bearer {result.output.strip()}"}
+        assert client.get(f"/workspaces/{ws}/capacity", headers=headers).status_code == status
+
+
 def test_dev_setup_prints_a_working_curl_line(app: Any, client: Any) -> None:
     runner = app.test_cli_runner()
     result = runner.invoke(args=["dev-setup", "--user", "dev-user"])
