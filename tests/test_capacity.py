@@ -53,6 +53,14 @@ def pools(api: Any, ws: str) -> list[dict[str, Any]]:
     return list(response.json["pools"])
 
 
+def root_in(api: Any, ws: str, mode: str, account: str, **body: Any) -> dict[str, Any]:
+    """A root organization drawing on `account` (in pooled mode: on the workspace's pool)."""
+    return make_root(api, ws, **({} if mode == "pooled" else {"billing_account_id": account}), **body)
+
+
+MODES = ["single", "assigned", "pooled"]
+
+
 def usage_of(api: Any, ws: str, org: str) -> dict[str, Any]:
     return dict(api.get(f"{orgs(ws)}/{org}").json["usage"])
 
@@ -200,13 +208,14 @@ def test_bad_usage_reports_are_422_and_change_nothing(alice: Any, body: dict[str
 # -- capacity that falls without our API -------------------------------------------------
 
 
-def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any) -> None:
-    ws = alice.workspace("single")
+@pytest.mark.parametrize("mode", MODES)
+def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
     acc = account_path(ws, account)
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 3}}).json  # a trial, no card
     assert sub["status"] == "trialing"
-    root = make_root(alice, ws, billing_account_id=account)
+    root = root_in(alice, ws, mode, account)
     assert report(alice, ws, root["id"], "users", 2).status_code == 200
     alice.post("/sandbox/clock/advance", {"days": 15})
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"
@@ -217,11 +226,12 @@ def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any) -> No
     assert report(alice, ws, root["id"], "users", -1).json["used"] == 1  # releasing still works
 
 
-def test_a_subscription_that_ends_elsewhere_leaves_usage(alice: Any, state: Any) -> None:
-    ws = alice.workspace("pooled")
+@pytest.mark.parametrize("mode", MODES)
+def test_a_subscription_that_ends_elsewhere_leaves_usage(alice: Any, state: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
     sub = subscribe(alice, ws, account, {"users": 3})
-    root = make_root(alice, ws)
+    root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
     state.gateway.client.v1.subscriptions.cancel(sub["id"])  # e.g. from the Dashboard; the webhook tells us
     assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 0, "used": 3, "free": 0}
@@ -241,15 +251,17 @@ def _quantity(api: Any, ws: str, account: str, sub: str, product: str) -> int | 
     return None if found is None else int(found["quantity"])
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("change", [
     {"product_quantities": {"users": 2, "sso": 1}}, {"remove_products": ["users"]},
     {"product_quantities": {"sso": 1}},
 ])
-def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, change: dict[str, Any]) -> None:
-    ws = alice.workspace("pooled")
+def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, change: dict[str, Any],
+                                                      mode: str) -> None:
+    ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
     sub = subscribe(alice, ws, account, {"users": 5, "sso": 1})
-    root = make_root(alice, ws)
+    root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
     error = assert_error(alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409,
                          "would_underprovision")
@@ -301,11 +313,12 @@ def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, sta
     assert_error(alice.patch(path, {"product_quantities": {"locations": 1}}), 409, "would_underprovision")
 
 
-def test_pausing_below_usage_is_refused(alice: Any) -> None:
-    ws = alice.workspace("pooled")
+@pytest.mark.parametrize("mode", MODES)
+def test_pausing_below_usage_is_refused(alice: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
     sub = subscribe(alice, ws, account, {"users": 3})
-    root = make_root(alice, ws)
+    root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 1)
     path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
     assert_error(alice.patch(path, {"action": "pause"}), 409, "would_underprovision")
@@ -313,6 +326,21 @@ def test_pausing_below_usage_is_refused(alice: Any) -> None:
     report(alice, ws, root["id"], "users", -1)
     assert alice.patch(path, {"action": "pause"}).json["status"] == "paused"
     assert pools(alice, ws)[0]["products"]["users"]["capacity"] == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cancelling_the_only_subscription_below_usage_is_refused(alice: Any, state: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
+    account = alice.account(ws)["id"]
+    sub = subscribe(alice, ws, account, {"users": 2, "sso": 1})
+    root = root_in(alice, ws, mode, account)
+    report(alice, ws, root["id"], "sso", 1)
+    path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
+    error = assert_error(alice.delete(path), 409, "cancellation_would_underprovision")
+    assert error["message"] == "Cancelling would leave 0 sso for 1 in use."
+    assert alice.get(path).json["cancel_at_period_end"] is False
+    report(alice, ws, root["id"], "sso", -1)
+    assert alice.delete(path).json["cancel_at_period_end"] is True
 
 
 def test_cancelling_below_usage_names_product_usage_and_capacity_left(alice: Any, state: Any) -> None:
@@ -332,10 +360,12 @@ def test_cancelling_below_usage_names_product_usage_and_capacity_left(alice: Any
     assert pools(alice, ws)[0]["products"]["users"]["capacity"] == 7
 
 
-def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any) -> None:
-    ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 5})
-    root = make_root(alice, ws)
+@pytest.mark.parametrize("mode", MODES)
+def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
+    account = alice.account(ws)["id"]
+    subscribe(alice, ws, account, {"users": 5})
+    root = root_in(alice, ws, mode, account)
     child = make_child(alice, ws, root["id"])
     grandchild = make_child(alice, ws, child["id"])
     report(alice, ws, grandchild["id"], "users", 1)
