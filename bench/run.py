@@ -45,9 +45,16 @@ TIMING = re.compile(r'(\w+);dur=([\d.]+)(?:;desc="(\d+)")?')
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port; LOCAL_PORT_RANGE="18100-18199" keeps to a range (a shared machine)."""
+    low, _, high = os.environ.get("LOCAL_PORT_RANGE", "0-0").partition("-")
+    for port in range(int(low), int(high or low) + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free port in LOCAL_PORT_RANGE={os.environ['LOCAL_PORT_RANGE']}")
 
 
 @dataclass
@@ -73,15 +80,19 @@ def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        # Generous: on a busy machine (CI, parallel tests) booting the workers takes a while.
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited at start (status {process.returncode})")
             try:
                 if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
             except requests.RequestException:
                 pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not start within 90 s")
             time.sleep(0.1)
-        else:
-            raise RuntimeError("the service did not start")
         yield Server(base, env, process)
     finally:
         process.send_signal(signal.SIGTERM)
