@@ -16,7 +16,10 @@ from flask_smorest import Api
 from marshmallow import EXCLUDE, INCLUDE, fields, validate
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
-from schemas.common import NonEmptySchema
+from billing.input_guard import CONTROL_IN_URL
+from schemas.common import NonEmptySchema, Permanent
+
+PATH_PARAMETER_PATTERN = f"^[^{CONTROL_IN_URL}/]+$"
 
 # Swagger UI's files, from the pinned swagger-ui-bundle package (nothing loaded from another host).
 docs_assets = Blueprint("docs_assets", __name__, static_folder=str(swagger_ui_path),
@@ -147,9 +150,11 @@ class ErrorResponses(BasePlugin):
 
 
 class ObjectRules(BasePlugin):
-    """Bodies that must not be empty say so (minProperties: 1), and a schema
-    with a Meta.description still refuses unknown fields (apispec then omits
-    additionalProperties)."""
+    """Bodies that must not be empty say so (minProperties: 1); a permanent
+    field is not accepted, so it is no property (the schema's description says
+    why); a schema with a Meta.description still refuses unknown fields (apispec
+    then omits additionalProperties); path parameters hold no control character
+    (the input guard) and no slash."""
 
     def schema_helper(self, name: str, definition: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
         schema = kwargs.get("schema")
@@ -161,7 +166,19 @@ class ObjectRules(BasePlugin):
             extra["additionalProperties"] = instance.unknown == INCLUDE
         if isinstance(instance, NonEmptySchema):
             extra["minProperties"] = 1
+        permanent = [field for field in instance.fields.values() if isinstance(field, Permanent)]
+        for field in permanent:
+            definition.get("properties", {}).pop(field.data_key or field.name, None)
+        if permanent:
+            notes = " ".join(field.message for field in permanent)
+            extra["description"] = f"{definition['description']} {notes}" if definition.get("description") else notes
         return extra
+
+    def path_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                    parameters: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        for parameter in parameters or []:
+            if parameter.get("in") == "path":
+                parameter.setdefault("schema", {"type": "string"})["pattern"] = PATH_PARAMETER_PATTERN
 
 
 def object_keywords(self: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -7,13 +7,13 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validates_schema
 
-from billing.input_guard import FORBIDDEN_IN_TEXT, FORBIDDEN_IN_URL
+from billing.input_guard import CONTROL_IN_TEXT, CONTROL_IN_URL
 
 # What the input guard lets through, as OpenAPI patterns (ECMA 262, as in JSON Schema).
-TEXT_PATTERN = f"^[^{FORBIDDEN_IN_TEXT}]*$"
+TEXT_PATTERN = f"^[^{CONTROL_IN_TEXT}]*$"
 # \x85 counts as blank for Python's str.strip() but is not in ECMA's \s.
-NOT_BLANK_PATTERN = f"^[^{FORBIDDEN_IN_TEXT}]*[^\\s\\x85{FORBIDDEN_IN_TEXT}][^{FORBIDDEN_IN_TEXT}]*$"
-QUERY_PATTERN = f"^[^{FORBIDDEN_IN_URL}]*$"
+NOT_BLANK_PATTERN = f"^[^{CONTROL_IN_TEXT}]*[^\\s\\x85{CONTROL_IN_TEXT}][^{CONTROL_IN_TEXT}]*$"
+URL_PATTERN = f"^[^{CONTROL_IN_URL}]*$"
 
 
 def format_timestamp(value: datetime | int | float) -> str:

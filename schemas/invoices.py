@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from billing.catalog import INTERVALS, PRODUCTS
-from schemas.common import QUERY_PATTERN, Text, format_timestamp
+from schemas.common import URL_PATTERN, Text, format_timestamp
 
 
 def _int_amount(value: Any) -> int | None:
@@ -124,11 +124,11 @@ class InvoiceListQuerySchema(Schema):
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=200))
     after = fields.String(validate=validate.Length(min=1, max=255),
-                          metadata={"pattern": QUERY_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
+                          metadata={"pattern": URL_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
                                     "description": "An invoice id: the page after it (older invoices). "
                                                    "Not with `before`."})
     before = fields.String(validate=validate.Length(min=1, max=255),
-                           metadata={"pattern": QUERY_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
+                           metadata={"pattern": URL_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
                                      "description": "An invoice id: the page before it (newer invoices). "
                                                     "Not with `after`."})
 
