@@ -13,7 +13,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
 
-from billing import cli, idempotency, input_guard, logs, request_log
+from billing import cli, idempotency, input_guard, logs, openapi, request_log
 from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
@@ -22,7 +22,7 @@ from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
-from billing.openapi import IdempotencyKeyDocs, OperationIds, docs_assets
+from billing.openapi import docs_assets
 from billing.invoices.routes import blp as invoices_blp
 from billing.organizations.routes import blp as organizations_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
@@ -116,9 +116,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
             log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
     api = BillingApi(app)
-    for plugin in (IdempotencyKeyDocs(), OperationIds()):
-        plugin.init_spec(api.spec)
-        api.spec.plugins.append(plugin)
+    openapi.extend(api)
     for blp in (
         health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
         payment_methods_blp, invoices_blp, organizations_blp, webhooks_blp,

@@ -65,9 +65,9 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[str, str] | None = None
-          ) -> Iterator[Server]:
-    port = free_port()
+def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[str, str] | None = None,
+          port: int | None = None) -> Iterator[Server]:
+    port = port or free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
            "STRIPE_SANDBOX": "1",
            "PORT": str(port), **(extra or {})}

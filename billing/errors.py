@@ -145,6 +145,9 @@ def from_stripe_error(error: stripe.StripeError) -> ApiError:
         return ApiError(502, "stripe_unavailable", "The payment provider failed to answer.")
     if isinstance(error, stripe.InvalidRequestError) and error.code == "resource_missing":
         return not_found()
+    if isinstance(error, stripe.InvalidRequestError) and error.code == "invoice_upcoming_none":
+        # e.g. previewing a subscription that ends without another invoice: nothing to show, nothing failed.
+        return ApiError(409, "invoice_upcoming_none", "There is no upcoming invoice to preview.")
     if isinstance(error, stripe.InvalidRequestError) and (error.code or "").endswith("_unexpected_state"):
         # e.g. confirming a SetupIntent that already succeeded: the client's mistake, not Stripe's failure.
         return ApiError(409, str(error.code), "The object is not in a state that allows this.")

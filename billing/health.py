@@ -9,6 +9,7 @@ from typing import Any
 import stripe
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
 from sqlalchemy import text
 
 from billing.catalog import missing_prices
@@ -24,10 +25,23 @@ _missing_prices: list[str] = []
 blp = Blueprint("health", __name__, description="Process and dependency health.")
 
 
+class HealthSchema(Schema):
+    status = fields.String(validate=validate.OneOf(["ok"]))
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(validate=validate.OneOf(["ready", "unavailable"]))
+    stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "live"]))
+    database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
+    stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
+    catalog = fields.String(metadata={"description": "Present when Stripe answers: `ok`, or which prices are "
+                                                     "missing (run sync-catalog)."})
+
+
 @blp.route("/healthz")
 class Health(MethodView):
     @blp.doc(security=[])  # probes need no token
-    @blp.response(200)
+    @blp.response(200, HealthSchema)
     def get(self) -> dict[str, Any]:
         """The process is up"""
         return {"status": "ok"}
@@ -36,9 +50,10 @@ class Health(MethodView):
 @blp.route("/readyz")
 class Ready(MethodView):
     @blp.doc(security=[])
-    @blp.response(200)
+    @blp.response(200, ReadinessSchema)
+    @blp.alt_response(503, schema=ReadinessSchema, description="Not ready: the checks say what is missing.")
     def get(self) -> Any:
-        """The database and Stripe answer"""
+        """The database and Stripe answer, and the catalog's prices exist"""
         state = current()
         checks: dict[str, Any] = {"stripe_mode": "sandbox" if state.config.sandbox else "live"}
         try:

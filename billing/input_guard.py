@@ -18,8 +18,13 @@ from flask import request
 from billing.errors import ApiError, validation_error
 
 MAX_DEPTH = 32
-_FORBIDDEN_IN_URL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# Regex character ranges; the control characters' source text is also the OpenAPI
+# document's `pattern` (lone surrogates are not: JSON Schema's regex engines refuse them).
+CONTROL_IN_URL = r"\x00-\x1f\x7f"
+CONTROL_IN_TEXT = r"\x00-\x08\x0b-\x1f\x7f"  # tab and newline are fine in free text
+_LONE_SURROGATES = r"\ud800-\udfff"
+_FORBIDDEN_IN_URL = re.compile(f"[{CONTROL_IN_URL}{_LONE_SURROGATES}]")
+_FORBIDDEN_IN_TEXT = re.compile(f"[{CONTROL_IN_TEXT}{_LONE_SURROGATES}]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -1,14 +1,25 @@
-"""What the OpenAPI document says beyond the schemas: the Idempotency-Key
-header on every write, and a stable operationId for every operation (generated
-clients name their methods after it)."""
+"""What the OpenAPI document says beyond what apispec reads from the schemas:
+the Idempotency-Key header on every write, a stable operationId for every
+operation (generated clients name their methods after it), the error envelope
+on every error status an operation can answer, and the object rules apispec
+leaves out (a Dict's enum keys, minProperties)."""
 
 from __future__ import annotations
 
+import http
 from typing import Any
 
 from apispec import BasePlugin
+from apispec.ext.marshmallow.common import resolve_schema_instance
 from flask import Blueprint
+from flask_smorest import Api
+from marshmallow import EXCLUDE, INCLUDE, fields, validate
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+from billing.input_guard import CONTROL_IN_URL
+from schemas.common import NonEmptySchema, Permanent
+
+PATH_PARAMETER_PATTERN = f"^[^{CONTROL_IN_URL}/]+$"
 
 # Swagger UI's files, from the pinned swagger-ui-bundle package (nothing loaded from another host).
 docs_assets = Blueprint("docs_assets", __name__, static_folder=str(swagger_ui_path),
@@ -72,7 +83,8 @@ class IdempotencyKeyDocs(BasePlugin):
         "in": "header", "name": "Idempotency-Key", "required": False,
         "description": "Retry safely: the same key with the same request within 24 h replays the first "
                        "response (Idempotent-Replayed: true).",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        # Not blank: a whitespace-only key is refused (400 invalid_idempotency_key).
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "\\S"},
     }
 
     def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
@@ -82,8 +94,6 @@ class IdempotencyKeyDocs(BasePlugin):
         for method in ("post", "put", "patch", "delete"):
             if method in operations:
                 operations[method].setdefault("parameters", []).append(dict(self.PARAMETER))
-
-
 
 
 class OperationIds(BasePlugin):
@@ -96,3 +106,114 @@ class OperationIds(BasePlugin):
             name = OPERATION_IDS.get((method, path or ""))
             if name:
                 operation["operationId"] = name
+
+
+WRITES = ("post", "put", "patch", "delete")
+# Operations that call Stripe (every GET answers from the copy): Stripe's rate
+# limit is 429, Stripe failing or unreachable 502/503.
+CALLS_STRIPE = frozenset({
+    "createBillingAccount", "updateBillingAccount", "deleteBillingAccount",
+    "createSubscription", "updateSubscription", "cancelSubscription",
+    "createSetupIntent", "setDefaultPaymentMethod", "detachPaymentMethod", "previewInvoice",
+    "receiveStripeEvent", "attachTestPaymentMethod", "confirmTestSetupIntent",
+})
+# Operations where a card can be declined (402): a charge, or a card attached.
+CHARGES = frozenset({"createSubscription", "updateSubscription", "attachTestPaymentMethod",
+                     "confirmTestSetupIntent"})
+# Writes anyone authenticated may make (no role is checked).
+NO_ROLE = frozenset({"createWorkspace", "advanceSandboxClock", "receiveStripeEvent"})
+
+
+def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
+    """The error statuses an operation can answer, each with the error envelope."""
+    name = operation.get("operationId", "")
+    statuses = {422, 500}  # the input guard reads every path and query; anything can fail
+    if operation.get("security") != []:
+        statuses.add(401)
+    if "{" in path:
+        statuses.add(404)  # another tenant's object, or none
+    if method in WRITES:
+        statuses |= {400, 413, 415}  # a body that is not JSON, too large, or of another type
+        if name != "receiveStripeEvent":
+            statuses.add(409)  # Idempotency-Key reused or in use; business rules; archived workspace
+        if name not in NO_ROLE:
+            statuses.add(403)
+    if name in CALLS_STRIPE:
+        statuses |= {429, 502, 503}
+    if name in CHARGES:
+        statuses.add(402)
+    return statuses
+
+
+class ErrorResponses(BasePlugin):
+    """Declares the error envelope on every error status an operation can answer
+    (runs after OperationIds, whose names it reads)."""
+
+    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                         **kwargs: Any) -> None:
+        for method, operation in (operations or {}).items():
+            responses = operation.setdefault("responses", {})
+            declared = {str(status) for status in responses}
+            for status in sorted(error_statuses(method, path or "", operation)):
+                if str(status) not in declared:
+                    # A name of flask-smorest's lazily registered responses (ERROR_SCHEMA).
+                    responses[str(status)] = http.HTTPStatus(status).name
+
+
+class ObjectRules(BasePlugin):
+    """Bodies that must not be empty say so (minProperties: 1); a permanent
+    field is not accepted, so it is no property (the schema's description says
+    why); a schema with a Meta.description still refuses unknown fields (apispec
+    then omits additionalProperties); path parameters hold no control character
+    (the input guard) and no slash."""
+
+    def schema_helper(self, name: str, definition: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
+        schema = kwargs.get("schema")
+        if schema is None:
+            return None
+        extra: dict[str, Any] = {}
+        instance = resolve_schema_instance(schema)
+        if "additionalProperties" not in definition and instance.unknown != EXCLUDE:
+            extra["additionalProperties"] = instance.unknown == INCLUDE
+        if isinstance(instance, NonEmptySchema):
+            extra["minProperties"] = 1
+        permanent = [field for field in instance.fields.values() if isinstance(field, Permanent)]
+        for field in permanent:
+            definition.get("properties", {}).pop(field.data_key or field.name, None)
+        if permanent:
+            notes = " ".join(field.message for field in permanent)
+            extra["description"] = f"{definition['description']} {notes}" if definition.get("description") else notes
+        return extra
+
+    def path_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                    parameters: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        for parameter in parameters or []:
+            if parameter.get("in") == "path":
+                parameter.setdefault("schema", {"type": "string"})["pattern"] = PATH_PARAMETER_PATTERN
+
+
+def object_keywords(self: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """An apispec attribute function for object fields (a Dict, one Nested object):
+    a Length counts properties (apispec writes minLength/minItems), and a Dict
+    whose keys are an enum lists them as its only properties."""
+    if not isinstance(field, fields.Dict) and not (isinstance(field, fields.Nested) and not field.many):
+        return {}
+    for wrong, right in (("minLength", "minProperties"), ("maxLength", "maxProperties"),
+                         ("minItems", "minProperties"), ("maxItems", "maxProperties")):
+        if wrong in ret:
+            ret[right] = ret.pop(wrong)
+    if isinstance(field, fields.Dict) and field.key_field is not None:
+        enums = [v.choices for v in field.key_field.validators if isinstance(v, validate.OneOf)]
+        if enums:
+            value = ret.get("additionalProperties") or {}
+            ret["properties"] = {str(key): dict(value) for key in enums[0]}
+            ret["additionalProperties"] = False
+    return {}
+
+
+def extend(api: Api) -> None:
+    """Adds this module's plugins and field rules to the API's document."""
+    api.ma_plugin.converter.add_attribute_function(object_keywords)
+    for plugin in (IdempotencyKeyDocs(), OperationIds(), ErrorResponses(), ObjectRules()):
+        plugin.init_spec(api.spec)
+        api.spec.plugins.append(plugin)

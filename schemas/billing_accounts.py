@@ -9,13 +9,15 @@ import stripe
 from marshmallow import Schema, ValidationError, fields, post_load, pre_dump, validate
 
 from billing.config import CURRENCIES
-from schemas.common import Permanent, StrictString, Timestamp
+from schemas.common import Permanent, StrictString, Text, Timestamp
 
 ADDRESS_LINES = ("line1", "line2", "city", "state", "postal_code")
+COUNTRY_CODES = sorted(country.alpha_2 for country in pycountry.countries)
+_COUNTRIES = frozenset(COUNTRY_CODES)
 
 
 def _validate_country(value: str) -> None:
-    if len(value) != 2 or pycountry.countries.get(alpha_2=value.upper()) is None:
+    if value.upper() not in _COUNTRIES:
         raise ValidationError("Must be an ISO 3166-1 alpha-2 country code.")
 
 
@@ -29,12 +31,15 @@ class AddressSchema(Schema):
 
 
 class AddressInputSchema(Schema):
-    country = fields.String(required=True, validate=_validate_country)
-    line1 = fields.String(allow_none=True, validate=validate.Length(max=200))
-    line2 = fields.String(allow_none=True, validate=validate.Length(max=200))
-    city = fields.String(allow_none=True, validate=validate.Length(max=200))
-    state = fields.String(allow_none=True, validate=validate.Length(max=200))
-    postal_code = fields.String(allow_none=True, validate=validate.Length(max=20))
+    # The document lists the upper-case codes; the service also takes lower case.
+    country = fields.String(required=True, validate=_validate_country,
+                            metadata={"enum": COUNTRY_CODES, "example": "US",
+                                      "description": "ISO 3166-1 alpha-2 country code."})
+    line1 = Text(allow_none=True, validate=validate.Length(max=200))
+    line2 = Text(allow_none=True, validate=validate.Length(max=200))
+    city = Text(allow_none=True, validate=validate.Length(max=200))
+    state = Text(allow_none=True, validate=validate.Length(max=200))
+    postal_code = Text(allow_none=True, validate=validate.Length(max=20))
 
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -78,10 +83,10 @@ class BillingAccountSchema(Schema):
 
 
 class BillingAccountCreateSchema(Schema):
-    name = StrictString(required=True, validate=validate.Length(max=100))
-    email = fields.Email(required=True, validate=validate.Length(max=150))
-    phone = fields.String(allow_none=True, validate=validate.Length(max=50))
-    description = fields.String(allow_none=True, validate=validate.Length(max=200))
+    name = StrictString(required=True, validate=validate.Length(max=100), metadata={"example": "ACME Corp Billing"})
+    email = fields.Email(required=True, validate=validate.Length(max=150), metadata={"example": "billing@acme.com"})
+    phone = Text(allow_none=True, validate=validate.Length(max=50))
+    description = Text(allow_none=True, validate=validate.Length(max=200))
     currency = fields.String(validate=validate.OneOf(CURRENCIES))
     address = fields.Nested(AddressInputSchema, required=True)
 
@@ -89,8 +94,8 @@ class BillingAccountCreateSchema(Schema):
 class BillingAccountUpdateSchema(Schema):
     name = StrictString(validate=validate.Length(max=100))
     email = fields.Email(validate=validate.Length(max=150))
-    phone = fields.String(allow_none=True, validate=validate.Length(max=50))
-    description = fields.String(allow_none=True, validate=validate.Length(max=200))
+    phone = Text(allow_none=True, validate=validate.Length(max=50))
+    description = Text(allow_none=True, validate=validate.Length(max=200))
     address = fields.Nested(AddressInputSchema)
     currency = Permanent("currency is permanent and cannot be changed.")
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validates_schema
+
+from billing.input_guard import CONTROL_IN_TEXT, CONTROL_IN_URL
+
+# What the input guard lets through, as OpenAPI patterns (ECMA 262, as in JSON Schema).
+TEXT_PATTERN = f"^[^{CONTROL_IN_TEXT}]*$"
+# \x85 counts as blank for Python's str.strip() but is not in ECMA's \s.
+NOT_BLANK_PATTERN = f"^[^{CONTROL_IN_TEXT}]*[^\\s\\x85{CONTROL_IN_TEXT}][^{CONTROL_IN_TEXT}]*$"
+URL_PATTERN = f"^[^{CONTROL_IN_URL}]*$"
 
 
 def format_timestamp(value: datetime | int | float) -> str:
@@ -38,14 +46,38 @@ class Permanent(fields.Field[Any]):
         raise ValidationError(self.message)
 
 
-class StrictString(fields.String):
-    """A string that refuses blank input ('' or whitespace only)."""
+class Text(fields.String):
+    """Free text sent by a client: the document states the input guard's rule
+    (no control character but tab and newline, no lone surrogate)."""
+
+    PATTERN = TEXT_PATTERN
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"pattern": self.PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
+
+class StrictString(Text):
+    """Text that refuses blank input ('' or whitespace only)."""
+
+    PATTERN = NOT_BLANK_PATTERN
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         result = super()._deserialize(value, attr, data, **kwargs)
         if not result.strip():
             raise ValidationError("May not be blank.")
         return result
+
+
+class NonEmptySchema(Schema):
+    """A body that must set at least one field (documented as minProperties: 1)."""
+
+    EMPTY_MESSAGE = "Send at least one field."
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError(self.EMPTY_MESSAGE)
 
 
 class ErrorSchema(Schema):

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from billing.catalog import INTERVALS, PRODUCTS
-from schemas.common import format_timestamp
+from schemas.common import URL_PATTERN, Text, format_timestamp
 
 
 def _int_amount(value: Any) -> int | None:
@@ -119,9 +119,18 @@ class InvoiceListSchema(Schema):
 
 
 class InvoiceListQuerySchema(Schema):
+    class Meta:
+        description = "Send `after` or `before`, not both; a cursor is one of this account's invoice ids."
+
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=200))
-    after = fields.String(validate=validate.Length(min=1, max=255))
-    before = fields.String(validate=validate.Length(min=1, max=255))
+    after = fields.String(validate=validate.Length(min=1, max=255),
+                          metadata={"pattern": URL_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
+                                    "description": "An invoice id: the page after it (older invoices). "
+                                                   "Not with `before`."})
+    before = fields.String(validate=validate.Length(min=1, max=255),
+                           metadata={"pattern": URL_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
+                                     "description": "An invoice id: the page before it (newer invoices). "
+                                                    "Not with `after`."})
 
     @validates_schema
     def _one_cursor(self, data: dict[str, Any], **_: Any) -> None:
@@ -130,14 +139,21 @@ class InvoiceListQuerySchema(Schema):
 
 
 class PreviewItemSchema(Schema):
-    product_type = fields.String(required=True, validate=validate.OneOf(PRODUCTS))
-    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100_000))
+    product_type = fields.String(required=True, validate=validate.OneOf(PRODUCTS), metadata={"example": "users"})
+    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100_000),
+                              metadata={"example": 3, "description": "The new quantity; 0 removes the product."})
     interval = fields.String(validate=validate.OneOf(INTERVALS))
 
 
 class InvoicePreviewRequestSchema(Schema):
-    subscription_id = fields.String(validate=validate.Length(min=1, max=255))
-    items = fields.List(fields.Nested(PreviewItemSchema))
+    class Meta:
+        description = ("Without `subscription_id`: a new subscription (at least one item with a quantity). "
+                       "`cancel_subscription` needs a `subscription_id` and no `items`. "
+                       "Each `product_type` may appear once in `items`.")
+
+    subscription_id = Text(validate=validate.Length(min=1, max=255), metadata={"example": "sub_a1b2c3d4e5f6g7h8"})
+    items = fields.List(fields.Nested(PreviewItemSchema),
+                        metadata={"example": [{"product_type": "users", "quantity": 3}]})
     cancel_subscription = fields.Boolean(load_default=False)
 
     @validates_schema

@@ -8,7 +8,7 @@ from marshmallow import Schema, ValidationError, fields, pre_dump, validate
 
 from billing.catalog import PRODUCTS
 from billing.models import Organization
-from schemas.common import StrictString, Timestamp
+from schemas.common import NonEmptySchema, StrictString, Text, Timestamp
 
 MAX_LIMIT = 1_000_000_000
 MAX_DELTA = 1_000_000
@@ -74,7 +74,7 @@ def _name() -> StrictString:
 
 class OrganizationCreateSchema(Schema):
     name = _name()
-    billing_account_id = fields.String(
+    billing_account_id = Text(
         allow_none=True, validate=validate.Length(min=1, max=64),
         metadata={"description": "Required in single and assigned mode (an account of this workspace); "
                                  "absent or null in pooled mode."})
@@ -86,9 +86,9 @@ class ChildCreateSchema(Schema):
     limits = fields.Nested(LimitsMapSchema)
 
 
-class OrganizationUpdateSchema(Schema):
+class OrganizationUpdateSchema(NonEmptySchema):
     name = StrictString(validate=validate.Length(max=50))
-    billing_account_id = fields.String(
+    billing_account_id = Text(
         allow_none=True, validate=validate.Length(min=1, max=64),
         metadata={"description": "Roots only, single and assigned mode: reassigns the subtree."})
     limits = fields.Nested(LimitsMapSchema, metadata={"description": "Merged: a key set to null removes that limit."})

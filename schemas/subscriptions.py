@@ -9,15 +9,16 @@ from marshmallow import Schema, ValidationError, fields, pre_dump, validate, val
 
 from billing.catalog import INTERVALS, PRODUCTS, product_of_price
 from billing.subscriptions.active import subscription_status
-from schemas.common import format_timestamp
+from schemas.common import NonEmptySchema, Text, format_timestamp
+
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
 RESERVED_METADATA_PREFIX = "billing_api_"
 
 
 class ProductQuantitySchema(Schema):
-    price_id = fields.String(metadata={"example": "price_123abc"})
-    quantity = fields.Integer(metadata={"example": 10})
-    interval = fields.String(metadata={"example": "month"})
+    price_id = fields.String(metadata={"example": "price_1Q0PsIJvEtkwdCNYzq3tBVXo"})
+    quantity = fields.Integer(metadata={"example": 3})
+    interval = fields.String(validate=validate.OneOf(INTERVALS), metadata={"example": "month"})
 
 
 class SubscriptionSchema(Schema):
@@ -26,7 +27,9 @@ class SubscriptionSchema(Schema):
     status = fields.String()
     currency = fields.String()
     product_quantities = fields.Dict(
-        keys=fields.String(), values=fields.Nested(ProductQuantitySchema)
+        keys=fields.String(validate=validate.OneOf(PRODUCTS)), values=fields.Nested(ProductQuantitySchema),
+        metadata={"example": {"users": {"price_id": "price_1Q0PsIJvEtkwdCNYzq3tBVXo", "quantity": 3,
+                                        "interval": "month"}}},
     )
     metadata = fields.Dict(keys=fields.String(), values=fields.String())
     current_period_start = fields.String(allow_none=True, metadata={"format": "date-time"})
@@ -101,54 +104,58 @@ class SubscriptionListSchema(Schema):
 MAX_METADATA_PAIRS = 10
 
 
-def validate_metadata(value: dict[str, Any], *, allow_null: bool = False) -> None:
-    if len(value) > MAX_METADATA_PAIRS:
-        raise ValidationError(f"At most {MAX_METADATA_PAIRS} metadata pairs.")
-    for key, item in value.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 40:
-            raise ValidationError("Metadata keys are strings of 1 to 40 characters.")
-        if key.startswith(RESERVED_METADATA_PREFIX):
-            raise ValidationError(f"Metadata keys may not start with {RESERVED_METADATA_PREFIX!r}.")
-        if item is None and allow_null:
-            continue
-        if not isinstance(item, str) or len(item) > 500:
-            raise ValidationError("Metadata values are strings of at most 500 characters.")
+def _reserved_keys(value: dict[str, Any]) -> None:
+    if any(key.startswith(RESERVED_METADATA_PREFIX) for key in value):
+        raise ValidationError(f"Metadata keys may not start with {RESERVED_METADATA_PREFIX!r}.")
 
 
+def _metadata(*, removable: bool = False) -> fields.Dict:
+    """Stripe's metadata rules: at most 10 pairs, keys of 1-40 characters, values
+    of at most 500 (OpenAPI 3.0 cannot state the key rules: no propertyNames)."""
+    note = "; merged into the existing metadata, a null value removes a key" if removable else ""
+    return fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=40)),
+        values=Text(allow_none=removable, validate=validate.Length(max=500)),
+        validate=[validate.Length(max=MAX_METADATA_PAIRS, error=f"At most {MAX_METADATA_PAIRS} metadata pairs."),
+                  _reserved_keys],
+        metadata={"description": f"String pairs: keys of 1 to 40 characters, not starting with "
+                                 f"{RESERVED_METADATA_PREFIX!r}; values of at most 500{note}.",
+                  "example": {"order_id": "6735"}},
+    )
 
 
 def _quantities(**kwargs: Any) -> fields.Dict:
+    """A map product -> quantity (the document lists the products as its properties)."""
     return fields.Dict(
         keys=fields.String(validate=validate.OneOf(PRODUCTS)),
         values=fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000)),
         validate=validate.Length(min=1),
+        metadata={"example": {"users": 3, "locations": 1}},
         **kwargs,
     )
 
 
 class SubscriptionCreateSchema(Schema):
     product_quantities = _quantities(required=True)
-    metadata = fields.Dict(keys=fields.String(), values=fields.Raw(), validate=validate_metadata)
+    metadata = _metadata()
     interval = fields.String(validate=validate.OneOf(INTERVALS), load_default="month")
 
 
-class SubscriptionUpdateSchema(Schema):
+class SubscriptionUpdateSchema(NonEmptySchema):
+    class Meta:
+        description = ("Exactly one operation: `action`, `product_quantities` (replaces the whole set), "
+                       "`add_products` or `remove_products`; `metadata` may come alone or with "
+                       "`product_quantities`. More than one operation is 422 `multiple_operations`.")
+
+    EMPTY_MESSAGE = "Send one operation: action, product_quantities, add_products or remove_products."
+
     action = fields.String(validate=validate.OneOf(("pause", "resume", "sync")))
     product_quantities = _quantities()
     add_products = _quantities()
     remove_products = fields.List(
         fields.String(validate=validate.OneOf(PRODUCTS)), validate=validate.Length(min=1)
     )
-    metadata = fields.Dict(
-        keys=fields.String(), values=fields.Raw(allow_none=True),
-        validate=lambda value: validate_metadata(value, allow_null=True),
-        metadata={"description": "Merged into the existing metadata; a null value removes the key."},
-    )
-
-    @validates_schema
-    def _something(self, data: dict[str, Any], **_: Any) -> None:
-        if not data:
-            raise ValidationError("Send one operation: action, product_quantities, add_products or remove_products.")
+    metadata = _metadata(removable=True)
 
 
 class TrialInfoSchema(Schema):

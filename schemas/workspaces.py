@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from billing.models import BILLING_MODES, ROLES
-from schemas.common import Permanent, StrictString, Timestamp
+from schemas.common import Permanent, StrictString, Text, Timestamp
 
 
 class WorkspaceSchema(Schema):
@@ -21,13 +21,13 @@ class WorkspaceSchema(Schema):
 
 class WorkspaceCreateSchema(Schema):
     name = StrictString(required=True, validate=validate.Length(max=50))
-    description = fields.String(allow_none=True, validate=validate.Length(max=200))
+    description = Text(allow_none=True, validate=validate.Length(max=200))
     billing_mode = fields.String(required=True, validate=validate.OneOf(BILLING_MODES))
 
 
 class WorkspaceUpdateSchema(Schema):
     name = StrictString(validate=validate.Length(max=50))
-    description = fields.String(allow_none=True, validate=validate.Length(max=200))
+    description = Text(allow_none=True, validate=validate.Length(max=200))
     billing_mode = Permanent("billing_mode is permanent and cannot be changed.")
 
 

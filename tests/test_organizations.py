@@ -268,3 +268,10 @@ def test_archived_workspace_reads_but_refuses_writes(alice: Any) -> None:
                      alice.post(f"{path}/usage", {"product": "users", "delta": -1})):
         assert_error(response, 409, "workspace_archived")
     assert alice.get(path).json["name"] == "Root"
+
+
+def test_an_empty_update_is_422(alice: Any) -> None:
+    ws = alice.workspace("pooled")
+    root = make_root(alice, ws)
+    assert_error(alice.patch(f"{orgs(ws)}/{root['id']}", {}), 422, "validation_failed")
+    assert alice.get(f"{orgs(ws)}/{root['id']}").json["updated_at"] == root["updated_at"]

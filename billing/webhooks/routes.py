@@ -17,7 +17,7 @@ blp = Blueprint("webhooks", __name__, url_prefix="/webhooks", description="Event
 @blp.route("/stripe")
 class StripeWebhook(MethodView):
     @blp.doc(security=[], parameters=[{"in": "header", "name": "Stripe-Signature", "required": True,
-                                       "schema": {"type": "string"}}])
+                                       "schema": {"type": "string", "minLength": 1}}])
     @blp.response(200)
     def post(self) -> dict[str, Any]:
         """Receive a Stripe event (signature-checked, each event id handled once)"""

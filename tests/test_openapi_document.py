@@ -1,0 +1,267 @@
+"""/openapi.json says exactly what the service accepts (issue 12, point 5): the
+document is walked for its promises, and each input it refuses is refused by
+the service too (422 with the envelope, nothing changed)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.conftest import assert_error
+
+PRODUCTS = {"locations", "users", "sso"}
+WRITES = {"post", "put", "patch", "delete"}
+
+
+@pytest.fixture(scope="module")
+def spec(session_app: Any) -> dict[str, Any]:
+    return dict(session_app.test_client().get("/openapi.json").json)
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, operation) for path, item in spec["paths"].items()
+            for method, operation in item.items() if method != "parameters"]
+
+
+def resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        kind, name = node["$ref"].split("/")[-2:]
+        node = spec["components"][kind][name]
+    return node
+
+
+def schema(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(spec["components"]["schemas"][name])
+
+
+def body_schema(spec: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
+    return resolve(spec, operation["requestBody"]["content"]["application/json"]["schema"])
+
+
+def matches(pattern: str, value: str) -> bool:
+    return re.search(pattern, value) is not None
+
+
+# -- the document ---------------------------------------------------------------
+
+
+def test_every_error_status_answers_with_the_error_envelope(spec: dict[str, Any]) -> None:
+    for method, path, operation in operations(spec):
+        for status, response in operation["responses"].items():
+            if status.startswith("2"):
+                continue
+            body = resolve(spec, resolve(spec, response)["content"]["application/json"]["schema"])
+            wanted = "Readiness" if (path, status) == ("/readyz", "503") else "Error"
+            assert body == schema(spec, wanted), (method, path, status)
+
+
+def test_each_operation_declares_the_errors_it_can_answer(spec: dict[str, Any]) -> None:
+    for method, path, operation in operations(spec):
+        statuses = set(operation["responses"])
+        authenticated = operation.get("security") != []
+        assert ("401" in statuses) == authenticated, (method, path)
+        assert {"422", "500"} <= statuses, (method, path)  # the input guard reads every URL
+        if "{" in path:
+            assert "404" in statuses, (method, path)
+        if method in WRITES:
+            assert {"400", "413", "415"} <= statuses, (method, path)
+        if method in WRITES and path.startswith("/workspaces/"):
+            assert {"403", "409"} <= statuses, (method, path)  # roles; idempotency and business rules
+        if method == "get" and path.startswith("/workspaces"):
+            assert not {"429", "502", "503"} & statuses, (method, path)  # reads never call Stripe
+    paths = spec["paths"]
+    account = "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}"
+    assert {"402", "429", "502", "503"} <= set(paths[account + "/subscriptions"]["post"]["responses"])
+    assert {"429", "502", "503"} <= set(paths[account + "/invoices/preview"]["post"]["responses"])
+    assert "402" not in paths[account]["patch"]["responses"]
+
+
+def test_the_probes_need_no_token_and_say_what_they_check(spec: dict[str, Any]) -> None:
+    for path in ("/healthz", "/readyz"):
+        operation = spec["paths"][path]["get"]
+        assert operation["security"] == [] and "401" not in operation["responses"]
+    readiness = schema(spec, "Readiness")["properties"]
+    assert set(readiness) == {"status", "stripe_mode", "database", "stripe", "catalog"}
+    assert readiness["status"]["enum"] == ["ready", "unavailable"]
+
+
+def test_product_maps_list_the_products_and_nothing_else(spec: dict[str, Any]) -> None:
+    create, update = schema(spec, "SubscriptionCreate"), schema(spec, "SubscriptionUpdate")
+    for field in (create["properties"]["product_quantities"], update["properties"]["product_quantities"],
+                  update["properties"]["add_products"]):
+        assert set(field["properties"]) == PRODUCTS
+        assert all(value == {"type": "integer", "minimum": 1, "maximum": 100_000}
+                   for value in field["properties"].values())
+        assert field["minProperties"] == 1 and field["additionalProperties"] is False
+        assert "minLength" not in field
+        assert field["example"] == {"users": 3, "locations": 1}
+    assert set(update["properties"]["remove_products"]["items"]["enum"]) == PRODUCTS
+    assert update["properties"]["remove_products"]["minItems"] == 1
+    assert set(schema(spec, "PreviewItem")["properties"]["product_type"]["enum"]) == PRODUCTS
+    shown = schema(spec, "Subscription")["properties"]["product_quantities"]
+    assert set(shown["properties"]) == PRODUCTS and shown["additionalProperties"] is False
+    assert set(shown["example"]) <= PRODUCTS
+
+
+def test_request_bodies_refuse_unknown_fields_and_empty_updates(spec: dict[str, Any]) -> None:
+    for method, path, operation in operations(spec):
+        if "requestBody" in operation:
+            assert body_schema(spec, operation)["additionalProperties"] is False, (method, path)
+    assert schema(spec, "SubscriptionUpdate")["minProperties"] == 1
+    assert schema(spec, "SubscriptionCreate")["required"] == ["product_quantities"]
+    assert sorted(schema(spec, "BillingAccountCreate")["required"]) == ["address", "email", "name"]
+    assert sorted(schema(spec, "WorkspaceCreate")["required"]) == ["billing_mode", "name"]
+
+
+def test_permanent_fields_are_not_offered(spec: dict[str, Any]) -> None:
+    workspace, account = schema(spec, "WorkspaceUpdate"), schema(spec, "BillingAccountUpdate")
+    assert "billing_mode" not in workspace["properties"] and "permanent" in workspace["description"]
+    assert "currency" not in account["properties"] and "permanent" in account["description"]
+
+
+def test_blank_and_control_characters_are_refused_by_the_patterns(spec: dict[str, Any]) -> None:
+    strict = [schema(spec, "WorkspaceCreate")["properties"]["name"], schema(spec, "MemberCreate")["properties"]["user_id"],
+              schema(spec, "BillingAccountCreate")["properties"]["name"]]
+    for field in strict:
+        pattern = field["pattern"]
+        assert [matches(pattern, value) for value in ("", " ", "\t\n", "\x85", "a\x01b", "Acme", " a b ")] \
+            == [False, False, False, False, False, True, True]
+    text = schema(spec, "BillingAccountCreate")["properties"]["description"]["pattern"]
+    assert [matches(text, value) for value in ("", "two\nlines\tand a tab", "a\x00", "a\x1b")] \
+        == [True, True, False, False]
+
+
+def test_countries_are_iso_codes(spec: dict[str, Any]) -> None:
+    country = schema(spec, "AddressInput")["properties"]["country"]
+    assert "US" in country["enum"] and "ZA" in country["enum"] and "" not in country["enum"]
+    assert all(re.fullmatch("[A-Z]{2}", code) for code in country["enum"])
+    assert schema(spec, "AddressInput")["required"] == ["country"]
+
+
+def test_lengths_enums_and_metadata_limits(spec: dict[str, Any]) -> None:
+    account = schema(spec, "BillingAccountCreate")["properties"]
+    assert (account["name"]["maxLength"], account["email"]["maxLength"], account["phone"]["maxLength"],
+            account["description"]["maxLength"]) == (100, 150, 50, 200)
+    assert account["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
+    assert schema(spec, "WorkspaceCreate")["properties"]["billing_mode"]["enum"] == ["single", "pooled", "assigned"]
+    assert schema(spec, "MemberCreate")["properties"]["role"]["enum"] == ["owner", "admin", "viewer"]
+    for name in ("SubscriptionCreate", "SubscriptionUpdate"):
+        metadata = schema(spec, name)["properties"]["metadata"]
+        assert metadata["maxProperties"] == 10
+        assert metadata["additionalProperties"]["maxLength"] == 500
+        assert "1 to 40 characters" in metadata["description"]  # keys: OpenAPI 3.0 has no propertyNames
+
+
+def test_headers_and_query_parameters(spec: dict[str, Any]) -> None:
+    for method, path, operation in operations(spec):
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == "Idempotency-Key":
+                assert parameter["schema"]["maxLength"] == 255 and parameter["schema"]["minLength"] == 1
+                assert not matches(parameter["schema"]["pattern"], "   ")
+    invoices = spec["paths"]["/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/invoices"]["get"]
+    query = {parameter["name"]: parameter["schema"] for parameter in invoices["parameters"]}
+    assert (query["limit"]["minimum"], query["limit"]["maximum"]) == (1, 200)
+    assert query["after"]["minLength"] == 1 and query["before"]["minLength"] == 1
+    for item in spec["paths"].values():
+        for parameter in item.get("parameters", []):
+            assert parameter["in"] == "path" and not matches(parameter["schema"]["pattern"], "a\x01")
+
+
+# -- what the document refuses, the service refuses ----------------------------
+
+
+@pytest.fixture
+def world(as_user: Any, state: Any) -> dict[str, Any]:
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+    account = alice.account(ws)
+    path = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    sub = alice.post(f"{path}/subscriptions", {"product_quantities": {"users": 2}}).json
+    return {"alice": alice, "ws": ws, "account": account, "path": path, "sub": sub}
+
+
+def unchanged(world: dict[str, Any]) -> None:
+    alice, path = world["alice"], world["path"]
+    assert [w["id"] for w in alice.get("/workspaces").json["data"]] == [world["ws"]]
+    assert alice.get(f"/workspaces/{world['ws']}/members").json["data"][0]["user_id"] == "alice"
+    assert len(alice.get(f"/workspaces/{world['ws']}/members").json["data"]) == 1
+    assert alice.get(path).json == world["account"]
+    assert alice.get(f"{path}/subscriptions").json["data"] == [world["sub"]]
+
+
+@pytest.mark.parametrize("method, where, body", [
+    ("post", "/workspaces", {"name": "", "billing_mode": "single"}),
+    ("post", "/workspaces", {"name": "   ", "billing_mode": "single"}),
+    ("post", "/workspaces", {"name": "Acme", "billing_mode": "solo"}),
+    ("post", "/workspaces", {"name": "x" * 51, "billing_mode": "single"}),
+    ("patch", "{ws}", {"name": " \t "}),
+    ("patch", "{ws}", {"billing_mode": "pooled"}),
+    ("post", "{ws}/members", {"user_id": "  ", "role": "admin"}),
+    ("post", "{ws}/members", {"user_id": "bob", "role": "boss"}),
+    ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {"country": ""}}),
+    ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {"country": "XX"}}),
+    ("post", "{ws}/billing-accounts", {"name": " ", "email": "b@b.test", "address": {"country": "US"}}),
+    ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {}}),
+    ("patch", "{acc}", {"currency": "eur"}),
+    ("patch", "{acc}", {"address": {"country": ""}}),
+    ("patch", "{acc}", {"phone": "1" * 51}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"widgets": 1}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 0}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": "3"}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "interval": "week"}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {f"k{i}": "v" for i in range(11)}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"k" * 41: "v"}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"": "v"}}),
+    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"k": "v" * 501}}),
+    ("patch", "{sub}", {}),
+    ("patch", "{sub}", {"add_products": {}}),
+    ("patch", "{sub}", {"product_quantities": {}}),
+    ("patch", "{sub}", {"remove_products": []}),
+    ("patch", "{sub}", {"action": "explode"}),
+    ("post", "{acc}/invoices/preview", {"items": [{"product_type": "users", "quantity": -1}]}),
+    ("post", "{acc}/invoices/preview", {"items": [{"product_type": "widgets", "quantity": 1}]}),
+])
+def test_what_the_document_refuses_is_422_and_changes_nothing(
+        world: dict[str, Any], method: str, where: str, body: dict[str, Any]) -> None:
+    path = where.format(ws=f"/workspaces/{world['ws']}", acc=world["path"],
+                        sub=f"{world['path']}/subscriptions/{world['sub']['id']}")
+    response = getattr(world["alice"], method)(path, body)
+    assert_error(response, 422, "validation_failed")
+    unchanged(world)
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=ten", "after=", "before="])
+def test_refused_query_parameters_are_422(world: dict[str, Any], query: str) -> None:
+    assert_error(world["alice"].get(f"{world['path']}/invoices?{query}"), 422, "validation_failed")
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "   "])
+def test_refused_idempotency_keys_are_400_and_change_nothing(world: dict[str, Any], key: str) -> None:
+    alice = world["alice"]
+    response = alice.client.post("/workspaces", json={"name": "Other", "billing_mode": "single"},
+                                 headers={**alice.headers, "Idempotency-Key": key})
+    assert_error(response, 400, "invalid_idempotency_key")
+    unchanged(world)
+
+
+def test_what_the_document_accepts_the_service_accepts(world: dict[str, Any], spec: dict[str, Any]) -> None:
+    """The blank-string pattern and the service agree on the edge cases."""
+    pattern = schema(spec, "WorkspaceCreate")["properties"]["name"]["pattern"]
+    for name in (" a", "a ", "tab\there", "line\nbreak", "é", "\u00a0x"):
+        assert matches(pattern, name)
+        response = world["alice"].post("/workspaces", {"name": name, "billing_mode": "pooled"})
+        assert response.status_code == 201, (name, response.json)
+
+
+def test_previewing_a_subscription_that_ends_is_a_conflict_not_a_stripe_failure(world: dict[str, Any]) -> None:
+    """Stripe has no upcoming invoice for a subscription that ends at trial end
+    (invoice_upcoming_none): a 409 in the envelope, not a 502."""
+    alice, path, sub = world["alice"], world["path"], world["sub"]
+    assert alice.delete(f"{path}/subscriptions/{sub['id']}").status_code == 200
+    ending = alice.get(f"{path}/subscriptions/{sub['id']}").json
+    response = alice.post(f"{path}/invoices/preview", {"subscription_id": sub["id"]})
+    assert_error(response, 409, "invoice_upcoming_none")
+    assert alice.get(f"{path}/subscriptions/{sub['id']}").json == ending
