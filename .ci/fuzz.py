@@ -41,10 +41,12 @@ RULES_422 = {
     "updateSubscription": "multiple_operations, cannot_remove_last_product, payment_method_required",
     "listInvoices": "a cursor that is not one of the account's invoices; after with before",
     "previewInvoice": "cancel_subscription without subscription_id; a product_type twice",
+    "createOrganization": "billing_account_id: required in single and assigned mode, an account of this workspace",
+    "updateOrganization": "billing_account_id: roots only, not in pooled mode, an account of this workspace",
 }
 
 
-def config_text(ws: str, account: str, sub: str, pm: str) -> str:
+def config_text(ws: str, account: str, sub: str, pm: str, org: str) -> str:
     lines = [
         "[parameters]",
         f'"path.workspaceId" = "{ws}"',
@@ -52,6 +54,7 @@ def config_text(ws: str, account: str, sub: str, pm: str) -> str:
         f'"path.subscriptionId" = "{sub}"',
         f'"path.paymentMethodId" = "{pm}"',
         '"path.userId" = "fuzzer"',
+        f'"path.orgId" = "{org}"',
         "",
         "[checks.positive_data_acceptance]",
         f"expected-statuses = [{ACCEPTED}]",
@@ -80,7 +83,9 @@ def main() -> int:
             sub = client.call("POST", f"{acc}/subscriptions", json={"product_quantities": {"users": 2}})["id"]
             pm = client.call("POST", f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"})["id"]
             config = Path(tmp) / "schemathesis.toml"
-            config.write_text(config_text(ws, account, sub, pm))
+            org = client.call("POST", f"/workspaces/{ws}/organizations",
+                              json={"name": "Fuzz", "billing_account_id": account})["id"]
+            config.write_text(config_text(ws, account, sub, pm, org))
             token = client.session.headers["Authorization"]
             command = [
                 sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import stripe
-from sqlalchemy import case, select, tuple_, update
+from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -94,6 +94,9 @@ def _upsert(session: Session, row: dict[str, Any]) -> None:
     values.setdefault("data", {"id": row["id"], "object": row["object_type"], "deleted": True})
     statement = insert(StripeCopy).values(**values)
     changes: dict[str, Any] = {name: statement.excluded[name] for name in row if name != "id"}
+    # A detached payment method has no customer: the copy keeps who it belonged
+    # to, so a 404 for it is decided without asking Stripe (lists filter on the document).
+    changes["customer_id"] = func.coalesce(statement.excluded.customer_id, StripeCopy.customer_id)
     if "data" in row:
         changes["changed_at"] = case((StripeCopy.data != statement.excluded.data, statement.excluded.fetched_at),
                                      else_=StripeCopy.changed_at)
@@ -189,7 +192,13 @@ def workspace_subscriptions(session: Session, workspace_id: str, statuses: Itera
 
 def payment_methods(customer_id: str) -> list[Document]:
     """The customer's attached payment methods, newest first."""
-    return _of_customer("payment_method", customer_id)
+    return [m for m in _of_customer("payment_method", customer_id) if customer_of(m) == customer_id]
+
+
+def former_owner(payment_method_id: str) -> str | None:
+    """The customer a payment method is, or last was, attached to (as far as the copy saw)."""
+    row = _stored("payment_method", payment_method_id)
+    return None if row is None else row.customer_id
 
 
 def payment_method(payment_method_id: str) -> Document | None:

@@ -254,9 +254,6 @@ def test_a_404_costs_the_same_stripe_calls_whether_the_object_exists(
     _b_unchanged(tenants, state)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known leak: DELETE of a card detached from any account asks Stripe to replay a detach "
-    "(for a retry whose first answer was lost), so it costs one Stripe call where an unknown id costs none"))
 def test_a_detached_cards_404_costs_what_an_unknown_ids_does(tenants: dict[str, Any]) -> None:
     t = tenants
     bob, b = t["bob"], t["b"]

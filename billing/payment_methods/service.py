@@ -119,9 +119,10 @@ def detach(ctx: AccountAccess, payment_method_id: str, request_key: str) -> None
     gateway = current().gateway
     replica.ensure_copied([ctx.account])
     method = replica.payment_method(payment_method_id)
-    if method is not None and _owner(method) is None:
-        # Already detached: by this very request whose answer was lost? Stripe's
-        # idempotency remembers; anyone else's detach gets no replay and is a 404.
+    if method is not None and _owner(method) is None and replica.former_owner(payment_method_id) == customer_id:
+        # Detached from this account: by this very request whose answer was lost?
+        # Stripe's idempotency remembers; anyone else's detach gets no replay and
+        # is a 404. (Another account's card is a 404 without asking Stripe.)
         try:
             gateway.detach_payment_method(payment_method_id, idempotency_key=f"{request_key}:detach")
             return
