@@ -103,7 +103,8 @@ class UsageReportSchema(Schema):
     product = fields.String(required=True, validate=validate.OneOf(PRODUCTS))
     delta = fields.Integer(strict=True, required=True,
                            validate=[validate.Range(min=-MAX_DELTA, max=MAX_DELTA), _non_zero],
-                           metadata={"description": "Positive takes capacity, negative releases it.", "example": 1})
+                           metadata={"description": "Positive takes capacity, negative releases it.", "example": 1,
+                                     "not": {"enum": [0]}})
 
 
 class LimitEntrySchema(Schema):

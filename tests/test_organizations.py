@@ -275,3 +275,13 @@ def test_an_empty_update_is_422(alice: Any) -> None:
     root = make_root(alice, ws)
     assert_error(alice.patch(f"{orgs(ws)}/{root['id']}", {}), 422, "validation_failed")
     assert alice.get(f"{orgs(ws)}/{root['id']}").json["updated_at"] == root["updated_at"]
+
+
+def test_the_document_says_what_a_usage_report_and_limits_accept(client: Any) -> None:
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    delta = schemas["UsageReport"]["properties"]["delta"]
+    assert delta["not"] == {"enum": [0]} and delta["minimum"] == -delta["maximum"]
+    assert schemas["UsageReport"]["properties"]["product"]["enum"] == ["locations", "users", "sso"]
+    limits = schemas["LimitsMap"]
+    assert set(limits["properties"]) == {"locations", "users", "sso"} and limits["additionalProperties"] is False
+    assert limits["properties"]["users"]["minimum"] == 0 and limits["properties"]["users"]["nullable"] is True
