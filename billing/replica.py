@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from billing.db import Database
-from billing.models import BillingAccountIndex, StripeCopy, utcnow
+from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, utcnow
 from billing.state import current
 
 COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product"})
@@ -175,19 +175,22 @@ def subscription_document(subscription_id: str) -> Document | None:
 
 
 def workspace_subscriptions(session: Session, workspace_id: str, statuses: Iterable[str],
-                            customer_id: str | None = None) -> list[Document]:
+                            customer_id: str | None = None) -> list[tuple[Document, dict[str, int] | None]]:
     """The subscriptions of a workspace's accounts (or of one of them) whose
-    Stripe status is one of `statuses`, read in the caller's transaction."""
+    Stripe status is one of `statuses`, each with the quantities of a live
+    capacity hold on it (a row per hold), read in the caller's transaction."""
     query = (
-        select(StripeCopy.data)
+        select(StripeCopy.data, CapacityHold.quantities)
         .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
+        .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
+                   & (CapacityHold.workspace_id == workspace_id) & (CapacityHold.expires_at > utcnow()))
         .where(BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active",
                StripeCopy.object_type == "subscription", StripeCopy.status.in_(list(statuses)),
                StripeCopy.deleted.is_(False))
     )
     if customer_id is not None:
         query = query.where(StripeCopy.customer_id == customer_id)
-    return list(session.scalars(query))
+    return [(data, held) for data, held in session.execute(query)]
 
 
 def payment_methods(customer_id: str) -> list[Document]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm import Session
 
 from billing import replica
@@ -74,29 +75,21 @@ def subscription_quantities(data: dict[str, Any]) -> Quantities:
     return found
 
 
-def _live_holds(session: Session, workspace_id: str) -> dict[str, Quantities]:
-    holds: dict[str, Quantities] = {}
-    for hold in session.scalars(select(CapacityHold).where(
-            CapacityHold.workspace_id == workspace_id, CapacityHold.expires_at > utcnow())):
-        held = holds.setdefault(hold.subscription_id, dict(hold.quantities))
-        for product in PRODUCTS:  # two holds on one subscription: the lower of each
-            held[product] = min(held.get(product, 0), hold.quantities.get(product, 0))
-    return holds
-
-
 def provided_by_account(session: Session, workspace_id: str, account_id: str | None = None) -> dict[str, Quantities]:
     """What the providing subscriptions of each account (or of one) give, each
-    subscription counted at the lower of its quantities and any hold on it."""
-    holds = _live_holds(session, workspace_id)
-    totals: dict[str, Quantities] = {}
-    for data in replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id):
+    subscription counted at the lower of its quantities and any live hold on it."""
+    counted: dict[str, tuple[str, Quantities]] = {}
+    for data, held in replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id):
         if not provides_capacity(data):
             continue
-        quantities = subscription_quantities(data)
-        held = holds.get(str(data["id"]))
-        account = totals.setdefault(str(replica.customer_of(data)), zero())
-        for product, quantity in quantities.items():
-            account[product] += min(quantity, held.get(product, 0)) if held is not None else quantity
+        account, quantities = counted.setdefault(
+            str(data["id"]), (str(replica.customer_of(data)), subscription_quantities(data)))
+        if held is not None:  # two holds on one subscription: the lower of each
+            for product in PRODUCTS:
+                quantities[product] = min(quantities[product], held.get(product, 0))
+    totals: dict[str, Quantities] = {}
+    for account, quantities in counted.values():
+        totals[account] = _sum([totals.get(account, zero()), quantities])
     return totals
 
 
@@ -248,9 +241,15 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
         else:
             change = -min(-delta, org.usage(product))
         if change:
-            setattr(org, f"usage_{product}", org.usage(product) + change)
+            usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
+            session.execute(update(Organization).where(Organization.id == org.id)
+                            .values({usage: usage + change}).execution_options(synchronize_session=False))
+            session.execute(update(Organization).where(Organization.id.in_([n.id for n in read.path]))
+                            .values({subtree: subtree + change}).execution_options(synchronize_session=False))
+            # The answer is computed from what was read, moved by the change (no re-read).
+            set_committed_value(org, f"usage_{product}", org.usage(product) + change)
             for node in read.path:  # the organization and its ancestors
-                setattr(node, f"subtree_{product}", node.subtree_usage(product) + change)
+                set_committed_value(node, f"subtree_{product}", node.subtree_usage(product) + change)
             read.pool_used[product] += change
         return read.entry(product)
 
