@@ -91,7 +91,8 @@ def test_the_main_flow_through_the_generated_client(api_client: Any) -> None:
     assert type(workspace).__name__ == "Workspace" and workspace.name == "Front end"
     assert workspace.billing_mode.value == "single"
 
-    address = model("address_input", "AddressInput")(country="ZA", city="Cape Town")
+    country = model("address_input_country", "AddressInputCountry")("ZA")  # the document lists the codes
+    address = model("address_input", "AddressInput")(country=country, city="Cape Town")
     account_body = model("billing_account_create", "BillingAccountCreate")(
         name="Front end billing", email="billing@frontend.test", address=address)
     created = create_billing_account.sync_detailed(workspace.id, client=api_client, body=account_body,
@@ -102,8 +103,8 @@ def test_the_main_flow_through_the_generated_client(api_client: Any) -> None:
     assert account.id.startswith("cus_") and account.name == "Front end billing"
     assert account.email == "billing@frontend.test" and account.address.country == "ZA"
 
-    quantities = model("subscription_create_product_quantities", "SubscriptionCreateProductQuantities")()
-    quantities["users"] = 3
+    # The document lists the products, so the map is a model with one field per product.
+    quantities = model("subscription_create_product_quantities", "SubscriptionCreateProductQuantities")(users=3)
     subscription_body = model("subscription_create", "SubscriptionCreate")(product_quantities=quantities)
     created = create_subscription.sync_detailed(workspace.id, account.id, client=api_client,
                                                 body=subscription_body, idempotency_key=str(uuid.uuid4()))
@@ -111,7 +112,7 @@ def test_the_main_flow_through_the_generated_client(api_client: Any) -> None:
     subscription = created.parsed
     assert type(subscription).__name__ == "Subscription"
     assert subscription.id.startswith("sub_") and subscription.status == "trialing"  # the workspace's first
-    users = subscription.product_quantities["users"]
+    users = subscription.product_quantities.users
     assert type(users).__name__ == "ProductQuantity" and (users.quantity, users.interval) == (3, "month")
 
     listed = list_subscriptions.sync_detailed(workspace.id, account.id, client=api_client)
