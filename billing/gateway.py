@@ -41,6 +41,10 @@ Keeper = Callable[[stripe.StripeObject, int], None]
 # parameters and objects below describe exactly that version.
 STRIPE_API_VERSION = "2026-10-28.endive"
 MAX_NETWORK_RETRIES = 2
+# Stripe shows an invoice's confirmation secret (what Stripe.js needs to pay it)
+# only when expanded: every invoice the copy keeps is fetched with it.
+INVOICE_EXPANSION = "confirmation_secret"
+LATEST_INVOICE_EXPANSION = f"latest_invoice.{INVOICE_EXPANSION}"
 
 
 def _unless_missing(call: Callable[[], A]) -> A | None:
@@ -195,6 +199,9 @@ class StripeGateway:
             payment_method_id, None, {"idempotency_key": idempotency_key}
         ))
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> stripe.PaymentIntent | None:
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id)))
+
     def create_setup_intent(
         self, params: SetupIntentCreateParams, *, idempotency_key: str
     ) -> stripe.SetupIntent:
@@ -215,7 +222,7 @@ class StripeGateway:
     def iter_invoices(self, customer_id: str | None = None) -> Iterator[stripe.Invoice]:
         """Every invoice of the Stripe account (or of one customer) with all its lines, kept."""
         stamp = _stamp()
-        params: InvoiceListParams = {"limit": 100}
+        params: InvoiceListParams = {"limit": 100, "expand": ["data.confirmation_secret"]}
         if customer_id:
             params["customer"] = customer_id
         for invoice in self.client.v1.invoices.list(params).auto_paging_iter():
@@ -224,7 +231,8 @@ class StripeGateway:
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
         """The invoice with every line, kept; None when Stripe has no such invoice."""
         stamp = _stamp()
-        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(invoice_id))
+        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(
+            invoice_id, {"expand": [INVOICE_EXPANSION]}))
         return None if invoice is None else self._keep_invoice(invoice, stamp)
 
     def _keep_invoice(self, invoice: stripe.Invoice, stamp: int) -> stripe.Invoice:

@@ -28,7 +28,7 @@ from billing.db import Database
 from billing.models import BillingAccountIndex, StripeCopy, utcnow
 from billing.state import current
 
-COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product"})
+COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
 
 
 def now_stamp() -> int:
@@ -196,6 +196,11 @@ def customer_of(data: dict[str, Any]) -> str | None:
 def invoice(invoice_id: str) -> dict[str, Any] | None:
     row = _stored("invoice", invoice_id)
     return None if row is None or row.deleted else row.data
+
+
+def payment_intent(payment_intent_id: str) -> dict[str, Any] | None:
+    row = _stored("payment_intent", payment_intent_id)
+    return None if row is None else row.data
 
 
 def invoices_page(customer_id: str, limit: int, *, after: str | None = None,

@@ -9,6 +9,7 @@ from stripe_sandbox import (
     customers,
     events,
     invoices,
+    payment_intents,
     payment_methods,
     prices,
     products,
@@ -17,7 +18,8 @@ from stripe_sandbox import (
 )
 from stripe_sandbox.router import Router
 
-RESOURCES = (customers, products, prices, subscriptions, payment_methods, setup_intents, invoices, events)
+RESOURCES = (customers, products, prices, subscriptions, payment_methods, setup_intents, payment_intents, invoices,
+             events)
 
 
 def build_router() -> Router:

@@ -173,8 +173,8 @@ def _start_first_period(store: Store, data: Document, customer: SandboxObject, i
     if (needs_payment and behavior != "default_incomplete" and not preview
             and payment_method(store, data, customer) is None):
         raise no_payment_method()
-    # default_incomplete leaves the first invoice open for the customer to pay;
-    # otherwise a failing charge raises below and nothing is created.
+    # default_incomplete leaves the first invoice open for the customer to pay; otherwise a
+    # failing charge raises (error_if_incomplete) or makes it incomplete (allow_incomplete) in `create`.
     data["status"] = "incomplete" if needs_payment and behavior == "default_incomplete" else "active"
     return lines
 
@@ -213,8 +213,12 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
     events.created(store, row)
     invoice = draft_invoice(store, data, customer, "subscription_create", lines, period=(now, now),
                             invoice_id=invoice_id)
-    bill(store, data, customer, invoice, attempt=behavior != "default_incomplete", raise_on_failure=True,
-         preview=preview)
+    outcome = bill(store, data, customer, invoice, attempt=behavior != "default_incomplete",
+                   raise_on_failure=behavior == "error_if_incomplete", preview=preview)
+    if outcome == "failed":
+        before = store.present(row)
+        save(store, row, {**copy.deepcopy(data), "status": "incomplete"})
+        changed(store, row, before)
     return row, invoice
 
 
