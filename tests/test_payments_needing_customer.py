@@ -119,3 +119,76 @@ def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> Non
     assert method["is_default"] and method["last4"] == "3155"
     created = subscribe(acct)
     assert (created["status"], created["pending_payment"]) == ("active", None)
+
+
+# -- renewals -------------------------------------------------------------------------
+
+def until_renewal_collected(acct: dict[str, Any], subscription: dict[str, Any], state: Any) -> None:
+    """Past the period's end and the hour Stripe waits before collecting the renewal invoice."""
+    end = state.gateway.client.v1.subscriptions.retrieve(subscription["id"])["items"].data[0].current_period_end
+    seconds = end - state.sandbox_clock.now() + 3600 + 60
+    acct["alice"].post("/sandbox/clock/advance", {"seconds": seconds})
+
+
+def make_default(acct: dict[str, Any], token: str) -> dict[str, Any]:
+    method = card(acct, token)
+    put = acct["alice"].client.put(f"{acct['acc']}/payment-methods/{method['id']}", headers=acct["alice"].headers)
+    assert put.status_code == 200
+    return method
+
+
+def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_visa")
+    sub = subscribe(acct)
+    path = f"{acc}/subscriptions/{sub['id']}"
+    make_default(acct, "pm_card_chargeCustomerFail")
+    # The new period starts; its invoice is still a draft for an hour: nothing owed yet.
+    end = state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].current_period_end
+    alice.post("/sandbox/clock/advance", {"seconds": end - state.sandbox_clock.now() + 60})
+    assert (alice.get(path).json["status"], alice.get(path).json["pending_payment"]) == ("active", None)
+    alice.post("/sandbox/clock/advance", {"hours": 1})
+    failed = alice.get(path).json
+    pending = failed["pending_payment"]
+    assert failed["status"] == "past_due" and pending["reason"] == "payment_failed"
+    assert pending["hosted_invoice_url"].startswith("https://") and pending["amount_due"] > 0
+    renewal = alice.get(f"{acc}/invoices").json["data"][0]
+    assert (renewal["id"], renewal["status"]) == (pending["invoice_id"], "open")
+    # The customer adds a good card and makes it the default; the retry 3 days later uses it.
+    make_default(acct, "pm_card_mastercard")
+    alice.post("/sandbox/clock/advance", {"days": 2})
+    assert alice.get(path).json["status"] == "past_due"
+    alice.post("/sandbox/clock/advance", {"days": 1})
+    recovered = alice.get(path).json
+    assert (recovered["status"], recovered["pending_payment"]) == ("active", None)
+    assert alice.get(f"{acc}/invoices").json["data"][0]["status"] == "paid"
+
+
+def test_renewal_failing_every_retry_cancels(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_visa")
+    sub = subscribe(acct)
+    path = f"{acc}/subscriptions/{sub['id']}"
+    make_default(acct, "pm_card_chargeCustomerFail")
+    until_renewal_collected(acct, sub, state)
+    renewal_id = alice.get(path).json["pending_payment"]["invoice_id"]
+    for days in (3, 2, 2):  # retried 3, 5 and 7 days after the first failure
+        assert alice.get(path).json["status"] == "past_due"
+        alice.post("/sandbox/clock/advance", {"days": days})
+    ended = alice.get(path).json
+    assert (ended["status"], ended["pending_payment"]) == ("canceled", None)
+    invoice = state.gateway.client.v1.invoices.retrieve(renewal_id)
+    assert (invoice.attempt_count, invoice.next_payment_attempt) == (4, None)
+
+
+def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_visa")
+    sub = subscribe(acct)
+    path = f"{acc}/subscriptions/{sub['id']}"
+    make_default(acct, "pm_card_authenticationRequired")
+    until_renewal_collected(acct, sub, state)
+    pending = alice.get(path).json["pending_payment"]
+    assert alice.get(path).json["status"] == "past_due" and pending["reason"] == "authentication_required"
+    assert authenticate(acct, pending["client_secret"], "succeed").json == {"status": "succeeded"}
+    assert (alice.get(path).json["status"], alice.get(path).json["pending_payment"]) == ("active", None)
