@@ -6,6 +6,7 @@ A new resource is a module with `register(router)` listed here.
 from __future__ import annotations
 
 from stripe_sandbox import (
+    coupons,
     customers,
     events,
     invoices,
@@ -18,7 +19,7 @@ from stripe_sandbox import (
 )
 from stripe_sandbox.router import Router
 
-RESOURCES = (customers, products, prices, subscriptions, payment_methods, setup_intents, payment_intents, invoices,
+RESOURCES = (customers, products, prices, coupons, subscriptions, payment_methods, setup_intents, payment_intents, invoices,
              events)
 
 

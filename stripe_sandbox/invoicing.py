@@ -4,7 +4,8 @@ The routes are in `invoices.py`; subscriptions bill through the functions
 here. An invoice document stores all its lines; responses embed the first 10
 with `has_more`, like Stripe, and `/v1/invoices/{id}/lines` pages through the
 rest. Amounts are integers in the currency's minor unit, prorations are
-rounded half up per line, and there are no taxes or discounts.
+rounded half up per line; a subscription's discounts come off its invoices
+(`coupons.py`); there are no taxes.
 
 Finalizing an invoice that asks for money creates its PaymentIntent (shown
 only when expanded: `confirmation_secret`, `payments`); each attempt to collect
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripe_sandbox import events, payment_intents, payment_methods
+from stripe_sandbox import coupons, events, payment_intents, payment_methods
 from stripe_sandbox.errors import SandboxError, no_payment_method
 from stripe_sandbox.listing import list_object
 from stripe_sandbox.models import SandboxObject
@@ -287,10 +288,11 @@ def _customer_fields(customer: Document) -> Document:
 
 def _totals(data: Document, balance: int) -> None:
     subtotal = sum(line["amount"] for line in data["lines"]["data"])
-    data.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=subtotal, total_excluding_tax=subtotal)
+    total = subtotal - sum(discount["amount"] for discount in data["total_discount_amounts"])
+    data.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total, total_excluding_tax=total)
     # A customer's credit (negative balance) or debt goes into what is due.
     data["starting_balance"] = balance
-    data["amount_due"] = max(0, subtotal + balance)
+    data["amount_due"] = max(0, total + balance)
     data["amount_remaining"] = data["amount_due"] - data["amount_paid"]
 
 
@@ -300,7 +302,8 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
                    invoice_id: str | None = None, description: str | None = None,
                    metadata: dict[str, str] | None = None, auto_advance: bool = True,
                    default_payment_method: str | None = None, proration_date: int | None = None,
-                   due_date: int | None = None, finalizes_at: int | None = None) -> SandboxObject:
+                   due_date: int | None = None, finalizes_at: int | None = None,
+                   discounts: list[str] | None = None) -> SandboxObject:
     """A draft invoice of `lines` plus the `pending` invoice items (which it takes), recording invoice.created.
 
     Lines are ordered as Stripe orders them: invoice items newest first, then
@@ -315,6 +318,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
     for row in taken:
         store.update(row, {**copy.deepcopy(row.data), "invoice": invoice_id})
     start, end = period or (store.now, store.now)
+    discounted = coupons.discount_amounts(all_lines, coupons.in_force(store, discounts or []), currency)
     data: Document = {
         "id": invoice_id,
         "object": INVOICE,
@@ -346,7 +350,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
         "default_source": None,
         "default_tax_rates": [],
         "description": description,
-        "discounts": [],
+        "discounts": [discount["discount"] for discount in discounted],
         # send_invoice: due `days_until_due` days after creation.
         "due_date": (due_date or store.now + DAY * (days_until_due or 0)) if collection_method == "send_invoice"
         else None,
@@ -390,7 +394,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
         "subtotal_excluding_tax": 0,
         "test_clock": None,
         "total": 0,
-        "total_discount_amounts": [],
+        "total_discount_amounts": discounted,
         "total_excluding_tax": 0,
         "total_pretax_credit_amounts": [],
         "total_taxes": [],

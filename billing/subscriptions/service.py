@@ -27,7 +27,7 @@ from billing import replica
 from billing.access import AccountAccess, workspace_archived
 from billing.catalog import product_of_price
 from billing.errors import ApiError, not_found
-from billing.gateway import LATEST_INVOICE_EXPANSION
+from billing.gateway import LATEST_INVOICE_EXPANSIONS
 from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.payment_methods.service import charging_method
@@ -126,7 +126,7 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
             # Stripe's documented "no subscription, 402" when the first invoice can't be paid:
             # a declined card leaves nothing behind (3-D Secure: see _create_awaiting_authentication).
             "payment_behavior": "error_if_incomplete",
-            "expand": [LATEST_INVOICE_EXPANSION],  # the copy gets the invoice with the subscription
+            "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
         if _trial_eligible(ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
@@ -330,7 +330,7 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
             "items": [_update_item(change) for change in plan.raises],
             "proration_behavior": "always_invoice",
             "payment_behavior": "error_if_incomplete",
-            "expand": [LATEST_INVOICE_EXPANSION],  # the copy gets the invoice with the subscription
+            "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
         if meta_params:
             params["metadata"] = meta_params

@@ -18,7 +18,7 @@ import copy
 import decimal
 from typing import Any
 
-from stripe_sandbox import events, invoicing, prices
+from stripe_sandbox import coupons, events, invoicing, prices
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval, period_containing
@@ -56,11 +56,14 @@ def draft_invoice(store: Store, data: Document, customer: SandboxObject, billing
                   proration_date: int | None = None, finalizes_at: int | None = None) -> SandboxObject:
     """A draft invoice of `lines` and the pending items this subscription's invoices collect."""
     pending = invoicing.pending_items(store, customer.id, subscription_id=data["id"])
-    return invoicing.create_invoice(
+    invoice = invoicing.create_invoice(
         store, customer=customer, subscription=data, billing_reason=billing_reason,
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
         currency=data["currency"], lines=lines, pending=pending, period=period, invoice_id=invoice_id,
-        proration_date=proration_date, finalizes_at=finalizes_at)
+        proration_date=proration_date, finalizes_at=finalizes_at, discounts=data["discounts"])
+    if invoice.data["total_discount_amounts"]:
+        data["discounts"] = coupons.used_once(store, data["discounts"])
+    return invoice
 
 
 def bill(store: Store, data: Document, customer: SandboxObject, invoice: SandboxObject, *, attempt: bool = True,

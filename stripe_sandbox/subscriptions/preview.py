@@ -43,7 +43,8 @@ def _upcoming(store: Store, data: Document, customer: SandboxObject, *, include_
     row = invoicing.create_invoice(
         store, customer=customer, subscription=data, billing_reason="subscription_cycle",
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
-        currency=data["currency"], lines=item_lines(store, data, period), pending=pending, period=(start, end))
+        currency=data["currency"], lines=item_lines(store, data, period), pending=pending, period=(start, end),
+        discounts=data["discounts"])
     # As on Stripe, an upcoming invoice is dated when it will be created: the period's end.
     store.update(row, {**row.data, "created": end})
     return row

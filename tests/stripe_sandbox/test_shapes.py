@@ -147,6 +147,14 @@ def objects(client: stripe.StripeClient, database: SqlSessions,
         str(paid.payments.data[0].payment.payment_intent)), stripe.PaymentIntent)
     add("trial subscription", client.v1.subscriptions.create(params={
         "customer": paying.id, "items": [{"price": price.id}], "trial_period_days": 3}), stripe.Subscription)
+    coupon = client.v1.coupons.create({"percent_off": 20, "duration": "forever", "name": "Twenty"})
+    add("coupon", coupon, stripe.Coupon)
+    discounted = client.v1.subscriptions.create(params={
+        "customer": paying.id, "items": [{"price": price.id}], "discounts": [{"coupon": coupon.id}]})
+    add("subscription (discounted)", discounted, stripe.Subscription)
+    with_discount = client.v1.invoices.retrieve(str(discounted.latest_invoice), {"expand": ["discounts"]})
+    add("invoice (discounted)", with_discount, stripe.Invoice)
+    add("discount", with_discount.discounts[0], stripe.Discount)
     client.v1.invoice_items.create(params={"customer": paying.id, "amount": 300, "currency": "usd"})
     add("invoice item", client.v1.invoice_items.list({"customer": paying.id}).data[0], stripe.InvoiceItem)
 
@@ -211,7 +219,7 @@ def test_events_carry_objects_that_match_too(objects: list[tuple[str, dict[str, 
     classes = {"customer": stripe.Customer, "subscription": stripe.Subscription, "invoice": stripe.Invoice,
                "payment_intent": stripe.PaymentIntent, "setup_intent": stripe.SetupIntent,
                "payment_method": stripe.PaymentMethod, "invoiceitem": stripe.InvoiceItem,
-               "product": stripe.Product, "price": stripe.Price}
+               "product": stripe.Product, "price": stripe.Price, "coupon": stripe.Coupon}
     problems, seen = [], set()
     for name, document, cls in objects:
         if cls is stripe.Event:
