@@ -247,8 +247,11 @@ def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
     for stale in payment_methods(customer_id):  # detached while we weren't told
         if stale["id"] not in listed:
             gateway.retrieve_payment_method(stale["id"])
-    for _ in gateway.iter_invoices(customer_id):
-        pass
+    for invoice in gateway.iter_invoices(customer_id):
+        confirmation = getattr(invoice, "confirmation_secret", None)
+        secret = confirmation.client_secret if confirmation else None
+        if invoice.status == "open" and secret:  # what an open invoice waits for (pending_payment's reason)
+            gateway.retrieve_payment_intent(str(secret).split("_secret_")[0])
     mark_copied([customer_id])
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from billing.models import StripeCopy
 from tests.conftest import assert_error
 
 PENDING_KEYS = {"invoice_id", "amount_due", "currency", "reason", "client_secret", "hosted_invoice_url"}
@@ -192,3 +193,14 @@ def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state
     assert alice.get(path).json["status"] == "past_due" and pending["reason"] == "authentication_required"
     assert authenticate(acct, pending["client_secret"], "succeed").json == {"status": "succeeded"}
     assert (alice.get(path).json["status"], alice.get(path).json["pending_payment"]) == ("active", None)
+
+
+@pytest.mark.stripe_reads
+def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], state: Any, reconcile_now: Any) -> None:
+    card(acct, "pm_card_authenticationRequired")
+    created = subscribe(acct)
+    with state.db.write() as session:  # the copy lost (an outage longer than Stripe keeps events)
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))
+    reconcile_now(full=True)
+    after = acct["alice"].get(f"{acct['acc']}/subscriptions/{created['id']}").json
+    assert after["pending_payment"] == created["pending_payment"]

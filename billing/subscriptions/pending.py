@@ -28,7 +28,7 @@ def _reason(client_secret: str | None) -> str:
 
 def pending_payment(subscription: Mapping[str, Any]) -> dict[str, Any] | None:
     """None when nothing is owed, or the customer need not act (also once it has ended)."""
-    if subscription.get("status") not in OWING or subscription.get("pause_collection"):
+    if subscription.get("status") not in OWING:
         return None
     invoice_id = replica.id_of(subscription.get("latest_invoice"))
     invoice = replica.invoice(invoice_id) if invoice_id else None
