@@ -56,11 +56,11 @@ def http_webhook_transport(url: str) -> WebhookTransport:
 
 def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | None = None,
                  webhook_transport: WebhookTransport | None = None) -> dict[str, Any]:
-    """The gateway, and in sandbox mode the emulator's clock and webhook sender."""
+    """The gateway, and in sandbox mode the emulator's clock, webhook sender and 3-D Secure stand-in."""
     if config.stripe_api_key:
         client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout)
         return {"gateway": StripeGateway(client, keep=Keeper(db))}
-    from stripe_sandbox import SandboxClock, SandboxHTTPClient, WebhookSender, install
+    from stripe_sandbox import SandboxAuthenticator, SandboxClock, SandboxHTTPClient, WebhookSender, install
 
     try:
         install(db)  # the emulator's own tables, before anything (the catalog) uses them
@@ -72,7 +72,8 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits)
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000)
     return {"gateway": StripeGateway(client, keep=Keeper(db)),
-            "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks}
+            "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks,
+            "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
 
 
 def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None,

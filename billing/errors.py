@@ -128,7 +128,8 @@ def from_stripe_error(error: stripe.StripeError) -> ApiError:
     """Map a Stripe failure to the contract. Raw Stripe text is only shown for
     card errors, whose messages Stripe writes for the cardholder."""
     if isinstance(error, stripe.CardError):
-        return ApiError(402, error.code or "card_declined", error.user_message or "The card was declined.")
+        # One contract code for every refusal (expired_card, incorrect_cvc, ... included).
+        return ApiError(402, "card_declined", error.user_message or "The card was declined.")
     if isinstance(error, stripe.RateLimitError):
         retry_after = "1"
         if error.headers and error.headers.get("Retry-After"):

@@ -41,6 +41,11 @@ Keeper = Callable[[stripe.StripeObject, int], None]
 # parameters and objects below describe exactly that version.
 STRIPE_API_VERSION = "2026-10-28.endive"
 MAX_NETWORK_RETRIES = 2
+# What Stripe shows of an invoice only when expanded, and the copy needs: its
+# confirmation secret (what Stripe.js pays it with) and its discounts' coupons
+# (their names). Every invoice the copy keeps is fetched with them.
+INVOICE_EXPANSIONS = ["confirmation_secret", "discounts.source.coupon"]
+LATEST_INVOICE_EXPANSIONS = [f"latest_invoice.{path}" for path in INVOICE_EXPANSIONS]
 
 
 def _unless_missing(call: Callable[[], A]) -> A | None:
@@ -195,6 +200,9 @@ class StripeGateway:
             payment_method_id, None, {"idempotency_key": idempotency_key}
         ))
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> stripe.PaymentIntent | None:
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id)))
+
     def create_setup_intent(
         self, params: SetupIntentCreateParams, *, idempotency_key: str
     ) -> stripe.SetupIntent:
@@ -215,7 +223,7 @@ class StripeGateway:
     def iter_invoices(self, customer_id: str | None = None) -> Iterator[stripe.Invoice]:
         """Every invoice of the Stripe account (or of one customer) with all its lines, kept."""
         stamp = _stamp()
-        params: InvoiceListParams = {"limit": 100}
+        params: InvoiceListParams = {"limit": 100, "expand": [f"data.{path}" for path in INVOICE_EXPANSIONS]}
         if customer_id:
             params["customer"] = customer_id
         for invoice in self.client.v1.invoices.list(params).auto_paging_iter():
@@ -224,7 +232,8 @@ class StripeGateway:
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
         """The invoice with every line, kept; None when Stripe has no such invoice."""
         stamp = _stamp()
-        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(invoice_id))
+        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(
+            invoice_id, {"expand": INVOICE_EXPANSIONS}))
         return None if invoice is None else self._keep_invoice(invoice, stamp)
 
     def _keep_invoice(self, invoice: stripe.Invoice, stamp: int) -> stripe.Invoice:
@@ -251,7 +260,7 @@ class StripeGateway:
         return lines
 
     def preview_invoice(self, params: InvoiceCreatePreviewParams) -> stripe.Invoice:
-        return self.client.v1.invoices.create_preview(params)
+        return self.client.v1.invoices.create_preview({**params, "expand": ["discounts.source.coupon"]})
 
     # -- catalog -----------------------------------------------------------
 

@@ -73,6 +73,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("post", "/sandbox/clock/advance"): "advanceSandboxClock",
     ("post", "/sandbox" + A + "/payment-methods"): "attachTestPaymentMethod",
     ("post", "/sandbox" + A + "/setup-intents/{setupIntentId}/confirm"): "confirmTestSetupIntent",
+    ("post", "/sandbox" + A + "/authenticate"): "authenticateTestPayment",
 }
 
 

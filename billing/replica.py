@@ -28,7 +28,7 @@ from billing.db import Database
 from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, utcnow
 from billing.state import current
 
-COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product"})
+COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
 
 
 def now_stamp() -> int:
@@ -226,6 +226,11 @@ def invoice(invoice_id: str) -> dict[str, Any] | None:
     return None if row is None or row.deleted else row.data
 
 
+def payment_intent(payment_intent_id: str) -> dict[str, Any] | None:
+    row = _stored("payment_intent", payment_intent_id)
+    return None if row is None else row.data
+
+
 def invoices_page(customer_id: str, limit: int, *, after: str | None = None,
                   before: str | None = None) -> tuple[list[dict[str, Any]], bool]:
     """One page of a customer's invoices, newest first, after or before a
@@ -270,8 +275,11 @@ def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
     for stale in payment_methods(customer_id):  # detached while we weren't told
         if stale["id"] not in listed:
             gateway.retrieve_payment_method(stale["id"])
-    for _ in gateway.iter_invoices(customer_id):
-        pass
+    for invoice in gateway.iter_invoices(customer_id):
+        confirmation = getattr(invoice, "confirmation_secret", None)
+        secret = confirmation.client_secret if confirmation else None
+        if invoice.status == "open" and secret:  # what an open invoice waits for (pending_payment's reason)
+            gateway.retrieve_payment_intent(str(secret).split("_secret_")[0])
     mark_copied([customer_id])
 
 

@@ -26,6 +26,12 @@ class SandboxClock(Protocol):
     def advance_and_process(self, seconds: float = 0) -> int: ...
 
 
+class SandboxAuthenticator(Protocol):
+    """The emulator's stand-in for Stripe.js answering a 3-D Secure challenge."""
+
+    def complete(self, client_secret: str, succeed: bool) -> str: ...
+
+
 class SandboxWebhooks(Protocol):
     """The emulator's webhook sender: events it has recorded, posted to us."""
 
@@ -42,6 +48,7 @@ class BillingState:
     # Sandbox mode only.
     sandbox_clock: SandboxClock | None = None
     webhooks: SandboxWebhooks | None = None
+    sandbox_authenticator: SandboxAuthenticator | None = None
 
 
 def current() -> BillingState:

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, pre_dump, validate, val
 
 from billing.catalog import INTERVALS, PRODUCTS, product_of_price
 from billing.subscriptions.active import subscription_status
+from billing.subscriptions.pending import pending_payment
 from schemas.common import NonEmptySchema, Text, format_timestamp
 
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
@@ -19,6 +20,16 @@ class ProductQuantitySchema(Schema):
     price_id = fields.String(metadata={"example": "price_1Q0PsIJvEtkwdCNYzq3tBVXo"})
     quantity = fields.Integer(metadata={"example": 3})
     interval = fields.String(validate=validate.OneOf(INTERVALS), metadata={"example": "month"})
+
+
+class PendingPaymentSchema(Schema):
+    invoice_id = fields.String(metadata={"example": "in_1Q0PsIJvEtkwdCNY"})
+    amount_due = fields.Integer()
+    currency = fields.String()
+    reason = fields.String(metadata={"description": "authentication_required or payment_failed"})
+    client_secret = fields.String(
+        allow_none=True, metadata={"description": "Confirm with Stripe.js (3-D Secure)."})
+    hosted_invoice_url = fields.String(allow_none=True)
 
 
 class SubscriptionSchema(Schema):
@@ -40,6 +51,9 @@ class SubscriptionSchema(Schema):
     cancel_at_period_end = fields.Boolean()
     cancel_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     canceled_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    pending_payment = fields.Nested(
+        PendingPaymentSchema, allow_none=True,
+        metadata={"description": "Money owed that needs the customer; null when nothing is owed."})
 
     @pre_dump
     def _from_subscription(
@@ -91,6 +105,7 @@ class SubscriptionSchema(Schema):
             "cancel_at_period_end": bool(data.get("cancel_at_period_end")),
             "cancel_at": ts(data.get("cancel_at")),
             "canceled_at": ts(data.get("canceled_at")),
+            "pending_payment": pending_payment(data),  # from the service's copy of the invoice
         }
 
 

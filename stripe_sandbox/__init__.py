@@ -13,10 +13,13 @@ reads and advances sandbox time and runs what comes due (trial ends,
 renewals, ...); every change records a Stripe event, which `WebhookSender`
 delivers signed like Stripe's. Payment methods come from Stripe's test tokens
 (`pm_card_visa`, `pm_card_chargeDeclined`, ...: `payment_methods.TEST_TOKENS`).
+`SandboxAuthenticator(sessions, webhooks=webhooks).complete(client_secret, succeed)`
+answers a 3-D Secure challenge as the customer would in Stripe.js.
 `SandboxHTTPClient(..., rate_limits="live" | "test")` enforces Stripe's rate
 limits, counted in the database so that processes share them (`rate_limits`).
 """
 
+from stripe_sandbox.authentication import SandboxAuthenticator
 from stripe_sandbox.clock import SandboxClock
 from stripe_sandbox.http_client import SandboxHTTPClient
 from stripe_sandbox.models import SANDBOX_TABLES, create_sandbox_tables, drop_sandbox_tables
@@ -26,6 +29,7 @@ from stripe_sandbox.webhooks import WebhookSender
 
 __all__ = [
     "SANDBOX_TABLES",
+    "SandboxAuthenticator",
     "TEST_TOKENS",
     "SandboxClock",
     "SandboxHTTPClient",

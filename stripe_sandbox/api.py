@@ -6,9 +6,11 @@ A new resource is a module with `register(router)` listed here.
 from __future__ import annotations
 
 from stripe_sandbox import (
+    coupons,
     customers,
     events,
     invoices,
+    payment_intents,
     payment_methods,
     prices,
     products,
@@ -17,7 +19,8 @@ from stripe_sandbox import (
 )
 from stripe_sandbox.router import Router
 
-RESOURCES = (customers, products, prices, subscriptions, payment_methods, setup_intents, invoices, events)
+RESOURCES = (customers, products, prices, coupons, subscriptions, payment_methods, setup_intents, payment_intents, invoices,
+             events)
 
 
 def build_router() -> Router:

@@ -35,7 +35,8 @@ class SandboxError(Exception):
         # stays recorded as an attempt); by default a failed request changes nothing.
         self.keep_changes = False
 
-    def body(self, request_id: str, now: int) -> dict[str, Any]:
+    def hash(self) -> dict[str, Any]:
+        """Stripe's error hash, as a PaymentIntent's last_payment_error also shows it."""
         error: dict[str, Any] = {}
         if self.code is not None:
             error["code"] = self.code
@@ -44,8 +45,12 @@ class SandboxError(Exception):
         error["message"] = self.message
         if self.param is not None:
             error["param"] = self.param
-        error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}?t={now}"
         error["type"] = self.type
+        return error
+
+    def body(self, request_id: str, now: int) -> dict[str, Any]:
+        error = self.hash()
+        error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}?t={now}"
         return {"error": dict(sorted(error.items()))}
 
 
@@ -94,12 +99,24 @@ def idempotency_error(message: str) -> SandboxError:
     return SandboxError(400, message, type="idempotency_error")
 
 
-def card_declined(decline_code: str, payment_method: dict[str, Any] | None) -> SandboxError:
-    """A charge declined by the card's issuer: HTTP 402, which the library raises as CardError."""
-    extra: dict[str, Any] = {"decline_code": decline_code}
+def card_declined(decline_code: str, payment_method: dict[str, Any] | None, *, code: str = "card_declined",
+                  message: str = "Your card was declined.", param: str | None = None,
+                  extra: dict[str, Any] | None = None) -> SandboxError:
+    """A charge or card check refused by the card's issuer: HTTP 402, which the library raises as CardError."""
+    fields: dict[str, Any] = {"decline_code": decline_code, **(extra or {})}
     if payment_method is not None:
-        extra["payment_method"] = payment_method
-    return SandboxError(402, "Your card was declined.", type="card_error", code="card_declined", extra=extra)
+        fields["payment_method"] = payment_method
+    return SandboxError(402, message, type="card_error", code=code, param=param, extra=fields)
+
+
+def requires_action(payment_intent: dict[str, Any] | None = None) -> SandboxError:
+    """An invoice payment that needs the customer's authentication (3-D Secure), paid off-session."""
+    return SandboxError(
+        402, "This payment requires additional user action before it can be completed successfully. Payment can "
+        "be completed using the PaymentIntent associated with the invoice. For more details see: "
+        "https://stripe.com/docs/billing/subscriptions/overview#requires-action", type="card_error",
+        code="invoice_payment_intent_requires_action",
+        extra={"payment_intent": payment_intent} if payment_intent is not None else None)
 
 
 def no_payment_method() -> SandboxError:

@@ -9,6 +9,7 @@ waits about an hour).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 from stripe.params import (
@@ -342,7 +343,8 @@ def create_preview(req: Request) -> Document:
 
 
 def register(router: Router) -> None:
-    router.add_kind(invoicing.INVOICE_KIND)
+    # Invoices change over time as their subscriptions collect them (finalizing, retries).
+    router.add_kind(dataclasses.replace(invoicing.INVOICE_KIND, advance=subscriptions.collect))
     router.add_kind(invoicing.ITEM_KIND)
     router.add("POST", ITEMS_URL, create_item, InvoiceItemCreateParams)
     router.add("GET", ITEMS_URL, list_items, InvoiceItemListParams)

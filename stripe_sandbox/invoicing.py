@@ -4,11 +4,15 @@ The routes are in `invoices.py`; subscriptions bill through the functions
 here. An invoice document stores all its lines; responses embed the first 10
 with `has_more`, like Stripe, and `/v1/invoices/{id}/lines` pages through the
 rest. Amounts are integers in the currency's minor unit, prorations are
-rounded half up per line, and there are no taxes or discounts.
+rounded half up per line; a subscription's discounts come off its invoices
+(`coupons.py`); there are no taxes.
 
-Collection is immediate: a subscription's invoice is finalized and charged
-when it is created (Stripe waits about an hour after `invoice.created` for
-renewals), and declined charges are not retried.
+Finalizing an invoice that asks for money creates its PaymentIntent (shown
+only when expanded: `confirmation_secret`, `payments`); each attempt to collect
+it confirms that intent with the payment method of the moment. When invoices
+are finalized and retried over time is the subscriptions' business
+(`subscriptions.billing_cycle`): an invoice row is due at its
+`automatically_finalizes_at` (a draft) or `next_payment_attempt` (open).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripe_sandbox import events, payment_methods
+from stripe_sandbox import coupons, events, payment_intents, payment_methods
 from stripe_sandbox.errors import SandboxError, no_payment_method
+from stripe_sandbox.listing import list_object
 from stripe_sandbox.models import SandboxObject
-from stripe_sandbox.store import Document, ObjectKind, Store, random_token
+from stripe_sandbox.store import INTERNAL, Document, ObjectKind, Store, random_token
 
 INVOICE = "invoice"
 ITEM = "invoiceitem"
@@ -48,7 +53,27 @@ def _present_invoice(store: Store, data: Document) -> Document:
     return data
 
 
-INVOICE_KIND = ObjectKind(object_type=INVOICE, id_prefix="in", noun="invoice", present=_present_invoice)
+def payment_intent_of(store: Store, invoice: Document, *, for_update: bool = False) -> SandboxObject | None:
+    """The PaymentIntent finalizing the invoice created (None: nothing was asked for)."""
+    intent_id = invoice.get(INTERNAL, {}).get("payment_intent")
+    return store.get(payment_intents.OBJECT_TYPE, intent_id, for_update=for_update) if intent_id else None
+
+
+def _confirmation_secret(store: Store, invoice: Document) -> Document | None:
+    row = store.get(INVOICE, invoice["id"])
+    intent = payment_intent_of(store, row.data) if row is not None else None
+    return {"client_secret": intent.data["client_secret"], "type": "payment_intent"} if intent is not None else None
+
+
+def _payments(store: Store, invoice: Document) -> Document:
+    row = store.get(INVOICE, invoice["id"])
+    payments = copy.deepcopy(row.data.get(INTERNAL, {}).get("payments", [])) if row is not None else []
+    return list_object(f"/v1/invoice_payments?invoice={invoice['id']}", payments, False)
+
+
+# Stripe shows an invoice's payment (and the secret to confirm it) only when expanded.
+INVOICE_KIND = ObjectKind(object_type=INVOICE, id_prefix="in", noun="invoice", present=_present_invoice,
+                          includable={"confirmation_secret": _confirmation_secret, "payments": _payments})
 ITEM_KIND = ObjectKind(object_type=ITEM, id_prefix="ii", noun="invoiceitem")
 
 
@@ -263,10 +288,11 @@ def _customer_fields(customer: Document) -> Document:
 
 def _totals(data: Document, balance: int) -> None:
     subtotal = sum(line["amount"] for line in data["lines"]["data"])
-    data.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=subtotal, total_excluding_tax=subtotal)
+    total = subtotal - sum(discount["amount"] for discount in data["total_discount_amounts"])
+    data.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total, total_excluding_tax=total)
     # A customer's credit (negative balance) or debt goes into what is due.
     data["starting_balance"] = balance
-    data["amount_due"] = max(0, subtotal + balance)
+    data["amount_due"] = max(0, total + balance)
     data["amount_remaining"] = data["amount_due"] - data["amount_paid"]
 
 
@@ -276,11 +302,13 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
                    invoice_id: str | None = None, description: str | None = None,
                    metadata: dict[str, str] | None = None, auto_advance: bool = True,
                    default_payment_method: str | None = None, proration_date: int | None = None,
-                   due_date: int | None = None) -> SandboxObject:
+                   due_date: int | None = None, finalizes_at: int | None = None,
+                   discounts: list[str] | None = None) -> SandboxObject:
     """A draft invoice of `lines` plus the `pending` invoice items (which it takes), recording invoice.created.
 
     Lines are ordered as Stripe orders them: invoice items newest first, then
-    subscription items newest first.
+    subscription items newest first. `finalizes_at`: when the clock finalizes
+    and collects it (a renewal's, an hour after it is created).
     """
     invoice_id = invoice_id or store.new_id(INVOICE)
     taken = list(pending)
@@ -290,6 +318,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
     for row in taken:
         store.update(row, {**copy.deepcopy(row.data), "invoice": invoice_id})
     start, end = period or (store.now, store.now)
+    discounted = coupons.discount_amounts(all_lines, coupons.in_force(store, discounts or []), currency)
     data: Document = {
         "id": invoice_id,
         "object": INVOICE,
@@ -308,7 +337,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
         "auto_advance": auto_advance,
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
                           "status": None},
-        "automatically_finalizes_at": None,
+        "automatically_finalizes_at": finalizes_at,
         "billing_reason": billing_reason,
         "collection_method": collection_method,
         "created": store.now,
@@ -321,7 +350,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
         "default_source": None,
         "default_tax_rates": [],
         "description": description,
-        "discounts": [],
+        "discounts": [discount["discount"] for discount in discounted],
         # send_invoice: due `days_until_due` days after creation.
         "due_date": (due_date or store.now + DAY * (days_until_due or 0)) if collection_method == "send_invoice"
         else None,
@@ -337,7 +366,7 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
         "lines": {"object": "list", "data": all_lines},
         "livemode": False,
         "metadata": metadata or {},
-        "next_payment_attempt": None,
+        "next_payment_attempt": finalizes_at if collection_method == "charge_automatically" else None,
         "number": None,
         "on_behalf_of": None,
         "parent": {
@@ -365,16 +394,26 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
         "subtotal_excluding_tax": 0,
         "test_clock": None,
         "total": 0,
-        "total_discount_amounts": [],
+        "total_discount_amounts": discounted,
         "total_excluding_tax": 0,
         "total_pretax_credit_amounts": [],
         "total_taxes": [],
         "webhooks_delivered_at": store.now,
     }
     _totals(data, int(customer.data.get("balance") or 0))
-    row = store.insert(INVOICE, data, customer=customer.id)
+    row = store.insert(INVOICE, data, customer=customer.id, due_at=due_at(data))
     events.created(store, row)
     return row
+
+
+def due_at(data: Document) -> int | None:
+    """When the invoice next changes by itself: finalized (a draft), or a payment retried (open)."""
+    moment = {"draft": data["automatically_finalizes_at"], "open": data["next_payment_attempt"]}.get(data["status"])
+    return int(moment) if moment is not None else None
+
+
+def save(store: Store, row: SandboxObject, data: Document) -> None:
+    store.update(row, data, due_at=due_at(data))
 
 
 def add_lines(store: Store, row: SandboxObject, items: Iterable[SandboxObject]) -> None:
@@ -386,7 +425,7 @@ def add_lines(store: Store, row: SandboxObject, items: Iterable[SandboxObject]) 
         data["lines"]["data"].append(line)
     customer = store.get("customer", data["customer"], include_deleted=True)
     _totals(data, int(customer.data.get("balance") or 0) if customer is not None and not customer.deleted else 0)
-    store.update(row, data)
+    save(store, row, data)
 
 
 def finalize(store: Store, row: SandboxObject) -> None:
@@ -407,6 +446,24 @@ def finalize(store: Store, row: SandboxObject) -> None:
         invoice_pdf=f"https://pay.stripe.com/invoice/acct_sandbox/test_{token}/pdf",
     )
     data["status_transitions"]["finalized_at"] = now
+    # The clock's collection (billing_cycle) schedules any retry; finalizing waits no more.
+    data.update(automatically_finalizes_at=None, next_payment_attempt=None)
+    if data["amount_due"] > 0:
+        intent = payment_intents.create_for_invoice(store, data)
+        data[INTERNAL] = {**data.get(INTERNAL, {}), "payment_intent": intent.id, "payments": [{
+            "id": f"inpay_{random_token()}",
+            "object": "invoice_payment",
+            "amount_paid": None,
+            "amount_requested": data["amount_due"],
+            "created": now,
+            "currency": data["currency"],
+            "invoice": data["id"],
+            "is_default": True,
+            "livemode": False,
+            "payment": {"payment_intent": intent.id, "type": "payment_intent"},
+            "status": "open",
+            "status_transitions": {"canceled_at": None, "paid_at": None},
+        }]}
     if customer is not None:
         before = store.present(customer)
         customer_data = copy.deepcopy(customer.data)
@@ -417,10 +474,20 @@ def finalize(store: Store, row: SandboxObject) -> None:
         store.update(customer, customer_data)
         if ending_balance != balance:
             events.updated(store, customer, before)
-    store.update(row, data)
+    save(store, row, data)
     events.record(store, "invoice.finalized", store.present(row))
     if data["amount_due"] == 0:
         _mark_paid(store, row)
+
+
+def _settle_payment(data: Document, status: str, now: int) -> None:
+    """The invoice's (default) payment follows its PaymentIntent: paid, or canceled with the invoice."""
+    for payment in data.get(INTERNAL, {}).get("payments", []):
+        if payment["status"] == "open":
+            payment["status"] = status
+            if status == "paid":
+                payment["amount_paid"] = payment["amount_requested"]
+            payment["status_transitions"][f"{status}_at"] = now
 
 
 def _mark_paid(store: Store, row: SandboxObject, *, charged: bool = False, out_of_band: bool = False) -> None:
@@ -429,11 +496,20 @@ def _mark_paid(store: Store, row: SandboxObject, *, charged: bool = False, out_o
     if out_of_band:
         data["amount_paid_off_stripe"] = data["amount_due"]
     data["status_transitions"]["paid_at"] = store.now
-    store.update(row, data)
+    _settle_payment(data, "paid" if charged else "canceled", store.now)
+    save(store, row, data)
     presented = store.present(row)
     events.record(store, "invoice.paid", presented)
     if charged:
         events.record(store, "invoice.payment_succeeded", presented)
+    else:
+        _cancel_intent(store, data, "automatic")
+
+
+def _cancel_intent(store: Store, data: Document, reason: str) -> None:
+    intent = payment_intent_of(store, data, for_update=True)
+    if intent is not None:
+        payment_intents.cancel(store, intent, reason)
 
 
 def payment_method_for(store: Store, invoice: Document) -> SandboxObject | None:
@@ -462,10 +538,12 @@ def subscription_of(invoice: Document) -> str | None:
 
 
 def attempt_payment(store: Store, row: SandboxObject, payment_method: SandboxObject | None = None) -> SandboxError | None:
-    """Charge an open invoice; None when it is now paid, else the error the charge met.
+    """Collect an open invoice off-session: confirm its PaymentIntent with `payment_method`, else
+    the payment method charges use now. None when the invoice is now paid, else the error met:
+    a card error, or `invoice_payment_intent_requires_action` when the card needs 3-D Secure.
 
     A failed attempt stays recorded on the invoice (attempted, attempt_count)
-    with an invoice.payment_failed event.
+    with invoice.payment_failed (and invoice.payment_action_required).
     """
     assert row.data["status"] in ("open", "uncollectible"), row.data["status"]
     if row.data["amount_remaining"] == 0:
@@ -475,13 +553,31 @@ def attempt_payment(store: Store, row: SandboxObject, payment_method: SandboxObj
     data = copy.deepcopy(row.data)
     data["attempted"] = True
     data["attempt_count"] += 1
-    store.update(row, data)
-    error = no_payment_method() if method is None else payment_methods.charge_error(store, method)
+    save(store, row, data)
+    intent = payment_intent_of(store, data, for_update=True)
+    if method is None:
+        error: SandboxError | None = no_payment_method()
+    elif intent is None:  # finalized before the sandbox made intents: charge the method directly
+        error = payment_methods.charge_error(store, method)
+    else:
+        error = payment_intents.confirm(store, intent, method)
     if error is not None:
+        if error.code == "invoice_payment_intent_requires_action":
+            events.record(store, "invoice.payment_action_required", store.present(row))
         events.record(store, "invoice.payment_failed", store.present(row))
         return error
     _mark_paid(store, row, charged=True)
     return None
+
+
+def paid_by_intent(store: Store, row: SandboxObject) -> None:
+    """The customer completed the invoice's PaymentIntent (Stripe.js): the invoice is paid."""
+    if row.data["status"] in ("open", "uncollectible"):
+        data = copy.deepcopy(row.data)
+        data["attempted"] = True
+        data["attempt_count"] += 1
+        save(store, row, data)
+        _mark_paid(store, row, charged=True)
 
 
 def mark_paid_out_of_band(store: Store, row: SandboxObject) -> None:
@@ -493,8 +589,10 @@ def void(store: Store, row: SandboxObject) -> None:
     data["status"] = "void"
     data["status_transitions"]["voided_at"] = store.now
     data["next_payment_attempt"] = None
-    store.update(row, data)
+    _settle_payment(data, "canceled", store.now)
+    save(store, row, data)
     events.record(store, "invoice.voided", store.present(row))
+    _cancel_intent(store, data, "void_invoice")
 
 
 def mark_uncollectible(store: Store, row: SandboxObject) -> None:
@@ -502,5 +600,5 @@ def mark_uncollectible(store: Store, row: SandboxObject) -> None:
     data["status"] = "uncollectible"
     data["status_transitions"]["marked_uncollectible_at"] = store.now
     data["next_payment_attempt"] = None
-    store.update(row, data)
+    save(store, row, data)
     events.record(store, "invoice.marked_uncollectible", store.present(row))

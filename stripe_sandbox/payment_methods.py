@@ -3,8 +3,11 @@
 There is no card entry in the sandbox: payment methods come from Stripe's test
 tokens (`pm_card_visa`, ...), passed wherever a payment method id is accepted
 (attach, SetupIntent confirm, customer create, invoice pay). As on Stripe, each
-use of a token creates a new `pm_...` object. How charges to it behave (always
-succeed, always decline) is kept with the object, hidden from responses.
+use of a token creates a new `pm_...` object. Each token behaves as Stripe's
+testing docs say (TEST_CARDS): approved, declined (most decline cards are refused
+already when attached or set up), or needing 3-D Secure; the token, and whether
+the card was set up with authentication, are kept with the object, hidden from
+responses.
 """
 
 from __future__ import annotations
@@ -37,20 +40,59 @@ KIND = ObjectKind(object_type=OBJECT_TYPE, id_prefix="pm", noun=NOUN)
 
 
 @dataclass(frozen=True)
+class Decline:
+    """An issuer's refusal, as Stripe reports it (docs.stripe.com/testing#declined-payments)."""
+
+    decline_code: str
+    code: str = "card_declined"
+    message: str = "Your card was declined."
+    param: str | None = None
+
+
+@dataclass(frozen=True)
 class _TestCard:
     brand: str
     display_brand: str
     last4: str
-    # Set for cards every charge to which is declined (attaching still works).
-    decline_code: str | None = None
+    # What the issuer answers to a charge (None: it approves).
+    decline: Decline | None = None
+    # Stripe checks a card with its issuer when it is attached or set up, so a
+    # declining card is refused there; 4000000000000341 alone attaches and then fails.
+    declines_at_attach: bool = True
+    # 3-D Secure: "always" (every payment and setup), "unless_set_up" (a setup
+    # needs it; payments after an authenticated setup do not), or None.
+    authentication: str | None = None
 
 
+_GENERIC = Decline("generic_decline")
+_LOST = Decline("lost_card")
+_STOLEN = Decline("stolen_card")
+_FUNDS = Decline("insufficient_funds", message="Your card has insufficient funds.")
 TEST_CARDS = {
     "pm_card_visa": _TestCard("visa", "visa", "4242"),
     "pm_card_mastercard": _TestCard("mastercard", "mastercard", "4444"),
     "pm_card_amex": _TestCard("amex", "american_express", "8431"),
-    "pm_card_chargeDeclined": _TestCard("visa", "visa", "0002", "generic_decline"),
-    "pm_card_chargeCustomerFail": _TestCard("visa", "visa", "0341", "generic_decline"),
+    "pm_card_authenticationRequired": _TestCard("visa", "visa", "3184", authentication="always"),
+    "pm_card_authenticationRequiredOnSetup": _TestCard("visa", "visa", "3155", authentication="unless_set_up"),
+    "pm_card_chargeDeclined": _TestCard("visa", "visa", "0002", _GENERIC),
+    "pm_card_visa_chargeDeclined": _TestCard("visa", "visa", "0002", _GENERIC),
+    "pm_card_chargeDeclinedInsufficientFunds": _TestCard("visa", "visa", "9995", _FUNDS),
+    "pm_card_visa_chargeDeclinedInsufficientFunds": _TestCard("visa", "visa", "9995", _FUNDS),
+    "pm_card_chargeDeclinedLostCard": _TestCard("visa", "visa", "9987", _LOST),
+    "pm_card_visa_chargeDeclinedLostCard": _TestCard("visa", "visa", "9987", _LOST),
+    "pm_card_chargeDeclinedStolenCard": _TestCard("visa", "visa", "9979", _STOLEN),
+    "pm_card_visa_chargeDeclinedStolenCard": _TestCard("visa", "visa", "9979", _STOLEN),
+    "pm_card_chargeDeclinedExpiredCard": _TestCard(
+        "visa", "visa", "0069", Decline("expired_card", "expired_card", "Your card has expired.", "exp_month")),
+    "pm_card_chargeDeclinedIncorrectCvc": _TestCard(
+        "visa", "visa", "0127",
+        Decline("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect.", "cvc")),
+    "pm_card_chargeDeclinedProcessingError": _TestCard(
+        "visa", "visa", "0119",
+        Decline("processing_error", "processing_error",
+                "An error occurred while processing your card. Try again in a little bit.")),
+    "pm_card_chargeDeclinedFraudulent": _TestCard("visa", "visa", "0019", Decline("fraudulent")),
+    "pm_card_chargeCustomerFail": _TestCard("visa", "visa", "0341", _GENERIC, declines_at_attach=False),
 }
 US_BANK_ACCOUNT_TOKEN = "pm_usBankAccount"
 TEST_TOKENS = (*TEST_CARDS, US_BANK_ACCOUNT_TOKEN)
@@ -91,7 +133,6 @@ def _from_token(store: Store, token: str) -> Document:
             "routing_number": "110000000",
             "status_details": None,
         }
-        decline_code = None
     else:
         card = TEST_CARDS[token]
         data["type"] = "card"
@@ -111,9 +152,9 @@ def _from_token(store: Store, token: str) -> Document:
             "three_d_secure_usage": {"supported": True},
             "wallet": None,
         }
-        decline_code = card.decline_code
     # `detached`: Stripe refuses to attach a payment method again once detached.
-    data[INTERNAL] = {"token": token, "decline_code": decline_code, "detached": False}
+    # `set_up`: authenticated through a SetupIntent (see _TestCard.authentication).
+    data[INTERNAL] = {"token": token, "detached": False, "set_up": False}
     return data
 
 
@@ -147,19 +188,58 @@ def attached(store: Store, customer_id: str, payment_method_id: str | None) -> S
     return row if row is not None and row.data["customer"] == customer_id else None
 
 
+def test_card(row: SandboxObject) -> _TestCard | None:
+    """The test card a payment method was made from (None: not a card)."""
+    return TEST_CARDS.get(row.data.get(INTERNAL, {}).get("token", ""))
+
+
+def decline_error(store: Store, row: SandboxObject, decline: Decline, **extra: object) -> SandboxError:
+    return card_declined(decline.decline_code, store.present(row), code=decline.code, message=decline.message,
+                         param=decline.param, extra=dict(extra))
+
+
 def charge_error(store: Store, row: SandboxObject) -> SandboxError | None:
-    """What charging this payment method now would raise (None: the charge succeeds).
+    """What the issuer answers to a charge now (None: it approves).
 
     Bank debits succeed at once here; on Stripe they stay `processing` for days.
     """
-    decline_code = row.data.get(INTERNAL, {}).get("decline_code")
-    if decline_code is None:
+    card = test_card(row)
+    return decline_error(store, row, card.decline) if card is not None and card.decline is not None else None
+
+
+def needs_authentication(row: SandboxObject) -> bool:
+    """Whether a payment with this method needs 3-D Secure now."""
+    card = test_card(row)
+    if card is None or card.authentication is None:
+        return False
+    return card.authentication == "always" or not row.data.get(INTERNAL, {}).get("set_up")
+
+
+def setup_needs_authentication(row: SandboxObject) -> bool:
+    card = test_card(row)
+    return card is not None and card.authentication is not None
+
+
+def mark_set_up(store: Store, row: SandboxObject) -> None:
+    """Authenticated through a SetupIntent: later off-session payments may skip 3-D Secure."""
+    data = copy.deepcopy(row.data)
+    data[INTERNAL] = {**data.get(INTERNAL, {}), "set_up": True}
+    store.update(row, data)
+
+
+def check_with_issuer(store: Store, row: SandboxObject) -> SandboxError | None:
+    """The card check Stripe runs when a card is attached or set up (None: it passes)."""
+    card = test_card(row)
+    if card is None or card.decline is None or not card.declines_at_attach:
         return None
-    return card_declined(decline_code, store.present(row))
+    return decline_error(store, row, card.decline)
 
 
 def attach(store: Store, row: SandboxObject, customer_id: str) -> None:
-    """Attach to a customer (an existing one: callers check), recording payment_method.attached."""
+    """Attach to a customer (an existing one: callers check), recording payment_method.attached.
+
+    A card its issuer refuses is not attached: Stripe's card error.
+    """
     owner = row.data["customer"]
     if owner == customer_id:
         return
@@ -170,6 +250,9 @@ def attach(store: Store, row: SandboxObject, customer_id: str) -> None:
         raise SandboxError(
             400, "This PaymentMethod was previously used without being attached to a Customer or was detached "
             "from a Customer, and may not be used again.", param="payment_method")
+    refused = check_with_issuer(store, row)
+    if refused is not None:
+        raise refused
     before = store.present(row)
     store.update(row, {**copy.deepcopy(row.data), "customer": customer_id})
     store.set_customer(row, customer_id)

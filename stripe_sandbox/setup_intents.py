@@ -1,9 +1,12 @@
 """SetupIntents: /v1/setup_intents, saving a payment method for later charges.
 
-Confirming with a test token (or a payment method id) succeeds at once: the
-sandbox has no 3-D Secure or bank verification, so `requires_action` never
-happens. As on Stripe, the saved payment method is attached to the intent's
-customer but not made its default: that is the integration's job.
+Confirming with a test token (or a payment method id) answers as Stripe's test
+cards do: a card its issuer refuses fails the setup (402, `last_setup_error`,
+setup_intent.setup_failed); a card needing 3-D Secure leaves the intent
+`requires_action` until the customer authenticates (`authentication.py`, in
+place of Stripe.js); any other succeeds at once (no bank verification). As on
+Stripe, the saved payment method is attached to the intent's customer once the
+setup succeeds, but not made its default: that is the integration's job.
 """
 
 from __future__ import annotations
@@ -81,14 +84,55 @@ def _confirm(store: Store, row: SandboxObject, payment_method: str | None) -> No
         raise SandboxError(
             400, f"The provided PaymentMethod's type ({method.data['type']}) is not allowed for this SetupIntent. "
             f"Allowed types: {', '.join(data['payment_method_types'])}.", param="payment_method")
-    if data["customer"] is not None:
-        payment_methods.attach(store, method, data["customer"])
-    elif method.data["customer"] is not None:
+    if data["customer"] is None and method.data["customer"] is not None:
         raise SandboxError(400, "The provided PaymentMethod was previously attached to a Customer; pass that "
                            "customer to use it.", param="payment_method")
+    refused = payment_methods.check_with_issuer(store, method)
+    if refused is not None:
+        data.update(status="requires_payment_method", payment_method=None, next_action=None,
+                    last_setup_error=refused.hash())
+        store.update(row, data)
+        events.record(store, "setup_intent.setup_failed", store.present(row))
+        refused.extra["setup_intent"] = store.present(row)
+        refused.keep_changes = True  # the failed attempt is part of the intent's history
+        raise refused
+    if payment_methods.setup_needs_authentication(method):
+        data.update(status="requires_action", payment_method=method.id, last_setup_error=None, next_action={
+            "type": "use_stripe_sdk",
+            "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": "https://hooks.stripe.com/3d_secure_2/"
+                               f"hosted?merchant=acct_sandbox&setup_intent={data['id']}", "source": None}})
+        store.update(row, data)
+        events.record(store, "setup_intent.requires_action", store.present(row))
+        return
+    succeed(store, row, data, method)
+
+
+def succeed(store: Store, row: SandboxObject, data: Document, method: SandboxObject) -> None:
+    """The setup went through: the method is attached to the intent's customer."""
+    if data["customer"] is not None:
+        payment_methods.attach(store, method, data["customer"])
     data.update(status="succeeded", payment_method=method.id, last_setup_error=None, next_action=None)
     store.update(row, data)
     events.record(store, "setup_intent.succeeded", store.present(row))
+
+
+def authenticate(store: Store, row: SandboxObject, succeeded: bool) -> None:
+    """The customer answers the 3-D Secure challenge of a `requires_action` setup (as in Stripe.js)."""
+    data = copy.deepcopy(row.data)
+    method = store.require(payment_methods.OBJECT_TYPE, data["payment_method"], for_update=True)
+    if not succeeded:
+        data.update(status="requires_payment_method", payment_method=None, next_action=None, last_setup_error={
+            "code": "setup_intent_authentication_failure",
+            "doc_url": "https://stripe.com/docs/error-codes/setup-intent-authentication-failure",
+            "message": "We are unable to authenticate your payment method. Please choose a different payment "
+                       "method and try again.",
+            "payment_method": store.present(method),
+            "type": "invalid_request_error"})
+        store.update(row, data)
+        events.record(store, "setup_intent.setup_failed", store.present(row))
+        return
+    payment_methods.mark_set_up(store, method)
+    succeed(store, row, data, method)
 
 
 def _allowed(params: dict[str, Any]) -> list[str] | None:

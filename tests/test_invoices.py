@@ -178,3 +178,21 @@ def test_preview_and_patch_share_one_change_plan(subscribed: dict[str, Any], sta
         {"product_type": "sso", "quantity": 0}]})
     assert drop_sso.status_code == 200, drop_sso.json
     assert {line["product_name"] for line in drop_sso.json["lines"]} == {"Users"}  # next period without sso
+
+
+def test_discounts_are_shown_with_their_names(subscribed: dict[str, Any], state: Any) -> None:
+    """A coupon put on the subscription in Stripe (the Dashboard): its invoices show the amount
+    taken off and the coupon's name (Stripe gives the coupon as an id unless expanded)."""
+    alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
+    stripe_client = state.gateway.client.v1
+    coupon = stripe_client.coupons.create({"percent_off": 20, "duration": "forever", "name": "Partner 20%"})
+    stripe_client.subscriptions.update(sub["id"], {"discounts": [{"coupon": coupon.id}]})
+    preview = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "users", "quantity": 3}]}).json  # a decrease: the next period's invoice
+    assert preview["discount_names"] == ["Partner 20%"]
+    assert preview["discount_amount"] == preview["subtotal"] // 5 and preview["total"] == preview["subtotal"] * 4 // 5
+    alice.post("/sandbox/clock/advance", {"days": 27})
+    renewal, first = alice.get(f"{acc}/invoices").json["data"][:2]
+    assert (renewal["discount_names"], renewal["discount_amount"]) == (["Partner 20%"], renewal["subtotal"] // 5)
+    assert renewal["total"] == renewal["amount_paid"] == renewal["subtotal"] - renewal["discount_amount"]
+    assert (first["discount_names"], first["discount_amount"]) == ([], None)

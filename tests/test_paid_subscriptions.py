@@ -41,7 +41,7 @@ def test_declined_card_is_402_and_leaves_nothing(as_user: Any, state: Any) -> No
     ws = alice.workspace("pooled")
     account, _ = alice.account(ws), alice.account(ws)
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeDeclined"})
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeCustomerFail"})
     for _ in range(4):  # more than the limit: declines never count against it
         response = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}})
         body = assert_error(response, 402, "card_declined")
@@ -113,7 +113,7 @@ def test_increase_with_declining_card_changes_nothing(as_user: Any, state: Any) 
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     visa = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
-    declined = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeDeclined"}).json
+    declined = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeCustomerFail"}).json
     alice.client.put(f"{acc}/payment-methods/{declined['id']}", headers=alice.headers)
     path = f"{acc}/subscriptions/{sub['id']}"
     assert_error(alice.patch(path, {"add_products": {"users": 5, "sso": 1}}), 402, "card_declined")
@@ -128,7 +128,7 @@ def test_resume_paused_subscription_with_declining_card_is_402(as_user: Any) -> 
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).json
     alice.post("/sandbox/clock/advance", {"days": 15})
-    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeDeclined"})
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeCustomerFail"})
     response = alice.patch(f"{acc}/subscriptions/{sub['id']}", {"action": "resume"})
     assert response.status_code == 402, response.json
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"

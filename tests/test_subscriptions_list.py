@@ -10,7 +10,7 @@ from tests.conftest import assert_error
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 KEYS = {"id", "billing_account_id", "status", "currency", "product_quantities", "metadata",
         "current_period_start", "current_period_end", "created_at", "updated_at",
-        "trial_end", "cancel_at_period_end", "cancel_at", "canceled_at"}
+        "trial_end", "cancel_at_period_end", "cancel_at", "canceled_at", "pending_payment"}
 
 
 def test_list_reshapes_stripe_subscriptions(as_user: Any, subscribe: Any) -> None:
@@ -25,7 +25,7 @@ def test_list_reshapes_stripe_subscriptions(as_user: Any, subscribe: Any) -> Non
     item = body["data"][0]
     assert set(item) == KEYS
     assert item["id"] == sub.id and item["billing_account_id"] == account["id"]
-    assert item["status"] == "active" and item["currency"] == "usd"
+    assert item["status"] == "active" and item["currency"] == "usd" and item["pending_payment"] is None
     assert item["metadata"] == {"order_id": "6735"}
     prices = {i.price.lookup_key: i.price.id for i in sub["items"].data}
     assert item["product_quantities"] == {

@@ -37,6 +37,15 @@ class TestPaymentMethodSchema(Schema):
     payment_method = fields.String(required=True, validate=validate.OneOf(TEST_TOKENS))
 
 
+class AuthenticateSchema(Schema):
+    client_secret = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    outcome = fields.String(required=True, validate=validate.OneOf(("succeed", "fail")))
+
+
+class AuthenticationResultSchema(Schema):
+    status = fields.String(metadata={"description": "The PaymentIntent's or SetupIntent's resulting status."})
+
+
 class SetupIntentResultSchema(Schema):
     id = fields.String()
     status = fields.String()
@@ -80,3 +89,13 @@ class ConfirmSetupIntent(MethodView):
         return service.confirm_setup_intent(
             account_access(workspaceId, billingAccountId), setupIntentId, data["payment_method"], stripe_key()
         )
+
+
+@blp.route(ACCOUNT + "/authenticate")
+class Authenticate(MethodView):
+    @blp.arguments(AuthenticateSchema)
+    @blp.response(200, AuthenticationResultSchema)
+    def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
+        """Complete (or fail) a pending 3-D Secure authentication, as Stripe.js would"""
+        return service.authenticate(account_access(workspaceId, billingAccountId), data["client_secret"],
+                                    data["outcome"] == "succeed")

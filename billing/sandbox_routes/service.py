@@ -9,7 +9,8 @@ from billing import replica
 from billing.access import AccountAccess
 from billing.payment_methods.service import MAX_PAYMENT_METHODS, payment_method_limit_reached
 from billing.errors import ApiError, not_found
-from billing.state import SandboxClock, current
+from billing.state import SandboxAuthenticator, SandboxClock, current
+from stripe_sandbox.errors import SandboxError
 
 
 def _clock() -> SandboxClock:
@@ -55,3 +56,30 @@ def confirm_setup_intent(ctx: AccountAccess, setup_intent_id: str, token: str, r
     method = confirmed.payment_method
     return {"id": confirmed.id, "status": confirmed.status,
             "payment_method": method if isinstance(method, str) or method is None else method.id}
+
+
+def _authenticator() -> SandboxAuthenticator:
+    authenticator = current().sandbox_authenticator
+    if authenticator is None:  # not reachable: the blueprint exists only in sandbox mode
+        raise not_found("route")
+    return authenticator
+
+
+def authenticate(ctx: AccountAccess, client_secret: str, succeed: bool) -> dict[str, Any]:
+    """Answer the 3-D Secure challenge of one of this account's PaymentIntents or SetupIntents."""
+    ctx.for_billing_write()
+    gateway = current().gateway
+    intent_id = client_secret.split("_secret_", 1)[0]
+    intent: Any = None
+    if intent_id.startswith("pi_"):
+        intent = gateway.retrieve_payment_intent(intent_id)
+    elif intent_id.startswith("seti_"):
+        intent = gateway.retrieve_setup_intent(intent_id)  # unknown: Stripe's resource_missing, a 404
+    owner = replica.id_of(getattr(intent, "customer", None))
+    if intent is None or owner != ctx.customer_id or intent.client_secret != client_secret:
+        raise not_found("payment")  # another account's secret is as unknown as a made-up one
+    try:
+        status = _authenticator().complete(client_secret, succeed)
+    except SandboxError as error:  # e.g. already succeeded: nothing is waiting for the customer
+        raise ApiError(409, "nothing_to_authenticate", error.message) from None
+    return {"status": status}

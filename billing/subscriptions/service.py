@@ -27,6 +27,7 @@ from billing import replica
 from billing.access import AccountAccess, workspace_archived
 from billing.catalog import product_of_price
 from billing.errors import ApiError, not_found
+from billing.gateway import LATEST_INVOICE_EXPANSIONS
 from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.organizations.capacity import holding
@@ -123,27 +124,55 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
             "customer": ctx.customer_id,
             "items": items,
             "metadata": {**(data.get("metadata") or {}), REQUEST_KEY: request_key},
-            # A declined first charge fails the call and leaves no subscription behind.
+            # Stripe's documented "no subscription, 402" when the first invoice can't be paid:
+            # a declined card leaves nothing behind (3-D Secure: see _create_awaiting_authentication).
             "payment_behavior": "error_if_incomplete",
-            "expand": ["latest_invoice"],  # the copy gets the invoice with the subscription
+            "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
         if _trial_eligible(ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
         elif charging_method(ctx.customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before subscribing.")
-        subscription = _with_fresh_prices(
-            lambda: state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription"),
-            lambda: state.gateway.create_subscription(
-                {**params, "items": priced_items()},
-                idempotency_key=f"{request_key}:create-subscription:fresh-prices"),
-        )
+        try:
+            subscription = _with_fresh_prices(
+                lambda: state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription"),
+                lambda: state.gateway.create_subscription(
+                    {**params, "items": priced_items()},
+                    idempotency_key=f"{request_key}:create-subscription:fresh-prices"),
+            )
+        except stripe.CardError as error:
+            if error.code != REQUIRES_ACTION:
+                raise
+            subscription = _create_awaiting_authentication(params, request_key)
         with state.db.write() as session:
             session.execute(
                 update(Workspace)
                 .where(Workspace.id == ctx.workspace_id, Workspace.first_subscription_at.is_(None))
                 .values(first_subscription_at=utcnow())
             )
+    return subscription
+
+
+REQUIRES_ACTION = "invoice_payment_intent_requires_action"  # Stripe's 402 when 3-D Secure is needed
+
+
+def _create_awaiting_authentication(params: SubscriptionCreateParams, request_key: str) -> stripe.Subscription:
+    """The first payment needs the customer's authentication (3-D Secure), which no server can give.
+
+    allow_incomplete is Stripe's documented way to create it anyway: `incomplete`, its first
+    invoice open with the PaymentIntent (requires_action) the customer confirms with Stripe.js;
+    Stripe makes it active once paid and incomplete_expired after 23 hours. Only this case
+    gets it: a plain decline stays error_if_incomplete's 402 with nothing created.
+    """
+    gateway = current().gateway
+    subscription = gateway.create_subscription(
+        {**params, "payment_behavior": "allow_incomplete"},
+        idempotency_key=f"{request_key}:create-subscription:authenticate")
+    invoice = subscription.latest_invoice
+    secret = getattr(getattr(invoice, "confirmation_secret", None), "client_secret", None)
+    if secret:  # the copy learns why it waits (pending_payment's reason), without waiting for the webhook
+        gateway.retrieve_payment_intent(secret.split("_secret_")[0])
     return subscription
 
 
@@ -311,7 +340,7 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
             "items": [_update_item(change) for change in plan.raises],
             "proration_behavior": "always_invoice",
             "payment_behavior": "error_if_incomplete",
-            "expand": ["latest_invoice"],  # the copy gets the invoice with the subscription
+            "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
         if meta_params:
             params["metadata"] = meta_params

@@ -103,7 +103,7 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
         return "payment_method", replica.id_of(obj.get("payment_method")), replica.id_of(obj.get("customer"))
     if kind == "customer":
         return "customer", replica.id_of(obj.get("id")), replica.id_of(obj.get("id"))
-    if kind in ("subscription", "invoice", "payment_method", "product"):
+    if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent"):
         return str(kind), replica.id_of(obj.get("id")), replica.id_of(obj.get("customer"))
     return "", None, None
 
@@ -119,6 +119,8 @@ def _refetch(object_type: str, object_id: str) -> stripe.StripeObject | None:
         return gateway.retrieve_invoice(object_id)
     if object_type == "payment_method":
         return gateway.retrieve_payment_method(object_id)
+    if object_type == "payment_intent":
+        return gateway.retrieve_payment_intent(object_id)
     return gateway.retrieve_product(object_id)
 
 

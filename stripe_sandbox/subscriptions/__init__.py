@@ -23,7 +23,7 @@ deleted/paused/resumed/trial_will_end, invoice.*, invoiceitem.created).
     handlers       the HTTP routes, KIND, register()
 """
 
-from stripe_sandbox.subscriptions.billing_cycle import advance, invoice_paid
+from stripe_sandbox.subscriptions.billing_cycle import advance, collect, invoice_paid
 from stripe_sandbox.subscriptions.documents import OBJECT_TYPE, URL, customer_subscriptions, due_at
 from stripe_sandbox.subscriptions.handlers import KIND, register
 from stripe_sandbox.subscriptions.lifecycle import cancel_all_for_customer
@@ -35,6 +35,7 @@ __all__ = [
     "URL",
     "advance",
     "cancel_all_for_customer",
+    "collect",
     "customer_subscriptions",
     "due_at",
     "invoice_paid",

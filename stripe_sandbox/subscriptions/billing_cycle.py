@@ -4,6 +4,12 @@ Item changes prorate by the second, as pending invoice items or an invoice
 charged at once. Changes over time (trial end, renewal, cancel_at, incomplete
 expiry, pause_collection.resumes_at) run in `advance()` when the clock reaches
 the row's `due_at` (see clock.py), one transition at its own moment.
+
+Collection over time runs in `collect()`, the invoices' own `advance`: a renewal
+invoice is finalized and charged an hour after it is created, as on Stripe; a
+failed automatic collection is retried 3, 5 and 7 days after the first failure
+with the payment method of that moment, and after the last failed retry the
+subscription is canceled (Stripe's default "cancel the subscription" setting).
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import copy
 import decimal
 from typing import Any
 
-from stripe_sandbox import events, invoicing, prices
+from stripe_sandbox import coupons, events, invoicing, prices
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval, period_containing
 from stripe_sandbox.store import Document, Store
 from stripe_sandbox.subscriptions.documents import (
     BILLED,
+    ENDED as ENDED_STATUSES,
     INCOMPLETE_EXPIRES_AFTER,
     OBJECT_TYPE,
     TRIAL_WILL_END_BEFORE,
@@ -46,14 +53,17 @@ def item_lines(store: Store, data: Document, period: tuple[int, int], *, trial: 
 
 def draft_invoice(store: Store, data: Document, customer: SandboxObject, billing_reason: str,
                   lines: list[Document], *, period: tuple[int, int], invoice_id: str | None = None,
-                  proration_date: int | None = None) -> SandboxObject:
+                  proration_date: int | None = None, finalizes_at: int | None = None) -> SandboxObject:
     """A draft invoice of `lines` and the pending items this subscription's invoices collect."""
     pending = invoicing.pending_items(store, customer.id, subscription_id=data["id"])
-    return invoicing.create_invoice(
+    invoice = invoicing.create_invoice(
         store, customer=customer, subscription=data, billing_reason=billing_reason,
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
         currency=data["currency"], lines=lines, pending=pending, period=period, invoice_id=invoice_id,
-        proration_date=proration_date)
+        proration_date=proration_date, finalizes_at=finalizes_at, discounts=data["discounts"])
+    if invoice.data["total_discount_amounts"]:
+        data["discounts"] = coupons.used_once(store, data["discounts"])
+    return invoice
 
 
 def bill(store: Store, data: Document, customer: SandboxObject, invoice: SandboxObject, *, attempt: bool = True,
@@ -205,6 +215,8 @@ def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *,
     outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure,
                    preview=preview)
     data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
+    if outcome == "failed" and billing_reason == "subscription_cycle":
+        schedule_retry(store, invoice)
     return invoice
 
 
@@ -220,18 +232,17 @@ def _collect_paused(store: Store, invoice: SandboxObject, behavior: str) -> None
 
 
 def renew(store: Store, data: Document, customer: SandboxObject) -> None:
-    """The current period ended: the next one starts, invoiced in advance and collected."""
+    """The current period ended: the next one starts, invoiced in advance; `collect()`
+    finalizes and charges the invoice an hour later."""
     old = current_period(data)
     period = next_period(store, data, old[1])
     set_periods(data, *period)
-    invoice = draft_invoice(store, data, customer, "subscription_cycle", item_lines(store, data, period), period=old)
-    data["latest_invoice"] = invoice.id
     pause = data["pause_collection"]
+    invoice = draft_invoice(store, data, customer, "subscription_cycle", item_lines(store, data, period), period=old,
+                            finalizes_at=None if pause is not None else store.now + FINALIZES_AFTER)
+    data["latest_invoice"] = invoice.id
     if pause is not None:
         _collect_paused(store, invoice, pause["behavior"])
-        return
-    outcome = bill(store, data, customer, invoice)
-    data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
 
 
 def trial_will_end(store: Store, data: Document) -> None:
@@ -265,6 +276,59 @@ def advance(store: Store, row: SandboxObject) -> None:
             renew(store, data, customer)
     save(store, row, data)
     changed(store, row, before)
+
+
+FINALIZES_AFTER = 3600  # Stripe finalizes a renewal invoice about an hour after creating it
+RETRY_DAYS = (3, 5, 7)  # automatic retries, days after the first failed attempt
+
+
+def schedule_retry(store: Store, invoice: SandboxObject) -> bool:
+    """After a failed automatic attempt: the next retry, by the schedule; False when none is left."""
+    data = copy.deepcopy(invoice.data)
+    dunning = internal_state(data).setdefault("dunning", {"first_failure": store.now, "failures": 0})
+    dunning["failures"] += 1
+    left: bool = dunning["failures"] <= len(RETRY_DAYS)
+    data["next_payment_attempt"] = (dunning["first_failure"] + RETRY_DAYS[dunning["failures"] - 1] * 86400
+                                    if left else None)
+    invoicing.save(store, invoice, data)
+    return left
+
+
+def collect(store: Store, invoice: SandboxObject) -> None:
+    """An invoice's own transition (its due_at): finalize a draft and charge it, or retry a failed one."""
+    data = invoice.data
+    if data["status"] == "draft":
+        invoicing.finalize(store, invoice)
+        if invoice.data["status"] == "paid" or invoice.data["collection_method"] == "send_invoice":
+            _settled(store, invoice)
+            return
+    elif data["status"] != "open":
+        invoicing.save(store, invoice, copy.deepcopy(data))  # nothing left to do: no longer due
+        return
+    subscription = store.get(OBJECT_TYPE, invoicing.subscription_of(invoice.data) or "", for_update=True)
+    if subscription is not None and subscription.data["pause_collection"] is not None:
+        invoicing.save(store, invoice, {**copy.deepcopy(invoice.data), "next_payment_attempt": None})
+        return  # collection paused: no more attempts
+    error = invoicing.attempt_payment(store, invoice)
+    if error is None:
+        _settled(store, invoice)
+        return
+    retried = schedule_retry(store, invoice)
+    if subscription is None or subscription.data["latest_invoice"] != invoice.id:
+        return
+    before = store.present(subscription)
+    sub = copy.deepcopy(subscription.data)
+    if not retried and sub["status"] not in ENDED_STATUSES:
+        mark_canceled(sub, store.now, reason="payment_failed")
+    elif sub["status"] in BILLED:
+        sub["status"] = "past_due"
+    save(store, subscription, sub)
+    changed(store, subscription, before)
+
+
+def _settled(store: Store, invoice: SandboxObject) -> None:
+    if invoice.data["status"] == "paid":
+        invoice_paid(store, invoice.data)
 
 
 def invoice_paid(store: Store, invoice: Document) -> None:

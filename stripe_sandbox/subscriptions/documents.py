@@ -121,7 +121,7 @@ def changed(store: Store, row: SandboxObject, before: Document) -> None:
 
 
 def mark_canceled(data: Document, now: int, details: dict[str, Any] | None = None, *,
-                  scheduled: bool = False) -> None:
+                  scheduled: bool = False, reason: str = "cancellation_requested") -> None:
     data["status"] = "canceled"
     # A scheduled cancellation keeps the time it was requested (Stripe's `canceled_at`).
     if not (scheduled and data["canceled_at"] is not None):
@@ -130,7 +130,7 @@ def mark_canceled(data: Document, now: int, details: dict[str, Any] | None = Non
     data["cancellation_details"] = {
         "comment": (details or {}).get("comment") or data["cancellation_details"]["comment"],
         "feedback": (details or {}).get("feedback") or data["cancellation_details"]["feedback"],
-        "reason": "cancellation_requested",
+        "reason": reason,
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripe_sandbox import events, invoicing, metadata, payment_methods
+from stripe_sandbox import coupons, events, invoicing, metadata, payment_methods
 from stripe_sandbox.errors import (
     SandboxError,
     no_payment_method,
@@ -73,11 +73,11 @@ from stripe_sandbox.subscriptions.items import apply_item_changes, check_distinc
 UNSUPPORTED_CREATE = (
     "add_invoice_items", "application_fee_percent", "backdate_start_date", "billing_cycle_anchor",
     "billing_cycle_anchor_config", "billing_schedules", "billing_thresholds", "customer_account",
-    "default_source", "default_tax_rates", "discounts", "on_behalf_of", "transfer_data",
+    "default_source", "default_tax_rates", "on_behalf_of", "transfer_data",
 )
 UNSUPPORTED_UPDATE = (
     "add_invoice_items", "application_fee_percent", "billing_cycle_anchor", "billing_schedules",
-    "billing_thresholds", "default_source", "default_tax_rates", "discounts", "on_behalf_of",
+    "billing_thresholds", "default_source", "default_tax_rates", "on_behalf_of",
     "transfer_data", "trial_from_plan",
 )
 
@@ -173,8 +173,8 @@ def _start_first_period(store: Store, data: Document, customer: SandboxObject, i
     if (needs_payment and behavior != "default_incomplete" and not preview
             and payment_method(store, data, customer) is None):
         raise no_payment_method()
-    # default_incomplete leaves the first invoice open for the customer to pay;
-    # otherwise a failing charge raises below and nothing is created.
+    # default_incomplete leaves the first invoice open for the customer to pay; otherwise a
+    # failing charge raises (error_if_incomplete) or makes it incomplete (allow_incomplete) in `create`.
     data["status"] = "incomplete" if needs_payment and behavior == "default_incomplete" else "active"
     return lines
 
@@ -191,6 +191,8 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
         default_payment_method = payment_methods.require_attached(
             store, customer.id, params["default_payment_method"], param="default_payment_method").id
     data = new_document(subscription_id, customer.id, items, default_payment_method, params, now)
+    data["discounts"] = coupons.apply(store, params.get("discounts") or [], customer_id=customer.id,
+                                      subscription_id=subscription_id)
     apply_collection(data, params)
     price_rows = item_price_rows(store, data)
     currency, interval, interval_count = cadence(price_rows)
@@ -209,12 +211,20 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
     schedule_cancel(data, params, now)
     invoice_id = store.new_id(invoicing.INVOICE)
     data["latest_invoice"] = invoice_id
-    row = store.insert(OBJECT_TYPE, data, customer=customer.id, due_at=due_at(data))
+    # A copy: `data` goes on changing while billing (an in-place change to the stored
+    # document would make the final save compare equal to it and write nothing).
+    row = store.insert(OBJECT_TYPE, copy.deepcopy(data), customer=customer.id, due_at=due_at(data))
     events.created(store, row)
     invoice = draft_invoice(store, data, customer, "subscription_create", lines, period=(now, now),
                             invoice_id=invoice_id)
-    bill(store, data, customer, invoice, attempt=behavior != "default_incomplete", raise_on_failure=True,
-         preview=preview)
+    outcome = bill(store, data, customer, invoice, attempt=behavior != "default_incomplete",
+                   raise_on_failure=behavior == "error_if_incomplete", preview=preview)
+    if outcome == "failed":
+        before = store.present(row)
+        save(store, row, {**copy.deepcopy(data), "status": "incomplete"})
+        changed(store, row, before)
+    else:
+        save(store, row, copy.deepcopy(data))  # what billing changed (a `once` discount used up)
     return row, invoice
 
 
@@ -243,6 +253,9 @@ def _update_descriptive(store: Store, data: Document, customer: SandboxObject, p
         if value:
             value = payment_methods.require_attached(store, customer.id, value, param="default_payment_method").id
         data["default_payment_method"] = value or None
+    if "discounts" in params:  # replaces them all ("" removes them)
+        data["discounts"] = coupons.apply(store, params["discounts"] or [], customer_id=customer.id,
+                                          subscription_id=data["id"])
     if "cancellation_details" in params:
         details = params["cancellation_details"]
         for field in ("comment", "feedback"):

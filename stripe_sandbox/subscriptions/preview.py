@@ -40,10 +40,14 @@ def _upcoming(store: Store, data: Document, customer: SandboxObject, *, include_
         raise _upcoming_none(customer.id)
     period = next_period(store, data, end)
     pending = (invoicing.pending_items(store, customer.id, subscription_id=data["id"]) if include_pending else [])
-    return invoicing.create_invoice(
+    row = invoicing.create_invoice(
         store, customer=customer, subscription=data, billing_reason="subscription_cycle",
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
-        currency=data["currency"], lines=item_lines(store, data, period), pending=pending, period=(start, end))
+        currency=data["currency"], lines=item_lines(store, data, period), pending=pending, period=(start, end),
+        discounts=data["discounts"])
+    # As on Stripe, an upcoming invoice is dated when it will be created: the period's end.
+    store.update(row, {**row.data, "created": end})
+    return row
 
 
 def _cancel_now(store: Store, row: SandboxObject, customer: SandboxObject, details: dict[str, Any]) -> SandboxObject:

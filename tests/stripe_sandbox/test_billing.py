@@ -46,31 +46,43 @@ def test_create_charges_the_default_payment_method(client: stripe.StripeClient, 
 
 def test_subscription_default_payment_method_wins(client: stripe.StripeClient, monthly: stripe.Price,
                                                   customer_with: Callable[[str], stripe.Customer]) -> None:
-    customer = customer_with("pm_card_chargeDeclined")
+    customer = customer_with("pm_card_chargeCustomerFail")
     card = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
     subscription = _sub(client, customer, monthly, default_payment_method=card.id)
     assert (subscription.status, subscription.latest_invoice.status) == ("active", "paid")
 
 
-@pytest.mark.parametrize("payment_behavior", ["error_if_incomplete", "allow_incomplete", None])
-@pytest.mark.parametrize("token", ["pm_card_chargeDeclined", "pm_card_chargeCustomerFail"])
-def test_decline_on_create_leaves_nothing_behind(client: stripe.StripeClient, database: SqlSessions,
-                                                 monthly: stripe.Price, token: str, payment_behavior: str | None,
-                                                 customer_with: Callable[[str], stripe.Customer]) -> None:
-    customer = customer_with(token)
+def test_decline_with_error_if_incomplete_leaves_nothing_behind(
+        client: stripe.StripeClient, database: SqlSessions, monthly: stripe.Price,
+        customer_with: Callable[[str], stripe.Customer]) -> None:
+    customer = customer_with("pm_card_chargeCustomerFail")
     before = _object_ids(database)
-    extra = {"payment_behavior": payment_behavior} if payment_behavior else {}
     with pytest.raises(stripe.CardError) as raised:
-        _sub(client, customer, monthly, **extra)
+        _sub(client, customer, monthly, payment_behavior="error_if_incomplete")
     assert (raised.value.http_status, raised.value.code) == (402, "card_declined")
     assert raised.value.error is not None and raised.value.error.decline_code == "generic_decline"
-    assert _object_ids(database) == before  # no subscription, invoice, item or event
+    assert _object_ids(database) == before  # no subscription, invoice, item, intent or event
     assert client.v1.subscriptions.list(params={"status": "all"}).data == []
+
+
+@pytest.mark.parametrize("payment_behavior", ["allow_incomplete", None])
+def test_decline_with_allow_incomplete_is_incomplete(client: stripe.StripeClient, monthly: stripe.Price,
+                                                     payment_behavior: str | None,
+                                                     customer_with: Callable[[str], stripe.Customer]) -> None:
+    """Stripe's default: the subscription exists, incomplete, its first invoice open for the customer to pay."""
+    customer = customer_with("pm_card_chargeCustomerFail")
+    extra = {"payment_behavior": payment_behavior} if payment_behavior else {}
+    subscription = _sub(client, customer, monthly, expand=["latest_invoice.payments.data.payment.payment_intent"],
+                        **extra)
+    invoice = subscription.latest_invoice
+    assert (subscription.status, invoice.status, invoice.attempt_count) == ("incomplete", "open", 1)
+    intent = invoice.payments.data[0].payment.payment_intent
+    assert (intent.status, intent.last_payment_error.decline_code) == ("requires_payment_method", "generic_decline")
 
 
 def test_default_incomplete_leaves_an_open_invoice(client: stripe.StripeClient, monthly: stripe.Price,
                                                    customer_with: Callable[[str], stripe.Customer]) -> None:
-    customer = customer_with("pm_card_chargeDeclined")
+    customer = customer_with("pm_card_chargeCustomerFail")
     subscription = _sub(client, customer, monthly, payment_behavior="default_incomplete")
     invoice = subscription.latest_invoice
     assert (subscription.status, invoice.status, invoice.attempted, invoice.amount_due) == (
@@ -170,7 +182,7 @@ def test_declined_upgrade(client: stripe.StripeClient, database: SqlSessions, mo
     customer = customer_with("pm_card_visa")
     subscription = _sub(client, customer, monthly)
     item = subscription["items"].data[0]
-    declined = client.v1.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer.id})
+    declined = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
     client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": declined.id}})
     before = (_object_ids(database), client.v1.subscriptions.retrieve(subscription.id).to_dict())
     with pytest.raises(stripe.CardError):
@@ -236,7 +248,7 @@ def test_resume(client: stripe.StripeClient, customer: stripe.Customer, monthly:
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.subscriptions.resume(paused.id)
     assert raised.value.user_message.startswith("This customer has no attached payment source")
-    declined = client.v1.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer.id})
+    declined = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
     client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": declined.id}})
     with pytest.raises(stripe.CardError):
         client.v1.subscriptions.resume(paused.id, params={"payment_behavior": "resume_on_payment_success"})

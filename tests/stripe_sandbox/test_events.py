@@ -161,14 +161,17 @@ def test_synchronous_delivery_from_the_http_client_and_clock(database: SqlSessio
     customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
                                                   "invoice_settings": {"default_payment_method": "pm_card_visa"}})
     client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
-    assert receiver.types[-5:] == ["customer.subscription.created", "invoice.created", "invoice.finalized",
-                                   "invoice.paid", "invoice.payment_succeeded"]
+    assert receiver.types[-7:] == ["customer.subscription.created", "invoice.created", "payment_intent.created",
+                                   "invoice.finalized", "payment_intent.succeeded", "invoice.paid",
+                                   "invoice.payment_succeeded"]
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.customers.retrieve("cus_missing")
     delivered = len(receiver.events)
-    SandboxClock(database, webhooks=sender).advance_and_process(days=1, minutes=1)
-    assert receiver.types[delivered:] == ["invoice.created", "invoice.finalized", "invoice.paid",
-                                          "invoice.payment_succeeded", "customer.subscription.updated"]
+    SandboxClock(database, webhooks=sender).advance_and_process(days=1, hours=1, minutes=1)
+    # The renewal's invoice is made at the period's start and collected an hour later.
+    assert receiver.types[delivered:] == ["invoice.created", "customer.subscription.updated",
+                                          "payment_intent.created", "invoice.finalized", "payment_intent.succeeded",
+                                          "invoice.paid", "invoice.payment_succeeded"]
     assert [event.id for event in receiver.events] == [event.id for event in _events(client)][::-1]
 
 

@@ -328,7 +328,8 @@ def test_declined_payment_is_recorded_without_idempotency_key(database: SqlSessi
     # Without retries the library sends no Idempotency-Key: the other commit path.
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database), max_network_retries=0)
     customer = client.v1.customers.create(params={
-        "payment_method": "pm_card_chargeDeclined", "invoice_settings": {"default_payment_method": "pm_card_chargeDeclined"}})
+        "payment_method": "pm_card_chargeCustomerFail",
+        "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
     client.v1.invoice_items.create(params={"customer": customer.id, "amount": 500, "currency": "usd"})
     invoice = client.v1.invoices.create(params={"customer": customer.id, "pending_invoice_items_behavior": "include"})
     with pytest.raises(stripe.CardError):

@@ -19,8 +19,9 @@ def _attach(client: stripe.StripeClient, token: str, customer: stripe.Customer) 
     ("pm_card_visa", "visa", "4242"),
     ("pm_card_mastercard", "mastercard", "4444"),
     ("pm_card_amex", "amex", "8431"),
-    ("pm_card_chargeDeclined", "visa", "0002"),
     ("pm_card_chargeCustomerFail", "visa", "0341"),
+    ("pm_card_authenticationRequired", "visa", "3184"),
+    ("pm_card_authenticationRequiredOnSetup", "visa", "3155"),
 ])
 def test_card_tokens(client: stripe.StripeClient, customer: stripe.Customer, token: str, brand: str,
                      last4: str) -> None:

@@ -1,0 +1,206 @@
+"""Payments that need the customer: 3-D Secure on a first payment, declines at attach,
+and the sandbox's stand-in for Stripe.js (`/sandbox/.../authenticate`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from billing.models import StripeCopy
+from tests.conftest import assert_error
+
+PENDING_KEYS = {"invoice_id", "amount_due", "currency", "reason", "client_secret", "hosted_invoice_url"}
+
+
+@pytest.fixture
+def acct(as_user: Any) -> dict[str, Any]:
+    """A pooled workspace (two accounts: no trial) and its first account's path."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)
+    alice.account(ws)
+    return {"alice": alice, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+
+
+def card(acct: dict[str, Any], token: str) -> dict[str, Any]:
+    response = acct["alice"].post(f"/sandbox{acct['acc']}/payment-methods", {"payment_method": token})
+    assert response.status_code == 201, response.json
+    return dict(response.json)
+
+
+def subscribe(acct: dict[str, Any], users: int = 2) -> dict[str, Any]:
+    response = acct["alice"].post(f"{acct['acc']}/subscriptions", {"product_quantities": {"users": users}})
+    assert response.status_code == 201, response.json
+    return dict(response.json)
+
+
+def authenticate(acct: dict[str, Any], secret: str, outcome: str) -> Any:
+    return acct["alice"].post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": outcome})
+
+
+def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_authenticationRequired")
+    created = subscribe(acct)
+    pending = created["pending_payment"]
+    assert created["status"] == "incomplete" and set(pending) == PENDING_KEYS
+    assert pending["reason"] == "authentication_required" and pending["currency"] == "usd"
+    assert pending["amount_due"] > 0 and pending["hosted_invoice_url"].startswith("https://")
+    invoice = state.gateway.client.v1.invoices.retrieve(pending["invoice_id"], {"expand": ["confirmation_secret"]})
+    assert pending["client_secret"] == invoice.confirmation_secret.client_secret
+    # Reads come from the copy (the autouse fixture fails any Stripe call during a GET).
+    assert alice.get(f"{acc}/subscriptions/{created['id']}").json == created
+    done = authenticate(acct, pending["client_secret"], "succeed")
+    assert done.status_code == 200 and done.json == {"status": "succeeded"}
+    after = alice.get(f"{acc}/subscriptions/{created['id']}").json
+    assert (after["status"], after["pending_payment"]) == ("active", None)
+    assert alice.get(f"{acc}/invoices").json["data"][0]["status"] == "paid"
+    assert_error(authenticate(acct, pending["client_secret"], "succeed"), 409, "nothing_to_authenticate")
+
+
+def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_authenticationRequired")
+    first = subscribe(acct)
+    failed = authenticate(acct, first["pending_payment"]["client_secret"], "fail")
+    assert failed.status_code == 200 and failed.json == {"status": "requires_payment_method"}
+    after = alice.get(f"{acc}/subscriptions/{first['id']}").json
+    assert after["status"] == "incomplete"
+    assert after["pending_payment"] == first["pending_payment"]  # still authentication_required
+    # Incomplete ones count toward the limit of three ...
+    subscribe(acct), subscribe(acct)
+    assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
+                 "subscription_limit_reached")
+    # ... until, unpaid 23 hours later, they are incomplete_expired.
+    alice.post("/sandbox/clock/advance", {"hours": 23, "minutes": 1})
+    expired = alice.get(f"{acc}/subscriptions/{first['id']}").json
+    assert (expired["status"], expired["pending_payment"]) == ("incomplete_expired", None)
+    assert state.gateway.client.v1.invoices.retrieve(first["pending_payment"]["invoice_id"]).status == "void"
+    assert subscribe(acct)["status"] == "incomplete"
+
+
+def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_user: Any) -> None:
+    card(acct, "pm_card_authenticationRequired")
+    secret = subscribe(acct)["pending_payment"]["client_secret"]
+    bob = as_user("bob")
+    ws = bob.workspace("pooled")
+    other = bob.account(ws)
+    path = f"/sandbox/workspaces/{ws}/billing-accounts/{other['id']}/authenticate"
+    assert_error(bob.post(path, {"client_secret": secret, "outcome": "succeed"}), 404, "not_found")
+    # Alice's own path with a made-up secret, or a viewer's hand, changes nothing either.
+    assert_error(authenticate(acct, secret.split("_secret_")[0] + "_secret_nope", "succeed"), 404, "not_found")
+    acct["alice"].add_member(acct["ws"], "vera", "viewer")
+    vera = as_user("vera")
+    assert_error(vera.post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": "succeed"}),
+                 403, "permission_denied")
+    assert_error(authenticate(acct, secret, "maybe"), 422, "validation_failed")
+    assert acct["alice"].get(f"{acct['acc']}/subscriptions").json["data"][0]["status"] == "incomplete"
+
+
+@pytest.mark.parametrize("token", ["pm_card_chargeDeclined", "pm_card_chargeDeclinedExpiredCard"])
+def test_declining_cards_are_refused_when_saved(acct: dict[str, Any], token: str) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    assert_error(alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": token}), 402, "card_declined")
+    secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
+    confirm = alice.post(f"/sandbox{acc}/setup-intents/{secret.split('_secret_')[0]}/confirm", {"payment_method": token})
+    assert_error(confirm, 402, "card_declined")
+    assert alice.get(f"{acc}/payment-methods").json["data"] == []
+
+
+def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
+    confirmed = alice.post(f"/sandbox{acc}/setup-intents/{secret.split('_secret_')[0]}/confirm",
+                           {"payment_method": "pm_card_authenticationRequiredOnSetup"})
+    assert confirmed.json["status"] == "requires_action"
+    assert alice.get(f"{acc}/payment-methods").json["data"] == []
+    assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
+    [method] = alice.get(f"{acc}/payment-methods").json["data"]
+    assert method["is_default"] and method["last4"] == "3155"
+    created = subscribe(acct)
+    assert (created["status"], created["pending_payment"]) == ("active", None)
+
+
+# -- renewals -------------------------------------------------------------------------
+
+def until_renewal_collected(acct: dict[str, Any], subscription: dict[str, Any], state: Any) -> None:
+    """Past the period's end and the hour Stripe waits before collecting the renewal invoice."""
+    end = state.gateway.client.v1.subscriptions.retrieve(subscription["id"])["items"].data[0].current_period_end
+    seconds = end - state.sandbox_clock.now() + 3600 + 60
+    acct["alice"].post("/sandbox/clock/advance", {"seconds": seconds})
+
+
+def make_default(acct: dict[str, Any], token: str) -> dict[str, Any]:
+    method = card(acct, token)
+    put = acct["alice"].client.put(f"{acct['acc']}/payment-methods/{method['id']}", headers=acct["alice"].headers)
+    assert put.status_code == 200
+    return method
+
+
+def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_visa")
+    sub = subscribe(acct)
+    path = f"{acc}/subscriptions/{sub['id']}"
+    make_default(acct, "pm_card_chargeCustomerFail")
+    # The new period starts; its invoice is still a draft for an hour: nothing owed yet.
+    end = state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].current_period_end
+    alice.post("/sandbox/clock/advance", {"seconds": end - state.sandbox_clock.now() + 60})
+    assert (alice.get(path).json["status"], alice.get(path).json["pending_payment"]) == ("active", None)
+    alice.post("/sandbox/clock/advance", {"hours": 1})
+    failed = alice.get(path).json
+    pending = failed["pending_payment"]
+    assert failed["status"] == "past_due" and pending["reason"] == "payment_failed"
+    assert pending["hosted_invoice_url"].startswith("https://") and pending["amount_due"] > 0
+    renewal = alice.get(f"{acc}/invoices").json["data"][0]
+    assert (renewal["id"], renewal["status"]) == (pending["invoice_id"], "open")
+    # The customer adds a good card and makes it the default; the retry 3 days later uses it.
+    make_default(acct, "pm_card_mastercard")
+    alice.post("/sandbox/clock/advance", {"days": 2})
+    assert alice.get(path).json["status"] == "past_due"
+    alice.post("/sandbox/clock/advance", {"days": 1})
+    recovered = alice.get(path).json
+    assert (recovered["status"], recovered["pending_payment"]) == ("active", None)
+    assert alice.get(f"{acc}/invoices").json["data"][0]["status"] == "paid"
+
+
+def test_renewal_failing_every_retry_cancels(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_visa")
+    sub = subscribe(acct)
+    path = f"{acc}/subscriptions/{sub['id']}"
+    make_default(acct, "pm_card_chargeCustomerFail")
+    until_renewal_collected(acct, sub, state)
+    renewal_id = alice.get(path).json["pending_payment"]["invoice_id"]
+    for days in (3, 2, 2):  # retried 3, 5 and 7 days after the first failure
+        assert alice.get(path).json["status"] == "past_due"
+        alice.post("/sandbox/clock/advance", {"days": days})
+    ended = alice.get(path).json
+    assert (ended["status"], ended["pending_payment"]) == ("canceled", None)
+    invoice = state.gateway.client.v1.invoices.retrieve(renewal_id)
+    assert (invoice.attempt_count, invoice.next_payment_attempt) == (4, None)
+
+
+def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_visa")
+    sub = subscribe(acct)
+    path = f"{acc}/subscriptions/{sub['id']}"
+    make_default(acct, "pm_card_authenticationRequired")
+    until_renewal_collected(acct, sub, state)
+    pending = alice.get(path).json["pending_payment"]
+    assert alice.get(path).json["status"] == "past_due" and pending["reason"] == "authentication_required"
+    assert authenticate(acct, pending["client_secret"], "succeed").json == {"status": "succeeded"}
+    assert (alice.get(path).json["status"], alice.get(path).json["pending_payment"]) == ("active", None)
+
+
+@pytest.mark.stripe_reads
+def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], state: Any, reconcile_now: Any) -> None:
+    card(acct, "pm_card_authenticationRequired")
+    created = subscribe(acct)
+    with state.db.write() as session:  # the copy lost (an outage longer than Stripe keeps events)
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))
+    reconcile_now(full=True)
+    after = acct["alice"].get(f"{acct['acc']}/subscriptions/{created['id']}").json
+    assert after["pending_payment"] == created["pending_payment"]
