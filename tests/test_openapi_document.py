@@ -265,3 +265,28 @@ def test_previewing_a_subscription_that_ends_is_a_conflict_not_a_stripe_failure(
     response = alice.post(f"{path}/invoices/preview", {"subscription_id": sub["id"]})
     assert_error(response, 409, "invoice_upcoming_none")
     assert alice.get(f"{path}/subscriptions/{sub['id']}").json == ending
+
+
+def _request_strings(spec: dict[str, Any], node: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any]]]:
+    node = resolve(spec, node)
+    found = []
+    if node.get("type") == "string":
+        found.append((where, node))
+    for name, child in (node.get("properties") or {}).items():
+        found += _request_strings(spec, child, f"{where}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            found += _request_strings(spec, node[key], f"{where}[]")
+    return found
+
+
+def test_every_string_a_body_takes_says_what_it_refuses(spec: dict[str, Any]) -> None:
+    """The input guard refuses control characters in any string: the document says so for each."""
+    unsaid = []
+    for method, path, operation in operations(spec):
+        if "requestBody" not in operation or path == "/webhooks/stripe":
+            continue
+        for where, field in _request_strings(spec, body_schema(spec, operation), operation["operationId"]):
+            if not (field.get("enum") or field.get("pattern") or field.get("format") == "email"):
+                unsaid.append(where)
+    assert unsaid == []

@@ -11,6 +11,7 @@ from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
 from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
+from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
 from stripe_sandbox import TEST_TOKENS
 
@@ -38,7 +39,7 @@ class TestPaymentMethodSchema(Schema):
 
 
 class AuthenticateSchema(Schema):
-    client_secret = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    client_secret = StrictString(required=True, validate=validate.Length(min=1, max=255))
     outcome = fields.String(required=True, validate=validate.OneOf(("succeed", "fail")))
 
 
