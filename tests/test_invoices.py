@@ -119,6 +119,19 @@ def test_preview_new_subscription(subscribed: dict[str, Any], state: Any) -> Non
     assert sandbox_counts(state) == before
 
 
+def test_a_change_preview_cannot_switch_the_interval(subscribed: dict[str, Any], state: Any) -> None:
+    """No PATCH switches a subscription's interval, so no preview pretends to."""
+    alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
+    before = sandbox_counts(state)
+    error = assert_error(alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "users", "quantity": 5, "interval": "year"}]}), 422, "validation_failed")
+    assert "month" in error["errors"]["items"][0]
+    same = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
+        {"product_type": "users", "quantity": 5, "interval": "month"}]})
+    assert same.status_code == 200, same.json
+    assert sandbox_counts(state) == before
+
+
 def test_preview_change_and_cancellation(subscribed: dict[str, Any], state: Any) -> None:
     alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
     before = sandbox_counts(state)

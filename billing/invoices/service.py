@@ -13,7 +13,7 @@ from stripe.params import (
 
 from billing import replica
 from billing.access import AccountAccess
-from billing.errors import ApiError
+from billing.errors import ApiError, validation_error
 from billing.state import current
 from billing.subscriptions.service import ItemChange, current_items, get_subscription, plan_change
 
@@ -91,7 +91,13 @@ def _change_details(subscription: stripe.Subscription, currency: str,
     """The PATCH plan for these items (the products not named keep their
     quantities): with increases, what is charged now; without, the next
     period's invoice at the new quantities."""
-    desired = {product: item.quantity for product, item in current_items(subscription).items()}
+    existing = current_items(subscription)
+    interval = next(iter(existing.values())).interval if existing else "month"
+    if any(item.get("interval", interval) != interval for item in items):
+        # No change can switch a subscription's interval (PATCH takes none): nothing to preview.
+        raise validation_error({"items": [f"This subscription is billed every {interval}; "
+                                          "its interval can't change."]})
+    desired = {product: item.quantity for product, item in existing.items()}
     desired.update({item["product_type"]: item["quantity"] for item in items})
     plan = plan_change(subscription, currency, desired)
     if plan.raises:
