@@ -179,7 +179,20 @@ def missing_prices(gateway: StripeGateway) -> list[str]:
     return sorted(set(all_lookup_keys()) - set(gateway.prices_by_lookup_key(all_lookup_keys())))
 
 
+RATE_LIMIT_ATTEMPTS = 30
+
+
 def ensure_catalog(gateway: StripeGateway) -> None:
-    """Load the catalog into a Stripe account that lacks any of its prices (the sandbox)."""
-    if set(gateway.prices_by_lookup_key(all_lookup_keys())) != set(all_lookup_keys()):
-        sync_catalog(gateway)
+    """Load the catalog into a Stripe account that lacks any of its prices (the
+    sandbox). Every gunicorn worker does this at start-up: under Stripe's rate
+    limits (SANDBOX_RATE_LIMITS) they refuse each other, so a 429 is waited out
+    (loading is idempotent) rather than leaving the catalog half made."""
+    for attempt in range(RATE_LIMIT_ATTEMPTS):
+        try:
+            if set(gateway.prices_by_lookup_key(all_lookup_keys())) != set(all_lookup_keys()):
+                sync_catalog(gateway)
+            return
+        except stripe.RateLimitError:
+            if attempt == RATE_LIMIT_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)  # Stripe's limits are per second

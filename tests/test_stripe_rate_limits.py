@@ -87,3 +87,22 @@ def test_sandbox_rate_limits_refuses_anything_else() -> None:
 def test_sandbox_rate_limits_mean_nothing_with_a_real_key() -> None:
     env = {**TEST_ENV, "STRIPE_API_KEY": "sk_test_real", "SANDBOX_RATE_LIMITS": "live"}
     assert Config.from_env(env).sandbox_rate_limits == ""
+
+
+def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(tmp_path: Any, clock: Clock,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker loads the catalog at start-up; the 25 requests a second of test
+    mode refuse part of it, and the load waits them out instead of stopping half-way."""
+    from billing import catalog
+    from billing.cli import run_migrations
+
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    run_migrations(url)
+    waits: list[float] = []
+    monkeypatch.setattr(catalog.time, "sleep", lambda seconds: (waits.append(seconds), clock.next_second()))
+    fresh = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": url, "SANDBOX_RATE_LIMITS": "test"}))
+    clock.next_second()
+    state: BillingState = fresh.extensions["billing"]
+    assert waits, "the load never met the rate limit: the test proves nothing"
+    assert catalog.missing_prices(state.gateway) == []
+    state.db.dispose()
