@@ -161,6 +161,20 @@ class ErrorResponses(BasePlugin):
                     responses[str(status)] = http.HTTPStatus(status).name
 
 
+# Response shapes that always carry every property (null where one does not
+# apply): the document says so, so generated clients type them as present. Not
+# LimitsMap (also a request body's partial map), Readiness (a check is left out
+# when Stripe is down) nor the error envelope (`errors` on validation only).
+COMPLETE_RESPONSES = frozenset({
+    "Address", "AuthenticationResult", "BillingAccount", "BillingAccountList", "Capacity", "Clock",
+    "Descendants", "Health", "Invoice", "InvoiceLine", "InvoiceList", "InvoicePreview", "LimitContext",
+    "LimitEntry", "Member", "MemberList", "Message", "Organization", "OrganizationLimits", "OrganizationList",
+    "PaymentMethod", "PaymentMethodList", "PendingPayment", "Pool", "PoolProduct", "PoolProducts",
+    "ProductCounts", "ProductQuantity", "SetupIntent", "SetupIntentResult", "Subscription", "SubscriptionList",
+    "TrialEligibility", "TrialInfo", "Usage", "Workspace", "WorkspaceList",
+})
+
+
 class ObjectRules(BasePlugin):
     """Bodies that must not be empty say so (minProperties: 1); a permanent
     field is not accepted, so it is no property (the schema's description says
@@ -178,6 +192,8 @@ class ObjectRules(BasePlugin):
             extra["additionalProperties"] = instance.unknown == INCLUDE
         if isinstance(instance, NonEmptySchema):
             extra["minProperties"] = 1
+        if name in COMPLETE_RESPONSES and definition.get("properties"):
+            extra["required"] = list(definition["properties"])
         permanent = [field for field in instance.fields.values() if isinstance(field, Permanent)]
         for field in permanent:
             definition.get("properties", {}).pop(field.data_key or field.name, None)
