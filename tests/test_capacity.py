@@ -376,17 +376,31 @@ def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any, 
     assert alice.delete(f"{orgs(ws)}/{root['id']}").status_code == 204
 
 
-def test_an_account_a_root_is_assigned_to_cannot_be_deleted(alice: Any, state: Any) -> None:
-    ws = alice.workspace("single")
+@pytest.mark.parametrize("mode", ["single", "assigned"])
+def test_an_account_a_root_is_assigned_to_cannot_be_deleted(alice: Any, state: Any, mode: str) -> None:
+    ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
     subscribe(alice, ws, account, {"users": 1})
     root = make_root(alice, ws, billing_account_id=account)
+    child = make_child(alice, ws, root["id"])
     # Checked before the active-subscription guard.
     assert_error(alice.delete(account_path(ws, account)), 409, "billing_account_in_use")
     assert alice.get(account_path(ws, account)).status_code == 200
     assert not getattr(state.gateway.client.v1.customers.retrieve(account), "deleted", None)
+    assert alice.get(f"{orgs(ws)}/{child['id']}").json["billing_account_id"] == account
     assert alice.delete(f"{orgs(ws)}/{root['id']}").status_code == 204
     assert_error(alice.delete(account_path(ws, account)), 422, "active_subscriptions_exist")
+
+
+def test_in_pooled_mode_organizations_hold_no_account(alice: Any, state: Any) -> None:
+    """Pooled roots name no account, so none stops an account's deletion."""
+    ws = alice.workspace("pooled")
+    account, spare = alice.account(ws)["id"], alice.account(ws, name="Spare")["id"]
+    subscribe(alice, ws, account, {"users": 2})
+    root = make_root(alice, ws)
+    report(alice, ws, root["id"], "users", 2)
+    assert alice.delete(account_path(ws, spare)).status_code == 204
+    assert entry(alice, ws, root["id"], "users")["used"] == 2
 
 
 def test_reassigning_a_root_needs_room_in_the_new_pool(alice: Any) -> None:
