@@ -119,11 +119,8 @@ def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Qua
 
 
 def used(session: Session, workspace_id: str, pool: Pool) -> Quantities:
-    query = select(*_SUBTREE).where(Organization.workspace_id == workspace_id, Organization.parent_id.is_(None))
-    if pool.account_id is not None:
-        query = query.where(Organization.billing_account_id == pool.account_id)
-    row = session.execute(query).one()
-    return dict(zip(PRODUCTS, (int(v) for v in row)))
+    by_account = used_by_account(session, workspace_id)
+    return by_account.get(pool.account_id, zero()) if pool.account_id is not None else _sum(by_account.values())
 
 
 # -- the entitlement read ---------------------------------------------------------

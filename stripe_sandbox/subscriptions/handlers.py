@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stripe.params import (
     SubscriptionCancelParams,
     SubscriptionCreateParams,
@@ -14,7 +16,7 @@ from stripe.params import (
 from stripe_sandbox.listing import list_endpoint
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.router import Request, Router
-from stripe_sandbox.store import Document, ObjectKind
+from stripe_sandbox.store import Document, ObjectKind, Store
 from stripe_sandbox.subscriptions import lifecycle
 from stripe_sandbox.subscriptions.billing_cycle import advance
 from stripe_sandbox.subscriptions.documents import ENDED, OBJECT_TYPE, URL, changed, present, reject
@@ -29,31 +31,29 @@ def retrieve(req: Request) -> Document:
     return req.store.present(req.store.require(OBJECT_TYPE, req.path_params["id"]))
 
 
-def update(req: Request) -> Document:
+def _transition(req: Request, apply: Callable[[Store, SandboxObject, Document], object],
+                check: Callable[[SandboxObject], None] | None = None) -> Document:
+    """Change the subscription in the path (under its row lock) and emit what changed."""
     row = req.store.require(OBJECT_TYPE, req.path_params["id"], for_update=True)
+    if check is not None:
+        check(row)
     before = req.store.present(row)
-    lifecycle.update(req.store, row, req.params)
+    apply(req.store, row, req.params)
     changed(req.store, row, before)
     return req.store.present(row)
+
+
+def update(req: Request) -> Document:
+    return _transition(req, lifecycle.update)
 
 
 def resume(req: Request) -> Document:
     """Resume a `paused` subscription (a trial that ended without a payment method)."""
-    row = req.store.require(OBJECT_TYPE, req.path_params["id"], for_update=True)
-    lifecycle.check_resumable(row)
-    before = req.store.present(row)
-    lifecycle.resume(req.store, row, req.params)
-    changed(req.store, row, before)
-    return req.store.present(row)
+    return _transition(req, lifecycle.resume, lifecycle.check_resumable)
 
 
 def cancel(req: Request) -> Document:
-    row = req.store.require(OBJECT_TYPE, req.path_params["id"], for_update=True)
-    lifecycle.check_cancelable(row)
-    before = req.store.present(row)
-    lifecycle.cancel(req.store, row, req.params)
-    changed(req.store, row, before)
-    return req.store.present(row)
+    return _transition(req, lifecycle.cancel, lifecycle.check_cancelable)
 
 
 def list_(req: Request) -> Document:
