@@ -135,6 +135,9 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
              expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
 
+    # First, so that every request that begins a scope of shared reads ends it.
+    app.before_request(db.begin_request)
+    app.teardown_request(lambda _error: db.end_request())
     app.before_request(request_log.start)
     app.before_request(input_guard.check_request)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import g
-from sqlalchemy import Select, select
+from sqlalchemy import bindparam, literal, select
 
 from billing.errors import ApiError, forbidden, not_found
-from billing.models import BillingAccountIndex, Member, Workspace
+from billing.models import BillingAccountIndex, Member, Organization, Workspace
 from billing.state import current
 from billing.tokens import USAGE_SCOPE, has_scope
 
@@ -76,18 +76,34 @@ class AccountAccess:
         return self
 
 
-def _membership(workspace_id: str) -> Select[Workspace, str]:
-    return (
-        select(Workspace, Member.role)
-        .join(Member, Member.workspace_id == Workspace.id)
-        .where(Workspace.id == workspace_id, Member.user_id == g.user_id)
-    )
+# Built once: every authenticated request runs one of these (params: workspace_id, user_id).
+_MEMBERSHIP = (
+    select(Workspace, Member.role)
+    .join(Member, Member.workspace_id == Workspace.id)
+    .where(Workspace.id == bindparam("workspace_id"), Member.user_id == bindparam("user_id"))
+)
+_MEMBERSHIP_AND_ACCOUNT = _MEMBERSHIP.add_columns(BillingAccountIndex).outerjoin(
+    BillingAccountIndex,
+    (BillingAccountIndex.workspace_id == Workspace.id)
+    & (BillingAccountIndex.customer_id == bindparam("customer_id"))
+    & (BillingAccountIndex.state == "active"),
+)
+
+
+# A limits read's access and organization in one query (params: workspace_id,
+# user_id, organization_id); a service token's has no membership to join.
+_IN_WORKSPACE = (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id"))
+_MEMBERSHIP_AND_ORGANIZATION = _MEMBERSHIP.add_columns(Organization).outerjoin(Organization, _IN_WORKSPACE)
+_WORKSPACE_AND_ORGANIZATION = (
+    select(Workspace, literal(SERVICE_ROLE), Organization).outerjoin(Organization, _IN_WORKSPACE)
+    .where(Workspace.id == bindparam("workspace_id"))
+)
 
 
 def workspace_access(workspace_id: str) -> Access:
     """The caller's access to a workspace; 404 when they are not a member."""
     with current().db.read() as session:
-        row = session.execute(_membership(workspace_id)).first()
+        row = session.execute(_MEMBERSHIP, {"workspace_id": workspace_id, "user_id": g.user_id}).first()
     if row is None:
         raise not_found("workspace")
     return Access(workspace=row[0], role=row[1], user_id=g.user_id)
@@ -107,17 +123,26 @@ def usage_access(workspace_id: str, *, write: bool) -> Access:
     return access.require_role("admin") if write else access
 
 
+def organization_access(workspace_id: str, organization_id: str) -> tuple[Access, Organization]:
+    """`usage_access(write=False)` and the organization, in one query; 404
+    when the caller may not read the workspace or the organization is not in it."""
+    service = has_scope(USAGE_SCOPE)
+    with current().db.read() as session:
+        row = session.execute(_WORKSPACE_AND_ORGANIZATION if service else _MEMBERSHIP_AND_ORGANIZATION, {
+            "workspace_id": workspace_id, "user_id": g.user_id, "organization_id": organization_id}).first()
+    if row is None:
+        raise not_found("workspace")
+    if row[2] is None:
+        raise not_found("organization")
+    return Access(workspace=row[0], role=row[1], user_id=g.user_id), row[2]
+
+
 def account_access(workspace_id: str, customer_id: str) -> AccountAccess:
     """The caller's access and the billing account, in one query; 404 when the
     caller is not a member or the account is not (or no longer) in the workspace."""
-    query = _membership(workspace_id).add_columns(BillingAccountIndex).outerjoin(
-        BillingAccountIndex,
-        (BillingAccountIndex.workspace_id == Workspace.id)
-        & (BillingAccountIndex.customer_id == customer_id)
-        & (BillingAccountIndex.state == "active"),
-    )
     with current().db.read() as session:
-        row = session.execute(query).first()
+        row = session.execute(_MEMBERSHIP_AND_ACCOUNT, {
+            "workspace_id": workspace_id, "user_id": g.user_id, "customer_id": customer_id}).first()
     if row is None:
         raise not_found("workspace")
     if row[2] is None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session
 
 
@@ -49,6 +51,12 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+@dataclass
+class _SharedReads:
+    outer: _SharedReads | None
+    connection: Connection | None = None
+
+
 class Database:
     """One engine per process; `read()` and `write()` hand out short sessions."""
 
@@ -69,11 +77,37 @@ class Database:
             self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
 
+        # On PostgreSQL a request's reads share one pooled connection (one
+        # checkout and pre-ping a request, not one a read); see `begin_request`.
+        self._shared: ContextVar[_SharedReads | None] = ContextVar(f"shared_reads_{id(self)}", default=None)
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reads (each statement sees committed data; nothing is held)."""
-        with Session(self._read_engine, expire_on_commit=False) as session:
+        shared = self._shared.get()
+        if shared is None:
+            with Session(self._read_engine, expire_on_commit=False) as session:
+                yield session
+            return
+        if shared.connection is None:
+            shared.connection = self._read_engine.connect()
+        with Session(shared.connection, expire_on_commit=False) as session:
             yield session
+
+    def begin_request(self) -> None:
+        """From here until `end_request`, reads share one connection. PostgreSQL
+        only: its reads autocommit, so the connection holds no snapshot or lock
+        between them (SQLite's would hold a read transaction open). A request
+        made inside a request (a webhook delivered in-process) gets its own."""
+        if not self.is_sqlite:
+            self._shared.set(_SharedReads(outer=self._shared.get()))
+
+    def end_request(self) -> None:
+        shared = self._shared.get()
+        if shared is not None:
+            self._shared.set(shared.outer)
+            if shared.connection is not None:
+                shared.connection.close()
 
     @contextmanager
     def write(self) -> Iterator[Session]:

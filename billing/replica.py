@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import stripe
-from sqlalchemy import case, func, select, tuple_, update
+from sqlalchemy import bindparam, case, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -174,23 +174,31 @@ def subscription_document(subscription_id: str) -> Document | None:
     return None if row is None else _document(row.data, row.changed_at)
 
 
+# Built once (a limits read and every usage report run it).
+_WORKSPACE_SUBSCRIPTIONS = (
+    select(StripeCopy.data, CapacityHold.quantities)
+    .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
+    .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
+               & (CapacityHold.workspace_id == bindparam("workspace_id"))
+               & (CapacityHold.expires_at > bindparam("now")))
+    .where(BillingAccountIndex.workspace_id == bindparam("workspace_id"), BillingAccountIndex.state == "active",
+           StripeCopy.object_type == "subscription", StripeCopy.status.in_(bindparam("statuses", expanding=True)),
+           StripeCopy.deleted.is_(False))
+)
+_ACCOUNT_SUBSCRIPTIONS = _WORKSPACE_SUBSCRIPTIONS.where(StripeCopy.customer_id == bindparam("customer_id"))
+
+
 def workspace_subscriptions(session: Session, workspace_id: str, statuses: Iterable[str],
                             customer_id: str | None = None) -> list[tuple[Document, dict[str, int] | None]]:
     """The subscriptions of a workspace's accounts (or of one of them) whose
     Stripe status is one of `statuses`, each with the quantities of a live
     capacity hold on it (a row per hold), read in the caller's transaction."""
-    query = (
-        select(StripeCopy.data, CapacityHold.quantities)
-        .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
-        .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
-                   & (CapacityHold.workspace_id == workspace_id) & (CapacityHold.expires_at > utcnow()))
-        .where(BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active",
-               StripeCopy.object_type == "subscription", StripeCopy.status.in_(list(statuses)),
-               StripeCopy.deleted.is_(False))
-    )
-    if customer_id is not None:
-        query = query.where(StripeCopy.customer_id == customer_id)
-    return [(data, held) for data, held in session.execute(query)]
+    params = {"workspace_id": workspace_id, "now": utcnow(), "statuses": list(statuses)}
+    if customer_id is None:
+        rows = session.execute(_WORKSPACE_SUBSCRIPTIONS, params)
+    else:
+        rows = session.execute(_ACCOUNT_SUBSCRIPTIONS, {**params, "customer_id": customer_id})
+    return [(data, held) for data, held in rows]
 
 
 def payment_methods(customer_id: str) -> list[Document]:

@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+from sqlalchemy import delete
+
+from billing.models import Organization
+from billing.organizations import routes
 from billing.organizations.capacity import holding
 from billing.tokens import mint_token
 from tests.conftest import Api, assert_error
@@ -461,6 +465,28 @@ def test_a_service_token_reports_and_reads_in_any_workspace(alice: Any, client: 
     ws2 = alice.workspace("pooled", name="Other")
     assert_error(report(service, ws2, root["id"], "users", 1), 404, "not_found")
     assert_error(report(service, "ws_doesnotexist0000", root["id"], "users", 1), 404, "not_found")
+    # The limits read takes the organization with the access, in one query: the same 404s.
+    assert_error(service.get(f"{orgs(ws2)}/{root['id']}/limits"), 404, "not_found")
+    assert_error(service.get(f"{orgs('ws_doesnotexist0000')}/{root['id']}/limits"), 404, "not_found")
+    assert_error(other.get(f"{orgs(ws)}/{root['id']}/limits"), 404, "not_found")
+
+
+def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state: Any, monkeypatch: Any) -> None:
+    """The organization is read with the caller's access, its path a statement
+    later: a delete in between (its subtree with it) answers 404, not a 500."""
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    child = make_child(alice, ws, make_root(alice, ws)["id"])
+    found = routes.organization_access
+
+    def deleted_meanwhile(workspace_id: str, org_id: str) -> Any:
+        access = found(workspace_id, org_id)
+        with state.db.write() as session:
+            session.execute(delete(Organization).where(Organization.id == org_id))
+        return access
+
+    monkeypatch.setattr(routes, "organization_access", deleted_meanwhile)
+    assert_error(alice.get(f"{orgs(ws)}/{child['id']}/limits"), 404, "not_found")
 
 
 def test_a_retried_report_is_counted_once(alice: Any) -> None:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Subquery, bindparam, delete, func, select, true, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm import Session
 
 from billing import replica
-from billing.access import workspace_archived
+from billing.access import Access, workspace_archived
 from billing.catalog import PRODUCTS, product_of_price
 from billing.errors import ApiError, not_found
 from billing.models import BillingAccountIndex, CapacityHold, Organization, Workspace, utcnow
@@ -105,22 +105,40 @@ def _sum(parts: Iterable[Quantities]) -> Quantities:
     return total
 
 
-_SUBTREE = [func.coalesce(func.sum(getattr(Organization, f"subtree_{p}")), 0) for p in PRODUCTS]
+# The usage of every root's subtree, by the root's billing account: the one
+# statement a pool's usage is summed from (params: workspace_id).
+_USED_BY_ACCOUNT = (
+    select(Organization.billing_account_id.label("account_id"),
+           *(func.sum(getattr(Organization, f"subtree_{p}")).label(p) for p in PRODUCTS))
+    .where(Organization.workspace_id == bindparam("workspace_id"), Organization.parent_id.is_(None))
+    .group_by(Organization.billing_account_id)
+)
+
+
+def _pool_usage(of_account: bool) -> Subquery:
+    """One row: a pool's usage per product (params: workspace_id, and account_id
+    for an `assigned` workspace's pool)."""
+    sums = _USED_BY_ACCOUNT.subquery("by_account")
+    query = select(*(func.coalesce(func.sum(sums.c[p]), 0).label(f"pool_{p}") for p in PRODUCTS))
+    return (query.where(sums.c.account_id == bindparam("account_id")) if of_account else query).subquery("pool")
+
+
+_POOL_USAGE = {of_account: _pool_usage(of_account) for of_account in (False, True)}
+
+
+def _pool_params(workspace_id: str, pool: Pool) -> dict[str, Any]:
+    return {"workspace_id": workspace_id, "account_id": pool.account_id}
 
 
 def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Quantities]:
-    """The usage of every root's subtree, by the root's billing account."""
-    rows = session.execute(
-        select(Organization.billing_account_id, *_SUBTREE)
-        .where(Organization.workspace_id == workspace_id, Organization.parent_id.is_(None))
-        .group_by(Organization.billing_account_id)
-    )
-    return {row[0]: dict(zip(PRODUCTS, (int(v) for v in row[1:]))) for row in rows}
+    rows = session.execute(_USED_BY_ACCOUNT, {"workspace_id": workspace_id})
+    return {row[0]: dict(zip(PRODUCTS, (int(v or 0) for v in row[1:]))) for row in rows}
 
 
 def used(session: Session, workspace_id: str, pool: Pool) -> Quantities:
-    by_account = used_by_account(session, workspace_id)
-    return by_account.get(pool.account_id, zero()) if pool.account_id is not None else _sum(by_account.values())
+    usage = _POOL_USAGE[pool.account_id is not None]
+    row = session.execute(select(*usage.c), _pool_params(workspace_id, pool)).one()
+    return dict(zip(PRODUCTS, (int(v) for v in row)))
 
 
 # -- the entitlement read ---------------------------------------------------------
@@ -135,21 +153,32 @@ class Headroom:
     node: Organization | None
 
 
-def path_of(session: Session, org: Organization) -> list[Organization]:
-    """The organization and its ancestors, nearest first."""
-    ancestors = {a.id: a for a in session.scalars(select(Organization).where(Organization.id.in_(org.ancestor_ids)))}
-    return [org] + [ancestors[i] for i in reversed(org.ancestor_ids) if i in ancestors]
+# The organizations of a path with their pool's usage: one statement (params:
+# ids, workspace_id, account_id).
+_PATH_AND_POOL_USAGE = {
+    of_account: select(Organization, *usage.c).join(usage, true())
+    .where(Organization.id.in_(bindparam("ids", expanding=True)))
+    for of_account, usage in _POOL_USAGE.items()
+}
 
 
 class Limits:
     """The limits read of one organization: computed once, in one transaction."""
 
     def __init__(self, session: Session, workspace: Workspace, org: Organization) -> None:
-        self.workspace, self.org = workspace, org
-        self.path = path_of(session, org)
+        """`org` names the organization and its path; its rows (the
+        organization's own included) are read here, with the pool's usage."""
+        self.workspace = workspace
         pool = pool_of(workspace, org.billing_account_id)
+        rows = session.execute(_PATH_AND_POOL_USAGE[pool.account_id is not None],
+                               {"ids": [org.id, *org.ancestor_ids], **_pool_params(workspace.id, pool)}).all()
+        nodes: dict[str, Organization] = {row[0].id: row[0] for row in rows}
+        if org.id not in nodes:  # deleted since `org` was read (its subtree goes with it)
+            raise not_found("organization")
+        self.path: list[Organization] = [nodes[i] for i in (org.id, *reversed(org.ancestor_ids))]  # nearest first
+        self.org: Organization = self.path[0]
+        self.pool_used = dict(zip(PRODUCTS, (int(v) for v in rows[0][1:])))
         self.capacity = provided(session, workspace.id, pool)
-        self.pool_used = used(session, workspace.id, pool)
 
     def binding(self, product: str) -> Headroom:
         """The constraint with the least headroom: limits on the path, nearest
@@ -191,9 +220,10 @@ def organization_in(session: Session, workspace_id: str, org_id: str) -> Organiz
     return org
 
 
-def limits(workspace: Workspace, org_id: str) -> dict[str, Any]:
+def limits(access: Access, org: Organization) -> dict[str, Any]:
+    """The limits read (`access` and `org` from `organization_access`)."""
     with current().db.read() as session:
-        return Limits(session, workspace, organization_in(session, workspace.id, org_id)).document()
+        return Limits(session, access.workspace, org).document()
 
 
 def capacity(workspace: Workspace) -> dict[str, Any]:
@@ -227,8 +257,8 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
     limit on the path; a release never takes usage below 0."""
     with current().db.write() as session:
         workspace = lock_workspace(session, workspace_id)
-        org = organization_in(session, workspace_id, org_id)
-        read = Limits(session, workspace, org)
+        read = Limits(session, workspace, organization_in(session, workspace_id, org_id))
+        org = read.org
         if delta > 0:
             free = read.free(product)
             if delta > free:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 
-from billing.access import usage_access, workspace_access
+from billing.access import organization_access, usage_access, workspace_access
 from billing.blueprints import authenticated_blueprint
 from billing.organizations import capacity, service
 from schemas.organizations import (
@@ -94,7 +94,7 @@ class Limits(MethodView):
     @blp.response(200, OrganizationLimitsSchema)
     def get(self, workspaceId: str, orgId: str) -> Any:
         """Retrieve what an organization may still use, per product"""
-        return capacity.limits(usage_access(workspaceId, write=False).workspace, orgId)
+        return capacity.limits(*organization_access(workspaceId, orgId))
 
 
 @blp.route("/organizations/<orgId>/usage")
