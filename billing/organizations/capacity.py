@@ -15,13 +15,13 @@ however many requests run at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Subquery, bindparam, delete, func, select, true, update
+from sqlalchemy import Select, Subquery, bindparam, case, delete, func, select, true, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm import Session
 
@@ -54,15 +54,34 @@ def pool_of(workspace: Workspace, account_id: str | None) -> Pool:
     return Pool(account_id if workspace.billing_mode == "assigned" else None)
 
 
+_LOCK = select(Workspace).where(Workspace.id == bindparam("workspace_id")).with_for_update(of=Workspace)
+_LOCK_WITH_ORGANIZATION = _LOCK.add_columns(Organization).outerjoin(
+    Organization, (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id")))
+
+
+def _locked(session: Session, statement: Select[Any], params: dict[str, str], writable: bool) -> Sequence[Any]:
+    row = session.execute(statement.execution_options(populate_existing=True), params).first()
+    if row is None:
+        raise not_found("workspace")
+    if writable and row[0].archived_at is not None:
+        raise workspace_archived()
+    return row
+
+
 def lock_workspace(session: Session, workspace_id: str, *, writable: bool = True) -> Workspace:
     """Lock the workspace row for the rest of the transaction (every capacity
     change of the workspace waits here); 409 when archived and `writable`."""
-    workspace = session.get(Workspace, workspace_id, with_for_update=True, populate_existing=True)
-    if workspace is None:
-        raise not_found("workspace")
-    if writable and workspace.archived_at is not None:
-        raise workspace_archived()
+    workspace: Workspace = _locked(session, _LOCK, {"workspace_id": workspace_id}, writable)[0]
     return workspace
+
+
+def lock_organization(session: Session, workspace_id: str, org_id: str) -> tuple[Workspace, Organization]:
+    """`lock_workspace` (writable), and the organization as `organization_in`
+    reads it: one statement."""
+    row = _locked(session, _LOCK_WITH_ORGANIZATION, {"workspace_id": workspace_id, "organization_id": org_id}, True)
+    if row[1] is None:
+        raise not_found("organization")
+    return row[0], row[1]
 
 
 def subscription_quantities(data: dict[str, Any]) -> Quantities:
@@ -256,8 +275,7 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
     limits entry for the product. 409 capacity_exceeded past the pool or any
     limit on the path; a release never takes usage below 0."""
     with current().db.write() as session:
-        workspace = lock_workspace(session, workspace_id)
-        read = Limits(session, workspace, organization_in(session, workspace_id, org_id))
+        read = Limits(session, *lock_organization(session, workspace_id, org_id))
         org = read.org
         if delta > 0:
             free = read.free(product)
@@ -269,10 +287,9 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
             change = -min(-delta, org.usage(product))
         if change:
             usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
-            session.execute(update(Organization).where(Organization.id == org.id)
-                            .values({usage: usage + change}).execution_options(synchronize_session=False))
-            session.execute(update(Organization).where(Organization.id.in_([n.id for n in read.path]))
-                            .values({subtree: subtree + change}).execution_options(synchronize_session=False))
+            session.execute(update(Organization).where(Organization.id.in_([n.id for n in read.path])).values({
+                usage: usage + case((Organization.id == org.id, change), else_=0), subtree: subtree + change,
+            }).execution_options(synchronize_session=False))
             # The answer is computed from what was read, moved by the change (no re-read).
             set_committed_value(org, f"usage_{product}", org.usage(product) + change)
             for node in read.path:  # the organization and its ancestors

@@ -15,7 +15,7 @@ from billing.catalog import PRODUCTS
 from billing.errors import ApiError, validation_error
 from billing.leases import account_lease_name, lease
 from billing.models import BillingAccountIndex, Organization, utcnow
-from billing.organizations.capacity import check_room_for_subtree, lock_workspace, organization_in
+from billing.organizations.capacity import check_room_for_subtree, lock_organization, lock_workspace, organization_in
 from billing.state import current
 
 MAX_ORGANIZATIONS = 1000
@@ -146,8 +146,7 @@ def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Or
             is_root = organization_in(session, access.workspace.id, org_id).parent_id is None
         account_id = _account_rule(access, data, root=is_root)
     with _account_lease(account_id), current().db.write() as session:
-        workspace = lock_workspace(session, access.workspace.id)
-        org = organization_in(session, access.workspace.id, org_id)
+        workspace, org = lock_organization(session, access.workspace.id, org_id)
         if account_id is not None and account_id != org.billing_account_id:
             check_room_for_subtree(session, workspace, org, account_id)
             session.execute(update(Organization).where(
@@ -168,8 +167,7 @@ def delete_organization(access: Access, org_id: str) -> None:
     """Delete it and its descendants; 409 while any of them uses capacity."""
     access.for_billing_write()
     with current().db.write() as session:
-        lock_workspace(session, access.workspace.id)
-        org = organization_in(session, access.workspace.id, org_id)
+        org = lock_organization(session, access.workspace.id, org_id)[1]
         if any(org.subtree_usage(product) for product in PRODUCTS):
             raise ApiError(409, "organization_has_usage",
                            "This organization or one below it uses capacity; release it first.")
