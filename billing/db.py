@@ -53,8 +53,14 @@ def _configure_sqlite(engine: Engine) -> None:
 
 @dataclass
 class _SharedReads:
+    database: Database
     outer: _SharedReads | None
     connection: Connection | None = None
+
+
+# On PostgreSQL a request's reads share one pooled connection (one checkout and
+# pre-ping a request, not one a read); see `Database.begin_request`.
+_shared: ContextVar[_SharedReads | None] = ContextVar("shared_reads", default=None)
 
 
 class Database:
@@ -77,15 +83,11 @@ class Database:
             self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
 
-        # On PostgreSQL a request's reads share one pooled connection (one
-        # checkout and pre-ping a request, not one a read); see `begin_request`.
-        self._shared: ContextVar[_SharedReads | None] = ContextVar(f"shared_reads_{id(self)}", default=None)
-
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reads (each statement sees committed data; nothing is held)."""
-        shared = self._shared.get()
-        if shared is None:
+        shared = _shared.get()
+        if shared is None or shared.database is not self:
             with Session(self._read_engine, expire_on_commit=False) as session:
                 yield session
             return
@@ -100,12 +102,12 @@ class Database:
         between them (SQLite's would hold a read transaction open). A request
         made inside a request (a webhook delivered in-process) gets its own."""
         if not self.is_sqlite:
-            self._shared.set(_SharedReads(outer=self._shared.get()))
+            _shared.set(_SharedReads(self, outer=_shared.get()))
 
     def end_request(self) -> None:
-        shared = self._shared.get()
-        if shared is not None:
-            self._shared.set(shared.outer)
+        shared = _shared.get()
+        if shared is not None and shared.database is self:
+            _shared.set(shared.outer)
             if shared.connection is not None:
                 shared.connection.close()
 
