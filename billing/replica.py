@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import stripe
-from sqlalchemy import bindparam, case, func, select, tuple_, update
+from sqlalchemy import Select, bindparam, case, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -174,30 +174,37 @@ def subscription_document(subscription_id: str) -> Document | None:
     return None if row is None else _document(row.data, row.changed_at)
 
 
-# Built once (a limits read and every usage report run it).
-_WORKSPACE_SUBSCRIPTIONS = (
-    select(StripeCopy.data, CapacityHold.quantities)
-    .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
-    .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
-               & (CapacityHold.workspace_id == bindparam("workspace_id"))
-               & (CapacityHold.expires_at > bindparam("now")))
-    .where(BillingAccountIndex.workspace_id == bindparam("workspace_id"), BillingAccountIndex.state == "active",
-           StripeCopy.object_type == "subscription", StripeCopy.status.in_(bindparam("statuses", expanding=True)),
-           StripeCopy.deleted.is_(False))
-)
-_ACCOUNT_SUBSCRIPTIONS = _WORKSPACE_SUBSCRIPTIONS.where(StripeCopy.customer_id == bindparam("customer_id"))
+def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict[str, int]]:
+    """The subscriptions of a workspace's accounts (or, `of_customer`, of one of
+    them) whose Stripe status is one of `statuses`, each with the quantities of
+    a live capacity hold on it (a row per hold). Params: workspace_id, now,
+    statuses, and customer_id."""
+    query = (
+        select(StripeCopy.data, CapacityHold.quantities)
+        .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
+        .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
+                   & (CapacityHold.workspace_id == bindparam("workspace_id"))
+                   & (CapacityHold.expires_at > bindparam("now")))
+        .where(BillingAccountIndex.workspace_id == bindparam("workspace_id"), BillingAccountIndex.state == "active",
+               StripeCopy.object_type == "subscription", StripeCopy.status.in_(bindparam("statuses", expanding=True)),
+               StripeCopy.deleted.is_(False))
+    )
+    return query.where(StripeCopy.customer_id == bindparam("customer_id")) if of_customer else query
+
+
+def subscriptions_params(workspace_id: str, statuses: Iterable[str], customer_id: str | None) -> dict[str, Any]:
+    return {"workspace_id": workspace_id, "now": utcnow(), "statuses": list(statuses), "customer_id": customer_id}
+
+
+# Built once (every capacity check runs one).
+_SUBSCRIPTIONS = {of_customer: subscriptions_statement(of_customer=of_customer) for of_customer in (False, True)}
 
 
 def workspace_subscriptions(session: Session, workspace_id: str, statuses: Iterable[str],
                             customer_id: str | None = None) -> list[tuple[Document, dict[str, int] | None]]:
-    """The subscriptions of a workspace's accounts (or of one of them) whose
-    Stripe status is one of `statuses`, each with the quantities of a live
-    capacity hold on it (a row per hold), read in the caller's transaction."""
-    params = {"workspace_id": workspace_id, "now": utcnow(), "statuses": list(statuses)}
-    if customer_id is None:
-        rows = session.execute(_WORKSPACE_SUBSCRIPTIONS, params)
-    else:
-        rows = session.execute(_ACCOUNT_SUBSCRIPTIONS, {**params, "customer_id": customer_id})
+    """`subscriptions_statement`'s rows, read in the caller's transaction."""
+    rows = session.execute(_SUBSCRIPTIONS[customer_id is not None],
+                           subscriptions_params(workspace_id, statuses, customer_id))
     return [(data, held) for data, held in rows]
 
 

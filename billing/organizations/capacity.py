@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, Subquery, bindparam, case, delete, func, select, true, update
+from sqlalchemy import JSON, FunctionElement, Select, Subquery, bindparam, case, delete, func, select, true, update
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm import Session
 
@@ -94,11 +95,19 @@ def subscription_quantities(data: dict[str, Any]) -> Quantities:
     return found
 
 
+Held = tuple[dict[str, Any], dict[str, int] | None]  # a subscription and a live hold on it (if any)
+
+
 def provided_by_account(session: Session, workspace_id: str, account_id: str | None = None) -> dict[str, Quantities]:
-    """What the providing subscriptions of each account (or of one) give, each
-    subscription counted at the lower of its quantities and any live hold on it."""
+    """What the providing subscriptions of each account (or of one) give."""
+    return _provided(replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id))
+
+
+def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
+    """By account: each providing subscription counted at the lower of its
+    quantities and any live hold on it."""
     counted: dict[str, tuple[str, Quantities]] = {}
-    for data, held in replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id):
+    for data, held in subscriptions:
         if not provides_capacity(data):
             continue
         account, quantities = counted.setdefault(
@@ -172,12 +181,42 @@ class Headroom:
     node: Organization | None
 
 
-# The organizations of a path with their pool's usage: one statement (params:
-# ids, workspace_id, account_id).
-_PATH_AND_POOL_USAGE = {
-    of_account: select(Organization, *usage.c).join(usage, true())
+class _PairsAgg(FunctionElement[Any]):
+    """An aggregate: the JSON array of [a, b] for every row (null over none)."""
+
+    type = JSON()
+    name = "pairs_agg"
+    inherit_cache = True
+
+
+@compiles(_PairsAgg, "postgresql")
+def _pairs_agg_postgresql(element: _PairsAgg, compiler: Any, **kw: Any) -> str:
+    return f"json_agg(json_build_array({compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(_PairsAgg, "sqlite")
+def _pairs_agg_sqlite(element: _PairsAgg, compiler: Any, **kw: Any) -> str:
+    a, b = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"json_group_array(json_array(json({a}), json({b})))"
+
+
+def _pool_subscriptions(of_account: bool) -> Subquery:
+    """One row: the pool's providing subscriptions, each with any live hold,
+    as [document, hold] pairs (params as `replica.subscriptions_statement`)."""
+    rows = replica.subscriptions_statement(of_customer=of_account).subquery("held")
+    return select(_PairsAgg(rows.c.data, rows.c.quantities).label("subscriptions")).subquery("pool_subscriptions")
+
+
+# A limits read after the access check is this one statement: the organization
+# and its ancestors, the pool's usage on each row, and on the organization's
+# own row the pool's subscriptions (params: ids, organization_id, and the pool's).
+_PATH_AND_POOL = {
+    of_account: select(Organization, *usage.c, subscriptions.c.subscriptions)
+    .join_from(Organization, usage, true())
+    .outerjoin_from(Organization, subscriptions, Organization.id == bindparam("organization_id"))
     .where(Organization.id.in_(bindparam("ids", expanding=True)))
-    for of_account, usage in _POOL_USAGE.items()
+    for of_account, usage, subscriptions in (
+        (of_account, _POOL_USAGE[of_account], _pool_subscriptions(of_account)) for of_account in (False, True))
 }
 
 
@@ -189,15 +228,17 @@ class Limits:
         organization's own included) are read here, with the pool's usage."""
         self.workspace = workspace
         pool = pool_of(workspace, org.billing_account_id)
-        rows = session.execute(_PATH_AND_POOL_USAGE[pool.account_id is not None],
-                               {"ids": [org.id, *org.ancestor_ids], **_pool_params(workspace.id, pool)}).all()
-        nodes: dict[str, Organization] = {row[0].id: row[0] for row in rows}
+        rows = session.execute(_PATH_AND_POOL[pool.account_id is not None], {
+            "ids": [org.id, *org.ancestor_ids], "organization_id": org.id, **_pool_params(workspace.id, pool),
+            **replica.subscriptions_params(workspace.id, PROVIDING, pool.account_id)}).all()
+        nodes = {row[0].id: row for row in rows}
         if org.id not in nodes:  # deleted since `org` was read (its subtree goes with it)
             raise not_found("organization")
-        self.path: list[Organization] = [nodes[i] for i in (org.id, *reversed(org.ancestor_ids))]  # nearest first
+        self.path: list[Organization] = [nodes[i][0] for i in (org.id, *reversed(org.ancestor_ids))]  # nearest first
         self.org: Organization = self.path[0]
-        self.pool_used = dict(zip(PRODUCTS, (int(v) for v in rows[0][1:])))
-        self.capacity = provided(session, workspace.id, pool)
+        *usage, subscriptions = nodes[org.id][1:]
+        self.pool_used = dict(zip(PRODUCTS, (int(v) for v in usage)))
+        self.capacity = _sum(_provided(subscriptions or []).values())
 
     def binding(self, product: str) -> Headroom:
         """The constraint with the least headroom: limits on the path, nearest
