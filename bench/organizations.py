@@ -12,6 +12,7 @@ from bench.run import Client, Sample, pct, serve, timed
 from billing.db import normalize_database_url
 
 ROUNDS = 500
+BLOCKS = 5
 
 
 def build_tree(client: Client, ws: str, total: int = 1000, depth: int = 10) -> list[str]:
@@ -70,8 +71,15 @@ def organizations_section(database_url: str) -> None:
         count = len(client.call("GET", f"/workspaces/{ws}/organizations")["data"])
         print(f"\norganizations: {count} in one workspace, 10 levels deep, a limit on every level of the spine; "
               f"{ROUNDS} rounds")
-        print(f"{'call':30} {'p50 ms':>8} {'p99 ms':>8} {'in-app p50':>10} {'in-app p99':>10} {'stripe/call':>11}")
+        print(f"{'call':38} {'p50 ms':>8} {'p99 ms':>8} {'in-app p50':>10} {'in-app p99':>10} {'stripe/call':>11}")
         for name, s in samples.items():
             calls: Any = sum(s.calls) / len(s.calls)
-            print(f"{name:30} {pct(s.latency, .5):8.2f} {pct(s.latency, .99):8.2f} {pct(s.in_app, .5):10.2f} "
+            print(f"{name:38} {pct(s.latency, .5):8.2f} {pct(s.latency, .99):8.2f} {pct(s.in_app, .5):10.2f} "
                   f"{pct(s.in_app, .99):10.2f} {calls:11.2f}" + (f"  errors={s.errors}" if s.errors else ""))
+        # This VM's speed swings by up to 2x within a minute (the floor moves with
+        # it): the in-app p50 of each block of rounds shows how much of a figure is the machine.
+        size = ROUNDS // BLOCKS
+        print(f"in-app p50 by block of {size} rounds (reads alone):")
+        for name in (floor, deep):
+            blocks = [pct(samples[name].in_app[i:i + size], .5) for i in range(0, ROUNDS, size)]
+            print(f"  {name:36} " + "  ".join(f"{b:5.2f}" for b in blocks))
