@@ -159,6 +159,7 @@ def _pool_params(workspace_id: str, pool: Pool) -> dict[str, Any]:
 
 
 def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Quantities]:
+    """The usage of every root's subtree, by the root's billing account."""
     rows = session.execute(_USED_BY_ACCOUNT, {"workspace_id": workspace_id})
     return {row[0]: dict(zip(PRODUCTS, (int(v or 0) for v in row[1:]))) for row in rows}
 
@@ -207,17 +208,21 @@ def _pool_subscriptions(of_account: bool) -> Subquery:
     return select(_PairsAgg(rows.c.data, rows.c.quantities).label("subscriptions")).subquery("pool_subscriptions")
 
 
-# A limits read after the access check is this one statement: the organization
-# and its ancestors, the pool's usage on each row, and on the organization's
-# own row the pool's subscriptions (params: ids, organization_id, and the pool's).
-_PATH_AND_POOL = {
-    of_account: select(Organization, *usage.c, subscriptions.c.subscriptions)
-    .join_from(Organization, usage, true())
-    .outerjoin_from(Organization, subscriptions, Organization.id == bindparam("organization_id"))
-    .where(Organization.id.in_(bindparam("ids", expanding=True)))
-    for of_account, usage, subscriptions in (
-        (of_account, _POOL_USAGE[of_account], _pool_subscriptions(of_account)) for of_account in (False, True))
-}
+def _path_and_pool(of_account: bool) -> Select[Any]:
+    """A limits read after the access check is this one statement: the
+    organization and its ancestors, the pool's usage on each row, and on the
+    organization's own row the pool's subscriptions (params: ids,
+    organization_id, and the pool's)."""
+    usage, subscriptions = _POOL_USAGE[of_account], _pool_subscriptions(of_account)
+    return (
+        select(Organization, *usage.c, subscriptions.c.subscriptions)
+        .join_from(Organization, usage, true())
+        .outerjoin_from(Organization, subscriptions, Organization.id == bindparam("organization_id"))
+        .where(Organization.id.in_(bindparam("ids", expanding=True)))
+    )
+
+
+_PATH_AND_POOL = {of_account: _path_and_pool(of_account) for of_account in (False, True)}
 
 
 class Limits:
@@ -225,7 +230,8 @@ class Limits:
 
     def __init__(self, session: Session, workspace: Workspace, org: Organization) -> None:
         """`org` names the organization and its path; its rows (the
-        organization's own included) are read here, with the pool's usage."""
+        organization's own included) are read here, with the pool's usage
+        and subscriptions."""
         self.workspace = workspace
         pool = pool_of(workspace, org.billing_account_id)
         rows = session.execute(_PATH_AND_POOL[pool.account_id is not None], {
