@@ -247,6 +247,23 @@ def test_a_subscription_that_ends_elsewhere_leaves_usage(alice: Any, state: Any,
     assert alice.delete(f"/workspaces/{ws}").status_code == 204
 
 
+def test_an_account_deleted_elsewhere_leaves_its_pool_in_use(alice: Any, state: Any) -> None:
+    """Assigned mode: a customer deleted in the Dashboard (its subscriptions end
+    with it) leaves its roots' usage; the capacity read still shows that pool."""
+    ws = alice.workspace("assigned")
+    gone, kept = alice.account(ws, name="Gone")["id"], alice.account(ws, name="Kept")["id"]
+    subscribe(alice, ws, gone, {"users": 3})
+    subscribe(alice, ws, kept, {"users": 1})
+    root = root_in(alice, ws, "assigned", gone)
+    report(alice, ws, root["id"], "users", 2)
+    state.gateway.client.v1.customers.delete(gone)  # the webhook removes the account
+    assert [a["id"] for a in alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]] == [kept]
+    assert [(p["billing_account_id"], p["products"]["users"]) for p in pools(alice, ws)] == [
+        (kept, {"capacity": 1, "used": 0, "free": 1}), (gone, {"capacity": 0, "used": 2, "free": 0})]
+    assert entry(alice, ws, root["id"], "users")["free"] == 0
+    assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
+
+
 # -- guards ----------------------------------------------------------------------------
 
 

@@ -303,6 +303,9 @@ def capacity(workspace: Workspace) -> dict[str, Any]:
                     BillingAccountIndex.workspace_id == workspace.id, BillingAccountIndex.state == "active",
                     BillingAccountIndex.customer_id.is_not(None))
                 .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)))
+            # An account gone outside our API (its customer deleted in the Dashboard)
+            # still has roots drawing on it: its pool shows, with nothing provided.
+            accounts += sorted(account for account in use if account is not None and account not in accounts)
             pools = [(account, by_account.get(str(account), zero()), use.get(account, zero()))
                      for account in accounts]
         else:
