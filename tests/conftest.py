@@ -175,6 +175,14 @@ class Api:
         assert response.status_code == 201, response.json
         return dict(response.json)
 
+    def account_without_trial(self) -> dict[str, Any]:
+        """A pooled workspace with two accounts (so no trial), and the first
+        account with its path: {"alice", "ws", "account", "acc"}."""
+        ws = self.workspace("pooled")
+        account = self.account(ws)
+        self.account(ws, name="Second")
+        return {"alice": self, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+
     def add_member(self, workspace_id: str, user_id: str, role: str) -> None:
         response = self.post(f"/workspaces/{workspace_id}/members", {"user_id": user_id, "role": role})
         assert response.status_code == 201, response.json

@@ -295,14 +295,20 @@ def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, ch
     assert _quantity(alice, ws, account, sub["id"], "users") == 3
 
 
-def test_another_subscription_can_cover_a_decrease(alice: Any) -> None:
+def two_subscriptions_in_use(alice: Any, users: int) -> tuple[str, dict[str, Any], str, str]:
+    """A pooled workspace fed 5 users by its first account and 2 by a second,
+    `users` of them in use by a root: (ws, root, first subscription's id, its path)."""
     ws = alice.workspace("pooled")
     first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
     sub = subscribe(alice, ws, first, {"users": 5})
     subscribe(alice, ws, second, {"users": 2})
     root = make_root(alice, ws)
-    report(alice, ws, root["id"], "users", 6)
-    path = f"{account_path(ws, first)}/subscriptions/{sub['id']}"
+    report(alice, ws, root["id"], "users", users)
+    return ws, root, sub["id"], f"{account_path(ws, first)}/subscriptions/{sub['id']}"
+
+
+def test_another_subscription_can_cover_a_decrease(alice: Any) -> None:
+    path = two_subscriptions_in_use(alice, 6)[3]
     assert alice.patch(path, {"product_quantities": {"users": 4}}).status_code == 200
     assert_error(alice.patch(path, {"product_quantities": {"users": 3}}), 409, "would_underprovision")
 
@@ -365,16 +371,10 @@ def test_cancelling_the_only_subscription_below_usage_is_refused(alice: Any, sta
 
 
 def test_cancelling_below_usage_names_product_usage_and_capacity_left(alice: Any, state: Any) -> None:
-    ws = alice.workspace("pooled")
-    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
-    sub = subscribe(alice, ws, first, {"users": 5})
-    subscribe(alice, ws, second, {"users": 2})
-    root = make_root(alice, ws)
-    report(alice, ws, root["id"], "users", 4)
-    path = f"{account_path(ws, first)}/subscriptions/{sub['id']}"
+    ws, root, sub_id, path = two_subscriptions_in_use(alice, 4)
     error = assert_error(alice.delete(path), 409, "cancellation_would_underprovision")
     assert error["message"] == "Cancelling would leave 2 users for 4 in use."
-    assert state.gateway.client.v1.subscriptions.retrieve(sub["id"]).cancel_at_period_end is False
+    assert state.gateway.client.v1.subscriptions.retrieve(sub_id).cancel_at_period_end is False
     report(alice, ws, root["id"], "users", -2)
     assert alice.delete(path).json["cancel_at_period_end"] is True
     # Scheduled to cancel, it still provides until it ends.

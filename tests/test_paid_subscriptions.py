@@ -13,13 +13,10 @@ from tests.conftest import assert_error
 @pytest.fixture
 def paying(as_user: Any) -> dict[str, Any]:
     """A pooled workspace (no trial: two accounts) whose first account has a Visa."""
-    alice = as_user("alice")
-    ws = alice.workspace("pooled")
-    account = alice.account(ws)
-    alice.account(ws)
-    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
-    return {"alice": alice, "ws": ws, "account": account, "acc": acc}
+    paying = dict(as_user("alice").account_without_trial())
+    response = paying["alice"].post(f"/sandbox{paying['acc']}/payment-methods", {"payment_method": "pm_card_visa"})
+    assert response.status_code == 201
+    return paying
 
 
 def active_count(state: Any, customer_id: str) -> int:

@@ -16,11 +16,7 @@ PENDING_KEYS = {"invoice_id", "amount_due", "currency", "reason", "client_secret
 @pytest.fixture
 def acct(as_user: Any) -> dict[str, Any]:
     """A pooled workspace (two accounts: no trial) and its first account's path."""
-    alice = as_user("alice")
-    ws = alice.workspace("pooled")
-    account = alice.account(ws)
-    alice.account(ws)
-    return {"alice": alice, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+    return dict(as_user("alice").account_without_trial())
 
 
 def card(acct: dict[str, Any], token: str) -> dict[str, Any]:
@@ -138,12 +134,17 @@ def make_default(acct: dict[str, Any], token: str) -> dict[str, Any]:
     return method
 
 
-def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], state: Any) -> None:
-    alice, acc = acct["alice"], acct["acc"]
+def subscribed_then_default(acct: dict[str, Any], token: str) -> tuple[dict[str, Any], str]:
+    """Subscribed on a Visa, then `token` made the default card: the subscription and its path."""
     card(acct, "pm_card_visa")
     sub = subscribe(acct)
-    path = f"{acc}/subscriptions/{sub['id']}"
-    make_default(acct, "pm_card_chargeCustomerFail")
+    make_default(acct, token)
+    return sub, f"{acct['acc']}/subscriptions/{sub['id']}"
+
+
+def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], state: Any) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    sub, path = subscribed_then_default(acct, "pm_card_chargeCustomerFail")
     # The new period starts; its invoice is still a draft for an hour: nothing owed yet.
     end = state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].current_period_end
     alice.post("/sandbox/clock/advance", {"seconds": end - state.sandbox_clock.now() + 60})
@@ -166,11 +167,8 @@ def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], s
 
 
 def test_renewal_failing_every_retry_cancels(acct: dict[str, Any], state: Any) -> None:
-    alice, acc = acct["alice"], acct["acc"]
-    card(acct, "pm_card_visa")
-    sub = subscribe(acct)
-    path = f"{acc}/subscriptions/{sub['id']}"
-    make_default(acct, "pm_card_chargeCustomerFail")
+    alice = acct["alice"]
+    sub, path = subscribed_then_default(acct, "pm_card_chargeCustomerFail")
     until_renewal_collected(acct, sub, state)
     renewal_id = alice.get(path).json["pending_payment"]["invoice_id"]
     for days in (3, 2, 2):  # retried 3, 5 and 7 days after the first failure
@@ -183,11 +181,8 @@ def test_renewal_failing_every_retry_cancels(acct: dict[str, Any], state: Any) -
 
 
 def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state: Any) -> None:
-    alice, acc = acct["alice"], acct["acc"]
-    card(acct, "pm_card_visa")
-    sub = subscribe(acct)
-    path = f"{acc}/subscriptions/{sub['id']}"
-    make_default(acct, "pm_card_authenticationRequired")
+    alice = acct["alice"]
+    sub, path = subscribed_then_default(acct, "pm_card_authenticationRequired")
     until_renewal_collected(acct, sub, state)
     pending = alice.get(path).json["pending_payment"]
     assert alice.get(path).json["status"] == "past_due" and pending["reason"] == "authentication_required"

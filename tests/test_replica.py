@@ -22,11 +22,8 @@ from tests.test_webhooks import deliver
 @pytest.fixture
 def paying(as_user: Any) -> dict[str, Any]:
     """A pooled workspace, an account with a Visa card as default and a subscription of 2 users."""
-    alice = as_user("alice")
-    ws = alice.workspace("pooled")
-    account = alice.account(ws)
-    alice.account(ws, name="Second")  # no trial: the workspace has two accounts
-    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    found = as_user("alice").account_without_trial()
+    alice, ws, account, acc = found["alice"], found["ws"], found["account"], found["acc"]
     card = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}})
     assert sub.status_code == 201, sub.json
