@@ -152,6 +152,7 @@ def _pool_usage(of_account: bool) -> Subquery:
 
 
 _POOL_USAGE = {of_account: _pool_usage(of_account) for of_account in (False, True)}
+_POOL_USED = {of_account: select(*usage.c) for of_account, usage in _POOL_USAGE.items()}
 
 
 def _pool_params(workspace_id: str, pool: Pool) -> dict[str, Any]:
@@ -165,8 +166,7 @@ def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Qua
 
 
 def used(session: Session, workspace_id: str, pool: Pool) -> Quantities:
-    usage = _POOL_USAGE[pool.account_id is not None]
-    row = session.execute(select(*usage.c), _pool_params(workspace_id, pool)).one()
+    row = session.execute(_POOL_USED[pool.account_id is not None], _pool_params(workspace_id, pool)).one()
     return dict(zip(PRODUCTS, (int(v) for v in row)))
 
 
