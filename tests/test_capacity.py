@@ -27,6 +27,14 @@ def account_path(ws: str, account: str) -> str:
     return f"/workspaces/{ws}/billing-accounts/{account}"
 
 
+def two_accounts(api: Any, ws: str, first: dict[str, int], second: dict[str, int]) -> tuple[str, str, dict[str, Any]]:
+    """Two accounts, each subscribed to its quantities: (first, second, the first's subscription)."""
+    first_id, second_id = api.account(ws)["id"], api.account(ws, name="Second")["id"]
+    subscription = subscribe(api, ws, first_id, first)
+    subscribe(api, ws, second_id, second)
+    return first_id, second_id, subscription
+
+
 def subscribe(api: Any, ws: str, account: str, quantities: dict[str, int]) -> dict[str, Any]:
     """A subscription paid by card (a trial when the workspace is eligible)."""
     acc = account_path(ws, account)
@@ -93,9 +101,7 @@ def test_single_one_account_funds_every_organization(alice: Any) -> None:
 
 def test_pooled_every_account_feeds_one_pool(alice: Any) -> None:
     ws = alice.workspace("pooled", name="Pool party")
-    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
-    subscribe(alice, ws, first, {"users": 3})
-    subscribe(alice, ws, second, {"users": 2, "sso": 1})
+    first, second, _ = two_accounts(alice, ws, {"users": 3}, {"users": 2, "sso": 1})
     root = make_root(alice, ws)
     assert report(alice, ws, root["id"], "users", 5).json["free"] == 0
     error = assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
@@ -109,9 +115,7 @@ def test_pooled_every_account_feeds_one_pool(alice: Any) -> None:
 
 def test_assigned_each_root_draws_on_its_own_account(alice: Any) -> None:
     ws = alice.workspace("assigned")
-    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
-    subscribe(alice, ws, first, {"users": 3})
-    subscribe(alice, ws, second, {"users": 2})
+    first, second, _ = two_accounts(alice, ws, {"users": 3}, {"users": 2})
     on_first = make_root(alice, ws, billing_account_id=first)
     on_second = make_root(alice, ws, billing_account_id=second)
     child = make_child(alice, ws, on_second["id"])
@@ -299,9 +303,7 @@ def two_subscriptions_in_use(alice: Any, users: int) -> tuple[str, dict[str, Any
     """A pooled workspace fed 5 users by its first account and 2 by a second,
     `users` of them in use by a root: (ws, root, first subscription's id, its path)."""
     ws = alice.workspace("pooled")
-    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
-    sub = subscribe(alice, ws, first, {"users": 5})
-    subscribe(alice, ws, second, {"users": 2})
+    first, _, sub = two_accounts(alice, ws, {"users": 5}, {"users": 2})
     root = make_root(alice, ws)
     report(alice, ws, root["id"], "users", users)
     return ws, root, sub["id"], f"{account_path(ws, first)}/subscriptions/{sub['id']}"
@@ -315,9 +317,7 @@ def test_another_subscription_can_cover_a_decrease(alice: Any) -> None:
 
 def test_in_assigned_mode_only_the_accounts_own_pool_counts(alice: Any) -> None:
     ws = alice.workspace("assigned")
-    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
-    sub = subscribe(alice, ws, first, {"users": 5})
-    subscribe(alice, ws, second, {"users": 5})
+    first, second, sub = two_accounts(alice, ws, {"users": 5}, {"users": 5})
     on_second = make_root(alice, ws, billing_account_id=second)
     report(alice, ws, on_second["id"], "users", 5)
     # Usage drawn on the second account doesn't hold the first one's subscription.
@@ -426,9 +426,7 @@ def test_in_pooled_mode_organizations_hold_no_account(alice: Any, state: Any) ->
 
 def test_reassigning_a_root_needs_room_in_the_new_pool(alice: Any) -> None:
     ws = alice.workspace("assigned")
-    first, second = alice.account(ws)["id"], alice.account(ws, name="Second")["id"]
-    subscribe(alice, ws, first, {"users": 5})
-    subscribe(alice, ws, second, {"users": 3})
+    first, second, _ = two_accounts(alice, ws, {"users": 5}, {"users": 3})
     root = make_root(alice, ws, billing_account_id=first)
     child = make_child(alice, ws, root["id"])
     already = make_root(alice, ws, billing_account_id=second)
