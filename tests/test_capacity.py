@@ -101,7 +101,7 @@ def test_single_one_account_funds_every_organization(alice: Any) -> None:
 
 def test_pooled_every_account_feeds_one_pool(alice: Any) -> None:
     ws = alice.workspace("pooled", name="Pool party")
-    first, second, _ = two_accounts(alice, ws, {"users": 3}, {"users": 2, "sso": 1})
+    two_accounts(alice, ws, {"users": 3}, {"users": 2, "sso": 1})
     root = make_root(alice, ws)
     assert report(alice, ws, root["id"], "users", 5).json["free"] == 0
     error = assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
