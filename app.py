@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from billing.config import Config, ConfigError
 from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
+from billing.jobs import JobQueue, queue_storage
 from billing.health import blp as health_blp
 from billing.openapi import docs_assets
 from billing.invoices.routes import blp as invoices_blp
@@ -71,8 +73,10 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
                              background=webhook_transport is None)
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits)
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000)
-    return {"gateway": StripeGateway(client, keep=Keeper(db)),
-            "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks,
+    clock = SandboxClock(db, webhooks=webhooks)
+    # One clock: the sandbox's is Stripe's, so stamps and events' `created` compare.
+    return {"gateway": StripeGateway(client, keep=Keeper(db), clock=lambda: time.time() + clock.offset()),
+            "sandbox_clock": clock, "webhooks": webhooks,
             "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
 
 
@@ -104,8 +108,9 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     db = Database(config.database_url)
     stripe_parts = build_stripe(config, db, stripe_http_client, webhook_transport)
     gateway = stripe_parts["gateway"]
+    queue = JobQueue(app, queue_storage(config), reconcile_every_minutes=config.reconcile_every_minutes)
     app.extensions["billing"] = BillingState(
-        config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), **stripe_parts
+        config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), queue=queue, **stripe_parts
     )
     if not config.stripe_webhook_secrets:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")

@@ -51,6 +51,57 @@ def register(app: Flask) -> None:
         report = reconcile(full=full)
         click.echo(json.dumps(report.__dict__, indent=2))
 
+    @app.cli.command("worker")
+    @click.option("--threads", type=int, default=None, help="Worker threads (default WORKER_THREADS, 4).")
+    @click.option("--burst", is_flag=True, help="Apply what waits now, then exit (no periodic tasks).")
+    def worker(threads: int | None, burst: bool) -> None:
+        """Run a queue worker: apply Stripe's events, sweep, clean up, reconcile (the Procfile's worker)."""
+        from billing.jobs import apply_due
+
+        state = current()
+        if burst:
+            queued = state.queue.run_queued()
+            click.echo(json.dumps({"tasks": queued, "objects": apply_due()}))
+            return
+        state.queue.consumer(threads or state.config.worker_threads).run()
+
+    @app.cli.group("events")
+    def events() -> None:
+        """Stripe's events in the inbox: what waits, what is parked."""
+
+    @events.command("status")
+    def events_status() -> None:
+        """How far the copy lags: events pending, the oldest one's age, events parked."""
+        from billing.webhooks import inbox
+
+        click.echo(json.dumps(inbox.backlog(current().db).__dict__))
+
+    @events.command("parked")
+    @click.option("--limit", default=100, show_default=True)
+    def events_parked(limit: int) -> None:
+        """List parked events (one JSON object a line): id, type, object, attempts, last error."""
+        from billing.webhooks import inbox
+
+        for event in inbox.parked(current().db, limit):
+            click.echo(json.dumps({"id": event.id, "type": event.type, "object": event.object_key,
+                                   "attempts": event.attempts, "received_at": event.received_at.isoformat(),
+                                   "last_error": event.last_error}))
+
+    @events.command("replay")
+    @click.argument("event_ids", nargs=-1)
+    @click.option("--all", "replay_all", is_flag=True, help="Every parked event.")
+    def events_replay(event_ids: tuple[str, ...], replay_all: bool) -> None:
+        """Queue parked events again (by id, or --all), with fresh tries."""
+        from billing.webhooks import inbox
+
+        if not event_ids and not replay_all:
+            raise click.UsageError("give event ids, or --all")
+        state = current()
+        keys = inbox.replay(state.db, None if replay_all else event_ids)
+        for key in keys:
+            state.queue.apply_later(key)
+        click.echo(json.dumps({"queued_objects": len(keys)}))
+
     @app.cli.command("sync-catalog")
     def sync_catalog_command() -> None:
         """Create or update the catalog's products and prices in Stripe (idempotent)."""

@@ -26,6 +26,21 @@ def _dev_secret(name: str) -> str:
     return path.read_text().strip()
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a positive whole number")
+    return int(raw)
+
+
+def _reconcile_minutes(env: Mapping[str, str]) -> int:
+    """Minutes between scheduled reconciles: a divisor of 60 (a crontab step), or 0 for none."""
+    raw = env.get("RECONCILE_EVERY_MINUTES") or "60"
+    if not raw.isdigit() or (int(raw) != 0 and 60 % int(raw) != 0):
+        raise ConfigError("RECONCILE_EVERY_MINUTES must divide 60 (1, 2, 5, 10, 15, 30, 60), or be 0")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Config:
     database_url: str
@@ -44,6 +59,10 @@ class Config:
     sandbox_latency_ms: float = 0.0
     sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
+    # The queue workers (`flask worker`): threads per process, and how often
+    # reconcile runs as their periodic task (0: never; the CLI still works).
+    worker_threads: int = 4
+    reconcile_every_minutes: int = 60
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -116,6 +135,8 @@ class Config:
             stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
             sandbox_rate_limits=rate_limits,
+            worker_threads=_positive_int(env, "WORKER_THREADS", 4),
+            reconcile_every_minutes=_reconcile_minutes(env),
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
         )

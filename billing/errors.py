@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import stripe
 from flask import Flask, Response, g, jsonify
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("billing.errors")
@@ -177,6 +178,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(stripe.StripeError)
     def _stripe_error(error: stripe.StripeError) -> Response:
         return error_response(from_stripe_error(error))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_unavailable(error: Exception) -> Response:
+        # The database is down or restarting: the client (Stripe too) should retry.
+        log.error("database unavailable (%s)", type(error).__name__)
+        return error_response(ApiError(503, "database_unavailable", "The service's database is unavailable; "
+                                       "retry shortly.", headers={"Retry-After": "5"}))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -75,28 +75,32 @@ def build_client(
     )
 
 
-def _stamp() -> int:
-    return int(time.time() * 1_000_000)
-
-
 def _discard(obj: stripe.StripeObject, stamp: int) -> None:
     pass
 
 
 class StripeGateway:
-    def __init__(self, client: stripe.StripeClient, keep: Keeper = _discard) -> None:
+    def __init__(self, client: stripe.StripeClient, keep: Keeper = _discard,
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.keep = keep
+        # Stripe's clock (unix seconds), which stamps what is kept and which
+        # events' `created` are compared with: ours in production, the sandbox's
+        # (moved by its clock) on the emulator.
+        self.clock = clock
+
+    def _stamp(self) -> int:
+        return int(self.clock() * 1_000_000)
 
     def _kept(self, call: Callable[[], S]) -> S:
         """Make the call; hand its result to the keeper, stamped with when it started."""
-        stamp = _stamp()
+        stamp = self._stamp()
         result = call()
         self.keep(result, stamp)
         return result
 
     def _kept_list(self, call: Callable[[], Iterable[S]]) -> list[S]:
-        stamp = _stamp()
+        stamp = self._stamp()
         results = list(call())
         for result in results:
             self.keep(result, stamp)
@@ -109,7 +113,7 @@ class StripeGateway:
 
     def retrieve_customer(self, customer_id: str) -> stripe.Customer | None:
         """The customer, or None when Stripe says it is deleted or unknown (kept as deleted)."""
-        stamp = _stamp()
+        stamp = self._stamp()
         customer = _unless_missing(lambda: self.client.v1.customers.retrieve(customer_id))
         if customer is None:
             customer = stripe.Customer.construct_from({"id": customer_id, "object": "customer", "deleted": True}, None)
@@ -132,7 +136,7 @@ class StripeGateway:
 
     def iter_customers(self) -> Iterator[stripe.Customer]:
         """Every customer of the Stripe account (for `reconcile` only)."""
-        stamp = _stamp()  # before the first page: a stamp may be early, never late
+        stamp = self._stamp()  # before the first page: a stamp may be early, never late
         for customer in self.client.v1.customers.list({"limit": 100}).auto_paging_iter():
             self.keep(customer, stamp)
             yield customer
@@ -222,7 +226,7 @@ class StripeGateway:
 
     def iter_invoices(self, customer_id: str | None = None) -> Iterator[stripe.Invoice]:
         """Every invoice of the Stripe account (or of one customer) with all its lines, kept."""
-        stamp = _stamp()
+        stamp = self._stamp()
         params: InvoiceListParams = {"limit": 100, "expand": [f"data.{path}" for path in INVOICE_EXPANSIONS]}
         if customer_id:
             params["customer"] = customer_id
@@ -231,7 +235,7 @@ class StripeGateway:
 
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
         """The invoice with every line, kept; None when Stripe has no such invoice."""
-        stamp = _stamp()
+        stamp = self._stamp()
         invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(
             invoice_id, {"expand": INVOICE_EXPANSIONS}))
         return None if invoice is None else self._keep_invoice(invoice, stamp)
@@ -295,7 +299,6 @@ class StripeGateway:
 
     # -- events ------------------------------------------------------------
 
-    def events_since(self, created_gte: int) -> list[stripe.Event]:
-        """Stripe's events created at or after this time, oldest first."""
-        page = self.client.v1.events.list({"created": {"gte": created_gte}, "limit": 100})
-        return list(page.auto_paging_iter())[::-1]
+    def iter_events(self, created_gte: int) -> Iterator[stripe.Event]:
+        """Stripe's events created at or after this time, newest first, a page at a time."""
+        return iter(self.client.v1.events.list({"created": {"gte": created_gte}, "limit": 100}).auto_paging_iter())

@@ -17,6 +17,7 @@ from flask import Response, g, request
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
+from billing.db import Database
 from billing.errors import ApiError
 from billing.models import IdempotencyRecord, utcnow
 from billing.state import current
@@ -114,3 +115,11 @@ def finish(response: Response) -> Response:
                 )
             )
     return response
+
+
+def delete_expired(db: Database) -> int:
+    """Forget keys past their 24 hours (the clean-up job; a late replay would
+    find the record expired anyway)."""
+    with db.write() as session:
+        result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - KEEP_FOR))
+        return int(getattr(result, "rowcount", 0) or 0)

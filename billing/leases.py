@@ -76,3 +76,10 @@ def leases(db: Database, names: Iterable[str], **kwargs: float) -> Iterator[None
         for name in sorted(set(names)):
             stack.enter_context(lease(db, name, **kwargs))
         yield
+
+
+def delete_expired(db: Database) -> int:
+    """Remove leases whose holder is long gone (the clean-up job)."""
+    with db.write() as session:
+        result = session.execute(delete(Lease).where(Lease.expires_at < utcnow()))
+        return int(getattr(result, "rowcount", 0) or 0)

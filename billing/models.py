@@ -120,14 +120,38 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class ProcessedEvent(Base):
-    """A Stripe event whose effect is stored: a second delivery is a no-op."""
+class StripeEvent(Base):
+    """One Stripe event as delivered (the inbox, see `billing.webhooks.inbox`).
 
-    __tablename__ = "processed_events"
+    Stored once per event id when Stripe delivers it (or `reconcile` reads it),
+    then applied on a queue worker. `object_key` names what it is about
+    (`subscription:sub_...`): the events of one object that wait together are
+    applied together, with one Stripe read. Kept after it is applied for as long
+    as Stripe may deliver it again (dedupe), then deleted by the clean-up job.
+    """
+
+    __tablename__ = "stripe_events"
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
-    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # `<object type>:<id>`; None for events about nothing the service copies.
+    object_key: Mapped[str | None] = mapped_column(String(300))
+    created: Mapped[int] = mapped_column(BigInteger)  # Stripe's clock (the event's `created`)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # pending -> applied, or parked (an operator replays it: `flask events replay`).
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A worker owns the event until then (a killed worker's claim lapses).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+
+    __table_args__ = (
+        Index("ix_stripe_events_state_object", "state", "object_key"),
+        Index("ix_stripe_events_state_received", "state", "received_at"),
+    )
 
 
 class IdempotencyRecord(Base):

@@ -81,19 +81,25 @@ EVENTS_KEPT_SECONDS = 30 * 86400
 
 
 def _catch_up_events(report: ReconcileReport) -> None:
-    """Handle every event since the last run, oldest first, as its webhook would
-    have been (events already handled are skipped)."""
-    from billing.webhooks.service import process_event
+    """Put every event since the last run into the inbox, as its delivery
+    would have (events already there are skipped), then apply what waits.
+    Stripe's list is read page by page as it goes: order doesn't matter, the
+    inbox applies events in any order."""
+    from billing.jobs import apply_due
+    from billing.webhooks import inbox
+    from billing.webhooks.service import object_key
 
     state = current()
     with state.db.read() as session:
         cursor = session.get(ReplicaCursor, "events")
-    since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(time.time()) - EVENTS_KEPT_SECONDS
+    since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(state.gateway.clock()) - EVENTS_KEPT_SECONDS
     latest = cursor.value if cursor else since
-    for event in state.gateway.events_since(since):
-        if process_event(json.loads(json.dumps(event.to_dict(), default=str))):
+    for event in state.gateway.iter_events(since):
+        data = json.loads(json.dumps(event.to_dict(), default=str))
+        if inbox.store(state.db, data, object_key(data)):
             report.events_replayed += 1
         latest = max(latest, int(event.created))
+    apply_due()
     with state.db.write() as session:
         row = session.get(ReplicaCursor, "events", with_for_update=True)
         if row is None:

@@ -15,6 +15,7 @@ from billing.catalog import PriceBook
 from billing.config import Config
 from billing.db import Database
 from billing.gateway import StripeGateway
+from billing.jobs import JobQueue
 from billing.tokens import TokenVerifier
 
 
@@ -45,6 +46,7 @@ class BillingState:
     gateway: StripeGateway
     verifier: TokenVerifier
     prices: PriceBook
+    queue: JobQueue
     # Sandbox mode only.
     sandbox_clock: SandboxClock | None = None
     webhooks: SandboxWebhooks | None = None

@@ -66,7 +66,8 @@ def test_webhooks_bring_changes_made_elsewhere(paying: dict[str, Any], state: An
 
 
 def test_out_of_order_and_concurrent_webhooks_end_at_the_newest(paying: dict[str, Any], state: Any, client: Any,
-                                                                 app: Any, webhooks_lost: None) -> None:
+                                                                 app: Any, webhooks_lost: None,
+                                                                 apply_now: Any) -> None:
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
     for quantity in (3, 4, 5):
         change_behind_our_back(state, sub, quantity)
@@ -76,9 +77,11 @@ def test_out_of_order_and_concurrent_webhooks_end_at_the_newest(paying: dict[str
     payloads = [json.dumps(e.to_dict(), default=str).encode() for e in events]
     # Newest first, then all of them again at once: the copy ends at the newest view.
     assert deliver(client, payloads[0]).status_code == 200
+    apply_now()
     assert users(alice, acc, sub) == 5
     for payload in payloads[1:]:
         assert deliver(client, payload).status_code == 200
+    apply_now()
     assert users(alice, acc, sub) == 5
 
     def post(payload: bytes) -> int:
@@ -87,6 +90,7 @@ def test_out_of_order_and_concurrent_webhooks_end_at_the_newest(paying: dict[str
 
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
         assert set(pool.map(post, payloads)) == {200}
+    apply_now()
     assert users(alice, acc, sub) == 5
 
 
@@ -106,20 +110,25 @@ def test_an_older_view_never_overwrites_a_newer_one(paying: dict[str, Any], stat
 
 
 def test_duplicate_and_older_events_cost_no_stripe_request(paying: dict[str, Any], state: Any, client: Any,
-                                                           monkeypatch: Any, webhooks_lost: None) -> None:
+                                                           monkeypatch: Any, webhooks_lost: None,
+                                                           apply_now: Any) -> None:
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
     change_behind_our_back(state, sub, 6)
     [event] = sub_events(state, sub)[:1]
     payload = json.dumps(event.to_dict(), default=str).encode()
     seen = count_stripe_requests(monkeypatch)
     assert deliver(client, payload).json == {"received": True, "duplicate": False}
+    assert seen == []  # acknowledged without a Stripe request
+    apply_now()
     assert len(seen) == 1 and seen[0].endswith(f"/v1/subscriptions/{sub}")  # one re-fetch
     assert deliver(client, payload).json == {"received": True, "duplicate": True}
+    apply_now()
     assert len(seen) == 1
     # An event created well before the stored view was fetched: nothing to learn from Stripe.
     stale = event.to_dict()
     stale["id"], stale["created"] = "evt_stale_replay", int(time.time()) - 3600
     assert deliver(client, json.dumps(stale, default=str).encode()).status_code == 200
+    apply_now()
     assert len(seen) == 1
     assert users(alice, acc, sub) == 6
 

@@ -146,7 +146,7 @@ def service_state(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
     with state.db.read() as session:
         for table in Base.metadata.sorted_tables:
             # The copy of Stripe holds what Stripe answered, even to a request that then failed.
-            if table.name.startswith("sandbox_") or table.name in ("idempotency_keys", "processed_events",
+            if table.name.startswith("sandbox_") or table.name in ("idempotency_keys", "stripe_events",
                                                                    "stripe_copies"):
                 continue
             columns = [c for c in table.columns if c.name not in ("updated_at",)]

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from billing import replica
 from billing.access import Access, workspace_archived
 from billing.catalog import PRODUCTS, product_of_price
+from billing.db import Database
 from billing.errors import ApiError, not_found
 from billing.models import BillingAccountIndex, CapacityHold, Organization, Workspace, utcnow
 from billing.state import current
@@ -409,3 +410,10 @@ def refuse_if_assigned(workspace_id: str, account_id: str) -> None:
     if assigned is not None:
         raise ApiError(409, "billing_account_in_use",
                        "Organizations are assigned to this billing account; reassign or delete them first.")
+
+
+def delete_expired_holds(db: Database) -> int:
+    """Remove holds that no longer count (the clean-up job: reads skip them anyway)."""
+    with db.write() as session:
+        result = session.execute(delete(CapacityHold).where(CapacityHold.expires_at < utcnow()))
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -1,1 +1,1 @@
-"""Stripe webhooks: verified, processed once, effects re-read from Stripe."""
+"""Stripe webhooks: verified, stored once in the inbox, applied on workers (effects re-read from Stripe)."""

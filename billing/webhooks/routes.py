@@ -20,11 +20,11 @@ class StripeWebhook(MethodView):
                                        "schema": {"type": "string", "minLength": 1}}])
     @blp.response(200)
     def post(self) -> dict[str, Any]:
-        """Receive a Stripe event (signature-checked, each event id handled once)"""
+        """Receive a Stripe event: signature-checked, stored once per event id, applied shortly after by a worker"""
         event = service.verify_event(
             request.get_data(cache=False),
             request.headers.get("Stripe-Signature"),
             current().config.stripe_webhook_secrets,
         )
-        handled = service.process_event(event)
-        return {"received": True, "duplicate": not handled}
+        stored = service.receive(event)
+        return {"received": True, "duplicate": not stored}

@@ -1,11 +1,14 @@
-"""Verify and process Stripe events.
+"""Verify Stripe's events, store them, and apply them on workers.
 
-Each event id is handled once: a lease serialises simultaneous deliveries of
-one event, and `processed_events` remembers it only after its effect is stored,
-so a failed handler is retried by Stripe. Handlers never trust the payload's
-snapshot: an event about one of our customers' objects re-reads that object
-from Stripe (one request; the gateway stores it in the copy), so events may
-arrive in any order. An event older than the stored view costs nothing.
+Delivery only stores (`receive`): the event goes into the inbox
+(`billing.webhooks.inbox`, deduplicated by id) and a queue task is asked to
+apply it, so Stripe's request is answered at once and costs no Stripe call.
+The task (`apply_object`) takes every waiting event about one object and
+applies them together. Handlers never trust the payload's snapshot: they
+re-read the object from Stripe (one request; the gateway stores it in the
+copy), so events may arrive in any order; events older than the stored view
+cost nothing. A task is put off until a few seconds after its event was
+created, so the events one change makes (a renewal makes several) share one read.
 """
 
 from __future__ import annotations
@@ -16,15 +19,14 @@ from typing import Any
 
 import stripe
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from billing import replica
 from billing.billing_accounts.service import forget_account
 from billing.errors import ApiError
-from billing.leases import lease
-from billing.models import BillingAccountIndex, ProcessedEvent
+from billing.models import BillingAccountIndex
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
+from billing.webhooks import inbox
 
 log = logging.getLogger("billing.webhooks")
 
@@ -56,22 +58,70 @@ def verify_event(payload: bytes, signature: str | None, secrets: tuple[str, ...]
     return event
 
 
-def process_event(event: dict[str, Any]) -> bool:
-    """Handle the event unless it already was; True when this call handled it."""
+def receive(event: dict[str, Any]) -> bool:
+    """Store a verified event and ask for it to be applied; False for a
+    duplicate. Costs no Stripe call and waits on nothing but the insert."""
     state = current()
-    event_id = str(event["id"])
-    # A duplicate waits for the first delivery, within Stripe's webhook timeout.
-    with lease(state.db, f"event:{event_id}", ttl=120, wait=8):
-        with state.db.read() as session:
-            if session.get(ProcessedEvent, event_id) is not None:
-                return False
-        apply_event(str(event["type"]), _object_of(event), int(event.get("created") or 0))
+    key = object_key(event)
+    if not inbox.store(state.db, event, key):
+        return False
+    if key is not None:
         try:
-            with state.db.write() as session:
-                session.add(ProcessedEvent(id=event_id, type=str(event["type"])))
-        except IntegrityError:
-            return False
+            state.queue.apply_later(key, delay=coalescing_delay(int(event.get("created") or 0)))
+        except Exception as error:  # stored durably: the sweep queues it again
+            log.warning("event %s stored, not queued (%s)", event["id"], type(error).__name__)
     return True
+
+
+def object_key(event: dict[str, Any]) -> str | None:
+    """`<object type>:<id>` of what the event is about, or None if the copy holds nothing of it."""
+    object_type, object_id, _customer = _subject(str(event["type"]), _object_of(event))
+    return f"{object_type}:{object_id}" if object_id else None
+
+
+# Our clock and Stripe's may differ by this much: a stored view counts as newer
+# than an event only when it was fetched this long after the event was created.
+CLOCK_SKEW_SECONDS = 5
+
+
+def coalescing_delay(created: int) -> float:
+    """Seconds to wait before applying an event created at `created` (Stripe's
+    clock): until a read then counts as newer than it, and than every other
+    event of the same change, so that all of them cost that one read."""
+    wait = created + CLOCK_SKEW_SECONDS + 1 - current().gateway.clock()
+    return min(max(wait, 0.0), CLOCK_SKEW_SECONDS + 1.0)
+
+
+class ObjectGone(Exception):
+    """Stripe no longer has the object an event is about: retrying can't help."""
+
+
+def apply_object(key: str) -> float | None:
+    """Apply every event about one object that may run now. Returns the delay
+    before they are retried after a failure (None: applied, parked, or none)."""
+    db = current().db
+    events = inbox.claim(db, key)
+    if not events:
+        return None
+    ids = [event.id for event in events]
+    try:
+        apply_events(key, events)
+    except Exception as error:  # recorded on the events; the task itself never fails
+        permanent = isinstance(error, (ObjectGone, stripe.InvalidRequestError))
+        delay = inbox.fail(db, ids, f"{type(error).__name__}: {_describe(error)}", permanent=permanent)
+        log.warning("events %s about %s: %s (%s)", ",".join(ids), key, type(error).__name__,
+                    "parked" if delay is None else f"retry in {delay:.0f}s")
+        return delay
+    inbox.finish(db, ids)
+    return None
+
+
+def _describe(error: Exception) -> str:
+    # Stripe's own message for Stripe errors (no secret in them); for anything
+    # else only the type, as the request log does: a message may carry data.
+    if isinstance(error, stripe.StripeError):
+        return f"{error.code or ''} {error.user_message or ''}".strip() or str(error.http_status)
+    return str(error) if isinstance(error, ObjectGone) else ""
 
 
 def _object_of(event: dict[str, Any]) -> dict[str, Any]:
@@ -87,11 +137,6 @@ def _indexed(customer_id: str | None) -> bool:
         return session.scalar(
             select(BillingAccountIndex.id).where(BillingAccountIndex.customer_id == customer_id)
         ) is not None
-
-
-# Our clock and Stripe's may differ by this much: a stored view counts as newer
-# than an event only when it was fetched this long after the event was created.
-CLOCK_SKEW_SECONDS = 5
 
 
 def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str | None]:
@@ -124,22 +169,35 @@ def _refetch(object_type: str, object_id: str) -> stripe.StripeObject | None:
     return gateway.retrieve_product(object_id)
 
 
-def apply_event(event_type: str, obj: dict[str, Any], created: int) -> None:
-    """Bring the copy up to date with what the event is about, then apply the
-    rules that follow from it (a deleted customer's index row, a first default)."""
-    object_type, object_id, customer_id = _subject(event_type, obj)
-    if object_id is None:
-        return
+# A PaymentIntent matters to the API only while its invoice waits on the
+# customer (pending_payment's reason): one that needs them is copied, and one
+# the copy holds is kept current; a renewal paid at once costs no read for it.
+NEEDS_CUSTOMER = frozenset({"payment_intent.requires_action", "payment_intent.payment_failed"})
+
+
+def apply_events(key: str, events: list[inbox.Claimed]) -> None:
+    """Bring the copy up to date with the object the events are about (one
+    read at most), then apply the rules that follow from them (a deleted
+    customer's index row, a first default payment method)."""
+    object_type, object_id = key.split(":", 1)
+    subjects = [_subject(event.type, _object_of(event.payload)) for event in events]
+    customer_id = next((customer for _, _, customer in subjects if customer), None)
     if object_type == "invoice" and customer_id is None:
         stored = replica.invoice(object_id)
         customer_id = replica.customer_of(stored) if stored else None
     if object_type != "product" and not _indexed(customer_id):
         return  # not one of ours
+    types = {event.type for event in events}
     stamp = replica.fetched_at(object_id)
-    if stamp is None or stamp <= (created + CLOCK_SKEW_SECONDS) * 1_000_000:
-        _refetch(object_type, object_id)
+    if object_type == "payment_intent" and stamp is None and not types & NEEDS_CUSTOMER:
+        return
+    newest = max(event.created for event in events)
+    if stamp is None or stamp <= (newest + CLOCK_SKEW_SECONDS) * 1_000_000:
+        if _refetch(object_type, object_id) is None and object_type != "customer":
+            if not any(t.endswith(".deleted") for t in types):
+                raise ObjectGone(f"{object_type} {object_id} no longer exists in Stripe")
     if object_type == "customer" and replica.customer(object_id) is None:  # deleted in Stripe
         forget_account(object_id)
-    if event_type in ("payment_method.attached", "setup_intent.succeeded") and customer_id:
+    if types & {"payment_method.attached", "setup_intent.succeeded"} and customer_id:
         ensure_default_payment_method(customer_id)
         enforce_limit(customer_id)

@@ -1,0 +1,143 @@
+"""Background work, on Huey: applying Stripe's events, the sweep, reconcile.
+
+Huey keeps its queue in the service's own database engine, so there is no new
+service to run: PostgreSQL in production (`PostgresHuey`, woken by LISTEN/
+NOTIFY), a SQLite file beside the service's in development (`SqliteHuey`).
+Workers are `flask --app app worker` processes (the Procfile's `worker:`),
+as many as wanted, on any machines that reach the database.
+
+A task is only a nudge: what must happen is in the inbox of events
+(`billing.webhooks.inbox`), so a task lost with a killed worker, or a queue
+that was wiped, loses nothing: the sweep, every minute, queues again whatever
+has waited unclaimed for a minute. Periodic tasks run wherever a worker runs;
+each is safe to run twice at once (reconcile holds a lease).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from huey import Huey, PostgresHuey, SqliteHuey, crontab
+from huey.api import TaskWrapper
+from sqlalchemy import make_url
+
+from billing.config import Config
+from billing.errors import ApiError
+
+log = logging.getLogger("billing.jobs")
+
+RECONCILE_LEASE = "reconcile"
+
+
+def queue_storage(config: Config) -> Huey:
+    """The Huey instance on the service's database."""
+    url = make_url(config.database_url)
+    if url.get_backend_name() == "sqlite":
+        database = Path(url.database or "billing.sqlite3")
+        filename = database.with_name(database.stem + "-queue.sqlite3")
+        return SqliteHuey("billing", filename=str(filename), results=False, utc=True)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PostgresHuey("billing", dsn=dsn, results=False, utc=True, read_timeout=1)
+
+
+class JobQueue:
+    """The service's tasks on one Huey instance, each run in the app's context."""
+
+    def __init__(self, app: Flask, huey: Huey, *, reconcile_every_minutes: int = 60) -> None:
+        self.app = app
+        self.huey = huey
+        self._apply: TaskWrapper = huey.task(name="apply_stripe_events")(self._apply_task)
+        huey.periodic_task(crontab(minute="*"), name="sweep")(self._sweep_task)
+        if reconcile_every_minutes > 0:
+            huey.periodic_task(crontab(minute=f"*/{reconcile_every_minutes}"), name="reconcile")(
+                self._reconcile_task)
+
+    # -- asking -------------------------------------------------------------
+
+    def apply_later(self, object_key: str, delay: float = 0.0) -> None:
+        """Have a worker apply the events waiting about this object (after `delay` seconds)."""
+        if delay > 0:
+            self._apply.schedule(args=(object_key,), delay=delay)
+        else:
+            self._apply(object_key)
+
+    # -- the tasks ------------------------------------------------------------
+
+    def _apply_task(self, object_key: str) -> None:
+        from billing.webhooks.service import apply_object
+
+        with self.app.app_context():
+            retry_in = apply_object(object_key)
+        if retry_in is not None:
+            self.apply_later(object_key, retry_in)
+
+    def _sweep_task(self) -> None:
+        with self.app.app_context():
+            for key in sweep():
+                self.apply_later(key)
+
+    def _reconcile_task(self) -> None:
+        from billing.leases import lease
+        from billing.reconcile import reconcile
+        from billing.state import current
+
+        with self.app.app_context():
+            try:
+                with lease(current().db, RECONCILE_LEASE, ttl=3600, wait=0):
+                    report = reconcile()
+            except ApiError:  # another worker is reconciling
+                return
+        log.info("reconcile", extra={"event": "reconcile", **report.__dict__})
+
+    # -- running --------------------------------------------------------------
+
+    def run_queued(self) -> int:
+        """Run the tasks queued now, here (not the scheduled ones); returns how many."""
+        ran = 0
+        while (task := self.huey.dequeue()) is not None:
+            self.huey.execute(task)
+            ran += 1
+        return ran
+
+    def consumer(self, workers: int) -> Any:
+        # TERM is Heroku's (and systemd's) stop signal: finish the tasks in hand first.
+        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+                                         max_delay=1.0, check_worker_health=True, graceful_signal="TERM")
+
+
+def sweep() -> list[str]:
+    """Clean up what has outlived its guarantee, and return the objects whose
+    events wait unclaimed (their task was lost): the caller queues them."""
+    from billing import idempotency, leases
+    from billing.organizations import capacity
+    from billing.state import current
+    from billing.webhooks import inbox
+
+    db = current().db
+    removed = {
+        "events": inbox.delete_applied(db),
+        "idempotency_keys": idempotency.delete_expired(db),
+        "leases": leases.delete_expired(db),
+        "capacity_holds": capacity.delete_expired_holds(db),
+    }
+    if any(removed.values()):
+        log.info("clean-up", extra={"event": "cleanup", **removed})
+    return inbox.due_keys(db, idle_for=inbox.STRANDED_AFTER)
+
+
+def apply_due() -> int:
+    """Apply, here and now, every event that may run (tests, `worker --burst`,
+    reconcile); returns how many objects were worked."""
+    from billing.state import current
+    from billing.webhooks import inbox
+    from billing.webhooks.service import apply_object
+
+    worked = 0
+    while keys := inbox.due_keys(current().db):
+        for key in keys:
+            apply_object(key)
+        worked += len(keys)
+    return worked
