@@ -29,11 +29,20 @@ class HealthSchema(Schema):
     status = fields.String(validate=validate.OneOf(["ok"]))
 
 
+class EventsBacklogSchema(Schema):
+    pending = fields.Integer(required=True, metadata={"description": "Stripe events received and not yet applied to the copy."})
+    oldest_pending_seconds = fields.Float(required=True, metadata={"description": "Age of the oldest of them (0 when none): "
+                                                                   "how stale the copy may be."})
+    parked = fields.Integer(required=True, metadata={"description": "Events that kept failing, set aside until an operator "
+                                                     "replays them (`flask events replay`)."})
+
+
 class ReadinessSchema(Schema):
     status = fields.String(validate=validate.OneOf(["ready", "unavailable"]))
     stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "live"]))
     database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
+    events = fields.Nested(EventsBacklogSchema, metadata={"description": "Present when the database answers."})
     catalog = fields.String(metadata={"description": "Present when Stripe answers: `ok`, or which prices are "
                                                      "missing (run sync-catalog)."})
 
@@ -60,6 +69,7 @@ class Ready(MethodView):
             with state.db.read() as session:
                 session.execute(text("SELECT 1"))
             checks["database"] = "ok"
+            checks["events"] = state.queue.backlog(max_age=0).__dict__
         except Exception as error:  # any failure means "not ready", never a 500
             log.warning("readiness: database unavailable (%s)", type(error).__name__)
             checks["database"] = "unavailable"

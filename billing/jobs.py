@@ -16,6 +16,7 @@ each is safe to run twice at once (reconcile holds a lease).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from sqlalchemy import make_url
 
 from billing.config import Config
 from billing.errors import ApiError
+from billing.webhooks.inbox import Backlog
 
 log = logging.getLogger("billing.jobs")
 
 RECONCILE_LEASE = "reconcile"
+BACKLOG_TTL_SECONDS = 5.0
 
 
 def queue_storage(config: Config) -> Huey:
@@ -49,6 +52,7 @@ class JobQueue:
     def __init__(self, app: Flask, huey: Huey, *, reconcile_every_minutes: int = 60) -> None:
         self.app = app
         self.huey = huey
+        self._backlog: tuple[float, Backlog] | None = None
         self._apply: TaskWrapper = huey.task(name="apply_stripe_events")(self._apply_task)
         huey.periodic_task(crontab(minute="*"), name="sweep")(self._sweep_task)
         if reconcile_every_minutes > 0:
@@ -63,6 +67,17 @@ class JobQueue:
             self._apply.schedule(args=(object_key,), delay=delay)
         else:
             self._apply(object_key)
+
+    def backlog(self, max_age: float = BACKLOG_TTL_SECONDS) -> Backlog:
+        """How far the copy lags behind Stripe, read at most every `max_age`
+        seconds per process (every request's log line carries it)."""
+        from billing.state import current
+        from billing.webhooks import inbox
+
+        now = time.monotonic()
+        if self._backlog is None or now - self._backlog[0] > max_age:
+            self._backlog = (now, inbox.backlog(current().db))
+        return self._backlog[1]
 
     # -- the tasks ------------------------------------------------------------
 
@@ -97,7 +112,8 @@ class JobQueue:
     def run_queued(self) -> int:
         """Run the tasks queued now, here (not the scheduled ones); returns how many."""
         ran = 0
-        while (task := self.huey.dequeue()) is not None:
+        # Counted first: on PostgreSQL an empty queue's dequeue waits (LISTEN) for a second.
+        while self.huey.pending_count() and (task := self.huey.dequeue()) is not None:
             self.huey.execute(task)
             ran += 1
         return ran

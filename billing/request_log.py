@@ -2,7 +2,8 @@
 
 Fields: method, route (the URL rule, not the path with ids), status, duration,
 the share of it spent in Stripe, request id, workspace, user and the Stripe
-request ids. Never bodies, headers or tokens.
+request ids; and how far the copy of Stripe lags (events waiting, the oldest one's
+age, events parked). Never bodies, headers or tokens.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import logging
 import re
 import secrets
 import time
+from typing import Any
 
 from flask import Response, g, request
 
 from billing import instrumentation
+from billing.state import current
 
 log = logging.getLogger("billing.request")
 
@@ -27,6 +30,16 @@ def start() -> None:
     g.request_id = incoming if _CLIENT_ID.match(incoming) else "req_" + secrets.token_hex(12)
     g.started = time.perf_counter()
     g.stripe_calls, g.stripe_calls_token = instrumentation.start()
+
+
+def _copy_lag() -> dict[str, Any]:
+    """How stale the copy of Stripe may be (from a snapshot at most 5 s old)."""
+    try:
+        backlog = current().queue.backlog()
+    except Exception:  # the database is down: the line still gets written
+        return {}
+    return {"events_pending": backlog.pending, "oldest_pending_event_s": backlog.oldest_pending_seconds,
+            "events_parked": backlog.parked}
 
 
 def finish(response: Response) -> Response:
@@ -57,5 +70,6 @@ def finish(response: Response) -> Response:
             "request_id": g.request_id,
             "workspace_id": (request.view_args or {}).get("workspaceId"),
             "user_id": getattr(g, "user_id", None),
+            **_copy_lag(),
         })
     return response

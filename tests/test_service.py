@@ -76,7 +76,8 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
 def test_health_and_readiness(client: Any) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     body = client.get("/readyz").json
-    assert body == {"status": "ready", "database": "ok", "stripe": "ok", "catalog": "ok", "stripe_mode": "sandbox"}
+    assert body == {"status": "ready", "database": "ok", "stripe": "ok", "catalog": "ok", "stripe_mode": "sandbox",
+                    "events": {"pending": 0, "oldest_pending_seconds": 0.0, "parked": 0}}
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:

@@ -1,0 +1,313 @@
+"""Renewal storms: events acknowledged at once into the inbox, applied on
+workers (coalesced per object), retried with backoff, parked, swept, cleaned up."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import stripe
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+
+from billing import jobs
+from billing.instrumentation import InstrumentedHTTPClient
+from billing.models import IdempotencyRecord, Lease, StripeEvent, utcnow
+from billing.webhooks import inbox
+from billing.webhooks import service as webhook_service
+from tests.conftest import assert_error
+from tests.test_webhooks import deliver, event
+
+
+@pytest.fixture
+def stripe_requests(monkeypatch: Any) -> list[str]:
+    """Every Stripe request the service makes from here on: "GET /v1/..."."""
+    seen: list[str] = []
+    original = InstrumentedHTTPClient.request_with_retries
+
+    def counted(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(f"{method.upper()} {url.split('api.stripe.com', 1)[-1].split('?', 1)[0]}")
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", counted)
+    return seen
+
+
+@pytest.fixture
+def paying(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    sub = subscribe(account["id"], {"users": 2})
+    return {"alice": alice, "ws": ws, "customer": account["id"], "sub": sub.id,
+            "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+
+
+def rows(state: Any) -> dict[str, StripeEvent]:
+    with state.db.read() as session:
+        return {row.id: row for row in session.scalars(select(StripeEvent))}
+
+
+def subscription_event(state: Any, paying: dict[str, Any], event_id: str, created: int | None = None) -> bytes:
+    obj = {"id": paying["sub"], "object": "subscription", "customer": paying["customer"]}
+    return json.dumps({"id": event_id, "object": "event", "type": "customer.subscription.updated",
+                       "created": int(state.gateway.clock()) if created is None else created,
+                       "data": {"object": obj}, "livemode": False}).encode()
+
+
+def later(monkeypatch: Any, seconds: float) -> None:
+    """The service's clock moved on (retries, claims and the sweep run on it)."""
+    moved = utcnow() + timedelta(seconds=seconds)
+    monkeypatch.setattr(inbox, "utcnow", lambda: moved)
+
+
+# -- acknowledging ---------------------------------------------------------------
+
+
+def test_the_ack_stores_and_calls_no_stripe(paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None,
+                                            stripe_requests: list[str], apply_now: Any) -> None:
+    response = deliver(client, subscription_event(state, paying, "evt_ack"))
+    assert response.status_code == 200 and response.json == {"received": True, "duplicate": False}
+    assert stripe_requests == []
+    stored = rows(state)["evt_ack"]
+    assert (stored.state, stored.object_key, stored.attempts) == ("pending", f"subscription:{paying['sub']}", 0)
+    apply_now()
+    assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
+    assert rows(state)["evt_ack"].state == "applied"
+
+
+def test_concurrent_duplicates_are_stored_once_and_applied_once(paying: dict[str, Any], state: Any, app: Any,
+                                                                webhooks_lost: None, stripe_requests: list[str],
+                                                                apply_now: Any) -> None:
+    payload = subscription_event(state, paying, "evt_dup")
+
+    def post(_: int) -> Any:
+        with app.test_client() as c:
+            return deliver(c, payload)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(post, range(6)))
+    assert [r.status_code for r in results] == [200] * 6
+    assert sorted(r.json["duplicate"] for r in results) == [False] + [True] * 5
+    assert rows(state)["evt_dup"].state == "pending"
+    apply_now()
+    assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
+
+
+def test_an_event_about_nothing_copied_is_stored_as_applied(client: Any, state: Any) -> None:
+    payload = event("charge.succeeded", {"id": "ch_1", "object": "charge"}, "evt_charge")
+    assert deliver(client, payload).json == {"received": True, "duplicate": False}
+    assert rows(state)["evt_charge"].state == "applied"
+    assert deliver(client, payload).json == {"received": True, "duplicate": True}
+
+
+def test_database_down_is_503_and_stripe_retries(client: Any, state: Any, monkeypatch: Any) -> None:
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(inbox, "store", down)
+    response = deliver(client, event("customer.updated", {"id": "cus_x", "object": "customer"}))
+    assert_error(response, 503, "database_unavailable")
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_a_failed_enqueue_still_acknowledges_and_the_sweep_queues_it(paying: dict[str, Any], state: Any,
+                                                                      client: Any, webhooks_lost: None,
+                                                                      monkeypatch: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("queue unreachable")
+
+    monkeypatch.setattr(state.queue, "apply_later", broken)
+    assert deliver(client, subscription_event(state, paying, "evt_lost_task")).status_code == 200
+    monkeypatch.undo()
+    key = f"subscription:{paying['sub']}"
+    with client.application.app_context():
+        assert jobs.sweep() == []  # not stranded yet: its task may still be on its way
+        later(monkeypatch, 61)
+        assert jobs.sweep() == [key]
+
+
+# -- coalescing ------------------------------------------------------------------
+
+
+def test_events_about_one_object_that_wait_together_cost_one_read(paying: dict[str, Any], state: Any,
+                                                                  client: Any, webhooks_lost: None,
+                                                                  stripe_requests: list[str], apply_now: Any,
+                                                                  monkeypatch: Any) -> None:
+    for n in range(5):
+        assert deliver(client, subscription_event(state, paying, f"evt_c{n}")).status_code == 200
+    assert apply_now() >= 1
+    assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
+    assert {row.state for row in rows(state).values()} == {"applied"}
+
+
+def test_the_apply_task_is_put_off_until_one_read_covers_the_change(paying: dict[str, Any], state: Any) -> None:
+    now = state.gateway.clock()
+    with state_app(state):
+        assert webhook_service.coalescing_delay(int(now)) == pytest.approx(6, abs=1.1)
+        assert webhook_service.coalescing_delay(int(now) - 60) == 0
+
+
+def state_app(state: Any) -> Any:
+    return state.queue.app.app_context()
+
+
+def test_a_renewal_costs_at_most_two_stripe_reads(as_user: Any, state: Any, monkeypatch: Any,
+                                                  stripe_requests: list[str]) -> None:
+    """Subscription renewed and paid by card at the period's end: the copy is
+    brought up to date with a read of the subscription and one of its invoice."""
+    alice = as_user("alice")
+    data = alice.account_without_trial()
+    acc = data["acc"]
+    assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    created = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 3}})
+    assert created.status_code == 201, created.json
+    sub = created.json["id"]
+    before = alice.get(f"{acc}/subscriptions/{sub}").json
+    stripe_requests.clear()
+    state.sandbox_clock.advance_and_process(days=32)  # deliveries and their application follow (conftest)
+    reads = [r for r in stripe_requests if r.startswith("GET ")]
+    renewed = alice.get(f"{acc}/subscriptions/{sub}").json
+    assert renewed["current_period_start"] != before["current_period_start"]
+    assert 1 <= len(reads) <= 2, reads
+    assert {r.split("/")[2] for r in reads} <= {"subscriptions", "invoices"}
+
+
+# -- failures: retries with backoff, parking, replay ---------------------------
+
+
+def test_a_failing_object_is_retried_with_backoff_then_parked(paying: dict[str, Any], state: Any, client: Any,
+                                                              webhooks_lost: None, monkeypatch: Any,
+                                                              apply_now: Any) -> None:
+    def unreachable(object_type: str, object_id: str) -> Any:
+        raise stripe.APIConnectionError("Stripe could not be reached")
+
+    monkeypatch.setattr(webhook_service, "_refetch", unreachable)
+    assert deliver(client, subscription_event(state, paying, "evt_retry")).status_code == 200
+    apply_now()
+    row = rows(state)["evt_retry"]
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert (row.next_attempt_at - utcnow()).total_seconds() == pytest.approx(5, abs=2)
+    assert "APIConnectionError" in (row.last_error or "")
+    apply_now()  # not due yet: nothing happens
+    assert rows(state)["evt_retry"].attempts == 1
+    waited = 0.0
+    for attempt in range(2, inbox.MAX_ATTEMPTS + 1):
+        waited += inbox.backoff(attempt - 1) + 1
+        later(monkeypatch, waited)
+        apply_now()
+        assert rows(state)["evt_retry"].attempts == attempt
+    assert rows(state)["evt_retry"].state == "parked"
+    assert inbox.backoff(1) == 5 and inbox.backoff(3) == 20 and inbox.backoff(20) == 3600
+
+
+def test_an_object_gone_from_stripe_is_parked_at_once_and_blocks_nothing(paying: dict[str, Any], state: Any,
+                                                                         client: Any, webhooks_lost: None,
+                                                                         apply_now: Any) -> None:
+    gone = {"id": "pm_gone", "object": "payment_method", "customer": paying["customer"]}
+    assert deliver(client, event("payment_method.updated", gone, "evt_gone")).status_code == 200
+    assert deliver(client, subscription_event(state, paying, "evt_other")).status_code == 200
+    apply_now()
+    stored = rows(state)
+    assert (stored["evt_gone"].state, stored["evt_gone"].attempts) == ("parked", 1)
+    assert "no longer exists" in (stored["evt_gone"].last_error or "")
+    assert stored["evt_other"].state == "applied"
+    with state_app(state):
+        assert state.queue.backlog(max_age=0).parked == 1
+
+
+def test_parked_events_are_listed_and_replayed_from_the_cli(paying: dict[str, Any], state: Any, client: Any,
+                                                             app: Any, webhooks_lost: None, apply_now: Any) -> None:
+    gone = {"id": "pm_gone", "object": "payment_method", "customer": paying["customer"]}
+    deliver(client, event("payment_method.updated", gone, "evt_gone"))
+    apply_now()
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["events", "parked"])
+    assert listed.exit_code == 0
+    [line] = listed.output.strip().splitlines()
+    assert json.loads(line)["id"] == "evt_gone" and json.loads(line)["object"] == "payment_method:pm_gone"
+    status = json.loads(runner.invoke(args=["events", "status"]).output)
+    assert status["parked"] == 1 and status["pending"] == 0
+    assert runner.invoke(args=["events", "replay"]).exit_code != 0  # ids or --all
+    replayed = runner.invoke(args=["events", "replay", "evt_gone"])
+    assert json.loads(replayed.output) == {"queued_objects": 1}
+    row = rows(state)["evt_gone"]
+    assert (row.state, row.attempts) == ("pending", 0)
+    burst = runner.invoke(args=["worker", "--burst"])
+    assert burst.exit_code == 0, burst.output
+    assert rows(state)["evt_gone"].state == "parked"  # still gone: parked again
+
+
+def test_a_killed_workers_claim_lapses_and_the_sweep_recovers_it(paying: dict[str, Any], state: Any, client: Any,
+                                                                 webhooks_lost: None, monkeypatch: Any,
+                                                                 apply_now: Any) -> None:
+    key = f"subscription:{paying['sub']}"
+    deliver(client, subscription_event(state, paying, "evt_killed"))
+    assert [c.id for c in inbox.claim(state.db, key)] == ["evt_killed"]  # ... and the worker dies here
+    assert inbox.claim(state.db, key) == []  # nobody else takes it while the claim holds
+    with state_app(state):
+        assert jobs.sweep() == []
+    later(monkeypatch, inbox.CLAIM_SECONDS + 1)
+    with state_app(state):
+        assert jobs.sweep() == [key]
+    apply_now()
+    assert rows(state)["evt_killed"].state == "applied"
+
+
+# -- the queue itself ------------------------------------------------------------
+
+
+def test_a_huey_consumer_applies_delivered_events(paying: dict[str, Any], state: Any, client: Any,
+                                                  webhooks_lost: None) -> None:
+    """Through the real queue: the route queues a task, a consumer thread runs it."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    consumer = state.queue.consumer(workers=2)
+    consumer.start()
+    try:
+        # Created a minute ago: no reason to wait, so the task is queued at once.
+        payload = subscription_event(state, paying, "evt_consumer", created=int(state.gateway.clock()) - 60)
+        assert deliver(client, payload).status_code == 200
+        deadline = time.monotonic() + 20
+        while rows(state)["evt_consumer"].state != "applied" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rows(state)["evt_consumer"].state == "applied"
+    finally:
+        consumer.stop(graceful=True)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def test_the_sweep_cleans_up_what_outlived_its_guarantee(state: Any, client: Any, monkeypatch: Any) -> None:
+    for n, type_ in enumerate(("charge.succeeded", "charge.refunded")):
+        deliver(client, event(type_, {"id": f"ch_{n}", "object": "charge"}, f"evt_old{n}"))
+    deliver(client, event("charge.succeeded", {"id": "ch_new", "object": "charge"}, "evt_new"))
+    now = utcnow()
+    with state.db.write() as session:
+        session.execute(update(StripeEvent).where(StripeEvent.id.like("evt_old%"))
+                        .values(received_at=now - timedelta(days=3, minutes=1)))
+        session.add(IdempotencyRecord(scope="user:a", key="old", fingerprint="f", state="done",
+                                      created_at=now - timedelta(hours=25), locked_until=now))
+        session.add(IdempotencyRecord(scope="user:a", key="new", fingerprint="f", state="done",
+                                      created_at=now - timedelta(hours=23), locked_until=now))
+        session.add(Lease(name="dead", token="t", expires_at=now - timedelta(seconds=1)))
+        session.add(Lease(name="live", token="t", expires_at=now + timedelta(seconds=60)))
+    with state_app(state):
+        jobs.sweep()
+    assert sorted(rows(state)) == ["evt_new"]
+    with state.db.read() as session:
+        assert list(session.scalars(select(IdempotencyRecord.key))) == ["new"]
+        assert list(session.scalars(select(Lease.name))) == ["live"]
+
+
+def test_readiness_says_how_stale_the_copy_may_be(paying: dict[str, Any], state: Any, client: Any,
+                                                  webhooks_lost: None, monkeypatch: Any) -> None:
+    deliver(client, subscription_event(state, paying, "evt_waiting"))
+    later(monkeypatch, 42)
+    events = client.get("/readyz").json["events"]
+    assert events["pending"] == 1 and events["parked"] == 0
+    assert events["oldest_pending_seconds"] == pytest.approx(42, abs=5)
