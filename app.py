@@ -38,6 +38,7 @@ from schemas.common import ErrorSchema
 log = logging.getLogger("billing")
 
 MAX_BODY_BYTES = 1024 * 1024
+SANDBOX_EXTRA_CONNECTIONS = 20
 
 
 class BillingApi(Api):
@@ -105,7 +106,9 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
             "security": [{"bearerAuth": []}],
         },
     )
-    db = Database(config.database_url)
+    # The sandbox's emulator shares the pool (Stripe's side of each call), so it may open more.
+    db = Database(config.database_url, pool_size=config.database_pool_size,
+                  max_overflow=SANDBOX_EXTRA_CONNECTIONS if config.sandbox else 0)
     stripe_parts = build_stripe(config, db, stripe_http_client, webhook_transport)
     gateway = stripe_parts["gateway"]
     queue = JobQueue(app, queue_storage(config), reconcile_every_minutes=config.reconcile_every_minutes)

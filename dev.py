@@ -44,14 +44,31 @@ def sandbox_by_default() -> None:
 
 
 def serve(port: str) -> int:
-    """Migrate, start gunicorn, and once it answers print the token and the curl
-    line last (the request log stays quiet unless LOG_LEVEL says otherwise)."""
+    """Migrate, start gunicorn and a queue worker beside it (the Procfile's web
+    and worker), and once the web answers print the token and the curl line
+    last (the request log stays quiet unless LOG_LEVEL says otherwise)."""
     sandbox_by_default()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     flask("migrate")
     # The rest of gunicorn's settings (the Procfile's too) come from gunicorn.conf.py.
     server = subprocess.Popen([str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}",
                                "--log-level", "warning"], cwd=ROOT)
+    # Applies Stripe's events (the webhook route only stores them), sweeps, reconciles.
+    worker = subprocess.Popen([str(PYTHON), "-m", "flask", "--app", "app", "worker"], cwd=ROOT)
+    try:
+        return _serve_until_stopped(server, port)
+    finally:
+        for process in (worker, server):
+            if process.poll() is None:
+                process.terminate()
+        for process in (worker, server):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _serve_until_stopped(server: subprocess.Popen[bytes], port: str) -> int:
     try:
         for _ in range(300):
             if server.poll() is not None:
@@ -64,8 +81,7 @@ def serve(port: str) -> int:
         flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
         return server.wait()
     except KeyboardInterrupt:
-        server.terminate()
-        return server.wait()
+        return 0
 
 
 def main() -> int:

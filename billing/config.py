@@ -62,6 +62,9 @@ class Config:
     # The queue workers (`flask worker`): threads per process, and how often
     # reconcile runs as their periodic task (0: never; the CLI still works).
     worker_threads: int = 4
+    # PostgreSQL connections one process may open (a web worker's threads hold
+    # at most two each; a queue worker's one each, plus the periodic tasks').
+    database_pool_size: int = 8
     reconcile_every_minutes: int = 60
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -136,6 +139,7 @@ class Config:
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
             sandbox_rate_limits=rate_limits,
             worker_threads=_positive_int(env, "WORKER_THREADS", 4),
+            database_pool_size=_positive_int(env, "DATABASE_POOL_SIZE", 8),
             reconcile_every_minutes=_reconcile_minutes(env),
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",

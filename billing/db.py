@@ -66,13 +66,15 @@ _shared: ContextVar[_SharedReads | None] = ContextVar("shared_reads", default=No
 class Database:
     """One engine per process; `read()` and `write()` hand out short sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, max_overflow: int = 0) -> None:
+        """`pool_size + max_overflow` is the most connections this process opens
+        to PostgreSQL (README: Deploying to production sums them)."""
         self.url = normalize_database_url(url)
         kwargs: dict[str, Any] = {"future": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
         self.engine = create_engine(self.url, **kwargs)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
