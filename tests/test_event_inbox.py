@@ -311,3 +311,20 @@ def test_readiness_says_how_stale_the_copy_may_be(paying: dict[str, Any], state:
     events = client.get("/readyz").json["events"]
     assert events["pending"] == 1 and events["parked"] == 0
     assert events["oldest_pending_seconds"] == pytest.approx(42, abs=5)
+
+
+def test_a_database_blip_while_applying_is_retried_not_parked(paying: dict[str, Any], state: Any, client: Any,
+                                                              webhooks_lost: None, monkeypatch: Any,
+                                                              apply_now: Any) -> None:
+    def blip(object_type: str, object_id: str) -> Any:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(webhook_service, "_refetch", blip)
+    deliver(client, subscription_event(state, paying, "evt_blip"))
+    apply_now()
+    row = rows(state)["evt_blip"]
+    assert (row.state, row.attempts) == ("pending", 1)
+    monkeypatch.undo()
+    later(monkeypatch, inbox.backoff(1) + 1)
+    apply_now()
+    assert rows(state)["evt_blip"].state == "applied"

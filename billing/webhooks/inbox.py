@@ -28,7 +28,7 @@ from billing.db import Database
 from billing.models import StripeEvent, utcnow
 
 PENDING, APPLIED, PARKED = "pending", "applied", "parked"
-CLAIM_SECONDS = 300
+CLAIM_SECONDS = 120
 MAX_ATTEMPTS = 12
 FIRST_RETRY_SECONDS = 5
 MAX_RETRY_SECONDS = 3600
