@@ -44,6 +44,8 @@ class Config:
     sandbox_latency_ms: float = 0.0
     sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
+    # The share of Stripe's per-second limits background work leaves to users (billing.budget).
+    stripe_budget_user_reserve: float = 0.2
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -97,6 +99,13 @@ class Config:
         if rate_limits not in ("", "live", "test"):
             raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
 
+        try:
+            user_reserve = float(env.get("STRIPE_BUDGET_USER_RESERVE") or 0.2)
+        except ValueError:
+            user_reserve = -1.0
+        if not 0 <= user_reserve <= 0.9:
+            raise ConfigError("STRIPE_BUDGET_USER_RESERVE must be a fraction from 0 to 0.9 (default 0.2)")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -118,4 +127,5 @@ class Config:
             sandbox_rate_limits=rate_limits,
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
+            stripe_budget_user_reserve=user_reserve,
         )

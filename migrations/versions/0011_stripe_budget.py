@@ -1,0 +1,29 @@
+"""The Stripe request budget shared by every process (billing.budget).
+
+Revision ID: 0011
+Revises: 0009 (the lead re-chains it after 0010)
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "stripe_budget_windows",
+        sa.Column("bucket", sa.String(200), primary_key=True),
+        sa.Column("window_start_second", sa.BigInteger(), primary_key=True),
+        sa.Column("count", sa.Integer(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("stripe_budget_windows")
