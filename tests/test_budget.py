@@ -375,3 +375,31 @@ def test_the_key_is_never_stored(limited: Callable[[str], Flask], clock: Clock) 
     with state_of(app).db.read() as session:
         buckets = list(session.scalars(select(StripeBudgetWindow.bucket)))
     assert buckets and not any("sk_test" in bucket for bucket in buckets)
+
+
+def test_reconcile_and_the_catalog_sync_are_background_work(app: Flask, state: BillingState, reconcile_now: Any,
+                                                           monkeypatch: pytest.MonkeyPatch, as_user: Any) -> None:
+    """Their Stripe requests (reconcile --full's copying threads too) give way to users'."""
+    from billing import replica
+    from billing.catalog import sync_catalog
+
+    alice = as_user("alice")
+    alice.account(alice.workspace())
+    seen: dict[str, str | None] = {}
+
+    def noting(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            work = budget.current_background()
+            seen[name] = work.kind if work else None
+            return original(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(state.gateway, "iter_customers", noting("customers", state.gateway.iter_customers))
+    monkeypatch.setattr(state.gateway, "iter_products", noting("products", state.gateway.iter_products))
+    monkeypatch.setattr(replica, "copy_customer", noting("copy", replica.copy_customer))
+    reconcile_now(full=True)
+    assert seen == {"customers": "reconcile", "copy": "reconcile", "products": "reconcile"}
+    seen.clear()
+    sync_catalog(state.gateway)
+    assert seen == {"products": "catalog"}
+    assert budget.current_background() is None
