@@ -188,11 +188,20 @@ class StripeBudget:
         self.background_per_endpoint = (max(1, math.floor(self.per_endpoint * (1 - user_reserve)))
                                         if self.per_endpoint else None)
         self._db = db
-        # One short transaction of one statement: autocommit on PostgreSQL; on SQLite
-        # BEGIN IMMEDIATE (billing.db), so concurrent writers queue instead of failing.
-        self._engine = (db.engine.execution_options(write_lock=True) if db.is_sqlite
-                        else db.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # SQLite: BEGIN IMMEDIATE (billing.db), so concurrent writers queue instead of failing.
+        self._sqlite_engine = db.engine.execution_options(write_lock=True) if db.is_sqlite else None
         self._cleaned_at = 0.0
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """One short transaction. PostgreSQL: each statement commits alone (inside a
+        request on the connection its reads share: no pool checkout and ping)."""
+        if self._sqlite_engine is not None:
+            with self._sqlite_engine.begin() as connection:
+                yield connection
+            return
+        with self._db.autocommit() as connection:
+            yield connection
 
     # -- counting --------------------------------------------------------------
 
@@ -236,7 +245,7 @@ class StripeBudget:
             params[f"bucket{i}"] = bucket
             if caps is not None:
                 params[f"cap{i}"] = caps[i]
-        with self._engine.begin() as connection:
+        with self._connection() as connection:
             rows = connection.execute(_STATEMENTS[len(buckets), caps is not None], params)
             return {str(bucket): int(count) for bucket, count in rows}
 
@@ -245,7 +254,7 @@ class StripeBudget:
         if len(counted) == len(buckets):
             return True
         if counted:  # room in one bucket but not the other: give back what was taken
-            with self._engine.begin() as connection:
+            with self._connection() as connection:
                 self._give_back(connection, list(counted), window)
         return False
 
@@ -276,13 +285,13 @@ class StripeBudget:
         insert: Any = sqlite_insert if self._db.is_sqlite else postgresql_insert
         statement = insert(StripeBudgetWindow).values(
             bucket=self.cool_down_bucket, window_start_second=until, count=0).on_conflict_do_nothing()
-        with self._engine.begin() as connection:
+        with self._connection() as connection:
             connection.execute(statement)
 
     def cleanup(self) -> int:
         """Delete windows (and cool-downs) that ended more than a minute ago; how many went."""
         w = StripeBudgetWindow
-        with self._engine.begin() as connection:
+        with self._connection() as connection:
             result = connection.execute(delete(w).where(w.window_start_second < int(now()) - KEEP_SECONDS))
             return int(result.rowcount)
 

@@ -22,6 +22,9 @@ def upgrade() -> None:
         sa.Column("bucket", sa.String(200), primary_key=True),
         sa.Column("window_start_second", sa.BigInteger(), primary_key=True),
         sa.Column("count", sa.Integer(), nullable=False),
+        # PostgreSQL: no WAL for a second's counters (a commit without a WAL flush: ~1 ms less a
+        # Stripe request). A crash empties the table, which costs nothing but that second's counts.
+        prefixes=["UNLOGGED"] if op.get_bind().dialect.name == "postgresql" else [],
     )
 
 
