@@ -151,9 +151,10 @@ ON CONFLICT (bucket, window_start_second) DO UPDATE SET count = stripe_budget_wi
 {update_condition}
 RETURNING bucket, count
 """
-# Background requests: only below each bucket's background cap, and not while cooling down.
-_NOT_COOLING_DOWN = ("WHERE NOT EXISTS (SELECT 1 FROM stripe_budget_windows AS cool "
-                     "WHERE cool.bucket = :cool_down AND cool.window_start_second > :window)")
+# Background requests: only below each bucket's background cap, and not while cooling down
+# (checked for a first row of the second too, which is inserted rather than updated).
+_COOLING_DOWN = ("EXISTS (SELECT 1 FROM stripe_budget_windows AS cool "
+                 "WHERE cool.bucket = :cool_down AND cool.window_start_second > :window)")
 
 
 def _statement(buckets: int, *, capped: bool) -> Any:
@@ -162,10 +163,8 @@ def _statement(buckets: int, *, capped: bool) -> Any:
         # WHERE true: SQLite needs a WHERE before ON CONFLICT in an INSERT ... SELECT.
         return text(_COUNT.format(values=values, condition="WHERE true", update_condition=""))
     caps = " ".join(f"WHEN :bucket{i} THEN :cap{i}" for i in range(buckets))
-    update = f"WHERE stripe_budget_windows.count < CASE stripe_budget_windows.bucket {caps} END AND NOT EXISTS " \
-             "(SELECT 1 FROM stripe_budget_windows AS cool WHERE cool.bucket = :cool_down " \
-             "AND cool.window_start_second > :window)"
-    return text(_COUNT.format(values=values, condition=_NOT_COOLING_DOWN, update_condition=update))
+    update = f"WHERE stripe_budget_windows.count < CASE stripe_budget_windows.bucket {caps} END AND NOT {_COOLING_DOWN}"
+    return text(_COUNT.format(values=values, condition=f"WHERE NOT {_COOLING_DOWN}", update_condition=update))
 
 
 _STATEMENTS = {(n, capped): _statement(n, capped=capped) for n in (1, 2) for capped in (False, True)}
