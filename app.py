@@ -18,6 +18,7 @@ from billing import cli, idempotency, input_guard, logs, openapi, request_log
 from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
+from billing.budget import StripeBudget, limits_for_key, limits_for_sandbox
 from billing.config import Config, ConfigError
 from billing.db import Database
 from billing.errors import register_error_handlers
@@ -60,8 +61,12 @@ def http_webhook_transport(url: str) -> WebhookTransport:
 def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | None = None,
                  webhook_transport: WebhookTransport | None = None) -> dict[str, Any]:
     """The gateway, and in sandbox mode the emulator's clock, webhook sender and 3-D Secure stand-in."""
+    budget: StripeBudget | None
     if config.stripe_api_key:
-        client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout)
+        budget = StripeBudget(db, config.stripe_api_key, limits_for_key(config.stripe_api_key),
+                              user_reserve=config.stripe_budget_user_reserve)
+        client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout,
+                              budget=budget)
         return {"gateway": StripeGateway(client, keep=Keeper(db))}
     from stripe_sandbox import SandboxAuthenticator, SandboxClock, SandboxHTTPClient, WebhookSender, install
 
@@ -73,7 +78,11 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
                              webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
                              background=webhook_transport is None)
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits)
-    client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000)
+    limits = limits_for_sandbox(config.sandbox_rate_limits)  # the emulator's limits, if any, are the budget's
+    budget = (StripeBudget(db, "sk_test_sandbox", limits, user_reserve=config.stripe_budget_user_reserve)
+              if limits else None)
+    client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
+                          budget=budget)
     clock = SandboxClock(db, webhooks=webhooks)
     # One clock: the sandbox's is Stripe's, so stamps and events' `created` compare.
     return {"gateway": StripeGateway(client, keep=Keeper(db), clock=lambda: time.time() + clock.offset()),

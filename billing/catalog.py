@@ -17,6 +17,7 @@ from typing import Any
 
 import stripe
 
+from billing.budget import background
 from billing.config import CURRENCIES
 from billing.errors import ApiError
 from billing.gateway import StripeGateway
@@ -120,10 +121,12 @@ class SyncReport:
     unchanged: int = 0
 
 
+@background("catalog")
 def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) -> SyncReport:
     """Create or update products and prices so Stripe matches the catalog file.
     Running it twice changes nothing; a changed amount makes a new price that
-    takes over the lookup key (prices are immutable in Stripe)."""
+    takes over the lookup key (prices are immutable in Stripe). Background work
+    (billing.budget): users' requests go first."""
     catalog = catalog or load_catalog()
     report = SyncReport()
     products = {
@@ -182,6 +185,7 @@ def missing_prices(gateway: StripeGateway) -> list[str]:
 RATE_LIMIT_ATTEMPTS = 30
 
 
+@background("catalog")
 def ensure_catalog(gateway: StripeGateway) -> None:
     """Load the catalog into a Stripe account that lacks any of its prices (the
     sandbox). Every gunicorn worker does this at start-up: under Stripe's rate

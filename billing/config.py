@@ -66,6 +66,8 @@ class Config:
     # at most two each; a queue worker's one each, plus the periodic tasks').
     database_pool_size: int = 8
     reconcile_every_minutes: int = 60
+    # The share of Stripe's per-second limits background work leaves to users (billing.budget).
+    stripe_budget_user_reserve: float = 0.2
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -119,6 +121,13 @@ class Config:
         if rate_limits not in ("", "live", "test"):
             raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
 
+        try:
+            user_reserve = float(env.get("STRIPE_BUDGET_USER_RESERVE") or 0.2)
+        except ValueError:
+            user_reserve = -1.0
+        if not 0 <= user_reserve <= 0.9:
+            raise ConfigError("STRIPE_BUDGET_USER_RESERVE must be a fraction from 0 to 0.9 (default 0.2)")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -143,4 +152,5 @@ class Config:
             reconcile_every_minutes=_reconcile_minutes(env),
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
+            stripe_budget_user_reserve=user_reserve,
         )

@@ -114,6 +114,25 @@ class Database:
                 shared.connection.close()
 
     @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """PostgreSQL only: a connection on which each statement commits alone; inside
+        a request, the one its reads share (no pool checkout and ping). For one-statement
+        writes that need no transaction (billing.budget's counters)."""
+        assert not self.is_sqlite, "SQLite: use write()"
+        shared = _shared.get()
+        if shared is not None and shared.database is self:
+            if shared.connection is None:
+                shared.connection = self._read_engine.connect()
+            try:
+                yield shared.connection
+            finally:
+                shared.connection.commit()  # ends SQLAlchemy's own begin (the database has none)
+            return
+        with self._read_engine.connect() as connection:
+            yield connection
+            connection.commit()
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A session that holds the write lock and commits on a clean exit."""
         with Session(self._write_engine, expire_on_commit=False) as session:

@@ -28,6 +28,7 @@ from stripe.params import (
     SubscriptionUpdateParams,
 )
 
+from billing.budget import StripeBudget
 from billing.instrumentation import InstrumentedHTTPClient
 
 A = TypeVar("A")
@@ -64,13 +65,15 @@ def build_client(
     http_client: stripe.HTTPClient | None = None,
     timeout: float = 20.0,
     latency: float = 0.0,
+    budget: StripeBudget | None = None,
 ) -> stripe.StripeClient:
+    """`budget`: every attempt is counted in this Stripe request budget first (billing.budget)."""
     return stripe.StripeClient(
         api_key,
         stripe_version=STRIPE_API_VERSION,
         max_network_retries=MAX_NETWORK_RETRIES,
         http_client=InstrumentedHTTPClient(
-            http_client or stripe.RequestsClient(timeout=(5.0, timeout)), latency=latency
+            http_client or stripe.RequestsClient(timeout=(5.0, timeout)), latency=latency, budget=budget
         ),
     )
 

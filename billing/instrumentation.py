@@ -2,7 +2,9 @@
 
 A thin wrapper around the `stripe` library's HTTP client: every call (with the
 library's own retries inside it) is timed and its Stripe request id noted, for
-the request log line and for measuring the service's own overhead.
+the request log line and for measuring the service's own overhead. With a
+`StripeBudget`, each attempt (the library's retries included) is counted in
+it before it is sent, and background work sends again after Stripe's 429.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
+
+from billing.budget import StripeBudget
 
 
 @dataclass
@@ -65,11 +69,12 @@ def recorded() -> StripeCalls | None:
 class InstrumentedHTTPClient(stripe.HTTPClient):
     name = "instrumented"
 
-    def __init__(self, inner: stripe.HTTPClient, *, latency: float = 0.0) -> None:
+    def __init__(self, inner: stripe.HTTPClient, *, latency: float = 0.0, budget: StripeBudget | None = None) -> None:
         super().__init__()
         self.inner = inner
         # Sandbox only (SANDBOX_LATENCY_MS): make the emulator feel a network away.
         self.latency = latency
+        self.budget = budget
 
     def request_with_retries(
         self,
@@ -88,9 +93,8 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
         try:
             if self.latency:
                 time.sleep(self.latency)
-            result = self.inner.request_with_retries(
-                method, url, headers, post_data, max_network_retries, _usage=_usage
-            )
+            # The library's retry loop, run here so that each attempt passes `request`.
+            result = super().request_with_retries(method, url, headers, post_data, max_network_retries, _usage=_usage)
             request_id = result[2].get("Request-Id") or result[2].get("request-id")
             return result
         finally:
@@ -99,11 +103,24 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
 
     def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
                 *, _usage: list[str] | None = None) -> tuple[str, int, Mapping[str, str]]:
-        return self.inner.request(method, url, headers, post_data)
+        """One attempt (the library retries around it), counted in the budget."""
+        if self.budget is None:
+            return self.inner.request(method, url, headers, post_data)
+        while True:
+            self.budget.admit(method, url)
+            result = self.inner.request(method, url, headers, post_data)
+            if not self.budget.answered(result[1], result[2]):
+                return result
 
     def request_stream(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
                        *, _usage: list[str] | None = None) -> tuple[Any, int, Mapping[str, str]]:
-        return self.inner.request_stream(method, url, headers, post_data)
+        if self.budget is None:
+            return self.inner.request_stream(method, url, headers, post_data)
+        while True:
+            self.budget.admit(method, url)
+            result = self.inner.request_stream(method, url, headers, post_data)
+            if not self.budget.answered(result[1], result[2]):
+                return result
 
     def close(self) -> None:
         self.inner.close()  # type: ignore[no-untyped-call]

@@ -286,3 +286,18 @@ class CapacityHold(Base):
     subscription_id: Mapped[str] = mapped_column(String(255))
     quantities: Mapped[dict[str, int]] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StripeBudgetWindow(Base):
+    """Stripe requests counted in one second by every process (`billing.budget`).
+
+    `bucket` is a hash of the API key, alone (all requests) or with an endpoint
+    (`<hash> GET /v1/customers/{id}`); a `<hash> cool-down` row instead marks the
+    second background work may start again after Stripe's 429.
+    """
+
+    __tablename__ = "stripe_budget_windows"
+
+    bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start_second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

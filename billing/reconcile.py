@@ -28,6 +28,7 @@ import stripe
 from flask import current_app
 
 from billing import replica
+from billing.budget import background
 from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
 from billing.state import current
 from billing.payment_methods.service import ensure_default_payment_method
@@ -51,8 +52,10 @@ class ReconcileReport:
     copied_customers: int = 0
 
 
+@background("reconcile")
 def reconcile(*, full: bool = False) -> ReconcileReport:
-    """Runs in an app context (the CLI command's)."""
+    """Runs in an app context (the CLI command's). Background work: it leaves
+    Stripe's request budget to users first (billing.budget)."""
     report = ReconcileReport()
     if not full:
         _catch_up_events(report)
@@ -124,7 +127,7 @@ def _copy_everything(report: ReconcileReport) -> None:
             select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
 
     def copy(customer_id: str) -> None:
-        with app.app_context():
+        with app.app_context(), background("reconcile"):  # a context variable: each thread enters it
             for attempt in range(RATE_LIMIT_TRIES):
                 try:
                     replica.copy_customer(customer_id, with_customer=False)
