@@ -82,10 +82,16 @@ class JobQueue:
     # -- the tasks ------------------------------------------------------------
 
     def _apply_task(self, object_key: str) -> None:
+        from billing.state import current
         from billing.webhooks.service import apply_object
 
         with self.app.app_context():
-            retry_in = apply_object(object_key)
+            db = current().db
+            db.begin_request()  # the task's reads share one connection, as a request's do
+            try:
+                retry_in = apply_object(object_key)
+            finally:
+                db.end_request()
         if retry_in is not None:
             self.apply_later(object_key, retry_in)
 

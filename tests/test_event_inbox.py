@@ -328,3 +328,26 @@ def test_a_database_blip_while_applying_is_retried_not_parked(paying: dict[str, 
     later(monkeypatch, inbox.backoff(1) + 1)
     apply_now()
     assert rows(state)["evt_blip"].state == "applied"
+
+
+def test_applying_is_background_work_and_waits_for_the_budget(paying: dict[str, Any], state: Any, client: Any,
+                                                              webhooks_lost: None, monkeypatch: Any,
+                                                              apply_now: Any) -> None:
+    """Re-reads use only what users leave of Stripe's rate limit; when there is
+    no room, the events are put off without using up a try."""
+    from billing import budget
+
+    kinds: list[str | None] = []
+
+    def no_room(object_type: str, object_id: str) -> Any:
+        current = budget.current_background()
+        kinds.append(current.kind if current else None)
+        raise budget.BudgetExhausted("webhook", 20.0)
+
+    monkeypatch.setattr(webhook_service, "_refetch", no_room)
+    deliver(client, subscription_event(state, paying, "evt_budget"))
+    apply_now()
+    row = rows(state)["evt_budget"]
+    assert kinds == ["webhook"]
+    assert (row.state, row.attempts) == ("pending", 0)
+    assert (row.next_attempt_at - utcnow()).total_seconds() == pytest.approx(20, abs=3)

@@ -126,6 +126,15 @@ def fail(db: Database, ids: Sequence[str], error: str, *, permanent: bool) -> fl
         return delay
 
 
+def put_off(db: Database, ids: Sequence[str], delay: float) -> float:
+    """Release claimed events untried (no room for them now): the attempt doesn't count."""
+    with db.write() as session:
+        session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids)).values(
+            claimed_until=None, attempts=StripeEvent.attempts - 1,
+            next_attempt_at=utcnow() + timedelta(seconds=delay)))
+    return delay
+
+
 def backlog(db: Database) -> Backlog:
     with db.read() as session:
         pending, oldest = session.execute(

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from billing import replica
 from billing.billing_accounts.service import forget_account
+from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
 from billing.models import BillingAccountIndex
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
@@ -92,6 +93,10 @@ def coalescing_delay(created: int) -> float:
     return min(max(wait, 0.0), CLOCK_SKEW_SECONDS + 1.0)
 
 
+# How long applying waits for room in the Stripe request budget before it is put off.
+BUDGET_WAIT_SECONDS = 20.0
+
+
 class ObjectGone(Exception):
     """Stripe no longer has the object an event is about: retrying can't help."""
 
@@ -105,7 +110,11 @@ def apply_object(key: str) -> float | None:
         return None
     ids = [event.id for event in events]
     try:
-        apply_events(key, events)
+        # Background work: Stripe requests within what users leave of the budget.
+        with background("webhook", deadline_seconds=BUDGET_WAIT_SECONDS):
+            apply_events(key, events)
+    except BudgetExhausted:  # Stripe is busy with users' requests: not a failure of these events
+        return inbox.put_off(db, ids, BUDGET_WAIT_SECONDS)
     except Exception as error:  # recorded on the events; the task itself never fails
         permanent = isinstance(error, (ObjectGone, stripe.InvalidRequestError))
         delay = inbox.fail(db, ids, f"{type(error).__name__}: {_describe(error)}", permanent=permanent)
