@@ -9,8 +9,10 @@ deliveries run on real time: they are about retries, not about the account.)
 transition that has come due (trial ends, renewals, cancellations, ...), one
 at a time in time order, each at its own moment and in its own transaction:
 objects store when they next change in the indexed `due_at` column, so only
-due rows are visited. Time does nothing by itself otherwise: `process_due()`
-runs what real time has made due.
+due rows are visited. On PostgreSQL several threads share the work, each
+taking its own customers' rows, so one customer's transitions still run in
+time order. Time does nothing by itself otherwise: `process_due()` runs what
+real time has made due.
 
 `advance_in_background()` is the same advance as Stripe's test clocks do it
 (POST /v1/test_helpers/test_clocks/:id/advance): it moves the clock, answers
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic  # heartbeats run on real elapsed time, whatever sandbox time does
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stripe_sandbox.api import build_router
@@ -99,6 +101,19 @@ def _locked_row(session: Session) -> SandboxClockState:
     return row
 
 
+class _Count:
+    """Transitions run so far, by all of one advance's worker threads."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> int:
+        with self._lock:
+            self.value += 1
+            return self.value
+
+
 def _row_of_run(session: Session, run_id: str) -> SandboxClockState | None:
     """The clock's row, locked, while `run_id` is its run: once a run's lease has
     expired and a later advance took over, the late run's end or heartbeat is not its to write."""
@@ -110,13 +125,15 @@ class SandboxClock:
     """Read and advance the sandbox clock shared by every process using `database`."""
 
     def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None, lease_seconds: float = 30.0) -> None:
+                 webhooks: WebhookSender | None = None, lease_seconds: float = 30.0, workers: int = 4) -> None:
         self._database = database
         self._router = router
         # Told after processing, to deliver the events it recorded.
         self._webhooks = webhooks
         # A background run renews its lease every third of it (one transition takes milliseconds).
         self._lease_seconds = lease_seconds
+        # Threads running transitions on PostgreSQL (SQLite runs one writer at a time anyway).
+        self._workers = workers
         self._runs: list[threading.Thread] = []
 
     def offset(self) -> int:
@@ -208,32 +225,76 @@ class SandboxClock:
     def process_due(self, heartbeat: Callable[[], None] | None = None) -> int:
         """Run every transition due by now, earliest first; returns how many ran.
 
-        `heartbeat` is called every third of the lease while running.
+        On PostgreSQL `workers` threads share the work, each taking the customers
+        whose id hashes to its share: one customer's transitions still run one at
+        a time in time order, as before; different customers' never depended on
+        each other. `heartbeat` is called every third of the lease while running.
         """
         router = self._router or build_router()
         self._router = router
-        ran = 0
-        beaten = monotonic()
+        ran = _Count()
         try:
-            while self._process_next(router):
-                ran += 1
-                if ran >= MAX_TRANSITIONS:
-                    raise RuntimeError("sandbox clock: too many transitions; is something not moving its due_at?")
-                if heartbeat is not None and monotonic() - beaten >= self._lease_seconds / 3:
-                    heartbeat()
-                    beaten = monotonic()
+            if self._workers > 1 and self._dialect() == "postgresql":
+                self._process_shared(router, heartbeat, ran)
+            else:
+                self._process_share(router, None, heartbeat, threading.Event(), ran)
         finally:
-            if ran and self._webhooks is not None:
+            if ran.value and self._webhooks is not None:
                 self._webhooks.notify()
-        return ran
+        return ran.value
 
-    def _process_next(self, router: Router) -> bool:
+    def _dialect(self) -> str:
+        with self._database.read() as session:
+            return session.get_bind().dialect.name
+
+    def _process_shared(self, router: Router, heartbeat: Callable[[], None] | None, ran: _Count) -> None:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def work(share: tuple[int, int]) -> None:
+            try:
+                self._process_share(router, share, None, stop, ran)
+            except BaseException as error:  # re-raised below; the other workers stop
+                errors.append(error)
+                stop.set()
+
+        threads = [threading.Thread(target=work, args=((k, self._workers),), name=f"sandbox-clock-{k}", daemon=True)
+                   for k in range(1, self._workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._process_share(router, (0, self._workers), heartbeat, stop, ran)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    def _process_share(self, router: Router, share: tuple[int, int] | None, heartbeat: Callable[[], None] | None,
+                       stop: threading.Event, ran: _Count) -> None:
+        beaten = monotonic()
+        while not stop.is_set() and self._process_next(router, share):
+            if ran.add() >= MAX_TRANSITIONS:
+                raise RuntimeError("sandbox clock: too many transitions; is something not moving its due_at?")
+            if heartbeat is not None and monotonic() - beaten >= self._lease_seconds / 3:
+                heartbeat()
+                beaten = monotonic()
+
+    def _process_next(self, router: Router, share: tuple[int, int] | None = None) -> bool:
         with self._database.write() as session:
             current = sandbox_time(session)
             until = int(current)
             o = SandboxObject
+            due_rows = select(o).where(o.due_at <= until)
+            if share is not None:  # PostgreSQL: this worker's customers (see process_due)
+                index, workers = share
+                due_rows = due_rows.where(
+                    func.abs(func.mod(func.hashtext(func.coalesce(o.customer, "")), workers)) == index)
             row = session.scalars(
-                select(o).where(o.due_at <= until).order_by(o.due_at, o.id).limit(1)
+                due_rows.order_by(o.due_at, o.id).limit(1)
                 # Another process advancing at the same time takes other rows.
                 .with_for_update(skip_locked=True)).first()
             if row is None:

@@ -87,7 +87,7 @@ def test_a_failed_run_reads_internal_failure(trialing: dict[str, Any], state: An
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     alice = trialing["alice"]
 
-    def broken(router: object) -> bool:
+    def broken(*args: object) -> bool:
         raise RuntimeError("a transition failed")
 
     monkeypatch.setattr(state.sandbox_clock, "_process_next", broken)

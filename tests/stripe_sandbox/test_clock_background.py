@@ -7,8 +7,10 @@ import time
 
 import pytest
 import stripe
+from sqlalchemy import func, select
 
 from stripe_sandbox import ClockAdvancing, SandboxClock, SqlSessions
+from stripe_sandbox.api import build_router
 from tests.clock_runs import hold_runs
 
 DAY = 86400
@@ -55,7 +57,7 @@ def test_a_failing_transition_is_internal_failure(
         clock: SandboxClock, monkeypatch: pytest.MonkeyPatch) -> None:
     subscription = _trialing(client, paying_customer, monthly)
 
-    def broken(router: object) -> bool:
+    def broken(*args: object) -> bool:
         raise RuntimeError("a transition failed")
 
     monkeypatch.setattr(clock, "_process_next", broken)
@@ -85,10 +87,10 @@ def test_a_dead_runs_lease_expires(database: SqlSessions, monkeypatch: pytest.Mo
 
 def test_a_long_run_keeps_its_lease(clock: SandboxClock, database: SqlSessions,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    slow = SandboxClock(database, lease_seconds=0.3)
+    slow = SandboxClock(database, lease_seconds=0.3, workers=1)  # one thread: the run outlasts its lease
     steps = iter(range(12))
 
-    def slow_transition(router: object) -> bool:  # twelve transitions of 0.05 s: twice the lease
+    def slow_transition(*args: object) -> bool:  # twelve transitions of 0.05 s: twice the lease
         time.sleep(0.05)
         return next(steps, None) is not None
 
@@ -118,3 +120,19 @@ def test_a_late_end_of_an_expired_run_does_not_end_the_next(database: SqlSession
     release_later.set()
     later.wait_for_runs(10)
     assert later.reading().status == "ready"
+
+
+def test_each_worker_thread_takes_only_its_customers(client: stripe.StripeClient, paying_customer: stripe.Customer,
+                                                     monthly: stripe.Price, clock: SandboxClock,
+                                                     database: SqlSessions) -> None:
+    """On PostgreSQL the transitions of one customer stay with one thread, so they keep their time order."""
+    if database.is_sqlite:
+        pytest.skip("one writer at a time: SQLite runs the transitions on one thread")
+    client.v1.subscriptions.create(params={"customer": paying_customer.id, "items": [{"price": monthly.id}]})
+    clock.advance(days=32)
+    with database.read() as session:
+        mine = session.scalar(select(func.abs(func.mod(func.hashtext(paying_customer.id), 4))))
+    assert mine is not None
+    router = build_router()
+    assert not clock._process_next(router, ((mine + 1) % 4, 4))  # another thread's customer
+    assert clock._process_next(router, (mine, 4))
