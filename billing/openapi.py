@@ -166,7 +166,7 @@ class ErrorResponses(BasePlugin):
 # LimitsMap (also a request body's partial map), Readiness (a check is left out
 # when Stripe is down) nor the error envelope (`errors` on validation only).
 COMPLETE_RESPONSES = frozenset({
-    "Address", "AuthenticationResult", "BillingAccount", "BillingAccountList", "Capacity", "Clock",
+    "Address", "AdvancedClock", "AuthenticationResult", "BillingAccount", "BillingAccountList", "Capacity", "Clock",
     "Descendants", "Health", "Invoice", "InvoiceLine", "InvoiceList", "InvoicePreview", "LimitContext",
     "LimitEntry", "Member", "MemberList", "Message", "Organization", "OrganizationLimits", "OrganizationList",
     "PaymentMethod", "PaymentMethodList", "PendingPayment", "Pool", "PoolProduct", "PoolProducts",

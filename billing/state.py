@@ -19,12 +19,22 @@ from billing.jobs import JobQueue
 from billing.tokens import TokenVerifier
 
 
+class SandboxClockReading(Protocol):
+    """Sandbox time and the status of its last advance (Stripe's test clock statuses)."""
+
+    @property
+    def now(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
+
+
 class SandboxClock(Protocol):
     """The emulator's clock, as the sandbox routes use it."""
 
-    def now(self) -> int: ...
+    def reading(self) -> SandboxClockReading: ...
 
-    def advance_and_process(self, seconds: float = 0) -> int: ...
+    def advance_in_background(self, seconds: float = 0) -> SandboxClockReading: ...
 
 
 class SandboxAuthenticator(Protocol):
@@ -37,6 +47,8 @@ class SandboxWebhooks(Protocol):
     """The emulator's webhook sender: events it has recorded, posted to us."""
 
     def deliver_pending(self) -> int: ...
+
+    def deliveries_due(self) -> bool: ...
 
 
 @dataclass

@@ -10,8 +10,9 @@
 the host's own database object, or `SqlSessions(url)` standalone. State lives
 in that database, in the emulator's own `sandbox_*` tables. `SandboxClock`
 reads and advances sandbox time and runs what comes due (trial ends,
-renewals, ...); every change records a Stripe event, which `WebhookSender`
-delivers signed like Stripe's. Payment methods come from Stripe's test tokens
+renewals, ...), at once or, like Stripe's test clocks, in the background
+(`advance_in_background()`, then `reading().status`); every change records
+a Stripe event, which `WebhookSender` delivers signed like Stripe's. Payment methods come from Stripe's test tokens
 (`pm_card_visa`, `pm_card_chargeDeclined`, ...: `payment_methods.TEST_TOKENS`).
 `SandboxAuthenticator(sessions, webhooks=webhooks).complete(client_secret, succeed)`
 answers a 3-D Secure challenge as the customer would in Stripe.js.
@@ -20,7 +21,7 @@ limits, counted in the database so that processes share them (`rate_limits`).
 """
 
 from stripe_sandbox.authentication import SandboxAuthenticator
-from stripe_sandbox.clock import SandboxClock
+from stripe_sandbox.clock import ClockAdvancing, ClockReading, SandboxClock
 from stripe_sandbox.http_client import SandboxHTTPClient
 from stripe_sandbox.models import SANDBOX_TABLES, create_sandbox_tables, drop_sandbox_tables
 from stripe_sandbox.payment_methods import TEST_TOKENS
@@ -29,6 +30,8 @@ from stripe_sandbox.webhooks import WebhookSender
 
 __all__ = [
     "SANDBOX_TABLES",
+    "ClockAdvancing",
+    "ClockReading",
     "SandboxAuthenticator",
     "TEST_TOKENS",
     "SandboxClock",

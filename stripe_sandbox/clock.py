@@ -9,16 +9,34 @@ deliveries run on real time: they are about retries, not about the account.)
 transition that has come due (trial ends, renewals, cancellations, ...), one
 at a time in time order, each at its own moment and in its own transaction:
 objects store when they next change in the indexed `due_at` column, so only
-due rows are visited. Time does nothing by itself otherwise: `process_due()`
-runs what real time has made due.
+due rows are visited. On PostgreSQL several threads share the work, each
+taking its own customers' rows, so one customer's transitions still run in
+time order. Time does nothing by itself otherwise: `process_due()` runs what
+real time has made due.
+
+`advance_in_background()` is the same advance as Stripe's test clocks do it
+(POST /v1/test_helpers/test_clocks/:id/advance): it moves the clock, answers
+at once with status `advancing`, and runs the transitions on a thread of this
+process; `reading()` then says `advancing` until they have run, `ready`
+after, `internal_failure` if they failed. The status lives in the clock's
+row, so every process reads it; the running thread renews a lease on it, and
+a run whose process died reads `internal_failure` once its lease runs out.
+Like Stripe, a second advance while one is running is refused
+(`ClockAdvancing`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic  # heartbeats run on real elapsed time, whatever sandbox time does
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stripe_sandbox.api import build_router
@@ -28,9 +46,42 @@ from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store
 from stripe_sandbox.webhooks import WebhookSender
 
+logger = logging.getLogger(__name__)
+
 _ROW_ID = 1
 # A transition that fails to move its object's due_at forward would loop forever.
 MAX_TRANSITIONS = 100_000
+
+
+# Stripe's test clock statuses (`status` of a test_helpers.test_clock).
+ADVANCING = "advancing"
+READY = "ready"
+INTERNAL_FAILURE = "internal_failure"
+
+
+class ClockAdvancing(Exception):
+    """An advance was asked for while an earlier one is still running (Stripe refuses it too)."""
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    now: int
+    status: str
+
+
+def _run_status(row: SandboxClockState | None, real_now: float) -> str:
+    if row is None:
+        return READY
+    if row.status == ADVANCING and (row.lease_until is None or row.lease_until <= real_now):
+        return INTERNAL_FAILURE  # its process died (or hung) without saying how it ended
+    return row.status
+
+
+def _seconds(seconds: float, minutes: float, hours: float, days: float) -> int:
+    delta = math.ceil(seconds + 60 * minutes + 3600 * hours + 86400 * days)
+    if delta < 0:
+        raise ValueError("the sandbox clock only moves forward")
+    return delta
 
 
 def read_offset(session: Session) -> int:
@@ -50,15 +101,40 @@ def _locked_row(session: Session) -> SandboxClockState:
     return row
 
 
+class _Count:
+    """Transitions run so far, by all of one advance's worker threads."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> int:
+        with self._lock:
+            self.value += 1
+            return self.value
+
+
+def _row_of_run(session: Session, run_id: str) -> SandboxClockState | None:
+    """The clock's row, locked, while `run_id` is its run: once a run's lease has
+    expired and a later advance took over, the late run's end or heartbeat is not its to write."""
+    row = _locked_row(session)
+    return row if row.run_id == run_id else None
+
+
 class SandboxClock:
     """Read and advance the sandbox clock shared by every process using `database`."""
 
     def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None) -> None:
+                 webhooks: WebhookSender | None = None, lease_seconds: float = 30.0, workers: int = 4) -> None:
         self._database = database
         self._router = router
         # Told after processing, to deliver the events it recorded.
         self._webhooks = webhooks
+        # A background run renews its lease every third of it (one transition takes milliseconds).
+        self._lease_seconds = lease_seconds
+        # Threads running transitions on PostgreSQL (SQLite runs one writer at a time anyway).
+        self._workers = workers
+        self._runs: list[threading.Thread] = []
 
     def offset(self) -> int:
         with self._database.read() as session:
@@ -68,11 +144,16 @@ class SandboxClock:
         with self._database.read() as session:
             return int(sandbox_time(session))
 
+    def reading(self) -> ClockReading:
+        """Sandbox time, and the status of the last background advance (any process's)."""
+        with self._database.read() as session:
+            row = session.get(SandboxClockState, _ROW_ID)
+            real_now = time.time()
+            return ClockReading(int(real_now + (row.offset_seconds if row else 0)), _run_status(row, real_now))
+
     def advance(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
         """Move the clock forward; returns the new sandbox time."""
-        delta = math.ceil(seconds + 60 * minutes + 3600 * hours + 86400 * days)
-        if delta < 0:
-            raise ValueError("the sandbox clock only moves forward")
+        delta = _seconds(seconds, minutes, hours, days)
         with self._database.write() as session:
             row = _locked_row(session)
             row.offset_seconds += delta
@@ -94,28 +175,126 @@ class SandboxClock:
         self.process_due()
         return now
 
-    def process_due(self) -> int:
-        """Run every transition due by now, earliest first; returns how many ran."""
+    def advance_in_background(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0,
+                              days: float = 0) -> ClockReading:
+        """Move the clock forward now and run what came due on a thread; answers `advancing` at once.
+
+        Raises `ClockAdvancing` while an earlier background advance is running.
+        """
+        delta = _seconds(seconds, minutes, hours, days)
+        run_id = uuid.uuid4().hex
+        with self._database.write() as session:
+            row = _locked_row(session)
+            real_now = time.time()
+            if _run_status(row, real_now) == ADVANCING:
+                raise ClockAdvancing("the sandbox clock is advancing: wait until it is ready")
+            row.offset_seconds += delta
+            row.status, row.run_id, row.lease_until = ADVANCING, run_id, real_now + self._lease_seconds
+            now = int(real_now) + row.offset_seconds
+        thread = threading.Thread(target=self._run, args=(run_id,), name="sandbox-clock", daemon=True)
+        self._runs = [run for run in self._runs if run.is_alive()] + [thread]
+        thread.start()
+        return ClockReading(now, ADVANCING)
+
+    def wait_for_runs(self, timeout: float | None = None) -> None:
+        """Wait for this process's background advances to end (tests, shutdown)."""
+        for run in list(self._runs):
+            run.join(timeout)
+
+    def _run(self, run_id: str) -> None:
+        try:
+            self.process_due(heartbeat=lambda: self._renew(run_id))
+        except Exception:
+            logger.exception("sandbox clock: advancing failed")
+            self._end_run(run_id, INTERNAL_FAILURE)
+        else:
+            self._end_run(run_id, READY)
+
+    def _renew(self, run_id: str) -> None:
+        with self._database.write() as session:
+            row = _row_of_run(session, run_id)
+            if row is not None:
+                row.lease_until = time.time() + self._lease_seconds
+
+    def _end_run(self, run_id: str, status: str) -> None:
+        with self._database.write() as session:
+            row = _row_of_run(session, run_id)
+            if row is not None:
+                row.status, row.lease_until = status, None
+
+    def process_due(self, heartbeat: Callable[[], None] | None = None) -> int:
+        """Run every transition due by now, earliest first; returns how many ran.
+
+        On PostgreSQL `workers` threads share the work, each taking the customers
+        whose id hashes to its share: one customer's transitions still run one at
+        a time in time order, as before; different customers' never depended on
+        each other. `heartbeat` is called every third of the lease while running.
+        """
         router = self._router or build_router()
         self._router = router
-        ran = 0
+        ran = _Count()
         try:
-            while self._process_next(router):
-                ran += 1
-                if ran >= MAX_TRANSITIONS:
-                    raise RuntimeError("sandbox clock: too many transitions; is something not moving its due_at?")
+            if self._workers > 1 and self._dialect() == "postgresql":
+                self._process_shared(router, heartbeat, ran)
+            else:
+                self._process_share(router, None, heartbeat, threading.Event(), ran)
         finally:
-            if ran and self._webhooks is not None:
+            if ran.value and self._webhooks is not None:
                 self._webhooks.notify()
-        return ran
+        return ran.value
 
-    def _process_next(self, router: Router) -> bool:
+    def _dialect(self) -> str:
+        with self._database.read() as session:
+            return session.get_bind().dialect.name
+
+    def _process_shared(self, router: Router, heartbeat: Callable[[], None] | None, ran: _Count) -> None:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def work(share: tuple[int, int]) -> None:
+            try:
+                self._process_share(router, share, None, stop, ran)
+            except BaseException as error:  # re-raised below; the other workers stop
+                errors.append(error)
+                stop.set()
+
+        threads = [threading.Thread(target=work, args=((k, self._workers),), name=f"sandbox-clock-{k}", daemon=True)
+                   for k in range(1, self._workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._process_share(router, (0, self._workers), heartbeat, stop, ran)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    def _process_share(self, router: Router, share: tuple[int, int] | None, heartbeat: Callable[[], None] | None,
+                       stop: threading.Event, ran: _Count) -> None:
+        beaten = monotonic()
+        while not stop.is_set() and self._process_next(router, share):
+            if ran.add() >= MAX_TRANSITIONS:
+                raise RuntimeError("sandbox clock: too many transitions; is something not moving its due_at?")
+            if heartbeat is not None and monotonic() - beaten >= self._lease_seconds / 3:
+                heartbeat()
+                beaten = monotonic()
+
+    def _process_next(self, router: Router, share: tuple[int, int] | None = None) -> bool:
         with self._database.write() as session:
             current = sandbox_time(session)
             until = int(current)
             o = SandboxObject
+            due_rows = select(o).where(o.due_at <= until)
+            if share is not None:  # PostgreSQL: this worker's customers (see process_due)
+                index, workers = share
+                due_rows = due_rows.where(
+                    func.abs(func.mod(func.hashtext(func.coalesce(o.customer, "")), workers)) == index)
             row = session.scalars(
-                select(o).where(o.due_at <= until).order_by(o.due_at, o.id).limit(1)
+                due_rows.order_by(o.due_at, o.id).limit(1)
                 # Another process advancing at the same time takes other rows.
                 .with_for_update(skip_locked=True)).first()
             if row is None:

@@ -67,12 +67,22 @@ class SandboxIdempotencyKey(SandboxBase):
 
 
 class SandboxClockState(SandboxBase):
-    """One row (id 1): how far the sandbox clock runs ahead of real time."""
+    """One row (id 1): how far the sandbox clock runs ahead of real time, and its last background advance.
+
+    `status` is Stripe's test clock status of that advance (see clock.py). The
+    columns after `offset_seconds` came later: `storage.install()` adds them to
+    an existing table, so they are nullable or have a server default.
+    """
 
     __tablename__ = "sandbox_clock"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     offset_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(32), default="ready", server_default="ready")
+    # The advance running in the background (any process), and until when (real
+    # unix time) its heartbeat vouches for it: a run whose process died expires.
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column(Float)
 
 
 class SandboxPriceLookupKey(SandboxBase):

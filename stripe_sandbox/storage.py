@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateColumn
 
 from stripe_sandbox.models import SandboxBase
 
@@ -46,14 +47,31 @@ def install(source: SessionSource) -> None:
 
     Safe when several processes start at once (gunicorn workers): creation runs
     in one write transaction, under SQLite's write lock or a PostgreSQL
-    advisory lock, and checks for each table after taking it. DDL is
-    transactional on both, so a waiting process then finds the tables.
+    advisory lock, and checks for each table (and column) after taking it. DDL
+    is transactional on both, so a waiting process then finds the tables.
     """
     with source.write() as session:
         connection = session.connection()
         if connection.dialect.name == "postgresql":
             connection.execute(select(func.pg_advisory_xact_lock(_INSTALL_LOCK)))
         SandboxBase.metadata.create_all(connection, checkfirst=True)
+        _add_missing_columns(connection)
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """Add the columns a table made by an older emulator lacks.
+
+    `create_all` only creates missing tables, and the emulator has no
+    migrations: a column added to a model later (nullable, or with a server
+    default) is added here, so an existing dev database keeps working.
+    """
+    inspector = inspect(connection)
+    for table in SandboxBase.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                definition = CreateColumn(column).compile(dialect=connection.dialect)
+                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {definition}"))
 
 
 def normalize_url(url: str) -> str:

@@ -100,6 +100,13 @@ class WebhookSender:
                     return delivered
                 delivered += 1
 
+    def deliveries_due(self) -> bool:
+        """Whether an event recorded is still waiting for its delivery (due now: a pending
+        event is retried every `retry_seconds`). The sandbox clock is not `ready` until none is."""
+        with self._database.read() as session:
+            d = SandboxWebhookDelivery
+            return session.scalars(select(d.event_id).where(d.pending.is_(True)).limit(1)).first() is not None
+
     def _claim(self) -> list[_Claimed]:
         now = time.time()
         with self._database.write() as session:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,6 +111,7 @@ def apply_after_delivery(app: Flask) -> None:
         finally:
             local.active = False
 
+    deliver_and_apply.deliver = deliver  # type: ignore[attr-defined]  # the sandbox's alone, for tests that want it
     sender.deliver_pending = deliver_and_apply
 
 
@@ -230,6 +232,17 @@ class Api:
         account = self.account(ws)
         self.account(ws, name="Second")
         return {"alice": self, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+
+    def advance_clock(self, amount: dict[str, int]) -> dict[str, Any]:
+        """POST /sandbox/clock/advance, then poll GET /sandbox/clock until `ready`, as a
+        client of Stripe's test clocks does; returns that last reading."""
+        response = self.post("/sandbox/clock/advance", amount)
+        assert response.status_code == 202, response.json
+        deadline = time.monotonic() + 60
+        while (clock := self.get("/sandbox/clock").json)["status"] == "advancing" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert clock["status"] == "ready", clock
+        return dict(clock)
 
     def add_member(self, workspace_id: str, user_id: str, role: str) -> None:
         response = self.post(f"/workspaces/{workspace_id}/members", {"user_id": user_id, "role": role})

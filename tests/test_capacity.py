@@ -225,7 +225,7 @@ def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any, mode:
     assert sub["status"] == "trialing"
     root = root_in(alice, ws, mode, account)
     assert report(alice, ws, root["id"], "users", 2).status_code == 200
-    alice.post("/sandbox/clock/advance", {"days": 15})
+    alice.advance_clock({"days": 15})
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"
     assert entry(alice, ws, root["id"], "users") == {
         "type": "users", "used": 2, "direct": 2, "free": 0, "org_limit": None, "total": 2}

@@ -100,7 +100,7 @@ def subscribed(as_user: Any) -> dict[str, Any]:
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 4, "sso": 1}}).json
-    alice.post("/sandbox/clock/advance", {"days": 5})
+    alice.advance_clock({"days": 5})
     return {"alice": alice, "acc": acc, "sub": sub}
 
 
@@ -204,7 +204,7 @@ def test_discounts_are_shown_with_their_names(subscribed: dict[str, Any], state:
         {"product_type": "users", "quantity": 3}]}).json  # a decrease: the next period's invoice
     assert preview["discount_names"] == ["Partner 20%"]
     assert preview["discount_amount"] == preview["subtotal"] // 5 and preview["total"] == preview["subtotal"] * 4 // 5
-    alice.post("/sandbox/clock/advance", {"days": 27})
+    alice.advance_clock({"days": 27})
     renewal, first = alice.get(f"{acc}/invoices").json["data"][:2]
     assert (renewal["discount_names"], renewal["discount_amount"]) == (["Partner 20%"], renewal["subtotal"] // 5)
     assert renewal["total"] == renewal["amount_paid"] == renewal["subtotal"] - renewal["discount_amount"]

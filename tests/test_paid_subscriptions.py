@@ -85,7 +85,7 @@ def test_increase_is_prorated_now_decrease_not_credited(paying: dict[str, Any], 
     alice, acc = paying["alice"], paying["acc"]
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 10}}).json
     path = f"{acc}/subscriptions/{sub['id']}"
-    alice.post("/sandbox/clock/advance", {"days": 10})
+    alice.advance_clock({"days": 10})
     first_invoices = alice.get(f"{acc}/invoices").json["data"]
     assert alice.patch(path, {"product_quantities": {"users": 12}}).status_code == 200
     invoices = alice.get(f"{acc}/invoices").json["data"]
@@ -98,7 +98,7 @@ def test_increase_is_prorated_now_decrease_not_credited(paying: dict[str, Any], 
     assert len(alice.get(f"{acc}/invoices").json["data"]) == len(invoices)  # no credit note, no invoice
     assert state.gateway.client.v1.customers.retrieve(paying["account"]["id"]).balance == balance_before
     # The next period bills the new quantity.
-    alice.post("/sandbox/clock/advance", {"days": 25})
+    alice.advance_clock({"days": 25})
     renewal = alice.get(f"{acc}/invoices").json["data"][0]
     assert [line["quantity"] for line in renewal["lines"]] == [4]
 
@@ -124,7 +124,7 @@ def test_resume_paused_subscription_with_declining_card_is_402(as_user: Any) -> 
     account = alice.account(ws)
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).json
-    alice.post("/sandbox/clock/advance", {"days": 15})
+    alice.advance_clock({"days": 15})
     alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeCustomerFail"})
     response = alice.patch(f"{acc}/subscriptions/{sub['id']}", {"action": "resume"})
     assert response.status_code == 402, response.json

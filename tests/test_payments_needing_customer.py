@@ -69,7 +69,7 @@ def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str,
     assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
                  "subscription_limit_reached")
     # ... until, unpaid 23 hours later, they are incomplete_expired.
-    alice.post("/sandbox/clock/advance", {"hours": 23, "minutes": 1})
+    alice.advance_clock({"hours": 23, "minutes": 1})
     expired = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert (expired["status"], expired["pending_payment"]) == ("incomplete_expired", None)
     assert state.gateway.client.v1.invoices.retrieve(first["pending_payment"]["invoice_id"]).status == "void"
@@ -124,7 +124,7 @@ def until_renewal_collected(acct: dict[str, Any], subscription: dict[str, Any], 
     """Past the period's end and the hour Stripe waits before collecting the renewal invoice."""
     end = state.gateway.client.v1.subscriptions.retrieve(subscription["id"])["items"].data[0].current_period_end
     seconds = end - state.sandbox_clock.now() + 3600 + 60
-    acct["alice"].post("/sandbox/clock/advance", {"seconds": seconds})
+    acct["alice"].advance_clock({"seconds": seconds})
 
 
 def make_default(acct: dict[str, Any], token: str) -> dict[str, Any]:
@@ -147,9 +147,9 @@ def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], s
     sub, path = subscribed_then_default(acct, "pm_card_chargeCustomerFail")
     # The new period starts; its invoice is still a draft for an hour: nothing owed yet.
     end = state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].current_period_end
-    alice.post("/sandbox/clock/advance", {"seconds": end - state.sandbox_clock.now() + 60})
+    alice.advance_clock({"seconds": end - state.sandbox_clock.now() + 60})
     assert (alice.get(path).json["status"], alice.get(path).json["pending_payment"]) == ("active", None)
-    alice.post("/sandbox/clock/advance", {"hours": 1})
+    alice.advance_clock({"hours": 1})
     failed = alice.get(path).json
     pending = failed["pending_payment"]
     assert failed["status"] == "past_due" and pending["reason"] == "payment_failed"
@@ -158,9 +158,9 @@ def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], s
     assert (renewal["id"], renewal["status"]) == (pending["invoice_id"], "open")
     # The customer adds a good card and makes it the default; the retry 3 days later uses it.
     make_default(acct, "pm_card_mastercard")
-    alice.post("/sandbox/clock/advance", {"days": 2})
+    alice.advance_clock({"days": 2})
     assert alice.get(path).json["status"] == "past_due"
-    alice.post("/sandbox/clock/advance", {"days": 1})
+    alice.advance_clock({"days": 1})
     recovered = alice.get(path).json
     assert (recovered["status"], recovered["pending_payment"]) == ("active", None)
     assert alice.get(f"{acc}/invoices").json["data"][0]["status"] == "paid"
@@ -173,7 +173,7 @@ def test_renewal_failing_every_retry_cancels(acct: dict[str, Any], state: Any) -
     renewal_id = alice.get(path).json["pending_payment"]["invoice_id"]
     for days in (3, 2, 2):  # retried 3, 5 and 7 days after the first failure
         assert alice.get(path).json["status"] == "past_due"
-        alice.post("/sandbox/clock/advance", {"days": days})
+        alice.advance_clock({"days": days})
     ended = alice.get(path).json
     assert (ended["status"], ended["pending_payment"]) == ("canceled", None)
     invoice = state.gateway.client.v1.invoices.retrieve(renewal_id)

@@ -21,8 +21,7 @@ def test_trial_to_cancellation_story(as_user: Any, state: Any) -> None:
     assert sub["status"] == "trialing"
 
     # The trial ends without a payment method: the subscription pauses.
-    clock = alice.post("/sandbox/clock/advance", {"days": 15})
-    assert clock.status_code == 200, clock.json
+    alice.advance_clock({"days": 15})
     assert alice.get(path).json["status"] == "paused"
     assert_error(alice.patch(path, {"action": "resume"}), 422, "payment_method_required")
 
@@ -55,6 +54,6 @@ def test_trial_to_cancellation_story(as_user: Any, state: Any) -> None:
     assert_error(alice.delete(acc), 422, "active_subscriptions_exist")
 
     # Past the period end it is canceled, and the account can go.
-    alice.post("/sandbox/clock/advance", {"days": 32})
+    alice.advance_clock({"days": 32})
     assert alice.get(path).json["status"] == "canceled"
     assert alice.delete(acc).status_code == 204

@@ -22,8 +22,18 @@ blp = authenticated_blueprint(
 ACCOUNT = "/workspaces/<workspaceId>/billing-accounts/<billingAccountId>"
 
 
+CLOCK_STATUSES = ("advancing", "ready", "internal_failure")
+
+
 class ClockSchema(Schema):
     now = fields.Integer(metadata={"description": "Sandbox time, unix seconds."})
+    status = fields.String(validate=validate.OneOf(CLOCK_STATUSES), metadata={"description": (
+        "As Stripe's test clocks: `advancing` while what came due is being run, its webhooks delivered "
+        "and applied; `ready` once it is all readable through the API; `internal_failure` if running "
+        "it failed (a new advance retries what is left).")})
+
+
+class AdvancedClockSchema(ClockSchema):
     advanced_seconds = fields.Integer()
 
 
@@ -64,9 +74,13 @@ class Clock(MethodView):
 @blp.route("/clock/advance")
 class ClockAdvance(MethodView):
     @blp.arguments(AdvanceSchema)
-    @blp.response(200, ClockSchema)
+    @blp.response(202, AdvancedClockSchema)
     def post(self, data: dict[str, Any]) -> Any:
-        """Advance sandbox time and run what comes due (the clock is shared by the whole sandbox)"""
+        """Advance sandbox time; what comes due runs in the background (the clock is shared by the whole sandbox)
+
+        Answers at once with `status: advancing`; poll GET /sandbox/clock until `status` is `ready`.
+        While an earlier advance still runs, 409 `clock_advancing`.
+        """
         return service.advance_clock(data)
 
 

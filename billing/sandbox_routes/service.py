@@ -9,7 +9,9 @@ from billing import replica
 from billing.access import AccountAccess
 from billing.payment_methods.service import MAX_PAYMENT_METHODS, payment_method_limit_reached
 from billing.errors import ApiError, not_found
+from billing.webhooks import inbox
 from billing.state import SandboxAuthenticator, SandboxClock, current
+from stripe_sandbox.clock import ClockAdvancing
 from stripe_sandbox.errors import SandboxError
 
 
@@ -20,20 +22,44 @@ def _clock() -> SandboxClock:
     return clock
 
 
+def copy_behind() -> bool:
+    """Whether the service has received Stripe events its workers have not
+    applied yet (parked ones aside: they wait for an operator)."""
+    return inbox.backlog(current().db).pending > 0
+
+
+def _status(emulator_status: str) -> str:
+    """`ready` only once what came due is readable through the API: (a) the
+    emulator has run every transition, (b) delivered their webhooks, and
+    (c) the service has applied them."""
+    if emulator_status != "ready":
+        return emulator_status
+    webhooks = current().webhooks
+    if webhooks is not None and webhooks.deliveries_due():
+        return "advancing"
+    return "advancing" if copy_behind() else "ready"
+
+
 def clock_now() -> dict[str, Any]:
-    return {"now": _clock().now()}
+    reading = _clock().reading()
+    return {"now": reading.now, "status": _status(reading.status)}
 
 
 def advance_clock(data: dict[str, Any]) -> dict[str, Any]:
-    """Move sandbox time forward and run what came due (trial ends, renewals,
-    scheduled cancellations); their webhooks follow, as from Stripe."""
+    """Move sandbox time forward and start running what came due (trial ends,
+    renewals, scheduled cancellations) in the background, as Stripe's test
+    clocks do; their webhooks follow, as from Stripe."""
     seconds = data.get("seconds", 0) + 60 * data.get("minutes", 0) + 3600 * data.get("hours", 0) \
         + 86400 * data.get("days", 0)
     if seconds <= 0:
         raise ApiError(422, "validation_failed", "Advance by a positive amount of time.",
                        errors={"seconds": ["Give seconds, minutes, hours or days."]})
-    now = _clock().advance_and_process(seconds)
-    return {"now": now, "advanced_seconds": seconds}
+    try:
+        reading = _clock().advance_in_background(seconds)
+    except ClockAdvancing:
+        raise ApiError(409, "clock_advancing", "The sandbox clock is still advancing: "
+                       "wait until GET /sandbox/clock says ready.") from None
+    return {"now": reading.now, "advanced_seconds": seconds, "status": reading.status}
 
 
 def attach_test_payment_method(ctx: AccountAccess, token: str, request_key: str) -> dict[str, Any]:

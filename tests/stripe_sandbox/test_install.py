@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from stripe_sandbox import SANDBOX_TABLES, SqlSessions, install
+from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SqlSessions, install
 from stripe_sandbox.models import SandboxClockState
 from stripe_sandbox.storage import normalize_url
 
@@ -86,3 +86,21 @@ def test_concurrent_installs_all_succeed(empty_database_url: str) -> None:
         for sessions in all_sessions:
             sessions.dispose()
 
+
+
+def test_install_adds_the_columns_an_older_table_lacks(empty_database_url: str) -> None:
+    """A dev database made before the clock had a status keeps its offset and gains the status."""
+    sessions = SqlSessions(empty_database_url)
+    try:
+        with sessions.write() as session:
+            session.execute(text("CREATE TABLE sandbox_clock (id INTEGER PRIMARY KEY, offset_seconds BIGINT)"))
+            session.execute(text("INSERT INTO sandbox_clock (id, offset_seconds) VALUES (1, 86400)"))
+        install(sessions)
+        clock = SandboxClock(sessions)
+        assert clock.offset() == 86400
+        assert clock.reading().status == "ready"
+        assert clock.advance_in_background(seconds=1).status == "advancing"
+        clock.wait_for_runs(10)
+        assert clock.reading().status == "ready"
+    finally:
+        sessions.dispose()
