@@ -69,7 +69,8 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
                              webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
                              background=webhook_transport is None)
-    sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits)
+    sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits,
+                                               request_log=config.sandbox_request_log)
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000)
     return {"gateway": StripeGateway(client, keep=Keeper(db)),
             "sandbox_clock": SandboxClock(db, webhooks=webhooks), "webhooks": webhooks,

@@ -44,6 +44,7 @@ class Config:
     sandbox_latency_ms: float = 0.0
     sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
+    sandbox_request_log: str = ""  # a directory: the emulator logs each request there (benchmarks)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -118,4 +119,5 @@ class Config:
             sandbox_rate_limits=rate_limits,
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
+            sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
         )
