@@ -297,8 +297,8 @@ def _session(token: str) -> requests.Session:
     return session
 
 
-def _call(session: requests.Session, method: str, url: str, **kwargs: Any) -> Any:
-    response = session.request(method, url, timeout=120, **kwargs)
+def _call(session: requests.Session, method: str, url: str, timeout: float = 120, **kwargs: Any) -> Any:
+    response = session.request(method, url, timeout=timeout, **kwargs)
     if response.status_code >= 400:
         raise RuntimeError(f"{method} {url}: {response.status_code} {response.text[:300]}")
     return response.json() if response.content else None
@@ -489,7 +489,8 @@ def advance(base: str, token: str) -> float:
     at once with "status": "advancing" (then GET /sandbox/clock until "ready")."""
     session = _session(token)
     started = time.monotonic()
-    answer = _call(session, "POST", f"{base}/sandbox/clock/advance", json={"days": 32})
+    # Today the answer comes when every renewal has run: minutes for a thousand.
+    answer = _call(session, "POST", f"{base}/sandbox/clock/advance", timeout=3600, json={"days": 32})
     if answer.get("status") == "advancing":
         while _call(session, "GET", f"{base}/sandbox/clock").get("status") != "ready":
             time.sleep(0.5)
@@ -547,7 +548,12 @@ def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: floa
             storm_started = time.monotonic()
             writer.start()
             poller.start()
-            figures["advance s"] = advance(svc.base(), accounts[0].token)
+            try:
+                figures["advance s"] = advance(svc.base(), accounts[0].token)
+            except BaseException:
+                stop_writes.set()
+                stop_polls.set()
+                raise
             advanced = time.monotonic()
             # Until every event is delivered (retries included) and every renewal readable; an
             # event lost after its retry may leave an account stale for good: 15 s of grace then.
