@@ -77,7 +77,8 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
                              webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
                              background=webhook_transport is None)
-    sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits)
+    sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits,
+                                               request_log=config.sandbox_request_log)
     limits = limits_for_sandbox(config.sandbox_rate_limits)  # the emulator's limits, if any, are the budget's
     budget = (StripeBudget(db, "sk_test_sandbox", limits, user_reserve=config.stripe_budget_user_reserve)
               if limits else None)

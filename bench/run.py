@@ -374,7 +374,12 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile" or "orgs": just that section
+    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs" or "storm": just that section
+    if only == "storm":
+        from bench.storm import storm_section
+
+        storm_section()
+        return 0
     if only == "orgs":
         from bench.organizations import organizations_section
 

@@ -68,6 +68,7 @@ class Config:
     reconcile_every_minutes: int = 60
     # The share of Stripe's per-second limits background work leaves to users (billing.budget).
     stripe_budget_user_reserve: float = 0.2
+    sandbox_request_log: str = ""  # a directory: the emulator logs each request there (benchmarks)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -153,4 +154,5 @@ class Config:
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
             stripe_budget_user_reserve=user_reserve,
+            sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
         )

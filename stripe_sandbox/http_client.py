@@ -30,6 +30,7 @@ from stripe_sandbox.expand import expand
 from stripe_sandbox.form import decode
 from stripe_sandbox.params import validate
 from stripe_sandbox.rate_limits import admit, limits_for
+from stripe_sandbox.request_log import RequestLog
 from stripe_sandbox.router import Request, Route, Router
 from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store, random_token
@@ -62,14 +63,16 @@ class SandboxHTTPClient(stripe.HTTPClient):
     name = "sandbox"
 
     def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None, rate_limits: str = "") -> None:
-        """`rate_limits`: Stripe's of "live" or "test" mode, or "" for none (see rate_limits.py)."""
+                 webhooks: WebhookSender | None = None, rate_limits: str = "", request_log: str = "") -> None:
+        """`rate_limits`: Stripe's of "live" or "test" mode, or "" for none (see rate_limits.py).
+        `request_log`: a directory to log each request to (request_log.py), or "" for none."""
         super().__init__()
         self._database = database
         self._router = router or build_router()
         # Told after every committed write, to deliver the events it recorded.
         self._webhooks = webhooks
         self._rate_limits = limits_for(rate_limits)
+        self._request_log = RequestLog(request_log) if request_log else None
 
     # -- stripe.HTTPClient interface ------------------------------------------
 
@@ -136,6 +139,10 @@ class SandboxHTTPClient(stripe.HTTPClient):
             status, body, extra_headers = (conflict.status, _dump(conflict.body(request_id, int(time.time()))),
                                            conflict.headers)
         response_headers.update(extra_headers)
+        if self._request_log is not None:  # off by default: costs nothing then
+            path = urlsplit(url).path
+            matched = self._router.match(method, path)
+            self._request_log.record(method, matched[0].template if matched is not None else path, status)
         return body, status, response_headers
 
     def _dispatch(self, method: str, url: str, headers: Headers, post_data: Any, request_id: str,
