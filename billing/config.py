@@ -44,6 +44,9 @@ class Config:
     sandbox_latency_ms: float = 0.0
     sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
+    # How the sandbox delivers its webhooks: as Stripe (this many at once, unordered), or in order one at a time.
+    sandbox_webhook_concurrency: int = 32
+    sandbox_webhook_ordered: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -97,6 +100,13 @@ class Config:
         if rate_limits not in ("", "live", "test"):
             raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
 
+        try:
+            webhook_concurrency = int(env.get("SANDBOX_WEBHOOK_CONCURRENCY") or 32)
+        except ValueError:
+            webhook_concurrency = 0
+        if webhook_concurrency < 1:
+            raise ConfigError("SANDBOX_WEBHOOK_CONCURRENCY must be a whole number, at least 1")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -118,4 +128,6 @@ class Config:
             sandbox_rate_limits=rate_limits,
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
+            sandbox_webhook_concurrency=webhook_concurrency,
+            sandbox_webhook_ordered=env.get("SANDBOX_WEBHOOK_ORDERED") == "1",
         )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from stripe_sandbox.models import SandboxBase
@@ -54,6 +54,27 @@ def install(source: SessionSource) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(select(func.pg_advisory_xact_lock(_INSTALL_LOCK)))
         SandboxBase.metadata.create_all(connection, checkfirst=True)
+        _add_missing_columns(connection)
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """Columns added to a table after it first shipped, added to a database made before.
+
+    There are no migrations for the emulator's tables (create_all only), so an
+    existing dev database would otherwise lack them. Only nullable columns are
+    ever added this way: old rows get NULL, which the code reads as the old behaviour.
+    """
+    inspector = inspect(connection)
+    for table in SandboxBase.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            assert column.nullable, f"{table.name}.{column.name}: only nullable columns can be added"
+            kind = column.type.compile(dialect=connection.dialect)
+            preparer = connection.dialect.identifier_preparer
+            connection.execute(text(f"ALTER TABLE {preparer.quote(table.name)} "
+                                    f"ADD COLUMN {preparer.quote(column.name)} {kind}"))
 
 
 def normalize_url(url: str) -> str:

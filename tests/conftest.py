@@ -3,6 +3,7 @@ with Stripe served by the built-in sandbox through the real `stripe` library."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator
@@ -84,6 +85,8 @@ def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
 @pytest.fixture(scope="session")
 def session_app(config: Config) -> Flask:
     holder: dict[str, Flask] = {}
+    # The emulator's first delivery mode: one event at a time, in order.
+    config = dataclasses.replace(config, sandbox_webhook_ordered=True)
     app = create_app(config, webhook_transport=synchronous_webhooks(holder))
     holder["app"] = app
     app.config["TESTING"] = False  # errors go through the handlers, as in production
