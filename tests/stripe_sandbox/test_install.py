@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import stripe
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from stripe_sandbox import SANDBOX_TABLES, SqlSessions, install
+from stripe_sandbox import SANDBOX_TABLES, SandboxHTTPClient, SqlSessions, WebhookSender, install
 from stripe_sandbox.models import SandboxClockState
 from stripe_sandbox.storage import normalize_url
 
@@ -86,3 +87,25 @@ def test_concurrent_installs_all_succeed(empty_database_url: str) -> None:
         for sessions in all_sessions:
             sessions.dispose()
 
+
+
+def test_install_adds_columns_a_database_made_before_them_lacks(empty_database_url: str) -> None:
+    """A dev database made before webhook retries were scheduled keeps working."""
+    sessions = SqlSessions(empty_database_url)
+    try:
+        with sessions.write() as session:  # the table as it first shipped
+            session.execute(text(
+                "CREATE TABLE sandbox_webhook_deliveries (event_id VARCHAR(255) PRIMARY KEY, seq BIGINT NOT NULL, "
+                "pending BOOLEAN NOT NULL, attempts INTEGER NOT NULL, lease_until FLOAT, last_attempt_at FLOAT, "
+                "last_status INTEGER, delivered_at FLOAT)"))
+        install(sessions)
+        with sessions.engine.connect() as connection:
+            columns = {column["name"] for column in inspect(connection).get_columns("sandbox_webhook_deliveries")}
+        assert "next_attempt_at" in columns
+        delivered: list[bytes] = []
+        sender = WebhookSender(sessions, "whsec_x", lambda payload, headers: delivered.append(payload) or 200)
+        client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(sessions, webhooks=sender))
+        client.v1.customers.create(params={"name": "Ada"})
+        assert len(delivered) == 1
+    finally:
+        sessions.dispose()
