@@ -85,8 +85,8 @@ def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
 @pytest.fixture(scope="session")
 def session_app(config: Config) -> Flask:
     holder: dict[str, Flask] = {}
-    # The emulator's first delivery mode: one event at a time, in order.
-    config = dataclasses.replace(config, sandbox_webhook_ordered=True)
+    # Webhooks as Stripe sends them: 32 at once, unordered, failures retried later in sandbox time.
+    config = dataclasses.replace(config, sandbox_webhook_concurrency=32, sandbox_webhook_ordered=False)
     app = create_app(config, webhook_transport=synchronous_webhooks(holder))
     holder["app"] = app
     app.config["TESTING"] = False  # errors go through the handlers, as in production
