@@ -49,11 +49,11 @@ class BillingApi(Api):
 WebhookTransport = Callable[[bytes, Mapping[str, str]], int]
 
 
-def http_webhook_transport(url: str) -> WebhookTransport:
-    """The sandbox posts its events to the service's own webhook URL, as Stripe would."""
+def http_webhook_transport(url: str, timeout: float) -> WebhookTransport:
+    """The sandbox posts its events to the service's own webhook URL, as Stripe would (and gives up as Stripe does)."""
 
     def post(payload: bytes, headers: Mapping[str, str]) -> int:
-        return requests.post(url, data=payload, headers=dict(headers), timeout=10).status_code
+        return requests.post(url, data=payload, headers=dict(headers), timeout=timeout).status_code
 
     return post
 
@@ -74,9 +74,13 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
         install(db)  # the emulator's own tables, before anything (the catalog) uses them
     except Exception as error:  # e.g. the database is not reachable yet: start anyway, as without the sandbox
         log.warning("sandbox tables not created (%s)", type(error).__name__)
+    from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS
+
     webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
-                             webhook_transport or http_webhook_transport(config.sandbox_webhook_url),
-                             background=webhook_transport is None)
+                             webhook_transport or http_webhook_transport(config.sandbox_webhook_url,
+                                                                         DELIVERY_TIMEOUT_SECONDS),
+                             background=webhook_transport is None, timeout_seconds=DELIVERY_TIMEOUT_SECONDS,
+                             concurrency=config.sandbox_webhook_concurrency, ordered=config.sandbox_webhook_ordered)
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits,
                                                request_log=config.sandbox_request_log)
     limits = limits_for_sandbox(config.sandbox_rate_limits)  # the emulator's limits, if any, are the budget's

@@ -69,6 +69,9 @@ class Config:
     # The share of Stripe's per-second limits background work leaves to users (billing.budget).
     stripe_budget_user_reserve: float = 0.2
     sandbox_request_log: str = ""  # a directory: the emulator logs each request there (benchmarks)
+    # How the sandbox delivers its webhooks: as Stripe (this many at once, unordered), or in order one at a time.
+    sandbox_webhook_concurrency: int = 32
+    sandbox_webhook_ordered: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -129,6 +132,13 @@ class Config:
         if not 0 <= user_reserve <= 0.9:
             raise ConfigError("STRIPE_BUDGET_USER_RESERVE must be a fraction from 0 to 0.9 (default 0.2)")
 
+        try:
+            webhook_concurrency = int(env.get("SANDBOX_WEBHOOK_CONCURRENCY") or 32)
+        except ValueError:
+            webhook_concurrency = 0
+        if webhook_concurrency < 1:
+            raise ConfigError("SANDBOX_WEBHOOK_CONCURRENCY must be a whole number, at least 1")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -155,4 +165,6 @@ class Config:
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
             stripe_budget_user_reserve=user_reserve,
             sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
+            sandbox_webhook_concurrency=webhook_concurrency,
+            sandbox_webhook_ordered=env.get("SANDBOX_WEBHOOK_ORDERED") == "1",
         )

@@ -3,7 +3,8 @@
 Every emulated timestamp (created, trial ends, periods) comes from here, so
 advancing the offset moves the whole sandbox into the future. The offset only
 grows: lists are ordered by creation time. (Idempotency keys and webhook
-deliveries run on real time: they are about retries, not about the account.)
+deliveries' leases and signatures run on real time; their retries, like
+Stripe's, come due in sandbox time.)
 
 `SandboxClock.advance_and_process()` moves the clock and then runs every
 transition that has come due (trial ends, renewals, cancellations, ...), one
@@ -35,6 +36,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic  # heartbeats run on real elapsed time, whatever sandbox time does
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -44,7 +46,9 @@ from stripe_sandbox.models import SandboxClockState, SandboxObject, insert_if_ab
 from stripe_sandbox.router import Router
 from stripe_sandbox.storage import SessionSource
 from stripe_sandbox.store import Store
-from stripe_sandbox.webhooks import WebhookSender
+
+if TYPE_CHECKING:  # webhooks.py reads sandbox time from here
+    from stripe_sandbox.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +176,8 @@ class SandboxClock:
                             days: float = 0) -> int:
         """Move the clock forward and run everything that came due; returns the new sandbox time."""
         now = self.advance(seconds, minutes=minutes, hours=hours, days=days)
-        self.process_due()
+        if not self.process_due() and self._webhooks is not None:
+            self._webhooks.notify()  # nothing ran, but failed deliveries' retries may have come due
         return now
 
     def advance_in_background(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0,

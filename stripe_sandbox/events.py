@@ -28,8 +28,9 @@ _PREFIX = {"subscription": "customer.subscription"}
 
 
 def _present(store: Store, data: Document) -> Document:
+    # Stripe: "Number of webhooks that haven't been successfully delivered": a failed event still counts.
     delivery = store.session.get(SandboxWebhookDelivery, data["id"])
-    data["pending_webhooks"] = 1 if delivery is not None and delivery.pending else 0
+    data["pending_webhooks"] = 1 if delivery is not None and delivery.delivered_at is None else 0
     return data
 
 
@@ -117,8 +118,10 @@ def list_(req: Request) -> Document:
     if "types" in params:
         where.append(kind.in_(params["types"]))
     if "delivery_success" in params:
-        pending = select(SandboxWebhookDelivery.event_id).where(SandboxWebhookDelivery.pending.is_(True))
-        where.append(SandboxObject.id.not_in(pending) if params["delivery_success"] else SandboxObject.id.in_(pending))
+        # false: still being retried or given up (Stripe: "unsuccessfully delivered").
+        undelivered = select(SandboxWebhookDelivery.event_id).where(SandboxWebhookDelivery.delivered_at.is_(None))
+        where.append(SandboxObject.id.not_in(undelivered) if params["delivery_success"]
+                     else SandboxObject.id.in_(undelivered))
     return list_endpoint(req.store, params, OBJECT_TYPE, URL, where=where)
 
 

@@ -97,9 +97,13 @@ class SandboxPriceLookupKey(SandboxBase):
 class SandboxWebhookDelivery(SandboxBase):
     """Delivery state of one event to the sandbox's webhook endpoint (see webhooks.py).
 
-    Times here are real unix time, not sandbox time: leases and signatures are
-    about the moment of sending, and the receiver checks signatures against its
-    own clock.
+    Times here are real unix time, but for `next_attempt_at`: leases and
+    signatures are about the moment of sending, and the receiver checks
+    signatures against its own clock; retries are scheduled, as Stripe's, in the
+    account's (sandbox) time, so advancing the clock brings them due.
+
+    States: pending (to send, or to retry at `next_attempt_at`); delivered
+    (`delivered_at`); failed (neither: given up after the last retry).
     """
 
     __tablename__ = "sandbox_webhook_deliveries"
@@ -114,6 +118,9 @@ class SandboxWebhookDelivery(SandboxBase):
     last_attempt_at: Mapped[float | None] = mapped_column(Float)
     last_status: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[float | None] = mapped_column(Float)
+    # Sandbox time of the next retry after a failed attempt; null: due now. Added after the
+    # table first shipped: `storage.install()` adds it to older databases.
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_sandbox_webhook_deliveries_pending_seq", "pending", "seq"),)
 

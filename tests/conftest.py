@@ -3,9 +3,9 @@ with Stripe served by the built-in sandbox through the real `stripe` library."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -84,44 +84,37 @@ def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
 
 
 def apply_after_delivery(app: Flask) -> None:
-    """After the sandbox delivers (synchronously), the queue's work is done
-    too, here: the tasks queued through Huey, then whatever else may run now
-    (tasks put off to coalesce). Until nothing more is delivered or applied,
-    as applying may make Stripe send more."""
+    """After each synchronous delivery run of the sandbox, the queue's work is
+    done too, here (the sender's `after_run`): the tasks queued through Huey,
+    then whatever else may run now (tasks put off to coalesce). Until nothing
+    more is delivered or applied, as applying may make Stripe send more."""
     from billing.jobs import apply_due
 
     state: BillingState = app.extensions["billing"]
     sender: Any = state.webhooks
-    deliver = sender.deliver_pending
-    local = threading.local()
 
-    def deliver_and_apply() -> int:
-        if getattr(local, "active", False):  # applying wrote to Stripe: the outer loop goes on
-            return int(deliver())
-        local.active = True
-        try:
-            total = 0
-            while True:
-                delivered = int(deliver())
-                with app.app_context():
-                    worked = state.queue.run_queued() + apply_due()
-                total += delivered
-                if not delivered and not worked:
-                    return total
-        finally:
-            local.active = False
+    def apply_all() -> None:
+        while True:
+            with app.app_context():
+                worked = state.queue.run_queued() + apply_due()
+            if not worked and not sender.deliver_pending():
+                return
 
-    deliver_and_apply.deliver = deliver  # type: ignore[attr-defined]  # the sandbox's alone, for tests that want it
-    sender.deliver_pending = deliver_and_apply
+    sender.after_run = apply_all
 
 
 @pytest.fixture(scope="session")
 def session_app(config: Config) -> Flask:
     holder: dict[str, Flask] = {}
+    # Webhooks as Stripe sends them: 32 at once, unordered, failures retried later in sandbox time.
+    config = dataclasses.replace(config, sandbox_webhook_concurrency=32, sandbox_webhook_ordered=False)
     app = create_app(config, webhook_transport=synchronous_webhooks(holder))
     holder["app"] = app
     apply_after_delivery(app)
     app.config["TESTING"] = False  # errors go through the handlers, as in production
+    # The catalog's events, refused while the app was being made, would wait for
+    # their retry (Stripe's schedule, in sandbox time): each test starts from none.
+    wipe(app)
     return app
 
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import stripe
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SqlSessions, install
+from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SandboxHTTPClient, SqlSessions, WebhookSender, install
 from stripe_sandbox.models import SandboxClockState
 from stripe_sandbox.storage import normalize_url
 
@@ -87,7 +88,6 @@ def test_concurrent_installs_all_succeed(empty_database_url: str) -> None:
             sessions.dispose()
 
 
-
 def test_install_adds_the_columns_an_older_table_lacks(empty_database_url: str) -> None:
     """A dev database made before the clock had a status keeps its offset and gains the status."""
     sessions = SqlSessions(empty_database_url)
@@ -102,5 +102,27 @@ def test_install_adds_the_columns_an_older_table_lacks(empty_database_url: str) 
         assert clock.advance_in_background(seconds=1).status == "advancing"
         clock.wait_for_runs(10)
         assert clock.reading().status == "ready"
+    finally:
+        sessions.dispose()
+
+
+def test_install_adds_columns_a_database_made_before_them_lacks(empty_database_url: str) -> None:
+    """A dev database made before webhook retries were scheduled keeps working."""
+    sessions = SqlSessions(empty_database_url)
+    try:
+        with sessions.write() as session:  # the table as it first shipped
+            session.execute(text(
+                "CREATE TABLE sandbox_webhook_deliveries (event_id VARCHAR(255) PRIMARY KEY, seq BIGINT NOT NULL, "
+                "pending BOOLEAN NOT NULL, attempts INTEGER NOT NULL, lease_until FLOAT, last_attempt_at FLOAT, "
+                "last_status INTEGER, delivered_at FLOAT)"))
+        install(sessions)
+        with sessions.engine.connect() as connection:
+            columns = {column["name"] for column in inspect(connection).get_columns("sandbox_webhook_deliveries")}
+        assert "next_attempt_at" in columns
+        delivered: list[bytes] = []
+        sender = WebhookSender(sessions, "whsec_x", lambda payload, headers: delivered.append(payload) or 200)
+        client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(sessions, webhooks=sender))
+        client.v1.customers.create(params={"name": "Ada"})
+        assert len(delivered) == 1
     finally:
         sessions.dispose()
