@@ -28,6 +28,9 @@ class SandboxClockReading(Protocol):
     @property
     def status(self) -> str: ...
 
+    @property
+    def advanced_to(self) -> int | None: ...
+
 
 class SandboxClock(Protocol):
     """The emulator's clock, as the sandbox routes use it."""

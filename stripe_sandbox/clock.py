@@ -71,6 +71,7 @@ class ClockAdvancing(Exception):
 class ClockReading:
     now: int
     status: str
+    advanced_to: int | None = None  # where the last background advance moved the clock
 
 
 def _run_status(row: SandboxClockState | None, real_now: float) -> str:
@@ -153,7 +154,8 @@ class SandboxClock:
         with self._database.read() as session:
             row = session.get(SandboxClockState, _ROW_ID)
             real_now = time.time()
-            return ClockReading(int(real_now + (row.offset_seconds if row else 0)), _run_status(row, real_now))
+            return ClockReading(int(real_now + (row.offset_seconds if row else 0)), _run_status(row, real_now),
+                                row.advanced_to if row else None)
 
     def advance(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
         """Move the clock forward; returns the new sandbox time."""
@@ -196,10 +198,11 @@ class SandboxClock:
             row.offset_seconds += delta
             row.status, row.run_id, row.lease_until = ADVANCING, run_id, real_now + self._lease_seconds
             now = int(real_now) + row.offset_seconds
+            row.advanced_to = now
         thread = threading.Thread(target=self._run, args=(run_id,), name="sandbox-clock", daemon=True)
         self._runs = [run for run in self._runs if run.is_alive()] + [thread]
         thread.start()
-        return ClockReading(now, ADVANCING)
+        return ClockReading(now, ADVANCING, now)
 
     def wait_for_runs(self, timeout: float | None = None) -> None:
         """Wait for this process's background advances to end (tests, shutdown)."""

@@ -83,6 +83,9 @@ class SandboxClockState(SandboxBase):
     # unix time) its heartbeat vouches for it: a run whose process died expires.
     run_id: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[float | None] = mapped_column(Float)
+    # Sandbox time the last background advance moved the clock to: what it made
+    # happen is dated at or before it (traffic meanwhile is dated after).
+    advanced_to: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SandboxPriceLookupKey(SandboxBase):

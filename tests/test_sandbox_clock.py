@@ -3,6 +3,7 @@ says `ready` once what came due is readable through the API."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -102,3 +103,25 @@ def test_a_failed_run_reads_internal_failure(trialing: dict[str, Any], state: An
     assert alice.post("/sandbox/clock/advance", {"days": 15}).status_code == 202
     state.sandbox_clock.wait_for_runs(10)
     assert alice.get("/sandbox/clock").json["status"] == "internal_failure"
+
+
+def test_traffic_after_the_advance_does_not_hold_ready(trialing: dict[str, Any], state: Any, client: Any,
+                                                       apply_now: Any) -> None:
+    """Only what the advance made counts: events users cause meanwhile (dated
+    after the time it moved to) may wait for the workers without holding `ready`."""
+    from tests.test_webhooks import deliver, event
+
+    alice = trialing["alice"]
+    reading = alice.post("/sandbox/clock/advance", {"days": 15}).json
+    state.sandbox_clock.wait_for_runs(10)
+    assert alice.get("/sandbox/clock").json["status"] == "ready"
+    customer = trialing["path"].split("/")[4]
+    later = json.loads(event("customer.updated", {"id": customer, "object": "customer"}, "evt_traffic"))
+    later["created"] = reading["now"] + 5
+    assert deliver(client, json.dumps(later).encode()).status_code == 200  # waits for a worker
+    assert alice.get("/sandbox/clock").json["status"] == "ready"
+    earlier = dict(later, id="evt_of_the_advance", created=reading["now"] - 5)
+    assert deliver(client, json.dumps(earlier).encode()).status_code == 200
+    assert alice.get("/sandbox/clock").json["status"] == "advancing"
+    apply_now()
+    assert alice.get("/sandbox/clock").json["status"] == "ready"

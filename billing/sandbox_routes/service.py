@@ -22,13 +22,14 @@ def _clock() -> SandboxClock:
     return clock
 
 
-def copy_behind() -> bool:
-    """Whether the service has received Stripe events its workers have not
-    applied yet (parked ones aside: they wait for an operator)."""
-    return inbox.backlog(current().db).pending > 0
+def copy_behind(advanced_to: int | None) -> bool:
+    """Whether the service has received events of the last advance (dated at or
+    before the time it moved to: traffic meanwhile doesn't count) that its
+    workers have not applied yet (parked ones aside: they wait for an operator)."""
+    return inbox.pending_created_by(current().db, advanced_to)
 
 
-def _status(emulator_status: str) -> str:
+def _status(emulator_status: str, advanced_to: int | None) -> str:
     """`ready` only once what came due is readable through the API: (a) the
     emulator has run every transition, (b) delivered their webhooks, and
     (c) the service has applied them."""
@@ -37,12 +38,12 @@ def _status(emulator_status: str) -> str:
     webhooks = current().webhooks
     if webhooks is not None and webhooks.deliveries_due():
         return "advancing"
-    return "advancing" if copy_behind() else "ready"
+    return "advancing" if copy_behind(advanced_to) else "ready"
 
 
 def clock_now() -> dict[str, Any]:
     reading = _clock().reading()
-    return {"now": reading.now, "status": _status(reading.status)}
+    return {"now": reading.now, "status": _status(reading.status, reading.advanced_to)}
 
 
 def advance_clock(data: dict[str, Any]) -> dict[str, Any]:

@@ -147,6 +147,16 @@ def backlog(db: Database) -> Backlog:
     return Backlog(pending=int(pending), oldest_pending_seconds=round(age, 3), parked=int(parked))
 
 
+def pending_created_by(db: Database, created: int | None) -> bool:
+    """Whether an event created at or before `created` (Stripe's clock; None:
+    any) waits to be applied."""
+    query = select(StripeEvent.id).where(StripeEvent.state == PENDING)
+    if created is not None:
+        query = query.where(StripeEvent.created <= created)
+    with db.read() as session:
+        return session.scalars(query.limit(1)).first() is not None
+
+
 def parked(db: Database, limit: int = 100) -> list[StripeEvent]:
     with db.read() as session:
         return list(session.scalars(select(StripeEvent).where(StripeEvent.state == PARKED)
