@@ -89,7 +89,7 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
                           budget=budget)
     clock = SandboxClock(db, webhooks=webhooks)
-    # One clock: the sandbox's is Stripe's, so stamps and events' `created` compare.
+    # Stripe's clock is the sandbox's: events are dated on it.
     return {"gateway": StripeGateway(client, keep=Keeper(db), clock=lambda: time.time() + clock.offset()),
             "sandbox_clock": clock, "webhooks": webhooks,
             "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}

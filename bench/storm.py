@@ -72,6 +72,13 @@ POLL_CLIENTS = 4
 # -- the service, as the Procfile runs it ---------------------------------------------------
 
 
+
+
+class _RelayServer(ThreadingHTTPServer):
+    # The emulator sends up to 32 at once, as Stripe does: the default backlog (5)
+    # would refuse connections, and a refused delivery waits for Stripe's retry.
+    request_queue_size = 256
+
 def procfile() -> dict[str, str]:
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
@@ -268,7 +275,7 @@ def relay(receive: Callable[[bytes], None]) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server = _RelayServer(("127.0.0.1", free_port()), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -87,13 +87,15 @@ class StripeGateway:
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.keep = keep
-        # Stripe's clock (unix seconds), which stamps what is kept and which
-        # events' `created` are compared with: ours in production, the sandbox's
-        # (moved by its clock) on the emulator.
+        # Stripe's clock (unix seconds), the one events' `created` is on: ours in
+        # production, the sandbox's (moved by its clock) on the emulator.
         self.clock = clock
 
-    def _stamp(self) -> int:
-        return int(self.clock() * 1_000_000)
+    @staticmethod
+    def _stamp() -> int:
+        # Our clock, not Stripe's: stamps order views (and are compared with when
+        # an event reached us), and a sandbox advance dates its events in the past.
+        return int(time.time() * 1_000_000)
 
     def _kept(self, call: Callable[[], S]) -> S:
         """Make the call; hand its result to the keeper, stamped with when it started."""

@@ -146,11 +146,38 @@ def test_events_about_one_object_that_wait_together_cost_one_read(paying: dict[s
     assert {row.state for row in rows(state).values()} == {"applied"}
 
 
-def test_the_apply_task_is_put_off_until_one_read_covers_the_change(paying: dict[str, Any], state: Any) -> None:
-    now = state.gateway.clock()
-    with state_app(state):
-        assert webhook_service.coalescing_delay(int(now)) == pytest.approx(6, abs=1.1)
-        assert webhook_service.coalescing_delay(int(now) - 60) == 0
+def test_the_apply_task_is_put_off_so_that_one_change_costs_one_read(paying: dict[str, Any], state: Any,
+                                                                      client: Any, webhooks_lost: None,
+                                                                      monkeypatch: Any) -> None:
+    asked: list[tuple[str, float]] = []
+    monkeypatch.setattr(state.queue, "apply_later", lambda key, delay=0.0: asked.append((key, delay)))
+    deliver(client, subscription_event(state, paying, "evt_later"))
+    assert asked == [(f"subscription:{paying['sub']}", webhook_service.COALESCE_SECONDS)]
+
+
+def test_lifecycle_steps_of_an_invoice_already_paid_cost_no_read(as_user: Any, state: Any, client: Any,
+                                                                 stripe_requests: list[str], apply_now: Any,
+                                                                 monkeypatch: Any) -> None:
+    """Delivered late and out of order (a storm shuffles them): the step events
+    of an invoice whose stored view is paid have nothing newer to say; any other
+    event about it is read again."""
+    alice = as_user("alice")
+    found = alice.account_without_trial()
+    acc, customer = found["acc"], found["account"]["id"]
+    assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    assert alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).status_code == 201
+    [invoice] = alice.get(f"{acc}/invoices").json["data"]
+    assert invoice["status"] == "paid"
+    monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)
+    draft = {"id": invoice["id"], "object": "invoice", "customer": customer, "status": "draft"}
+    for n, type_ in enumerate(("invoice.created", "invoice.finalized")):
+        deliver(client, event(type_, {**draft, "status": "draft" if n == 0 else "open"}, f"evt_step{n}"))
+    stripe_requests.clear()
+    apply_now()
+    assert stripe_requests == []
+    deliver(client, event("invoice.updated", {**draft, "status": "paid"}, "evt_other_change"))
+    apply_now()
+    assert [r for r in stripe_requests if r.startswith("GET")] == [f"GET /v1/invoices/{invoice['id']}"]
 
 
 def state_app(state: Any) -> Any:

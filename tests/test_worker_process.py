@@ -33,11 +33,11 @@ def states(state: Any) -> dict[str, int]:
 def test_a_worker_killed_mid_batch_loses_nothing(as_user: Any, state: Any, client: Any, config: Any,
                                                  webhooks_lost: None, apply_now: Any, monkeypatch: Any) -> None:
     alice = as_user("alice")
-    workspaces = [alice.workspace(name=f"Acme {n}") for n in range(2)]
-    customers = [alice.account(workspaces[n % 2], name=f"Account {n}")["id"] for n in range(12)]
+    workspaces = [alice.workspace(name=f"Acme {n}") for n in range(3)]
+    customers = [alice.account(workspaces[n % 3], name=f"Account {n}")["id"] for n in range(24)]
     env = {**os.environ, **TEST_ENV, "DATABASE_URL": config.database_url, "LOG_LEVEL": "ERROR",
            # Each Stripe read takes a while: the kill lands while reads are in flight.
-           "SANDBOX_LATENCY_MS": "400", "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused"}
+           "SANDBOX_LATENCY_MS": "500", "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused"}
     worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--threads", "2"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

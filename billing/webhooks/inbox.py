@@ -43,7 +43,8 @@ STRANDED_AFTER = timedelta(seconds=60)
 class Claimed:
     id: str
     type: str
-    created: int
+    created: int  # Stripe's clock, seconds
+    received_at: int  # ours, microseconds (as the copy's stamps)
     payload: dict[str, Any]
 
 
@@ -93,9 +94,10 @@ def claim(db: Database, object_key: str) -> list[Claimed]:
             update(StripeEvent)
             .where(StripeEvent.object_key == object_key, _claimable(now))
             .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), attempts=StripeEvent.attempts + 1)
-            .returning(StripeEvent.id, StripeEvent.type, StripeEvent.created, StripeEvent.payload)
+            .returning(StripeEvent.id, StripeEvent.type, StripeEvent.created, StripeEvent.received_at,
+                       StripeEvent.payload)
         ).all()
-    return [Claimed(str(i), str(t), int(c), dict(p)) for i, t, c, p in rows]
+    return [Claimed(str(i), str(t), int(c), int(r.timestamp() * 1_000_000), dict(p)) for i, t, c, r, p in rows]
 
 
 def finish(db: Database, ids: Sequence[str]) -> None:
