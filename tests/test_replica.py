@@ -240,6 +240,7 @@ def test_after_the_sandbox_clock_moves_a_view_fetched_since_an_event_arrived_cos
     """One clock, ours: a view fetched after the event reached us holds its change
     (an advance dates its events in the past, so their `created` can't say)."""
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
+    monkeypatch.setattr(state.webhooks, "after_run", None)  # no worker runs until apply_now()
     state.sandbox_clock.advance(days=3)
     change_behind_our_back(state, sub, 8)
     [event] = sub_events(state, sub)[:1]
