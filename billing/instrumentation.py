@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 
 from billing.budget import StripeBudget
+
+# An attempt's answer: (body, status, headers), the body a string or a stream.
+R = TypeVar("R", bound=tuple[Any, int, Mapping[str, str]])
 
 
 @dataclass
@@ -104,21 +107,20 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
     def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
                 *, _usage: list[str] | None = None) -> tuple[str, int, Mapping[str, str]]:
         """One attempt (the library retries around it), counted in the budget."""
-        if self.budget is None:
-            return self.inner.request(method, url, headers, post_data)
-        while True:
-            self.budget.admit(method, url)
-            result = self.inner.request(method, url, headers, post_data)
-            if not self.budget.answered(result[1], result[2]):
-                return result
+        return self._within_budget(method, url, lambda: self.inner.request(method, url, headers, post_data))
 
     def request_stream(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
                        *, _usage: list[str] | None = None) -> tuple[Any, int, Mapping[str, str]]:
+        return self._within_budget(method, url, lambda: self.inner.request_stream(method, url, headers, post_data))
+
+    def _within_budget(self, method: str, url: str, attempt: Callable[[], R]) -> R:
+        """The attempt, admitted by the budget; sent again while the budget says
+        so (background work refused by Stripe's limit, after the cool-down)."""
         if self.budget is None:
-            return self.inner.request_stream(method, url, headers, post_data)
+            return attempt()
         while True:
             self.budget.admit(method, url)
-            result = self.inner.request_stream(method, url, headers, post_data)
+            result = attempt()
             if not self.budget.answered(result[1], result[2]):
                 return result
 

@@ -154,6 +154,21 @@ def state(app: Flask) -> BillingState:
     return app.extensions["billing"]  # type: ignore[no-any-return]
 
 
+def count_stripe_requests(monkeypatch: Any) -> list[str]:
+    """Every Stripe request the service makes from here on, as "GET /v1/..." (no host, no query)."""
+    from billing.instrumentation import InstrumentedHTTPClient
+
+    seen: list[str] = []
+    original = InstrumentedHTTPClient.request_with_retries
+
+    def counting(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(f"{method.upper()} {url.split('api.stripe.com', 1)[-1].split('?', 1)[0]}")
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", counting)
+    return seen
+
+
 @pytest.fixture
 def apply_now(app: Flask) -> Any:
     """apply_now() -> what a worker would do now: run the queued tasks, then

@@ -16,26 +16,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from billing import jobs
-from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import IdempotencyRecord, Lease, StripeEvent, utcnow
 from billing.webhooks import inbox
 from billing.webhooks import service as webhook_service
-from tests.conftest import assert_error
+from tests.conftest import assert_error, count_stripe_requests
 from tests.test_webhooks import deliver, event
 
 
 @pytest.fixture
 def stripe_requests(monkeypatch: Any) -> list[str]:
-    """Every Stripe request the service makes from here on: "GET /v1/..."."""
-    seen: list[str] = []
-    original = InstrumentedHTTPClient.request_with_retries
-
-    def counted(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(f"{method.upper()} {url.split('api.stripe.com', 1)[-1].split('?', 1)[0]}")
-        return original(self, method, url, *args, **kwargs)
-
-    monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", counted)
-    return seen
+    return count_stripe_requests(monkeypatch)
 
 
 @pytest.fixture

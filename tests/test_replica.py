@@ -15,7 +15,7 @@ from sqlalchemy import delete
 
 from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import StripeCopy
-from tests.conftest import assert_error
+from tests.conftest import assert_error, count_stripe_requests
 from tests.test_webhooks import deliver
 
 
@@ -32,18 +32,6 @@ def paying(as_user: Any) -> dict[str, Any]:
 
 def users(alice: Any, acc: str, sub: str) -> int:
     return int(alice.get(f"{acc}/subscriptions/{sub}").json["product_quantities"]["users"]["quantity"])
-
-
-def count_stripe_requests(monkeypatch: Any) -> list[str]:
-    seen: list[str] = []
-    original = InstrumentedHTTPClient.request_with_retries
-
-    def counting(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(f"{method.upper()} {url}")
-        return original(self, method, url, *args, **kwargs)
-
-    monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", counting)
-    return seen
 
 
 def sub_events(state: Any, sub: str) -> list[stripe.Event]:
