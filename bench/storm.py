@@ -72,13 +72,6 @@ POLL_CLIENTS = 4
 # -- the service, as the Procfile runs it ---------------------------------------------------
 
 
-
-
-class _RelayServer(ThreadingHTTPServer):
-    # The emulator sends up to 32 at once, as Stripe does: the default backlog (5)
-    # would refuse connections, and a refused delivery waits for Stripe's retry.
-    request_queue_size = 256
-
 def procfile() -> dict[str, str]:
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
@@ -258,6 +251,12 @@ class Delivery:
                     self._seq += 1
                     heapq.heappush(self._retries, (ended + RETRY_AFTER, self._seq, event_type, payload))
                     self._cond.notify()
+
+
+class _RelayServer(ThreadingHTTPServer):
+    # The emulator sends up to 32 at once, as Stripe does: the default backlog (5)
+    # would refuse connections, and a refused delivery waits for Stripe's retry.
+    request_queue_size = 256
 
 
 @contextmanager
