@@ -374,7 +374,12 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs" or "storm": just that section
+    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs", "storm" or "ack": just that section
+    if only == "ack":
+        from bench.ack import ack_section
+
+        ack_section()
+        return 0
     if only == "storm":
         from bench.storm import storm_section
 
