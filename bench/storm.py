@@ -498,9 +498,22 @@ def advance(base: str, token: str) -> float:
     # Today the answer comes when every renewal has run: minutes for a thousand.
     answer = _call(session, "POST", f"{base}/sandbox/clock/advance", timeout=3600, json={"days": 32})
     if answer.get("status") == "advancing":
-        while _call(session, "GET", f"{base}/sandbox/clock").get("status") != "ready":
+        while (status := _clock_status(session, base)) != "ready":
+            if status == "internal_failure":  # e.g. the database restarted under it: the next advance resumes
+                progress("the advance failed; advancing 1 s more resumes what is left")
+                _call(session, "POST", f"{base}/sandbox/clock/advance", json={"seconds": 1})
             time.sleep(0.5)
     return time.monotonic() - started
+
+
+def _clock_status(session: requests.Session, base: str) -> str | None:
+    """The clock's status; None while the service can't say (503: its database is restarting)."""
+    response = session.get(f"{base}/sandbox/clock", timeout=120)
+    if response.status_code == 503:
+        return None
+    if response.status_code >= 400:
+        raise RuntimeError(f"GET {base}/sandbox/clock: {response.status_code} {response.text[:300]}")
+    return str(response.json()["status"])
 
 
 def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: float, timeout: float,
