@@ -160,7 +160,10 @@ class StripeGateway:
         return self._kept(lambda: self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key}))
 
     def retrieve_subscription(self, subscription_id: str) -> stripe.Subscription | None:
-        return _unless_missing(lambda: self._kept(lambda: self.client.v1.subscriptions.retrieve(subscription_id)))
+        """With its latest invoice, which the copy keeps too: a renewal's subscription
+        and new invoice cost one read."""
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.subscriptions.retrieve(
+            subscription_id, {"expand": LATEST_INVOICE_EXPANSIONS})))
 
     def update_subscription(
         self, subscription_id: str, params: SubscriptionUpdateParams, *, idempotency_key: str
