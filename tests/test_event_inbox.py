@@ -368,3 +368,19 @@ def test_applying_is_background_work_and_waits_for_the_budget(paying: dict[str, 
     assert kinds == ["webhook"]
     assert (row.state, row.attempts) == ("pending", 0)
     assert (row.next_attempt_at - utcnow()).total_seconds() == pytest.approx(20, abs=3)
+
+
+def test_a_subscription_read_brings_its_latest_invoice(paying: dict[str, Any], state: Any, client: Any,
+                                                       webhooks_lost: None, stripe_requests: list[str],
+                                                       apply_now: Any) -> None:
+    """A renewal's subscription and its new invoice, delivered together: the
+    subscription's read keeps its latest invoice too, so the invoice's event
+    (received before that read) costs nothing."""
+    sub = state.gateway.client.v1.subscriptions.retrieve(paying["sub"])
+    invoice = {"id": sub.latest_invoice, "object": "invoice", "customer": paying["customer"], "status": "draft"}
+    deliver(client, subscription_event(state, paying, "evt_renewed"))
+    deliver(client, event("invoice.created", invoice, "evt_new_invoice"))
+    stripe_requests.clear()
+    apply_now()
+    assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
+    assert {row.state for row in rows(state).values()} == {"applied"}
