@@ -106,12 +106,6 @@ def _upsert(session: Session, row: dict[str, Any]) -> None:
     ))
 
 
-def fetched_at(object_id: str) -> int | None:
-    """The stamp of the stored view of an object (None: not copied)."""
-    with current().db.read() as session:
-        return session.scalar(select(StripeCopy.fetched_at).where(StripeCopy.id == object_id))
-
-
 # -- reads -----------------------------------------------------------------------
 
 
@@ -124,6 +118,11 @@ def _stored(object_type: str, object_id: str) -> StripeCopy | None:
     with current().db.read() as session:
         row = session.get(StripeCopy, object_id)
     return row if row is not None and row.object_type == object_type else None
+
+
+def stored_view(object_type: str, object_id: str) -> StripeCopy | None:
+    """The copy's row for an object (its document, stamp, deleted flag), in one read."""
+    return _stored(object_type, object_id)
 
 
 def customer(customer_id: str) -> Document | None:

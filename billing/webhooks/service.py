@@ -24,7 +24,7 @@ from billing import replica
 from billing.billing_accounts.service import forget_account
 from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
-from billing.models import BillingAccountIndex
+from billing.models import BillingAccountIndex, StripeCopy
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
 from billing.webhooks import inbox
@@ -181,29 +181,26 @@ NEEDS_CUSTOMER = frozenset({"payment_intent.requires_action", "payment_intent.pa
 
 # An invoice's lifecycle: a stored view that has reached the end of it holds
 # everything these events (each about reaching a step of it) can say.
-INVOICE_STEPS = {"draft": 0, "open": 1, "paid": 2, "void": 2, "uncollectible": 2}
+INVOICE_ENDS = frozenset({"paid", "void", "uncollectible"})
 INVOICE_LIFECYCLE = frozenset({"invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
                                "invoice_payment.paid"})
 
 
-def _known_since(object_type: str, object_id: str, stamp: int | None, events: list[inbox.Claimed]) -> bool:
+def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox.Claimed]) -> bool:
     """Whether the stored view already says what the events say, so that no
     Stripe read is needed: it was fetched after they reached us (causality, on
     our clock), or well after they were created (Stripe's clock: it holds in
     production; after a sandbox advance, whose events are dated in the past,
     only the first rule applies); or it is an invoice at the end of its
     lifecycle and they are steps of that lifecycle."""
-    if stamp is None:
+    if stored is None:
         return False
-    if stamp > max(event.received_at for event in events):
+    if stored.fetched_at > max(event.received_at for event in events):
         return True
-    if stamp > (max(event.created for event in events) + CLOCK_SKEW_SECONDS) * 1_000_000:
+    if stored.fetched_at > (max(event.created for event in events) + CLOCK_SKEW_SECONDS) * 1_000_000:
         return True
-    if object_type != "invoice" or not {event.type for event in events} <= INVOICE_LIFECYCLE:
-        return False
-    stored = replica.invoice(object_id) or {}
-    return INVOICE_STEPS.get(str(stored.get("status")), 0) == 2 and all(
-        INVOICE_STEPS.get(str(_object_of(event.payload).get("status")), 0) <= 2 for event in events)
+    return (object_type == "invoice" and not stored.deleted and stored.data.get("status") in INVOICE_ENDS
+            and {event.type for event in events} <= INVOICE_LIFECYCLE)
 
 
 def apply_events(key: str, events: list[inbox.Claimed]) -> None:
@@ -211,18 +208,17 @@ def apply_events(key: str, events: list[inbox.Claimed]) -> None:
     read at most), then apply the rules that follow from them (a deleted
     customer's index row, a first default payment method)."""
     object_type, object_id = key.split(":", 1)
+    stored = replica.stored_view(object_type, object_id)
     subjects = [_subject(event.type, _object_of(event.payload)) for event in events]
     customer_id = next((customer for _, _, customer in subjects if customer), None)
-    if object_type == "invoice" and customer_id is None:
-        stored = replica.invoice(object_id)
-        customer_id = replica.customer_of(stored) if stored else None
+    if object_type == "invoice" and customer_id is None and stored is not None and not stored.deleted:
+        customer_id = replica.customer_of(stored.data)
     if object_type != "product" and not _indexed(customer_id):
         return  # not one of ours
     types = {event.type for event in events}
-    stamp = replica.fetched_at(object_id)
-    if object_type == "payment_intent" and stamp is None and not types & NEEDS_CUSTOMER:
+    if object_type == "payment_intent" and stored is None and not types & NEEDS_CUSTOMER:
         return
-    if not _known_since(object_type, object_id, stamp, events):
+    if not _known_since(object_type, stored, events):
         if _refetch(object_type, object_id) is None and object_type != "customer":
             if not any(t.endswith(".deleted") for t in types):
                 raise ObjectGone(f"{object_type} {object_id} no longer exists in Stripe")
