@@ -29,6 +29,7 @@ import heapq
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -183,6 +185,7 @@ class Delivery:
         self._in_flight = 0
         self._seq = 0
         self._stopping = False
+        self._held = False
         self.received = 0
         self.attempts: list[Attempt] = []
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(DELIVERY_CONCURRENCY)]
@@ -200,6 +203,21 @@ class Delivery:
         with self._cond:
             return not self._ready and not self._retries and not self._in_flight
 
+    def hold(self) -> None:
+        """Keep what arrives until `release`: Stripe has done its work, its events go out at once."""
+        with self._cond:
+            self._held = True
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._ready)
+
+    def release(self) -> int:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+            return len(self._ready)
+
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -216,6 +234,9 @@ class Delivery:
     def _take(self) -> tuple[str, bytes, bool] | None:
         with self._cond:
             while not self._stopping:
+                if self._held:
+                    self._cond.wait()
+                    continue
                 now = time.monotonic()
                 if self._retries and self._retries[0][0] <= now:
                     _, _, event_type, payload = heapq.heappop(self._retries)
@@ -293,6 +314,7 @@ class Account:
     path: str  # /workspaces/{ws}/billing-accounts/{id}
     subscription: str
     period_start: str
+    period_end: str
     first_invoice: str
     renewed_at: float | None = None
 
@@ -338,7 +360,7 @@ def build_workspace(svc: Service, index: int, accounts: int) -> list[Account]:
         if sub["status"] != "active":
             raise RuntimeError(f"subscription {sub['id']} is {sub['status']}, not active (a trial?)")
         invoices = _call(session, "GET", f"{base}{path}/invoices", params={"limit": 1})["data"]
-        built.append(Account(token, path, sub["id"], sub["current_period_start"],
+        built.append(Account(token, path, sub["id"], sub["current_period_start"], sub["current_period_end"],
                              invoices[0]["id"] if invoices else ""))
     return built
 
@@ -351,15 +373,16 @@ def build(svc: Service, n: int) -> list[Account]:
 
 
 def renewed(session: requests.Session, base: str, account: Account) -> bool:
-    """Readable through the API: the period moved on, and the newest invoice (not the first) is paid."""
-    sub = session.get(f"{base}{account.path}/subscriptions/{account.subscription}", timeout=60)
-    if sub.status_code != 200 or sub.json()["current_period_start"] == account.period_start:
-        return False
+    """Readable through the API: the newest invoice (not the first) is paid, and the period moved
+    on. The invoice first: until it is paid that one GET answers (the poller loads the service too)."""
     invoices = session.get(f"{base}{account.path}/invoices", params={"limit": 1}, timeout=60)
     if invoices.status_code != 200 or not invoices.json()["data"]:
         return False
     newest = invoices.json()["data"][0]
-    return bool(newest["id"] != account.first_invoice and newest["status"] == "paid")
+    if newest["id"] == account.first_invoice or newest["status"] != "paid":
+        return False
+    sub = session.get(f"{base}{account.path}/subscriptions/{account.subscription}", timeout=60)
+    return sub.status_code == 200 and sub.json()["current_period_start"] != account.period_start
 
 
 def poll_renewals(svc: Service, accounts: list[Account], stop: threading.Event, sweeps: list[float]) -> None:
@@ -490,13 +513,13 @@ def _wait_for_emulator(database_url: str, delivery: Delivery, timeout: float) ->
     delivery.wait_idle(timeout)
 
 
-def advance(base: str, token: str) -> float:
-    """POST /sandbox/clock/advance 32 days; waits for it whether it answers when done or
-    at once with "status": "advancing" (then GET /sandbox/clock until "ready")."""
+def advance(base: str, token: str, body: dict[str, Any] | None = None) -> float:
+    """POST /sandbox/clock/advance (default 32 days); waits for it whether it answers when done
+    or at once with "status": "advancing" (then GET /sandbox/clock until "ready")."""
     session = _session(token)
     started = time.monotonic()
     # Today the answer comes when every renewal has run: minutes for a thousand.
-    answer = _call(session, "POST", f"{base}/sandbox/clock/advance", timeout=3600, json={"days": 32})
+    answer = _call(session, "POST", f"{base}/sandbox/clock/advance", timeout=3600, json=body or {"days": 32})
     if answer.get("status") == "advancing":
         while (status := _clock_status(session, base)) != "ready":
             if status == "internal_failure":  # e.g. the database restarted under it: the next advance resumes
@@ -516,9 +539,140 @@ def _clock_status(session: requests.Session, base: str) -> str | None:
     return str(response.json()["status"])
 
 
+def _applied(svc: Service, token: str) -> bool:
+    """Every event of the last advance is applied (the sandbox clock's `ready`: the user's
+    writes meanwhile make events of their own, which don't count)."""
+    try:
+        return _clock_status(_session(token), svc.base()) == "ready"
+    except (requests.RequestException, RuntimeError):
+        return False
+
+
+@dataclass
+class Phase:
+    """What one way of running the storm hands to the figures."""
+    writes: Writes
+    started: float  # readable times count from here
+    advanced: float  # "stale at 75 s" counts from here
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _merge(parts: list[Writes]) -> Writes:
+    merged = Writes()
+    for part in parts:
+        for name, values in part.latency.items():
+            merged.latency[name].extend(values)
+        merged.statuses.update(part.statuses)
+        merged.stripe_requests += part.stripe_requests
+    return merged
+
+
+def live_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites,
+               database_url: str, timeout: float) -> Phase:
+    """The advance and the deliveries together: events go out as the emulator makes them
+    (at the emulator's pace, on the same cores as the service)."""
+    stop_writes, stop_polls = threading.Event(), threading.Event()
+    storm_writes: list[Writes] = []
+    sweeps: list[float] = []
+    writer = threading.Thread(target=lambda: storm_writes.append(user.run(stop_writes)))
+    poller = threading.Thread(target=poll_renewals, args=(svc, accounts, stop_polls, sweeps))
+    storm_started = time.monotonic()
+    writer.start()
+    poller.start()
+    figures: dict[str, Any] = {}
+    try:
+        figures["advance s"] = advance(svc.base(), accounts[0].token)
+    except BaseException:
+        stop_writes.set()
+        stop_polls.set()
+        raise
+    advanced = time.monotonic()
+    # Until every event is delivered (retries included) and every renewal readable; an
+    # event lost after its retry may leave an account stale for good: 15 s of grace then.
+    deadline = storm_started + timeout
+    drained_at: float | None = None
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        all_readable = all(a.renewed_at is not None for a in accounts)
+        if time.monotonic() - advanced < 5 or not delivery.idle() or emulator_pending(database_url):
+            drained_at = None
+            continue
+        drained_at = drained_at or time.monotonic()
+        if all_readable or time.monotonic() - drained_at > 15:
+            break
+    figures["storm s"] = time.monotonic() - storm_started
+    stop_writes.set()
+    stop_polls.set()
+    writer.join()
+    poller.join()
+    figures["poll sweep s"] = (pct(sweeps, .5), max(sweeps) if sweeps else float("nan"))
+    return Phase(storm_writes[0] if storm_writes else Writes(), storm_started, advanced, figures)
+
+
+def _burst(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float,
+           poll: bool) -> tuple[Writes, float, float, int, list[float]]:
+    """Release what the emulator made meanwhile, all at once, with the user's writes (and the
+    renewals' poller): until every event is delivered and applied (and every renewal readable).
+    Returns the writes, when it began, how long it took, the events released, the poll sweeps."""
+    stop = threading.Event()
+    box: list[Writes] = []
+    sweeps: list[float] = []
+    threads = [threading.Thread(target=lambda: box.append(user.run(stop)))]
+    if poll:
+        threads.append(threading.Thread(target=poll_renewals, args=(svc, accounts, stop, sweeps)))
+    started = time.monotonic()
+    released = delivery.release()
+    for thread in threads:
+        thread.start()
+    deadline = started + timeout
+    drained_at: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if not delivery.idle() or not _applied(svc, accounts[0].token):
+                drained_at = None
+                continue
+            drained_at = drained_at or time.monotonic()
+            if not poll or all(a.renewed_at is not None for a in accounts) or time.monotonic() - drained_at > 15:
+                break
+    finally:
+        ended = time.monotonic()
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return box[0] if box else Writes(), started, ended - started, released, sweeps
+
+
+def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites,
+                timeout: float) -> Phase:
+    """As Stripe's renewals reach a webhook endpoint: the subscriptions renew at their period's
+    end, each with a draft invoice (burst 1: the subscriptions' and the drafts' events, at once);
+    about an hour later Stripe finalizes and charges the drafts (burst 2: the invoices' and the
+    payments' events, at once). The emulator does Stripe's work while the deliveries are held,
+    so the bursts measure the service alone (with the emulator answering its reads)."""
+    token = accounts[0].token
+    figures: dict[str, Any] = {}
+    ends = [datetime.fromisoformat(a.period_end.replace("Z", "+00:00")).timestamp() for a in accounts]
+    now = int(_call(_session(token), "GET", f"{svc.base()}/sandbox/clock")["now"])
+    delivery.hold()
+    figures["emulator 1 s"] = advance(svc.base(), token, {"seconds": max(1, int(max(ends)) + 120 - now)})
+    progress(f"burst 1: {delivery.pending()} events")
+    writes_1, _, figures["burst 1 s"], figures["burst 1 events"], _ = _burst(
+        svc, accounts, delivery, user, timeout, poll=False)
+    delivery.hold()
+    figures["emulator 2 s"] = advance(svc.base(), token, {"hours": 2})
+    progress(f"burst 2: {delivery.pending()} events")
+    writes_2, started, figures["burst 2 s"], figures["burst 2 events"], sweeps = _burst(
+        svc, accounts, delivery, user, timeout, poll=True)
+    figures["advance s"] = figures["emulator 1 s"] + figures["emulator 2 s"]
+    figures["storm s"] = figures["burst 1 s"] + figures["burst 2 s"]
+    figures["poll sweep s"] = (pct(sweeps, .5), max(sweeps) if sweeps else float("nan"))
+    return Phase(_merge([writes_1, writes_2]), started, started, figures)
+
+
 def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: float, timeout: float,
-          workdir: Path) -> dict[str, Any]:
-    figures: dict[str, Any] = {"N": n}
+          workdir: Path, mode: str) -> dict[str, Any]:
+    figures: dict[str, Any] = {"N": n, "mode": mode}
     empty_database(database_url)
     request_log = workdir / f"requests-{n}"
     request_log.mkdir()
@@ -558,48 +712,22 @@ def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: floa
             delivery = delivery_box.delivery = Delivery(svc.base)
 
             before = read_requests(request_log)
-            stop_writes, stop_polls = threading.Event(), threading.Event()
-            storm_writes: list[Writes] = []
-            sweeps: list[float] = []
-            writer = threading.Thread(target=lambda: storm_writes.append(user.run(stop_writes)))
-            poller = threading.Thread(target=poll_renewals, args=(svc, accounts, stop_polls, sweeps))
-            progress(f"N={n}: the storm")
-            storm_started = time.monotonic()
-            writer.start()
-            poller.start()
-            try:
-                figures["advance s"] = advance(svc.base(), accounts[0].token)
-            except BaseException:
-                stop_writes.set()
-                stop_polls.set()
-                raise
-            advanced = time.monotonic()
-            # Until every event is delivered (retries included) and every renewal readable; an
-            # event lost after its retry may leave an account stale for good: 15 s of grace then.
-            deadline = storm_started + timeout
-            drained_at: float | None = None
-            while time.monotonic() < deadline:
-                time.sleep(1)
-                all_readable = all(a.renewed_at is not None for a in accounts)
-                if time.monotonic() - advanced < 5 or not delivery.idle() or emulator_pending(database_url):
-                    drained_at = None
-                    continue
-                drained_at = drained_at or time.monotonic()
-                if all_readable or time.monotonic() - drained_at > 15:
-                    break
-            figures["storm s"] = time.monotonic() - storm_started
-            stop_writes.set()
-            stop_polls.set()
-            writer.join()
-            poller.join()
+            cpu_before = cpu_snapshot(svc, database_url)
+            progress(f"N={n}: the storm ({mode})")
+            if mode == "burst":
+                phase = burst_storm(svc, accounts, delivery, user, timeout)
+            else:
+                phase = live_storm(svc, accounts, delivery, user, database_url, timeout)
+            figures.update(phase.figures)
+            figures["cpu s"] = cpu_used(cpu_before, cpu_snapshot(svc, database_url))
             delivery.stop()
             requests_made = read_requests(request_log) - before
 
     attempts = delivery.attempts
     first = [a for a in attempts if a.first]
     ok = [a for a in first if a.status is not None and 200 <= a.status < 300]
-    renewed_times = [a.renewed_at - storm_started for a in accounts if a.renewed_at is not None]
-    writes = storm_writes[0] if storm_writes else Writes()
+    renewed_times = [a.renewed_at - phase.started for a in accounts if a.renewed_at is not None]
+    writes = phase.writes
     stripe_total = sum(requests_made.values())
     stripe_gets = sum(c for line, c in requests_made.items() if line.startswith("GET "))
     figures.update({
@@ -623,11 +751,64 @@ def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: floa
         "all readable s": max(renewed_times) if len(renewed_times) == n else None,
         "readable": len(renewed_times),
         "stale at 75 s": sum(1 for a in accounts
-                              if a.renewed_at is None or a.renewed_at > advanced + STALE_AFTER),
-        "poll sweep s": (pct(sweeps, .5), max(sweeps) if sweeps else float("nan")),
+                              if a.renewed_at is None or a.renewed_at > phase.advanced + STALE_AFTER),
         "storm writes": _write_figures(writes),
     })
     return figures
+
+
+# -- where the CPU goes ---------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far) for every process on the machine."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    return table
+
+
+def cpu_snapshot(svc: Service, database_url: str) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each web process tree, each worker tree, this database's
+    PostgreSQL backends and this bench, by pid (a process that exits in between is lost)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(root: int) -> dict[int, float]:
+        found, todo = {}, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in table:
+                found[pid] = table[pid][1]
+            todo.extend(children.get(pid, []))
+        return found
+
+    snapshot: dict[str, dict[int, float]] = {"web": {}, "worker": {}, "postgres": {}}
+    for index, process in enumerate(svc.processes):  # the web processes first (service())
+        snapshot["web" if index < len(svc.bases) else "worker"].update(tree(process.pid))
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.connect() as conn:
+            backends = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()
+            snapshot["postgres"] = {pid: table[pid][1] for pid in backends if pid in table}
+    finally:
+        engine.dispose()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    snapshot["bench"] = {os.getpid(): usage.ru_utime + usage.ru_stime}
+    return snapshot
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    return {kind: sum(seconds - before[kind].get(pid, 0.0) for pid, seconds in after[kind].items())
+            for kind in after}
 
 
 @dataclass
@@ -659,7 +840,14 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
 
     row("build (accounts+cards+subs), s", lambda r: f"{r['build s']:.0f} (+{r['build+deliver s'] - r['build s']:.0f} "
         f"to deliver {r['build events']:,} events)")
-    row("clock advance took, s", lambda r: f"{r['advance s']:.1f}")
+    row("delivery", lambda r: r["mode"])
+    row("clock advance took, s", lambda r: f"{r['advance s']:.1f}" + (
+        f" (the emulator's work, deliveries held: {r['emulator 1 s']:.0f} + {r['emulator 2 s']:.0f})"
+        if r["mode"] == "burst" else ""))
+    if any(r["mode"] == "burst" for r in results):
+        row("burst 1 (period ends) / burst 2 (an hour later): events, until delivered and applied, s",
+            lambda r: f"{r['burst 1 events']:,}, {r['burst 1 s']:.0f} / {r['burst 2 events']:,}, {r['burst 2 s']:.0f}"
+            if r["mode"] == "burst" else "")
     row("events delivered", lambda r: f"{r['events']:,}")
     row("first attempts answered 2xx", lambda r: f"{r['first 2xx %']:.1f}%")
     row("first attempts by status", lambda r: ", ".join(f"{k}: {v}" for k, v in sorted(r["first statuses"].items())))
@@ -671,9 +859,11 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
         lambda r: f"{r['stripe requests of the writes']:,} / {r['writes share']:,.0f} "
         f"({r['stripe per write']:.1f} a write, quiet window)")
     row("Stripe requests per renewal, writes' share removed (GETs)", lambda r: f"{r['per renewal']:.1f} ({r['GETs per renewal']:.1f})")
-    row("every renewal readable after, s", lambda r: f"{r['all readable s']:.0f}" if r["all readable s"] is not None
+    row("every renewal readable after (burst: after burst 2 began), s", lambda r: f"{r['all readable s']:.0f}" if r["all readable s"] is not None
         else f"never ({r['readable']} of {r['N']} in {r['storm s']:.0f} s)")
     row("accounts without the paid renewal 75 s after the advance", lambda r: f"{r['stale at 75 s']}")
+    row("CPU s in the storm: web (with the emulator) / worker / PostgreSQL / bench",
+        lambda r: " / ".join(f"{r['cpu s'][k]:.0f}" for k in ("web", "worker", "postgres", "bench")))
     row("poll sweep p50 / max, s (resolution)", lambda r: f"{r['poll sweep s'][0]:.1f} / {r['poll sweep s'][1]:.1f}")
     def write_rows(phase: str, label: str) -> None:
         row(f"user writes, {label}: count, 429, other non-2xx",
@@ -700,12 +890,15 @@ def storm_section() -> None:
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
     quiet = float(os.environ.get("BENCH_QUIET_SECONDS", "15"))
     timeout = float(os.environ.get("BENCH_STORM_TIMEOUT", "900"))
+    mode = os.environ.get("BENCH_STORM_DELIVERY", "burst")
+    if mode not in ("burst", "live"):
+        raise SystemExit(f"BENCH_STORM_DELIVERY must be burst or live, not {mode!r}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             workdir = Path(tmp) / f"n{n}"
             workdir.mkdir()
-            results.append(storm(n, database_url, web, workers, quiet, timeout, workdir))
+            results.append(storm(n, database_url, web, workers, quiet, timeout, workdir, mode))
             print(report(results[-1:], web, workers, database_url), flush=True)
             print(flush=True)
     if len(results) > 1:

@@ -99,7 +99,7 @@ def _catch_up_events(report: ReconcileReport) -> None:
     latest = cursor.value if cursor else since
     for event in state.gateway.iter_events(since):
         data = json.loads(json.dumps(event.to_dict(), default=str))
-        if inbox.store(state.db, data, object_key(data)):
+        if inbox.store(state.db, data, object_key(data)).new:
             report.events_replayed += 1
         latest = max(latest, int(event.created))
     apply_due()

@@ -145,6 +145,45 @@ def test_the_apply_task_is_put_off_so_that_one_change_costs_one_read(paying: dic
     assert asked == [(f"subscription:{paying['sub']}", webhook_service.COALESCE_SECONDS)]
 
 
+def test_an_event_whose_object_already_waits_for_its_task_queues_none(paying: dict[str, Any], state: Any,
+                                                                     client: Any, webhooks_lost: None,
+                                                                     monkeypatch: Any, apply_now: Any) -> None:
+    """In a storm each ack costs one insert: the first untried event's task takes the rest."""
+    asked: list[str] = []
+    monkeypatch.setattr(state.queue, "apply_later", lambda key, delay=0.0: asked.append(key))
+    for n in range(4):
+        assert deliver(client, subscription_event(state, paying, f"evt_w{n}")).status_code == 200
+    assert asked == [f"subscription:{paying['sub']}"]
+    assert deliver(client, subscription_event(state, paying, "evt_w0")).json["duplicate"] is True
+    assert len(asked) == 1
+    monkeypatch.undo()
+    apply_now()
+    assert {row.state for row in rows(state).values()} == {"applied"}
+
+
+def test_an_event_stored_while_its_task_was_claiming_gets_a_task(paying: dict[str, Any], state: Any, client: Any,
+                                                                 webhooks_lost: None, monkeypatch: Any) -> None:
+    """The race the ack's shortcut opens: an event that saw an untried sibling (so queued no
+    task) just as the sibling's task claimed without it. The task, once done, queues it."""
+    key = f"subscription:{paying['sub']}"
+    deliver(client, subscription_event(state, paying, "evt_first"))
+    applying = webhook_service.apply_object
+    asked: list[tuple[str, float]] = []
+
+    def apply_then_a_sibling_lands(object_key: str) -> float | None:
+        result = applying(object_key)
+        # Stored as the ack stores it when its sibling looked untried: no task of its own.
+        inbox.store(state.db, json.loads(subscription_event(state, paying, "evt_raced")), key)
+        return result
+
+    monkeypatch.setattr(webhook_service, "apply_object", apply_then_a_sibling_lands)
+    monkeypatch.setattr(state.queue, "apply_later", lambda k, delay=0.0: asked.append((k, delay)))
+    state.queue._apply_task(key)
+    assert rows(state)["evt_first"].state == "applied"
+    assert rows(state)["evt_raced"].state == "pending"
+    assert asked == [(key, webhook_service.COALESCE_SECONDS)]
+
+
 def test_lifecycle_steps_of_an_invoice_already_paid_cost_no_read(as_user: Any, state: Any, client: Any,
                                                                  stripe_requests: list[str], apply_now: Any,
                                                                  monkeypatch: Any) -> None:
@@ -201,7 +240,7 @@ def test_a_renewal_costs_at_most_two_stripe_reads(as_user: Any, state: Any, monk
 def test_a_failing_object_is_retried_with_backoff_then_parked(paying: dict[str, Any], state: Any, client: Any,
                                                               webhooks_lost: None, monkeypatch: Any,
                                                               apply_now: Any) -> None:
-    def unreachable(object_type: str, object_id: str) -> Any:
+    def unreachable(object_type: str, object_id: str, *stored: Any) -> Any:
         raise stripe.APIConnectionError("Stripe could not be reached")
 
     monkeypatch.setattr(webhook_service, "_refetch", unreachable)
@@ -333,7 +372,7 @@ def test_readiness_says_how_stale_the_copy_may_be(paying: dict[str, Any], state:
 def test_a_database_blip_while_applying_is_retried_not_parked(paying: dict[str, Any], state: Any, client: Any,
                                                               webhooks_lost: None, monkeypatch: Any,
                                                               apply_now: Any) -> None:
-    def blip(object_type: str, object_id: str) -> Any:
+    def blip(object_type: str, object_id: str, *stored: Any) -> Any:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(webhook_service, "_refetch", blip)
@@ -356,7 +395,7 @@ def test_applying_is_background_work_and_waits_for_the_budget(paying: dict[str, 
 
     kinds: list[str | None] = []
 
-    def no_room(object_type: str, object_id: str) -> Any:
+    def no_room(object_type: str, object_id: str, *stored: Any) -> Any:
         current = budget.current_background()
         kinds.append(current.kind if current else None)
         raise budget.BudgetExhausted("webhook", 20.0)
@@ -384,3 +423,76 @@ def test_a_subscription_read_brings_its_latest_invoice(paying: dict[str, Any], s
     apply_now()
     assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
     assert {row.state for row in rows(state).values()} == {"applied"}
+
+
+def _invoice_updated(state: Any, paying: dict[str, Any], invoice_id: str, event_id: str) -> bytes:
+    # Dated ahead of any read so far: nothing stored can say it already.
+    invoice = {"id": invoice_id, "object": "invoice", "customer": paying["customer"], "status": "paid"}
+    payload = json.loads(event("invoice.updated", invoice, event_id))
+    payload["created"] = int(state.gateway.clock()) + 60
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize("invoices_second_full", [False, True])
+def test_a_renewal_invoice_is_read_through_its_subscription_when_the_invoices_second_is_full(
+        paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str],
+        apply_now: Any, monkeypatch: Any, invoices_second_full: bool) -> None:
+    """Stripe counts each endpoint's second apart: a subscription's latest invoice
+    comes with the subscription's read too, so when the invoices' endpoint has no
+    room left, the read goes there instead of waiting for the next second."""
+    from billing import budget, replica
+    from billing.instrumentation import InstrumentedHTTPClient
+
+    sub, invoice_id = paying["sub"], state.gateway.client.v1.subscriptions.retrieve(paying["sub"]).latest_invoice
+    deliver(client, subscription_event(state, paying, "evt_sub_first"))
+    apply_now()  # the copy holds the subscription and its latest invoice
+    with state_app(state):
+        before = replica.stored_view("invoice", invoice_id).fetched_at
+    within = InstrumentedHTTPClient._within_budget
+
+    def invoices_full(self: Any, method: str, url: str, attempt: Any) -> Any:
+        work = budget.current_background()
+        if invoices_second_full and "/v1/invoices/" in url and work is not None and work.deadline_seconds == 0:
+            raise budget.BudgetExhausted(work.kind, 0.0)
+        return within(self, method, url, attempt)
+
+    monkeypatch.setattr(InstrumentedHTTPClient, "_within_budget", invoices_full)
+    deliver(client, _invoice_updated(state, paying, invoice_id, "evt_invoice_updated"))
+    stripe_requests.clear()
+    apply_now()
+    expected = [f"GET /v1/invoices/{invoice_id}"] + ([f"GET /v1/subscriptions/{sub}"] if invoices_second_full else [])
+    assert stripe_requests == expected
+    assert rows(state)["evt_invoice_updated"].state == "applied"
+    with state_app(state):
+        assert replica.stored_view("invoice", invoice_id).fetched_at > before
+
+
+def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
+        paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str],
+        apply_now: Any, monkeypatch: Any) -> None:
+    from billing import budget
+    from billing.instrumentation import InstrumentedHTTPClient
+    from billing.webhooks.service import _renewing_subscription
+    from billing import replica
+
+    invoice_id = state.gateway.client.v1.subscriptions.retrieve(paying["sub"]).latest_invoice
+    deliver(client, subscription_event(state, paying, "evt_sub_first"))
+    apply_now()
+    with state_app(state):
+        assert _renewing_subscription(invoice_id, replica.stored_view("invoice", invoice_id)) == paying["sub"]
+        assert _renewing_subscription("in_another", replica.stored_view("invoice", invoice_id)) is None
+    within = InstrumentedHTTPClient._within_budget
+
+    def invoices_full(self: Any, method: str, url: str, attempt: Any) -> Any:
+        work = budget.current_background()
+        if "/v1/invoices/" in url and work is not None and work.deadline_seconds == 0:
+            raise budget.BudgetExhausted(work.kind, 0.0)
+        return within(self, method, url, attempt)
+
+    monkeypatch.setattr(InstrumentedHTTPClient, "_within_budget", invoices_full)
+    with state_app(state):  # the copy no longer says the invoice is the subscription's latest
+        monkeypatch.setattr(replica, "subscription_document", lambda _id: {"latest_invoice": "in_newer"})
+        deliver(client, _invoice_updated(state, paying, invoice_id, "evt_old_invoice"))
+        stripe_requests.clear()
+        apply_now()
+    assert stripe_requests == [f"GET /v1/invoices/{invoice_id}"]

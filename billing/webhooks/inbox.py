@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import String, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import aliased
 
 from billing.db import Database
 from billing.models import StripeEvent, utcnow
@@ -62,22 +63,59 @@ def backoff(attempts: int) -> float:
     return float(min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS))
 
 
-def store(db: Database, event: dict[str, Any], object_key: str | None) -> bool:
-    """Store a verified event unless its id is already stored; True when new.
-    An event about nothing the service copies is stored as applied (so a
-    redelivery is still a duplicate) and needs no task."""
+@dataclass(frozen=True)
+class Stored:
+    """What `store` did with an event."""
+
+    new: bool  # False: a redelivery of a stored event
+    task_waiting: bool  # an untried event about the same object waits for its task already
+
+
+def _store_statement(dialect: str) -> Any:
+    """The insert, built once per dialect: one statement stores the event and
+    says whether an earlier event about the same object still waits untried
+    (its task, due within seconds, will take this one too)."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    event_id, key = bindparam("event_id", type_=String), bindparam("object_key", type_=String)
+    earlier = aliased(StripeEvent)
+    waiting = exists().where(earlier.state == PENDING, earlier.object_key == key, earlier.id != event_id,
+                             earlier.attempts == 0, earlier.claimed_until.is_(None))
+    return (insert(StripeEvent)
+            .values(id=event_id, object_key=key, type=bindparam("type"), created=bindparam("created"),
+                    received_at=bindparam("received_at"), state=bindparam("state"), attempts=0,
+                    next_attempt_at=bindparam("received_at"), applied_at=bindparam("applied_at"),
+                    payload=bindparam("payload", type_=StripeEvent.payload.type))
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(StripeEvent.id, waiting.label("task_waiting")))
+
+
+_STORE = {dialect: _store_statement(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+def store(db: Database, event: dict[str, Any], object_key: str | None) -> Stored:
+    """Store a verified event unless its id is already stored. An event about
+    nothing the service copies is stored as applied (so a redelivery is still
+    a duplicate) and needs no task."""
     now = utcnow()
-    values = {
-        "id": str(event["id"]), "type": str(event["type"]), "object_key": object_key,
-        "created": int(event.get("created") or 0), "received_at": now,
-        "state": PENDING if object_key else APPLIED, "attempts": 0, "next_attempt_at": now,
-        "applied_at": None if object_key else now, "payload": event,
-    }
     with db.write() as session:
-        insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        result = session.execute(insert(StripeEvent).values(**values).on_conflict_do_nothing(index_elements=["id"])
-                                 .returning(StripeEvent.id))
-        return result.first() is not None
+        row = session.execute(_STORE[session.get_bind().dialect.name], {
+            "event_id": str(event["id"]), "object_key": object_key, "type": str(event["type"]),
+            "created": int(event.get("created") or 0), "received_at": now,
+            "state": PENDING if object_key else APPLIED, "applied_at": None if object_key else now,
+            "payload": event,
+        }).first()
+    if row is None:
+        return Stored(new=False, task_waiting=True)
+    return Stored(new=True, task_waiting=object_key is None or bool(row.task_waiting))
+
+
+def waiting(db: Database, object_key: str) -> bool:
+    """Whether an untried event about the object waits: one stored while its
+    task was claiming (it saw the others still untried and queued nothing)."""
+    with db.read() as session:
+        return session.scalar(select(exists().where(
+            StripeEvent.state == PENDING, StripeEvent.object_key == object_key, StripeEvent.attempts == 0,
+            StripeEvent.claimed_until.is_(None)))) is True
 
 
 def _claimable(now: datetime) -> Any:

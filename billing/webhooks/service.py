@@ -64,9 +64,10 @@ def receive(event: dict[str, Any]) -> bool:
     duplicate. Costs no Stripe call and waits on nothing but the insert."""
     state = current()
     key = object_key(event)
-    if not inbox.store(state.db, event, key):
+    stored = inbox.store(state.db, event, key)
+    if not stored.new:
         return False
-    if key is not None:
+    if key is not None and not stored.task_waiting:  # else the waiting one's task takes this too
         try:
             state.queue.apply_later(key, delay=COALESCE_SECONDS)
         except Exception as error:  # stored durably: the sweep queues it again
@@ -157,20 +158,55 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
     return "", None, None
 
 
-def _refetch(object_type: str, object_id: str) -> stripe.StripeObject | None:
+def _refetch(object_type: str, object_id: str, stored: StripeCopy | None = None) -> stripe.StripeObject | None:
     """One Stripe request; the gateway keeps what it returns."""
     gateway = current().gateway
+    if object_type == "invoice":
+        return _refetch_invoice(object_id, stored)
     if object_type == "customer":
         return gateway.retrieve_customer(object_id)
     if object_type == "subscription":
         return gateway.retrieve_subscription(object_id)
-    if object_type == "invoice":
-        return gateway.retrieve_invoice(object_id)
     if object_type == "payment_method":
         return gateway.retrieve_payment_method(object_id)
     if object_type == "payment_intent":
         return gateway.retrieve_payment_intent(object_id)
     return gateway.retrieve_product(object_id)
+
+
+def _refetch_invoice(invoice_id: str, stored: StripeCopy | None) -> stripe.StripeObject | None:
+    """The invoice, from whichever of two endpoints has room this second. A
+    subscription's latest invoice also comes with the subscription's read
+    (expanded), and Stripe counts each endpoint's requests apart (25 a second
+    in live mode): when renewals' invoices fill the invoices' second, the rest
+    are read through their subscriptions, and the copy catches up twice as fast."""
+    gateway = current().gateway
+    subscription_id = _renewing_subscription(invoice_id, stored)
+    if subscription_id is None:
+        return gateway.retrieve_invoice(invoice_id)
+    try:
+        with background("webhook", deadline_seconds=0):  # no room now: raises at once
+            return gateway.retrieve_invoice(invoice_id)
+    except BudgetExhausted:
+        subscription = gateway.retrieve_subscription(subscription_id)
+    latest = getattr(subscription, "latest_invoice", None) if subscription is not None else None
+    if isinstance(latest, stripe.Invoice) and latest.id == invoice_id:
+        return latest
+    return gateway.retrieve_invoice(invoice_id)  # no longer its latest: a newer one came meanwhile
+
+
+def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | None:
+    """The subscription whose latest invoice (as the copy knows it) is this one, if any."""
+    if stored is None or stored.deleted:
+        return None
+    parent = stored.data.get("parent") or {}
+    subscription_id = replica.id_of((parent.get("subscription_details") or {}).get("subscription"))
+    if subscription_id is None:
+        return None
+    subscription = replica.subscription_document(subscription_id)
+    if subscription is None or replica.id_of(subscription.get("latest_invoice")) != invoice_id:
+        return None
+    return subscription_id
 
 
 # A PaymentIntent matters to the API only while its invoice waits on the
@@ -219,7 +255,7 @@ def apply_events(key: str, events: list[inbox.Claimed]) -> None:
     if object_type == "payment_intent" and stored is None and not types & NEEDS_CUSTOMER:
         return
     if not _known_since(object_type, stored, events):
-        if _refetch(object_type, object_id) is None and object_type != "customer":
+        if _refetch(object_type, object_id, stored) is None and object_type != "customer":
             if not any(t.endswith(".deleted") for t in types):
                 raise ObjectGone(f"{object_type} {object_id} no longer exists in Stripe")
     if object_type == "customer" and replica.customer(object_id) is None:  # deleted in Stripe
