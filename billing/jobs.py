@@ -43,7 +43,10 @@ def queue_storage(config: Config) -> Huey:
         filename = database.with_name(database.stem + "-queue.sqlite3")
         return SqliteHuey("billing", filename=str(filename), results=False, utc=True)
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return PostgresHuey("billing", dsn=dsn, results=False, utc=True, read_timeout=1)
+    # A task is a nudge, not the record (the inbox is): its commit needn't wait for
+    # the disk. One lost in a crash of PostgreSQL is queued again by the sweep.
+    return PostgresHuey("billing", dsn=dsn, results=False, utc=True, read_timeout=1,
+                        options="-c synchronous_commit=off")
 
 
 class JobQueue:

@@ -97,13 +97,18 @@ def store(db: Database, event: dict[str, Any], object_key: str | None) -> Stored
     nothing the service copies is stored as applied (so a redelivery is still
     a duplicate) and needs no task."""
     now = utcnow()
-    with db.write() as session:
-        row = session.execute(_STORE[session.get_bind().dialect.name], {
-            "event_id": str(event["id"]), "object_key": object_key, "type": str(event["type"]),
-            "created": int(event.get("created") or 0), "received_at": now,
-            "state": PENDING if object_key else APPLIED, "applied_at": None if object_key else now,
-            "payload": event,
-        }).first()
+    params = {
+        "event_id": str(event["id"]), "object_key": object_key, "type": str(event["type"]),
+        "created": int(event.get("created") or 0), "received_at": now,
+        "state": PENDING if object_key else APPLIED, "applied_at": None if object_key else now,
+        "payload": event,
+    }
+    if db.is_sqlite:
+        with db.write() as session:
+            row = session.execute(_STORE["sqlite"], params).first()
+    else:  # one statement, committed alone: no BEGIN, no COMMIT round trip
+        with db.autocommit() as connection:
+            row = connection.execute(_STORE["postgresql"], params).first()
     if row is None:
         return Stored(new=False, task_waiting=True)
     return Stored(new=True, task_waiting=object_key is None or bool(row.task_waiting))
