@@ -88,9 +88,6 @@ class JobQueue:
         from billing.state import current
         from billing.webhooks.service import apply_object
 
-        from billing.webhooks import inbox
-        from billing.webhooks.service import COALESCE_SECONDS
-
         with self.app.app_context():
             db = current().db
             db.begin_request()  # the task's reads share one connection, as a request's do
@@ -98,8 +95,6 @@ class JobQueue:
                 retry_in = apply_object(object_key)
             finally:
                 db.end_request()
-            if retry_in is None and inbox.waiting(db, object_key):  # it came in while this one claimed
-                retry_in = COALESCE_SECONDS
         if retry_in is not None:
             self.apply_later(object_key, retry_in)
 

@@ -167,21 +167,25 @@ def test_an_event_stored_while_its_task_was_claiming_gets_a_task(paying: dict[st
     task) just as the sibling's task claimed without it. The task, once done, queues it."""
     key = f"subscription:{paying['sub']}"
     deliver(client, subscription_event(state, paying, "evt_first"))
-    applying = webhook_service.apply_object
+    applying = webhook_service.apply_events
     asked: list[tuple[str, float]] = []
 
-    def apply_then_a_sibling_lands(object_key: str) -> float | None:
-        result = applying(object_key)
+    def apply_while_a_sibling_lands(object_key: str, events: Any) -> None:
+        applying(object_key, events)
         # Stored as the ack stores it when its sibling looked untried: no task of its own.
         inbox.store(state.db, json.loads(subscription_event(state, paying, "evt_raced")), key)
-        return result
 
-    monkeypatch.setattr(webhook_service, "apply_object", apply_then_a_sibling_lands)
+    monkeypatch.setattr(webhook_service, "apply_events", apply_while_a_sibling_lands)
     monkeypatch.setattr(state.queue, "apply_later", lambda k, delay=0.0: asked.append((k, delay)))
     state.queue._apply_task(key)
     assert rows(state)["evt_first"].state == "applied"
     assert rows(state)["evt_raced"].state == "pending"
     assert asked == [(key, webhook_service.COALESCE_SECONDS)]
+    asked.clear()
+    monkeypatch.setattr(webhook_service, "apply_events", applying)
+    state.queue._apply_task(key)  # nothing came in meanwhile this time: no task after it
+    assert rows(state)["evt_raced"].state == "applied"
+    assert asked == []
 
 
 def test_lifecycle_steps_of_an_invoice_already_paid_cost_no_read(as_user: Any, state: Any, client: Any,

@@ -71,6 +71,12 @@ class Stored:
     task_waiting: bool  # an untried event about the same object waits for its task already
 
 
+def _untried(events: Any, object_key: Any) -> Any:
+    """An event about the object waits and was never tried: its task is on its way."""
+    return exists().where(events.state == PENDING, events.object_key == object_key, events.attempts == 0,
+                          events.claimed_until.is_(None))
+
+
 def _store_statement(dialect: str) -> Any:
     """The insert, built once per dialect: one statement stores the event and
     says whether an earlier event about the same object still waits untried
@@ -78,8 +84,7 @@ def _store_statement(dialect: str) -> Any:
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     event_id, key = bindparam("event_id", type_=String), bindparam("object_key", type_=String)
     earlier = aliased(StripeEvent)
-    waiting = exists().where(earlier.state == PENDING, earlier.object_key == key, earlier.id != event_id,
-                             earlier.attempts == 0, earlier.claimed_until.is_(None))
+    waiting = _untried(earlier, key).where(earlier.id != event_id)
     return (insert(StripeEvent)
             .values(id=event_id, object_key=key, type=bindparam("type"), created=bindparam("created"),
                     received_at=bindparam("received_at"), state=bindparam("state"), attempts=0,
@@ -114,15 +119,6 @@ def store(db: Database, event: dict[str, Any], object_key: str | None) -> Stored
     return Stored(new=True, task_waiting=object_key is None or bool(row.task_waiting))
 
 
-def waiting(db: Database, object_key: str) -> bool:
-    """Whether an untried event about the object waits: one stored while its
-    task was claiming (it saw the others still untried and queued nothing)."""
-    with db.read() as session:
-        return session.scalar(select(exists().where(
-            StripeEvent.state == PENDING, StripeEvent.object_key == object_key, StripeEvent.attempts == 0,
-            StripeEvent.claimed_until.is_(None)))) is True
-
-
 def _claimable(now: datetime) -> Any:
     return ((StripeEvent.state == PENDING) & (StripeEvent.next_attempt_at <= now)
             & or_(StripeEvent.claimed_until.is_(None), StripeEvent.claimed_until < now))
@@ -143,13 +139,16 @@ def claim(db: Database, object_key: str) -> list[Claimed]:
     return [Claimed(str(i), str(t), int(c), int(r.timestamp() * 1_000_000), dict(p)) for i, t, c, r, p in rows]
 
 
-def finish(db: Database, ids: Sequence[str]) -> None:
-    if not ids:
-        return
+def finish(db: Database, ids: Sequence[str], object_key: str) -> bool:
+    """Mark the claimed events applied. True when an untried event about the
+    object waits: one stored while they were being claimed, which saw them
+    untried and so queued no task of its own (`store`)."""
     now = utcnow()
     with db.write() as session:
-        session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids))
-                        .values(state=APPLIED, applied_at=now, claimed_until=None, last_error=None))
+        if ids:
+            session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids))
+                            .values(state=APPLIED, applied_at=now, claimed_until=None, last_error=None))
+        return session.scalar(select(_untried(StripeEvent, object_key))) is True
 
 
 def fail(db: Database, ids: Sequence[str], error: str, *, permanent: bool) -> float | None:

@@ -99,7 +99,8 @@ class ObjectGone(Exception):
 
 def apply_object(key: str) -> float | None:
     """Apply every event about one object that may run now. Returns the delay
-    before they are retried after a failure (None: applied, parked, or none)."""
+    before the object's task should run again (after a failure, or for an event
+    that came in meanwhile; None: nothing left)."""
     db = current().db
     events = inbox.claim(db, key)
     if not events:
@@ -117,8 +118,8 @@ def apply_object(key: str) -> float | None:
         log.warning("events %s about %s: %s (%s)", ",".join(ids), key, type(error).__name__,
                     "parked" if delay is None else f"retry in {delay:.0f}s")
         return delay
-    inbox.finish(db, ids)
-    return None
+    # An event that came in while these were claimed may have queued no task (store()).
+    return COALESCE_SECONDS if inbox.finish(db, ids, key) else None
 
 
 def _describe(error: Exception) -> str:
