@@ -36,6 +36,22 @@ def test_control_characters_and_lone_surrogates_in_a_body_are_422(world: dict[st
     assert "address.city" in assert_error(nested, 422, "validation_failed")["errors"]
 
 
+@pytest.mark.parametrize("value", ["a\u0085b", "\u0080", "csi \u009b[0m", "end\u009f"])
+def test_c1_control_characters_are_refused_like_the_others(world: dict[str, Any], value: str) -> None:
+    alice = world["alice"]
+    before = alice.get(world["acc"]).json
+    error = assert_error(alice.patch(world["acc"], {"description": value}), 422, "validation_failed")
+    assert "description" in error["errors"]
+    assert "name" in assert_error(alice.post("/workspaces", {"name": value, "billing_mode": "single"}),
+                                  422, "validation_failed")["errors"]
+    assert alice.get(world["acc"]).json == before  # nothing stored
+    encoded = value.encode().hex("%").upper()
+    assert_error(alice.get(f"{world['acc']}/invoices?after=in_%{encoded}"), 422, "validation_failed")
+    assert_error(alice.get(f"/workspaces/{world['ws']}/billing-accounts/cus_%{encoded}"), 422, "validation_failed")
+    # Printable text beyond them is fine: "é" is U+00E9, "…" U+2026.
+    assert alice.patch(world["acc"], {"description": "Café … ok"}).json["description"] == "Café … ok"
+
+
 def test_tab_and_newline_in_free_text_are_fine(world: dict[str, Any]) -> None:
     response = world["alice"].patch(world["acc"], {"description": "line one\n\tline two"})
     assert response.status_code == 200 and response.json["description"] == "line one\n\tline two"
