@@ -29,6 +29,12 @@ _FORBIDDEN_IN_TEXT = re.compile(f"[{CONTROL_IN_TEXT}{_LONE_SURROGATES}]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def is_clean_identifier(text: str) -> bool:
+    """Whether an identifier (a token's subject, a Stripe event's ids) holds no control
+    character (tab and newline included) and no lone surrogate: the URL's rule."""
+    return _FORBIDDEN_IN_URL.search(text) is None
+
+
 def json_too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
     """Whether the JSON text nests arrays/objects deeper than `limit` (strings skipped)."""
     depth = 0

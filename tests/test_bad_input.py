@@ -102,6 +102,20 @@ def test_tokens_with_a_string_exp_or_a_blank_sub_are_401(client: Any, claims: di
     assert client.get("/workspaces", headers=_token()).status_code == 200
 
 
+@pytest.mark.parametrize("claims", [{"sub": "ali\x00ce"}, {"sub": "ali\ud800ce"}, {"sub": "alice\u0085"},
+                                    {"sub": "alice\n"}, {"exp": 1e30}, {"exp": int(time.time()) + 366 * 86400},
+                                    {"exp": float("inf")}])
+def test_a_signed_token_with_a_malformed_sub_or_a_far_exp_is_401(client: Any, claims: dict[str, Any]) -> None:
+    """Only a key holder can sign these; they are still refused, never a 500."""
+    assert_error(client.get("/workspaces", headers=_token(**claims)), 401, "authentication_required")
+    assert_error(client.post("/workspaces", json={"name": "X", "billing_mode": "single"}, headers=_token(**claims)),
+                 401, "authentication_required")
+
+
+def test_a_token_valid_for_a_year_is_accepted(client: Any) -> None:
+    assert client.get("/workspaces", headers=_token(exp=int(time.time()) + 365 * 86400 - 60)).status_code == 200
+
+
 def test_second_confirm_of_a_succeeded_setup_intent_is_a_client_error(world: dict[str, Any]) -> None:
     alice, acc = world["alice"], world["acc"]
     secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
