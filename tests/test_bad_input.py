@@ -8,6 +8,9 @@ from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import select
+
+from billing.models import StripeEvent
 
 from tests.conftest import TEST_ENV, assert_error
 from tests.test_billing_accounts import FULL, index_rows
@@ -114,6 +117,33 @@ def test_a_signed_token_with_a_malformed_sub_or_a_far_exp_is_401(client: Any, cl
 
 def test_a_token_valid_for_a_year_is_accepted(client: Any) -> None:
     assert client.get("/workspaces", headers=_token(exp=int(time.time()) + 365 * 86400 - 60)).status_code == 200
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    return {"id": "evt_malformed", "object": "event", "type": "customer.updated", "created": int(time.time()),
+            "data": {"object": {"id": "cus_x", "object": "customer"}}, "livemode": False, **fields}
+
+
+@pytest.mark.parametrize("fields", [
+    {"id": "evt_\x00"}, {"id": "evt_\ud800"}, {"id": "evt_" + "x" * 10_000}, {"id": "evt_a\u0085b"},
+    {"type": "customer." + "x" * 5_000}, {"type": "customer.up\x00dated"}, {"type": 7},
+    {"created": str(int(time.time()))}, {"created": 1.5}, {"created": True}, {"created": 10 ** 30},
+    {"data": {"object": {"id": "cus_\x00", "object": "customer"}}},
+    {"data": {"object": {"id": "cus_" + "x" * 10_000, "object": "customer"}}},
+    {"data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_\ud800"}}},
+    {"data": {"object": {"id": "in_1", "object": "invoice", "customer": {"id": "cus_\x00"}}}},
+    {"data": {"object": {"id": "cus_x", "object": "customer", "name": "NUL \x00 in free text"}}},
+    {"data": {"object": {"id": "cus_x", "object": "customer", "metadata": {"k\ud800": "v"}}}},
+    {"data": {"object": {"id": "cus_x", "object": "customer", "balance": float("nan")}}},
+])
+def test_a_signed_but_malformed_event_is_400_not_500(client: Any, state: Any, fields: dict[str, Any]) -> None:
+    """Only Stripe's secret signs these; a 500 would make Stripe retry them for days."""
+    payload = json.dumps(_event(**fields)).encode()  # ensure_ascii: NUL and surrogates as escapes
+    assert_error(deliver(client, payload, sign(payload)), 400, "invalid_event")
+    with state.db.read() as session:
+        assert session.scalars(select(StripeEvent.id)).all() == []  # nothing stored
+    fine = json.dumps(_event(data={"object": {"id": "cus_x", "object": "customer", "name": "Tab\tand \u0085"}}))
+    assert deliver(client, fine.encode(), sign(fine.encode())).status_code == 200  # Stripe's free text is its own
 
 
 def test_second_confirm_of_a_succeeded_setup_intent_is_a_client_error(world: dict[str, Any]) -> None:
