@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -53,6 +54,25 @@ def test_c1_control_characters_are_refused_like_the_others(world: dict[str, Any]
     assert_error(alice.get(f"/workspaces/{world['ws']}/billing-accounts/cus_%{encoded}"), 422, "validation_failed")
     # Printable text beyond them is fine: "é" is U+00E9, "…" U+2026.
     assert alice.patch(world["acc"], {"description": "Café … ok"}).json["description"] == "Café … ok"
+
+
+def test_a_required_body_that_is_not_sent_is_422(world: dict[str, Any], session_app: Any) -> None:
+    """Every operation whose document marks its body required refuses a request without one
+    (webargs would read it as {}: a PATCH that did nothing, answered 200)."""
+    alice, ws, account_id = world["alice"], world["ws"], world["acc"].rsplit("/", 1)[1]
+    ids = {"workspaceId": ws, "billingAccountId": account_id}
+    spec = session_app.test_client().get("/openapi.json").json
+    required = [(method, path) for path, item in spec["paths"].items() for method, operation in item.items()
+                if isinstance(operation, dict) and operation.get("requestBody", {}).get("required")]
+    assert ("patch", "/workspaces/{workspaceId}") in required
+    before = alice.get(world["acc"]).json
+    for method, path in required:
+        url = re.sub(r"\{(\w+)\}", lambda match: ids.get(match.group(1), "x_unknown"), path)
+        for extra in ({}, {"data": b"", "content_type": "application/json"}):
+            response = alice.client.open(url, method=method.upper(), headers=alice.headers, **extra)
+            error = assert_error(response, 422, "validation_failed")
+            assert error["errors"] == {"_schema": ["Send a JSON body."]}, (method, path)
+    assert alice.get(world["acc"]).json == before
 
 
 def test_tab_and_newline_in_free_text_are_fine(world: dict[str, Any]) -> None:
