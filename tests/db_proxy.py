@@ -7,16 +7,21 @@ import socket
 import threading
 
 
-def local_port() -> int:
-    """A free loopback port, within LOCAL_PORT_RANGE when it is set (a shared machine)."""
+def bind_local(port: int | None = None) -> socket.socket:
+    """A listening loopback socket: on `port`, or the first free one in LOCAL_PORT_RANGE
+    (a shared machine), or any. Bound at once, so two test processes never pick the same."""
     low, _, high = os.environ.get("LOCAL_PORT_RANGE", "0-0").partition("-")
-    for port in range(int(low), int(high or low) + 1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
+    candidates = [port] if port is not None else range(int(low), int(high or low) + 1)
+    for candidate in candidates:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", candidate))
+        except OSError:
+            listener.close()
+            continue
+        listener.listen(64)
+        return listener
     raise RuntimeError(f"no free port in LOCAL_PORT_RANGE={os.environ.get('LOCAL_PORT_RANGE')}")
 
 
@@ -26,21 +31,17 @@ class DatabaseProxy:
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.port = local_port()
         self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
-        self.restore()
+        self._listener: socket.socket | None = bind_local()
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def restore(self) -> None:
         if self._listener is not None:
             return
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self._listener = bind_local(self.port)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def cut(self) -> None:
         with self._lock:
