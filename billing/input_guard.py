@@ -1,7 +1,7 @@
 """Bad input never reaches the database or Stripe (API.md, Errors).
 
 Runs before every view: the path and the query may hold no control character
-or lone surrogate; a body with content is JSON (sent without a Content-Type it
+(C0, DEL or C1) or lone surrogate; a body with content is JSON (sent without a Content-Type it
 is read as JSON; with another type it is 415), nested at
 most 32 levels (400 `invalid_json`, checked before it is parsed, so a deep
 document can't exhaust the parser), and its strings may hold no NUL, lone
@@ -20,12 +20,19 @@ from billing.errors import ApiError, validation_error
 MAX_DEPTH = 32
 # Regex character ranges; the control characters' source text is also the OpenAPI
 # document's `pattern` (lone surrogates are not: JSON Schema's regex engines refuse them).
-CONTROL_IN_URL = r"\x00-\x1f\x7f"
-CONTROL_IN_TEXT = r"\x00-\x08\x0b-\x1f\x7f"  # tab and newline are fine in free text
+# C0, DEL and C1 (U+0080-U+009F: NEL, CSI... a terminal or a log reader acts on them too).
+CONTROL_IN_URL = r"\x00-\x1f\x7f-\x9f"
+CONTROL_IN_TEXT = r"\x00-\x08\x0b-\x1f\x7f-\x9f"  # tab and newline are fine in free text
 _LONE_SURROGATES = r"\ud800-\udfff"
 _FORBIDDEN_IN_URL = re.compile(f"[{CONTROL_IN_URL}{_LONE_SURROGATES}]")
 _FORBIDDEN_IN_TEXT = re.compile(f"[{CONTROL_IN_TEXT}{_LONE_SURROGATES}]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_clean_identifier(text: str) -> bool:
+    """Whether an identifier (a token's subject, a Stripe event's ids) holds no control
+    character (tab and newline included) and no lone surrogate: the URL's rule."""
+    return _FORBIDDEN_IN_URL.search(text) is None
 
 
 def json_too_deep(text: str, limit: int = MAX_DEPTH) -> bool:

@@ -15,6 +15,10 @@ from flask import g, request
 
 from billing.config import Config
 from billing.errors import ApiError
+from billing.input_guard import is_clean_identifier
+
+# A token's `exp` may be at most this far ahead (API.md: tokens).
+MAX_TOKEN_LIFETIME_SECONDS = 365 * 86400
 
 
 def authentication_error(message: str = "A valid bearer token is required.") -> ApiError:
@@ -68,8 +72,10 @@ class TokenVerifier:
         exp = claims.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):  # PyJWT accepts a numeric string
             raise authentication_error("The bearer token's exp must be a number.")
+        if exp > time.time() + MAX_TOKEN_LIFETIME_SECONDS:  # a token that never expires is a leak that never ends
+            raise authentication_error("The bearer token's exp is more than a year ahead.")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
+        if not isinstance(sub, str) or not sub.strip() or len(sub) > 255 or not is_clean_identifier(sub):
             raise authentication_error("The bearer token has no usable subject.")
         return claims
 

@@ -11,8 +11,7 @@ from billing.input_guard import CONTROL_IN_TEXT, CONTROL_IN_URL
 
 # What the input guard lets through, as OpenAPI patterns (ECMA 262, as in JSON Schema).
 TEXT_PATTERN = f"^[^{CONTROL_IN_TEXT}]*$"
-# \x85 counts as blank for Python's str.strip() but is not in ECMA's \s.
-NOT_BLANK_PATTERN = f"^[^{CONTROL_IN_TEXT}]*[^\\s\\x85{CONTROL_IN_TEXT}][^{CONTROL_IN_TEXT}]*$"
+NOT_BLANK_PATTERN = f"^[^{CONTROL_IN_TEXT}]*[^\\s{CONTROL_IN_TEXT}][^{CONTROL_IN_TEXT}]*$"
 URL_PATTERN = f"^[^{CONTROL_IN_URL}]*$"
 
 

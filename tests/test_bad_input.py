@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import select
+
+from billing.models import StripeEvent
 
 from tests.conftest import TEST_ENV, assert_error
 from tests.test_billing_accounts import FULL, index_rows
@@ -34,6 +38,41 @@ def test_control_characters_and_lone_surrogates_in_a_body_are_422(world: dict[st
     assert len(index_rows(state, ws)) == 1  # nothing written
     nested = alice.patch(world["acc"], {"address": {"country": "US", "city": value}})
     assert "address.city" in assert_error(nested, 422, "validation_failed")["errors"]
+
+
+@pytest.mark.parametrize("value", ["a\u0085b", "\u0080", "csi \u009b[0m", "end\u009f"])
+def test_c1_control_characters_are_refused_like_the_others(world: dict[str, Any], value: str) -> None:
+    alice = world["alice"]
+    before = alice.get(world["acc"]).json
+    error = assert_error(alice.patch(world["acc"], {"description": value}), 422, "validation_failed")
+    assert "description" in error["errors"]
+    assert "name" in assert_error(alice.post("/workspaces", {"name": value, "billing_mode": "single"}),
+                                  422, "validation_failed")["errors"]
+    assert alice.get(world["acc"]).json == before  # nothing stored
+    encoded = value.encode().hex("%").upper()
+    assert_error(alice.get(f"{world['acc']}/invoices?after=in_%{encoded}"), 422, "validation_failed")
+    assert_error(alice.get(f"/workspaces/{world['ws']}/billing-accounts/cus_%{encoded}"), 422, "validation_failed")
+    # Printable text beyond them is fine: "é" is U+00E9, "…" U+2026.
+    assert alice.patch(world["acc"], {"description": "Café … ok"}).json["description"] == "Café … ok"
+
+
+def test_a_required_body_that_is_not_sent_is_422(world: dict[str, Any], session_app: Any) -> None:
+    """Every operation whose document marks its body required refuses a request without one
+    (webargs would read it as {}: a PATCH that did nothing, answered 200)."""
+    alice, ws, account_id = world["alice"], world["ws"], world["acc"].rsplit("/", 1)[1]
+    ids = {"workspaceId": ws, "billingAccountId": account_id}
+    spec = session_app.test_client().get("/openapi.json").json
+    required = [(method, path) for path, item in spec["paths"].items() for method, operation in item.items()
+                if isinstance(operation, dict) and operation.get("requestBody", {}).get("required")]
+    assert ("patch", "/workspaces/{workspaceId}") in required
+    before = alice.get(world["acc"]).json
+    for method, path in required:
+        url = re.sub(r"\{(\w+)\}", lambda match: ids.get(match.group(1), "x_unknown"), path)
+        for extra in ({}, {"data": b"", "content_type": "application/json"}):
+            response = alice.client.open(url, method=method.upper(), headers=alice.headers, **extra)
+            error = assert_error(response, 422, "validation_failed")
+            assert error["errors"] == {"_schema": ["Send a JSON body."]}, (method, path)
+    assert alice.get(world["acc"]).json == before
 
 
 def test_tab_and_newline_in_free_text_are_fine(world: dict[str, Any]) -> None:
@@ -84,6 +123,47 @@ def _token(**claims: Any) -> dict[str, str]:
 def test_tokens_with_a_string_exp_or_a_blank_sub_are_401(client: Any, claims: dict[str, Any]) -> None:
     assert_error(client.get("/workspaces", headers=_token(**claims)), 401, "authentication_required")
     assert client.get("/workspaces", headers=_token()).status_code == 200
+
+
+@pytest.mark.parametrize("claims", [{"sub": "ali\x00ce"}, {"sub": "ali\ud800ce"}, {"sub": "alice\u0085"},
+                                    {"sub": "alice\n"}, {"exp": 1e30}, {"exp": int(time.time()) + 366 * 86400},
+                                    {"exp": float("inf")}])
+def test_a_signed_token_with_a_malformed_sub_or_a_far_exp_is_401(client: Any, claims: dict[str, Any]) -> None:
+    """Only a key holder can sign these; they are still refused, never a 500."""
+    assert_error(client.get("/workspaces", headers=_token(**claims)), 401, "authentication_required")
+    assert_error(client.post("/workspaces", json={"name": "X", "billing_mode": "single"}, headers=_token(**claims)),
+                 401, "authentication_required")
+
+
+def test_a_token_valid_for_a_year_is_accepted(client: Any) -> None:
+    assert client.get("/workspaces", headers=_token(exp=int(time.time()) + 365 * 86400 - 60)).status_code == 200
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    return {"id": "evt_malformed", "object": "event", "type": "customer.updated", "created": int(time.time()),
+            "data": {"object": {"id": "cus_x", "object": "customer"}}, "livemode": False, **fields}
+
+
+@pytest.mark.parametrize("fields", [
+    {"id": "evt_\x00"}, {"id": "evt_\ud800"}, {"id": "evt_" + "x" * 10_000}, {"id": "evt_a\u0085b"},
+    {"type": "customer." + "x" * 5_000}, {"type": "customer.up\x00dated"}, {"type": 7},
+    {"created": str(int(time.time()))}, {"created": 1.5}, {"created": True}, {"created": 10 ** 30},
+    {"data": {"object": {"id": "cus_\x00", "object": "customer"}}},
+    {"data": {"object": {"id": "cus_" + "x" * 10_000, "object": "customer"}}},
+    {"data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_\ud800"}}},
+    {"data": {"object": {"id": "in_1", "object": "invoice", "customer": {"id": "cus_\x00"}}}},
+    {"data": {"object": {"id": "cus_x", "object": "customer", "name": "NUL \x00 in free text"}}},
+    {"data": {"object": {"id": "cus_x", "object": "customer", "metadata": {"k\ud800": "v"}}}},
+    {"data": {"object": {"id": "cus_x", "object": "customer", "balance": float("nan")}}},
+])
+def test_a_signed_but_malformed_event_is_400_not_500(client: Any, state: Any, fields: dict[str, Any]) -> None:
+    """Only Stripe's secret signs these; a 500 would make Stripe retry them for days."""
+    payload = json.dumps(_event(**fields)).encode()  # ensure_ascii: NUL and surrogates as escapes
+    assert_error(deliver(client, payload, sign(payload)), 400, "invalid_event")
+    with state.db.read() as session:
+        assert session.scalars(select(StripeEvent.id)).all() == []  # nothing stored
+    fine = json.dumps(_event(data={"object": {"id": "cus_x", "object": "customer", "name": "Tab\tand \u0085"}}))
+    assert deliver(client, fine.encode(), sign(fine.encode())).status_code == 200  # Stripe's free text is its own
 
 
 def test_second_confirm_of_a_succeeded_setup_intent_is_a_client_error(world: dict[str, Any]) -> None:

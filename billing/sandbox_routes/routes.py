@@ -38,10 +38,11 @@ class AdvancedClockSchema(ClockSchema):
 
 
 class AdvanceSchema(Schema):
-    seconds = fields.Integer(validate=validate.Range(min=0, max=400 * 86400))
-    minutes = fields.Integer(validate=validate.Range(min=0, max=400 * 1440))
-    hours = fields.Integer(validate=validate.Range(min=0, max=400 * 24))
-    days = fields.Integer(validate=validate.Range(min=0, max=400))
+    # Strict: 1.5 is not truncated to 1, and "1" is not a number.
+    seconds = fields.Integer(strict=True, validate=validate.Range(min=0, max=400 * 86400))
+    minutes = fields.Integer(strict=True, validate=validate.Range(min=0, max=400 * 1440))
+    hours = fields.Integer(strict=True, validate=validate.Range(min=0, max=400 * 24))
+    days = fields.Integer(strict=True, validate=validate.Range(min=0, max=400))
 
 
 class TestPaymentMethodSchema(Schema):
