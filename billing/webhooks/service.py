@@ -28,6 +28,7 @@ from billing.models import BillingAccountIndex, StripeCopy
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
 from billing.webhooks import inbox
+from billing.webhooks.event_checks import check_event
 
 log = logging.getLogger("billing.webhooks")
 
@@ -56,6 +57,7 @@ def verify_event(payload: bytes, signature: str | None, secrets: tuple[str, ...]
         raise ApiError(400, "invalid_json", "The event is not valid JSON.") from None
     if not isinstance(event, dict) or not str(event.get("id", "")).startswith("evt_") or "type" not in event:
         raise ApiError(400, "invalid_event", "The payload is not a Stripe event.")
+    check_event(event, text)
     return event
 
 
