@@ -100,8 +100,9 @@ class Database:
 
     def begin_request(self) -> None:
         """From here until `end_request`, reads share one connection. PostgreSQL
-        only: its reads autocommit, so the connection holds no snapshot or lock
-        between them (SQLite's would hold a read transaction open). A request
+        only: its reads autocommit, so the connection holds no snapshot or row
+        lock between them (SQLite's would hold a read transaction open); the
+        request's leases live on it (`held_connection`). A request
         made inside a request (a webhook delivered in-process) gets its own."""
         if not self.is_sqlite:
             _shared.set(_SharedReads(self, outer=_shared.get()))
@@ -112,6 +113,28 @@ class Database:
             _shared.set(shared.outer)
             if shared.connection is not None:
                 shared.connection.close()
+
+    @contextmanager
+    def held_connection(self) -> Iterator[Connection]:
+        """PostgreSQL only: a connection kept for the whole block, for session
+        state that must die with the process (`billing.leases`' advisory locks):
+        the request's shared one, or outside a request one opened for the block,
+        which the block's reads then share (so it costs no connection more)."""
+        assert not self.is_sqlite, "SQLite has no session state to hold"
+        shared = _shared.get()
+        if shared is not None and shared.database is self:
+            if shared.connection is None:
+                shared.connection = self._read_engine.connect()
+            yield shared.connection
+            return
+        self.begin_request()
+        try:
+            shared = _shared.get()
+            assert shared is not None
+            shared.connection = self._read_engine.connect()
+            yield shared.connection
+        finally:
+            self.end_request()
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
