@@ -1,7 +1,8 @@
 """Idempotency-Key for POST/PUT/PATCH/DELETE.
 
-The same key with the same request within 24 h replays the first response
-(header `Idempotent-Replayed: true`) and does nothing twice; the same key with a
+The same key with the same request within 24 h replays the first outcome
+(header `Idempotent-Replayed: true`; `is_outcome` says which answers are one)
+and does nothing twice; the same key with a
 different request is 409 `idempotency_key_reused`; a key whose first request is
 still running is 409 `idempotency_key_in_use`. Keys live in the database, so a
 replay survives restarts and is shared by every worker. The idempotency keys
@@ -78,16 +79,19 @@ def begin() -> Response | None:
             elif record.state == "done":
                 return _replay(record)
             elif record.locked_until > now:
-                raise ApiError(409, "idempotency_key_in_use",
-                               "A request with this Idempotency-Key is still being processed.")
+                raise _in_use()
             else:  # its first request died mid-way: this retry takes over
                 record.locked_until = now + RUNNING_LOCK
     except IntegrityError:  # a concurrent first request inserted it
-        raise ApiError(409, "idempotency_key_in_use",
-                       "A request with this Idempotency-Key is still being processed.") from None
+        raise _in_use() from None
     g.idempotency = (scope, key)
     g.stripe_key = "idem_" + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:40]
     return None
+
+
+def _in_use() -> ApiError:
+    return ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still being processed.",
+                    headers={"Retry-After": "1"})
 
 
 def _replay(record: IdempotencyRecord) -> Response:
@@ -97,15 +101,26 @@ def _replay(record: IdempotencyRecord) -> Response:
     return response
 
 
+def is_outcome(response: Response) -> bool:
+    """Whether an answer is the request's outcome, kept and replayed for its key:
+    a 2xx, or a 4xx that a retry would earn again (422, 402 card_declined, 409
+    capacity_exceeded...). An answer that says "not now" is no outcome: a 5xx
+    (database or Stripe unavailable, an error of ours), a 429, or any answer with
+    `Retry-After` (409 operation_in_progress: the object was busy). Its key is
+    released, so a retry with it runs again."""
+    status = response.status_code
+    return status < 500 and status != 429 and "Retry-After" not in response.headers
+
+
 def finish(response: Response) -> Response:
-    """Store the response of a claimed key; on a 5xx or 429 release it so a retry may run."""
+    """Store the response of a claimed key if it is an outcome; else release the key."""
     claimed = getattr(g, "idempotency", None)
     if claimed is None:
         return response
     scope, key = claimed
     condition = (IdempotencyRecord.scope == scope) & (IdempotencyRecord.key == key)
     with current().db.write() as session:
-        if response.status_code >= 500 or response.status_code == 429:  # retryable: not an outcome
+        if not is_outcome(response):
             session.execute(delete(IdempotencyRecord).where(condition))
         else:
             session.execute(

@@ -164,3 +164,40 @@ def test_key_whose_first_request_is_running_is_409(as_user: Any, state: Any) -> 
         record.locked_until = utcnow() - timedelta(seconds=1)
     response = alice.client.post(path, data=body, headers=headers)
     assert response.status_code == 201 and len(index_rows(state, ws)) == 1
+
+
+def test_a_retry_after_a_busy_refusal_applies_the_change(as_user: Any, state: Any, monkeypatch: Any) -> None:
+    """409 operation_in_progress says "not now" (with Retry-After): it is not kept
+    for the key, so the retry with the same key makes the change, once."""
+    from billing import leases
+
+    monkeypatch.setattr(leases, "WAIT_SECONDS", 0.05)
+    paying = as_user("alice").account_without_trial()
+    alice, acc = paying["alice"], paying["acc"]
+    assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    path, headers = f"{acc}/subscriptions/{sub['id']}", {**alice.headers, "Idempotency-Key": "one-more-user"}
+    with leases.lease(state.db, leases.subscription_lease_name(sub["id"])):  # another change in flight
+        busy = alice.client.patch(path, json={"add_products": {"users": 1}}, headers=headers)
+    assert_error(busy, 409, "operation_in_progress")
+    assert busy.headers["Retry-After"] == "1"
+    retry = alice.client.patch(path, json={"add_products": {"users": 1}}, headers=headers)
+    assert retry.status_code == 200 and "Idempotent-Replayed" not in retry.headers
+    assert retry.json["product_quantities"]["users"]["quantity"] == 3
+    again = alice.client.patch(path, json={"add_products": {"users": 1}}, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json == retry.json
+    assert alice.get(path).json["product_quantities"]["users"]["quantity"] == 3
+
+
+def test_only_outcomes_are_kept() -> None:
+    """The rule, answer by answer."""
+    from flask import Response
+
+    from billing.idempotency import is_outcome
+
+    def answer(status: int, **headers: str) -> Response:
+        return Response("{}", status=status, headers=headers)
+
+    assert all(is_outcome(answer(status)) for status in (200, 201, 204, 400, 402, 404, 409, 422))
+    assert not any(is_outcome(answer(status)) for status in (429, 500, 502, 503))
+    assert not is_outcome(answer(409, **{"Retry-After": "1"}))  # operation_in_progress, clock_advancing
