@@ -5,7 +5,7 @@ A lease is held across Stripe calls, so it can't be a lock of the transaction
 would block it). How it is held, by database:
 
 - PostgreSQL: a session-level advisory lock on a connection the holder keeps
-  for the lease (the request's shared connection, `Database.held_connection`).
+  for the lease (the request's shared connection, `Database.try_lock`).
   The database releases it with the connection, so the lease of a holder that
   died (a killed worker) is free as soon as PostgreSQL sees its connection
   close, not after a timeout; a live holder keeps it however long it takes.
@@ -16,23 +16,18 @@ would block it). How it is held, by database:
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 
 from billing.db import Database
 from billing.errors import ApiError
 from billing.models import Lease, utcnow
-
-log = logging.getLogger("billing.leases")
 
 WAIT_SECONDS = 15.0  # how long a request waits for another holder before 409 operation_in_progress
 
@@ -63,38 +58,15 @@ def _until_claimed(claim: Callable[[], bool], wait: float) -> None:
         delay = min(delay * 2, 0.2)
 
 
-def _advisory_key(name: str) -> int:
-    """A signed 64-bit key for the name (a collision would only make two names wait for each other)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-
-
 @contextmanager
 def _advisory_lease(db: Database, name: str, _ttl: float, wait: float) -> Iterator[None]:
-    key = _advisory_key(name)
-    with db.held_connection() as connection:
-        _until_claimed(lambda: _statement(connection, func.pg_try_advisory_lock(key)), wait)
+    lock = f"lease:{name}"
+    with db.lock_scope():
+        _until_claimed(lambda: db.try_lock(lock), wait)
         try:
             yield
         finally:
-            _unlock(connection, key, name)
-
-
-def _statement(connection: Connection, call: Any) -> bool:
-    result = bool(connection.scalar(select(call)))
-    connection.commit()  # ends SQLAlchemy's own begin (the connection autocommits)
-    return result
-
-
-def _unlock(connection: Connection, key: int, name: str) -> None:
-    try:
-        released = _statement(connection, func.pg_advisory_unlock(key))
-    except DBAPIError:
-        released = False
-    if not released:
-        # The connection broke (and its locks with it) or is in doubt: never
-        # hand a connection that may still hold the lock back to the pool.
-        log.warning("lease %s: unlock failed; its connection is discarded", name)
-        connection.invalidate()
+            db.unlock(lock)
 
 
 def _try_claim(db: Database, name: str, token: str, ttl: float) -> bool:

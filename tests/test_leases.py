@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from billing import leases
 from tests.conftest import assert_error
@@ -73,3 +74,25 @@ def test_one_holder_per_name(state: Any, monkeypatch: Any) -> None:
             assert list(pool.map(take, ["a", "b"])) == ["operation_in_progress", "held"]
     with leases.lease(state.db, "a"):
         pass
+
+
+def advisory_locks(state: Any) -> int:
+    with state.db.read() as session:
+        return int(session.scalar(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")) or 0)
+
+
+def test_a_lock_left_held_goes_with_its_connection(state: Any) -> None:
+    """A scope (a request) that ends still holding an advisory lock (its holder
+    failed before letting go) discards its connection: the lock is not handed
+    to the pool's next user."""
+    if state.db.is_sqlite:
+        pytest.skip("PostgreSQL's advisory locks")
+    with state.db.lock_scope():
+        assert state.db.try_lock("forgotten") and advisory_locks(state) == 1
+    assert advisory_locks(state) == 0
+    with state.db.lock_scope():  # and it is free
+        assert state.db.try_lock("forgotten")
+        state.db.unlock("forgotten")
+    assert advisory_locks(state) == 0
