@@ -6,8 +6,8 @@ and does nothing twice; the same key with a different request is 409
 `idempotency_key_reused`; a key whose first request is still running is 409
 `idempotency_key_in_use` (once that request's worker is dead, a retry takes
 over: see `begin`). Keys live in the database, so a replay survives restarts
-and is shared by every worker. The idempotency keys
-sent to Stripe derive from it, so a retry through us is a retry at Stripe too.
+and is shared by every worker. The idempotency keys sent to Stripe derive from
+it, so a retry through us is a retry at Stripe too.
 """
 
 from __future__ import annotations
