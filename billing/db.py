@@ -8,14 +8,21 @@ a Stripe call would block it. `Database.write()` takes the write lock up front
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session
+
+
+log = logging.getLogger("billing.db")
 
 
 class Base(DeclarativeBase):
@@ -56,6 +63,12 @@ class _SharedReads:
     database: Database
     outer: _SharedReads | None
     connection: Connection | None = None
+    locks: Counter[str] = field(default_factory=Counter)  # advisory locks held on `connection`, by name
+
+
+def _advisory_key(name: str) -> int:
+    """A signed 64-bit key for a name (a collision only makes two names wait for each other)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 # On PostgreSQL a request's reads share one pooled connection (one checkout and
@@ -100,8 +113,9 @@ class Database:
 
     def begin_request(self) -> None:
         """From here until `end_request`, reads share one connection. PostgreSQL
-        only: its reads autocommit, so the connection holds no snapshot or lock
-        between them (SQLite's would hold a read transaction open). A request
+        only: its reads autocommit, so the connection holds no snapshot or row
+        lock between them (SQLite's would hold a read transaction open); the
+        request's advisory locks live on it (`try_lock`). A request
         made inside a request (a webhook delivered in-process) gets its own."""
         if not self.is_sqlite:
             _shared.set(_SharedReads(self, outer=_shared.get()))
@@ -111,7 +125,63 @@ class Database:
         if shared is not None and shared.database is self:
             _shared.set(shared.outer)
             if shared.connection is not None:
+                if +shared.locks:  # a holder that never let go: only closing the connection frees its locks
+                    log.warning("advisory locks still held at the end of a request; their connection is discarded")
+                    shared.connection.invalidate()
                 shared.connection.close()
+
+    # -- advisory locks: held by the connection, so they die with the process --
+
+    @contextmanager
+    def lock_scope(self) -> Iterator[None]:
+        """PostgreSQL: where `try_lock` may be used. A request is one; outside
+        a request the block becomes one (its reads share the connection the
+        locks live on, so it costs no connection more)."""
+        shared = _shared.get()
+        if shared is not None and shared.database is self:
+            yield
+            return
+        self.begin_request()
+        try:
+            yield
+        finally:
+            self.end_request()
+
+    def _scope(self) -> tuple[_SharedReads, Connection]:
+        assert not self.is_sqlite, "SQLite has no advisory locks"
+        shared = _shared.get()
+        assert shared is not None and shared.database is self, "outside a lock scope"
+        if shared.connection is None:
+            shared.connection = self._read_engine.connect()
+        return shared, shared.connection
+
+    def try_lock(self, name: str) -> bool:
+        """PostgreSQL, in a lock scope: take the session-level advisory lock
+        `name` on the scope's connection if it is free. It is held until
+        `unlock`, or until the connection ends: PostgreSQL releases it when the
+        process dies, so no holder can leave it behind."""
+        shared, connection = self._scope()
+        taken = bool(connection.scalar(select(func.pg_try_advisory_lock(_advisory_key(name)))))
+        connection.commit()  # ends SQLAlchemy's own begin (the connection autocommits)
+        if taken:
+            shared.locks[name] += 1
+        return taken
+
+    def unlock(self, name: str) -> None:
+        shared, connection = self._scope()
+        shared.locks[name] -= 1
+        try:
+            released = bool(connection.scalar(select(func.pg_advisory_unlock(_advisory_key(name)))))
+            connection.commit()
+        except DBAPIError:
+            released = False
+        if not released:
+            # The connection broke (its locks went with it) or is in doubt:
+            # never hand a connection that may still hold a lock back to the pool.
+            log.warning("advisory lock %s: unlock failed; its connection is discarded", name)
+            connection.invalidate()
+            connection.close()
+            shared.connection, shared.locks = None, Counter()
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

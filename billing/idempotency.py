@@ -1,11 +1,13 @@
 """Idempotency-Key for POST/PUT/PATCH/DELETE.
 
-The same key with the same request within 24 h replays the first response
-(header `Idempotent-Replayed: true`) and does nothing twice; the same key with a
-different request is 409 `idempotency_key_reused`; a key whose first request is
-still running is 409 `idempotency_key_in_use`. Keys live in the database, so a
-replay survives restarts and is shared by every worker. The idempotency keys
-sent to Stripe derive from it, so a retry through us is a retry at Stripe too.
+The same key with the same request within 24 h replays the first outcome
+(header `Idempotent-Replayed: true`; `is_outcome` says which answers are one)
+and does nothing twice; the same key with a different request is 409
+`idempotency_key_reused`; a key whose first request is still running is 409
+`idempotency_key_in_use` (once that request's worker is dead, a retry takes
+over: see `begin`). Keys live in the database, so a replay survives restarts
+and is shared by every worker. The idempotency keys sent to Stripe derive from
+it, so a retry through us is a retry at Stripe too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from billing.state import current
 
 HEADER = "Idempotency-Key"
 KEEP_FOR = timedelta(hours=24)
-# A first request still "running" after this is taken to have died with its worker.
+# SQLite: a first request still "running" after this is taken to have died
+# with its worker (PostgreSQL knows at once: see `begin`).
 RUNNING_LOCK = timedelta(seconds=90)
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -61,15 +64,47 @@ def begin() -> Response | None:
         return None
     if not key.strip() or len(key) > 255:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.")
-    scope, fingerprint, now = _scope(), _fingerprint(), utcnow()
+    scope, fingerprint = _scope(), _fingerprint()
+    db = current().db
+    # PostgreSQL: the request that runs a key holds an advisory lock on it, which
+    # dies with its process: a running key whose lock is free lost its request.
+    lock = lock_name(scope, key) if not db.is_sqlite else None
+    locked = lock is not None and db.try_lock(lock)
+    claimed = False
     try:
-        with current().db.write() as session:
+        replay = _claim(db, scope, key, fingerprint, locked)
+        claimed = replay is None
+    finally:
+        if lock is not None and locked and not claimed:
+            db.unlock(lock)
+    if replay is not None:
+        return replay
+    g.idempotency = (scope, key, lock)
+    g.stripe_key = "idem_" + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:40]
+    return None
+
+
+def lock_name(scope: str, key: str) -> str:
+    """PostgreSQL: the advisory lock its request holds while it runs a key."""
+    return "idempotency:" + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+
+
+def _claim(db: Database, scope: str, key: str, fingerprint: str, locked: bool) -> Response | None:
+    """The key's record: claimed for this request (None), or the answer instead."""
+    now = utcnow()
+    try:
+        with db.write() as session:
             record = session.get(IdempotencyRecord, (scope, key), with_for_update=True)
             if record is not None and record.created_at < now - KEEP_FOR:
                 session.delete(record)
                 session.flush()
                 record = None
+            # Is the key's request alive elsewhere? Its lock says (PostgreSQL); its record's
+            # lock lapsing after RUNNING_LOCK is the sign it died (SQLite).
+            running_elsewhere = (not locked) if not db.is_sqlite else record is not None and record.locked_until > now
             if record is None:
+                if running_elsewhere:  # its first request is starting, or letting go of a retryable answer
+                    raise _in_use()
                 session.add(IdempotencyRecord(scope=scope, key=key, fingerprint=fingerprint, state="running",
                                               created_at=now, locked_until=now + RUNNING_LOCK))
             elif record.fingerprint != fingerprint:
@@ -77,17 +112,18 @@ def begin() -> Response | None:
                                "This Idempotency-Key was used with a different request.")
             elif record.state == "done":
                 return _replay(record)
-            elif record.locked_until > now:
-                raise ApiError(409, "idempotency_key_in_use",
-                               "A request with this Idempotency-Key is still being processed.")
+            elif running_elsewhere:
+                raise _in_use()
             else:  # its first request died mid-way: this retry takes over
                 record.locked_until = now + RUNNING_LOCK
     except IntegrityError:  # a concurrent first request inserted it
-        raise ApiError(409, "idempotency_key_in_use",
-                       "A request with this Idempotency-Key is still being processed.") from None
-    g.idempotency = (scope, key)
-    g.stripe_key = "idem_" + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:40]
+        raise _in_use() from None
     return None
+
+
+def _in_use() -> ApiError:
+    return ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still being processed.",
+                    headers={"Retry-After": "1"})
 
 
 def _replay(record: IdempotencyRecord) -> Response:
@@ -97,15 +133,27 @@ def _replay(record: IdempotencyRecord) -> Response:
     return response
 
 
+def is_outcome(response: Response) -> bool:
+    """Whether an answer is the request's outcome, kept and replayed for its key:
+    a 2xx, or a 4xx that a retry would earn again (422, 402 card_declined, 409
+    capacity_exceeded...). An answer that says "not now" is no outcome: a 5xx
+    (database or Stripe unavailable, an error of ours), a 429, or any answer with
+    `Retry-After` (409 operation_in_progress: the object was busy). Its key is
+    released, so a retry with it runs again."""
+    status = response.status_code
+    return status < 500 and status != 429 and "Retry-After" not in response.headers
+
+
 def finish(response: Response) -> Response:
-    """Store the response of a claimed key; on a 5xx or 429 release it so a retry may run."""
+    """Store the response of a claimed key if it is an outcome; else release the key."""
     claimed = getattr(g, "idempotency", None)
     if claimed is None:
         return response
-    scope, key = claimed
+    scope, key, lock = claimed
     condition = (IdempotencyRecord.scope == scope) & (IdempotencyRecord.key == key)
-    with current().db.write() as session:
-        if response.status_code >= 500 or response.status_code == 429:  # retryable: not an outcome
+    db = current().db
+    with db.write() as session:
+        if not is_outcome(response):
             session.execute(delete(IdempotencyRecord).where(condition))
         else:
             session.execute(
@@ -114,6 +162,10 @@ def finish(response: Response) -> Response:
                     response_body=response.get_data(as_text=True), response_type=response.mimetype,
                 )
             )
+    if lock is not None:
+        # After the record: a retry that gets the lock finds the outcome. (Should this
+        # fail first, the lock goes with the request's connection: Database.end_request.)
+        db.unlock(lock)
     return response
 
 

@@ -1,15 +1,24 @@
 """Leases: serialise work on one object across Stripe calls.
 
-A database lock can't be held across a Stripe call (on SQLite the sandbox
-writes to the same file), so a lease row is claimed in one short transaction
-and released in another. It expires, so a crashed holder never blocks forever.
+A lease is held across Stripe calls, so it can't be a lock of the transaction
+(on SQLite the sandbox writes to the same file, and a transaction held open
+would block it). How it is held, by database:
+
+- PostgreSQL: a session-level advisory lock on a connection the holder keeps
+  for the lease (the request's shared connection, `Database.try_lock`).
+  The database releases it with the connection, so the lease of a holder that
+  died (a killed worker) is free as soon as PostgreSQL sees its connection
+  close, not after a timeout; a live holder keeps it however long it takes.
+- SQLite (one process, in development): a row claimed in one short transaction
+  and released in another. It expires after `ttl`, so a crashed holder never
+  blocks forever.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 
@@ -19,6 +28,45 @@ from sqlalchemy.exc import IntegrityError
 from billing.db import Database
 from billing.errors import ApiError
 from billing.models import Lease, utcnow
+
+WAIT_SECONDS = 15.0  # how long a request waits for another holder before 409 operation_in_progress
+
+
+def busy() -> ApiError:
+    """The refusal when the object stays busy: a retry shortly (same key) runs again."""
+    return ApiError(409, "operation_in_progress", "Another change to this object is in progress; retry shortly.",
+                    headers={"Retry-After": "1"})
+
+
+@contextmanager
+def lease(db: Database, name: str, *, ttl: float = 120.0, wait: float | None = None) -> Iterator[None]:
+    """Hold `name` for the block; wait up to `wait` seconds (default
+    WAIT_SECONDS) for another holder, then answer 409 `operation_in_progress`.
+    `ttl` bounds a holder that died, on SQLite only (see the module)."""
+    held = _advisory_lease if not db.is_sqlite else _row_lease
+    with held(db, name, ttl, WAIT_SECONDS if wait is None else wait):
+        yield
+
+
+def _until_claimed(claim: Callable[[], bool], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while not claim():
+        if time.monotonic() >= deadline:
+            raise busy()
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+@contextmanager
+def _advisory_lease(db: Database, name: str, _ttl: float, wait: float) -> Iterator[None]:
+    lock = f"lease:{name}"
+    with db.lock_scope():
+        _until_claimed(lambda: db.try_lock(lock), wait)
+        try:
+            yield
+        finally:
+            db.unlock(lock)
 
 
 def _try_claim(db: Database, name: str, token: str, ttl: float) -> bool:
@@ -38,17 +86,9 @@ def _try_claim(db: Database, name: str, token: str, ttl: float) -> bool:
 
 
 @contextmanager
-def lease(db: Database, name: str, *, ttl: float = 120.0, wait: float = 15.0) -> Iterator[None]:
-    """Hold `name` for the block; wait up to `wait` seconds for another holder,
-    then answer 409 `operation_in_progress`."""
+def _row_lease(db: Database, name: str, ttl: float, wait: float) -> Iterator[None]:
     token = uuid.uuid4().hex
-    deadline = time.monotonic() + wait
-    delay = 0.01
-    while not _try_claim(db, name, token, ttl):
-        if time.monotonic() >= deadline:
-            raise ApiError(409, "operation_in_progress", "Another change to this object is in progress; retry shortly.")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    _until_claimed(lambda: _try_claim(db, name, token, ttl), wait)
     try:
         yield
     finally:
@@ -79,7 +119,7 @@ def leases(db: Database, names: Iterable[str], **kwargs: float) -> Iterator[None
 
 
 def delete_expired(db: Database) -> int:
-    """Remove leases whose holder is long gone (the clean-up job)."""
+    """Remove lease rows whose holder is long gone (the clean-up job; SQLite's leases)."""
     with db.write() as session:
         result = session.execute(delete(Lease).where(Lease.expires_at < utcnow()))
         return int(getattr(result, "rowcount", 0) or 0)

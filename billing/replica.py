@@ -57,6 +57,17 @@ def _row(data: dict[str, Any], stamp: int) -> dict[str, Any]:
     }
 
 
+def _as_stored(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A view as the copy stores it, and the latest invoice expanded in it (the
+    copy keeps that on its own)."""
+    # Back to Stripe's wire form: the library turns decimal strings into Decimal.
+    data = json.loads(json.dumps(data, default=str))
+    latest = data.get("latest_invoice")
+    if isinstance(latest, dict) and not (latest.get("lines") or {}).get("has_more"):
+        return {**data, "latest_invoice": latest.get("id")}, latest
+    return data, None
+
+
 class Keeper:
     """The gateway's keeper: stores every view Stripe returns (of a copied type)
     unless the copy already holds one fetched later. Bound to a database, so it
@@ -69,15 +80,11 @@ class Keeper:
         self.keep_data(obj.to_dict(), stamp)
 
     def keep_data(self, data: dict[str, Any], stamp: int) -> None:
-        # Back to Stripe's wire form: the library turns decimal strings into Decimal.
-        data = json.loads(json.dumps(data, default=str))
+        data, latest = _as_stored(data)
         if data.get("object") not in COPIED or not data.get("id"):
             return
-        latest = data.get("latest_invoice")
-        if isinstance(latest, dict) and not (latest.get("lines") or {}).get("has_more"):
-            # A write's answer expanded with the invoice it caused: keep that too.
+        if latest is not None:  # a write's answer expanded with the invoice it caused: keep that too
             self.keep_data(latest, stamp)
-            data = {**data, "latest_invoice": latest.get("id")}
         row = _row(data, stamp)
         if data.get("deleted"):
             # Stripe answers a deleted object with a stub: keep what we knew, flagged.
@@ -168,9 +175,14 @@ def subscription(subscription_id: str) -> stripe.Subscription | None:
 
 
 def subscription_document(subscription_id: str) -> Document | None:
-    """The stored subscription as the API shows it (after a write: what the write stored)."""
+    """The stored subscription as the API shows it."""
     row = _stored("subscription", subscription_id)
     return None if row is None else _document(row.data, row.changed_at)
+
+
+def holds(document: Document, view: stripe.StripeObject) -> bool:
+    """Whether a document the copy handed out is this view Stripe returned."""
+    return {k: v for k, v in document.items() if k != CHANGED_AT} == _as_stored(view.to_dict())[0]
 
 
 def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict[str, int]]:

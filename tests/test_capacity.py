@@ -3,16 +3,18 @@ capacity read, and the guards that keep subscriptions above usage."""
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from sqlalchemy import delete
+from sqlalchemy import delete, text, update
 
 from billing.models import Organization
 from billing.organizations import routes
-from billing.organizations.capacity import holding
+from billing.organizations.capacity import holding, lock_workspace
 from billing.tokens import mint_token
 from tests.conftest import Api, assert_error
 from tests.test_organizations import make_child, make_root, orgs
@@ -523,12 +525,13 @@ def test_a_retried_report_is_counted_once(alice: Any) -> None:
 # -- concurrency -------------------------------------------------------------------------
 
 
-def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]],
+                  threads: int | None = None) -> list[Any]:
     def run(call: tuple[str, dict[str, Any]]) -> Any:
         with app.test_client() as client:
             return client.post(call[0], json=call[1], headers=headers)
 
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+    with ThreadPoolExecutor(max_workers=threads or len(calls)) as pool:
         return list(pool.map(run, calls))
 
 
@@ -560,3 +563,92 @@ def test_concurrent_reports_never_overshoot_a_limit_on_the_path(app: Any, alice:
     assert all(r.status_code == 200 for r in responses[32:])
     assert usage_of(alice, ws, team["id"])["subtree_usage"]["users"] == 7
     assert usage_of(alice, ws, root["id"])["subtree_usage"]["users"] == 11
+
+
+def test_concurrent_reports_never_overshoot_the_organizations_own_limit(app: Any, alice: Any, auth: Any) -> None:
+    """The organization's own row is read after the workspace lock: 40 reports at
+    once on a root limited to 10 (the pool has 50) take exactly 10, and children
+    with limits of their own under a limited parent hold each bound too."""
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 50})
+    root = make_root(alice, ws, limits={"users": 10})
+    # 20 threads: each request holds up to two of the app's 28 pooled connections.
+    responses = _concurrently(app, auth("alice"), [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1})
+                                                   for _ in range(40)], threads=20)
+    assert sorted(r.status_code for r in responses) == [200] * 10 + [409] * 30
+    assert sorted(r.get_json()["used"] for r in responses if r.status_code == 200) == list(range(1, 11))
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 10
+
+    other = make_root(alice, ws, name="Other", limits={"users": 9})
+    kids = [make_child(alice, ws, other["id"], name=f"Kid {i}", limits={"users": 4}) for i in range(3)]
+    calls = [(f"{orgs(ws)}/{kids[i % 3]['id']}/usage", {"product": "users", "delta": 1}) for i in range(30)]
+    calls += [(f"{orgs(ws)}/{other['id']}/usage", {"product": "users", "delta": 1}) for _ in range(10)]
+    responses = _concurrently(app, auth("alice"), calls, threads=20)
+    assert sum(r.status_code == 200 for r in responses) == 9
+    kid_usage = [usage_of(alice, ws, kid["id"])["usage"]["users"] for kid in kids]
+    assert all(used <= 4 for used in kid_usage), kid_usage
+    assert usage_of(alice, ws, other["id"])["subtree_usage"]["users"] == 9
+
+
+def blocked_on_a_lock(state: Any) -> bool:
+    """PostgreSQL: some other session of this database waits for a lock."""
+    with state.db.read() as session:
+        return bool(session.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")))
+
+
+def while_locked(app: Any, state: Any, ws: str, change: Any, request: Any) -> Any:
+    """PostgreSQL: run `change(session)` under the workspace lock, and commit it
+    only once `request()` (made meanwhile) waits for that lock; its answer."""
+    if state.db.is_sqlite:
+        pytest.skip("SQLite takes the write lock before reading anything: nothing is read before the wait")
+    changed, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with app.app_context(), state.db.write() as session:
+            lock_workspace(session, ws, writable=False)
+            change(session)
+            changed.set()
+            while not blocked_on_a_lock(state) and not done.is_set():
+                time.sleep(0.01)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        holder = pool.submit(hold)
+        assert changed.wait(30)
+        try:
+            return request()
+        finally:
+            done.set()
+            holder.result()
+
+
+def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice: Any, auth: Any, state: Any) -> None:
+    """A report that waited for the workspace lock while its root was reassigned
+    counts the pool the root draws on now, not the one it read before waiting."""
+    ws = alice.workspace("assigned")
+    big, small, _ = two_accounts(alice, ws, {"users": 50}, {"users": 2})
+    root = make_root(alice, ws, billing_account_id=big)
+    full = make_root(alice, ws, name="Full", billing_account_id=small)
+    assert report(alice, ws, full["id"], "users", 2).status_code == 200  # the small pool is full
+    response = while_locked(
+        app, state, ws,
+        lambda session: session.execute(update(Organization).where(Organization.id == root["id"])
+                                        .values(billing_account_id=small)),  # as update_organization does
+        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 1))
+    assert_error(response, 409, "capacity_exceeded")
+    assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
+
+
+def test_a_delete_waiting_on_a_report_sees_its_usage(app: Any, alice: Any, auth: Any, state: Any) -> None:
+    """Deleting reads the organization's usage after the workspace lock: usage
+    reported while it waited refuses the delete."""
+    ws = alice.workspace("pooled")
+    subscribe(alice, ws, alice.account(ws)["id"], {"users": 5})
+    root = make_root(alice, ws)
+    response = while_locked(
+        app, state, ws,
+        lambda session: session.execute(update(Organization).where(Organization.id == root["id"])
+                                        .values(usage_users=1, subtree_users=1)),  # as report_usage does
+        lambda: Api(app.test_client(), auth("alice")).delete(f"{orgs(ws)}/{root['id']}"))
+    assert_error(response, 409, "organization_has_usage")

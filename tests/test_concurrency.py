@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -103,3 +104,88 @@ def test_the_payment_method_limit_holds_at_attach_time(app: Any, as_user: Any, a
     assert sum(m["is_default"] for m in listed) == 1
     sixth = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_mastercard"})
     assert sixth.status_code == 409 and sixth.json["code"] == "payment_method_limit_reached"
+
+
+def test_each_concurrent_change_answers_with_its_own_increment(app: Any, as_user: Any, auth: Any,
+                                                               state: Any, webhooks_lost: None) -> None:
+    """Twenty concurrent `add_products: {users: 1}` while the queue worker keeps
+    re-reading the subscription (as it does for each event): a re-read that
+    started during a change but read Stripe before it may be stored over the
+    change's own view; each answer still shows its own increment."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, _ = alice.account(ws), alice.account(ws, name="Second")
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    headers = auth("alice")
+    done = threading.Event()
+
+    def worker_rereads() -> int:
+        reads = 0
+        while not done.is_set():
+            with app.app_context():
+                state.gateway.retrieve_subscription(sub["id"])
+            reads += 1
+        return reads
+
+    def increment(_: int) -> Any:
+        with app.test_client() as client:
+            return client.patch(f"{acc}/subscriptions/{sub['id']}", json={"add_products": {"users": 1}},
+                                headers=headers)
+
+    with ThreadPoolExecutor(max_workers=1) as rereader, ThreadPoolExecutor(max_workers=10) as pool:
+        reads = rereader.submit(worker_rereads)
+        try:
+            responses = list(pool.map(increment, range(20)))
+        finally:
+            done.set()
+        assert reads.result() > 0
+    answered = sorted(r.get_json()["product_quantities"]["users"]["quantity"] for r in responses
+                      if r.status_code == 200)
+    assert answered == list(range(3, 3 + len(answered))), answered  # each its own: no answer repeats another's
+    stripe_sub = state.gateway.client.v1.subscriptions.retrieve(sub["id"])
+    assert stripe_sub["items"].data[0].quantity == 2 + len(answered)
+
+
+def test_a_change_overtaken_by_an_older_read_still_answers_with_itself(as_user: Any, state: Any,
+                                                                       monkeypatch: Any, webhooks_lost: None) -> None:
+    """The interleaving, made certain: a queue worker's re-read starts while a
+    change is at Stripe, reads the subscription before the change, and is
+    stored with its later stamp over the change's view. The change's answer
+    and the copy still show the change, at the cost of one more read."""
+    from billing.gateway import LATEST_INVOICE_EXPANSIONS
+    from billing.replica import now_stamp
+    from tests.conftest import count_stripe_requests
+
+    paying = as_user("alice").account_without_trial()
+    alice, acc = paying["alice"], paying["acc"]
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    path = f"{acc}/subscriptions/{sub['id']}"
+    seen = count_stripe_requests(monkeypatch)
+    plain = alice.patch(path, {"add_products": {"users": 1}})
+    assert plain.json["product_quantities"]["users"]["quantity"] == 3
+    assert [call.split(" ")[0] for call in seen] == ["GET", "POST"], seen  # no read more: nothing overtook it
+
+    subscriptions = state.gateway.client.v1.subscriptions
+    update = subscriptions.update
+
+    def overtaken(subscription_id: str, *args: Any, **kw: Any) -> Any:
+        read_started = now_stamp()  # while the change is at Stripe (its view is stamped earlier)
+        before = subscriptions.retrieve(subscription_id, {"expand": LATEST_INVOICE_EXPANSIONS})
+        state.gateway.keep(before, read_started)  # stored before the change's answer is
+        return update(subscription_id, *args, **kw)
+
+    monkeypatch.setattr(subscriptions, "update", overtaken)
+    seen.clear()
+    changed = alice.patch(path, {"add_products": {"users": 1}})
+    assert changed.status_code == 200, changed.json
+    assert changed.json["product_quantities"]["users"]["quantity"] == 4
+    assert alice.get(path).json == changed.json
+    assert [call.split(" ")[0] for call in seen] == ["GET", "GET", "POST", "GET"], seen
+
+    seen.clear()
+    cancelled = alice.delete(path)
+    assert cancelled.status_code == 200 and cancelled.json["cancel_at_period_end"] is True
+    assert alice.get(path).json == cancelled.json

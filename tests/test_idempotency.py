@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -9,6 +10,7 @@ import requests
 import responses
 
 from app import create_app
+from billing.idempotency import lock_name
 from tests.conftest import assert_error
 from tests.test_billing_accounts import FULL, index_rows
 from tests.test_stripe_http import CUSTOMERS, customer_json
@@ -150,17 +152,114 @@ def test_key_whose_first_request_is_running_is_409(as_user: Any, state: Any) -> 
         digest.update(part.encode() + b"\0")
     digest.update(body)
     headers = {**alice.headers, "Idempotency-Key": "busy", "Content-Type": "application/json"}
+    scope = f"user:alice:workspace:{ws}"
     with state.db.write() as session:  # the same request, still running in another worker
         now = utcnow()
-        session.add(IdempotencyRecord(scope=f"user:alice:workspace:{ws}", key="busy", fingerprint=digest.hexdigest(),
+        session.add(IdempotencyRecord(scope=scope, key="busy", fingerprint=digest.hexdigest(),
                                       state="running", created_at=now, locked_until=now + timedelta(seconds=60)))
-    assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
-    assert_error(alice.client.post(path, data=body.replace(b"ACME", b"Other"), headers=headers), 409,
-                 "idempotency_key_reused")
+    with ExitStack() as worker:
+        if not state.db.is_sqlite:  # on PostgreSQL that worker holds the key's lock while it runs
+            worker.enter_context(state.db.lock_scope())
+            assert state.db.try_lock(lock_name(scope, "busy"))
+            worker.callback(state.db.unlock, lock_name(scope, "busy"))
+        assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
+        assert_error(alice.client.post(path, data=body.replace(b"ACME", b"Other"), headers=headers), 409,
+                     "idempotency_key_reused")
     assert index_rows(state, ws) == []
     with state.db.write() as session:  # its worker died: once the lock lapses, a retry takes over
-        record = session.get(IdempotencyRecord, (f"user:alice:workspace:{ws}", "busy"))
+        record = session.get(IdempotencyRecord, (scope, "busy"))
         assert record is not None
         record.locked_until = utcnow() - timedelta(seconds=1)
     response = alice.client.post(path, data=body, headers=headers)
     assert response.status_code == 201 and len(index_rows(state, ws)) == 1
+
+
+def test_a_retry_after_a_busy_refusal_applies_the_change(as_user: Any, state: Any, monkeypatch: Any) -> None:
+    """409 operation_in_progress says "not now" (with Retry-After): it is not kept
+    for the key, so the retry with the same key makes the change, once."""
+    from billing import leases
+
+    monkeypatch.setattr(leases, "WAIT_SECONDS", 0.05)
+    paying = as_user("alice").account_without_trial()
+    alice, acc = paying["alice"], paying["acc"]
+    assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    path, headers = f"{acc}/subscriptions/{sub['id']}", {**alice.headers, "Idempotency-Key": "one-more-user"}
+    with leases.lease(state.db, leases.subscription_lease_name(sub["id"])):  # another change in flight
+        busy = alice.client.patch(path, json={"add_products": {"users": 1}}, headers=headers)
+    assert_error(busy, 409, "operation_in_progress")
+    assert busy.headers["Retry-After"] == "1"
+    retry = alice.client.patch(path, json={"add_products": {"users": 1}}, headers=headers)
+    assert retry.status_code == 200 and "Idempotent-Replayed" not in retry.headers
+    assert retry.json["product_quantities"]["users"]["quantity"] == 3
+    again = alice.client.patch(path, json={"add_products": {"users": 1}}, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json == retry.json
+    assert alice.get(path).json["product_quantities"]["users"]["quantity"] == 3
+
+
+def test_only_outcomes_are_kept() -> None:
+    """The rule, answer by answer."""
+    from flask import Response
+
+    from billing.idempotency import is_outcome
+
+    def answer(status: int, **headers: str) -> Response:
+        return Response("{}", status=status, headers=headers)
+
+    assert all(is_outcome(answer(status)) for status in (200, 201, 204, 400, 402, 404, 409, 422))
+    assert not any(is_outcome(answer(status)) for status in (429, 500, 502, 503))
+    assert not is_outcome(answer(409, **{"Retry-After": "1"}))  # operation_in_progress, clock_advancing
+
+
+# A worker running a keyed request: on PostgreSQL it holds the key's lock until it is killed.
+KEY_HOLDER = """
+import sys, time
+from billing.db import Database
+db = Database(sys.argv[1])
+with db.lock_scope():
+    assert db.try_lock(sys.argv[2])
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_retry_takes_over_a_killed_workers_key_at_once(as_user: Any, state: Any) -> None:
+    """The worker running a keyed create is killed: on PostgreSQL a retry runs
+    at once (the key's lock went with the worker's connection), not once the
+    record's 90 s have lapsed."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+    from datetime import timedelta
+    from pathlib import Path
+
+    import pytest
+
+    from billing.models import IdempotencyRecord, utcnow
+
+    if state.db.is_sqlite:
+        pytest.skip("SQLite (one process, in development): a running key lapses after 90 s")
+    alice = as_user("alice")
+    ws = alice.workspace()
+    path, scope, body = f"/workspaces/{ws}/billing-accounts", f"user:alice:workspace:{ws}", json.dumps(FULL).encode()
+    digest = hashlib.sha256()
+    for part in ("POST", path, "alice"):
+        digest.update(part.encode() + b"\0")
+    digest.update(body)
+    headers = {**alice.headers, "Idempotency-Key": "killed", "Content-Type": "application/json"}
+    holder = subprocess.Popen([sys.executable, "-c", KEY_HOLDER, state.db.url, lock_name(scope, "killed")],
+                              cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        with state.db.write() as session:  # its request, mid-way: the record says running for 90 s more
+            now = utcnow()
+            session.add(IdempotencyRecord(scope=scope, key="killed", fingerprint=digest.hexdigest(), state="running",
+                                          created_at=now, locked_until=now + timedelta(seconds=90)))
+        assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    retry = alice.client.post(path, data=body, headers=headers)
+    assert retry.status_code == 201, retry.json
+    assert len(index_rows(state, ws)) == 1

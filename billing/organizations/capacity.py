@@ -9,8 +9,8 @@ never from Stripe.
 
 Every change that can take capacity (a usage report, a root reassigned) or
 give it back below usage (a subscription decreased, paused or cancelled)
-first locks the workspace row, so the check and the change are one step
-however many requests run at once.
+first locks the workspace row, then reads what it checks, so the check and
+the change are one step however many requests run at once.
 """
 
 from __future__ import annotations
@@ -57,11 +57,17 @@ def pool_of(workspace: Workspace, account_id: str | None) -> Pool:
 
 
 _LOCK = select(Workspace).where(Workspace.id == bindparam("workspace_id")).with_for_update(of=Workspace)
-_LOCK_WITH_ORGANIZATION = _LOCK.add_columns(Organization).outerjoin(
+# The lock and the organization's row in one round trip, for a usage report. On
+# PostgreSQL (READ COMMITTED) the statement's snapshot is taken before it waits
+# for the lock, so the organization's row is as it was then: only its id and
+# path, which never change, may be used. `Limits` reads every row again.
+_LOCK_WITH_PATH = _LOCK.add_columns(Organization).outerjoin(
     Organization, (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id")))
 
 
 def _locked(session: Session, statement: Select[Any], params: dict[str, str], writable: bool) -> Sequence[Any]:
+    # The workspace's row itself is the locked row's latest version (PostgreSQL
+    # re-reads a row it waited to lock).
     row = session.execute(statement.execution_options(populate_existing=True), params).first()
     if row is None:
         raise not_found("workspace")
@@ -72,15 +78,23 @@ def _locked(session: Session, statement: Select[Any], params: dict[str, str], wr
 
 def lock_workspace(session: Session, workspace_id: str, *, writable: bool = True) -> Workspace:
     """Lock the workspace row for the rest of the transaction (every capacity
-    change of the workspace waits here); 409 when archived and `writable`."""
+    change of the workspace waits here); 409 when archived and `writable`.
+    Read what the change depends on after this, in statements of its own."""
     workspace: Workspace = _locked(session, _LOCK, {"workspace_id": workspace_id}, writable)[0]
     return workspace
 
 
 def lock_organization(session: Session, workspace_id: str, org_id: str) -> tuple[Workspace, Organization]:
-    """`lock_workspace` (writable), and the organization as `organization_in`
-    reads it: one statement."""
-    row = _locked(session, _LOCK_WITH_ORGANIZATION, {"workspace_id": workspace_id, "organization_id": org_id}, True)
+    """`lock_workspace` (writable), then the organization as the previous
+    holder of the lock left it."""
+    workspace = lock_workspace(session, workspace_id)
+    return workspace, organization_in(session, workspace_id, org_id, fresh=True)
+
+
+def _lock_with_path(session: Session, workspace_id: str, org_id: str) -> tuple[Workspace, Organization]:
+    """`lock_workspace` (writable), and the organization as of before the lock
+    (see _LOCK_WITH_PATH): for `Limits`, which reads it again."""
+    row = _locked(session, _LOCK_WITH_PATH, {"workspace_id": workspace_id, "organization_id": org_id}, True)
     if row[1] is None:
         raise not_found("organization")
     return row[0], row[1]
@@ -230,17 +244,23 @@ class Limits:
     """The limits read of one organization: computed once, in one transaction."""
 
     def __init__(self, session: Session, workspace: Workspace, org: Organization) -> None:
-        """`org` names the organization and its path; its rows (the
-        organization's own included) are read here, with the pool's usage
-        and subscriptions."""
+        """`org` names the organization and its path (which never change);
+        its rows, the organization's own included, are read again here (over
+        what the session holds), with the pool's usage and subscriptions."""
         self.workspace = workspace
-        pool = pool_of(workspace, org.billing_account_id)
-        rows = session.execute(_PATH_AND_POOL[pool.account_id is not None], {
-            "ids": [org.id, *org.ancestor_ids], "organization_id": org.id, **_pool_params(workspace.id, pool),
-            **replica.subscriptions_params(workspace.id, PROVIDING, pool.account_id)}).all()
-        nodes = {row[0].id: row for row in rows}
-        if org.id not in nodes:  # deleted since `org` was read (its subtree goes with it)
-            raise not_found("organization")
+        account_id = org.billing_account_id
+        while True:
+            pool = pool_of(workspace, account_id)
+            rows = session.execute(_PATH_AND_POOL[pool.account_id is not None].execution_options(
+                populate_existing=True), {
+                "ids": [org.id, *org.ancestor_ids], "organization_id": org.id, **_pool_params(workspace.id, pool),
+                **replica.subscriptions_params(workspace.id, PROVIDING, pool.account_id)}).all()
+            nodes = {row[0].id: row for row in rows}
+            if org.id not in nodes:  # deleted since `org` was read (its subtree goes with it)
+                raise not_found("organization")
+            if pool == pool_of(workspace, nodes[org.id][0].billing_account_id):
+                break
+            account_id = nodes[org.id][0].billing_account_id  # its root was reassigned since: that pool
         self.path: list[Organization] = [nodes[i][0] for i in (org.id, *reversed(org.ancestor_ids))]  # nearest first
         self.org: Organization = self.path[0]
         *usage, subscriptions = nodes[org.id][1:]
@@ -280,8 +300,9 @@ class Limits:
                 "limits": [self.entry(product) for product in PRODUCTS], "context": self.context(tightest)}
 
 
-def organization_in(session: Session, workspace_id: str, org_id: str) -> Organization:
-    org = session.get(Organization, org_id)
+def organization_in(session: Session, workspace_id: str, org_id: str, *, fresh: bool = False) -> Organization:
+    """`fresh`: read the row again even if the session holds it."""
+    org = session.get(Organization, org_id, populate_existing=fresh)
     if org is None or org.workspace_id != workspace_id:
         raise not_found("organization")
     return org
@@ -326,7 +347,7 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
     limits entry for the product. 409 capacity_exceeded past the pool or any
     limit on the path; a release never takes usage below 0."""
     with current().db.write() as session:
-        read = Limits(session, *lock_organization(session, workspace_id, org_id))
+        read = Limits(session, *_lock_with_path(session, workspace_id, org_id))
         org = read.org
         if delta > 0:
             free = read.free(product)

@@ -59,7 +59,7 @@ def advance_clock(data: dict[str, Any]) -> dict[str, Any]:
         reading = _clock().advance_in_background(seconds)
     except ClockAdvancing:
         raise ApiError(409, "clock_advancing", "The sandbox clock is still advancing: "
-                       "wait until GET /sandbox/clock says ready.") from None
+                       "wait until GET /sandbox/clock says ready.", headers={"Retry-After": "1"}) from None
     return {"now": reading.now, "advanced_seconds": seconds, "status": reading.status}
 
 

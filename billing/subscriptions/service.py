@@ -272,15 +272,26 @@ def _desired_quantities(subscription: stripe.Subscription, data: dict[str, Any],
     return existing
 
 
+def _answer(result: stripe.Subscription) -> stripe.Subscription | replica.Document:
+    """A change's answer, still under the subscription's lease: the copy's view
+    (which knows when it changed) once it holds what the change returned.
+
+    A read of the subscription that started during the change but reached
+    Stripe before it (a queue worker's re-read for an event) is stamped later
+    than the change's own view, so it may be stored over it. Then the
+    subscription is read once more: that read starts after the change, so the
+    copy, and the answer, show the change."""
+    stored = replica.subscription_document(result.id)
+    if stored is None or not replica.holds(stored, result):
+        current().gateway.retrieve_subscription(result.id)
+        stored = replica.subscription_document(result.id)
+    return stored or result
+
+
 def update_subscription(
     ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str
 ) -> stripe.Subscription | replica.Document:
-    """The change, answered with the stored result (which knows when it changed)."""
-    result = _change(ctx, subscription_id, data, request_key)
-    return replica.subscription_document(subscription_id) or result
-
-
-def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str) -> stripe.Subscription:
+    """One operation (or metadata), under the subscription's lease; answered as `_answer` says."""
     ctx.for_billing_write()
     operations = [name for name in OPERATIONS if name in data]
     if len(operations) > 1 or ("metadata" in data and operations and operations != ["product_quantities"]):
@@ -291,25 +302,31 @@ def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], requ
     get_subscription(ctx, subscription_id)  # 404 unless it is this account's
     operation = operations[0] if operations else None
     with lease(current().db, subscription_lease_name(subscription_id)):
-        # Re-read from Stripe under the lease: the copy may not hold the previous change's answer yet.
-        subscription = current().gateway.retrieve_subscription(subscription_id)
-        if subscription is None:
-            raise not_found("subscription")
-        if data.get("action") == "sync":
-            return subscription
-        if not is_active(subscription):
-            raise ApiError(409, "subscription_not_active", f"The subscription is {subscription.status}.")
-        if operation == "action":
-            if data["action"] == "pause":  # a paused subscription provides nothing
-                with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=False):
-                    return _pause(subscription, request_key)
-            return _resume(subscription, ctx.customer_id, request_key)
-        desired = _desired_quantities(subscription, data, operation)
-        plan = plan_change(subscription, ctx.currency, desired)
-        if plan.cuts:
-            with holding(ctx.workspace_id, ctx.customer_id, subscription.id, desired, cancelling=False):
-                return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
-        return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
+        return _answer(_change(ctx, subscription_id, data, operation, request_key))
+
+
+def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], operation: str | None,
+            request_key: str) -> stripe.Subscription:
+    """The change, under the subscription's lease."""
+    # Re-read from Stripe under the lease: the copy may not hold the previous change's answer yet.
+    subscription = current().gateway.retrieve_subscription(subscription_id)
+    if subscription is None:
+        raise not_found("subscription")
+    if data.get("action") == "sync":
+        return subscription
+    if not is_active(subscription):
+        raise ApiError(409, "subscription_not_active", f"The subscription is {subscription.status}.")
+    if operation == "action":
+        if data["action"] == "pause":  # a paused subscription provides nothing
+            with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=False):
+                return _pause(subscription, request_key)
+        return _resume(subscription, ctx.customer_id, request_key)
+    desired = _desired_quantities(subscription, data, operation)
+    plan = plan_change(subscription, ctx.currency, desired)
+    if plan.cuts:
+        with holding(ctx.workspace_id, ctx.customer_id, subscription.id, desired, cancelling=False):
+            return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
+    return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
 
 
 def _apply_plan(subscription: stripe.Subscription, plan: ChangePlan, currency: str, desired: dict[str, int],
@@ -399,7 +416,8 @@ def cancel_subscription(ctx: AccountAccess, subscription_id: str,
     with lease(current().db, subscription_lease_name(subscription_id)):
         if is_active(subscription) and not subscription.cancel_at_period_end:
             with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=True):
-                subscription = current().gateway.update_subscription(
+                cancelled = current().gateway.update_subscription(
                     subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
                 )
+            return _answer(cancelled)
     return replica.subscription_document(subscription_id) or subscription
