@@ -500,3 +500,25 @@ def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
         stripe_requests.clear()
         apply_now()
     assert stripe_requests == [f"GET /v1/invoices/{invoice_id}"]
+
+
+def test_a_created_event_that_comes_after_a_read_costs_nothing(paying: dict[str, Any], state: Any, client: Any,
+                                                              webhooks_lost: None, stripe_requests: list[str],
+                                                              apply_now: Any) -> None:
+    """A renewal's `invoice.created` delivered after its subscription's read (which brought the
+    new invoice): it says only that the invoice exists, which the copy knows. Any other event
+    about it, delivered as late, is read."""
+    invoice_id = state.gateway.client.v1.subscriptions.retrieve(paying["sub"]).latest_invoice
+    deliver(client, subscription_event(state, paying, "evt_renewal"))
+    apply_now()
+    invoice = {"id": invoice_id, "object": "invoice", "customer": paying["customer"], "status": "draft"}
+    late = json.loads(event("invoice.created", invoice, "evt_late_created"))
+    late["created"] = int(state.gateway.clock()) + 60  # no clock rule can tell it is old
+    deliver(client, json.dumps(late).encode())
+    stripe_requests.clear()
+    apply_now()
+    assert stripe_requests == []
+    assert rows(state)["evt_late_created"].state == "applied"
+    deliver(client, _invoice_updated(state, paying, invoice_id, "evt_late_updated"))
+    apply_now()
+    assert stripe_requests == [f"GET /v1/invoices/{invoice_id}"]

@@ -230,10 +230,12 @@ def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox
     Stripe read is needed: it was fetched after they reached us (causality, on
     our clock), or well after they were created (Stripe's clock: it holds in
     production; after a sandbox advance, whose events are dated in the past,
-    only the first rule applies); or it is an invoice at the end of its
-    lifecycle and they are steps of that lifecycle."""
+    only the first rule applies); or they only say it was created; or it is an
+    invoice at the end of its lifecycle and they are steps of that lifecycle."""
     if stored is None:
         return False
+    if not stored.deleted and all(event.type.endswith(".created") for event in events):
+        return True  # they say only that it exists: any view of it is as new (a later change has its own event)
     if stored.fetched_at > max(event.received_at for event in events):
         return True
     if stored.fetched_at > (max(event.created for event in events) + CLOCK_SKEW_SECONDS) * 1_000_000:
