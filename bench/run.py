@@ -375,7 +375,12 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs", "storm" or "ack": just that section
+    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs", "storm", "ack" or "slow": just that section
+    if only == "slow":
+        from bench.slow_clients import main as slow_clients
+
+        slow_clients()
+        return 0
     if only == "ack":
         from bench.ack import ack_section
 
