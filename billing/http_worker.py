@@ -184,6 +184,9 @@ class _Conn(TConn):  # type: ignore[misc]  # gunicorn ships no types
 class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no types
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.cfg.is_ssl or list(self.cfg.http_protocols) != ["h1"]:
+            # TLS handshakes and HTTP/2 would be read in the loop, blocking it: the platform ends TLS.
+            raise RuntimeError("billing.http_worker serves plain HTTP/1.1 only (no certfile, http_protocols=h1)")
         self.reading: dict[_Conn, _Reading] = {}
         self.lingering: dict[Any, tuple[float, int]] = {}  # socket -> deadline, bytes drained
         self.line_limit = self.head_limit = self.body_limit = 0
