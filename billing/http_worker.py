@@ -4,13 +4,15 @@ gunicorn's gthread worker gives a connection to a thread as soon as its first
 byte arrives, and the thread then reads the rest of the request blocking: a
 client that sends its headers or its body a byte a second holds a thread, and a
 few such clients hold all of them (issue 19: 60 of them stopped the service).
-Here the worker's own event loop (the poller gthread keeps for kept-alive
-connections) reads each request, and a thread gets it only once it is all in:
-the head, and the body by its Content-Length or chunked framing. The thread
-then parses it from memory with gunicorn's own parser, so the request limits
-stay gunicorn's (gunicorn.conf.py), and never waits on the client. The loop
-never blocks either: it closes connections by lingering in the poller rather
-than in gunicorn's blocking `close_graceful`.
+Here the thread reads only what has come, without waiting. A request all in
+(nearly all are: they come in one go) is served at once, as gthread would; one
+that is not goes back to the worker's event loop (the poller gthread keeps for
+kept-alive connections), which reads the rest as it comes, the head and then
+the body by its Content-Length or chunked framing, and then gives it to a
+thread again. The thread parses it from memory with gunicorn's own parser, so
+the request limits stay gunicorn's (gunicorn.conf.py). The loop never blocks
+either: it closes connections by lingering in the poller, not in gunicorn's
+blocking `close_graceful`.
 
 - A request must be all in within REQUEST_READ_SECONDS of its connection's
   accept (or of its first byte, on a kept-alive connection): else 408, or, if
@@ -145,8 +147,11 @@ def error_answer(status: int) -> bytes:
 
 @dataclass
 class _Reading:
-    data: bytearray
+    """A connection's next request, as far as it came."""
+
     deadline: float
+    data: bytearray = field(default_factory=bytearray)
+    state: str | None = None  # WAIT, WHOLE or CUT once looked at
     continued: bool = False  # a 100 Continue went out
 
 
@@ -171,6 +176,7 @@ class _Conn(TConn):  # type: ignore[misc]  # gunicorn ships no types
     def __init__(self, worker: BufferingThreadWorker, *args: Any) -> None:
         super().__init__(*args)
         self.worker = worker
+        self.reading: _Reading | None = None
         self.cut_short = False
         self.continued = False
 
@@ -181,13 +187,26 @@ class _Conn(TConn):  # type: ignore[misc]  # gunicorn ships no types
             super().close()
 
 
+_READ_MORE = object()  # handle()'s answer for a request not all in: the loop reads the rest
+
+
+def invite_body(conn: _Conn, reading: _Reading) -> None:
+    """A client that expects 100-continue sends its body only once told to (once)."""
+    if not reading.continued and wants_continue(reading.data):
+        reading.continued = True
+        try:
+            conn.sock.send(_CONTINUE)  # 25 bytes on a socket that has sent nothing else yet
+        except OSError:
+            pass
+
+
 class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no types
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.cfg.is_ssl or list(self.cfg.http_protocols) != ["h1"]:
             # TLS handshakes and HTTP/2 would be read in the loop, blocking it: the platform ends TLS.
             raise RuntimeError("billing.http_worker serves plain HTTP/1.1 only (no certfile, http_protocols=h1)")
-        self.reading: dict[_Conn, _Reading] = {}
+        self.waiting: dict[_Conn, _Reading] = {}  # connections whose request the loop is reading
         self.lingering: dict[Any, tuple[float, int]] = {}  # socket -> deadline, bytes drained
         self.line_limit = self.head_limit = self.body_limit = 0
 
@@ -201,7 +220,15 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
         self.line_limit = self.cfg.limit_request_line or 8190
         self.head_limit = self.line_limit + 4 + fields * (field_size + 2) + 4
 
-    # -- reading a request in the loop -------------------------------------------------
+    def state_of(self, reading: _Reading) -> str:
+        return request_state(reading.data, line_limit=self.line_limit, head_limit=self.head_limit,
+                             body_limit=self.body_limit)
+
+    # -- reading a request: a thread reads what has come, the loop waits for the rest ----------
+    #
+    # A request that comes in one go (nearly all) costs what it costs under gthread: the thread
+    # that gets the connection reads it, without waiting. Only a request that is not all in goes
+    # back to the loop, which reads the rest as it comes and then gives it to a thread again.
 
     def accept(self, listener: Any) -> None:
         try:
@@ -211,70 +238,87 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
                 raise
             return
         self.nr_conns += 1
-        conn = _Conn(self, self.cfg, client, address, listener.getsockname())  # non-blocking from here
-        self.reading[conn] = _Reading(bytearray(), time.monotonic() + REQUEST_READ_SECONDS)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
-
-    def on_client_socket_readable(self, conn: _Conn, client: Any) -> None:
-        """A kept-alive connection's next request begins."""
-        self.keepalived_conns.remove(conn)
-        self.reading[conn] = _Reading(bytearray(), time.monotonic() + REQUEST_READ_SECONDS)
-        self.poller.modify(client, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
-        self.on_request_bytes(conn, client)
+        self.enqueue_req(_Conn(self, self.cfg, client, address, listener.getsockname()))
 
     def enqueue_req(self, conn: _Conn) -> None:
-        """gthread calls this for a connection whose next request's first bytes
-        are already read (pipelined): they wait in the loop for the rest too."""
-        leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        """A new connection, or the next request on one (gthread calls this when it is readable,
+        or holds bytes of it already read)."""
+        if conn.reading is None:
+            conn.reading = _Reading(time.monotonic() + REQUEST_READ_SECONDS)
+        super().enqueue_req(conn)
+
+    def handle(self, conn: _Conn) -> Any:
+        """In a thread: read what has come of the request, without waiting; serve it if it is all in."""
+        reading = conn.reading
+        if reading is not None:
+            if reading.state is None:
+                if not self.read_available(conn, reading):
+                    return False  # the client went away
+                if reading.state == WAIT:
+                    return _READ_MORE
+            conn.reading = None
+            conn.init()  # the parser, on a connection's first request (plain HTTP/1: no TLS, no HTTP/2 here)
+            conn.parser.unreader.unread(bytes(reading.data))
+            conn.cut_short, conn.continued = reading.state == CUT, reading.continued
+        return super().handle(conn)
+
+    def read_available(self, conn: _Conn, reading: _Reading) -> bool:
+        if conn.parser is not None:  # bytes read ahead of the last request: the start of this one
+            reading.data += conn.parser.unreader.take_buffered()
         conn.sock.setblocking(False)
-        self.reading[conn] = _Reading(bytearray(leftover), time.monotonic() + REQUEST_READ_SECONDS)
-        if not self.hand_over_if_ready(conn, polled=False):
+        while (state := self.state_of(reading)) == WAIT:
+            try:
+                data = conn.sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            reading.data += data
+        reading.state = state
+        if state == WAIT:
+            invite_body(conn, reading)
+        return True
+
+    def finish_request(self, conn: _Conn, fs: Any) -> None:
+        if not fs.cancelled() and fs.exception() is None and fs.result() is _READ_MORE:
+            assert conn.reading is not None
+            conn.reading.state = None
+            self.waiting[conn] = conn.reading
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+            return
+        super().finish_request(conn, fs)
 
     def on_request_bytes(self, conn: _Conn, _client: Any) -> None:
+        """In the loop: more of a request that is not all in."""
+        reading = self.waiting[conn]
         try:
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
+        if data:
+            reading.data += data
+            state = self.state_of(reading)
+            if state == WAIT:
+                invite_body(conn, reading)
+                return
+            reading.state = state
+        self.poller.unregister(conn.sock)
+        del self.waiting[conn]
         if not data:  # the client went away
-            self.poller.unregister(conn.sock)
-            del self.reading[conn]
             self.nr_conns -= 1
             conn.close()
             return
-        self.reading[conn].data += data
-        self.hand_over_if_ready(conn, polled=True)
-
-    def hand_over_if_ready(self, conn: _Conn, *, polled: bool) -> bool:
-        """Give the request to a thread if it is all in (and stop polling its connection)."""
-        reading = self.reading[conn]
-        state = request_state(reading.data, line_limit=self.line_limit, head_limit=self.head_limit,
-                              body_limit=self.body_limit)
-        if state == WAIT:
-            if not reading.continued and wants_continue(reading.data):
-                reading.continued = True
-                try:
-                    conn.sock.send(_CONTINUE)
-                except OSError:
-                    pass
-            return False
-        del self.reading[conn]
-        if polled:
-            self.poller.unregister(conn.sock)
-        conn.init()  # the parser, on a connection's first request (plain HTTP/1: no TLS, no HTTP/2 here)
-        conn.parser.unreader.unread(bytes(reading.data))
-        conn.cut_short, conn.continued = state == CUT, reading.continued
-        conn.data_ready = True
-        super().enqueue_req(conn)
-        return True
+        self.enqueue_req(conn)
 
     def handle_request(self, req: Any, conn: _Conn) -> Any:
         if conn.cut_short:
             req.must_close = True  # the rest of its body is not read: the connection can't carry another request
         if conn.continued or conn.cut_short:
-            req._expected_100_continue = False  # sent already by the loop, or no body wanted
+            req._expected_100_continue = False  # sent already, or no body wanted
         return super().handle_request(req, conn)
 
     # -- timeouts and closing, in the loop ----------------------------------------------
@@ -282,8 +326,8 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
-        for conn in [c for c, r in self.reading.items() if r.deadline <= now]:
-            reading = self.reading.pop(conn)
+        for conn in [c for c, r in self.waiting.items() if r.deadline <= now]:
+            reading = self.waiting.pop(conn)
             self.poller.unregister(conn.sock)
             self.nr_conns -= 1
             if reading.data.strip():
@@ -300,7 +344,7 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
     def _cap_keepalive(self, deadline: float) -> None:
         """Stopping: kept-alive connections, and connections that sent nothing yet, close soon."""
         super()._cap_keepalive(deadline)
-        for reading in self.reading.values():
+        for reading in self.waiting.values():
             if not reading.data:
                 reading.deadline = min(reading.deadline, deadline)
 
