@@ -2,28 +2,32 @@
 
     BENCH_ONLY=slow python3 dev.py bench
     # BENCH_SLOW_CONNECTIONS (60), BENCH_SLOW_SECONDS (each phase, 60), BENCH_SLOW_INTERVAL (s between
-    # an attacker's bytes, 1), BENCH_SECONDS (the throughput line, 10), BENCH_WORKER_CLASS (another gunicorn
-    # worker class, e.g. gthread, to compare)
+    # an attacker's bytes, 1), BENCH_WORKER_CLASS (another gunicorn worker class, e.g. gthread, to see
+    # the attack succeed), BENCH_COMPARE_ROUNDS (the throughput comparison's turns, 8; 0: none)
 
 The service runs as `bench/run.py` serves it (gunicorn, gunicorn.conf.py's worker class, 2 workers).
-First the throughput of 16 clients without an attack, as `dev.py bench` measures it. Then two
-normal clients make authenticated GETs of a billing account back to back, 10 s timeout: one over
-a kept-alive connection, one on a new connection each time; a quiet phase, then the same while
-the attack holds BENCH_SLOW_CONNECTIONS connections open: half send their headers one
+Two normal clients make authenticated GETs of a billing account back to back, 10 s timeout: one
+over a kept-alive connection, one on a new connection each time; a quiet phase, then the same
+while the attack holds BENCH_SLOW_CONNECTIONS connections open: half send their headers one
 byte every BENCH_SLOW_INTERVAL seconds, half send whole headers announcing a 100,000-byte JSON body
 and then the body one byte at a time. An attacker the server hangs up on connects again at once.
 Prints each client's p50/p99 (a timed-out request counts as 10 s) and timeouts in both phases,
-and what the server did to the attackers. Asserts nothing.
+and what the server did to the attackers. Then the throughput of 16 kept-alive clients without
+an attack (`dev.py bench`'s measure), gunicorn.conf.py's worker against plain gthread, with the
+servers' CPU time per request. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import statistics
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
@@ -176,7 +180,6 @@ def slow_clients_section(database_url: str) -> None:
         url = f"{server.base}/workspaces/{world['ws']}/billing-accounts/{world['accounts'][0]}"
         token = str(client.session.headers["Authorization"])
         phase(url, token, 2)  # warm-up
-        rps, n, errors, load = throughput(server, float(os.environ.get("BENCH_SECONDS", "10")), 16)
         quiet = phase(url, token, seconds)
         stop = threading.Event()
         attackers: list[Attacker] = []
@@ -190,8 +193,6 @@ def slow_clients_section(database_url: str) -> None:
     print(f"slow clients: gunicorn worker class {worker_class or 'from gunicorn.conf.py'}, 2 workers; "
           f"{count} slow connections (half headers, half body), a byte every {interval:g} s each; "
           f"{seconds:g} s per phase")
-    print(f"  throughput GET billing-account, 16 kept-alive clients, no attack: {rps:.0f} req/s ({n} requests, "
-          f"{errors} errors, p50 {pct(load.latency, .5):.1f} ms, p99 {pct(load.latency, .99):.1f} ms)")
     report("quiet", quiet)
     report("attack", attacked)
     answers: dict[str, int] = {}
@@ -202,8 +203,50 @@ def slow_clients_section(database_url: str) -> None:
           f"(answers: {', '.join(f'{k}: {v}' for k, v in sorted(answers.items())) or 'none'})")
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """The gunicorn arbiter's and its workers' CPU time so far (Linux's /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        fields = [Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split() for p in [str(pid), *children]]
+    except OSError:
+        return float("nan")
+    return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput_section(tmp: str) -> None:
+    """Normal clients' throughput, gthread vs the configured worker, both running at once and
+    measured in turns: on a shared machine, runs minutes apart differ more than the workers do."""
+    rounds, seconds = int(os.environ.get("BENCH_COMPARE_ROUNDS", "8")), 4.0
+    classes: list[str | None] = [os.environ.get("BENCH_WORKER_CLASS"), "gthread"]  # None: gunicorn.conf.py's
+    figures: dict[str | None, tuple[list[float], list[float], list[float]]] = {c: ([], [], []) for c in classes}
+    with ExitStack() as stack:
+        servers = []
+        for i, worker_class in enumerate(classes):
+            database_url = f"sqlite:///{tmp}/throughput{i}.sqlite3"
+            run_migrations(database_url)
+            servers.append(stack.enter_context(serve(database_url, worker_class=worker_class)))
+        for server in servers:
+            throughput(server, 2, 16)  # warm-up
+        for _ in range(rounds):
+            for worker_class, server in zip(classes, servers):
+                cpu = server_cpu_seconds(server.process.pid)
+                rps, n, _, load = throughput(server, seconds, 16)
+                rates, cpu_ms, latency = figures[worker_class]
+                rates.append(rps)
+                cpu_ms.append((server_cpu_seconds(server.process.pid) - cpu) * 1000 / max(n, 1))
+                latency += load.latency
+    print(f"throughput GET billing-account, 16 kept-alive clients, no attack ({rounds} turns of {seconds:g} s each):")
+    for worker_class, (rates, cpu_ms, latency) in figures.items():
+        label = worker_class or "gunicorn.conf.py's worker"
+        print(f"  {label:26} median {statistics.median(rates):5.0f} req/s (min {min(rates):.0f}, max "
+              f"{max(rates):.0f})   server CPU {statistics.median(cpu_ms):.2f} ms/request   "
+              f"p50 {pct(latency, .5):.1f} ms   p99 {pct(latency, .99):.1f} ms")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/slow.sqlite3"
         run_migrations(database_url)
         slow_clients_section(database_url)
+        if os.environ.get("BENCH_COMPARE_ROUNDS") != "0":
+            throughput_section(tmp)
