@@ -9,9 +9,11 @@ from typing import Any
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = 4
-worker_class = "gthread"
+# gthread, except that each request is read whole in the worker's event loop
+# before a thread gets it: clients that send slowly hold no thread (issue 19).
+worker_class = "billing.http_worker.BufferingThreadWorker"
 # Request limits (documented in the README): longer lines are 414, more or longer
-# header fields 431, both as gunicorn's own small HTML pages.
+# header fields 431, both in the contract's JSON envelope (the worker's).
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

@@ -66,7 +66,8 @@ class Server:
 
 @contextmanager
 def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[str, str] | None = None,
-          port: int | None = None) -> Iterator[Server]:
+          port: int | None = None, worker_class: str | None = None) -> Iterator[Server]:
+    """gunicorn as the Procfile runs it (gunicorn.conf.py's worker class unless `worker_class` says)."""
     port = port or free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
            "STRIPE_SANDBOX": "1",
@@ -74,8 +75,8 @@ def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[
     env.pop("STRIPE_API_KEY", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning",
-         "--limit-request-line", "8190"],
+         "--threads", str(threads), *(["--worker-class", worker_class] if worker_class else []),
+         "--log-level", "warning", "--limit-request-line", "8190"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
@@ -374,7 +375,12 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs", "storm" or "ack": just that section
+    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs", "storm", "ack" or "slow": just that section
+    if only == "slow":
+        from bench.slow_clients import main as slow_clients
+
+        slow_clients()
+        return 0
     if only == "ack":
         from bench.ack import ack_section
 

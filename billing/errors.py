@@ -25,23 +25,33 @@ TYPE_BY_STATUS = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
     415: "invalid_request_error",
+    417: "invalid_request_error",
     422: "unprocessable_entity",
     429: "rate_limit_error",
+    431: "invalid_request_error",
 }
 
-# Codes for errors raised by Flask/werkzeug rather than by our own rules.
+# Codes for errors raised by Flask/werkzeug, or answered by the HTTP server
+# (billing.http_worker), rather than by our own rules.
 _HTTP_CODES = {
     400: ("bad_request", "The request could not be understood."),
     401: ("authentication_required", "Authentication is required."),
     403: ("permission_denied", "You do not have permission to do this."),
     404: ("not_found", "The requested resource was not found."),
     405: ("method_not_allowed", "This method is not allowed on this resource."),
+    408: ("request_timeout", "The request did not arrive in time."),
     413: ("payload_too_large", "The request body is too large."),
+    414: ("uri_too_long", "The request line is too long."),
     415: ("unsupported_media_type", "Send the body as application/json."),
+    417: ("expectation_failed", "The Expect header's expectation is not supported."),
     429: ("rate_limited", "Too many requests."),
+    431: ("request_header_fields_too_large", "The request has too many header fields, or one too long."),
+    501: ("not_implemented", "The request's transfer coding is not supported."),
 }
 
 
@@ -77,7 +87,8 @@ def validation_error(errors: Mapping[str, Any], message: str = "The request is i
     return ApiError(422, "validation_failed", message, errors=errors)
 
 
-def error_response(error: ApiError) -> Response:
+def envelope(error: ApiError, request_id: str | None) -> dict[str, Any]:
+    """The error's body, as the app and the HTTP server (billing.http_worker) both answer it."""
     body: dict[str, Any] = {
         "type": TYPE_BY_STATUS.get(error.status, "api_error"),
         "code": error.code,
@@ -85,8 +96,20 @@ def error_response(error: ApiError) -> Response:
     }
     if error.errors is not None:
         body["errors"] = error.errors
-    body["request_id"] = getattr(g, "request_id", None)
-    response = jsonify(body)
+    body["request_id"] = request_id
+    return body
+
+
+def for_status(status: int) -> ApiError:
+    """The error for a bare HTTP status (no rule of ours behind it)."""
+    if status >= 500 and status not in _HTTP_CODES:
+        return ApiError(status, "internal_error", "Something went wrong on our side.")
+    code, message = _HTTP_CODES.get(status, ("http_error", "Request failed."))
+    return ApiError(status, code, message)
+
+
+def error_response(error: ApiError) -> Response:
+    response = jsonify(envelope(error, getattr(g, "request_id", None)))
     response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value

@@ -154,7 +154,7 @@ def configure(level: str) -> None:
 
 
 try:
-    from gunicorn.glogging import Logger as _GunicornLogger  # type: ignore[import-untyped]
+    from gunicorn.glogging import Logger as _GunicornLogger
 except ImportError:  # pragma: no cover - gunicorn doesn't run on Windows; the app does
     _GunicornLogger = object
 

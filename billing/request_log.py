@@ -24,10 +24,14 @@ log = logging.getLogger("billing.request")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
 def start() -> None:
     """Adopt a sane X-Request-Id from the caller, or make one."""
     incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if _CLIENT_ID.match(incoming) else "req_" + secrets.token_hex(12)
+    g.request_id = incoming if _CLIENT_ID.match(incoming) else new_request_id()
     g.started = time.perf_counter()
     g.stripe_calls, g.stripe_calls_token = instrumentation.start()
 
