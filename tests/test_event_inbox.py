@@ -150,13 +150,14 @@ def test_an_event_whose_object_already_waits_for_its_task_queues_none(paying: di
                                                                      monkeypatch: Any, apply_now: Any) -> None:
     """In a storm each ack costs one insert: the first untried event's task takes the rest."""
     asked: list[str] = []
+    queueing = state.queue.apply_later
     monkeypatch.setattr(state.queue, "apply_later", lambda key, delay=0.0: asked.append(key))
     for n in range(4):
         assert deliver(client, subscription_event(state, paying, f"evt_w{n}")).status_code == 200
     assert asked == [f"subscription:{paying['sub']}"]
     assert deliver(client, subscription_event(state, paying, "evt_w0")).json["duplicate"] is True
     assert len(asked) == 1
-    monkeypatch.undo()
+    monkeypatch.setattr(state.queue, "apply_later", queueing)
     apply_now()
     assert {row.state for row in rows(state).values()} == {"applied"}
 
@@ -522,3 +523,30 @@ def test_a_created_event_that_comes_after_a_read_costs_nothing(paying: dict[str,
     deliver(client, _invoice_updated(state, paying, invoice_id, "evt_late_updated"))
     apply_now()
     assert stripe_requests == [f"GET /v1/invoices/{invoice_id}"]
+
+
+def test_a_new_invoice_whose_events_come_first_applies_its_subscriptions_first(
+        paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str],
+        apply_now: Any) -> None:
+    """A renewal in a storm: the new invoice's `invoice.created` is delivered before the
+    subscription's event. Its task applies the subscription's waiting event first, whose read
+    brings the invoice: one read for both, whichever task runs first."""
+    from billing import replica
+    from billing.models import StripeCopy
+
+    sub = state.gateway.client.v1.subscriptions.retrieve(paying["sub"])
+    invoice = {"id": sub.latest_invoice, "object": "invoice", "customer": paying["customer"], "status": "draft",
+               "parent": {"subscription_details": {"subscription": paying["sub"]}}}
+    with state.db.write() as session:  # as if the copy had never seen this invoice
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))
+    deliver(client, event("invoice.created", invoice, "evt_invoice_first"))
+    deliver(client, subscription_event(state, paying, "evt_subscription_second"))
+    stripe_requests.clear()
+    with state_app(state):
+        assert webhook_service.apply_object(f"invoice:{sub.latest_invoice}") is None
+    assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
+    assert {row.state for row in rows(state).values()} == {"applied"}
+    with state_app(state):
+        assert replica.stored_view("invoice", sub.latest_invoice) is not None
+    apply_now()  # the subscription's own task: nothing left to do
+    assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]

@@ -119,6 +119,12 @@ def store(db: Database, event: dict[str, Any], object_key: str | None) -> Stored
     return Stored(new=True, task_waiting=object_key is None or bool(row.task_waiting))
 
 
+def untried(db: Database, object_key: str) -> bool:
+    """Whether an event about the object waits, never tried: its task is on its way."""
+    with db.read() as session:
+        return session.scalar(select(_untried(StripeEvent, object_key))) is True
+
+
 def _claimable(now: datetime) -> Any:
     return ((StripeEvent.state == PENDING) & (StripeEvent.next_attempt_at <= now)
             & or_(StripeEvent.claimed_until.is_(None), StripeEvent.claimed_until < now))
