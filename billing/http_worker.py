@@ -267,12 +267,8 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
             reading.data += conn.parser.unreader.take_buffered()
         conn.sock.setblocking(False)
         while (state := self.state_of(reading)) == WAIT:
-            try:
-                data = conn.sock.recv(RECV_BYTES)
-            except (BlockingIOError, InterruptedError):
+            if (data := _receive(conn.sock)) is None:
                 break
-            except OSError:
-                data = b""
             if not data:
                 return False
             reading.data += data
@@ -293,12 +289,8 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
     def on_request_bytes(self, conn: _Conn, _client: Any) -> None:
         """In the loop: more of a request that is not all in."""
         reading = self.waiting[conn]
-        try:
-            data = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+        if (data := _receive(conn.sock)) is None:
             return
-        except OSError:
-            data = b""
         if data:
             reading.data += data
             state = self.state_of(reading)
@@ -389,3 +381,14 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
                 util.write_nonblock(client, error_answer(status))
             except Exception:
                 self.log.debug("Failed to send error message.")
+
+
+def _receive(sock: Any) -> bytes | None:
+    """What has arrived on a non-blocking socket: None if nothing yet, b"" once it is closed (or broken)."""
+    try:
+        data: bytes = sock.recv(RECV_BYTES)
+        return data
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""

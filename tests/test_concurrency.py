@@ -37,17 +37,23 @@ def test_concurrent_creates_respect_the_limit(app: Any, as_user: Any, auth: Any,
     assert sorted(in_stripe) == sorted(created)
 
 
-def test_concurrent_increments_of_one_subscription_are_never_lost(app: Any, as_user: Any, auth: Any,
-                                                                  state: Any) -> None:
-    """Twenty concurrent `add_products: {users: 1}`: each applies to the state the
-    previous one left (or is refused with 409), and what is charged matches."""
+def _pooled_subscription(as_user: Any, auth: Any) -> tuple[Any, str, dict[str, Any], dict[str, str]]:
+    """Alice's pooled workspace (two accounts, so no trial): alice, the first account's path,
+    its subscription of 2 users on a card, and her headers."""
     alice = as_user("alice")
     ws = alice.workspace("pooled")
     account, _ = alice.account(ws), alice.account(ws, name="Second")
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
-    headers = auth("alice")
+    return alice, acc, sub, auth("alice")
+
+
+def test_concurrent_increments_of_one_subscription_are_never_lost(app: Any, as_user: Any, auth: Any,
+                                                                  state: Any) -> None:
+    """Twenty concurrent `add_products: {users: 1}`: each applies to the state the
+    previous one left (or is refused with 409), and what is charged matches."""
+    alice, acc, sub, headers = _pooled_subscription(as_user, auth)
 
     def increment(_: int) -> Any:
         with app.test_client() as client:
@@ -64,7 +70,7 @@ def test_concurrent_increments_of_one_subscription_are_never_lost(app: Any, as_u
     assert stripe_sub["items"].data[0].quantity == 2 + len(ok)
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["product_quantities"]["users"]["quantity"] == 2 + len(ok)
     # Charges equal quantities: one prorated invoice per increase, each for exactly one more user.
-    invoices = state.gateway.client.v1.invoices.list({"customer": account["id"], "limit": 100}).data
+    invoices = state.gateway.client.v1.invoices.list({"customer": acc.rsplit("/", 1)[-1], "limit": 100}).data
     increases = [i for i in invoices if i.billing_reason == "subscription_update"]
     assert len(increases) == len(ok)
     quantities = sorted(line.quantity for i in increases for line in i.lines.data if line.amount > 0)
@@ -112,13 +118,7 @@ def test_each_concurrent_change_answers_with_its_own_increment(app: Any, as_user
     re-reading the subscription (as it does for each event): a re-read that
     started during a change but read Stripe before it may be stored over the
     change's own view; each answer still shows its own increment."""
-    alice = as_user("alice")
-    ws = alice.workspace("pooled")
-    account, _ = alice.account(ws), alice.account(ws, name="Second")
-    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
-    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
-    headers = auth("alice")
+    alice, acc, sub, headers = _pooled_subscription(as_user, auth)
     done = threading.Event()
 
     def worker_rereads() -> int:
