@@ -105,6 +105,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        ERRORS_DOC_URL=config.errors_doc_url,
         API_TITLE="Billing API",
         API_VERSION="1.0.0",
         OPENAPI_VERSION="3.0.3",

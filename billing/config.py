@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Mapping
 
 CURRENCIES = ("usd", "zar", "eur", "gbp", "aud")
+# Every error body's `doc_url` is this followed by the error's code (API.md, Errors).
+DEFAULT_ERRORS_DOC_URL = "https://docs.altostrat.io/errors/"
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 
@@ -72,6 +74,7 @@ class Config:
     # How the sandbox delivers its webhooks: as Stripe (this many at once, unordered), or in order one at a time.
     sandbox_webhook_concurrency: int = 32
     sandbox_webhook_ordered: bool = False
+    errors_doc_url: str = DEFAULT_ERRORS_DOC_URL
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -139,6 +142,10 @@ class Config:
         if webhook_concurrency < 1:
             raise ConfigError("SANDBOX_WEBHOOK_CONCURRENCY must be a whole number, at least 1")
 
+        errors_doc_url = env.get("ERRORS_DOC_URL") or DEFAULT_ERRORS_DOC_URL
+        if not errors_doc_url.startswith(("https://", "http://")):
+            raise ConfigError("ERRORS_DOC_URL must be an http(s) URL (each error's code is appended to it)")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -167,4 +174,5 @@ class Config:
             sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
             sandbox_webhook_concurrency=webhook_concurrency,
             sandbox_webhook_ordered=env.get("SANDBOX_WEBHOOK_ORDERED") == "1",
+            errors_doc_url=errors_doc_url,
         )

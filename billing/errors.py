@@ -1,8 +1,8 @@
 """The one error envelope, and the one place where exceptions become responses.
 
 Every error leaves as
-`{"type", "code", "message", ["errors"], "request_id"}`; Stripe's errors are
-mapped here and nowhere else.
+`{"type", "code", "message", ["errors"], "request_id", "doc_url"}`; Stripe's
+errors are mapped here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import traceback
 from typing import Any, Mapping
 
 import stripe
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
+
+from billing.config import DEFAULT_ERRORS_DOC_URL
 
 log = logging.getLogger("billing.errors")
 
@@ -86,6 +88,7 @@ def error_response(error: ApiError) -> Response:
     if error.errors is not None:
         body["errors"] = error.errors
     body["request_id"] = getattr(g, "request_id", None)
+    body["doc_url"] = current_app.config.get("ERRORS_DOC_URL", DEFAULT_ERRORS_DOC_URL) + error.code
     response = jsonify(body)
     response.status_code = error.status
     for name, value in error.headers.items():

@@ -212,3 +212,14 @@ def test_probes_are_documented_as_needing_no_token(client: Any) -> None:
     paths = client.get("/openapi.json").json["paths"]
     assert paths["/healthz"]["get"]["security"] == [] and paths["/readyz"]["get"]["security"] == []
     assert "security" not in paths["/workspaces"]["get"]  # the document's default: the bearer token
+
+
+def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, session_app: Any) -> None:
+    from app import create_app
+    from tests.conftest import LIVE_API_KEY, TEST_ENV
+
+    env = {**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": LIVE_API_KEY}
+    app = create_app(Config.from_env({**env, "ERRORS_DOC_URL": "https://errors.example.test/billing/"}))
+    assert app.test_client().get("/nope").json["doc_url"] == "https://errors.example.test/billing/not_found"
+    with pytest.raises(ConfigError, match="ERRORS_DOC_URL"):
+        Config.from_env({**env, "ERRORS_DOC_URL": "docs.example.test"})
