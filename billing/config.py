@@ -43,6 +43,11 @@ def _reconcile_minutes(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def is_live_key(api_key: str) -> bool:
+    """Stripe's live keys (secret `sk_live_`, restricted `rk_live_`); any other key is a test mode key."""
+    return api_key.startswith(("sk_live_", "rk_live_"))
+
+
 @dataclass(frozen=True)
 class Config:
     database_url: str
@@ -81,6 +86,13 @@ class Config:
     def sandbox(self) -> bool:
         """The built-in emulator: only when opted in (STRIPE_SANDBOX=1) and no key is set."""
         return not self.stripe_api_key
+
+    @property
+    def stripe_mode(self) -> str:
+        """`sandbox` (the built-in emulator), else the key's mode: `live` or `test`."""
+        if self.sandbox or not self.stripe_api_key:
+            return "sandbox"
+        return "live" if is_live_key(self.stripe_api_key) else "test"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":

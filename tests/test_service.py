@@ -223,3 +223,13 @@ def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, se
     assert app.test_client().get("/nope").json["doc_url"] == "https://errors.example.test/billing/not_found"
     with pytest.raises(ConfigError, match="ERRORS_DOC_URL"):
         Config.from_env({**env, "ERRORS_DOC_URL": "docs.example.test"})
+
+
+def test_readiness_says_the_keys_mode(live_app: Any, mocked: Any) -> None:
+    """An sk_test_ key is test mode, not live (the conftest's key is one)."""
+    from tests.conftest import TEST_ENV
+
+    assert live_app.test_client().get("/readyz").json["stripe_mode"] == "test"
+    modes = {key: Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": key}).stripe_mode
+             for key in ("sk_live_1", "rk_live_1", "sk_test_1", "rk_test_1")}
+    assert modes == {"sk_live_1": "live", "rk_live_1": "live", "sk_test_1": "test", "rk_test_1": "test"}
