@@ -101,7 +101,12 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     the emulator's events (tests deliver them synchronously through a test client)."""
     config = config or Config.from_env()
     logs.configure(config.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: the docs' assets have their own blueprint
+    # Every answer is JSON: werkzeug's 308 redirects (merging `//`, adding a trailing slash) are
+    # HTML and never reach the error handlers. A path with an empty segment is the envelope's 404;
+    # a trailing slash is the same resource.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,

@@ -233,3 +233,23 @@ def test_readiness_says_the_keys_mode(live_app: Any, mocked: Any) -> None:
     modes = {key: Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": key}).stripe_mode
              for key in ("sk_live_1", "rk_live_1", "sk_test_1", "rk_test_1")}
     assert modes == {"sk_live_1": "live", "rk_live_1": "live", "sk_test_1": "test", "rk_test_1": "test"}
+
+
+@pytest.mark.parametrize("path", ["/workspaces/{ws}/billing-accounts//trial-eligibility", "//workspaces",
+                                  "/workspaces//{ws}", "/workspaces/{ws}/members//", "/static//x",
+                                  "/docs/assets//index.css"])
+def test_empty_path_segments_answer_the_json_404(as_user: Any, path: str) -> None:
+    """No HTML redirect (werkzeug merges `//` with a 308 that bypasses the error
+    handlers): an empty segment names nothing, so it is the envelope's 404."""
+    alice = as_user("alice")
+    response = alice.get(path.format(ws=alice.workspace()))
+    assert response.mimetype == "application/json" and "Location" not in response.headers
+    assert_error(response, 404, "not_found")
+
+
+def test_a_trailing_slash_is_the_same_resource_not_a_redirect(as_user: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    for path in ("/healthz", "/workspaces", f"/workspaces/{ws}/members"):
+        response = alice.get(path + "/")
+        assert response.status_code == 200 and response.json == alice.get(path).json, path
