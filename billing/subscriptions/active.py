@@ -31,5 +31,10 @@ def is_active(subscription: stripe.Subscription | dict[str, Any]) -> bool:
     return subscription["status"] not in ACTIVE_EXCLUDED
 
 
+def active_subscription_ids(customer_id: str) -> list[str]:
+    """The customer's active subscriptions, newest first."""
+    return [str(s["id"]) for s in replica.subscriptions(customer_id) if is_active(s)]
+
+
 def has_active_subscription(customer_id: str) -> bool:
-    return any(is_active(s) for s in replica.subscriptions(customer_id))
+    return bool(active_subscription_ids(customer_id))

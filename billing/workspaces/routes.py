@@ -45,7 +45,7 @@ class WorkspaceById(MethodView):
     @blp.response(200, WorkspaceSchema)
     def get(self, workspaceId: str) -> Any:
         """Retrieve a workspace"""
-        return workspace_access(workspaceId).workspace
+        return service.retrieve_workspace(workspace_access(workspaceId))
 
     @blp.arguments(WorkspaceUpdateSchema)
     @blp.response(200, WorkspaceSchema)
