@@ -58,7 +58,7 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
         "/workspaces",
         "/workspaces/{workspaceId}",
         "/workspaces/{workspaceId}/members",
-        "/workspaces/{workspaceId}/members/{userId}",
+        "/workspaces/{workspaceId}/members/{memberId}",
         "/workspaces/{workspaceId}/billing-accounts",
         "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}",
         "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions",
