@@ -111,7 +111,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         ERRORS_DOC_URL=config.errors_doc_url,
-        API_TITLE="Billing API",
+        API_TITLE=openapi.TITLE,
         API_VERSION="1.0.0",
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
@@ -120,6 +120,8 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         # Served from the pinned swagger-ui-bundle package: the docs page works offline.
         OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         API_SPEC_OPTIONS={
+            "info": {"description": openapi.DESCRIPTION},
+            "servers": openapi.SERVERS,
             "components": {
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
             },

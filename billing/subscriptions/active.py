@@ -10,6 +10,8 @@ import stripe
 
 from billing import replica
 
+# Every status the API shows (API.md, Subscriptions): Stripe's, and `paused` for a paused collection.
+STATUSES = ("trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused")
 ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
 # A subscription provides its quantities (capacity) only in these statuses, as
 # the API shows them (so a paused collection provides nothing).
