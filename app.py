@@ -89,8 +89,12 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
                           budget=budget)
     clock = SandboxClock(db, webhooks=webhooks)
-    # Stripe's clock is the sandbox's: events are dated on it.
-    return {"gateway": StripeGateway(client, keep=Keeper(db), clock=lambda: time.time() + clock.offset()),
+
+    def stripe_clock() -> float:
+        return time.time() + clock.offset()
+
+    # Stripe's clock is the sandbox's: events are dated on it, and the copy dates the changes it sees on it.
+    return {"gateway": StripeGateway(client, keep=Keeper(db, clock=stripe_clock), clock=stripe_clock),
             "sandbox_clock": clock, "webhooks": webhooks,
             "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
 
