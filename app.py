@@ -89,8 +89,12 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
                           budget=budget)
     clock = SandboxClock(db, webhooks=webhooks)
-    # Stripe's clock is the sandbox's: events are dated on it.
-    return {"gateway": StripeGateway(client, keep=Keeper(db), clock=lambda: time.time() + clock.offset()),
+
+    def stripe_clock() -> float:
+        return time.time() + clock.offset()
+
+    # Stripe's clock is the sandbox's: events are dated on it, and the copy dates the changes it sees on it.
+    return {"gateway": StripeGateway(client, keep=Keeper(db, clock=stripe_clock), clock=stripe_clock),
             "sandbox_clock": clock, "webhooks": webhooks,
             "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
 
@@ -101,11 +105,17 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     the emulator's events (tests deliver them synchronously through a test client)."""
     config = config or Config.from_env()
     logs.configure(config.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: the docs' assets have their own blueprint
+    # Every answer is JSON: werkzeug's 308 redirects (merging `//`, adding a trailing slash) are
+    # HTML and never reach the error handlers. A path with an empty segment is the envelope's 404;
+    # a trailing slash is the same resource.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        API_TITLE="Billing API",
+        ERRORS_DOC_URL=config.errors_doc_url,
+        API_TITLE=openapi.TITLE,
         API_VERSION="1.0.0",
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
@@ -114,6 +124,8 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         # Served from the pinned swagger-ui-bundle package: the docs page works offline.
         OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         API_SPEC_OPTIONS={
+            "info": {"description": openapi.DESCRIPTION},
+            "servers": openapi.SERVERS,
             "components": {
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
             },

@@ -39,6 +39,7 @@ from sqlalchemy import Connection, delete, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from billing.config import is_live_key
 from billing.db import Database
 from billing.models import StripeBudgetWindow
 
@@ -68,8 +69,8 @@ MAX_COOL_DOWN_SECONDS = 60.0
 
 
 def limits_for_key(api_key: str) -> Limits:
-    """Live keys (`sk_live_`, `rk_live_`) have live mode's limits; any other, test mode's."""
-    return LIVE if api_key.startswith(("sk_live_", "rk_live_")) else TEST
+    """Live keys have live mode's limits; any other, test mode's."""
+    return LIVE if is_live_key(api_key) else TEST
 
 
 def limits_for_sandbox(mode: str) -> Limits | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Mapping
 
 CURRENCIES = ("usd", "zar", "eur", "gbp", "aud")
+# Every error body's `doc_url` is this followed by the error's code (API.md, Errors).
+DEFAULT_ERRORS_DOC_URL = "https://docs.altostrat.io/errors/"
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 
@@ -39,6 +41,11 @@ def _reconcile_minutes(env: Mapping[str, str]) -> int:
     if not raw.isdigit() or (int(raw) != 0 and 60 % int(raw) != 0):
         raise ConfigError("RECONCILE_EVERY_MINUTES must divide 60 (1, 2, 5, 10, 15, 30, 60), or be 0")
     return int(raw)
+
+
+def is_live_key(api_key: str) -> bool:
+    """Stripe's live keys (secret `sk_live_`, restricted `rk_live_`); any other key is a test mode key."""
+    return api_key.startswith(("sk_live_", "rk_live_"))
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,20 @@ class Config:
     # How the sandbox delivers its webhooks: as Stripe (this many at once, unordered), or in order one at a time.
     sandbox_webhook_concurrency: int = 32
     sandbox_webhook_ordered: bool = False
+    errors_doc_url: str = DEFAULT_ERRORS_DOC_URL
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sandbox(self) -> bool:
         """The built-in emulator: only when opted in (STRIPE_SANDBOX=1) and no key is set."""
         return not self.stripe_api_key
+
+    @property
+    def stripe_mode(self) -> str:
+        """`sandbox` (the built-in emulator), else the key's mode: `live` or `test`."""
+        if self.sandbox or not self.stripe_api_key:
+            return "sandbox"
+        return "live" if is_live_key(self.stripe_api_key) else "test"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
@@ -139,6 +154,10 @@ class Config:
         if webhook_concurrency < 1:
             raise ConfigError("SANDBOX_WEBHOOK_CONCURRENCY must be a whole number, at least 1")
 
+        errors_doc_url = env.get("ERRORS_DOC_URL") or DEFAULT_ERRORS_DOC_URL
+        if not errors_doc_url.startswith(("https://", "http://")):
+            raise ConfigError("ERRORS_DOC_URL must be an http(s) URL (each error's code is appended to it)")
+
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
@@ -167,4 +186,5 @@ class Config:
             sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
             sandbox_webhook_concurrency=webhook_concurrency,
             sandbox_webhook_ordered=env.get("SANDBOX_WEBHOOK_ORDERED") == "1",
+            errors_doc_url=errors_doc_url,
         )

@@ -1,8 +1,8 @@
 """The one error envelope, and the one place where exceptions become responses.
 
 Every error leaves as
-`{"type", "code", "message", ["errors"], "request_id"}`; Stripe's errors are
-mapped here and nowhere else.
+`{"type", "code", "message", ["errors"], "request_id", "doc_url"}`; Stripe's
+errors are mapped here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import traceback
 from typing import Any, Mapping
 
 import stripe
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
+
+from billing.config import DEFAULT_ERRORS_DOC_URL
 
 log = logging.getLogger("billing.errors")
 
@@ -87,7 +89,7 @@ def validation_error(errors: Mapping[str, Any], message: str = "The request is i
     return ApiError(422, "validation_failed", message, errors=errors)
 
 
-def envelope(error: ApiError, request_id: str | None) -> dict[str, Any]:
+def envelope(error: ApiError, request_id: str | None, doc_base: str = DEFAULT_ERRORS_DOC_URL) -> dict[str, Any]:
     """The error's body, as the app and the HTTP server (billing.http_worker) both answer it."""
     body: dict[str, Any] = {
         "type": TYPE_BY_STATUS.get(error.status, "api_error"),
@@ -97,6 +99,7 @@ def envelope(error: ApiError, request_id: str | None) -> dict[str, Any]:
     if error.errors is not None:
         body["errors"] = error.errors
     body["request_id"] = request_id
+    body["doc_url"] = doc_base + error.code
     return body
 
 
@@ -109,7 +112,8 @@ def for_status(status: int) -> ApiError:
 
 
 def error_response(error: ApiError) -> Response:
-    response = jsonify(envelope(error, getattr(g, "request_id", None)))
+    response = jsonify(envelope(error, getattr(g, "request_id", None),
+                                current_app.config.get("ERRORS_DOC_URL", DEFAULT_ERRORS_DOC_URL)))
     response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value

@@ -39,7 +39,8 @@ class EventsBacklogSchema(Schema):
 
 class ReadinessSchema(Schema):
     status = fields.String(validate=validate.OneOf(["ready", "unavailable"]))
-    stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "live"]))
+    stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "test", "live"]), metadata={
+        "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."})
     database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     events = fields.Nested(EventsBacklogSchema, metadata={"description": "Present when the database answers."})
@@ -64,7 +65,7 @@ class Ready(MethodView):
     def get(self) -> Any:
         """The database and Stripe answer, and the catalog's prices exist"""
         state = current()
-        checks: dict[str, Any] = {"stripe_mode": "sandbox" if state.config.sandbox else "live"}
+        checks: dict[str, Any] = {"stripe_mode": state.config.stripe_mode}
         try:
             with state.db.read() as session:
                 session.execute(text("SELECT 1"))

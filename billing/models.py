@@ -192,9 +192,10 @@ class StripeCopy(Base):
     # When first copied (never updated): orders objects Stripe created in the
     # same second the way Stripe lists them, by arrival.
     first_seen: Mapped[int] = mapped_column(BigInteger)
-    # The stamp of the first view whose document differed from the one before it:
-    # when the object last changed, as far as the copy can tell (Stripe keeps no
-    # update time). A subscription's `updated_at` comes from it.
+    # When (microseconds, on Stripe's clock: the sandbox's in sandbox mode) the
+    # copy stored a view whose document differed from the one before it: when the
+    # object last changed, as far as the copy can tell (Stripe keeps no update
+    # time). A subscription's `updated_at` comes from it.
     changed_at: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
 

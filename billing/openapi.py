@@ -25,8 +25,43 @@ PATH_PARAMETER_PATTERN = f"^[^{CONTROL_IN_URL}/]+$"
 docs_assets = Blueprint("docs_assets", __name__, static_folder=str(swagger_ui_path),
                         static_url_path="/docs/assets")
 
+# The published document's title, description and server (seeds/000: the OpenAPI fragment); the
+# first server is the one serving this document, so the docs page and tools call it, not production.
+TITLE = "Altostrat Workspaces API"
+DESCRIPTION = "\n".join([
+    "The Altostrat Workspaces API is the microservice responsible for tenancy, billing, user identity, and "
+    "organizational hierarchy.",
+    "It serves as the foundational layer for all multi-tenancy and subscription logic within the Altostrat SDX "
+    "platform, enabling the secure separation of customer data and resources for SD-WAN, network automation, and "
+    "agentic AI features.",
+    "This API allows you to programmatically manage:",
+    "- **Workspaces:** The top-level containers for all tenant resources, users, and billing configurations.",
+    "- **Organizations:** Hierarchical entities used to model customer tenants or business units, track resource "
+    "usage, and apply limits.",
+    "- **Billing & Subscriptions:** The financial accounts and Stripe-powered subscriptions that govern access to "
+    "Altostrat SDX features and resources.",
+    "- **Members & Access:** The users and their specific roles (Owner, Admin, Viewer) within a workspace.",
+    "Developers use this API to build the structural foundation and manage the billing lifecycle upon which all "
+    "other Altostrat SDX automation and AI features operate.",
+])
+SERVERS = [
+    {"url": "/", "description": "This server (the one serving this document)"},
+    {"url": "https://v1.api.altostrat.io", "description": "Production API Server"},
+]
+
 W = "/workspaces/{workspaceId}"
 A = W + "/billing-accounts/{billingAccountId}"
+
+# Path parameters: description and example (the first two as published, seeds/000 and 001).
+PATH_PARAMETERS = {
+    "workspaceId": ("The ID of the workspace.", "ws_a1b2c3d4e5f6g7h8"),
+    "billingAccountId": ("The ID of the billing account, which corresponds to a Stripe Customer ID (cus_...).",
+                         "cus_a1b2c3d4e5f6g7h8"),
+    "subscriptionId": ("The ID of the subscription, a Stripe Subscription ID (sub_...).", "sub_a1b2c3d4e5f6g7h8"),
+    "paymentMethodId": ("The ID of the payment method, a Stripe PaymentMethod ID (pm_...).", "pm_a1b2c3d4e5f6g7h8"),
+    "organizationId": ("The ID of the organization.", "org_a1b2c3d4e5f6g7h8"),
+    "memberId": ("The member's user ID (the `sub` of their tokens).", "auth0|a1b2c3d4e5f6g7h8"),
+}
 
 OPERATION_IDS: dict[tuple[str, str], str] = {
     ("get", "/healthz"): "checkHealth",
@@ -38,8 +73,8 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("delete", W): "archiveWorkspace",
     ("get", W + "/members"): "listMembers",
     ("post", W + "/members"): "addMember",
-    ("patch", W + "/members/{userId}"): "updateMember",
-    ("delete", W + "/members/{userId}"): "removeMember",
+    ("patch", W + "/members/{memberId}"): "updateMember",
+    ("delete", W + "/members/{memberId}"): "removeMember",
     ("get", W + "/billing-accounts"): "listBillingAccounts",
     ("post", W + "/billing-accounts"): "createBillingAccount",
     ("get", A): "retrieveBillingAccount",
@@ -59,14 +94,14 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("post", A + "/invoices/preview"): "previewInvoice",
     ("get", W + "/organizations"): "listOrganizations",
     ("post", W + "/organizations"): "createOrganization",
-    ("get", W + "/organizations/{orgId}"): "retrieveOrganization",
-    ("patch", W + "/organizations/{orgId}"): "updateOrganization",
-    ("delete", W + "/organizations/{orgId}"): "deleteOrganization",
-    ("post", W + "/organizations/{orgId}/children"): "createChildOrganization",
-    ("get", W + "/organizations/{orgId}/parent"): "retrieveParentOrganization",
-    ("get", W + "/organizations/{orgId}/descendants"): "listDescendantOrganizations",
-    ("get", W + "/organizations/{orgId}/limits"): "retrieveOrganizationLimits",
-    ("post", W + "/organizations/{orgId}/usage"): "reportUsage",
+    ("get", W + "/organizations/{organizationId}"): "retrieveOrganization",
+    ("patch", W + "/organizations/{organizationId}"): "updateOrganization",
+    ("delete", W + "/organizations/{organizationId}"): "deleteOrganization",
+    ("post", W + "/organizations/{organizationId}/children"): "createChildOrganization",
+    ("get", W + "/organizations/{organizationId}/parent"): "retrieveParentOrganization",
+    ("get", W + "/organizations/{organizationId}/descendants"): "listDescendantOrganizations",
+    ("get", W + "/organizations/{organizationId}/limits"): "retrieveOrganizationLimits",
+    ("post", W + "/organizations/{organizationId}/usage"): "reportUsage",
     ("get", W + "/capacity"): "retrieveCapacity",
     ("post", "/webhooks/stripe"): "receiveStripeEvent",
     ("get", "/sandbox/clock"): "retrieveSandboxClock",
@@ -121,8 +156,17 @@ CALLS_STRIPE = frozenset({
 # Operations where a card can be declined (402): a charge, or a card attached.
 CHARGES = frozenset({"createSubscription", "updateSubscription", "attachTestPaymentMethod",
                      "confirmTestSetupIntent"})
-# Writes anyone authenticated may make (no role is checked).
-NO_ROLE = frozenset({"createWorkspace", "advanceSandboxClock", "receiveStripeEvent"})
+# Writes anyone authenticated may make (no role is checked), or a viewer too (a preview is a read).
+NO_ROLE = frozenset({"createWorkspace", "advanceSandboxClock", "receiveStripeEvent", "previewInvoice"})
+# The 403 of a write says the role it needs (API.md: a viewer reads, admin and owner write).
+FORBIDDEN = {
+    "FORBIDDEN_VIEWER": "A viewer can't write: it needs the admin or owner role in the workspace.",
+    "FORBIDDEN_NOT_OWNER": "Only an owner archives a workspace.",
+    "FORBIDDEN_MEMBERS": "Managing members needs admin or owner (a viewer may only remove themself); only an "
+                         "owner grants, changes or removes the owner role.",
+}
+FORBIDDEN_BY_OPERATION = {"archiveWorkspace": "FORBIDDEN_NOT_OWNER", "addMember": "FORBIDDEN_MEMBERS",
+                          "updateMember": "FORBIDDEN_MEMBERS", "removeMember": "FORBIDDEN_MEMBERS"}
 
 
 def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
@@ -150,15 +194,27 @@ class ErrorResponses(BasePlugin):
     """Declares the error envelope on every error status an operation can answer
     (runs after OperationIds, whose names it reads)."""
 
+    def init_spec(self, spec: Any) -> None:
+        super().init_spec(spec)
+        for name, needed in FORBIDDEN.items():
+            spec.components.response(name, {
+                "description": f"Forbidden (`permission_error`): {needed}",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+
     def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
                          **kwargs: Any) -> None:
         for method, operation in (operations or {}).items():
             responses = operation.setdefault("responses", {})
             declared = {str(status) for status in responses}
             for status in sorted(error_statuses(method, path or "", operation)):
-                if str(status) not in declared:
-                    # A name of flask-smorest's lazily registered responses (ERROR_SCHEMA).
-                    responses[str(status)] = http.HTTPStatus(status).name
+                if str(status) in declared:
+                    continue
+                if status == 403:
+                    responses["403"] = FORBIDDEN_BY_OPERATION.get(operation.get("operationId", ""),
+                                                                  "FORBIDDEN_VIEWER")
+                    continue
+                # A name of flask-smorest's lazily registered responses (ERROR_SCHEMA).
+                responses[str(status)] = http.HTTPStatus(status).name
 
 
 # Response shapes that always carry every property (null where one does not
@@ -206,7 +262,12 @@ class ObjectRules(BasePlugin):
                     parameters: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
         for parameter in parameters or []:
             if parameter.get("in") == "path":
-                parameter.setdefault("schema", {"type": "string"})["pattern"] = PATH_PARAMETER_PATTERN
+                schema = parameter.setdefault("schema", {"type": "string"})
+                schema["pattern"] = PATH_PARAMETER_PATTERN
+                if parameter["name"] in PATH_PARAMETERS:  # unless the route says otherwise
+                    description, example = PATH_PARAMETERS[parameter["name"]]
+                    parameter.setdefault("description", description)
+                    schema.setdefault("example", example)
 
 
 def object_keywords(self: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -228,9 +289,22 @@ def object_keywords(self: Any, field: fields.Field[Any], ret: dict[str, Any], **
     return {}
 
 
+def nullable_object(self: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """A nullable nested object is its schema or null: `nullable` beside `allOf: [$ref]` (OpenAPI 3.0),
+    not apispec's `anyOf` with an empty nullable object, which generated clients type as a third
+    kind of value (TypeScript: `PendingPayment | Record<string, never> | null`)."""
+    choices = ret.get("anyOf")
+    if isinstance(choices, list) and len(choices) == 2 and {"type": "object", "nullable": True} in choices:
+        [reference] = [choice for choice in choices if choice != {"type": "object", "nullable": True}]
+        del ret["anyOf"]
+        ret.update(nullable=True, allOf=[reference])
+    return {}
+
+
 def extend(api: Api) -> None:
     """Adds this module's plugins and field rules to the API's document."""
     api.ma_plugin.converter.add_attribute_function(object_keywords)
+    api.ma_plugin.converter.add_attribute_function(nullable_object)
     for plugin in (IdempotencyKeyDocs(), OperationIds(), ErrorResponses(), ObjectRules()):
         plugin.init_spec(api.spec)
         api.spec.plugins.append(plugin)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import stripe
-from sqlalchemy import Select, bindparam, case, func, select, tuple_, update
+from sqlalchemy import BigInteger, Select, bindparam, case, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -71,10 +71,15 @@ def _as_stored(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | N
 class Keeper:
     """The gateway's keeper: stores every view Stripe returns (of a copied type)
     unless the copy already holds one fetched later. Bound to a database, so it
-    also works outside a request (start-up, CLI)."""
+    also works outside a request (start-up, CLI).
 
-    def __init__(self, db: Database) -> None:
+    `clock` is Stripe's (unix seconds): a view that changes the object is dated
+    on it (`changed_at`), as Stripe dates the object's own times; in the sandbox
+    it is the emulator's, which an advance moves ahead of ours."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.clock = clock
 
     def __call__(self, obj: stripe.StripeObject, stamp: int) -> None:
         self.keep_data(obj.to_dict(), stamp)
@@ -89,11 +94,13 @@ class Keeper:
         if data.get("deleted"):
             # Stripe answers a deleted object with a stub: keep what we knew, flagged.
             row.pop("data")
+        seen = int(self.clock() * 1_000_000)
         with self.db.write() as session:
-            _upsert(session, row)
+            _upsert(session, row, seen)
 
 
-def _upsert(session: Session, row: dict[str, Any]) -> None:
+def _upsert(session: Session, row: dict[str, Any], seen: int) -> None:
+    """`seen`: when (on Stripe's clock, microseconds) the view reached us; its changed_at if it changes the object."""
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     # The first view is no change: until one is seen, updated_at is Stripe's own times.
@@ -105,7 +112,7 @@ def _upsert(session: Session, row: dict[str, Any]) -> None:
     # to, so a 404 for it is decided without asking Stripe (lists filter on the document).
     changes["customer_id"] = func.coalesce(statement.excluded.customer_id, StripeCopy.customer_id)
     if "data" in row:
-        changes["changed_at"] = case((StripeCopy.data != statement.excluded.data, statement.excluded.fetched_at),
+        changes["changed_at"] = case((StripeCopy.data != statement.excluded.data, literal(seen, BigInteger())),
                                      else_=StripeCopy.changed_at)
     session.execute(statement.on_conflict_do_update(
         index_elements=[StripeCopy.id], set_=changes,

@@ -21,25 +21,40 @@ def _validate_country(value: str) -> None:
         raise ValidationError("Must be an ISO 3166-1 alpha-2 country code.")
 
 
+# The published Address's descriptions and examples (seeds/000).
+ADDRESS_DOCS = {
+    "country": ("Two-letter country code (ISO 3166-1 alpha-2).", "US"),
+    "line1": ("Address line 1 (e.g., street, PO Box, or company name).", "123 Main Street"),
+    "line2": ("Address line 2 (e.g., apartment, suite, unit, or building).", "Suite 456"),
+    "city": ("City, district, suburb, town, or village.", "San Francisco"),
+    "state": ("State, county, province, or region.", "CA"),
+    "postal_code": ("ZIP or postal code.", "94105"),
+}
+
+
+def _doc(name: str) -> dict[str, str]:
+    description, example = ADDRESS_DOCS[name]
+    return {"description": description, "example": example}
+
+
 class AddressSchema(Schema):
-    country = fields.String(metadata={"example": "US"})
-    line1 = fields.String(allow_none=True)
-    line2 = fields.String(allow_none=True)
-    city = fields.String(allow_none=True)
-    state = fields.String(allow_none=True)
-    postal_code = fields.String(allow_none=True)
+    country = fields.String(metadata=_doc("country"))
+    line1 = fields.String(allow_none=True, metadata=_doc("line1"))
+    line2 = fields.String(allow_none=True, metadata=_doc("line2"))
+    city = fields.String(allow_none=True, metadata=_doc("city"))
+    state = fields.String(allow_none=True, metadata=_doc("state"))
+    postal_code = fields.String(allow_none=True, metadata=_doc("postal_code"))
 
 
 class AddressInputSchema(Schema):
     # The document lists the upper-case codes; the service also takes lower case.
     country = fields.String(required=True, validate=_validate_country,
-                            metadata={"enum": COUNTRY_CODES, "example": "US",
-                                      "description": "ISO 3166-1 alpha-2 country code."})
-    line1 = Text(allow_none=True, validate=validate.Length(max=200))
-    line2 = Text(allow_none=True, validate=validate.Length(max=200))
-    city = Text(allow_none=True, validate=validate.Length(max=200))
-    state = Text(allow_none=True, validate=validate.Length(max=200))
-    postal_code = Text(allow_none=True, validate=validate.Length(max=20))
+                            metadata={"enum": COUNTRY_CODES, **_doc("country")})
+    line1 = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("line1"))
+    line2 = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("line2"))
+    city = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("city"))
+    state = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("state"))
+    postal_code = Text(allow_none=True, validate=validate.Length(max=20), metadata=_doc("postal_code"))
 
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -48,16 +63,23 @@ class AddressInputSchema(Schema):
 
 
 class BillingAccountSchema(Schema):
-    id = fields.String(metadata={"example": "cus_a1b2c3d4e5f6g7h8"})
-    workspace_id = fields.String(metadata={"example": "ws_a1b2c3d4e5f6g7h8"})
-    name = fields.String()
-    email = fields.Email()
-    phone = fields.String(allow_none=True)
-    description = fields.String(allow_none=True)
-    currency = fields.String(validate=validate.OneOf(CURRENCIES))
+    # The published BillingAccount's descriptions and examples (seeds/000).
+    id = fields.String(metadata={
+        "description": "Unique identifier for the billing account (Stripe Customer ID), prefixed with `cus_`.",
+        "example": "cus_a1b2c3d4e5f6g7h8"})
+    workspace_id = fields.String(metadata={"description": "The ID of the workspace this billing account belongs to.",
+                                           "example": "ws_a1b2c3d4e5f6g7h8"})
+    name = fields.String(metadata={"description": "The name of the billing account.", "example": "ACME Corp Billing"})
+    email = fields.Email(metadata={"description": "The primary billing email address.", "example": "billing@acme.com"})
+    phone = fields.String(allow_none=True, metadata={"description": "The billing contact phone number.",
+                                                     "example": "+15551234567"})
+    description = fields.String(allow_none=True, metadata={
+        "description": "An optional description for the billing account.", "example": "For US-based operations"})
+    currency = fields.String(validate=validate.OneOf(CURRENCIES), metadata={
+        "description": "The three-letter ISO currency code for the billing account.", "example": "usd"})
     address = fields.Nested(AddressSchema)
-    created_at = Timestamp()
-    updated_at = Timestamp()
+    created_at = Timestamp(metadata={"description": "The timestamp when the billing account was created."})
+    updated_at = Timestamp(metadata={"description": "The timestamp when the billing account was last updated."})
 
     @pre_dump
     def _from_customer(self, customer: stripe.Customer | dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -83,11 +105,20 @@ class BillingAccountSchema(Schema):
 
 
 class BillingAccountCreateSchema(Schema):
-    name = StrictString(required=True, validate=validate.Length(max=100), metadata={"example": "ACME Corp Billing"})
-    email = fields.Email(required=True, validate=validate.Length(max=150), metadata={"example": "billing@acme.com"})
-    phone = Text(allow_none=True, validate=validate.Length(max=50))
-    description = Text(allow_none=True, validate=validate.Length(max=200))
-    currency = fields.String(validate=validate.OneOf(CURRENCIES))
+    # The published create's descriptions and example body (seeds/003).
+    name = StrictString(required=True, validate=validate.Length(max=100), metadata={
+        "description": "The name for the new billing account. Maximum 100 characters.", "example": "ACME Corp (EU)"})
+    email = fields.Email(required=True, validate=validate.Length(max=150), metadata={
+        "description": "The primary billing email address. Maximum 150 characters.",
+        "example": "billing-eu@acme.com"})
+    phone = Text(allow_none=True, validate=validate.Length(max=50), metadata={
+        "description": "The billing contact phone number. Maximum 50 characters.", "example": "+442071234567"})
+    description = Text(allow_none=True, validate=validate.Length(max=200), metadata={
+        "description": "An optional description for the billing account. Maximum 200 characters.",
+        "example": "For all European operations."})
+    currency = fields.String(validate=validate.OneOf(CURRENCIES), metadata={
+        "description": "The three-letter ISO currency code. If not provided, it will default based on the "
+                       "workspace or system settings.", "example": "eur"})
     address = fields.Nested(AddressInputSchema, required=True)
 
 

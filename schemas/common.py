@@ -85,6 +85,9 @@ class ErrorSchema(Schema):
     message = fields.String(required=True)
     errors = fields.Dict(metadata={"description": "Per-field messages (validation failures only)."})
     request_id = fields.String(allow_none=True)
+    doc_url = fields.String(required=True, metadata={
+        "format": "uri", "example": "https://docs.altostrat.io/errors/validation_failed",
+        "description": "The error's documentation: ERRORS_DOC_URL followed by its code."})
 
 
 class MessageSchema(Schema):

@@ -10,6 +10,9 @@ from billing.catalog import INTERVALS, PRODUCTS
 from schemas.common import URL_PATTERN, Text, format_timestamp
 
 
+INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")  # Stripe's (API.md, Invoices)
+
+
 def _int_amount(value: Any) -> int | None:
     if value is None:
         return None
@@ -33,7 +36,7 @@ class InvoiceSchema(Schema):
     id = fields.String(metadata={"example": "in_1Q0PsIJvEtkwdCNY"})
     customer_id = fields.String()
     number = fields.String(allow_none=True)
-    status = fields.String(allow_none=True)
+    status = fields.String(validate=validate.OneOf(INVOICE_STATUSES), metadata={"example": "paid"})
     currency = fields.String()
     amount_due = fields.Integer()
     amount_paid = fields.Integer()
@@ -59,7 +62,8 @@ class InvoiceSchema(Schema):
             "id": invoice.get("id"),
             "customer_id": customer if isinstance(customer, str) or customer is None else customer.get("id"),
             "number": invoice.get("number"),
-            "status": invoice.get("status"),
+            # Stripe types it nullable; one without a status was never finalized (a preview is a draft).
+            "status": invoice.get("status") or "draft",
             "currency": invoice.get("currency"),
             "amount_due": invoice.get("amount_due") or 0,
             "amount_paid": invoice.get("amount_paid") or 0,

@@ -8,8 +8,9 @@ import stripe
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from billing.catalog import INTERVALS, PRODUCTS, product_of_price
-from billing.subscriptions.active import subscription_status
-from billing.subscriptions.pending import pending_payment
+from billing.config import CURRENCIES
+from billing.subscriptions.active import STATUSES, subscription_status
+from billing.subscriptions.pending import REASONS, pending_payment
 from schemas.common import NonEmptySchema, Text, format_timestamp
 
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
@@ -17,8 +18,8 @@ RESERVED_METADATA_PREFIX = "billing_api_"
 
 
 class ProductQuantitySchema(Schema):
-    price_id = fields.String(metadata={"example": "price_1Q0PsIJvEtkwdCNYzq3tBVXo"})
-    quantity = fields.Integer(metadata={"example": 3})
+    price_id = fields.String(metadata={"example": "price_456def"})
+    quantity = fields.Integer(metadata={"example": 50})
     interval = fields.String(validate=validate.OneOf(INTERVALS), metadata={"example": "month"})
 
 
@@ -26,27 +27,34 @@ class PendingPaymentSchema(Schema):
     invoice_id = fields.String(metadata={"example": "in_1Q0PsIJvEtkwdCNY"})
     amount_due = fields.Integer()
     currency = fields.String()
-    reason = fields.String(metadata={"description": "authentication_required or payment_failed"})
+    reason = fields.String(validate=validate.OneOf(REASONS), metadata={
+        "description": "`authentication_required`: the customer must complete 3-D Secure (client_secret); "
+                       "`payment_failed`: the payment was refused."})
     client_secret = fields.String(
         allow_none=True, metadata={"description": "Confirm with Stripe.js (3-D Secure)."})
     hosted_invoice_url = fields.String(allow_none=True)
 
 
+def _time(example: str) -> dict[str, str]:
+    return {"format": "date-time", "example": example}
+
+
 class SubscriptionSchema(Schema):
+    # Examples: the published list's subscription (seeds/004).
     id = fields.String(metadata={"example": "sub_a1b2c3d4e5f6g7h8"})
     billing_account_id = fields.String(metadata={"example": "cus_a1b2c3d4e5f6g7h8"})
-    status = fields.String()
-    currency = fields.String()
+    status = fields.String(validate=validate.OneOf(STATUSES), metadata={"example": "active"})
+    currency = fields.String(validate=validate.OneOf(CURRENCIES), metadata={"example": "usd"})
     product_quantities = fields.Dict(
         keys=fields.String(validate=validate.OneOf(PRODUCTS)), values=fields.Nested(ProductQuantitySchema),
-        metadata={"example": {"users": {"price_id": "price_1Q0PsIJvEtkwdCNYzq3tBVXo", "quantity": 3,
-                                        "interval": "month"}}},
+        metadata={"example": {"locations": {"price_id": "price_123abc", "quantity": 10, "interval": "month"},
+                              "users": {"price_id": "price_456def", "quantity": 50, "interval": "month"}}},
     )
-    metadata = fields.Dict(keys=fields.String(), values=fields.String())
-    current_period_start = fields.String(allow_none=True, metadata={"format": "date-time"})
-    current_period_end = fields.String(allow_none=True, metadata={"format": "date-time"})
-    created_at = fields.String(metadata={"format": "date-time"})
-    updated_at = fields.String(metadata={"format": "date-time"})
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"example": {"order_id": "6735"}})
+    current_period_start = fields.String(allow_none=True, metadata=_time("2025-10-15T00:00:00.000000Z"))
+    current_period_end = fields.String(allow_none=True, metadata=_time("2025-11-15T00:00:00.000000Z"))
+    created_at = fields.String(metadata=_time("2025-10-15T12:30:00.000000Z"))
+    updated_at = fields.String(metadata=_time("2025-10-20T09:00:00.000000Z"))
     trial_end = fields.String(allow_none=True, metadata={"format": "date-time"})
     cancel_at_period_end = fields.Boolean()
     cancel_at = fields.String(allow_none=True, metadata={"format": "date-time"})

@@ -19,7 +19,7 @@ from app import create_app
 from billing.tokens import mint_token
 from billing.catalog import ensure_catalog
 from billing.cli import run_migrations
-from billing.config import Config
+from billing.config import DEFAULT_ERRORS_DOC_URL, Config
 from billing.db import Base, normalize_database_url
 from billing.state import BillingState
 from stripe_sandbox import SANDBOX_TABLES
@@ -271,7 +271,8 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["type"]
     assert body["message"]
     assert body["request_id"].startswith("req_")
-    assert set(body) <= {"type", "code", "message", "errors", "request_id"}
+    assert set(body) <= {"type", "code", "message", "errors", "request_id", "doc_url"}
+    assert body["doc_url"] == DEFAULT_ERRORS_DOC_URL + code, body  # the published envelope's
     return dict(body)
 
 

@@ -189,3 +189,28 @@ def test_a_change_overtaken_by_an_older_read_still_answers_with_itself(as_user: 
     cancelled = alice.delete(path)
     assert cancelled.status_code == 200 and cancelled.json["cancel_at_period_end"] is True
     assert alice.get(path).json == cancelled.json
+
+
+def test_concurrent_member_adds_stop_at_100(app: Any, as_user: Any, auth: Any, state: Any) -> None:
+    """90 members, then 20 adds at once: 10 are 201, 10 are 409 member_limit_reached, 100 remain
+    (the adds count under the workspace's row lock: on PostgreSQL, each count sees the adds before it)."""
+    from billing.models import Member
+
+    ws = as_user("alice").workspace()
+    with state.db.write() as session:
+        session.add_all(Member(workspace_id=ws, user_id=f"member-{i}", role="viewer") for i in range(89))
+    headers = auth("alice")
+    barrier = threading.Barrier(20)
+
+    def add(i: int) -> Any:
+        with app.test_client() as client:
+            barrier.wait(10)
+            return client.post(f"/workspaces/{ws}/members", json={"user_id": f"racer-{i}", "role": "viewer"},
+                               headers=headers)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(add, range(20)))
+    assert sorted(r.status_code for r in responses) == [201] * 10 + [409] * 10, [r.get_json() for r in responses]
+    assert all(r.get_json()["code"] == "member_limit_reached" for r in responses if r.status_code == 409)
+    with state.db.read() as session:
+        assert session.query(Member).filter(Member.workspace_id == ws).count() == 100

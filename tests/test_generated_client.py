@@ -135,3 +135,14 @@ def test_errors_parse_as_the_error_envelope(api_client: Any) -> None:
     assert missing.status_code == 404
     error = missing.parsed
     assert type(error).__name__ == "Error" and error.code == "not_found" and error.request_id.startswith("req_")
+
+
+def test_nullable_objects_and_enums_are_typed_as_one_model(generated: Path) -> None:
+    """`pending_payment` (and `trial_info`) is its model or None, not a third made-up model
+    (the document's anyOf with an empty object made `PendingPayment | Record<string, never> |
+    null` in TypeScript); an enum is one enum class."""
+    assert model("subscription", "Subscription").__annotations__["pending_payment"] == "None | PendingPayment"
+    assert model("trial_eligibility", "TrialEligibility").__annotations__["trial_info"] == "None | TrialInfo"
+    assert model("invoice", "Invoice").__annotations__["status"] == "InvoiceStatus"
+    assert model("subscription", "Subscription").__annotations__["status"] == "SubscriptionStatus"
+    assert not [path.name for path in (generated / PACKAGE / "models").glob("*_type_*.py")]

@@ -4,6 +4,7 @@ the service too (422 with the envelope, nothing changed)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -68,7 +69,9 @@ def test_each_operation_declares_the_errors_it_can_answer(spec: dict[str, Any]) 
         if method in WRITES:
             assert {"400", "413", "415"} <= statuses, (method, path)
         if method in WRITES and path.startswith("/workspaces/"):
-            assert {"403", "409"} <= statuses, (method, path)  # roles; idempotency and business rules
+            assert "409" in statuses, (method, path)  # idempotency and business rules
+            # Roles: a viewer can't write, but may preview an invoice (API.md: a read).
+            assert ("403" in statuses) == (operation["operationId"] != "previewInvoice"), (method, path)
         if method == "get" and path.startswith("/workspaces"):
             assert not {"429", "502", "503"} & statuses, (method, path)  # reads never call Stripe
     paths = spec["paths"]
@@ -323,3 +326,83 @@ def test_every_response_shape_says_its_properties_are_always_there(spec: dict[st
     assert answered - complete == {"Readiness"}  # (the error envelope is declared through components.responses)
     subscription = schema(spec, "Subscription")
     assert "pending_payment" in subscription["required"] and "trial_end" in subscription["required"]
+
+
+# -- what the published document says (issue 20) ----------------------------------
+
+
+def test_the_published_title_description_and_servers(spec: dict[str, Any]) -> None:
+    assert spec["info"]["title"] == "Altostrat Workspaces API" and spec["info"]["version"] == "1.0.0"
+    description = spec["info"]["description"]
+    assert description.startswith("The Altostrat Workspaces API is the microservice responsible for tenancy, "
+                                  "billing, user identity, and organizational hierarchy.\nIt serves as")
+    assert "- **Members & Access:** The users and their specific roles (Owner, Admin, Viewer)" in description
+    # The server serving the document first (the docs page calls it), then the published one.
+    assert spec["servers"] == [{"url": "/", "description": "This server (the one serving this document)"},
+                               {"url": "https://v1.api.altostrat.io", "description": "Production API Server"}]
+
+
+def test_path_parameters_are_named_as_published(spec: dict[str, Any]) -> None:
+    names = {parameter["name"] for item in spec["paths"].values() for parameter in item.get("parameters", [])}
+    assert {"workspaceId", "billingAccountId", "subscriptionId", "paymentMethodId", "organizationId",
+            "memberId"} <= names and not {"orgId", "userId"} & names
+    assert "/workspaces/{workspaceId}/members/{memberId}" in spec["paths"]
+    assert "/workspaces/{workspaceId}/organizations/{organizationId}/limits" in spec["paths"]
+    [workspace, account] = spec["paths"]["/workspaces/{workspaceId}/billing-accounts/{billingAccountId}"]["parameters"]
+    assert (workspace["description"], workspace["schema"]["example"]) == ("The ID of the workspace.",
+                                                                          "ws_a1b2c3d4e5f6g7h8")
+    assert account["description"] == ("The ID of the billing account, which corresponds to a Stripe Customer ID "
+                                      "(cus_...).") and account["schema"]["example"] == "cus_a1b2c3d4e5f6g7h8"
+
+
+def test_enums_say_what_each_answer_can_hold(spec: dict[str, Any]) -> None:
+    subscription = schema(spec, "Subscription")["properties"]
+    assert subscription["status"]["enum"] == ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete",
+                                              "incomplete_expired", "paused"]
+    assert subscription["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
+    invoice_status = schema(spec, "Invoice")["properties"]["status"]
+    assert invoice_status["enum"] == ["draft", "open", "paid", "uncollectible", "void"]
+    assert "nullable" not in invoice_status  # a nullable enum makes generated clients' types a union of copies
+    assert schema(spec, "PendingPayment")["properties"]["reason"]["enum"] == ["authentication_required",
+                                                                              "payment_failed"]
+
+
+def test_a_nullable_object_is_its_schema_or_null(spec: dict[str, Any]) -> None:
+    """`pending_payment` is one nullable object: no anyOf with an empty object, which
+    generated TypeScript types as `PendingPayment | Record<string, never> | null`."""
+    pending = schema(spec, "Subscription")["properties"]["pending_payment"]
+    assert pending["nullable"] is True and pending["allOf"] == [{"$ref": "#/components/schemas/PendingPayment"}]
+    assert "anyOf" not in json.dumps(spec)
+
+
+def test_the_403_says_which_role_a_write_needs(spec: dict[str, Any]) -> None:
+    paths = spec["paths"]
+    account = "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}"
+    forbidden = resolve(spec, paths[account + "/subscriptions"]["post"]["responses"]["403"])
+    assert "A viewer can't write" in forbidden["description"]
+    archive = resolve(spec, paths["/workspaces/{workspaceId}"]["delete"]["responses"]["403"])
+    assert archive["description"].endswith("Only an owner archives a workspace.")
+    assert "403" not in paths[account + "/invoices/preview"]["post"]["responses"]  # a viewer may preview
+    assert "403" not in paths["/workspaces"]["post"]["responses"]
+
+
+def test_the_published_examples(spec: dict[str, Any]) -> None:
+    def examples(name: str) -> dict[str, Any]:
+        return {key: field.get("example") for key, field in schema(spec, name)["properties"].items()}
+
+    assert examples("BillingAccount") == {
+        "id": "cus_a1b2c3d4e5f6g7h8", "workspace_id": "ws_a1b2c3d4e5f6g7h8", "name": "ACME Corp Billing",
+        "email": "billing@acme.com", "phone": "+15551234567", "description": "For US-based operations",
+        "currency": "usd", "address": None, "created_at": "2025-10-29T00:40:06.000000Z",
+        "updated_at": "2025-10-29T00:40:06.000000Z"}
+    assert examples("Address") == {"country": "US", "line1": "123 Main Street", "line2": "Suite 456",
+                                   "city": "San Francisco", "state": "CA", "postal_code": "94105"}
+    create = examples("BillingAccountCreate")
+    assert {key: create[key] for key in ("name", "email", "phone", "description", "currency")} == {
+        "name": "ACME Corp (EU)", "email": "billing-eu@acme.com", "phone": "+442071234567",
+        "description": "For all European operations.", "currency": "eur"}
+    subscription = examples("Subscription")
+    assert (subscription["id"], subscription["status"], subscription["metadata"]) == (
+        "sub_a1b2c3d4e5f6g7h8", "active", {"order_id": "6735"})
+    assert subscription["product_quantities"]["locations"] == {"price_id": "price_123abc", "quantity": 10,
+                                                               "interval": "month"}

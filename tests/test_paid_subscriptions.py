@@ -192,3 +192,12 @@ def test_archive_after_a_subscription_in_flight_is_refused(paying: dict[str, Any
     worker.join()
     assert_error(response, 409, "workspace_not_empty")
     assert alice.get(f"/workspaces/{paying['ws']}").json["archived"] is False
+
+
+def test_archive_refused_names_the_account_and_its_subscriptions(paying: dict[str, Any]) -> None:
+    alice, acc, account = paying["alice"], paying["acc"], paying["account"]
+    first = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).json
+    second = alice.post(f"{acc}/subscriptions", {"product_quantities": {"sso": 1}}).json
+    body = assert_error(alice.delete(f"/workspaces/{paying['ws']}"), 409, "workspace_not_empty")
+    assert body["message"] == (f'Cancel the active subscriptions first: billing account "ACME Corp Billing" '
+                               f"({account['id']}) has {second['id']}, {first['id']}.")

@@ -222,6 +222,37 @@ def test_updated_at_moves_with_each_change(paying: dict[str, Any]) -> None:
     assert alice.get(path).json["updated_at"] == seen[-1] == unchanged["updated_at"]
 
 
+def test_updated_at_moves_when_a_trial_ends_in_stripe(as_user: Any) -> None:
+    """The trial ends without a payment method (Stripe pauses it): updated_at is
+    when the copy saw that, on Stripe's clock (the sandbox's, moved by the advance)."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    acc = f"/workspaces/{ws}/billing-accounts/{alice.account(ws)['id']}"
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    assert sub["status"] == "trialing"
+    alice.advance_clock({"days": 15})
+    paused = alice.get(f"{acc}/subscriptions/{sub['id']}").json
+    assert paused["status"] == "paused"
+    assert paused["updated_at"] >= paused["trial_end"] > sub["updated_at"]
+
+
+def test_updated_at_moves_when_a_renewal_fails_in_stripe(paying: dict[str, Any], state: Any) -> None:
+    """A renewal charged to a card that declines: Stripe makes it past_due, and updated_at follows."""
+    from schemas.common import format_timestamp
+
+    alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
+    path = f"{acc}/subscriptions/{sub}"
+    failing = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_chargeCustomerFail"}).json
+    assert alice.client.put(f"{acc}/payment-methods/{failing['id']}", headers=alice.headers).status_code == 200
+    end = state.gateway.client.v1.subscriptions.retrieve(sub)["items"].data[0].current_period_end
+    alice.advance_clock({"seconds": end - state.sandbox_clock.now() + 60})  # renewed; its invoice is a draft
+    assert alice.get(path).json["status"] == "active"
+    before = format_timestamp(state.sandbox_clock.now())
+    alice.advance_clock({"hours": 1})  # the renewal is charged, and declined
+    failed = alice.get(path).json
+    assert failed["status"] == "past_due" and failed["updated_at"] >= before
+
+
 def test_after_the_sandbox_clock_moves_a_view_fetched_since_an_event_arrived_costs_nothing(
         paying: dict[str, Any], state: Any, client: Any, monkeypatch: Any, webhooks_lost: None,
         apply_now: Any) -> None:

@@ -58,7 +58,7 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
         "/workspaces",
         "/workspaces/{workspaceId}",
         "/workspaces/{workspaceId}/members",
-        "/workspaces/{workspaceId}/members/{userId}",
+        "/workspaces/{workspaceId}/members/{memberId}",
         "/workspaces/{workspaceId}/billing-accounts",
         "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}",
         "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions",
@@ -212,3 +212,44 @@ def test_probes_are_documented_as_needing_no_token(client: Any) -> None:
     paths = client.get("/openapi.json").json["paths"]
     assert paths["/healthz"]["get"]["security"] == [] and paths["/readyz"]["get"]["security"] == []
     assert "security" not in paths["/workspaces"]["get"]  # the document's default: the bearer token
+
+
+def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, session_app: Any) -> None:
+    from app import create_app
+    from tests.conftest import LIVE_API_KEY, TEST_ENV
+
+    env = {**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": LIVE_API_KEY}
+    app = create_app(Config.from_env({**env, "ERRORS_DOC_URL": "https://errors.example.test/billing/"}))
+    assert app.test_client().get("/nope").json["doc_url"] == "https://errors.example.test/billing/not_found"
+    with pytest.raises(ConfigError, match="ERRORS_DOC_URL"):
+        Config.from_env({**env, "ERRORS_DOC_URL": "docs.example.test"})
+
+
+def test_readiness_says_the_keys_mode(live_app: Any, mocked: Any) -> None:
+    """An sk_test_ key is test mode, not live (the conftest's key is one)."""
+    from tests.conftest import TEST_ENV
+
+    assert live_app.test_client().get("/readyz").json["stripe_mode"] == "test"
+    modes = {key: Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": key}).stripe_mode
+             for key in ("sk_live_1", "rk_live_1", "sk_test_1", "rk_test_1")}
+    assert modes == {"sk_live_1": "live", "rk_live_1": "live", "sk_test_1": "test", "rk_test_1": "test"}
+
+
+@pytest.mark.parametrize("path", ["/workspaces/{ws}/billing-accounts//trial-eligibility", "//workspaces",
+                                  "/workspaces//{ws}", "/workspaces/{ws}/members//", "/static//x",
+                                  "/docs/assets//index.css"])
+def test_empty_path_segments_answer_the_json_404(as_user: Any, path: str) -> None:
+    """No HTML redirect (werkzeug merges `//` with a 308 that bypasses the error
+    handlers): an empty segment names nothing, so it is the envelope's 404."""
+    alice = as_user("alice")
+    response = alice.get(path.format(ws=alice.workspace()))
+    assert response.mimetype == "application/json" and "Location" not in response.headers
+    assert_error(response, 404, "not_found")
+
+
+def test_a_trailing_slash_is_the_same_resource_not_a_redirect(as_user: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace()
+    for path in ("/healthz", "/workspaces", f"/workspaces/{ws}/members"):
+        response = alice.get(path + "/")
+        assert response.status_code == 200 and response.json == alice.get(path).json, path

@@ -153,3 +153,42 @@ def test_member_validation(as_user: Any) -> None:
     body = assert_error(alice.post(f"/workspaces/{ws}/members", {"user_id": "", "role": "boss"}), 422, "validation_failed")
     assert set(body["errors"]) == {"user_id", "role"}
     assert len(alice.get(f"/workspaces/{ws}/members").json["data"]) == 1
+
+
+def test_a_workspace_holds_at_most_100_members(as_user: Any, state: Any) -> None:
+    """The owner and 99 more; the next add is 409 member_limit_reached and adds nothing."""
+    alice = as_user("alice")
+    ws = alice.workspace()
+    with state.db.write() as session:  # 98 members at once: the API's own adds are the last ones
+        session.add_all(Member(workspace_id=ws, user_id=f"user-{i}", role="viewer") for i in range(98))
+    alice.add_member(ws, "number-100", "viewer")
+    body = assert_error(alice.post(f"/workspaces/{ws}/members", {"user_id": "number-101", "role": "viewer"}),
+                        409, "member_limit_reached")
+    assert "100" in body["message"]
+    assert len(alice.get(f"/workspaces/{ws}/members").json["data"]) == 100
+    assert alice.delete(f"/workspaces/{ws}/members/user-0").status_code == 204  # room again
+    alice.add_member(ws, "number-101", "viewer")
+
+
+def test_pooled_seat_limit_is_the_pools_users_capacity(as_user: Any) -> None:
+    """In pooled mode every Workspace answer carries the pool's users capacity
+    (the sum over its accounts' subscriptions); null in the other modes."""
+    alice = as_user("alice")
+    pooled, single = alice.workspace("pooled"), alice.workspace("single", name="Solo")
+    assert alice.get(f"/workspaces/{pooled}").json["pooled_seat_limit"] == 0
+    assert alice.get(f"/workspaces/{single}").json["pooled_seat_limit"] is None
+    first = alice.account(pooled)
+    trial = alice.post(f"/workspaces/{pooled}/billing-accounts/{first['id']}/subscriptions",
+                       {"product_quantities": {"users": 7, "locations": 2}})
+    assert trial.status_code == 201 and trial.json["status"] == "trialing"
+    second = f"/workspaces/{pooled}/billing-accounts/{alice.account(pooled, name='Second')['id']}"
+    assert alice.post(f"/sandbox{second}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    assert alice.post(f"{second}/subscriptions", {"product_quantities": {"users": 3}}).status_code == 201
+    assert alice.get(f"/workspaces/{pooled}").json["pooled_seat_limit"] == 10
+    listed = {w["id"]: w["pooled_seat_limit"] for w in alice.get("/workspaces").json["data"]}
+    assert listed == {pooled: 10, single: None}
+    assert alice.patch(f"/workspaces/{pooled}", {"name": "Renamed"}).json["pooled_seat_limit"] == 10
+    created = alice.post("/workspaces", {"name": "New", "billing_mode": "assigned"}).json
+    assert list(created) == ["id", "name", "description", "billing_mode", "pooled_seat_limit", "archived",
+                             "created_at", "updated_at", "archived_at"]  # API.md's Workspace shape, in order
+    assert created["pooled_seat_limit"] is None

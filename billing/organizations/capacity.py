@@ -140,6 +140,12 @@ def provided(session: Session, workspace_id: str, pool: Pool) -> Quantities:
     return _sum(provided_by_account(session, workspace_id, pool.account_id).values())
 
 
+def pooled_seat_limits(session: Session, workspaces: Iterable[Workspace]) -> dict[str, int]:
+    """The `pooled_seat_limit` of each pooled workspace: its one pool's `users` capacity."""
+    return {workspace.id: provided(session, workspace.id, Pool(None))["users"]
+            for workspace in workspaces if workspace.billing_mode == "pooled"}
+
+
 def _sum(parts: Iterable[Quantities]) -> Quantities:
     total = zero()
     for part in parts:

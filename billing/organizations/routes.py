@@ -43,68 +43,68 @@ class Organizations(MethodView):
         return service.create_organization(workspace_access(workspaceId), data)
 
 
-@blp.route("/organizations/<orgId>")
+@blp.route("/organizations/<organizationId>")
 class OrganizationById(MethodView):
     @blp.response(200, OrganizationSchema)
-    def get(self, workspaceId: str, orgId: str) -> Any:
+    def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve an organization"""
-        return service.get_organization(workspace_access(workspaceId), orgId)
+        return service.get_organization(workspace_access(workspaceId), organizationId)
 
     @blp.arguments(OrganizationUpdateSchema)
     @blp.response(200, OrganizationSchema)
-    def patch(self, data: dict[str, Any], workspaceId: str, orgId: str) -> Any:
+    def patch(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Update an organization's name, limits or (a root's) billing account"""
-        return service.update_organization(workspace_access(workspaceId), orgId, data)
+        return service.update_organization(workspace_access(workspaceId), organizationId, data)
 
     @blp.response(204)
-    def delete(self, workspaceId: str, orgId: str) -> None:
+    def delete(self, workspaceId: str, organizationId: str) -> None:
         """Delete an organization and its descendants"""
-        service.delete_organization(workspace_access(workspaceId), orgId)
+        service.delete_organization(workspace_access(workspaceId), organizationId)
 
 
-@blp.route("/organizations/<orgId>/children")
+@blp.route("/organizations/<organizationId>/children")
 class Children(MethodView):
     @blp.arguments(ChildCreateSchema)
     @blp.response(201, OrganizationSchema)
-    def post(self, data: dict[str, Any], workspaceId: str, orgId: str) -> Any:
+    def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Create a child organization"""
-        return service.create_organization(workspace_access(workspaceId), data, parent_id=orgId)
+        return service.create_organization(workspace_access(workspaceId), data, parent_id=organizationId)
 
 
-@blp.route("/organizations/<orgId>/parent")
+@blp.route("/organizations/<organizationId>/parent")
 class Parent(MethodView):
     @blp.response(200, OrganizationSchema)
     @blp.alt_response(204, description="A root has no parent.")
-    def get(self, workspaceId: str, orgId: str) -> Any:
+    def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve an organization's parent"""
-        parent = service.get_parent(workspace_access(workspaceId), orgId)
+        parent = service.get_parent(workspace_access(workspaceId), organizationId)
         return Response(status=204) if parent is None else parent
 
 
-@blp.route("/organizations/<orgId>/descendants")
+@blp.route("/organizations/<organizationId>/descendants")
 class Descendants(MethodView):
     @blp.response(200, DescendantsSchema)
-    def get(self, workspaceId: str, orgId: str) -> dict[str, Any]:
+    def get(self, workspaceId: str, organizationId: str) -> dict[str, Any]:
         """List an organization's descendants, depth-first"""
-        return {"data": service.descendants(workspace_access(workspaceId), orgId)}
+        return {"data": service.descendants(workspace_access(workspaceId), organizationId)}
 
 
-@blp.route("/organizations/<orgId>/limits")
+@blp.route("/organizations/<organizationId>/limits")
 class Limits(MethodView):
     @blp.response(200, OrganizationLimitsSchema)
-    def get(self, workspaceId: str, orgId: str) -> Any:
+    def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve what an organization may still use, per product"""
-        return capacity.limits(*organization_access(workspaceId, orgId))
+        return capacity.limits(*organization_access(workspaceId, organizationId))
 
 
-@blp.route("/organizations/<orgId>/usage")
+@blp.route("/organizations/<organizationId>/usage")
 class Usage(MethodView):
     @blp.arguments(UsageReportSchema)
     @blp.response(200, LimitEntrySchema)
-    def post(self, data: dict[str, Any], workspaceId: str, orgId: str) -> Any:
+    def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Report usage: take (positive delta) or release capacity"""
         access = usage_access(workspaceId, write=True)
-        return capacity.report_usage(access.workspace.id, orgId, data["product"], data["delta"])
+        return capacity.report_usage(access.workspace.id, organizationId, data["product"], data["delta"])
 
 
 @blp.route("/capacity")

@@ -10,6 +10,8 @@ import stripe
 
 from billing import replica
 
+# Every status the API shows (API.md, Subscriptions): Stripe's, and `paused` for a paused collection.
+STATUSES = ("trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused")
 ACTIVE_EXCLUDED = frozenset({"canceled", "incomplete_expired"})
 # A subscription provides its quantities (capacity) only in these statuses, as
 # the API shows them (so a paused collection provides nothing).
@@ -31,5 +33,10 @@ def is_active(subscription: stripe.Subscription | dict[str, Any]) -> bool:
     return subscription["status"] not in ACTIVE_EXCLUDED
 
 
+def active_subscription_ids(customer_id: str) -> list[str]:
+    """The customer's active subscriptions, newest first."""
+    return [str(s["id"]) for s in replica.subscriptions(customer_id) if is_active(s)]
+
+
 def has_active_subscription(customer_id: str) -> bool:
-    return any(is_active(s) for s in replica.subscriptions(customer_id))
+    return bool(active_subscription_ids(customer_id))

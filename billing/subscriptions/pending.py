@@ -15,6 +15,7 @@ from typing import Any
 from billing import replica
 
 OWING = frozenset({"incomplete", "past_due", "unpaid"})
+REASONS = ("authentication_required", "payment_failed")
 AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
 
 

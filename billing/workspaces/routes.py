@@ -45,7 +45,7 @@ class WorkspaceById(MethodView):
     @blp.response(200, WorkspaceSchema)
     def get(self, workspaceId: str) -> Any:
         """Retrieve a workspace"""
-        return workspace_access(workspaceId).workspace
+        return service.retrieve_workspace(workspace_access(workspaceId))
 
     @blp.arguments(WorkspaceUpdateSchema)
     @blp.response(200, WorkspaceSchema)
@@ -73,15 +73,15 @@ class Members(MethodView):
         return service.add_member(workspace_access(workspaceId), data)
 
 
-@blp.route("/<workspaceId>/members/<userId>")
+@blp.route("/<workspaceId>/members/<memberId>")
 class MemberById(MethodView):
     @blp.arguments(MemberUpdateSchema)
     @blp.response(200, MemberSchema)
-    def patch(self, data: dict[str, Any], workspaceId: str, userId: str) -> Any:
+    def patch(self, data: dict[str, Any], workspaceId: str, memberId: str) -> Any:
         """Change a member's role"""
-        return service.change_member_role(workspace_access(workspaceId), userId, data["role"])
+        return service.change_member_role(workspace_access(workspaceId), memberId, data["role"])
 
     @blp.response(204)
-    def delete(self, workspaceId: str, userId: str) -> None:
+    def delete(self, workspaceId: str, memberId: str) -> None:
         """Remove a member (anyone may remove themself)"""
-        service.remove_member(workspace_access(workspaceId), userId)
+        service.remove_member(workspace_access(workspaceId), memberId)

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 
+from billing import replica
 from billing.access import ROLE_RANK, Access
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
-from billing.organizations.capacity import lock_workspace, refuse_if_in_use
+from billing.organizations.capacity import lock_workspace, pooled_seat_limits, refuse_if_in_use
 from billing.state import current
-from billing.subscriptions.active import has_active_subscription
+from billing.subscriptions.active import active_subscription_ids
+
+MEMBER_LIMIT = 100  # members of a workspace, its owners included (API.md, Workspaces)
 
 
-def create_workspace(user_id: str, data: dict[str, Any]) -> Workspace:
+@dataclass(frozen=True)
+class ShownWorkspace:
+    """A workspace as the API shows it (schemas.workspaces.WorkspaceSchema)."""
+
+    workspace: Workspace
+    pooled_seat_limit: int | None  # None but in pooled mode
+
+
+def shown(workspaces: list[Workspace]) -> list[ShownWorkspace]:
+    """Each workspace with its pooled_seat_limit, read from the copy of Stripe."""
+    with current().db.read() as session:
+        seats = pooled_seat_limits(session, workspaces)
+    return [ShownWorkspace(workspace, seats.get(workspace.id)) for workspace in workspaces]
+
+
+def create_workspace(user_id: str, data: dict[str, Any]) -> ShownWorkspace:
     now = utcnow()
     workspace = Workspace(
         name=data["name"],
@@ -28,12 +47,12 @@ def create_workspace(user_id: str, data: dict[str, Any]) -> Workspace:
         session.add(workspace)
         session.flush()
         session.add(Member(workspace_id=workspace.id, user_id=user_id, role="owner", created_at=now, updated_at=now))
-    return workspace
+    return shown([workspace])[0]
 
 
-def list_workspaces(user_id: str) -> list[Workspace]:
+def list_workspaces(user_id: str) -> list[ShownWorkspace]:
     with current().db.read() as session:
-        return list(
+        workspaces = list(
             session.scalars(
                 select(Workspace)
                 .join(Member, Member.workspace_id == Workspace.id)
@@ -41,9 +60,14 @@ def list_workspaces(user_id: str) -> list[Workspace]:
                 .order_by(Workspace.created_at, Workspace.id)
             )
         )
+    return shown(workspaces)
 
 
-def update_workspace(access: Access, data: dict[str, Any]) -> Workspace:
+def retrieve_workspace(access: Access) -> ShownWorkspace:
+    return shown([access.workspace])[0]
+
+
+def update_workspace(access: Access, data: dict[str, Any]) -> ShownWorkspace:
     access.require_role("admin").require_writable()
     with current().db.write() as session:
         workspace = session.get(Workspace, access.workspace.id)
@@ -53,7 +77,7 @@ def update_workspace(access: Access, data: dict[str, Any]) -> Workspace:
             if field in data:
                 setattr(workspace, field, data[field])
         workspace.updated_at = utcnow()
-    return workspace
+    return shown([workspace])[0]
 
 
 def archive_workspace(access: Access) -> None:
@@ -70,11 +94,10 @@ def archive_workspace(access: Access) -> None:
         )
     # Hold every account's lease: no subscription appears between the check and the archive.
     with leases(current().db, (account_lease_name(str(c)) for c in customer_ids)):
-        for customer_id in customer_ids:
-            if has_active_subscription(str(customer_id)):
-                raise ApiError(
-                    409, "workspace_not_empty", "A billing account of this workspace has an active subscription."
-                )
+        blocking = {str(c): ids for c in customer_ids if (ids := active_subscription_ids(str(c)))}
+        if blocking:
+            raise ApiError(409, "workspace_not_empty", "Cancel the active subscriptions first: " + "; ".join(
+                f"{_account_named(account)} has {', '.join(ids)}" for account, ids in blocking.items()) + ".")
         with current().db.write() as session:
             workspace = lock_workspace(session, access.workspace.id, writable=False)
             refuse_if_in_use(session, workspace.id)
@@ -82,6 +105,11 @@ def archive_workspace(access: Access) -> None:
                 now = utcnow()
                 workspace.archived_at = now
                 workspace.updated_at = now
+
+
+def _account_named(customer_id: str) -> str:
+    name = (replica.customer(customer_id) or {}).get("name")
+    return f'billing account "{name}" ({customer_id})' if name else f"billing account {customer_id}"
 
 
 # -- members -------------------------------------------------------------
@@ -119,8 +147,15 @@ def add_member(access: Access, data: dict[str, Any]) -> Member:
     _require_grant(access, data["role"])
     now = utcnow()
     with current().db.write() as session:
+        # The workspace's row lock first: concurrent adds count one after the other.
+        session.get(Workspace, access.workspace.id, with_for_update=True)
         if session.get(Member, (access.workspace.id, data["user_id"])) is not None:
             raise ApiError(409, "member_exists", "This user is already a member of the workspace.")
+        members = session.scalar(select(func.count()).select_from(Member)
+                                 .where(Member.workspace_id == access.workspace.id))
+        if int(members or 0) >= MEMBER_LIMIT:
+            raise ApiError(409, "member_limit_reached",
+                           f"A workspace can have at most {MEMBER_LIMIT} members; remove one first.")
         member = Member(
             workspace_id=access.workspace.id,
             user_id=data["user_id"],
