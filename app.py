@@ -82,13 +82,14 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
                              background=webhook_transport is None, timeout_seconds=DELIVERY_TIMEOUT_SECONDS,
                              concurrency=config.sandbox_webhook_concurrency, ordered=config.sandbox_webhook_ordered)
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits,
-                                               request_log=config.sandbox_request_log)
+                                               request_log=config.sandbox_request_log,
+                                               public_url=config.sandbox_public_url)
     limits = limits_for_sandbox(config.sandbox_rate_limits)  # the emulator's limits, if any, are the budget's
     budget = (StripeBudget(db, "sk_test_sandbox", limits, user_reserve=config.stripe_budget_user_reserve)
               if limits else None)
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
                           budget=budget)
-    clock = SandboxClock(db, webhooks=webhooks)
+    clock = SandboxClock(db, webhooks=webhooks, public_url=config.sandbox_public_url)
     # Stripe's clock is the sandbox's: events are dated on it.
     return {"gateway": StripeGateway(client, keep=Keeper(db), clock=lambda: time.time() + clock.offset()),
             "sandbox_clock": clock, "webhooks": webhooks,
@@ -146,9 +147,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     ):
         api.register_blueprint(blp)
     if config.sandbox:
-        from billing.sandbox_routes.routes import blp as sandbox_blp
+        from billing.sandbox_routes.routes import blp as sandbox_blp, hosted_invoices_blp
 
         api.register_blueprint(sandbox_blp)
+        app.register_blueprint(hosted_invoices_blp)  # Stripe's hosted pages: not part of the API's document
     app.register_blueprint(docs_assets)
     register_error_handlers(app)
     if config.cors_origins:

@@ -32,6 +32,13 @@ def subscribe(acct: dict[str, Any], users: int = 2) -> dict[str, Any]:
     return dict(response.json)
 
 
+def hosted_page(state: Any, invoice_id: str) -> str:
+    """The invoice's hosted page, which the sandbox serves on the service's origin."""
+    url = str(state.gateway.client.v1.invoices.retrieve(invoice_id).hosted_invoice_url)
+    assert url.startswith(f"{state.config.sandbox_public_url}/sandbox/invoices/{invoice_id}/")
+    return url
+
+
 def authenticate(acct: dict[str, Any], secret: str, outcome: str) -> Any:
     return acct["alice"].post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": outcome})
 
@@ -43,7 +50,7 @@ def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any
     pending = created["pending_payment"]
     assert created["status"] == "incomplete" and set(pending) == PENDING_KEYS
     assert pending["reason"] == "authentication_required" and pending["currency"] == "usd"
-    assert pending["amount_due"] > 0 and pending["hosted_invoice_url"].startswith("https://")
+    assert pending["amount_due"] > 0 and pending["hosted_invoice_url"] == hosted_page(state, pending["invoice_id"])
     invoice = state.gateway.client.v1.invoices.retrieve(pending["invoice_id"], {"expand": ["confirmation_secret"]})
     assert pending["client_secret"] == invoice.confirmation_secret.client_secret
     # Reads come from the copy (the autouse fixture fails any Stripe call during a GET).
@@ -154,7 +161,7 @@ def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], s
     failed = alice.get(path).json
     pending = failed["pending_payment"]
     assert failed["status"] == "past_due" and pending["reason"] == "payment_failed"
-    assert pending["hosted_invoice_url"].startswith("https://") and pending["amount_due"] > 0
+    assert pending["hosted_invoice_url"] == hosted_page(state, pending["invoice_id"]) and pending["amount_due"] > 0
     renewal = alice.get(f"{acc}/invoices").json["data"][0]
     assert (renewal["id"], renewal["status"]) == (pending["invoice_id"], "open")
     # The customer adds a good card and makes it the default; the retry 3 days later uses it.
