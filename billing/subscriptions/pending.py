@@ -2,9 +2,10 @@
 
 The subscription's latest invoice, still open (incomplete: its first invoice;
 past_due: a renewal whose collection failed; with a `pending_update`: an increase
-that applies once it is paid), with the secret Stripe.js confirms it with. The reason comes from the invoice's PaymentIntent: waiting for 3-D
-Secure, or refused after a failed authentication, is `authentication_required`;
-any other failure is `payment_failed`.
+that applies once it is paid), with the secret Stripe.js confirms it with. The
+reason comes from the invoice's PaymentIntent: waiting for 3-D Secure, or refused
+after a failed authentication, is `authentication_required`; any other failure
+is `payment_failed`.
 """
 
 from __future__ import annotations
