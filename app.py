@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ import stripe
 from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
+from sqlalchemy import inspect
 
 from billing import cli, idempotency, input_guard, logs, openapi, request_log
 from billing.tokens import TokenVerifier
@@ -24,6 +26,7 @@ from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
 from billing.jobs import JobQueue, queue_storage
+from billing.models import StripeCopy
 from billing.health import blp as health_blp
 from billing.openapi import docs_assets
 from billing.invoices.routes import blp as invoices_blp
@@ -56,6 +59,14 @@ def http_webhook_transport(url: str, timeout: float) -> WebhookTransport:
         return requests.post(url, data=payload, headers=dict(headers), timeout=timeout).status_code
 
     return post
+
+
+def cors_origin(origin: str) -> str | re.Pattern[str]:
+    """An origin of CORS_ORIGINS as flask-cors takes it: `scheme://host:*` is that host on any
+    port (or none), anchored at both ends; any other is matched as written."""
+    if origin.endswith(":*"):
+        return re.compile(re.escape(origin[:-2]) + r"(:[0-9]{1,5})?\Z", re.IGNORECASE)
+    return origin
 
 
 def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | None = None,
@@ -96,6 +107,19 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
             "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
 
 
+def load_sandbox_catalog(db: Database, gateway: StripeGateway) -> None:
+    """The sandbox starts with the catalog loaded, once the database is migrated: `flask migrate`
+    builds the app before its tables exist, and the processes started after it load the catalog
+    (trying earlier would also send its webhooks to a service not yet listening)."""
+    try:
+        if not inspect(db.engine).has_table(StripeCopy.__tablename__):
+            log.info("sandbox catalog: loaded once the database is migrated")
+            return
+        ensure_catalog(gateway)
+    except Exception as error:  # e.g. the database is not reachable yet
+        log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
+
+
 def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None,
                webhook_transport: WebhookTransport | None = None) -> Flask:
     """The app. In sandbox mode `webhook_transport` replaces the HTTP delivery of
@@ -134,10 +158,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")
     if config.sandbox:
         log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
-        try:
-            ensure_catalog(gateway)  # the sandbox starts with the catalog loaded
-        except Exception as error:  # e.g. tables not migrated yet: `flask migrate` comes first
-            log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
+        load_sandbox_catalog(db, gateway)
 
     api = BillingApi(app)
     openapi.extend(api)
@@ -154,7 +175,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     app.register_blueprint(docs_assets)
     register_error_handlers(app)
     if config.cors_origins:
-        CORS(app, origins=list(config.cors_origins), vary_header=True,
+        CORS(app, origins=[cors_origin(origin) for origin in config.cors_origins], vary_header=True,
              methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
              expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
