@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ import stripe
 from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
+from sqlalchemy import inspect
 
 from billing import cli, idempotency, input_guard, logs, openapi, request_log
 from billing.tokens import TokenVerifier
@@ -24,6 +26,7 @@ from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
 from billing.jobs import JobQueue, queue_storage
+from billing.models import StripeCopy
 from billing.health import blp as health_blp
 from billing.openapi import docs_assets
 from billing.invoices.routes import blp as invoices_blp
@@ -58,6 +61,14 @@ def http_webhook_transport(url: str, timeout: float) -> WebhookTransport:
     return post
 
 
+def cors_origin(origin: str) -> str | re.Pattern[str]:
+    """An origin of CORS_ORIGINS as flask-cors takes it: `scheme://host:*` is that host on any
+    port (or none), anchored at both ends; any other is matched as written."""
+    if origin.endswith(":*"):
+        return re.compile(re.escape(origin[:-2]) + r"(:[0-9]{1,5})?\Z", re.IGNORECASE)
+    return origin
+
+
 def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | None = None,
                  webhook_transport: WebhookTransport | None = None) -> dict[str, Any]:
     """The gateway, and in sandbox mode the emulator's clock, webhook sender and 3-D Secure stand-in."""
@@ -82,13 +93,14 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
                              background=webhook_transport is None, timeout_seconds=DELIVERY_TIMEOUT_SECONDS,
                              concurrency=config.sandbox_webhook_concurrency, ordered=config.sandbox_webhook_ordered)
     sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits,
-                                               request_log=config.sandbox_request_log)
+                                               request_log=config.sandbox_request_log,
+                                               public_url=config.sandbox_public_url)
     limits = limits_for_sandbox(config.sandbox_rate_limits)  # the emulator's limits, if any, are the budget's
     budget = (StripeBudget(db, "sk_test_sandbox", limits, user_reserve=config.stripe_budget_user_reserve)
               if limits else None)
     client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
                           budget=budget)
-    clock = SandboxClock(db, webhooks=webhooks)
+    clock = SandboxClock(db, webhooks=webhooks, public_url=config.sandbox_public_url)
 
     def stripe_clock() -> float:
         return time.time() + clock.offset()
@@ -97,6 +109,19 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
     return {"gateway": StripeGateway(client, keep=Keeper(db, clock=stripe_clock), clock=stripe_clock),
             "sandbox_clock": clock, "webhooks": webhooks,
             "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
+
+
+def load_sandbox_catalog(db: Database, gateway: StripeGateway) -> None:
+    """The sandbox starts with the catalog loaded, once the database is migrated: `flask migrate`
+    builds the app before its tables exist, and the processes started after it load the catalog
+    (trying earlier would also send its webhooks to a service not yet listening)."""
+    try:
+        if not inspect(db.engine).has_table(StripeCopy.__tablename__):
+            log.info("sandbox catalog: loaded once the database is migrated")
+            return
+        ensure_catalog(gateway)
+    except Exception as error:  # e.g. the database is not reachable yet
+        log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
 
 def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None,
@@ -145,10 +170,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")
     if config.sandbox:
         log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
-        try:
-            ensure_catalog(gateway)  # the sandbox starts with the catalog loaded
-        except Exception as error:  # e.g. tables not migrated yet: `flask migrate` comes first
-            log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
+        load_sandbox_catalog(db, gateway)
 
     api = BillingApi(app)
     openapi.extend(api)
@@ -158,13 +180,14 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     ):
         api.register_blueprint(blp)
     if config.sandbox:
-        from billing.sandbox_routes.routes import blp as sandbox_blp
+        from billing.sandbox_routes.routes import blp as sandbox_blp, hosted_invoices_blp
 
         api.register_blueprint(sandbox_blp)
+        app.register_blueprint(hosted_invoices_blp)  # Stripe's hosted pages: not part of the API's document
     app.register_blueprint(docs_assets)
     register_error_handlers(app)
     if config.cors_origins:
-        CORS(app, origins=list(config.cors_origins), vary_header=True,
+        CORS(app, origins=[cors_origin(origin) for origin in config.cors_origins], vary_header=True,
              methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
              expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])

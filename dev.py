@@ -43,11 +43,27 @@ def sandbox_by_default() -> None:
         os.environ.setdefault("STRIPE_SANDBOX", "1")
 
 
+LOCAL_ORIGINS = "http://localhost:*,http://127.0.0.1:*"
+
+
+def local_origins_by_default() -> str:
+    """On the sandbox, a front end served from any local port may call the service (CORS),
+    unless CORS_ORIGINS says which origins may. Returns the line that says so."""
+    if os.environ.get("STRIPE_API_KEY") or os.environ.get("STRIPE_SANDBOX") != "1":
+        return ""
+    if os.environ.get("CORS_ORIGINS"):
+        return f"Browsers may call it from CORS_ORIGINS: {os.environ['CORS_ORIGINS']}"
+    os.environ["CORS_ORIGINS"] = LOCAL_ORIGINS
+    return ("Browsers may call it from http://localhost and http://127.0.0.1 on any port (the sandbox's "
+            "default; set CORS_ORIGINS to choose the origins).")
+
+
 def serve(port: str) -> int:
     """Migrate, start gunicorn and a queue worker beside it (the Procfile's web
     and worker), and once the web answers print the token and the curl line
     last (the request log stays quiet unless LOG_LEVEL says otherwise)."""
     sandbox_by_default()
+    cors = local_origins_by_default()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     flask("migrate")
     # The rest of gunicorn's settings (the Procfile's too) come from gunicorn.conf.py.
@@ -56,7 +72,7 @@ def serve(port: str) -> int:
     # Applies Stripe's events (the webhook route only stores them), sweeps, reconciles.
     worker = subprocess.Popen([str(PYTHON), "-m", "flask", "--app", "app", "worker"], cwd=ROOT)
     try:
-        return _serve_until_stopped(server, port)
+        return _serve_until_stopped(server, port, cors)
     finally:
         for process in (worker, server):
             if process.poll() is None:
@@ -68,7 +84,7 @@ def serve(port: str) -> int:
                 process.kill()
 
 
-def _serve_until_stopped(server: subprocess.Popen[bytes], port: str) -> int:
+def _serve_until_stopped(server: subprocess.Popen[bytes], port: str, cors: str) -> int:
     try:
         for _ in range(300):
             if server.poll() is not None:
@@ -78,6 +94,8 @@ def _serve_until_stopped(server: subprocess.Popen[bytes], port: str) -> int:
                     break
             except OSError:
                 time.sleep(0.1)
+        if cors:
+            print(f"\n{cors}", flush=True)
         flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
         return server.wait()
     except KeyboardInterrupt:

@@ -66,6 +66,8 @@ class Config:
     sandbox_latency_ms: float = 0.0
     sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
+    # The service's own origin, where the sandbox serves its hosted invoice pages and PDFs.
+    sandbox_public_url: str = ""
     # The queue workers (`flask worker`): threads per process, and how often
     # reconcile runs as their periodic task (0: never; the CLI still works).
     worker_threads: int = 4
@@ -182,6 +184,8 @@ class Config:
             reconcile_every_minutes=_reconcile_minutes(env),
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
             or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
+            sandbox_public_url=(env.get("SANDBOX_PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT') or 8000}"
+                                ).rstrip("/"),
             stripe_budget_user_reserve=user_reserve,
             sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
             sandbox_webhook_concurrency=webhook_concurrency,

@@ -45,7 +45,7 @@ from stripe_sandbox.api import build_router
 from stripe_sandbox.models import SandboxClockState, SandboxObject, insert_if_absent
 from stripe_sandbox.router import Router
 from stripe_sandbox.storage import SessionSource
-from stripe_sandbox.store import Store
+from stripe_sandbox.store import DEFAULT_PUBLIC_URL, Store
 
 if TYPE_CHECKING:  # webhooks.py reads sandbox time from here
     from stripe_sandbox.webhooks import WebhookSender
@@ -130,9 +130,11 @@ class SandboxClock:
     """Read and advance the sandbox clock shared by every process using `database`."""
 
     def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None, lease_seconds: float = 30.0, workers: int = 4) -> None:
+                 webhooks: WebhookSender | None = None, lease_seconds: float = 30.0, workers: int = 4,
+                 public_url: str = DEFAULT_PUBLIC_URL) -> None:
         self._database = database
         self._router = router
+        self._public_url = public_url  # the host's origin (renewal invoices' hosted pages)
         # Told after processing, to deliver the events it recorded.
         self._webhooks = webhooks
         # A background run renews its lease every third of it (one transition takes milliseconds).
@@ -314,7 +316,7 @@ class SandboxClock:
                 row.due_at = None
                 return True
             # The transition happens at its own moment: what it creates is dated then.
-            kind.advance(Store(session, router.kinds, due, recorded_at=current), row)
+            kind.advance(Store(session, router.kinds, due, recorded_at=current, public_url=self._public_url), row)
             if row.due_at is not None and row.due_at <= due:
                 raise RuntimeError(f"sandbox clock: {row.id} is still due at {row.due_at} after running")
             return True

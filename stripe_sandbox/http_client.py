@@ -33,7 +33,7 @@ from stripe_sandbox.rate_limits import admit, limits_for
 from stripe_sandbox.request_log import RequestLog
 from stripe_sandbox.router import Request, Route, Router
 from stripe_sandbox.storage import SessionSource
-from stripe_sandbox.store import Store, random_token
+from stripe_sandbox.store import DEFAULT_PUBLIC_URL, Store, random_token
 from stripe_sandbox.webhooks import WebhookSender
 
 try:
@@ -63,11 +63,14 @@ class SandboxHTTPClient(stripe.HTTPClient):
     name = "sandbox"
 
     def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None, rate_limits: str = "", request_log: str = "") -> None:
+                 webhooks: WebhookSender | None = None, rate_limits: str = "", request_log: str = "",
+                 public_url: str = DEFAULT_PUBLIC_URL) -> None:
         """`rate_limits`: Stripe's of "live" or "test" mode, or "" for none (see rate_limits.py).
-        `request_log`: a directory to log each request to (request_log.py), or "" for none."""
+        `request_log`: a directory to log each request to (request_log.py), or "" for none.
+        `public_url`: the host's origin, where it serves the hosted invoice pages (hosted_invoices.py)."""
         super().__init__()
         self._database = database
+        self._public_url = public_url
         self._router = router or build_router()
         # Told after every committed write, to deliver the events it recorded.
         self._webhooks = webhooks
@@ -164,7 +167,7 @@ class SandboxHTTPClient(stripe.HTTPClient):
 
         if not route.mutates:
             with self._database.read() as session:
-                store = Store(session, self._router.kinds, sandbox_time(session))
+                store = Store(session, self._router.kinds, sandbox_time(session), public_url=self._public_url)
                 return 200, _dump(_run(route, method, parts.path, path_params, params, store)), {}
 
         try:
@@ -180,7 +183,7 @@ class SandboxHTTPClient(stripe.HTTPClient):
         failure: SandboxError | None = None
         with self._database.write() as session:
             store = Store(session, self._router.kinds, sandbox_time(session), request_id=request_id,
-                          idempotency_key=idempotency_key)
+                          idempotency_key=idempotency_key, public_url=self._public_url)
             if not idempotency_key:
                 try:
                     return 200, _dump(_run(route, method, path, path_params, params, store)), {}

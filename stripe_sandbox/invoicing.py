@@ -33,6 +33,9 @@ from stripe_sandbox.store import INTERNAL, Document, ObjectKind, Store, random_t
 
 INVOICE = "invoice"
 ITEM = "invoiceitem"
+# A finalized invoice's hosted page and PDF (`hosted_invoices.py`), on the Store's public_url.
+HOSTED_PATH = "/sandbox/invoices/{invoice}/{token}"  # the PDF's: the same + "/pdf"
+HOSTED_TOKEN = "hosted_token"  # the page's key, kept in the invoice (INTERNAL)
 EMBEDDED_LINES = 10  # what an invoice object carries of its lines
 DAY = 86400
 
@@ -438,13 +441,10 @@ def finalize(store: Store, row: SandboxObject) -> None:
     _totals(data, balance)
     ending_balance = data["total"] + balance - data["amount_due"]
     token = random_token(40)
-    data.update(
-        status="open",
-        effective_at=now,
-        ending_balance=ending_balance,
-        hosted_invoice_url=f"https://invoice.stripe.com/i/acct_sandbox/test_{token}",
-        invoice_pdf=f"https://pay.stripe.com/invoice/acct_sandbox/test_{token}/pdf",
-    )
+    page = store.public_url.rstrip("/") + HOSTED_PATH.format(invoice=data["id"], token=token)
+    data.update(status="open", effective_at=now, ending_balance=ending_balance, hosted_invoice_url=page,
+                invoice_pdf=page + "/pdf")
+    data[INTERNAL] = {**data.get(INTERNAL, {}), HOSTED_TOKEN: token}
     data["status_transitions"]["finalized_at"] = now
     # The clock's collection (billing_cycle) schedules any retry; finalizing waits no more.
     data.update(automatically_finalizes_at=None, next_payment_attempt=None)

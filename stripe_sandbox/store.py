@@ -29,6 +29,8 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 # Sandbox-only bookkeeping kept inside a stored document (a payment method's
 # test behaviour, whether trial_will_end was sent, ...); never shown on the wire.
 INTERNAL = "_sandbox"
+# Where the host serves what the emulator serves on its origin (hosted invoice pages), by default.
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 def random_token(length: int = 24) -> str:
@@ -67,10 +69,12 @@ _sequence = _Sequence()
 class Store:
     def __init__(self, session: Session, kinds: Mapping[str, ObjectKind], now: float, *,
                  request_id: str | None = None, idempotency_key: str | None = None,
-                 recorded_at: float | None = None) -> None:
+                 recorded_at: float | None = None, public_url: str = DEFAULT_PUBLIC_URL) -> None:
         self.session = session
         self.kinds = kinds
         self.now = int(now)
+        # The host's origin: hosted invoice URLs point there (hosted_invoices.py).
+        self.public_url = public_url
         # List and delivery order follow when rows are written, even when the
         # clock dates them earlier (a renewal created at its period's end).
         self._recorded_at = now if recorded_at is None else recorded_at

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import jwt
 import pytest
+from jwt.warnings import InsecureKeyLengthWarning
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app import create_app
@@ -25,6 +26,13 @@ def claims(**overrides: Any) -> dict[str, Any]:
     base = {"sub": "alice", "iat": now, "exp": now + 600, "iss": TEST_ENV["JWT_ISSUER"], "aud": TEST_ENV["JWT_AUDIENCE"]}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
+
+
+def hs512_token() -> str:
+    """Signed with HS512, an algorithm the service is not configured for. The test secret is short
+    for HS512, so PyJWT warns about its length: expected here, and beside the point."""
+    with pytest.warns(InsecureKeyLengthWarning):
+        return jwt.encode(claims(), SECRET, algorithm="HS512")
 
 
 def get_workspaces(client: Any, token: str | None) -> Any:
@@ -50,7 +58,7 @@ def test_valid_token_is_accepted(client: Any) -> None:
         pytest.param(jwt.encode(claims(aud="someone-else"), SECRET, algorithm="HS256"), id="wrong-audience"),
         pytest.param(jwt.encode(claims(exp=None), SECRET, algorithm="HS256"), id="no-exp"),
         pytest.param(jwt.encode(claims(sub=None), SECRET, algorithm="HS256"), id="no-sub"),
-        pytest.param(jwt.encode(claims(), SECRET, algorithm="HS512"), id="unconfigured-alg"),
+        pytest.param(hs512_token(), id="unconfigured-alg"),
     ],
 )
 def test_bad_tokens_are_401(client: Any, token: str | None) -> None:

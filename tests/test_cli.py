@@ -58,3 +58,22 @@ def test_sandbox_mode_is_announced(database_url: str, caplog: Any) -> None:
     with caplog.at_level(logging.WARNING, logger="billing"):
         create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url}))
     assert any("SANDBOX" in record.getMessage() for record in caplog.records)
+
+
+def test_migrate_on_a_new_database_starts_quietly(tmp_path: Any, caplog: Any) -> None:
+    """`flask migrate` builds the app before the tables exist: it leaves the sandbox's catalog to
+    the processes started after it (which load it), so nothing fails and no webhook goes out yet."""
+    sent: list[bytes] = []
+    config = Config.from_env({**TEST_ENV, "DATABASE_URL": f"sqlite:///{tmp_path}/new.sqlite3"})
+    with caplog.at_level(logging.INFO):
+        app = create_app(config, webhook_transport=lambda payload, headers: sent.append(payload) or 200)
+        assert app.test_cli_runner().invoke(args=["migrate"]).exit_code == 0
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "SANDBOX" not in r.getMessage()]
+
+    assert warnings() == [] and sent == []
+    with caplog.at_level(logging.WARNING):
+        create_app(config, webhook_transport=lambda payload, headers: sent.append(payload) or 200)
+    assert warnings() == []
+    assert any(b'"type": "price.created"' in payload for payload in sent)  # loaded once migrated

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
 
 from stripe_sandbox.models import SandboxObject
 from tests.conftest import assert_error
+from tests.pdf_reading import pdf_text
 
 INVOICE_KEYS = {"id", "customer_id", "number", "status", "currency", "amount_due", "amount_paid", "subtotal",
                 "total", "tax", "discount_amount", "discount_names", "lines", "due_date", "hosted_invoice_url",
@@ -209,3 +211,40 @@ def test_discounts_are_shown_with_their_names(subscribed: dict[str, Any], state:
     assert (renewal["discount_names"], renewal["discount_amount"]) == (["Partner 20%"], renewal["subtotal"] // 5)
     assert renewal["total"] == renewal["amount_paid"] == renewal["subtotal"] - renewal["discount_amount"]
     assert (first["discount_names"], first["discount_amount"]) == ([], None)
+
+
+def test_hosted_invoice_page_and_pdf_are_served_on_the_services_origin(as_user: Any, client: Any,
+                                                                        config: Any) -> None:
+    """The sandbox's hosted_invoice_url and invoice_pdf: a page and a PDF the service itself serves,
+    without a token (as Stripe's: the URL is the key), and nothing for a URL that isn't one."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account = alice.account(ws, name="Ada & <Co>")
+    alice.account(ws, name="Second")  # no trial: the first invoice is paid now
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
+    assert alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 3}}).status_code == 201
+    [invoice] = alice.get(f"{acc}/invoices").json["data"]
+    page_url, pdf_url = invoice["hosted_invoice_url"], invoice["invoice_pdf"]
+    assert page_url.startswith(f"{config.sandbox_public_url}/sandbox/invoices/{invoice['id']}/")
+    assert pdf_url == page_url + "/pdf"
+    path = urlsplit(page_url).path
+    total = f"${invoice['total'] / 100:,.2f}"
+
+    page = client.get(path)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert html.startswith("<!DOCTYPE html>") and invoice["number"] in html and f"{total} paid" in html
+    assert "Ada &amp; &lt;Co&gt;" in html and "<Co>" not in html  # what the customer wrote is escaped
+    assert "3 × Users" in html and f'href="{pdf_url}"' in html
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+
+    pdf = client.get(urlsplit(pdf_url).path)
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    [text] = pdf_text(pdf.data)
+    assert f"Invoice {invoice['number']}" in text and "Ada & <Co>" in text and total in text
+    assert any(line.startswith("3 × Users") for line in text)
+
+    wrong = path[:-1] + ("A" if path[-1] != "A" else "B")
+    for bad in (wrong, wrong + "/pdf", f"/sandbox/invoices/in_nope/{path.rsplit('/', 1)[1]}"):
+        assert_error(client.get(bad), 404, "not_found")

@@ -46,10 +46,9 @@ def test_setup_intent_and_first_method_becomes_default(acct: dict[str, Any], sta
     alice, acc = acct["alice"], acct["acc"]
     response = alice.post(f"{acc}/payment-methods")
     assert response.status_code == 201
-    assert set(response.json) == {"client_secret", "publishable_key"}
-    secret = response.json["client_secret"]
-    assert "_secret_" in secret and response.json["publishable_key"].startswith("pk_")
-    intent_id = secret.split("_secret_")[0]
+    assert set(response.json) == {"id", "client_secret", "publishable_key"}
+    secret, intent_id = response.json["client_secret"], response.json["id"]
+    assert secret.startswith(f"{intent_id}_secret_") and response.json["publishable_key"].startswith("pk_")
     assert default_of(state, acct["account"]["id"]) is None
     confirmed = alice.post(f"/sandbox{acc}/setup-intents/{intent_id}/confirm", {"payment_method": "pm_card_mastercard"})
     assert confirmed.status_code == 200 and confirmed.json["status"] == "succeeded"

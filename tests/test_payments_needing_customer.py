@@ -9,6 +9,7 @@ import pytest
 
 from billing.models import StripeCopy
 from tests.conftest import assert_error
+from tests.test_preview_truth import frozen_sandbox_time  # noqa: F401  (a fixture)
 
 PENDING_KEYS = {"invoice_id", "amount_due", "currency", "reason", "client_secret", "hosted_invoice_url"}
 
@@ -31,6 +32,13 @@ def subscribe(acct: dict[str, Any], users: int = 2) -> dict[str, Any]:
     return dict(response.json)
 
 
+def hosted_page(state: Any, invoice_id: str) -> str:
+    """The invoice's hosted page, which the sandbox serves on the service's origin."""
+    url = str(state.gateway.client.v1.invoices.retrieve(invoice_id).hosted_invoice_url)
+    assert url.startswith(f"{state.config.sandbox_public_url}/sandbox/invoices/{invoice_id}/")
+    return url
+
+
 def authenticate(acct: dict[str, Any], secret: str, outcome: str) -> Any:
     return acct["alice"].post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": outcome})
 
@@ -42,7 +50,7 @@ def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any
     pending = created["pending_payment"]
     assert created["status"] == "incomplete" and set(pending) == PENDING_KEYS
     assert pending["reason"] == "authentication_required" and pending["currency"] == "usd"
-    assert pending["amount_due"] > 0 and pending["hosted_invoice_url"].startswith("https://")
+    assert pending["amount_due"] > 0 and pending["hosted_invoice_url"] == hosted_page(state, pending["invoice_id"])
     invoice = state.gateway.client.v1.invoices.retrieve(pending["invoice_id"], {"expand": ["confirmation_secret"]})
     assert pending["client_secret"] == invoice.confirmation_secret.client_secret
     # Reads come from the copy (the autouse fixture fails any Stripe call during a GET).
@@ -153,7 +161,7 @@ def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], s
     failed = alice.get(path).json
     pending = failed["pending_payment"]
     assert failed["status"] == "past_due" and pending["reason"] == "payment_failed"
-    assert pending["hosted_invoice_url"].startswith("https://") and pending["amount_due"] > 0
+    assert pending["hosted_invoice_url"] == hosted_page(state, pending["invoice_id"]) and pending["amount_due"] > 0
     renewal = alice.get(f"{acc}/invoices").json["data"][0]
     assert (renewal["id"], renewal["status"]) == (pending["invoice_id"], "open")
     # The customer adds a good card and makes it the default; the retry 3 days later uses it.
@@ -199,3 +207,53 @@ def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], st
     reconcile_now(full=True)
     after = acct["alice"].get(f"{acct['acc']}/subscriptions/{created['id']}").json
     assert after["pending_payment"] == created["pending_payment"]
+
+
+# -- increases (Stripe's pending updates) ---------------------------------------------------
+
+def test_an_increase_needing_3ds_applies_once_the_customer_authenticates(
+        acct: dict[str, Any], state: Any, frozen_sandbox_time: None) -> None:
+    alice, acc = acct["alice"], acct["acc"]
+    sub, path = subscribed_then_default(acct, "pm_card_authenticationRequired")
+    preview = alice.post(f"{acc}/invoices/preview",
+                         {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5}]}).json
+    changed = alice.patch(path, {"product_quantities": {"users": 5}, "metadata": {"seats": "five"}})
+    assert changed.status_code == 200, changed.json
+    # Unchanged, and what the customer must do to make the change: the previewed amount, with 3-D Secure.
+    assert changed.json["product_quantities"]["users"]["quantity"] == 2 and changed.json["status"] == "active"
+    assert "seats" not in changed.json["metadata"]
+    pending = changed.json["pending_payment"]
+    assert set(pending) == PENDING_KEYS and pending["reason"] == "authentication_required"
+    assert (pending["amount_due"], pending["currency"]) == (preview["amount_due"], preview["currency"])
+    invoice = state.gateway.client.v1.invoices.retrieve(pending["invoice_id"], {"expand": ["confirmation_secret"]})
+    assert pending["client_secret"] == invoice.confirmation_secret.client_secret
+    assert alice.get(path).json == changed.json  # the copy says the same, at once
+    assert alice.get(f"{acc}/invoices").json["data"][0]["status"] == "open"
+    assert authenticate(acct, pending["client_secret"], "succeed").json == {"status": "succeeded"}
+    after = alice.get(path).json
+    assert after["product_quantities"]["users"]["quantity"] == 5 and after["pending_payment"] is None
+    assert after["metadata"]["seats"] == "five"
+    assert alice.get(f"{acc}/invoices").json["data"][0]["status"] == "paid"
+
+
+def test_an_increase_never_authenticated_never_applies(acct: dict[str, Any], state: Any) -> None:
+    alice = acct["alice"]
+    sub, path = subscribed_then_default(acct, "pm_card_authenticationRequired")
+    pending = alice.patch(path, {"add_products": {"sso": 1}}).json["pending_payment"]
+    assert authenticate(acct, pending["client_secret"], "fail").json == {"status": "requires_payment_method"}
+    failed = alice.get(path).json
+    assert failed["pending_payment"] == pending and set(failed["product_quantities"]) == {"users"}
+    alice.advance_clock({"hours": 23, "minutes": 1})  # Stripe discards a pending update after 23 hours
+    expired = alice.get(path).json
+    assert (expired["status"], expired["pending_payment"]) == ("active", None)
+    assert expired["product_quantities"] == sub["product_quantities"]
+    assert state.gateway.client.v1.invoices.retrieve(pending["invoice_id"]).status == "void"
+    assert_error(authenticate(acct, pending["client_secret"], "succeed"), 409, "nothing_to_authenticate")
+
+
+def test_an_increase_on_a_declining_card_is_still_refused(acct: dict[str, Any]) -> None:
+    alice = acct["alice"]
+    sub, path = subscribed_then_default(acct, "pm_card_chargeCustomerFail")
+    assert_error(alice.patch(path, {"product_quantities": {"users": 5}}), 402, "card_declined")
+    after = alice.get(path).json
+    assert (after["product_quantities"], after["pending_payment"]) == (sub["product_quantities"], None)

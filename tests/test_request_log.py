@@ -114,6 +114,22 @@ def test_cors_for_configured_origins(database_url: str) -> None:
     assert {"x-request-id", "idempotent-replayed", "retry-after"} <= exposed
 
 
+def test_cors_origins_on_any_port(database_url: str) -> None:
+    """`scheme://host:*` in CORS_ORIGINS: that host on any port, and nothing that merely starts like it."""
+    config = Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "CORS_ORIGINS": "http://localhost:*"})
+    client = create_app(config).test_client()
+
+    def allowed(origin: str) -> str | None:
+        return client.options("/workspaces", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+                              ).headers.get("Access-Control-Allow-Origin")
+
+    for origin in ("http://localhost:5173", "http://localhost", "http://LOCALHOST:8080"):
+        assert allowed(origin) == origin
+    for origin in ("http://localhost.evil.test", "http://localhost:5173.evil.test", "https://localhost:5173",
+                   "http://127.0.0.1:5173", "http://localhost:"):
+        assert allowed(origin) is None, origin
+
+
 def test_api_responses_are_never_sniffed_or_cached(client: Any) -> None:
     for response in (client.get("/healthz"), client.get("/workspaces"), client.get("/nope")):
         assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -96,7 +96,8 @@ def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
         {"customer": ctx.customer_id, "usage": "off_session", "automatic_payment_methods": {"enabled": True}},
         idempotency_key=f"{request_key}:setup-intent",
     )
-    return {"client_secret": str(intent.client_secret), "publishable_key": current().config.stripe_publishable_key}
+    return {"id": intent.id, "client_secret": str(intent.client_secret),
+            "publishable_key": current().config.stripe_publishable_key}
 
 
 def _owner(method: replica.Document) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Blueprint, Response
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
@@ -13,7 +14,8 @@ from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
 from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
-from stripe_sandbox import TEST_TOKENS
+from stripe_sandbox import TEST_TOKENS, hosted_invoices
+from stripe_sandbox.invoicing import HOSTED_PATH
 
 blp = authenticated_blueprint(
     "sandbox", __name__, url_prefix="/sandbox",
@@ -115,3 +117,24 @@ class Authenticate(MethodView):
         """Complete (or fail) a pending 3-D Secure authentication, as Stripe.js would"""
         return service.authenticate(account_access(workspaceId, billingAccountId), data["client_secret"],
                                     data["outcome"] == "succeed")
+
+
+# What an invoice's hosted_invoice_url and invoice_pdf serve: public, as Stripe's are (the URL's
+# token is the key), HTML and PDF rather than the API's JSON.
+hosted_invoices_blp = Blueprint("sandbox_hosted_invoices", __name__)
+HOSTED_RULE = HOSTED_PATH.replace("{", "<").replace("}", ">")
+
+
+@hosted_invoices_blp.get(HOSTED_RULE)
+def hosted_invoice_page(invoice: str, token: str) -> Response:
+    page = hosted_invoices.html(service.hosted_invoice(invoice, token))
+    # Nothing but the page itself and its inline style.
+    return Response(page, mimetype="text/html", headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"})
+
+
+@hosted_invoices_blp.get(HOSTED_RULE + "/pdf")
+def hosted_invoice_pdf(invoice: str, token: str) -> Response:
+    data = service.hosted_invoice(invoice, token)
+    return Response(hosted_invoices.pdf(data), mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="Invoice-{data["number"]}.pdf"'})

@@ -11,6 +11,7 @@ from billing.payment_methods.service import MAX_PAYMENT_METHODS, payment_method_
 from billing.errors import ApiError, not_found
 from billing.webhooks import inbox
 from billing.state import SandboxAuthenticator, SandboxClock, current
+from stripe_sandbox import hosted_invoices
 from stripe_sandbox.clock import ClockAdvancing
 from stripe_sandbox.errors import SandboxError
 
@@ -110,3 +111,11 @@ def authenticate(ctx: AccountAccess, client_secret: str, succeed: bool) -> dict[
     except SandboxError as error:  # e.g. already succeeded: nothing is waiting for the customer
         raise ApiError(409, "nothing_to_authenticate", error.message) from None
     return {"status": status}
+
+
+def hosted_invoice(invoice_id: str, token: str) -> dict[str, Any]:
+    """The finalized invoice a hosted page's URL names (404 for any other URL, as for a made-up one)."""
+    invoice = hosted_invoices.find(current().db, invoice_id, token)
+    if invoice is None:
+        raise not_found("invoice")
+    return invoice

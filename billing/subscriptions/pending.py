@@ -1,10 +1,11 @@
 """A subscription's `pending_payment`: money owed that needs the customer, read from the copy.
 
 The subscription's latest invoice, still open (incomplete: its first invoice;
-past_due: a renewal whose collection failed), with the secret Stripe.js confirms
-it with. The reason comes from the invoice's PaymentIntent: waiting for 3-D
-Secure, or refused after a failed authentication, is `authentication_required`;
-any other failure is `payment_failed`.
+past_due: a renewal whose collection failed; with a `pending_update`: an increase
+that applies once it is paid), with the secret Stripe.js confirms it with. The
+reason comes from the invoice's PaymentIntent: waiting for 3-D Secure, or refused
+after a failed authentication, is `authentication_required`; any other failure
+is `payment_failed`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _reason(client_secret: str | None) -> str:
 
 def pending_payment(subscription: Mapping[str, Any]) -> dict[str, Any] | None:
     """None when nothing is owed, or the customer need not act (also once it has ended)."""
-    if subscription.get("status") not in OWING:
+    if subscription.get("status") not in OWING and not subscription.get("pending_update"):
         return None
     invoice_id = replica.id_of(subscription.get("latest_invoice"))
     invoice = replica.invoice(invoice_id) if invoice_id else None

@@ -165,14 +165,10 @@ def _create_awaiting_authentication(params: SubscriptionCreateParams, request_ke
     Stripe makes it active once paid and incomplete_expired after 23 hours. Only this case
     gets it: a plain decline stays error_if_incomplete's 402 with nothing created.
     """
-    gateway = current().gateway
-    subscription = gateway.create_subscription(
+    subscription = current().gateway.create_subscription(
         {**params, "payment_behavior": "allow_incomplete"},
         idempotency_key=f"{request_key}:create-subscription:authenticate")
-    invoice = subscription.latest_invoice
-    secret = getattr(getattr(invoice, "confirmation_secret", None), "client_secret", None)
-    if secret:  # the copy learns why it waits (pending_payment's reason), without waiting for the webhook
-        gateway.retrieve_payment_intent(secret.split("_secret_")[0])
+    _copy_why_it_waits(subscription)
     return subscription
 
 
@@ -348,7 +344,8 @@ def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
 
 def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[str, Any] | None,
            request_key: str) -> stripe.Subscription:
-    """Increases go first: if the card declines, nothing has changed."""
+    """Increases go first: if the card declines, nothing has changed; if it needs the
+    customer's authentication, the increase waits for it (the rest is made now)."""
     gateway = current().gateway
     meta_params = {k: ("" if v is None else v) for k, v in (metadata or {}).items()}
     result = subscription
@@ -362,7 +359,12 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
         if meta_params:
             params["metadata"] = meta_params
             meta_params = {}
-        result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:increase")
+        try:
+            result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:increase")
+        except stripe.CardError as error:
+            if error.code != REQUIRES_ACTION:
+                raise
+            result = _increase_awaiting_authentication(subscription.id, params, request_key)
     if plan.cuts or meta_params:
         params = {"proration_behavior": "none"}
         if plan.cuts:
@@ -371,6 +373,32 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
             params["metadata"] = meta_params
         result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:decrease")
     return result
+
+
+def _increase_awaiting_authentication(subscription_id: str, params: SubscriptionUpdateParams,
+                                      request_key: str) -> stripe.Subscription:
+    """The increase's payment needs the customer's authentication (3-D Secure), which no server can give.
+
+    pending_if_incomplete is Stripe's documented way for an update: the subscription keeps its
+    items, its latest invoice is the increase's, open with the PaymentIntent the customer confirms
+    with Stripe.js, and `pending_update` holds the increase (and its metadata), which Stripe
+    applies once that invoice is paid and discards (voiding it) when it expires: 23 hours later at
+    most. Only this case gets it: a plain decline stays error_if_incomplete's 402, nothing changed.
+    """
+    gateway = current().gateway
+    result = gateway.update_subscription(
+        subscription_id, {**params, "payment_behavior": "pending_if_incomplete"},
+        idempotency_key=f"{request_key}:increase:authenticate")
+    _copy_why_it_waits(result)
+    return result
+
+
+def _copy_why_it_waits(subscription: stripe.Subscription) -> None:
+    """The copy learns why the latest invoice waits (pending_payment's reason) without waiting for the webhook."""
+    invoice = subscription.latest_invoice
+    secret = getattr(getattr(invoice, "confirmation_secret", None), "client_secret", None)
+    if secret:
+        current().gateway.retrieve_payment_intent(secret.split("_secret_")[0])
 
 
 def _pause(subscription: stripe.Subscription, request_key: str) -> stripe.Subscription:

@@ -8,12 +8,15 @@ Billing: creation invoices the first period (a 0 invoice for a trial) and,
 for `charge_automatically`, charges the default payment method (the
 subscription's, else the customer's invoice default). Item changes prorate
 by the second, as pending invoice items or (`always_invoice`) an invoice
-charged at once. Changes over time (trial end, renewal, cancel_at, incomplete
+charged at once. An update with `payment_behavior=pending_if_incomplete` applies
+only once the invoice it makes is paid (Stripe's pending updates). Changes over
+time (trial end, renewal, cancel_at, incomplete expiry, a pending update's
 expiry, pause_collection.resumes_at) run in `advance()` when the clock reaches
 the row's `due_at` (see clock.py), one transition at its own moment.
 
 Every change records its events (customer.subscription.created/updated/
-deleted/paused/resumed/trial_will_end, invoice.*, invoiceitem.created).
+deleted/paused/resumed/trial_will_end/pending_update_applied/
+pending_update_expired, invoice.*, invoiceitem.created).
 
     documents      the document: shape, presentation, prices, periods, due time
     items          items[] specs -> item documents

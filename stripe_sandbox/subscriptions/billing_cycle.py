@@ -18,7 +18,7 @@ import copy
 import decimal
 from typing import Any
 
-from stripe_sandbox import coupons, events, invoicing, prices
+from stripe_sandbox import coupons, events, invoicing, metadata, prices
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval, period_containing
@@ -111,6 +111,33 @@ def void_open_invoice(store: Store, data: Document) -> None:
         invoice = store.get(invoicing.INVOICE, data["latest_invoice"], for_update=True)
         if invoice is not None and invoice.data["status"] == "open":
             invoicing.void(store, invoice)
+
+
+# -- pending updates (payment_behavior=pending_if_incomplete) ------------------------------
+
+def apply_pending_update(store: Store, data: Document) -> None:
+    """The latest invoice was paid: the changes it waited on apply now, and the pending update is cleared."""
+    pending = data["pending_update"]
+    data["items"]["data"] = pending["subscription_items"]
+    data["items"]["total_count"] = len(data["items"]["data"])
+    if pending["billing_cycle_anchor"] is not None:  # a new interval restarted the cycle when the update was made
+        data["billing_cycle_anchor"] = pending["billing_cycle_anchor"]
+    if "pending_metadata" in internal_state(data):  # merged, as an update's metadata is
+        data["metadata"] = metadata.merged(data["metadata"], internal_state(data).pop("pending_metadata"))
+    if data["cancel_at_period_end"]:
+        data["cancel_at"] = current_period_end(data)
+    data["pending_update"] = None
+    events.record(store, "customer.subscription.pending_update_applied", store.present_document(OBJECT_TYPE, data))
+
+
+def expire_pending_update(store: Store, data: Document) -> None:
+    """Discard the pending update (its expiry came, or a later change replaces it) and void its invoice."""
+    if not data.get("pending_update"):
+        return
+    void_open_invoice(store, data)
+    internal_state(data).pop("pending_metadata", None)
+    data["pending_update"] = None
+    events.record(store, "customer.subscription.pending_update_expired", store.present_document(OBJECT_TYPE, data))
 
 
 # -- prorations ------------------------------------------------------------------------
@@ -258,6 +285,8 @@ def advance(store: Store, row: SandboxObject) -> None:
     before = store.present(row)
     data = copy.deepcopy(row.data)
     customer = customer_of(store, data)
+    if data.get("pending_update") and at >= data["pending_update"]["expires_at"]:
+        expire_pending_update(store, data)  # by the period's end at the latest: before its renewal
     if data["status"] == "incomplete" and at >= data["created"] + INCOMPLETE_EXPIRES_AFTER:
         data.update(status="incomplete_expired", ended_at=at)
         void_open_invoice(store, data)
@@ -332,11 +361,20 @@ def _settled(store: Store, invoice: SandboxObject) -> None:
 
 
 def invoice_paid(store: Store, invoice: Document) -> None:
-    """An invoice was paid by request: the subscription waiting on it (incomplete, past_due) becomes active."""
+    """An invoice was paid by request: the subscription waiting on it (incomplete, past_due) becomes
+    active, or the pending update waiting on it applies."""
     subscription_id = invoicing.subscription_of(invoice)
     row = store.get(OBJECT_TYPE, subscription_id, for_update=True) if subscription_id else None
-    if row is None or row.data["latest_invoice"] != invoice["id"] or row.data["status"] not in ("incomplete",
-                                                                                                "past_due"):
+    if row is None or row.data["latest_invoice"] != invoice["id"]:
+        return
+    if row.data.get("pending_update"):
+        before = store.present(row)
+        data = copy.deepcopy(row.data)
+        apply_pending_update(store, data)
+        save(store, row, data)
+        changed(store, row, before)
+        return
+    if row.data["status"] not in ("incomplete", "past_due"):
         return
     before = store.present(row)
     save(store, row, {**copy.deepcopy(row.data), "status": "active"})

@@ -24,6 +24,9 @@ ENDED = ("canceled", "incomplete_expired")
 # Statuses whose periods renew (and whose item changes prorate).
 BILLED = ("active", "past_due", "unpaid")
 INCOMPLETE_EXPIRES_AFTER = 23 * 60 * 60  # Stripe expires an unpaid first invoice after 23 hours
+# A pending update (payment_behavior=pending_if_incomplete) expires at the trial's or the period's end,
+# or 23 hours after the update, whichever comes first (Stripe's pending updates reference, "Expiration").
+PENDING_UPDATE_EXPIRES_AFTER = 23 * 60 * 60
 TRIAL_WILL_END_BEFORE = 3 * 86400  # customer.subscription.trial_will_end, three days ahead
 MAX_TRIAL_SECONDS = 730 * 86400
 
@@ -56,12 +59,18 @@ def legacy_plan(price: Document) -> Document:
     }
 
 
-def present(store: Store, data: Document) -> Document:
-    for item in data["items"]["data"]:
+def _present_items(store: Store, items: list[Document]) -> None:
+    for item in items:
         row = store.get(prices.OBJECT_TYPE, item["price"])
         price = store.present(row) if row is not None else {"id": item["price"], "object": "price"}
         item["price"] = price
         item["plan"] = legacy_plan(price) if price.get("recurring") else None
+
+
+def present(store: Store, data: Document) -> Document:
+    _present_items(store, data["items"]["data"])
+    if data.get("pending_update"):  # the items it would set are items too
+        _present_items(store, data["pending_update"]["subscription_items"] or [])
     return data
 
 
@@ -86,6 +95,8 @@ def due_at(data: Document) -> int | None:
     if data["status"] in ENDED:
         return None
     moments: list[int] = []
+    if data.get("pending_update"):
+        moments.append(data["pending_update"]["expires_at"])
     if data["cancel_at"] is not None:
         moments.append(data["cancel_at"])
     if data["status"] == "incomplete":

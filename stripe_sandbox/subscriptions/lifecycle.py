@@ -29,6 +29,7 @@ from stripe_sandbox.subscriptions.billing_cycle import (
     bill,
     draft_invoice,
     end_trial,
+    expire_pending_update,
     fresh_period,
     item_lines,
     prorate,
@@ -42,6 +43,7 @@ from stripe_sandbox.subscriptions.documents import (
     ENDED,
     MAX_TRIAL_SECONDS,
     OBJECT_TYPE,
+    PENDING_UPDATE_EXPIRES_AFTER,
     apply_collection,
     automatic_tax,
     cadence,
@@ -80,6 +82,16 @@ UNSUPPORTED_UPDATE = (
     "billing_thresholds", "default_source", "default_tax_rates", "on_behalf_of",
     "transfer_data", "trial_from_plan",
 )
+# What an update with payment_behavior=pending_if_incomplete may send (Stripe's pending updates
+# reference, "Supported attributes", with what later API versions added: metadata and discounts
+# (2026-05-27.dahlia), item discounts (2026-07-29.dahlia), cancel_at_period_end (2026-09-30.endive)).
+PENDING_UPDATE_PARAMS = frozenset({
+    "add_invoice_items", "billing_cycle_anchor", "cancel_at_period_end", "discounts", "expand", "items",
+    "metadata", "payment_behavior", "proration_behavior", "proration_date", "trial_end", "trial_from_plan",
+})
+PENDING_UPDATE_ITEM_PARAMS = frozenset({"id", "price", "quantity", "discounts"})
+# Of those, what the sandbox does not do as a pending update (beyond UNSUPPORTED_UPDATE).
+PENDING_UPDATE_NOT_EMULATED = ("cancel_at_period_end", "discounts", "trial_end")
 
 
 # -- shared by create and update -------------------------------------------------------
@@ -237,9 +249,30 @@ def _check_update(data: Document, params: dict[str, Any]) -> str:
     reject(params, UNSUPPORTED_UPDATE)
     behavior: str = params.get("payment_behavior", "allow_incomplete")
     if behavior == "pending_if_incomplete":
-        raise SandboxError(400, "The Stripe sandbox does not support `payment_behavior=pending_if_incomplete` yet.",
-                           param="payment_behavior")
+        _check_pending_update(data, params)
     return behavior
+
+
+def _not_pending(param: str) -> SandboxError:
+    # Stripe refuses these; its exact wording is not published.
+    return SandboxError(
+        400, f"`{param}` cannot be used with `payment_behavior=pending_if_incomplete`: a pending update supports "
+        "only the parameters listed in https://docs.stripe.com/billing/subscriptions/pending-updates-reference.",
+        param=param)
+
+
+def _check_pending_update(data: Document, params: dict[str, Any]) -> None:
+    for name in params:
+        if name not in PENDING_UPDATE_PARAMS:
+            raise _not_pending(name)
+    for index, spec in enumerate(params.get("items") or []):
+        for name in spec:
+            if name not in PENDING_UPDATE_ITEM_PARAMS:
+                raise _not_pending(f"items[{index}][{name}]")
+    reject(params, PENDING_UPDATE_NOT_EMULATED)
+    if data["collection_method"] != "charge_automatically":
+        raise SandboxError(400, "Pending updates are not supported on subscriptions with "
+                           "`collection_method=send_invoice`.", param="payment_behavior")
 
 
 def _update_descriptive(store: Store, data: Document, customer: SandboxObject, params: dict[str, Any]) -> None:
@@ -363,12 +396,57 @@ def update(store: Store, row: SandboxObject, params: dict[str, Any], *, preview:
     data = copy.deepcopy(row.data)
     behavior = _check_update(data, params)
     customer = customer_of(store, data)
+    if not preview and data.get("pending_update") and ("items" in params or "trial_end" in params):
+        expire_pending_update(store, data)  # what it would change is being changed again: it no longer applies
+    if behavior == "pending_if_incomplete" and not preview:
+        return _update_pending_if_incomplete(store, row, data, customer, params)
     _update_descriptive(store, data, customer, params)
     if data["status"] in ENDED:
         save(store, row, data)
         return None
     _update_settings(data, params, store.now)
     invoice = _update_billing(store, data, customer, params, behavior=behavior, preview=preview)
+    save(store, row, data)
+    return invoice
+
+
+def _update_pending_if_incomplete(store: Store, row: SandboxObject, data: Document, customer: SandboxObject,
+                                  params: dict[str, Any]) -> SandboxObject | None:
+    """payment_behavior=pending_if_incomplete: the change applies only if the invoice it makes is paid.
+
+    Paid at once (or nothing billed now), it applies as any update. Otherwise the subscription
+    keeps its items and status; its latest invoice is the new one, open, and `pending_update`
+    holds what applies once that invoice is paid (`billing_cycle.invoice_paid`), until it
+    expires (`billing_cycle.advance`): the invoice is then voided and the change discarded.
+    """
+    changed_data = copy.deepcopy(data)
+    if "metadata" in params:
+        changed_data["metadata"] = metadata.merged(data["metadata"], params["metadata"])
+    invoice = _update_billing(store, changed_data, customer, params, behavior="allow_incomplete", preview=False)
+    if invoice is None or invoice.data["status"] == "paid":
+        save(store, row, changed_data)
+        return invoice
+    now = store.now
+    ends = [now + PENDING_UPDATE_EXPIRES_AFTER, current_period_end(data)]
+    if data["status"] == "trialing" and data["trial_end"] is not None:
+        ends.append(data["trial_end"])
+    data["latest_invoice"] = invoice.id
+    data["discounts"] = changed_data["discounts"]  # what the invoice used up (a `once` coupon) is used
+    new_anchor = changed_data["billing_cycle_anchor"] if changed_data["billing_cycle_anchor"] != \
+        data["billing_cycle_anchor"] else None
+    data["pending_update"] = {
+        "billing_cycle_anchor": new_anchor,
+        "cancel_at_period_end": None,
+        "discount": None,
+        "discounts": None,
+        "expires_at": min(ends),
+        "metadata": (params["metadata"] or {}) if "metadata" in params else None,
+        "subscription_items": changed_data["items"]["data"],
+        "trial_end": None,
+        "trial_from_plan": None,
+    }
+    if "metadata" in params:  # as sent: "" clears all when it applies
+        internal_state(data)["pending_metadata"] = params["metadata"]
     save(store, row, data)
     return invoice
 
@@ -452,6 +530,7 @@ def cancel(store: Store, row: SandboxObject, params: dict[str, Any]) -> None:
         prorate(store, data, customer.id, data["items"]["data"], [], store.now, current_period(data))
     if data["status"] == "incomplete":
         void_open_invoice(store, data)  # as Stripe does: nothing is left to pay
+    expire_pending_update(store, data)  # a change of a canceled subscription can't apply
     mark_canceled(data, store.now, params.get("cancellation_details"))
     if params.get("invoice_now") and not customer.deleted:
         _final_invoice(store, data, customer)

@@ -173,6 +173,15 @@ def objects(client: stripe.StripeClient, database: SqlSessions,
     add("payment intent (failed authentication)", client.v1.payment_intents.retrieve(secret.split("_secret_")[0]),
         stripe.PaymentIntent)
 
+    upgrading = client.v1.customers.create(params={
+        "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    upgraded = client.v1.subscriptions.create(params={"customer": upgrading.id, "items": [{"price": price.id}]})
+    needs_3ds = client.v1.payment_methods.attach("pm_card_authenticationRequired", {"customer": upgrading.id})
+    client.v1.customers.update(upgrading.id, {"invoice_settings": {"default_payment_method": needs_3ds.id}})
+    add("subscription (pending update)", client.v1.subscriptions.update(upgraded.id, params={
+        "items": [{"id": upgraded["items"].data[0].id, "quantity": 2}], "proration_behavior": "always_invoice",
+        "payment_behavior": "pending_if_incomplete", "metadata": {"seats": "2"}}), stripe.Subscription)
+
     failing = client.v1.customers.create(params={
         "payment_method": "pm_card_chargeCustomerFail",
         "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
