@@ -20,8 +20,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
+from flask import has_request_context, request
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
@@ -38,14 +40,36 @@ def busy() -> ApiError:
                     headers={"Retry-After": "1"})
 
 
+# The leases the request running here holds. Taking one again within that
+# request is a no-op, as re-taking a PostgreSQL advisory lock on its connection
+# is: the sandbox's webhooks, applied in-process while their request waits on
+# Stripe (tests), run inside that request. Another request, even on this
+# thread, and work outside any request wait as usual.
+_held: ContextVar[tuple[object, frozenset[str]] | None] = ContextVar("leases_held", default=None)
+
+
+def _request() -> object | None:
+    """The request running here (its WSGI environ, one object per request), if any."""
+    return request.environ if has_request_context() else None
+
+
 @contextmanager
 def lease(db: Database, name: str, *, ttl: float = 120.0, wait: float | None = None) -> Iterator[None]:
     """Hold `name` for the block; wait up to `wait` seconds (default
     WAIT_SECONDS) for another holder, then answer 409 `operation_in_progress`.
     `ttl` bounds a holder that died, on SQLite only (see the module)."""
-    held = _advisory_lease if not db.is_sqlite else _row_lease
-    with held(db, name, ttl, WAIT_SECONDS if wait is None else wait):
+    scope, held = _request(), _held.get()
+    names = held[1] if scope is not None and held is not None and held[0] is scope else frozenset()
+    if name in names:
         yield
+        return
+    take = _advisory_lease if not db.is_sqlite else _row_lease
+    with take(db, name, ttl, WAIT_SECONDS if wait is None else wait):
+        token = _held.set((scope, names | {name}) if scope is not None else None)
+        try:
+            yield
+        finally:
+            _held.reset(token)
 
 
 def _until_claimed(claim: Callable[[], bool], wait: float) -> None:

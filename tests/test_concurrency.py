@@ -112,6 +112,32 @@ def test_the_payment_method_limit_holds_at_attach_time(app: Any, as_user: Any, a
     assert sixth.status_code == 409 and sixth.json["code"] == "payment_method_limit_reached"
 
 
+def test_concurrent_attaches_through_the_sandbox_never_pass_five(app: Any, as_user: Any, auth: Any,
+                                                                  state: Any) -> None:
+    """Twelve attaches at once through `/sandbox/.../payment-methods`, a path the
+    service drives itself: the count and the attach run under the customer's lease,
+    so five are attached (201) and seven refused (409) before reaching Stripe."""
+    alice = as_user("alice")
+    ws = alice.workspace()
+    account = alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    headers = auth("alice")
+
+    def attach(_: int) -> Any:
+        with app.test_client() as client:
+            return client.post(f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"},
+                               headers=headers)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(attach, range(12)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 5 + [409] * 7, [r.get_json() for r in responses]
+    assert {r.get_json()["code"] for r in responses if r.status_code == 409} == {"payment_method_limit_reached"}
+    attached = state.gateway.client.v1.customers.payment_methods.list(account["id"], {"limit": 100}).data
+    assert sorted(m.id for m in attached) == sorted(r.get_json()["id"] for r in responses if r.status_code == 201)
+    assert sum(r.get_json()["is_default"] for r in responses if r.status_code == 201) == 1
+
+
 def test_each_concurrent_change_answers_with_its_own_increment(app: Any, as_user: Any, auth: Any,
                                                                state: Any, webhooks_lost: None) -> None:
     """Twenty concurrent `add_products: {users: 1}` while the queue worker keeps

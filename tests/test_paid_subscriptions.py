@@ -136,11 +136,13 @@ def test_card_attached_before_its_webhook_arrives_is_used(as_user: Any, state: A
     ws = alice.workspace("pooled")
     account, _ = alice.account(ws), alice.account(ws)
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    card = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
+    # Attached and kept in the copy, as the sandbox's attach did before it applied the
+    # first-default rule itself: the copy knows the card, and its webhook has not come.
+    card = state.gateway.attach_payment_method("pm_card_visa", account["id"], idempotency_key="card-before-webhook")
     assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method is None
     response = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}})
     assert response.status_code == 201 and response.json["status"] == "active"
-    assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method == card["id"]
+    assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method == card.id
 
 
 def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str, Any], state: Any,

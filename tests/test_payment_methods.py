@@ -107,8 +107,31 @@ def test_other_customers_payment_method_is_404(acct: dict[str, Any], as_user: An
     assert default_of(state, acct["account"]["id"]) != theirs["id"]
 
 
-def test_reconcile_sets_a_missing_default(reconcile_now: Any, acct: dict[str, Any], state: Any, webhooks_lost: None) -> None:
+def attached_in_stripe(state: Any, acct: dict[str, Any], token: str) -> dict[str, Any]:
+    """Attached behind the service's back (Stripe.js, the Dashboard): it learns of it from the webhook."""
+    return dict(state.gateway.client.v1.payment_methods.attach(token, {"customer": acct["account"]["id"]}).to_dict())
+
+
+def test_the_first_card_the_service_attaches_is_the_default_at_once(acct: dict[str, Any], state: Any,
+                                                                    webhooks_lost: None) -> None:
+    """Whatever the attach's own answer tells the service shows at once, before
+    any webhook: the 201, the list, trial eligibility and a create agree."""
+    alice, acc = acct["alice"], acct["acc"]
+    acct["alice"].account(acct["ws"], name="Second")  # no trial: a subscription needs the card
     card = attach(acct, "pm_card_visa")
+    assert card["is_default"] is True
+    assert default_of(state, acct["account"]["id"]) == card["id"]
+    assert [(m["id"], m["is_default"]) for m in alice.get(f"{acc}/payment-methods").json["data"]] == \
+        [(card["id"], True)]
+    eligibility = alice.get(f"{acc}/trial-eligibility").json
+    assert (eligibility["has_payment_method"], eligibility["can_create_subscription"]) == (True, True)
+    assert alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).status_code == 201
+    second = attach(acct, "pm_card_amex")
+    assert second["is_default"] is False
+
+
+def test_reconcile_sets_a_missing_default(reconcile_now: Any, acct: dict[str, Any], state: Any, webhooks_lost: None) -> None:
+    card = attached_in_stripe(state, acct, "pm_card_visa")
     assert default_of(state, acct["account"]["id"]) is None  # the webhook never came
     report = reconcile_now()
     assert report.events_replayed >= 1  # the missed payment_method.attached, handled as its webhook
@@ -133,7 +156,7 @@ def test_reconcile_restores_a_default_lost_twice(reconcile_now: Any, acct: dict[
                                                  webhooks_lost: None) -> None:
     """Each repair is a new Stripe call: a key reused from the last repair would
     make Stripe replay that call instead of setting the default again."""
-    card = attach(acct, "pm_card_visa")
+    card = attached_in_stripe(state, acct, "pm_card_visa")
     customer = acct["account"]["id"]
     for _ in range(2):
         reconcile_now()

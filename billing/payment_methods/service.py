@@ -1,14 +1,16 @@
 """Rules for payment methods: the limit, the default, and the detach guards.
 
 The default-payment-method rule lives here only: the first method attached to a
-customer becomes its default (applied by the webhook, by reconcile, and just
-before a charge when the webhook has not come yet).
+customer becomes its default (applied by the webhook, by reconcile, by an attach
+the service makes itself, and just before a charge when the webhook has not come yet).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import stripe
@@ -30,30 +32,57 @@ def payment_method_limit_reached() -> ApiError:
                     f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
 
 
+def _lease_name(customer_id: str) -> str:
+    """Held while a customer's payment methods are counted, attached or detached
+    over the limit, and while its first default is chosen: one at a time."""
+    return f"payment-methods:{customer_id}"
+
+
 def ensure_default_payment_method(customer_id: str) -> str | None:
     """Make the customer's first attached payment method its default, when it has none."""
-    if replica.customer(customer_id) is None:
-        return None
-    existing = replica.default_payment_method(customer_id)
-    if existing:
-        return existing
-    methods = replica.payment_methods(customer_id)
-    if not methods:
-        return None
-    first = methods[-1]["id"]  # newest first, as Stripe lists them
-    # A fresh key each time: a key reused from an earlier repair would replay
-    # that call at Stripe instead of applying this one (setting a default twice is harmless).
-    current().gateway.set_default_payment_method(
-        customer_id, first, idempotency_key=f"default-pm:{customer_id}:{first}:{uuid.uuid4().hex}")
-    log.info("customer %s: first payment method %s made the default", customer_id, first)
-    return str(first)
+    with lease(current().db, _lease_name(customer_id)):  # two appliers never pick two "first" ones
+        if replica.customer(customer_id) is None:
+            return None
+        existing = replica.default_payment_method(customer_id)
+        if existing:
+            return existing
+        methods = replica.payment_methods(customer_id)
+        if not methods:
+            return None
+        first = methods[-1]["id"]  # newest first, as Stripe lists them
+        # A fresh key each time: a key reused from an earlier repair would replay
+        # that call at Stripe instead of applying this one (setting a default twice is harmless).
+        current().gateway.set_default_payment_method(
+            customer_id, first, idempotency_key=f"default-pm:{customer_id}:{first}:{uuid.uuid4().hex}")
+        log.info("customer %s: first payment method %s made the default", customer_id, first)
+        return str(first)
+
+
+@contextmanager
+def attaching(customer_id: str) -> Iterator[None]:
+    """Around an attach the service makes itself (the sandbox's attach route):
+    the limit is checked and the method attached under the customer's lease, so
+    concurrent adds never pass one check together (the gateway keeps each answer
+    in the copy before the lease is let go). Then the rule for the first method
+    is applied at once: the answer, trial eligibility and a create all agree."""
+    with lease(current().db, _lease_name(customer_id)):
+        if len(replica.payment_methods(customer_id)) >= MAX_PAYMENT_METHODS:
+            raise payment_method_limit_reached()
+        yield
+        ensure_default_payment_method(customer_id)
+
+
+def shown(customer_id: str, methods: list[replica.Document]) -> list[replica.Document]:
+    """Payment methods as the API shows them: each with whether it is the customer's default."""
+    default = replica.default_payment_method(customer_id)
+    return [{**method, "is_default": method["id"] == default} for method in methods]
 
 
 def enforce_limit(customer_id: str) -> list[str]:
     """Detach what lies beyond the limit: the default and the oldest others stay.
     Run on every attachment Stripe reports, whatever path the method came by
     (Stripe.js, the Dashboard, concurrent SetupIntents), so a sixth never stays."""
-    with lease(current().db, f"payment-methods:{customer_id}"):
+    with lease(current().db, _lease_name(customer_id)):
         methods = replica.payment_methods(customer_id)  # newest first
         if len(methods) <= MAX_PAYMENT_METHODS:
             return []
@@ -79,9 +108,7 @@ def charging_method(customer_id: str) -> str | None:
 
 def list_payment_methods(ctx: AccountAccess) -> list[dict[str, Any]]:
     replica.ensure_copied([ctx.account])
-    methods = replica.payment_methods(ctx.customer_id)
-    default = replica.default_payment_method(ctx.customer_id)
-    return [{**m, "is_default": m["id"] == default} for m in methods]
+    return shown(ctx.customer_id, replica.payment_methods(ctx.customer_id))
 
 
 def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:

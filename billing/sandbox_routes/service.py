@@ -7,7 +7,7 @@ from typing import Any
 
 from billing import replica
 from billing.access import AccountAccess
-from billing.payment_methods.service import MAX_PAYMENT_METHODS, payment_method_limit_reached
+from billing.payment_methods.service import attaching, shown
 from billing.errors import ApiError, not_found
 from billing.webhooks import inbox
 from billing.state import SandboxAuthenticator, SandboxClock, current
@@ -65,11 +65,13 @@ def advance_clock(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def attach_test_payment_method(ctx: AccountAccess, token: str, request_key: str) -> dict[str, Any]:
+    """An attach the service makes itself: the limit holds under concurrency, and
+    the answer says whether it became the default (payment_methods.attaching)."""
     ctx.for_billing_write()
-    if len(replica.payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
-        raise payment_method_limit_reached()
-    method = current().gateway.attach_payment_method(token, ctx.customer_id, idempotency_key=f"{request_key}:attach")
-    return method.to_dict()
+    with attaching(ctx.customer_id):
+        method = current().gateway.attach_payment_method(token, ctx.customer_id,
+                                                         idempotency_key=f"{request_key}:attach")
+    return shown(ctx.customer_id, [method.to_dict()])[0]
 
 
 def confirm_setup_intent(ctx: AccountAccess, setup_intent_id: str, token: str, request_key: str) -> dict[str, Any]:
