@@ -123,3 +123,28 @@ def test_raise_during_a_trial_falls_due_at_trial_end(as_user: Any, frozen_sandbo
     assert preview["created_at"] == sub["trial_end"]
     [line] = preview["lines"]
     assert line["quantity"] == 5 and preview["amount_due"] == 5 * line["unit_amount"]
+
+
+def test_a_new_subscription_on_a_trial_account_previews_the_trial_end_invoice(
+        as_user: Any, state: Any, monkeypatch: pytest.MonkeyPatch, frozen_sandbox_time: None) -> None:
+    """The account the trial applies to: the create charges nothing now and the
+    full period when the trial ends; the preview says that invoice, and when."""
+    monkeypatch.setattr(state.gateway, "clock", state.sandbox_clock.now)  # Stripe's clock, frozen too
+    alice = as_user("alice")
+    ws = alice.workspace("single")
+    account = alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    assert alice.get(f"{acc}/trial-eligibility").json["trial_eligible"] is True
+    quantities = {"users": 3, "sso": 1}
+    preview = alice.post(f"{acc}/invoices/preview", {"items": [
+        {"product_type": product, "quantity": quantity} for product, quantity in quantities.items()]})
+    assert preview.status_code == 200, preview.json
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": quantities}).json
+    assert sub["status"] == "trialing"
+    assert preview.json["created_at"] == sub["trial_end"]
+    assert preview.json["amount_due"] > 0
+    alice.advance_clock({"days": 14})
+    invoices = [i for i in alice.get(f"{acc}/invoices").json["data"] if i["created_at"] == sub["trial_end"]]
+    assert len(invoices) == 1, [i["created_at"] for i in alice.get(f"{acc}/invoices").json["data"]]
+    assert _comparable(invoices[0]) == _comparable(preview.json)

@@ -15,7 +15,14 @@ from billing import replica
 from billing.access import AccountAccess
 from billing.errors import ApiError, validation_error
 from billing.state import current
-from billing.subscriptions.service import ItemChange, current_items, get_subscription, plan_change
+from billing.subscriptions.service import (
+    TRIAL_DAYS,
+    ItemChange,
+    current_items,
+    get_subscription,
+    plan_change,
+    trial_eligible,
+)
 
 def _views(invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stored invoices (every line included), with the names of their products."""
@@ -59,11 +66,19 @@ def preview_invoice(ctx: AccountAccess, data: dict[str, Any]) -> dict[str, Any]:
     params: InvoiceCreatePreviewParams = {"customer": ctx.customer_id}
     subscription_id = data.get("subscription_id")
     if not subscription_id:
-        params["subscription_details"] = {"items": [
+        details: InvoiceCreatePreviewParamsSubscriptionDetails = {"items": [
             {"price": prices.price_id(i["product_type"], ctx.currency, i.get("interval") or "month"),
              "quantity": i["quantity"]}
             for i in items if i["quantity"] > 0
         ]}
+        replica.ensure_copied([ctx.account])
+        if trial_eligible(ctx.workspace_id, replica.subscriptions(ctx.customer_id)):
+            # The create would start a trial and charge nothing now: the first invoice
+            # that charges is the trial-end one (Stripe's preview of the recurring
+            # invoice, dated when it will be issued).
+            details["trial_end"] = int(current().gateway.clock()) + TRIAL_DAYS * 86400
+            params["preview_mode"] = "recurring"
+        params["subscription_details"] = details
     else:
         subscription = get_subscription(ctx, subscription_id)
         params["subscription"] = subscription.id

@@ -59,8 +59,10 @@ def get_subscription(ctx: AccountAccess, subscription_id: str) -> stripe.Subscri
     return subscription
 
 
-def _trial_eligible(workspace_id: str, subscriptions: list[replica.Document]) -> bool:
-    """Exactly one billing account in the workspace, and never a subscription."""
+def trial_eligible(workspace_id: str, subscriptions: list[replica.Document]) -> bool:
+    """Exactly one billing account in the workspace, and never a subscription:
+    then a new subscription starts with a TRIAL_DAYS trial (the create, the
+    eligibility answer and the new subscription's preview all ask here)."""
     if subscriptions:
         return False
     with current().db.read() as session:
@@ -76,7 +78,7 @@ def _trial_eligible(workspace_id: str, subscriptions: list[replica.Document]) ->
 def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
     replica.ensure_copied([ctx.account])
     subscriptions = replica.subscriptions(ctx.customer_id)
-    eligible = _trial_eligible(ctx.workspace_id, subscriptions)
+    eligible = trial_eligible(ctx.workspace_id, subscriptions)
     has_method = replica.default_payment_method(ctx.customer_id) is not None
     below_limit = sum(is_active(s) for s in subscriptions) < MAX_ACTIVE_SUBSCRIPTIONS
     return {
@@ -129,7 +131,7 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
             "payment_behavior": "error_if_incomplete",
             "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
-        if _trial_eligible(ctx.workspace_id, subscriptions):
+        if trial_eligible(ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
         elif charging_method(ctx.customer_id) is None:
