@@ -14,6 +14,10 @@ from billing.models import Member, Workspace, utcnow
 from billing.state import current
 
 ROOT = Path(__file__).resolve().parent.parent
+# `flask reconcile`'s exit status when it went through but some objects failed
+# (listed in its report's `failed`): not 1, which says it could not run at all;
+# not 2, click's usage error.
+RECONCILE_INCOMPLETE = 3
 
 
 def run_migrations(database_url: str) -> None:
@@ -50,6 +54,8 @@ def register(app: Flask) -> None:
 
         report = reconcile(full=full)
         click.echo(json.dumps(report.__dict__, indent=2))
+        if report.failed:  # done with everything else; these wait for an operator (README)
+            raise SystemExit(RECONCILE_INCOMPLETE)
 
     @app.cli.command("worker")
     @click.option("--threads", type=int, default=None, help="Worker threads (default WORKER_THREADS, 4).")

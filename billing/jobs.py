@@ -114,7 +114,7 @@ class JobQueue:
                     report = reconcile()
             except ApiError:  # another worker is reconciling
                 return
-        log.info("reconcile", extra={"event": "reconcile", **report.__dict__})
+        (log.warning if report.failed else log.info)("reconcile", extra={"event": "reconcile", **report.__dict__})
 
     # -- running --------------------------------------------------------------
 

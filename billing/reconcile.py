@@ -9,11 +9,17 @@
 
 Safe to run on a schedule while traffic flows: every view it stores is stamped
 with the time its request started, so it never overwrites a newer one.
+
+One object that can't be handled (a customer whose metadata clashes with
+another's, an object Stripe answers without a field) is logged, listed in the
+report's `failed` and left for the next run; the run goes on with the rest. Only
+what stops every object (Stripe or the database unreachable) ends it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
@@ -22,13 +28,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from billing.billing_accounts.service import REFERENCE_KEY, forget_account
 import stripe
 from flask import current_app
 
 from billing import replica
-from billing.budget import background
+from billing.budget import BudgetExhausted, background
 from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
 from billing.state import current
 from billing.payment_methods.service import ensure_default_payment_method
@@ -50,6 +57,32 @@ class ReconcileReport:
     defaults_set: list[str] = field(default_factory=list)
     events_replayed: int = 0
     copied_customers: int = 0
+    # One entry per object that failed: {"object": id, "step": ..., "error": exception type}.
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+# Failures that stop every object, not one: the run ends (the next one starts over).
+SYSTEMIC = (stripe.APIConnectionError, stripe.AuthenticationError, stripe.PermissionError,
+            OperationalError, InterfaceError, BudgetExhausted)
+
+
+def _each(report: ReconcileReport, step: str, object_id: str, work: Callable[[], object]) -> bool:
+    """One object's step. A failure of its own is logged and listed, and the run
+    goes on with the rest; returns whether it went through."""
+    try:
+        work()
+        return True
+    except SYSTEMIC:
+        raise
+    except Exception as error:
+        _failed(report, step, object_id, error)
+        return False
+
+
+def _failed(report: ReconcileReport, step: str, object_id: str, error: BaseException) -> None:
+    report.failed.append({"object": object_id, "step": step, "error": type(error).__name__})
+    # The type only, as the request log does: a message may carry data.
+    log.warning("reconcile: %s of %s failed (%s); left for the next run", step, object_id, type(error).__name__)
 
 
 @background("reconcile")
@@ -68,14 +101,19 @@ def reconcile(*, full: bool = False) -> ReconcileReport:
         with current().db.read() as session:
             uncopied = list(session.scalars(select(BillingAccountIndex).where(
                 BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None))))
-        replica.ensure_copied(uncopied)
-        report.copied_customers += len(uncopied)
+        for account in uncopied:
+            if _each(report, "copy", str(account.customer_id), lambda: replica.ensure_copied([account])):
+                report.copied_customers += 1
     # What a missed payment_method.attached webhook left undone.
     for customer in customers:
         if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
-            if ensure_default_payment_method(customer.id):
-                report.defaults_set.append(customer.id)
+            _each(report, "default", customer.id, lambda: _set_default(report, customer.id))
     return report
+
+
+def _set_default(report: ReconcileReport, customer_id: str) -> None:
+    if ensure_default_payment_method(customer_id):
+        report.defaults_set.append(customer_id)
 
 
 # Events can be committed at Stripe a little after the time they carry.
@@ -98,10 +136,13 @@ def _catch_up_events(report: ReconcileReport) -> None:
     since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(state.gateway.clock()) - EVENTS_KEPT_SECONDS
     latest = cursor.value if cursor else since
     for event in state.gateway.iter_events(since):
-        data = json.loads(json.dumps(event.to_dict(), default=str))
-        if inbox.store(state.db, data, object_key(data)).new:
-            report.events_replayed += 1
-        latest = max(latest, int(event.created))
+        def store(event: stripe.Event = event) -> None:
+            data = json.loads(json.dumps(event.to_dict(), default=str))
+            if inbox.store(state.db, data, object_key(data)).new:
+                report.events_replayed += 1
+
+        _each(report, "event", str(getattr(event, "id", None)), store)
+        latest = max(latest, int(getattr(event, "created", None) or 0))
     apply_due()
     with state.db.write() as session:
         row = session.get(ReplicaCursor, "events", with_for_update=True)
@@ -126,21 +167,29 @@ def _copy_everything(report: ReconcileReport) -> None:
         customer_ids = [str(c) for c in session.scalars(
             select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
 
-    def copy(customer_id: str) -> None:
+    def copy(customer_id: str) -> BaseException | None:
         with app.app_context(), background("reconcile"):  # a context variable: each thread enters it
             for attempt in range(RATE_LIMIT_TRIES):
                 try:
                     replica.copy_customer(customer_id, with_customer=False)
-                    return
+                    return None
                 except stripe.RateLimitError:
                     # The stripe library leaves 429s to us: a batch job backs off and goes on.
                     if attempt == RATE_LIMIT_TRIES - 1:
                         raise
                     time.sleep(0.5 * 2 ** attempt)
+                except SYSTEMIC:
+                    raise
+                except Exception as error:  # this customer's own: reported, the others go on
+                    return error
+        return None
 
     with ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="reconcile") as pool:
-        for _ in pool.map(copy, customer_ids):
-            report.copied_customers += 1
+        for customer_id, error in zip(customer_ids, pool.map(copy, customer_ids)):
+            if error is None:
+                report.copied_customers += 1
+            else:
+                _failed(report, "copy", customer_id, error)
     for _ in current().gateway.iter_products():
         pass
 
@@ -157,30 +206,29 @@ def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) ->
     seen: set[str] = set()
     settled: set[int] = set()
 
-    for customer in customers:
+    def pair(customer: stripe.Customer) -> None:
         metadata = customer.metadata.to_dict() if customer.metadata else {}
         workspace_id = metadata.get("workspace_id")
         if workspace_id not in workspace_ids:
-            continue  # not ours, or its workspace is gone
-        seen.add(customer.id)
+            return  # not ours, or its workspace is gone
         row = by_customer.get(customer.id)
         if row is not None:
+            seen.add(customer.id)
             if row.workspace_id != workspace_id:
                 report.conflicts.append(customer.id)
                 log.error("customer %s: index says %s, Stripe says %s; left alone",
                           customer.id, row.workspace_id, workspace_id)
-            continue
+            return
         reference = metadata.get(REFERENCE_KEY) or ""
         pending = by_reference.get(reference)
+        reservation = pending if pending is not None and pending.customer_id is None else None
         with state.db.write() as session:
-            if pending is not None and pending.customer_id is None:
+            if reservation is not None:
                 session.execute(
                     update(BillingAccountIndex)
-                    .where(BillingAccountIndex.id == pending.id)
+                    .where(BillingAccountIndex.id == reservation.id)
                     .values(customer_id=customer.id, state="active")
                 )
-                settled.add(pending.id)
-                report.activated.append(customer.id)
             else:
                 session.add(
                     BillingAccountIndex(
@@ -191,10 +239,20 @@ def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) ->
                         state="active",
                     )
                 )
-                report.restored.append(customer.id)
+        # Reported once committed: a row the database refused is a failure, not a repair.
+        if reservation is not None:
+            settled.add(reservation.id)
+            report.activated.append(customer.id)
+        else:
+            report.restored.append(customer.id)
+        seen.add(customer.id)
+
+    for customer in customers:
+        _each(report, "index", customer.id, lambda: pair(customer))
 
     stale = utcnow() - PENDING_GRACE
-    for row in rows:
+
+    def settle(row: BillingAccountIndex) -> None:
         if row.customer_id and row.customer_id not in seen:
             # Listed customers exclude deleted ones; confirm one by one before dropping.
             if state.gateway.retrieve_customer(row.customer_id) is None:
@@ -210,4 +268,6 @@ def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) ->
                 )
             report.released += 1
 
+    for row in rows:
+        _each(report, "index", row.customer_id or f"reservation {row.reference}", lambda: settle(row))
     return seen

@@ -49,6 +49,22 @@ def test_reconcile_command_prints_a_report(app: Any) -> None:
     assert json.loads(result.output)["scanned"] == 0
 
 
+def test_reconcile_with_a_failed_object_says_so_in_its_exit_status(app: Any, as_user: Any, state: Any,
+                                                                   webhooks_lost: None) -> None:
+    """Went through, but an object waits for an operator: exit 3 (1 is for a run that
+    could not happen), and the report lists it."""
+    from billing.billing_accounts.service import REFERENCE_KEY
+
+    ws = as_user("alice").workspace()
+    metadata = {"workspace_id": ws, "currency": "usd", REFERENCE_KEY: "copied-reference"}
+    for name in ("Copy 1", "Copy 2"):
+        state.gateway.client.v1.customers.create({"name": name, "metadata": metadata})
+    result = app.test_cli_runner().invoke(args=["reconcile"])
+    assert result.exit_code == 3, result.output
+    report = json.loads(result.output)
+    assert len(report["restored"]) == 1 and [f["step"] for f in report["failed"]] == ["index"]
+
+
 def test_migrate_is_idempotent(app: Any) -> None:
     result = app.test_cli_runner().invoke(args=["migrate"])
     assert result.exit_code == 0, result.output
