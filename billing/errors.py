@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from pathlib import Path
 from typing import Any, Mapping
 
 import stripe
@@ -75,6 +76,39 @@ class ApiError(Exception):
         self.message = message
         self.errors = errors
         self.headers = dict(headers or {})
+
+
+class StripeAnswerInvalid(Exception):
+    """An object Stripe returned lacks a field the service reads (or holds it in
+    another shape): Stripe's fault, answered 502 `stripe_error`, not a 500."""
+
+    def __init__(self, object_type: str, object_id: str | None, cause: BaseException) -> None:
+        super().__init__(f"{object_type} {object_id}")
+        self.object_type = object_type
+        self.object_id = object_id
+        self.cause = cause
+
+
+def raised_by_stripe_object(error: BaseException) -> bool:
+    """A KeyError or AttributeError raised by the stripe library's StripeObject:
+    a field the service read is missing from what Stripe answered."""
+    if not isinstance(error, (KeyError, AttributeError)) or error.__traceback__ is None:
+        return False
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return Path(frame.filename).name == "_stripe_object.py" and Path(frame.filename).parent.name == "stripe"
+
+
+def _bad_stripe_answer(what: str, cause: BaseException) -> ApiError:
+    # The log line carries the Stripe request ids of this request (Stripe's
+    # support finds the answer by them) and what was missing; the body only
+    # says the contract's envelope.
+    calls = getattr(g, "stripe_calls", None)
+    # A missing key's name is ours to log; another error's message might hold data.
+    missing = cause.args[0] if isinstance(cause, (KeyError, AttributeError)) and cause.args else None
+    log.error("stripe answered %s that the service can't read (%s: %s)", what, type(cause).__name__,
+              str(missing)[:80] if missing is not None else "-",
+              extra={"stripe_request_ids": list(calls.request_ids) if calls else []})
+    return ApiError(502, "stripe_error", "The payment provider answered with an object the service can't read.")
 
 
 def not_found(what: str = "resource") -> ApiError:
@@ -214,8 +248,14 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(ApiError(503, "database_unavailable", "The service's database is unavailable; "
                                        "retry shortly.", headers={"Retry-After": "5"}))
 
+    @app.errorhandler(StripeAnswerInvalid)
+    def _stripe_answer_invalid(error: StripeAnswerInvalid) -> Response:
+        return error_response(_bad_stripe_answer(f"a {error.object_type} ({error.object_id})", error.cause))
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
+        if raised_by_stripe_object(error):
+            return error_response(_bad_stripe_answer("an object", error))
         # Where it failed, without the traceback or the message: either could
         # carry request data or secrets into the log.
         frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None

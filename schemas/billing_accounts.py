@@ -9,7 +9,7 @@ import stripe
 from marshmallow import Schema, ValidationError, fields, post_load, pre_dump, validate
 
 from billing.config import CURRENCIES
-from schemas.common import Permanent, StrictString, Text, Timestamp
+from schemas.common import Permanent, StrictString, Text, Timestamp, from_stripe
 
 ADDRESS_LINES = ("line1", "line2", "city", "state", "postal_code")
 COUNTRY_CODES = sorted(country.alpha_2 for country in pycountry.countries)
@@ -82,6 +82,7 @@ class BillingAccountSchema(Schema):
     updated_at = Timestamp(metadata={"description": "The timestamp when the billing account was last updated."})
 
     @pre_dump
+    @from_stripe("customer")
     def _from_customer(self, customer: stripe.Customer | dict[str, Any], **_: Any) -> dict[str, Any]:
         data = customer.to_dict() if isinstance(customer, stripe.StripeObject) else customer
         metadata = data.get("metadata") or {}

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from marshmallow import Schema, ValidationError, fields, validates_schema
 
+from billing.errors import StripeAnswerInvalid
 from billing.input_guard import CONTROL_IN_TEXT, CONTROL_IN_URL
 
 # What the input guard lets through, as OpenAPI patterns (ECMA 262, as in JSON Schema).
 TEXT_PATTERN = f"^[^{CONTROL_IN_TEXT}]*$"
 NOT_BLANK_PATTERN = f"^[^{CONTROL_IN_TEXT}]*[^\\s{CONTROL_IN_TEXT}][^{CONTROL_IN_TEXT}]*$"
 URL_PATTERN = f"^[^{CONTROL_IN_URL}]*$"
+
+
+Reshape = TypeVar("Reshape", bound=Callable[..., dict[str, Any]])
+
+
+def from_stripe(object_type: str) -> Callable[[Reshape], Reshape]:
+    """For a `pre_dump` that reshapes a Stripe object: a field Stripe left out, or
+    sent in another shape, is Stripe's fault (502 `stripe_error`, billing.errors),
+    not a 500 of ours."""
+
+    def decorate(reshape: Reshape) -> Reshape:
+        @functools.wraps(reshape)
+        def guarded(self: Schema, data: Any, **kwargs: Any) -> dict[str, Any]:
+            try:
+                return reshape(self, data, **kwargs)
+            except (KeyError, TypeError, AttributeError, ValueError) as error:
+                raise StripeAnswerInvalid(object_type, _object_id(data), error) from None
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def _object_id(data: Any) -> str | None:
+    """The id of the object being reshaped (an invoice comes in a view that holds it)."""
+    if not isinstance(data, dict):
+        data = {"id": getattr(data, "id", None)}
+    inner = data.get("invoice")
+    found = data.get("id") or (inner.get("id") if isinstance(inner, dict) else None)
+    return str(found) if found else None
 
 
 def format_timestamp(value: datetime | int | float) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from billing.catalog import INTERVALS, PRODUCTS
-from schemas.common import URL_PATTERN, Text, format_timestamp
+from schemas.common import URL_PATTERN, Text, format_timestamp, from_stripe
 
 
 INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")  # Stripe's (API.md, Invoices)
@@ -52,6 +52,7 @@ class InvoiceSchema(Schema):
     created_at = fields.String(metadata={"format": "date-time"})
 
     @pre_dump
+    @from_stripe("invoice")
     def _from_invoice(self, view: dict[str, Any], **_: Any) -> dict[str, Any]:
         invoice = view["invoice"]
         names = view.get("product_names") or {}

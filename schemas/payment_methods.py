@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump
 
+from schemas.common import from_stripe
+
 
 class PaymentMethodSchema(Schema):
     id = fields.String(metadata={"example": "pm_1Q0PsIJvEtkwdCNYMSaVuRz6"})
@@ -19,6 +21,7 @@ class PaymentMethodSchema(Schema):
     bank_name = fields.String(allow_none=True)
 
     @pre_dump
+    @from_stripe("payment_method")
     def _from_payment_method(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         kind = data.get("type")
         found = data.get(kind) if isinstance(kind, str) else None

@@ -11,7 +11,7 @@ from billing.catalog import INTERVALS, PRODUCTS, product_of_price
 from billing.config import CURRENCIES
 from billing.subscriptions.active import STATUSES, subscription_status
 from billing.subscriptions.pending import REASONS, pending_payment
-from schemas.common import NonEmptySchema, Text, format_timestamp
+from schemas.common import NonEmptySchema, Text, format_timestamp, from_stripe
 
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
 RESERVED_METADATA_PREFIX = "billing_api_"
@@ -64,6 +64,7 @@ class SubscriptionSchema(Schema):
         metadata={"description": "Money owed that needs the customer; null when nothing is owed."})
 
     @pre_dump
+    @from_stripe("subscription")
     def _from_subscription(
         self, subscription: stripe.Subscription | dict[str, Any], **_: Any
     ) -> dict[str, Any]:
