@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,7 +20,7 @@ from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
 from billing.budget import StripeBudget, limits_for_key, limits_for_sandbox
-from billing.config import Config, ConfigError
+from billing.config import Config, config_or_exit
 from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
@@ -215,11 +214,7 @@ def __getattr__(name: str) -> Flask:
     # `gunicorn app:app` builds the app on first use, so importing this module
     # (tests, CLI) does not read the environment or open a database.
     if name == "app":
-        try:
-            application = create_app()
-        except ConfigError as error:  # one line that says why, not a traceback
-            sys.stderr.write(f"billing: cannot start: {error}\n")
-            raise SystemExit(1) from None
+        application = create_app(config_or_exit())  # or one line that says why, not a traceback
         globals()["app"] = application
         return application
     raise AttributeError(name)

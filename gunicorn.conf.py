@@ -21,6 +21,15 @@ accesslog = None  # the service writes its own JSON line per request
 logger_class = "billing.logs.GunicornLogger"  # gunicorn's own log in the same JSON lines
 
 
+def on_starting(server: Any) -> None:
+    """Refuse to start, in one line, before the port is bound or a worker forked
+    (no key and no STRIPE_SANDBOX=1, say): a worker that exits on its bad
+    configuration is only booted again by the arbiter, forever."""
+    from billing.config import config_or_exit
+
+    config_or_exit()
+
+
 def post_worker_init(worker: Any) -> None:
     """In sandbox mode, deliver the emulator's pending webhooks from the first
     second (events recorded before the server listened, by `migrate`, say)."""

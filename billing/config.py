@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -192,3 +193,13 @@ class Config:
             sandbox_webhook_ordered=env.get("SANDBOX_WEBHOOK_ORDERED") == "1",
             errors_doc_url=errors_doc_url,
         )
+
+
+def config_or_exit() -> Config:
+    """The configuration from the environment, or, if it can't start a service,
+    one line on stderr that says why and exit status 1 (no traceback)."""
+    try:
+        return Config.from_env()
+    except ConfigError as error:
+        sys.stderr.write(f"billing: cannot start: {error}\n")
+        raise SystemExit(1) from None

@@ -147,6 +147,34 @@ def test_web_process_refuses_to_start_in_one_line(tmp_path: Any) -> None:
                      "the built-in Stripe sandbox"], result.stderr
 
 
+def test_the_procfiles_web_refuses_to_start_in_one_line_and_exits(tmp_path: Any) -> None:
+    """`web: gunicorn app:app` with neither STRIPE_API_KEY nor STRIPE_SANDBOX: one
+    line that says why and a non-zero exit, before the port is bound or a worker
+    booted (a worker that exits is only booted again by gunicorn, forever)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.db_proxy import bind_local
+
+    listener = bind_local()  # a free port of LOCAL_PORT_RANGE
+    port = listener.getsockname()[1]
+    listener.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3", PORT=str(port), WEB_CONCURRENCY="1")
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "app:app"], cwd=Path(__file__).resolve().parent.parent,
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    why = ("billing: cannot start: STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
+           "the built-in Stripe sandbox")
+    assert lines.count(why) == 1, result.stderr
+    # Besides it, at most gunicorn's own start line (a JSON log line): nothing listened, nothing booted.
+    others = [line for line in lines if line != why]
+    assert all(line.startswith("{") and "Starting gunicorn" in line for line in others), result.stderr
+
+
 def test_config_rules() -> None:
     with pytest.raises(ConfigError):
         Config.from_env({"STRIPE_API_KEY": "sk_test_x"})  # real Stripe needs real auth config
