@@ -85,18 +85,28 @@ class Keeper:
         self.keep_data(obj.to_dict(), stamp)
 
     def keep_data(self, data: dict[str, Any], stamp: int) -> None:
-        data, latest = _as_stored(data)
-        if data.get("object") not in COPIED or not data.get("id"):
-            return
-        if latest is not None:  # a write's answer expanded with the invoice it caused: keep that too
-            self.keep_data(latest, stamp)
-        row = _row(data, stamp)
-        if data.get("deleted"):
-            # Stripe answers a deleted object with a stub: keep what we knew, flagged.
-            row.pop("data")
-        seen = int(self.clock() * 1_000_000)
-        with self.db.write() as session:
-            _upsert(session, row, seen)
+        rows = _rows(data, stamp)
+        if rows:
+            seen = int(self.clock() * 1_000_000)
+            # One transaction: a subscription and the latest invoice it came with
+            # change together (its pending_payment reads both).
+            with self.db.write() as session:
+                for row in rows:
+                    _upsert(session, row, seen)
+
+
+def _rows(data: dict[str, Any], stamp: int) -> list[dict[str, Any]]:
+    """The copy's rows for a view (and for the latest invoice expanded in it)."""
+    data, latest = _as_stored(data)
+    if data.get("object") not in COPIED or not data.get("id"):
+        return []
+    # A write's answer expanded with the invoice it caused: keep that too.
+    rows = _rows(latest, stamp) if latest is not None else []
+    row = _row(data, stamp)
+    if data.get("deleted"):
+        # Stripe answers a deleted object with a stub: keep what we knew, flagged.
+        row.pop("data")
+    return [*rows, row]
 
 
 def _upsert(session: Session, row: dict[str, Any], seen: int) -> None:
@@ -262,6 +272,21 @@ def invoice(invoice_id: str) -> dict[str, Any] | None:
 def payment_intent(payment_intent_id: str) -> dict[str, Any] | None:
     row = _stored("payment_intent", payment_intent_id)
     return None if row is None else row.data
+
+
+def open_invoice_paid_with(customer_id: str, payment_intent_id: str) -> StripeCopy | None:
+    """The customer's open invoice that this PaymentIntent pays. The copy relates
+    them by the invoice's confirmation secret (current API versions show no
+    invoice on the intent); a customer has few open invoices."""
+    with current().db.read() as session:
+        rows = session.scalars(select(StripeCopy).where(
+            StripeCopy.customer_id == customer_id, StripeCopy.object_type == "invoice",
+            StripeCopy.status == "open", StripeCopy.deleted.is_(False)))
+        for row in rows:
+            secret = (row.data.get("confirmation_secret") or {}).get("client_secret") or ""
+            if secret.split("_secret_")[0] == payment_intent_id:
+                return row
+    return None
 
 
 def invoices_page(customer_id: str, limit: int, *, after: str | None = None,

@@ -3,6 +3,7 @@ and the sandbox's stand-in for Stripe.js (`/sandbox/.../authenticate`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -257,3 +258,49 @@ def test_an_increase_on_a_declining_card_is_still_refused(acct: dict[str, Any]) 
     assert_error(alice.patch(path, {"product_quantities": {"users": 5}}), 402, "card_declined")
     after = alice.get(path).json
     assert (after["product_quantities"], after["pending_payment"]) == (sub["product_quantities"], None)
+
+
+OWING = {"incomplete", "past_due", "unpaid"}
+
+
+def _says_what_it_waits_for(subscription: dict[str, Any]) -> None:
+    """Never `incomplete` with nothing pending, never a failure after a successful
+    authentication, never a payment pending on an active subscription."""
+    pending = subscription["pending_payment"]
+    if subscription["status"] in OWING:
+        assert pending is not None and pending["reason"] == "authentication_required", subscription
+    else:
+        assert subscription["status"] == "active" and pending is None, subscription
+
+
+@pytest.mark.parametrize("first", ["invoice", "payment_intent", "subscription"])
+def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
+        acct: dict[str, Any], state: Any, app: Any, client: Any, webhooks_lost: None, apply_now: Any,
+        first: str) -> None:
+    """Stripe's events about the authenticated payment (its PaymentIntent, the
+    invoice it paid, the subscription made active) are applied one object at a
+    time, in any order: after each, the subscription says what it waits for."""
+    from billing.webhooks.service import apply_object
+    from tests.test_webhooks import deliver
+
+    alice, acc = acct["alice"], acct["acc"]
+    card(acct, "pm_card_authenticationRequired")
+    created = subscribe(acct)
+    path = f"{acc}/subscriptions/{created['id']}"
+    secret = created["pending_payment"]["client_secret"]
+    assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
+    # Stripe's events have not come yet: the subscription still waits, and says so.
+    assert alice.get(path).json == created
+    events = state.gateway.client.v1.events.list({"limit": 100}).data
+    for event in reversed(events):
+        assert deliver(client, json.dumps(event.to_dict(), default=str).encode()).status_code == 200
+    keys = {"invoice": f"invoice:{created['pending_payment']['invoice_id']}",
+            "payment_intent": f"payment_intent:{secret.split('_secret_')[0]}",
+            "subscription": f"subscription:{created['id']}"}
+    for name in [first, *sorted(set(keys) - {first})]:
+        with app.app_context():
+            apply_object(keys[name])
+        _says_what_it_waits_for(alice.get(path).json)
+    apply_now()
+    after = alice.get(path).json
+    assert (after["status"], after["pending_payment"]) == ("active", None)

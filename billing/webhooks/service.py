@@ -27,6 +27,7 @@ from billing.errors import ApiError
 from billing.models import BillingAccountIndex, StripeCopy
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
+from billing.subscriptions.pending import OWING
 from billing.webhooks import inbox
 from billing.webhooks.event_checks import check_event
 
@@ -187,15 +188,39 @@ def _refetch_invoice(invoice_id: str, stored: StripeCopy | None) -> stripe.Strip
     subscription_id = _renewing_subscription(invoice_id, stored)
     if subscription_id is None:
         return gateway.retrieve_invoice(invoice_id)
-    try:
-        with background("webhook", deadline_seconds=0):  # no room now: raises at once
-            return gateway.retrieve_invoice(invoice_id)
-    except BudgetExhausted:
-        subscription = gateway.retrieve_subscription(subscription_id)
+    if not _owes(subscription_id):
+        try:
+            with background("webhook", deadline_seconds=0):  # no room now: raises at once
+                return gateway.retrieve_invoice(invoice_id)
+        except BudgetExhausted:
+            pass
+    # Also whenever the subscription owes this invoice (its pending_payment): the two
+    # are read, and kept, together, so the API never shows it owing with nothing
+    # pending, or the invoice paid while the subscription still waits for it.
+    subscription = gateway.retrieve_subscription(subscription_id)
     latest = getattr(subscription, "latest_invoice", None) if subscription is not None else None
-    if isinstance(latest, stripe.Invoice) and latest.id == invoice_id:
+    if isinstance(latest, stripe.Invoice) and latest.id == invoice_id and not latest.lines.has_more:
         return latest
-    return gateway.retrieve_invoice(invoice_id)  # no longer its latest: a newer one came meanwhile
+    return gateway.retrieve_invoice(invoice_id)  # no longer its latest (a newer one came meanwhile), or long
+
+
+def _owes(subscription_id: str) -> bool:
+    """Whether the copy shows the subscription waiting on its latest invoice (pending_payment)."""
+    return (replica.subscription_document(subscription_id) or {}).get("status") in OWING
+
+
+def _read_what_it_paid(customer_id: str, payment_intent_id: str) -> None:
+    """A PaymentIntent that succeeded pays an open invoice: when that invoice is
+    what an owing subscription waits for, the subscription is read too (it brings
+    the invoice), so the three change together: pending_payment never says the
+    payment failed, or goes, while the subscription still reads incomplete."""
+    intent = replica.payment_intent(payment_intent_id)
+    if intent is None or intent.get("status") != "succeeded":
+        return
+    invoice = replica.open_invoice_paid_with(customer_id, payment_intent_id)
+    subscription_id = _renewing_subscription(invoice.id, invoice) if invoice is not None else None
+    if subscription_id is not None and _owes(subscription_id):
+        current().gateway.retrieve_subscription(subscription_id)
 
 
 def _applied_its_subscription(events: list[inbox.Claimed]) -> bool:
@@ -286,6 +311,8 @@ def apply_events(key: str, events: list[inbox.Claimed]) -> None:
                 raise ObjectGone(f"{object_type} {object_id} no longer exists in Stripe")
     if object_type == "customer" and replica.customer(object_id) is None:  # deleted in Stripe
         forget_account(object_id)
+    if object_type == "payment_intent" and customer_id:
+        _read_what_it_paid(customer_id, object_id)
     if types & {"payment_method.attached", "setup_intent.succeeded"} and customer_id:
         ensure_default_payment_method(customer_id)
         enforce_limit(customer_id)
