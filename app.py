@@ -32,7 +32,8 @@ from billing.health import blp as health_blp
 from billing.openapi import docs_assets
 from billing.invoices.routes import blp as invoices_blp
 from billing.organizations.routes import blp as organizations_blp
-from billing.organizations.routes import pictures_blp, public_blp
+from billing.organizations.routes import LARGER_BODIES, pictures_blp, public_blp
+from billing.body_limits import BodyLimits
 from billing.rate_limit import RateLimiter
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.replica import Keeper
@@ -199,6 +200,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
              expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
 
+    # Each request's body limit, before any hook reads the body; the web worker asks the same.
+    body_limits = BodyLimits(app, LARGER_BODIES)
+    app.url_value_preprocessor(body_limits.apply)
+    app.config["BODY_LIMIT_FOR"] = body_limits.for_target
     # First, so that every request that begins a scope of shared reads ends it.
     app.before_request(db.begin_request)
     app.teardown_request(lambda _error: db.end_request())
