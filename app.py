@@ -14,6 +14,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from flask_smorest import Api
 from sqlalchemy import inspect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from billing import cli, idempotency, input_guard, logs, openapi, request_log
 from billing.tokens import TokenVerifier
@@ -30,6 +31,9 @@ from billing.health import blp as health_blp
 from billing.openapi import docs_assets
 from billing.invoices.routes import blp as invoices_blp
 from billing.organizations.routes import blp as organizations_blp
+from billing.organizations.routes import LARGER_BODIES, pictures_blp, public_blp
+from billing.body_limits import BodyLimits
+from billing.rate_limit import RateLimiter
 from billing.payment_methods.routes import blp as payment_methods_blp
 from billing.replica import Keeper
 from billing.state import BillingState
@@ -163,7 +167,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     gateway = stripe_parts["gateway"]
     queue = JobQueue(app, queue_storage(config), reconcile_every_minutes=config.reconcile_every_minutes)
     app.extensions["billing"] = BillingState(
-        config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), queue=queue, **stripe_parts
+        config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), queue=queue,
+        public_limiter=RateLimiter(config.public_rate_limit_per_minute,
+                                   burst=min(20, config.public_rate_limit_per_minute)),
+        **stripe_parts,
     )
     if not config.stripe_webhook_secrets:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")
@@ -175,9 +182,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     openapi.extend(api)
     for blp in (
         health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
-        payment_methods_blp, invoices_blp, organizations_blp, webhooks_blp,
+        payment_methods_blp, invoices_blp, organizations_blp, public_blp, webhooks_blp,
     ):
         api.register_blueprint(blp)
+    app.register_blueprint(pictures_blp)  # served to browsers, not in the document
     if config.sandbox:
         from billing.sandbox_routes.routes import blp as sandbox_blp, hosted_invoices_blp
 
@@ -191,6 +199,10 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
              expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
 
+    # Each request's body limit, before any hook reads the body; the web worker asks the same.
+    body_limits = BodyLimits(app, LARGER_BODIES)
+    app.url_value_preprocessor(body_limits.apply)
+    app.config["BODY_LIMIT_FOR"] = body_limits.for_target
     # First, so that every request that begins a scope of shared reads ends it.
     app.before_request(db.begin_request)
     app.teardown_request(lambda _error: db.end_request())
@@ -206,6 +218,11 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
             response.vary.add("Origin")
         return request_log.finish(idempotency.finish(response))
 
+    if config.trusted_proxy_count:
+        # The client's address (the public routes' rate limit) and scheme (our picture URLs) as the
+        # proxies in front saw them: that many hops from the right of X-Forwarded-For, none the client wrote.
+        n = config.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     cli.register(app)
     return app
 

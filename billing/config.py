@@ -36,6 +36,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number (0 or more)")
+    return int(raw)
+
+
 def _reconcile_minutes(env: Mapping[str, str]) -> int:
     """Minutes between scheduled reconciles: a divisor of 60 (a crontab step), or 0 for none."""
     raw = env.get("RECONCILE_EVERY_MINUTES") or "60"
@@ -83,6 +90,10 @@ class Config:
     sandbox_webhook_concurrency: int = 32
     sandbox_webhook_ordered: bool = False
     errors_doc_url: str = DEFAULT_ERRORS_DOC_URL
+    # Proxies in front that append X-Forwarded-For/-Proto (Heroku's router: 1); 0: the TCP peer is the client.
+    trusted_proxy_count: int = 0
+    # The public routes' budget per client address and worker process (billing.rate_limit).
+    public_rate_limit_per_minute: int = 60
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -192,6 +203,8 @@ class Config:
             sandbox_webhook_concurrency=webhook_concurrency,
             sandbox_webhook_ordered=env.get("SANDBOX_WEBHOOK_ORDERED") == "1",
             errors_doc_url=errors_doc_url,
+            trusted_proxy_count=_count(env, "TRUSTED_PROXY_COUNT", 0),
+            public_rate_limit_per_minute=_positive_int(env, "PUBLIC_RATE_LIMIT_PER_MINUTE", 60),
         )
 
 

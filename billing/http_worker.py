@@ -18,8 +18,9 @@ blocking `close_graceful`.
   accept (or of its first byte, on a kept-alive connection): else 408, or, if
   nothing of it came, the connection just closes.
 - A request that cannot come whole is handed over as it is and its connection
-  closes after the answer: a body announced over the app's MAX_CONTENT_LENGTH
-  (the app answers 413 without reading it), or a head past gunicorn's limits.
+  closes after the answer: a body announced over its route's limit (the app's
+  BODY_LIMIT_FOR, else MAX_CONTENT_LENGTH: the app answers 413 without reading
+  it), or a head past gunicorn's limits.
 - The answers gunicorn makes itself (400 for a malformed request, 414, 431,
   417, 501) come in the contract's JSON envelope, not as gunicorn's HTML page.
 
@@ -36,6 +37,7 @@ import selectors
 import socket
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -153,6 +155,7 @@ class _Reading:
     data: bytearray = field(default_factory=bytearray)
     state: str | None = None  # WAIT, WHOLE or CUT once looked at
     continued: bool = False  # a 100 Continue went out
+    body_limit: int | None = None  # its route's, once its head is in
 
 
 @dataclass
@@ -209,11 +212,13 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
         self.waiting: dict[_Conn, _Reading] = {}  # connections whose request the loop is reading
         self.lingering: dict[Any, tuple[float, int]] = {}  # socket -> deadline, bytes drained
         self.line_limit = self.head_limit = self.body_limit = 0
+        self.body_limit_for: Callable[[str, str], int] | None = None
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         config = getattr(self.wsgi, "config", None) or {}
         self.body_limit = config.get("MAX_CONTENT_LENGTH") or DEFAULT_BODY_LIMIT
+        self.body_limit_for = config.get("BODY_LIMIT_FOR")  # (method, target) -> bytes: a route may take more
         # The longest head gunicorn's parser accepts (its own formula, plus the request line).
         fields = self.cfg.limit_request_fields or 32768
         field_size = self.cfg.limit_request_field_size or 8190
@@ -221,8 +226,18 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
         self.head_limit = self.line_limit + 4 + fields * (field_size + 2) + 4
 
     def state_of(self, reading: _Reading) -> str:
+        if reading.body_limit is None and self.body_limit_for is not None and b"\r\n\r\n" in reading.data:
+            reading.body_limit = self._route_body_limit(reading.data)
         return request_state(reading.data, line_limit=self.line_limit, head_limit=self.head_limit,
-                             body_limit=self.body_limit)
+                             body_limit=reading.body_limit or self.body_limit)
+
+    def _route_body_limit(self, data: bytes | bytearray) -> int:
+        assert self.body_limit_for is not None
+        start = 2 if data[:2] == b"\r\n" else 0
+        parts = bytes(data[start:data.find(b"\r\n", start)]).split(b" ")
+        if len(parts) != 3:
+            return int(self.body_limit)  # gunicorn's parser refuses the line
+        return self.body_limit_for(parts[0].decode("latin-1"), parts[1].decode("latin-1"))
 
     # -- reading a request: a thread reads what has come, the loop waits for the rest ----------
     #

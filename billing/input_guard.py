@@ -35,25 +35,22 @@ def is_clean_identifier(text: str) -> bool:
     return _FORBIDDEN_IN_URL.search(text) is None
 
 
+# A string, escapes included (an unterminated one runs to the end), and what
+# is not a bracket: both removed by the regex engine, so only the brackets
+# outside strings are walked in Python (a 3 MB picture's base64 is one match).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
 def json_too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
     """Whether the JSON text nests arrays/objects deeper than `limit` (strings skipped)."""
     depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    for char in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        if char in "[{":
             depth += 1
             if depth > limit:
                 return True
-        elif char in "]}":
+        else:
             depth -= 1
     return False
 

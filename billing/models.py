@@ -11,7 +11,9 @@ import string
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -231,6 +233,7 @@ class Organization(Base):
     __table_args__ = (
         Index("ix_organizations_workspace_parent", "workspace_id", "parent_id"),
         Index("ix_organizations_workspace_path", "workspace_id", "path"),
+        Index("ux_organizations_external_id", "external_id", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_organization_id)
@@ -240,8 +243,14 @@ class Organization(Base):
     path: Mapped[str] = mapped_column(String(400), default="")
     depth: Mapped[int] = mapped_column(Integer, default=0)
     name: Mapped[str] = mapped_column(String(50))
-    external_id: Mapped[str] = mapped_column(String(36))
+    external_id: Mapped[str] = mapped_column(String(36))  # unique: the public branding route finds by it too
     billing_account_id: Mapped[str | None] = mapped_column(String(64))
+    # The picture: an HTTPS URL as given, or the digest of an upload kept in
+    # `organization_pictures` (its URL is ours); never both.
+    picture_url: Mapped[str | None] = mapped_column(String(2048))
+    picture_digest: Mapped[str | None] = mapped_column(String(64))
+    # {display_name, login_hint, colors {primary, page_background}}, or None when nothing is set.
+    branding: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     limit_locations: Mapped[int | None] = mapped_column(BigInteger)
     limit_users: Mapped[int | None] = mapped_column(BigInteger)
     limit_sso: Mapped[int | None] = mapped_column(BigInteger)
@@ -272,6 +281,21 @@ class Organization(Base):
     def subtree_prefix(self) -> str:
         """What every descendant's path starts with."""
         return f"{self.path}#{self.id}" if self.path else self.id
+
+
+class OrganizationPicture(Base):
+    """An uploaded picture, as the service serves it (decoded, checked,
+    re-encoded: `billing.organizations.pictures`). One per organization;
+    deleted with it."""
+
+    __tablename__ = "organization_pictures"
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 of `data`: its URL names it
+    content_type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CapacityHold(Base):

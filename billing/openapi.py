@@ -103,6 +103,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("get", W + "/organizations/{organizationId}/limits"): "retrieveOrganizationLimits",
     ("post", W + "/organizations/{organizationId}/usage"): "reportUsage",
     ("get", W + "/capacity"): "retrieveCapacity",
+    ("get", "/organizations/{organizationId}/branding"): "retrievePublicBranding",
     ("post", "/webhooks/stripe"): "receiveStripeEvent",
     ("get", "/sandbox/clock"): "retrieveSandboxClock",
     ("post", "/sandbox/clock/advance"): "advanceSandboxClock",
@@ -222,10 +223,11 @@ class ErrorResponses(BasePlugin):
 # LimitsMap (also a request body's partial map), Readiness (a check is left out
 # when Stripe is down) nor the error envelope (`errors` on validation only).
 COMPLETE_RESPONSES = frozenset({
-    "Address", "AdvancedClock", "AuthenticationResult", "BillingAccount", "BillingAccountList", "Capacity", "Clock",
+    "Address", "AdvancedClock", "AuthenticationResult", "BillingAccount", "BillingAccountList", "Branding",
+    "BrandingColors", "Capacity", "Clock",
     "Descendants", "Health", "Invoice", "InvoiceLine", "InvoiceList", "InvoicePreview", "LimitContext",
     "LimitEntry", "Member", "MemberList", "Message", "Organization", "OrganizationLimits", "OrganizationList",
-    "PaymentMethod", "PaymentMethodList", "PendingPayment", "Pool", "PoolProduct", "PoolProducts",
+    "PaymentMethod", "PaymentMethodList", "PendingPayment", "Pool", "PoolProduct", "PoolProducts", "PublicBranding",
     "ProductCounts", "ProductQuantity", "SetupIntent", "SetupIntentResult", "Subscription", "SubscriptionList",
     "TrialEligibility", "TrialInfo", "Usage", "Workspace", "WorkspaceList",
 })
@@ -301,8 +303,19 @@ def nullable_object(self: Any, field: fields.Field[Any], ret: dict[str, Any], **
     return {}
 
 
+# A 429 of this service's own rate limit (the public routes): the envelope, and when to come back.
+RATE_LIMITED = "RATE_LIMITED"
+_RATE_LIMITED_RESPONSE = {
+    "description": "Too many requests from this client address.",
+    "headers": {"Retry-After": {"description": "Seconds to wait before the next request from this address.",
+                                "required": True, "schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
 def extend(api: Api) -> None:
     """Adds this module's plugins and field rules to the API's document."""
+    api.spec.components.response(RATE_LIMITED, _RATE_LIMITED_RESPONSE)
     api.ma_plugin.converter.add_attribute_function(object_keywords)
     api.ma_plugin.converter.add_attribute_function(nullable_object)
     for plugin in (IdempotencyKeyDocs(), OperationIds(), ErrorResponses(), ObjectRules()):

@@ -6,7 +6,7 @@ what the service uses of them, so nothing here imports the emulator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from flask import current_app
@@ -16,6 +16,7 @@ from billing.config import Config
 from billing.db import Database
 from billing.gateway import StripeGateway
 from billing.jobs import JobQueue
+from billing.rate_limit import RateLimiter
 from billing.tokens import TokenVerifier
 
 
@@ -62,6 +63,8 @@ class BillingState:
     verifier: TokenVerifier
     prices: PriceBook
     queue: JobQueue
+    # The public routes' per-client budget (in this process's memory).
+    public_limiter: RateLimiter = field(default_factory=RateLimiter)
     # Sandbox mode only.
     sandbox_clock: SandboxClock | None = None
     webhooks: SandboxWebhooks | None = None

@@ -154,3 +154,51 @@ def test_pipelined_chunked_and_100_continue_requests_are_answered(server: Server
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 404 ")
+
+
+def test_a_route_that_takes_a_picture_has_its_larger_body_read_whole(server: Server) -> None:
+    """An organization's create and PATCH take bodies up to 4 MiB (a 2 MiB picture as base64):
+    the worker buffers such a body whole; elsewhere the limit stays 1 MiB."""
+    from bench.run import Client
+    from billing.organizations.pictures import MAX_BASE64_CHARS
+
+    client = Client(server.base, "worker-pictures")
+    ws = client.call("POST", "/workspaces", json={"name": "Pictures", "billing_mode": "pooled"})["id"]
+    org = client.call("POST", f"/workspaces/{ws}/organizations", json={"name": "Root"})["id"]
+    big = "data:image/png;base64," + "A" * MAX_BASE64_CHARS  # 2.8 MB: decodes to zeros, no PNG
+    response = client.session.patch(f"{server.base}/workspaces/{ws}/organizations/{org}", json={"picture": big},
+                                     timeout=GENEROUS)
+    assert response.status_code == 422 and "picture" in response.json()["errors"]  # read whole, then judged
+    response = client.session.post(f"{server.base}/workspaces", json={"name": "x", "description": big},
+                                   timeout=GENEROUS)
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+
+def test_slow_picture_uploads_hold_no_thread(server: Server) -> None:
+    """A body over 1 MiB on a route that takes one is read in the loop like any other: 40 uploads
+    whose bodies come slowly (here: not at all) leave the threads free."""
+    held = []
+    try:
+        for _ in range(40):
+            sock = socket.create_connection(address(server), timeout=GENEROUS)
+            sock.sendall(b"PATCH /workspaces/ws_a/organizations/org_b HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n{\"picture\": \"data:")
+            held.append(sock)
+        for _ in range(10):
+            response = requests.get(f"{server.base}/healthz", timeout=GENEROUS, headers={"Connection": "close"})
+            assert response.status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_the_body_limit_is_the_routes(session_app: object) -> None:
+    limit_for = session_app.config["BODY_LIMIT_FOR"]  # type: ignore[attr-defined]
+    org = "/workspaces/ws_a/organizations/org_b"
+    assert limit_for("PATCH", org) == limit_for("POST", "/workspaces/ws_a/organizations") == 4 * 1024 * 1024
+    assert limit_for("POST", org + "/children?x=1") == limit_for("PATCH", "/workspaces/ws_a/organization%73/org_b") \
+        == 4 * 1024 * 1024
+    assert limit_for("PATCH", "http://api.example/workspaces/ws_a/organizations/org_b") == 4 * 1024 * 1024
+    for method, target in [("GET", org), ("POST", org + "/usage"), ("POST", "/workspaces"), ("PATCH", "/nowhere"),
+                           ("POST", "/workspaces/ws_a/billing-accounts")]:
+        assert limit_for(method, target) == 1024 * 1024, (method, target)

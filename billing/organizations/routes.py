@@ -1,15 +1,21 @@
-"""HTTP routes for organizations, usage reports, limits and capacity."""
+"""HTTP routes for organizations, usage reports, limits and capacity; and,
+without a token, an organization's public branding and its uploaded picture."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Blueprint as FlaskBlueprint
+from flask import Response, request
 from flask.views import MethodView
+from flask_smorest import Blueprint
 
 from billing.access import organization_access, usage_access, workspace_access
 from billing.blueprints import authenticated_blueprint
-from billing.organizations import capacity, service
+from billing.openapi import RATE_LIMITED
+from billing.organizations import branding, capacity, service
+from billing.rate_limit import throttle
+from billing.state import current
 from schemas.organizations import (
     CapacitySchema,
     ChildCreateSchema,
@@ -20,6 +26,7 @@ from schemas.organizations import (
     OrganizationListSchema,
     OrganizationSchema,
     OrganizationUpdateSchema,
+    PublicBrandingSchema,
     UsageReportSchema,
 )
 
@@ -27,6 +34,16 @@ blp = authenticated_blueprint(
     "organizations", __name__, url_prefix="/workspaces/<workspaceId>",
     description="Hierarchical organizations: they consume the capacity subscriptions provide.",
 )
+
+# A body with an uploaded picture (2 MiB of image is 2.8 MB of base64) may be
+# this large on the routes that take one; every other route keeps the app's 1 MiB
+# (billing/body_limits.py applies it).
+PICTURE_BODY_BYTES = 4 * 1024 * 1024
+LARGER_BODIES = {
+    ("organizations.Organizations", "POST"): PICTURE_BODY_BYTES,
+    ("organizations.OrganizationById", "PATCH"): PICTURE_BODY_BYTES,
+    ("organizations.Children", "POST"): PICTURE_BODY_BYTES,
+}
 
 
 @blp.route("/organizations")
@@ -113,3 +130,44 @@ class Capacity(MethodView):
     def get(self, workspaceId: str) -> Any:
         """Retrieve the workspace's capacity pools"""
         return capacity.capacity(usage_access(workspaceId, write=False).workspace)
+
+
+# -- public: no token -------------------------------------------------------------------
+
+public_blp = Blueprint("Public", __name__,
+                       description="Unauthenticated endpoints for retrieving public organization information.")
+
+@public_blp.route("/organizations/<organizationId>/branding", parameters=[{
+    "in": "path", "name": "organizationId",
+    "description": "The organization's id (org_...) or its external_id (a UUID)."}])
+class PublicBranding(MethodView):
+    @public_blp.doc(security=[])
+    @public_blp.response(200, PublicBrandingSchema)
+    @public_blp.alt_response(429, response=RATE_LIMITED)
+    def get(self, organizationId: str) -> Any:
+        """Retrieve an organization's public branding (by its id or external_id)"""
+        throttle(current().public_limiter, "branding")
+        return branding.public_branding(organizationId)
+
+
+# The uploaded pictures the `picture` URLs point at: loaded by browsers (an
+# <img>), not called by API clients, so not in the OpenAPI document.
+pictures_blp = FlaskBlueprint("pictures", __name__)
+
+_PICTURE_HEADERS = {
+    # The URL names the picture's digest: what it answers never changes.
+    "Cache-Control": "public, max-age=31536000, immutable",
+    # Shown on its own, it may load nothing and run nothing.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+    "Cross-Origin-Resource-Policy": "cross-origin",  # for pages on other origins
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@pictures_blp.get("/organizations/<organizationId>/pictures/<pictureId>")
+def picture(organizationId: str, pictureId: str) -> Any:
+    throttle(current().public_limiter, "picture")
+    content_type, data = branding.stored_picture(organizationId, pictureId)
+    response = Response(data, mimetype=content_type, headers=_PICTURE_HEADERS)
+    response.set_etag(pictureId)
+    return response.make_conditional(request)

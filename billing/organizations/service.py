@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, ContextManager
 
 from sqlalchemy import delete, func, or_, select, update
@@ -14,7 +15,9 @@ from billing.access import Access
 from billing.catalog import PRODUCTS
 from billing.errors import ApiError, validation_error
 from billing.leases import account_lease_name, lease
-from billing.models import BillingAccountIndex, Organization, utcnow
+from billing.models import BillingAccountIndex, Organization, OrganizationPicture, new_organization_id, utcnow
+from billing.organizations import pictures
+from billing.organizations.branding import stored_branding
 from billing.organizations.capacity import check_room_for_subtree, lock_organization, lock_workspace, organization_in
 from billing.state import current
 
@@ -104,11 +107,45 @@ def _limits_columns(limits: dict[str, Any]) -> dict[str, Any]:
     return {f"limit_{product}": value for product, value in limits.items()}
 
 
+@dataclass(frozen=True)
+class _Picture:
+    """A picture a request sets: an HTTPS URL, an upload decoded, or neither (removed)."""
+
+    url: str | None = None
+    upload: pictures.StoredPicture | None = None
+
+
+def _picture(data: dict[str, Any]) -> _Picture | None:
+    """The picture the body sets (None: it says nothing of one). An upload is
+    decoded here, before any lock is taken; 422 if it is refused."""
+    if "picture" not in data:
+        return None
+    value = data["picture"]
+    if not isinstance(value, pictures.DataUri):
+        return _Picture(url=value)
+    try:
+        return _Picture(upload=pictures.decode(value))
+    except pictures.PictureRefused as refused:
+        raise validation_error({"picture": [str(refused)]}, "The picture can't be used.") from None
+
+
+def _set_picture(session: Session, org: Organization, picture: _Picture) -> None:
+    org.picture_url = picture.url
+    org.picture_digest = picture.upload.digest if picture.upload else None
+    if picture.upload is None:
+        session.execute(delete(OrganizationPicture).where(OrganizationPicture.organization_id == org.id))
+        return
+    session.merge(OrganizationPicture(organization_id=org.id, digest=picture.upload.digest,
+                                      content_type=picture.upload.content_type, data=picture.upload.data,
+                                      created_at=utcnow()))
+
+
 def create_organization(access: Access, data: dict[str, Any], parent_id: str | None = None) -> Organization:
     """A root (`parent_id` None) or a child; 409 organization_limit_reached past
     1,000 per workspace, depth 9 or 100 children."""
     access.for_billing_write()
     account_id = _account_rule(access, data, root=parent_id is None)
+    picture = _picture(data)
     now = utcnow()
     with _account_lease(account_id), current().db.write() as session:
         lock_workspace(session, access.workspace.id)
@@ -127,19 +164,27 @@ def create_organization(access: Access, data: dict[str, Any], parent_id: str | N
                 raise _limit_reached(f"An organization can have at most {MAX_CHILDREN} direct children.")
             path, depth, account_id = parent.subtree_prefix, parent.depth + 1, parent.billing_account_id
         org = Organization(
-            workspace_id=access.workspace.id, parent_id=parent_id, path=path, depth=depth, name=data["name"],
-            external_id=str(uuid.uuid4()), billing_account_id=account_id, created_at=now, updated_at=now,
+            id=new_organization_id(), workspace_id=access.workspace.id, parent_id=parent_id, path=path,
+            depth=depth, name=data["name"], external_id=str(uuid.uuid4()), billing_account_id=account_id,
+            branding=stored_branding(data.get("branding")), created_at=now, updated_at=now,
             **{f"usage_{p}": 0 for p in PRODUCTS}, **{f"subtree_{p}": 0 for p in PRODUCTS},
             **_limits_columns(data.get("limits") or {}),
         )
         session.add(org)
+        if picture is not None and picture.upload is not None:
+            session.flush()  # the picture's row refers to the organization's
+            _set_picture(session, org, picture)
+        elif picture is not None:
+            org.picture_url = picture.url
     return org
 
 
 def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Organization:
     """Name, limits (null removes one; a limit below usage only refuses new
-    increases) and, for a root outside pooled mode, its billing account."""
+    increases), picture, branding and, for a root outside pooled mode, its
+    billing account."""
     access.for_billing_write()
+    picture = _picture(data)
     account_id: str | None = None
     if "billing_account_id" in data:
         with current().db.read() as session:
@@ -159,6 +204,10 @@ def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Or
             org.name = data["name"]
         for column, value in _limits_columns(data.get("limits") or {}).items():
             setattr(org, column, value)
+        if picture is not None:
+            _set_picture(session, org, picture)
+        if "branding" in data:
+            org.branding = stored_branding(data["branding"])
         org.updated_at = utcnow()
     return org
 
