@@ -119,7 +119,14 @@ def main() -> int:
         # Stripe parameters are built as the library's own TypedDicts.
         return subprocess.call([str(PYTHON), "-m", "mypy", "app.py", "billing", "schemas", "stripe_sandbox"],
                                cwd=ROOT)
-    print(f"usage: python3 dev.py [serve|test|flask ...|mypy|bench] (got {command!r})", file=sys.stderr)
+    if command == "lint":
+        # One tool for lint and format (pyproject.toml); `lint --fix` applies both.
+        fix = sys.argv[2:] == ["--fix"]
+        ruff = str(BIN / "ruff")
+        checked = subprocess.call([ruff, "check", *(["--fix"] if fix else []), "."], cwd=ROOT)
+        formatted = subprocess.call([ruff, "format", *([] if fix else ["--check"]), "."], cwd=ROOT)
+        return checked or formatted
+    print(f"usage: python3 dev.py [serve|test|flask ...|mypy|lint [--fix]|bench] (got {command!r})", file=sys.stderr)
     return 2
 
 

@@ -19,11 +19,13 @@ Env: BENCH_STORM_N, BENCH_WEB (web processes, default 1), BENCH_WORKERS (copies 
 Procfile's `worker:` command, if it has one; default 1), BENCH_DATABASE_URL (default
 postgresql://postgres@127.0.0.1:5432/billing_bench, created if absent: its schema is dropped
 for each N, so never point it at a database holding anything else), BENCH_QUIET_SECONDS
-(default 15), BENCH_STORM_TIMEOUT (seconds, default 900). Prints figures; asserts nothing.
+(default 15), BENCH_STORM_TIMEOUT (seconds, default 900), BENCH_WORKDIR (keep the processes'
+logs there). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import json
@@ -894,7 +896,9 @@ def storm_section() -> None:
     if mode not in ("burst", "live"):
         raise SystemExit(f"BENCH_STORM_DELIVERY must be burst or live, not {mode!r}")
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    # BENCH_WORKDIR keeps the processes' logs (else a temporary directory, removed after).
+    kept = os.environ.get("BENCH_WORKDIR")
+    with contextlib.nullcontext(kept) if kept else tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             workdir = Path(tmp) / f"n{n}"
             workdir.mkdir()
