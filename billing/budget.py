@@ -13,8 +13,8 @@ only when the second is full do they wait for the next one rather than earn a
 429. Background work (`with background("webhook"):`) is admitted only while
 the second has room below its share (the limits less `user_reserve`), and
 otherwise sleeps until the next second, up to a deadline after which it raises
-`BudgetExhausted`. A 429 that reaches background work pauses every process's
-background work for Stripe's `Retry-After` (1 s without one), then it retries;
+`BudgetExhausted`. Any rate-limit 429 (a user request's too: it says the
+second is over-full) pauses every process's background work for Stripe's `Retry-After` (1 s without one), then it retries;
 user requests are not paused.
 
 Old windows are deleted by `cleanup()`, which each process runs at most once a

@@ -157,8 +157,9 @@ class StripeEvent(Base):
 
 
 class IdempotencyRecord(Base):
-    """One Idempotency-Key of one scope (a workspace, or a user for routes
-    outside workspaces): the request's fingerprint and, once done, its response."""
+    """One Idempotency-Key of one scope (a caller in one workspace, or a caller
+    alone for routes outside workspaces; `billing.idempotency._scope`): the
+    request's fingerprint and, once done, its response."""
 
     __tablename__ = "idempotency_keys"
 
@@ -175,7 +176,7 @@ class IdempotencyRecord(Base):
 
 class StripeCopy(Base):
     """One Stripe object as Stripe last returned it (customers, subscriptions,
-    payment methods, invoices with all their lines, products), so that reads
+    payment methods, invoices with all their lines, PaymentIntents, products), so that reads
     cost Stripe nothing (see `billing.replica`).
 
     `fetched_at` is when the Stripe request that returned this view started

@@ -84,6 +84,21 @@ def test_a_non_member_can_neither_detect_nor_squat_a_key(as_user: Any) -> None:
     assert mine.status_code == 201 and "Idempotent-Replayed" not in mine.headers
 
 
+def test_a_key_on_a_long_unknown_workspace_is_404_not_stored(as_user: Any, state: Any) -> None:
+    """The key's scope holds the path's workspace id before the access check: a
+    long one (here 400 characters, and a 255-character user id) still fits its
+    column on PostgreSQL, so the answer is the access check's 404, not a 500."""
+    user = as_user("u" * 255)
+    ws = user.workspace()
+    long_id = "w" * 400
+    headers = {**user.headers, "Idempotency-Key": "k" * 255}
+    refused = user.client.post(f"/workspaces/{long_id}/billing-accounts", json=FULL, headers=headers)
+    assert_error(refused, 404, "not_found")
+    created = user.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
+    assert created.status_code == 201
+    assert len(index_rows(state, ws)) == 1
+
+
 def test_invalid_key_is_400(as_user: Any) -> None:
     alice = as_user("alice")
     response = alice.client.post("/workspaces", json={"name": "x", "billing_mode": "single"},

@@ -7,8 +7,8 @@ The task (`apply_object`) takes every waiting event about one object and
 applies them together. Handlers never trust the payload's snapshot: they
 re-read the object from Stripe (one request; the gateway stores it in the
 copy), so events may arrive in any order; events older than the stored view
-cost nothing. A task is put off until a few seconds after its event was
-created, so the events one change makes (a renewal makes several) share one read.
+cost nothing. A task is put off until a few seconds after its event
+arrived, so the events one change makes (a renewal makes several) share one read.
 """
 
 from __future__ import annotations
