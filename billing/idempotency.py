@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billing.db import Database
 from billing.errors import ApiError
-from billing.models import IdempotencyRecord, utcnow
+from billing.models import IDEMPOTENCY_SCOPE_LENGTH, IdempotencyRecord, utcnow
 from billing.state import current
 
 HEADER = "Idempotency-Key"
@@ -30,7 +30,6 @@ KEEP_FOR = timedelta(hours=24)
 # with its worker (PostgreSQL knows at once: see `begin`).
 RUNNING_LOCK = timedelta(seconds=90)
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-SCOPE_LENGTH: int = IdempotencyRecord.__table__.c.scope.type.length
 
 
 def stripe_key() -> str:
@@ -50,7 +49,7 @@ def _scope() -> str:
     scope = f"user:{g.user_id}:workspace:{workspace_id}" if workspace_id else f"user:{g.user_id}"
     # The path's id is not checked yet (the access check answers after): one too
     # long for the column is kept as its digest, so it still gets that 404.
-    if len(scope) > SCOPE_LENGTH:
+    if len(scope) > IDEMPOTENCY_SCOPE_LENGTH:
         return "sha256:" + hashlib.sha256(scope.encode()).hexdigest()
     return scope
 

@@ -156,6 +156,9 @@ class StripeEvent(Base):
     )
 
 
+IDEMPOTENCY_SCOPE_LENGTH = 300
+
+
 class IdempotencyRecord(Base):
     """One Idempotency-Key of one scope (a caller in one workspace, or a caller
     alone for routes outside workspaces; `billing.idempotency._scope`): the
@@ -163,7 +166,7 @@ class IdempotencyRecord(Base):
 
     __tablename__ = "idempotency_keys"
 
-    scope: Mapped[str] = mapped_column(String(300), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(IDEMPOTENCY_SCOPE_LENGTH), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))  # running | done
