@@ -179,7 +179,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         load_sandbox_catalog(db, gateway)
 
     api = BillingApi(app)
-    openapi.extend(api)
+    openapi.extend(api, app)
     for blp in (
         health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
         payment_methods_blp, invoices_blp, organizations_blp, public_blp, webhooks_blp,

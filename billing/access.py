@@ -10,6 +10,7 @@ before these checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from flask import g
 from sqlalchemy import bindparam, literal, select
@@ -19,6 +20,8 @@ from billing.models import BillingAccountIndex, Member, Organization, Workspace
 from billing.state import current
 from billing.tokens import USAGE_SCOPE, has_scope
 
+# A member's roles, lowest first; a route declares the one it needs (billing.openapi.route_facts).
+Role = Literal["viewer", "admin", "owner"]
 ROLE_RANK = {"viewer": 0, "admin": 1, "owner": 2}
 # The role of a service token (scope billing:usage) in `usage_access`: it may
 # report usage and read capacity in any workspace, and nothing else.

@@ -13,6 +13,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import text
 
 from billing.catalog import missing_prices
+from billing.openapi import route_facts
 from billing.state import current
 
 log = logging.getLogger("billing.health")
@@ -50,6 +51,7 @@ class ReadinessSchema(Schema):
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @route_facts("checkHealth", role=None)
     @blp.doc(security=[])  # probes need no token
     @blp.response(200, HealthSchema)
     def get(self) -> dict[str, Any]:
@@ -59,6 +61,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @route_facts("checkReadiness", role=None)
     @blp.doc(security=[])
     @blp.response(200, ReadinessSchema)
     @blp.alt_response(503, schema=ReadinessSchema, description="Not ready: the checks say what is missing.")

@@ -2,20 +2,27 @@
 the Idempotency-Key header on every write, a stable operationId for every
 operation (generated clients name their methods after it), the error envelope
 on every error status an operation can answer, and the object rules apispec
-leaves out (a Dict's enum keys, minProperties)."""
+leaves out (a Dict's enum keys, minProperties).
+
+A route's own facts (its operationId, the role it needs, whether it calls
+Stripe or can charge a card) are declared on the view with `@route_facts`,
+beside flask-smorest's decorators, and read from the app's views here."""
 
 from __future__ import annotations
 
 import http
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from apispec import BasePlugin
 from apispec.ext.marshmallow.common import resolve_schema_instance
-from flask import Blueprint
+from flask import Blueprint, Flask
 from flask_smorest import Api
 from marshmallow import EXCLUDE, INCLUDE, fields, validate
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from billing.access import Role
 from billing.input_guard import CONTROL_IN_URL
 from schemas.common import NonEmptySchema, Permanent
 
@@ -49,9 +56,6 @@ SERVERS = [
     {"url": "https://v1.api.altostrat.io", "description": "Production API Server"},
 ]
 
-W = "/workspaces/{workspaceId}"
-A = W + "/billing-accounts/{billingAccountId}"
-
 # Path parameters: description and example (the first two as published, seeds/000 and 001).
 PATH_PARAMETERS = {
     "workspaceId": ("The ID of the workspace.", "ws_a1b2c3d4e5f6g7h8"),
@@ -63,54 +67,80 @@ PATH_PARAMETERS = {
     "memberId": ("The member's user ID (the `sub` of their tokens).", "auth0|a1b2c3d4e5f6g7h8"),
 }
 
-OPERATION_IDS: dict[tuple[str, str], str] = {
-    ("get", "/healthz"): "checkHealth",
-    ("get", "/readyz"): "checkReadiness",
-    ("get", "/workspaces"): "listWorkspaces",
-    ("post", "/workspaces"): "createWorkspace",
-    ("get", W): "retrieveWorkspace",
-    ("patch", W): "updateWorkspace",
-    ("delete", W): "archiveWorkspace",
-    ("get", W + "/members"): "listMembers",
-    ("post", W + "/members"): "addMember",
-    ("patch", W + "/members/{memberId}"): "updateMember",
-    ("delete", W + "/members/{memberId}"): "removeMember",
-    ("get", W + "/billing-accounts"): "listBillingAccounts",
-    ("post", W + "/billing-accounts"): "createBillingAccount",
-    ("get", A): "retrieveBillingAccount",
-    ("patch", A): "updateBillingAccount",
-    ("delete", A): "deleteBillingAccount",
-    ("get", A + "/subscriptions"): "listSubscriptions",
-    ("post", A + "/subscriptions"): "createSubscription",
-    ("get", A + "/subscriptions/{subscriptionId}"): "retrieveSubscription",
-    ("patch", A + "/subscriptions/{subscriptionId}"): "updateSubscription",
-    ("delete", A + "/subscriptions/{subscriptionId}"): "cancelSubscription",
-    ("get", A + "/trial-eligibility"): "retrieveTrialEligibility",
-    ("get", A + "/payment-methods"): "listPaymentMethods",
-    ("post", A + "/payment-methods"): "createSetupIntent",
-    ("put", A + "/payment-methods/{paymentMethodId}"): "setDefaultPaymentMethod",
-    ("delete", A + "/payment-methods/{paymentMethodId}"): "detachPaymentMethod",
-    ("get", A + "/invoices"): "listInvoices",
-    ("post", A + "/invoices/preview"): "previewInvoice",
-    ("get", W + "/organizations"): "listOrganizations",
-    ("post", W + "/organizations"): "createOrganization",
-    ("get", W + "/organizations/{organizationId}"): "retrieveOrganization",
-    ("patch", W + "/organizations/{organizationId}"): "updateOrganization",
-    ("delete", W + "/organizations/{organizationId}"): "deleteOrganization",
-    ("post", W + "/organizations/{organizationId}/children"): "createChildOrganization",
-    ("get", W + "/organizations/{organizationId}/parent"): "retrieveParentOrganization",
-    ("get", W + "/organizations/{organizationId}/descendants"): "listDescendantOrganizations",
-    ("get", W + "/organizations/{organizationId}/limits"): "retrieveOrganizationLimits",
-    ("post", W + "/organizations/{organizationId}/usage"): "reportUsage",
-    ("get", W + "/capacity"): "retrieveCapacity",
-    ("get", "/organizations/{organizationId}/branding"): "retrievePublicBranding",
-    ("post", "/webhooks/stripe"): "receiveStripeEvent",
-    ("get", "/sandbox/clock"): "retrieveSandboxClock",
-    ("post", "/sandbox/clock/advance"): "advanceSandboxClock",
-    ("post", "/sandbox" + A + "/payment-methods"): "attachTestPaymentMethod",
-    ("post", "/sandbox" + A + "/setup-intents/{setupIntentId}/confirm"): "confirmTestSetupIntent",
-    ("post", "/sandbox" + A + "/authenticate"): "authenticateTestPayment",
+# The 403 of a route that needs a role says which (API.md: a viewer reads, admin and owner write).
+FORBIDDEN = {
+    "FORBIDDEN_VIEWER": "A viewer can't write: it needs the admin or owner role in the workspace.",
+    "FORBIDDEN_NOT_OWNER": "Only an owner archives a workspace.",
+    "FORBIDDEN_MEMBERS": "Managing members needs admin or owner (a viewer may only remove themself); only an "
+                         "owner grants, changes or removes the owner role.",
 }
+FORBIDDEN_BY_ROLE: dict[Role, str] = {"admin": "FORBIDDEN_VIEWER", "owner": "FORBIDDEN_NOT_OWNER"}
+
+
+@dataclass(frozen=True)
+class RouteFacts:
+    """What one operation is, beside its schemas: its operationId; the role it
+    needs in the workspace (None: no workspace role, any caller its security
+    lets in; "viewer": any member); whether it calls Stripe (Stripe's rate limit
+    is 429, Stripe failing or unreachable 502/503; every GET answers from the
+    copy) and whether a card can be declined (402: a charge, or a card attached);
+    and, when the role is not the whole rule, the 403 response that says it."""
+
+    operation_id: str
+    role: Role | None
+    calls_stripe: bool = False
+    charges: bool = False
+    forbidden: str | None = None
+
+    @property
+    def refusal(self) -> str | None:
+        """The 403 response of a route that refuses some members (None: a viewer passes)."""
+        if self.role is None or self.role not in FORBIDDEN_BY_ROLE:
+            return None
+        return self.forbidden or FORBIDDEN_BY_ROLE[self.role]
+
+
+View = TypeVar("View", bound=Callable[..., Any])
+FACTS = "route_facts"  # the attribute a view's facts are kept in
+
+
+def route_facts(operation_id: str, *, role: Role | None, calls_stripe: bool = False, charges: bool = False,
+                forbidden: str | None = None) -> Callable[[View], View]:
+    """Declares a view's facts where the route is defined (the document reads
+    them from the app's views; a route without them cannot be documented)."""
+    facts = RouteFacts(operation_id, role, calls_stripe, charges, forbidden)
+    if charges and not calls_stripe:
+        raise ValueError(f"{operation_id}: a charge is a Stripe call")
+    if forbidden is not None and (forbidden not in FORBIDDEN or facts.refusal != forbidden):
+        raise ValueError(f"{operation_id}: {forbidden} names no 403 of a route that needs a role")
+
+    def record(view: View) -> View:
+        setattr(view, FACTS, facts)
+        return view
+
+    return record
+
+
+def view_facts(view: Callable[..., Any], method: str) -> RouteFacts | None:
+    """The facts of a registered view (`app.view_functions[...]`) for one HTTP
+    method: a MethodView's are on its method's function."""
+    view_class = getattr(view, "view_class", None)
+    handler = getattr(view_class, method.lower(), None) if view_class is not None else view
+    facts = getattr(handler, FACTS, None)
+    return facts if isinstance(facts, RouteFacts) else None
+
+
+class RouteFactsReader(BasePlugin):
+    """Reads an operation's facts from the view of the rule flask-smorest documents."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def facts(self, rule: Any, method: str, path: str | None) -> RouteFacts:
+        facts = view_facts(self.app.view_functions[rule.endpoint], method) if rule is not None else None
+        if facts is None:
+            raise LookupError(f"{method.upper()} {path}: the view declares no @route_facts")
+        return facts
 
 
 class IdempotencyKeyDocs(BasePlugin):
@@ -133,46 +163,20 @@ class IdempotencyKeyDocs(BasePlugin):
                 operations[method].setdefault("parameters", []).append(dict(self.PARAMETER))
 
 
-class OperationIds(BasePlugin):
-    """Names every operation from OPERATION_IDS (a route without one has none,
-    and a test says so)."""
+class OperationIds(RouteFactsReader):
+    """Names every operation from its view's facts."""
 
     def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
                          **kwargs: Any) -> None:
         for method, operation in (operations or {}).items():
-            name = OPERATION_IDS.get((method, path or ""))
-            if name:
-                operation["operationId"] = name
+            operation["operationId"] = self.facts(kwargs.get("rule"), method, path).operation_id
 
 
 WRITES = ("post", "put", "patch", "delete")
-# Operations that call Stripe (every GET answers from the copy): Stripe's rate
-# limit is 429, Stripe failing or unreachable 502/503.
-CALLS_STRIPE = frozenset({
-    "createBillingAccount", "updateBillingAccount", "deleteBillingAccount",
-    "createSubscription", "updateSubscription", "cancelSubscription",
-    "createSetupIntent", "setDefaultPaymentMethod", "detachPaymentMethod", "previewInvoice",
-    "receiveStripeEvent", "attachTestPaymentMethod", "confirmTestSetupIntent",
-})
-# Operations where a card can be declined (402): a charge, or a card attached.
-CHARGES = frozenset({"createSubscription", "updateSubscription", "attachTestPaymentMethod",
-                     "confirmTestSetupIntent"})
-# Writes anyone authenticated may make (no role is checked), or a viewer too (a preview is a read).
-NO_ROLE = frozenset({"createWorkspace", "advanceSandboxClock", "receiveStripeEvent", "previewInvoice"})
-# The 403 of a write says the role it needs (API.md: a viewer reads, admin and owner write).
-FORBIDDEN = {
-    "FORBIDDEN_VIEWER": "A viewer can't write: it needs the admin or owner role in the workspace.",
-    "FORBIDDEN_NOT_OWNER": "Only an owner archives a workspace.",
-    "FORBIDDEN_MEMBERS": "Managing members needs admin or owner (a viewer may only remove themself); only an "
-                         "owner grants, changes or removes the owner role.",
-}
-FORBIDDEN_BY_OPERATION = {"archiveWorkspace": "FORBIDDEN_NOT_OWNER", "addMember": "FORBIDDEN_MEMBERS",
-                          "updateMember": "FORBIDDEN_MEMBERS", "removeMember": "FORBIDDEN_MEMBERS"}
 
 
-def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
+def error_statuses(method: str, path: str, operation: dict[str, Any], facts: RouteFacts) -> set[int]:
     """The error statuses an operation can answer, each with the error envelope."""
-    name = operation.get("operationId", "")
     statuses = {422, 500}  # the input guard reads every path and query; anything can fail
     if operation.get("security") != []:
         statuses.add(401)
@@ -180,20 +184,19 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int
         statuses.add(404)  # another tenant's object, or none
     if method in WRITES:
         statuses |= {400, 413, 415}  # a body that is not JSON, too large, or of another type
-        if name != "receiveStripeEvent":
+        if facts.operation_id != "receiveStripeEvent":
             statuses.add(409)  # Idempotency-Key reused or in use; business rules; archived workspace
-        if name not in NO_ROLE:
-            statuses.add(403)
-    if name in CALLS_STRIPE:
+    if facts.refusal:
+        statuses.add(403)
+    if facts.calls_stripe:
         statuses |= {429, 502, 503}
-    if name in CHARGES:
+    if facts.charges:
         statuses.add(402)
     return statuses
 
 
-class ErrorResponses(BasePlugin):
-    """Declares the error envelope on every error status an operation can answer
-    (runs after OperationIds, whose names it reads)."""
+class ErrorResponses(RouteFactsReader):
+    """Declares the error envelope on every error status an operation can answer."""
 
     def init_spec(self, spec: Any) -> None:
         super().init_spec(spec)
@@ -205,14 +208,14 @@ class ErrorResponses(BasePlugin):
     def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
                          **kwargs: Any) -> None:
         for method, operation in (operations or {}).items():
+            facts = self.facts(kwargs.get("rule"), method, path)
             responses = operation.setdefault("responses", {})
             declared = {str(status) for status in responses}
-            for status in sorted(error_statuses(method, path or "", operation)):
+            for status in sorted(error_statuses(method, path or "", operation, facts)):
                 if str(status) in declared:
                     continue
                 if status == 403:
-                    responses["403"] = FORBIDDEN_BY_OPERATION.get(operation.get("operationId", ""),
-                                                                  "FORBIDDEN_VIEWER")
+                    responses["403"] = facts.refusal
                     continue
                 # A name of flask-smorest's lazily registered responses (ERROR_SCHEMA).
                 responses[str(status)] = http.HTTPStatus(status).name
@@ -313,11 +316,12 @@ _RATE_LIMITED_RESPONSE = {
 }
 
 
-def extend(api: Api) -> None:
-    """Adds this module's plugins and field rules to the API's document."""
+def extend(api: Api, app: Flask) -> None:
+    """Adds this module's plugins and field rules to the API's document (the
+    app's views hold the routes' facts)."""
     api.spec.components.response(RATE_LIMITED, _RATE_LIMITED_RESPONSE)
     api.ma_plugin.converter.add_attribute_function(object_keywords)
     api.ma_plugin.converter.add_attribute_function(nullable_object)
-    for plugin in (IdempotencyKeyDocs(), OperationIds(), ErrorResponses(), ObjectRules()):
+    for plugin in (IdempotencyKeyDocs(), OperationIds(app), ErrorResponses(app), ObjectRules()):
         plugin.init_spec(api.spec)
         api.spec.plugins.append(plugin)

@@ -406,3 +406,85 @@ def test_the_published_examples(spec: dict[str, Any]) -> None:
         "sub_a1b2c3d4e5f6g7h8", "active", {"order_id": "6735"})
     assert subscription["product_quantities"]["locations"] == {"price_id": "price_123abc", "quantity": 10,
                                                                "interval": "month"}
+
+
+# -- a route's facts, declared on the route (issue 21) -------------------------------
+
+# Endpoints outside the API's document, so with no operation and no facts: the document and its
+# page, Swagger UI's files, and what browsers load (an uploaded picture, the sandbox's hosted invoices).
+UNDOCUMENTED = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui", "docs_assets.static", "pictures.picture",
+                "sandbox_hosted_invoices.hosted_invoice_page", "sandbox_hosted_invoices.hosted_invoice_pdf"}
+
+
+def test_every_route_declares_its_facts_and_the_document_says_them(session_app: Any,
+                                                                  spec: dict[str, Any]) -> None:
+    """A new route can't forget its operationId, role or Stripe facts: each is on
+    the view (@route_facts), and its operation in the document is what they say."""
+    from billing.openapi import view_facts
+
+    documented = {(method, path): operation for method, path, operation in operations(spec)}
+    routes = set()
+    for rule in session_app.url_map.iter_rules():
+        if rule.endpoint in UNDOCUMENTED:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            facts = view_facts(session_app.view_functions[rule.endpoint], method)
+            assert facts is not None, f"{method} {rule.rule}: no @route_facts on its view"
+            route = (method.lower(), re.sub(r"<(\w+)>", r"{\1}", rule.rule))
+            operation, responses = documented[route], documented[route]["responses"]
+            assert operation["operationId"] == facts.operation_id, route
+            refusal = facts.refusal and {"$ref": f"#/components/responses/{facts.refusal}"}
+            assert responses.get("403") == refusal, route
+            assert ("502" in responses) == facts.calls_stripe, route  # (429 and 503 have other causes too)
+            assert not facts.calls_stripe or {"429", "503"} <= set(responses), route
+            assert ("402" in responses) == facts.charges, route
+            routes.add(route)
+    assert routes == set(documented)
+
+
+def test_route_facts_refuse_what_cannot_be_true() -> None:
+    from billing.openapi import route_facts
+
+    with pytest.raises(ValueError, match="a charge is a Stripe call"):
+        route_facts("chargeWithoutStripe", role="admin", charges=True)
+    for role in (None, "viewer"):  # nobody is refused: no 403 to name
+        with pytest.raises(ValueError, match="names no 403"):
+            route_facts("readMembers", role=role, forbidden="FORBIDDEN_MEMBERS")
+    with pytest.raises(ValueError, match="names no 403"):
+        route_facts("addMember", role="admin", forbidden="FORBIDDEN_SOMETHING")
+    route_facts("addMember", role="admin", forbidden="FORBIDDEN_MEMBERS")
+
+
+def test_a_route_without_facts_cannot_be_documented() -> None:
+    from flask import Flask
+    from flask.views import MethodView
+    from flask_smorest import Api, Blueprint
+
+    from billing import openapi
+
+    app = Flask("forgetful")
+    app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
+    api = Api(app)
+    openapi.extend(api, app)
+    blp = Blueprint("forgetful", __name__)
+
+    @blp.route("/forgot")
+    class Forgot(MethodView):
+        @blp.response(200)
+        def get(self) -> dict[str, Any]:
+            return {}
+
+    with pytest.raises(LookupError, match="GET /forgot: the view declares no @route_facts"):
+        api.register_blueprint(blp)
+
+    remembered = Blueprint("remembered", __name__)
+
+    @remembered.route("/remembered")
+    class Remembered(MethodView):
+        @openapi.route_facts("readRemembered", role=None)
+        @remembered.response(200)
+        def get(self) -> dict[str, Any]:
+            return {}
+
+    api.register_blueprint(remembered)
+    assert api.spec.to_dict()["paths"]["/remembered"]["get"]["operationId"] == "readRemembered"

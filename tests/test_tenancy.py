@@ -27,6 +27,7 @@ VALID_BODIES = {
     ("PATCH", "org"): {"name": "Hijacked"},
     ("POST", "children"): {"name": "Evil"},
     ("POST", "usage"): {"product": "users", "delta": 1},
+    ("POST", "authenticate"): {"client_secret": "pi_unknown_secret_unknown", "outcome": "succeed"},
 }
 
 ROUTES = [
@@ -56,6 +57,7 @@ ROUTES = [
     ("POST", "preview", "/workspaces/{ws}/billing-accounts/{acc}/invoices/preview"),
     ("POST", "test-pm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
     ("POST", "confirm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/setup-intents/{seti}/confirm"),
+    ("POST", "authenticate", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/authenticate"),
     ("GET", "orgs", "/workspaces/{ws}/organizations"),
     ("POST", "orgs", "/workspaces/{ws}/organizations"),
     ("GET", "org", "/workspaces/{ws}/organizations/{org}"),
@@ -155,6 +157,30 @@ def test_viewer_gets_403_on_writes(tenants: dict[str, Any], as_user: Any, state:
     path = fill(template, t, t["ws_b"], "bob")
     assert_error(call(victor, method, kind, path), 403, "permission_denied")
     _b_unchanged(t, state)
+
+
+# The path parameters of the routes (their rules) as this matrix's templates name them.
+TEMPLATE_NAMES = {"workspaceId": "ws", "billingAccountId": "acc", "memberId": "user", "subscriptionId": "sub",
+                  "paymentMethodId": "pm", "setupIntentId": "seti", "organizationId": "org"}
+
+
+def test_the_matrix_checks_the_role_every_route_declares(session_app: Any) -> None:
+    """The role a route declares (@route_facts, which the document's 403 says) is
+    the one enforced: every workspace route is in this matrix, those a viewer
+    may not use among the writes a viewer gets 403 on, the others among the reads."""
+    from billing.openapi import view_facts
+
+    declared: dict[tuple[str, str], str | None] = {}
+    for rule in session_app.url_map.iter_rules():
+        if "<workspaceId>" not in rule.rule:
+            continue
+        template = re.sub(r"<(\w+)>", lambda m: "{" + TEMPLATE_NAMES[m.group(1)] + "}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            facts = view_facts(session_app.view_functions[rule.endpoint], method)
+            assert facts is not None and facts.role is not None, (method, rule.rule)
+            declared[(method, template)] = facts.refusal
+    assert {route for route, refusal in declared.items() if refusal} == {(m, p) for m, _, p in WRITES}
+    assert set(declared) == {(m, p) for m, _, p in ROUTES}
 
 
 def _tokens() -> dict[str, dict[str, str]]:

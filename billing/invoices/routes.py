@@ -9,6 +9,7 @@ from flask.views import MethodView
 from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
 from billing.invoices import service
+from billing.openapi import route_facts
 from schemas.invoices import (
     InvoiceListQuerySchema,
     InvoiceListSchema,
@@ -26,6 +27,7 @@ blp = authenticated_blueprint(
 
 @blp.route("")
 class Invoices(MethodView):
+    @route_facts("listInvoices", role="viewer")
     @blp.arguments(InvoiceListQuerySchema, location="query")
     @blp.response(200, InvoiceListSchema)
     def get(self, query: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
@@ -35,6 +37,7 @@ class Invoices(MethodView):
 
 @blp.route("/preview")
 class InvoicePreview(MethodView):
+    @route_facts("previewInvoice", role="viewer", calls_stripe=True)
     @blp.arguments(InvoicePreviewRequestSchema)
     @blp.response(200, InvoicePreviewSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 
 from billing.access import organization_access, usage_access, workspace_access
 from billing.blueprints import authenticated_blueprint
-from billing.openapi import RATE_LIMITED
+from billing.openapi import RATE_LIMITED, route_facts
 from billing.organizations import branding, capacity, service
 from billing.rate_limit import throttle
 from billing.state import current
@@ -48,11 +48,13 @@ LARGER_BODIES = {
 
 @blp.route("/organizations")
 class Organizations(MethodView):
+    @route_facts("listOrganizations", role="viewer")
     @blp.response(200, OrganizationListSchema)
     def get(self, workspaceId: str) -> dict[str, Any]:
         """List the workspace's organizations"""
         return {"data": service.list_organizations(workspace_access(workspaceId)), "has_more": False}
 
+    @route_facts("createOrganization", role="admin")
     @blp.arguments(OrganizationCreateSchema)
     @blp.response(201, OrganizationSchema)
     def post(self, data: dict[str, Any], workspaceId: str) -> Any:
@@ -62,17 +64,20 @@ class Organizations(MethodView):
 
 @blp.route("/organizations/<organizationId>")
 class OrganizationById(MethodView):
+    @route_facts("retrieveOrganization", role="viewer")
     @blp.response(200, OrganizationSchema)
     def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve an organization"""
         return service.get_organization(workspace_access(workspaceId), organizationId)
 
+    @route_facts("updateOrganization", role="admin")
     @blp.arguments(OrganizationUpdateSchema)
     @blp.response(200, OrganizationSchema)
     def patch(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Update an organization's name, limits or (a root's) billing account"""
         return service.update_organization(workspace_access(workspaceId), organizationId, data)
 
+    @route_facts("deleteOrganization", role="admin")
     @blp.response(204)
     def delete(self, workspaceId: str, organizationId: str) -> None:
         """Delete an organization and its descendants"""
@@ -81,6 +86,7 @@ class OrganizationById(MethodView):
 
 @blp.route("/organizations/<organizationId>/children")
 class Children(MethodView):
+    @route_facts("createChildOrganization", role="admin")
     @blp.arguments(ChildCreateSchema)
     @blp.response(201, OrganizationSchema)
     def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
@@ -90,6 +96,7 @@ class Children(MethodView):
 
 @blp.route("/organizations/<organizationId>/parent")
 class Parent(MethodView):
+    @route_facts("retrieveParentOrganization", role="viewer")
     @blp.response(200, OrganizationSchema)
     @blp.alt_response(204, description="A root has no parent.")
     def get(self, workspaceId: str, organizationId: str) -> Any:
@@ -100,6 +107,7 @@ class Parent(MethodView):
 
 @blp.route("/organizations/<organizationId>/descendants")
 class Descendants(MethodView):
+    @route_facts("listDescendantOrganizations", role="viewer")
     @blp.response(200, DescendantsSchema)
     def get(self, workspaceId: str, organizationId: str) -> dict[str, Any]:
         """List an organization's descendants, depth-first"""
@@ -108,6 +116,7 @@ class Descendants(MethodView):
 
 @blp.route("/organizations/<organizationId>/limits")
 class Limits(MethodView):
+    @route_facts("retrieveOrganizationLimits", role="viewer")
     @blp.response(200, OrganizationLimitsSchema)
     def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve what an organization may still use, per product"""
@@ -116,6 +125,7 @@ class Limits(MethodView):
 
 @blp.route("/organizations/<organizationId>/usage")
 class Usage(MethodView):
+    @route_facts("reportUsage", role="admin")
     @blp.arguments(UsageReportSchema)
     @blp.response(200, LimitEntrySchema)
     def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
@@ -126,6 +136,7 @@ class Usage(MethodView):
 
 @blp.route("/capacity")
 class Capacity(MethodView):
+    @route_facts("retrieveCapacity", role="viewer")
     @blp.response(200, CapacitySchema)
     def get(self, workspaceId: str) -> Any:
         """Retrieve the workspace's capacity pools"""
@@ -141,6 +152,7 @@ public_blp = Blueprint("Public", __name__,
     "in": "path", "name": "organizationId",
     "description": "The organization's id (org_...) or its external_id (a UUID)."}])
 class PublicBranding(MethodView):
+    @route_facts("retrievePublicBranding", role=None)
     @public_blp.doc(security=[])
     @public_blp.response(200, PublicBrandingSchema)
     @public_blp.alt_response(429, response=RATE_LIMITED)

@@ -12,6 +12,7 @@ from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
 from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
+from billing.openapi import route_facts
 from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
 from stripe_sandbox import TEST_TOKENS, hosted_invoices
@@ -68,6 +69,7 @@ class SetupIntentResultSchema(Schema):
 
 @blp.route("/clock")
 class Clock(MethodView):
+    @route_facts("retrieveSandboxClock", role=None)
     @blp.response(200, ClockSchema)
     def get(self) -> Any:
         """The sandbox's clock"""
@@ -76,6 +78,7 @@ class Clock(MethodView):
 
 @blp.route("/clock/advance")
 class ClockAdvance(MethodView):
+    @route_facts("advanceSandboxClock", role=None)
     @blp.arguments(AdvanceSchema)
     @blp.response(202, AdvancedClockSchema)
     def post(self, data: dict[str, Any]) -> Any:
@@ -89,6 +92,7 @@ class ClockAdvance(MethodView):
 
 @blp.route(ACCOUNT + "/payment-methods")
 class TestPaymentMethods(MethodView):
+    @route_facts("attachTestPaymentMethod", role="admin", calls_stripe=True, charges=True)
     @blp.arguments(TestPaymentMethodSchema)
     @blp.response(201, PaymentMethodSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
@@ -100,6 +104,7 @@ class TestPaymentMethods(MethodView):
 
 @blp.route(ACCOUNT + "/setup-intents/<setupIntentId>/confirm")
 class ConfirmSetupIntent(MethodView):
+    @route_facts("confirmTestSetupIntent", role="admin", calls_stripe=True, charges=True)
     @blp.arguments(TestPaymentMethodSchema)
     @blp.response(200, SetupIntentResultSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, setupIntentId: str) -> Any:
@@ -111,6 +116,7 @@ class ConfirmSetupIntent(MethodView):
 
 @blp.route(ACCOUNT + "/authenticate")
 class Authenticate(MethodView):
+    @route_facts("authenticateTestPayment", role="admin")
     @blp.arguments(AuthenticateSchema)
     @blp.response(200, AuthenticationResultSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:

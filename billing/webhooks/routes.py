@@ -8,6 +8,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from billing.openapi import route_facts
 from billing.state import current
 from billing.webhooks import service
 
@@ -16,6 +17,7 @@ blp = Blueprint("webhooks", __name__, url_prefix="/webhooks", description="Event
 
 @blp.route("/stripe")
 class StripeWebhook(MethodView):
+    @route_facts("receiveStripeEvent", role=None, calls_stripe=True)
     @blp.doc(security=[], parameters=[{"in": "header", "name": "Stripe-Signature", "required": True,
                                        "schema": {"type": "string", "minLength": 1}}])
     @blp.response(200)

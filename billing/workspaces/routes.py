@@ -9,6 +9,7 @@ from flask.views import MethodView
 
 from billing.access import workspace_access
 from billing.blueprints import authenticated_blueprint
+from billing.openapi import route_facts
 from billing.workspaces import service
 from schemas.workspaces import (
     MemberCreateSchema,
@@ -28,11 +29,13 @@ blp = authenticated_blueprint(
 
 @blp.route("")
 class Workspaces(MethodView):
+    @route_facts("listWorkspaces", role=None)
     @blp.response(200, WorkspaceListSchema)
     def get(self) -> dict[str, Any]:
         """List the caller's workspaces"""
         return {"data": service.list_workspaces(g.user_id), "has_more": False}
 
+    @route_facts("createWorkspace", role=None)
     @blp.arguments(WorkspaceCreateSchema)
     @blp.response(201, WorkspaceSchema)
     def post(self, data: dict[str, Any]) -> Any:
@@ -42,17 +45,20 @@ class Workspaces(MethodView):
 
 @blp.route("/<workspaceId>")
 class WorkspaceById(MethodView):
+    @route_facts("retrieveWorkspace", role="viewer")
     @blp.response(200, WorkspaceSchema)
     def get(self, workspaceId: str) -> Any:
         """Retrieve a workspace"""
         return service.retrieve_workspace(workspace_access(workspaceId))
 
+    @route_facts("updateWorkspace", role="admin")
     @blp.arguments(WorkspaceUpdateSchema)
     @blp.response(200, WorkspaceSchema)
     def patch(self, data: dict[str, Any], workspaceId: str) -> Any:
         """Update a workspace's name or description"""
         return service.update_workspace(workspace_access(workspaceId), data)
 
+    @route_facts("archiveWorkspace", role="owner")
     @blp.response(204)
     def delete(self, workspaceId: str) -> None:
         """Archive a workspace"""
@@ -61,11 +67,13 @@ class WorkspaceById(MethodView):
 
 @blp.route("/<workspaceId>/members")
 class Members(MethodView):
+    @route_facts("listMembers", role="viewer")
     @blp.response(200, MemberListSchema)
     def get(self, workspaceId: str) -> dict[str, Any]:
         """List a workspace's members"""
         return {"data": service.list_members(workspace_access(workspaceId)), "has_more": False}
 
+    @route_facts("addMember", role="admin", forbidden="FORBIDDEN_MEMBERS")
     @blp.arguments(MemberCreateSchema)
     @blp.response(201, MemberSchema)
     def post(self, data: dict[str, Any], workspaceId: str) -> Any:
@@ -75,12 +83,14 @@ class Members(MethodView):
 
 @blp.route("/<workspaceId>/members/<memberId>")
 class MemberById(MethodView):
+    @route_facts("updateMember", role="admin", forbidden="FORBIDDEN_MEMBERS")
     @blp.arguments(MemberUpdateSchema)
     @blp.response(200, MemberSchema)
     def patch(self, data: dict[str, Any], workspaceId: str, memberId: str) -> Any:
         """Change a member's role"""
         return service.change_member_role(workspace_access(workspaceId), memberId, data["role"])
 
+    @route_facts("removeMember", role="admin", forbidden="FORBIDDEN_MEMBERS")
     @blp.response(204)
     def delete(self, workspaceId: str, memberId: str) -> None:
         """Remove a member (anyone may remove themself)"""
