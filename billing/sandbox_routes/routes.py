@@ -116,7 +116,7 @@ class ConfirmSetupIntent(MethodView):
 
 @blp.route(ACCOUNT + "/authenticate")
 class Authenticate(MethodView):
-    @route_facts("authenticateTestPayment", role="admin")
+    @route_facts("authenticateTestPayment", role="admin", calls_stripe=True)
     @blp.arguments(AuthenticateSchema)
     @blp.response(200, AuthenticationResultSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
