@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from billing.db import Database
 from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, utcnow
 from billing.state import current
+from billing.stripe_ids import id_of, intent_id
 
 COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
 
@@ -34,12 +35,6 @@ COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "pr
 def now_stamp() -> int:
     """A fetch's stamp: now, in microseconds."""
     return int(time.time() * 1_000_000)
-
-
-def id_of(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(value.get("id")) if isinstance(value, dict) else None
 
 
 def _row(data: dict[str, Any], stamp: int) -> dict[str, Any]:
@@ -284,7 +279,7 @@ def open_invoice_paid_with(customer_id: str, payment_intent_id: str) -> StripeCo
             StripeCopy.status == "open", StripeCopy.deleted.is_(False)))
         for row in rows:
             secret = (row.data.get("confirmation_secret") or {}).get("client_secret") or ""
-            if secret.split("_secret_")[0] == payment_intent_id:
+            if intent_id(secret) == payment_intent_id:
                 return row
     return None
 
@@ -337,7 +332,7 @@ def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
         confirmation = getattr(invoice, "confirmation_secret", None)
         secret = confirmation.client_secret if confirmation else None
         if invoice.status == "open" and secret:  # what an open invoice waits for (pending_payment's reason)
-            gateway.retrieve_payment_intent(str(secret).split("_secret_")[0])
+            gateway.retrieve_payment_intent(intent_id(str(secret)))
     mark_copied([customer_id])
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from billing.stripe_ids import intent_id
 from tests.test_billing_accounts import FULL, index_rows
 
 
@@ -92,7 +93,7 @@ def test_the_payment_method_limit_holds_at_attach_time(app: Any, as_user: Any, a
             return client.post(f"{acc}/payment-methods", headers=headers)
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        intents = [r.get_json()["client_secret"].split("_secret_")[0]
+        intents = [intent_id(r.get_json()["client_secret"])
                    for r in pool.map(setup_intent, range(20)) if r.status_code == 201]
     assert len(intents) == 20
 

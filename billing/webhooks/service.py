@@ -27,6 +27,7 @@ from billing.errors import ApiError
 from billing.models import BillingAccountIndex, StripeCopy
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
+from billing.stripe_ids import id_of
 from billing.subscriptions.pending import OWING
 from billing.webhooks import inbox
 from billing.webhooks.event_checks import check_event
@@ -152,13 +153,13 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
     """(object type, object id, customer id) of what the event is about."""
     kind = obj.get("object")
     if event_type.startswith("invoice_payment."):
-        return "invoice", replica.id_of(obj.get("invoice")), None
+        return "invoice", id_of(obj.get("invoice")), None
     if event_type.startswith("setup_intent."):
-        return "payment_method", replica.id_of(obj.get("payment_method")), replica.id_of(obj.get("customer"))
+        return "payment_method", id_of(obj.get("payment_method")), id_of(obj.get("customer"))
     if kind == "customer":
-        return "customer", replica.id_of(obj.get("id")), replica.id_of(obj.get("id"))
+        return "customer", id_of(obj.get("id")), id_of(obj.get("id"))
     if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent"):
-        return str(kind), replica.id_of(obj.get("id")), replica.id_of(obj.get("customer"))
+        return str(kind), id_of(obj.get("id")), id_of(obj.get("customer"))
     return "", None, None
 
 
@@ -239,7 +240,7 @@ def _applied_its_subscription(events: list[inbox.Claimed]) -> bool:
 def _subscription_of(event: inbox.Claimed) -> str | None:
     parent = _object_of(event.payload).get("parent")
     details = parent.get("subscription_details") if isinstance(parent, dict) else None
-    return replica.id_of(details.get("subscription")) if isinstance(details, dict) else None
+    return id_of(details.get("subscription")) if isinstance(details, dict) else None
 
 
 def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | None:
@@ -247,11 +248,11 @@ def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | 
     if stored is None or stored.deleted:
         return None
     parent = stored.data.get("parent") or {}
-    subscription_id = replica.id_of((parent.get("subscription_details") or {}).get("subscription"))
+    subscription_id = id_of((parent.get("subscription_details") or {}).get("subscription"))
     if subscription_id is None:
         return None
     subscription = replica.subscription_document(subscription_id)
-    if subscription is None or replica.id_of(subscription.get("latest_invoice")) != invoice_id:
+    if subscription is None or id_of(subscription.get("latest_invoice")) != invoice_id:
         return None
     return subscription_id
 
