@@ -25,16 +25,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from billing.db import Database
-from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, utcnow
+from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, now_stamp, seconds_of, stamp_of, utcnow
 from billing.state import current
 from billing.stripe_ids import id_of, intent_id
 
 COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
-
-
-def now_stamp() -> int:
-    """A fetch's stamp: now, in microseconds."""
-    return int(time.time() * 1_000_000)
 
 
 def _row(data: dict[str, Any], stamp: int) -> dict[str, Any]:
@@ -82,7 +77,7 @@ class Keeper:
     def keep_data(self, data: dict[str, Any], stamp: int) -> None:
         rows = _rows(data, stamp)
         if rows:
-            seen = int(self.clock() * 1_000_000)
+            seen = stamp_of(self.clock())
             # One transaction: a subscription and the latest invoice it came with
             # change together (its pending_payment reads both).
             with self.db.write() as session:
@@ -161,7 +156,7 @@ CHANGED_AT = "billing_api_changed_at"  # added to documents handed out: seconds,
 
 
 def _document(data: Document, changed_at: int | None) -> Document:
-    return {**data, CHANGED_AT: changed_at / 1_000_000} if changed_at else data
+    return {**data, CHANGED_AT: seconds_of(changed_at)} if changed_at else data
 
 
 def _of_customer(object_type: str, customer_id: str) -> list[Document]:

@@ -182,7 +182,7 @@ def test_a_change_overtaken_by_an_older_read_still_answers_with_itself(as_user: 
     stored with its later stamp over the change's view. The change's answer
     and the copy still show the change, at the cost of one more read."""
     from billing.gateway import LATEST_INVOICE_EXPANSIONS
-    from billing.replica import now_stamp
+    from billing.models import now_stamp
     from tests.conftest import count_stripe_requests
 
     paying = as_user("alice").account_without_trial()

@@ -24,7 +24,7 @@ from billing import replica
 from billing.billing_accounts.service import forget_account
 from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
-from billing.models import BillingAccountIndex, StripeCopy
+from billing.models import BillingAccountIndex, StripeCopy, stamp_of
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
 from billing.stripe_ids import id_of
@@ -283,7 +283,7 @@ def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox
         return True  # they say only that it exists: any view of it is as new (a later change has its own event)
     if stored.fetched_at > max(event.received_at for event in events):
         return True
-    if stored.fetched_at > (max(event.created for event in events) + CLOCK_SKEW_SECONDS) * 1_000_000:
+    if stored.fetched_at > stamp_of(max(event.created for event in events) + CLOCK_SKEW_SECONDS):
         return True
     return (object_type == "invoice" and not stored.deleted and stored.data.get("status") in INVOICE_ENDS
             and {event.type for event in events} <= INVOICE_LIFECYCLE)
