@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -94,7 +94,6 @@ class Config:
     trusted_proxy_count: int = 0
     # The public routes' budget per client address and worker process (billing.rate_limit).
     public_rate_limit_per_minute: int = 60
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sandbox(self) -> bool:
