@@ -16,7 +16,7 @@ from flask_smorest import Api
 from sqlalchemy import inspect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from billing import cli, idempotency, input_guard, logs, openapi, request_log
+from billing import cli, idempotency, input_guard, json_logging, openapi, request_log
 from billing.tokens import TokenVerifier
 from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
@@ -132,7 +132,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     """The app. In sandbox mode `webhook_transport` replaces the HTTP delivery of
     the emulator's events (tests deliver them synchronously through a test client)."""
     config = config or Config.from_env()
-    logs.configure(config.log_level)
+    json_logging.configure(config.log_level)
     app = Flask(__name__, static_folder=None)  # no static files: the docs' assets have their own blueprint
     # Every answer is JSON: werkzeug's 308 redirects (merging `//`, adding a trailing slash) are
     # HTML and never reach the error handlers. A path with an empty segment is the envelope's 404;

@@ -18,7 +18,7 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = None  # the service writes its own JSON line per request
-logger_class = "billing.logs.GunicornLogger"  # gunicorn's own log in the same JSON lines
+logger_class = "billing.json_logging.GunicornLogger"  # gunicorn's own log in the same JSON lines
 
 
 def on_starting(server: Any) -> None:

@@ -21,6 +21,7 @@ from billing.budget import background
 from billing.config import CURRENCIES
 from billing.errors import ApiError
 from billing.gateway import StripeGateway
+from billing.stripe_ids import id_of, named_id
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 PRODUCTS = ("locations", "users", "sso")
@@ -42,11 +43,8 @@ def product_of_price(price: dict[str, Any]) -> str | None:
     one (a catalog change) still counts as its product. Prices of products the
     catalog never made fall back to their lookup key `{product}_{currency}_{interval}`."""
     product = price.get("product")
-    if isinstance(product, dict):
-        key = (product.get("metadata") or {}).get(PRODUCT_KEY)
-        product = product.get("id")
-    else:
-        key = None
+    key = (product.get("metadata") or {}).get(PRODUCT_KEY) if isinstance(product, dict) else None
+    product = named_id(product)
     if key is None and isinstance(product, str):
         key = _known_products.get(product) or _catalog_products().get(product)
     if key is None:
@@ -167,9 +165,8 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
 
 
 def _matches(price: stripe.Price, product_id: str, currency: str, interval: str, amount: int) -> bool:
-    product = price.product if isinstance(price.product, str) else price.product.id
     return (
-        product == product_id
+        id_of(price.product) == product_id
         and price.currency == currency
         and price.unit_amount == int(amount)
         and price.recurring is not None

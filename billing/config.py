@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -94,7 +94,6 @@ class Config:
     trusted_proxy_count: int = 0
     # The public routes' budget per client address and worker process (billing.rate_limit).
     public_rate_limit_per_minute: int = 60
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sandbox(self) -> bool:
@@ -110,73 +109,23 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        """Raises ConfigError for the first setting (in this order) that cannot start a service."""
         env = dict(os.environ if env is None else env)
-        stripe_key = env.get("STRIPE_API_KEY") or None
+        stripe_key = _stripe_key(env)
         sandbox = stripe_key is None
-        if sandbox and env.get("STRIPE_SANDBOX") != "1":
-            # A production deploy that forgot its key must never take payments in a simulation.
-            raise ConfigError("STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
-                              "the built-in Stripe sandbox")
-
-        database_url = env.get("DATABASE_URL") or ""
-        if not database_url:
-            INSTANCE_DIR.mkdir(exist_ok=True)
-            database_url = f"sqlite:///{INSTANCE_DIR / 'billing.sqlite3'}"
-
-        jwt_secret = env.get("JWT_SECRET") or None
-        jwks_url = env.get("JWT_JWKS_URL") or None
-        if jwt_secret is None and jwks_url is None:
-            if not sandbox:
-                raise ConfigError("set JWT_SECRET or JWT_JWKS_URL")
-            # Sandbox only: a local secret so the README's dev token just works.
-            jwt_secret = _dev_secret("dev-jwt-secret")
-        if jwks_url:
-            algorithms = tuple(
-                a.strip() for a in env.get("JWT_ALGORITHMS", "RS256,ES256").split(",") if a.strip()
-            )
-            bad = [a for a in algorithms if a not in ("RS256", "ES256")]
-            if bad:
-                raise ConfigError(f"JWT_ALGORITHMS with a JWKS URL must be RS256/ES256, got {bad}")
-        else:
-            algorithms = ("HS256",)
-
-        currency = (env.get("DEFAULT_CURRENCY") or "usd").lower()
-        if currency not in CURRENCIES:
-            raise ConfigError(f"DEFAULT_CURRENCY must be one of {', '.join(CURRENCIES)}")
-
-        webhook_secrets = tuple(
-            s.strip() for s in (env.get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
-        )
-        if not webhook_secrets and sandbox:
-            webhook_secrets = (_dev_secret("dev-webhook-secret"),)
-
-        rate_limits = (env.get("SANDBOX_RATE_LIMITS") or "") if sandbox else ""
-        if rate_limits not in ("", "live", "test"):
-            raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
-
-        try:
-            user_reserve = float(env.get("STRIPE_BUDGET_USER_RESERVE") or 0.2)
-        except ValueError:
-            user_reserve = -1.0
-        if not 0 <= user_reserve <= 0.9:
-            raise ConfigError("STRIPE_BUDGET_USER_RESERVE must be a fraction from 0 to 0.9 (default 0.2)")
-
-        try:
-            webhook_concurrency = int(env.get("SANDBOX_WEBHOOK_CONCURRENCY") or 32)
-        except ValueError:
-            webhook_concurrency = 0
-        if webhook_concurrency < 1:
-            raise ConfigError("SANDBOX_WEBHOOK_CONCURRENCY must be a whole number, at least 1")
-
-        errors_doc_url = env.get("ERRORS_DOC_URL") or DEFAULT_ERRORS_DOC_URL
-        if not errors_doc_url.startswith(("https://", "http://")):
-            raise ConfigError("ERRORS_DOC_URL must be an http(s) URL (each error's code is appended to it)")
-
+        database_url = _database_url(env)
+        jwt_secret, jwks_url, algorithms = _jwt_keys(env, sandbox)
+        currency = _default_currency(env)
+        webhook_secrets = _webhook_secrets(env, sandbox)
+        rate_limits = _sandbox_rate_limits(env) if sandbox else ""
+        user_reserve = _budget_user_reserve(env)
+        webhook_concurrency = _sandbox_webhook_concurrency(env)
+        errors_doc_url = _errors_doc_url(env)
+        port = env.get("PORT") or 8000
         return cls(
             database_url=database_url,
             stripe_api_key=stripe_key,
-            stripe_publishable_key=env.get("STRIPE_PUBLISHABLE_KEY")
-            or ("pk_test_sandbox" if sandbox else ""),
+            stripe_publishable_key=env.get("STRIPE_PUBLISHABLE_KEY") or ("pk_test_sandbox" if sandbox else ""),
             stripe_webhook_secrets=webhook_secrets,
             jwt_secret=jwt_secret,
             jwt_jwks_url=jwks_url,
@@ -184,9 +133,7 @@ class Config:
             jwt_issuer=env.get("JWT_ISSUER") or None,
             jwt_audience=env.get("JWT_AUDIENCE") or None,
             default_currency=currency,
-            cors_origins=tuple(
-                o.strip() for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()
-            ),
+            cors_origins=_comma_separated(env.get("CORS_ORIGINS") or ""),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
@@ -194,10 +141,8 @@ class Config:
             worker_threads=_positive_int(env, "WORKER_THREADS", 4),
             database_pool_size=_positive_int(env, "DATABASE_POOL_SIZE", 8),
             reconcile_every_minutes=_reconcile_minutes(env),
-            sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL")
-            or f"http://127.0.0.1:{env.get('PORT') or 8000}/webhooks/stripe",
-            sandbox_public_url=(env.get("SANDBOX_PUBLIC_URL") or f"http://127.0.0.1:{env.get('PORT') or 8000}"
-                                ).rstrip("/"),
+            sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL") or f"http://127.0.0.1:{port}/webhooks/stripe",
+            sandbox_public_url=(env.get("SANDBOX_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
             stripe_budget_user_reserve=user_reserve,
             sandbox_request_log=(env.get("SANDBOX_REQUEST_LOG") or "") if sandbox else "",
             sandbox_webhook_concurrency=webhook_concurrency,
@@ -206,6 +151,95 @@ class Config:
             trusted_proxy_count=_count(env, "TRUSTED_PROXY_COUNT", 0),
             public_rate_limit_per_minute=_positive_int(env, "PUBLIC_RATE_LIMIT_PER_MINUTE", 60),
         )
+
+
+def _comma_separated(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _stripe_key(env: Mapping[str, str]) -> str | None:
+    """The Stripe key; None (the sandbox) only when STRIPE_SANDBOX=1 asks for it."""
+    stripe_key = env.get("STRIPE_API_KEY") or None
+    if stripe_key is None and env.get("STRIPE_SANDBOX") != "1":
+        # A production deploy that forgot its key must never take payments in a simulation.
+        raise ConfigError("STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
+                          "the built-in Stripe sandbox")
+    return stripe_key
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    database_url = env.get("DATABASE_URL") or ""
+    if not database_url:
+        INSTANCE_DIR.mkdir(exist_ok=True)
+        database_url = f"sqlite:///{INSTANCE_DIR / 'billing.sqlite3'}"
+    return database_url
+
+
+def _jwt_keys(env: Mapping[str, str], sandbox: bool) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """How tokens are verified: (HS256 secret, JWKS URL, algorithms)."""
+    jwt_secret = env.get("JWT_SECRET") or None
+    jwks_url = env.get("JWT_JWKS_URL") or None
+    if jwt_secret is None and jwks_url is None:
+        if not sandbox:
+            raise ConfigError("set JWT_SECRET or JWT_JWKS_URL")
+        # Sandbox only: a local secret so the README's dev token just works.
+        jwt_secret = _dev_secret("dev-jwt-secret")
+    if not jwks_url:
+        return jwt_secret, jwks_url, ("HS256",)
+    algorithms = _comma_separated(env.get("JWT_ALGORITHMS", "RS256,ES256"))
+    bad = [a for a in algorithms if a not in ("RS256", "ES256")]
+    if bad:
+        raise ConfigError(f"JWT_ALGORITHMS with a JWKS URL must be RS256/ES256, got {bad}")
+    return jwt_secret, jwks_url, algorithms
+
+
+def _default_currency(env: Mapping[str, str]) -> str:
+    currency = (env.get("DEFAULT_CURRENCY") or "usd").lower()
+    if currency not in CURRENCIES:
+        raise ConfigError(f"DEFAULT_CURRENCY must be one of {', '.join(CURRENCIES)}")
+    return currency
+
+
+def _webhook_secrets(env: Mapping[str, str], sandbox: bool) -> tuple[str, ...]:
+    """Two during a rotation; in the sandbox without one, a local secret (the emulator signs with it)."""
+    webhook_secrets = _comma_separated(env.get("STRIPE_WEBHOOK_SECRET") or "")
+    if not webhook_secrets and sandbox:
+        webhook_secrets = (_dev_secret("dev-webhook-secret"),)
+    return webhook_secrets
+
+
+def _sandbox_rate_limits(env: Mapping[str, str]) -> str:
+    rate_limits = env.get("SANDBOX_RATE_LIMITS") or ""
+    if rate_limits not in ("", "live", "test"):
+        raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
+    return rate_limits
+
+
+def _budget_user_reserve(env: Mapping[str, str]) -> float:
+    try:
+        user_reserve = float(env.get("STRIPE_BUDGET_USER_RESERVE") or 0.2)
+    except ValueError:
+        user_reserve = -1.0
+    if not 0 <= user_reserve <= 0.9:
+        raise ConfigError("STRIPE_BUDGET_USER_RESERVE must be a fraction from 0 to 0.9 (default 0.2)")
+    return user_reserve
+
+
+def _sandbox_webhook_concurrency(env: Mapping[str, str]) -> int:
+    try:
+        webhook_concurrency = int(env.get("SANDBOX_WEBHOOK_CONCURRENCY") or 32)
+    except ValueError:
+        webhook_concurrency = 0
+    if webhook_concurrency < 1:
+        raise ConfigError("SANDBOX_WEBHOOK_CONCURRENCY must be a whole number, at least 1")
+    return webhook_concurrency
+
+
+def _errors_doc_url(env: Mapping[str, str]) -> str:
+    errors_doc_url = env.get("ERRORS_DOC_URL") or DEFAULT_ERRORS_DOC_URL
+    if not errors_doc_url.startswith(("https://", "http://")):
+        raise ConfigError("ERRORS_DOC_URL must be an http(s) URL (each error's code is appended to it)")
+    return errors_doc_url
 
 
 def config_or_exit() -> Config:

@@ -30,6 +30,7 @@ from stripe.params import (
 
 from billing.budget import StripeBudget
 from billing.instrumentation import InstrumentedHTTPClient
+from billing.models import now_stamp
 
 A = TypeVar("A")
 S = TypeVar("S", bound=stripe.StripeObject)
@@ -91,21 +92,18 @@ class StripeGateway:
         # production, the sandbox's (moved by its clock) on the emulator.
         self.clock = clock
 
-    @staticmethod
-    def _stamp() -> int:
-        # Our clock, not Stripe's: stamps order views (and are compared with when
-        # an event reached us), and a sandbox advance dates its events in the past.
-        return int(time.time() * 1_000_000)
-
     def _kept(self, call: Callable[[], S]) -> S:
-        """Make the call; hand its result to the keeper, stamped with when it started."""
-        stamp = self._stamp()
+        """Make the call; hand its result to the keeper, stamped with when it started.
+
+        Stamps are on our clock, not Stripe's: they order views (and are compared
+        with when an event reached us), and a sandbox advance dates its events in the past."""
+        stamp = now_stamp()
         result = call()
         self.keep(result, stamp)
         return result
 
     def _kept_list(self, call: Callable[[], Iterable[S]]) -> list[S]:
-        stamp = self._stamp()
+        stamp = now_stamp()
         results = list(call())
         for result in results:
             self.keep(result, stamp)
@@ -118,7 +116,7 @@ class StripeGateway:
 
     def retrieve_customer(self, customer_id: str) -> stripe.Customer | None:
         """The customer, or None when Stripe says it is deleted or unknown (kept as deleted)."""
-        stamp = self._stamp()
+        stamp = now_stamp()
         customer = _unless_missing(lambda: self.client.v1.customers.retrieve(customer_id))
         if customer is None:
             customer = stripe.Customer.construct_from({"id": customer_id, "object": "customer", "deleted": True}, None)
@@ -141,7 +139,7 @@ class StripeGateway:
 
     def iter_customers(self) -> Iterator[stripe.Customer]:
         """Every customer of the Stripe account (for `reconcile` only)."""
-        stamp = self._stamp()  # before the first page: a stamp may be early, never late
+        stamp = now_stamp()  # before the first page: a stamp may be early, never late
         for customer in self.client.v1.customers.list({"limit": 100}).auto_paging_iter():
             self.keep(customer, stamp)
             yield customer
@@ -234,7 +232,7 @@ class StripeGateway:
 
     def iter_invoices(self, customer_id: str | None = None) -> Iterator[stripe.Invoice]:
         """Every invoice of the Stripe account (or of one customer) with all its lines, kept."""
-        stamp = self._stamp()
+        stamp = now_stamp()
         params: InvoiceListParams = {"limit": 100, "expand": [f"data.{path}" for path in INVOICE_EXPANSIONS]}
         if customer_id:
             params["customer"] = customer_id
@@ -243,7 +241,7 @@ class StripeGateway:
 
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
         """The invoice with every line, kept; None when Stripe has no such invoice."""
-        stamp = self._stamp()
+        stamp = now_stamp()
         invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(
             invoice_id, {"expand": INVOICE_EXPANSIONS}))
         return None if invoice is None else self._keep_invoice(invoice, stamp)

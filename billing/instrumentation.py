@@ -65,10 +65,6 @@ def stop(token: Token[StripeCalls | None]) -> None:
     _current.reset(token)
 
 
-def recorded() -> StripeCalls | None:
-    return _current.get()
-
-
 class InstrumentedHTTPClient(stripe.HTTPClient):
     name = "instrumented"
 

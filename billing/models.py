@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +28,23 @@ BILLING_MODES = ("single", "pooled", "assigned")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# The copy's stamps (StripeCopy's fetched_at, first_seen and changed_at; an
+# event's received_at as handed to the appliers) are microseconds: views fetched
+# in the same second still order.
+def stamp_of(seconds: float) -> int:
+    """Unix seconds as a stamp."""
+    return int(seconds * 1_000_000)
+
+
+def seconds_of(stamp: int) -> float:
+    return stamp / 1_000_000
+
+
+def now_stamp() -> int:
+    """Now, on our clock, as a stamp."""
+    return stamp_of(time.time())
 
 
 def new_workspace_id() -> str:

@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -197,32 +197,57 @@ def _copy_everything(report: ReconcileReport) -> None:
 def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) -> set[str]:
     """Pair customers with index rows; restore, activate, release and remove rows.
     Returns the ids of the customers that are ours."""
-    state = current()
-    with state.db.read() as session:
-        workspace_ids = set(session.scalars(select(Workspace.id)))
-        rows = list(session.scalars(select(BillingAccountIndex)))
-    by_customer = {r.customer_id: r for r in rows if r.customer_id}
-    by_reference = {r.reference: r for r in rows}
-    seen: set[str] = set()
-    settled: set[int] = set()
+    index = _IndexRepair.load(report)
+    for customer in customers:
+        _each(report, "index", customer.id, lambda: index.pair(customer))
+    stale = utcnow() - PENDING_GRACE
+    for row in index.rows:
+        _each(report, "index", row.customer_id or f"reservation {row.reference}", lambda: index.settle(row, stale))
+    return index.seen
 
-    def pair(customer: stripe.Customer) -> None:
+
+@dataclass
+class _IndexRepair:
+    """The index as it stood before the repair, and what the repair has met so far."""
+
+    report: ReconcileReport
+    workspace_ids: set[str]
+    rows: list[BillingAccountIndex]
+    by_customer: dict[str, BillingAccountIndex]
+    by_reference: dict[str, BillingAccountIndex]
+    seen: set[str] = field(default_factory=set)  # our customers
+    settled: set[int] = field(default_factory=set)  # reservations a customer was found for
+
+    @classmethod
+    def load(cls, report: ReconcileReport) -> _IndexRepair:
+        with current().db.read() as session:
+            workspace_ids = set(session.scalars(select(Workspace.id)))
+            rows = list(session.scalars(select(BillingAccountIndex)))
+        return cls(report, workspace_ids, rows, by_customer={r.customer_id: r for r in rows if r.customer_id},
+                   by_reference={r.reference: r for r in rows})
+
+    def pair(self, customer: stripe.Customer) -> None:
+        """A customer of one of our workspaces: checked against its row, or given one."""
         metadata = customer.metadata.to_dict() if customer.metadata else {}
         workspace_id = metadata.get("workspace_id")
-        if workspace_id not in workspace_ids:
+        if workspace_id not in self.workspace_ids:
             return  # not ours, or its workspace is gone
-        row = by_customer.get(customer.id)
+        row = self.by_customer.get(customer.id)
         if row is not None:
-            seen.add(customer.id)
+            self.seen.add(customer.id)
             if row.workspace_id != workspace_id:
-                report.conflicts.append(customer.id)
+                self.report.conflicts.append(customer.id)
                 log.error("customer %s: index says %s, Stripe says %s; left alone",
                           customer.id, row.workspace_id, workspace_id)
             return
+        self._index(customer, workspace_id, metadata)
+
+    def _index(self, customer: stripe.Customer, workspace_id: str, metadata: dict[str, str]) -> None:
+        """Activate the reservation the customer's reference names, else restore a row for it."""
         reference = metadata.get(REFERENCE_KEY) or ""
-        pending = by_reference.get(reference)
+        pending = self.by_reference.get(reference)
         reservation = pending if pending is not None and pending.customer_id is None else None
-        with state.db.write() as session:
+        with current().db.write() as session:
             if reservation is not None:
                 session.execute(
                     update(BillingAccountIndex)
@@ -234,40 +259,33 @@ def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) ->
                     BillingAccountIndex(
                         workspace_id=workspace_id,
                         customer_id=customer.id,
-                        reference=reference if reference and reference not in by_reference else uuid.uuid4().hex,
+                        reference=reference if reference and reference not in self.by_reference else uuid.uuid4().hex,
                         currency=metadata.get("currency") or customer.currency or "usd",
                         state="active",
                     )
                 )
         # Reported once committed: a row the database refused is a failure, not a repair.
         if reservation is not None:
-            settled.add(reservation.id)
-            report.activated.append(customer.id)
+            self.settled.add(reservation.id)
+            self.report.activated.append(customer.id)
         else:
-            report.restored.append(customer.id)
-        seen.add(customer.id)
+            self.report.restored.append(customer.id)
+        self.seen.add(customer.id)
 
-    for customer in customers:
-        _each(report, "index", customer.id, lambda: pair(customer))
-
-    stale = utcnow() - PENDING_GRACE
-
-    def settle(row: BillingAccountIndex) -> None:
-        if row.customer_id and row.customer_id not in seen:
+    def settle(self, row: BillingAccountIndex, stale: datetime) -> None:
+        """A row no customer was found for: removed once Stripe confirms its customer
+        deleted; a reservation older than `stale` released (the create never happened)."""
+        if row.customer_id and row.customer_id not in self.seen:
             # Listed customers exclude deleted ones; confirm one by one before dropping.
-            if state.gateway.retrieve_customer(row.customer_id) is None:
+            if current().gateway.retrieve_customer(row.customer_id) is None:
                 forget_account(row.customer_id)
-                report.removed.append(row.customer_id)
-        elif row.customer_id is None and row.id not in settled and row.created_at < stale:
+                self.report.removed.append(row.customer_id)
+        elif row.customer_id is None and row.id not in self.settled and row.created_at < stale:
             # No customer carries its reference: the create never happened.
-            with state.db.write() as session:
+            with current().db.write() as session:
                 session.execute(
                     delete(BillingAccountIndex).where(
                         BillingAccountIndex.id == row.id, BillingAccountIndex.customer_id.is_(None)
                     )
                 )
-            report.released += 1
-
-    for row in rows:
-        _each(report, "index", row.customer_id or f"reservation {row.reference}", lambda: settle(row))
-    return seen
+            self.report.released += 1

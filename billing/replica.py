@@ -25,21 +25,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from billing.db import Database
-from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, utcnow
+from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, now_stamp, seconds_of, stamp_of, utcnow
 from billing.state import current
+from billing.stripe_ids import id_of, intent_id
 
 COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
-
-
-def now_stamp() -> int:
-    """A fetch's stamp: now, in microseconds."""
-    return int(time.time() * 1_000_000)
-
-
-def id_of(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(value.get("id")) if isinstance(value, dict) else None
 
 
 def _row(data: dict[str, Any], stamp: int) -> dict[str, Any]:
@@ -87,7 +77,7 @@ class Keeper:
     def keep_data(self, data: dict[str, Any], stamp: int) -> None:
         rows = _rows(data, stamp)
         if rows:
-            seen = int(self.clock() * 1_000_000)
+            seen = stamp_of(self.clock())
             # One transaction: a subscription and the latest invoice it came with
             # change together (its pending_payment reads both).
             with self.db.write() as session:
@@ -166,7 +156,7 @@ CHANGED_AT = "billing_api_changed_at"  # added to documents handed out: seconds,
 
 
 def _document(data: Document, changed_at: int | None) -> Document:
-    return {**data, CHANGED_AT: changed_at / 1_000_000} if changed_at else data
+    return {**data, CHANGED_AT: seconds_of(changed_at)} if changed_at else data
 
 
 def _of_customer(object_type: str, customer_id: str) -> list[Document]:
@@ -284,7 +274,7 @@ def open_invoice_paid_with(customer_id: str, payment_intent_id: str) -> StripeCo
             StripeCopy.status == "open", StripeCopy.deleted.is_(False)))
         for row in rows:
             secret = (row.data.get("confirmation_secret") or {}).get("client_secret") or ""
-            if secret.split("_secret_")[0] == payment_intent_id:
+            if intent_id(secret) == payment_intent_id:
                 return row
     return None
 
@@ -337,7 +327,7 @@ def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
         confirmation = getattr(invoice, "confirmation_secret", None)
         secret = confirmation.client_secret if confirmation else None
         if invoice.status == "open" and secret:  # what an open invoice waits for (pending_payment's reason)
-            gateway.retrieve_payment_intent(str(secret).split("_secret_")[0])
+            gateway.retrieve_payment_intent(intent_id(str(secret)))
     mark_copied([customer_id])
 
 

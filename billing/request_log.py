@@ -1,4 +1,4 @@
-"""One log record per request (a JSON line, see billing.logs), and the request id that ties it to the response.
+"""One log record per request (a JSON line, see billing.json_logging), and the request id that ties it to the response.
 
 Fields: method, route (the URL rule, not the path with ids), status, duration,
 the share of it spent in Stripe, request id, workspace, user and the Stripe

@@ -10,13 +10,13 @@ paid this way makes its subscription active, all with Stripe's events.
 
 from __future__ import annotations
 
-from stripe_sandbox import invoicing, payment_intents, payment_methods, setup_intents, subscriptions
+from stripe_sandbox import invoice_engine, payment_intents, payment_methods, setup_intents, subscriptions
 from stripe_sandbox.api import build_router
 from stripe_sandbox.clock import sandbox_time
 from stripe_sandbox.errors import SandboxError, resource_missing
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.router import Router
-from stripe_sandbox.storage import SessionSource
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import INTERNAL, Store
 from stripe_sandbox.webhooks import WebhookSender
 
@@ -70,18 +70,18 @@ class SandboxAuthenticator:
             raise SandboxError(400, f"This PaymentIntent has a status of {data['status']} and cannot be "
                                "confirmed.", code="payment_intent_unexpected_state")
         invoice_id = data.get(INTERNAL, {}).get("invoice")
-        owner = store.get(invoicing.INVOICE, invoice_id, for_update=True) if invoice_id else None
+        owner = store.get(invoice_engine.INVOICE, invoice_id, for_update=True) if invoice_id else None
         # Stripe.js confirms with the method on the intent, else the one that last failed, else the invoice's.
         failed = (data["last_payment_error"] or {}).get("payment_method") or {}
         method_id = data["payment_method"] or failed.get("id")
         method = store.get(payment_methods.OBJECT_TYPE, method_id, for_update=True) if method_id else None
         if method is None and owner is not None:
-            method = invoicing.payment_method_for(store, owner.data)
+            method = invoice_engine.payment_method_for(store, owner.data)
         if method is None:
             raise SandboxError(400, "You cannot confirm this PaymentIntent because it's missing a payment method.",
                                code="payment_intent_unexpected_state")
         payment_intents.authenticate(store, row, method, succeed)
         if row.data["status"] == "succeeded" and owner is not None:
-            invoicing.paid_by_intent(store, owner)
+            invoice_engine.paid_by_intent(store, owner)
             subscriptions.invoice_paid(store, owner.data)
         return str(row.data["status"])

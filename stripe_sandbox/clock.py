@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from stripe_sandbox.api import build_router
 from stripe_sandbox.models import SandboxClockState, SandboxObject, insert_if_absent
 from stripe_sandbox.router import Router
-from stripe_sandbox.storage import SessionSource
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import DEFAULT_PUBLIC_URL, Store
 
 if TYPE_CHECKING:  # webhooks.py reads sandbox time from here

@@ -54,11 +54,6 @@ class SandboxError(Exception):
         return {"error": dict(sorted(error.items()))}
 
 
-def invalid_request(message: str, *, param: str | None = None, code: str | None = None,
-                    status: int = 400) -> SandboxError:
-    return SandboxError(status, message, param=param, code=code)
-
-
 def resource_missing(noun: str, object_id: str, *, param: str = "id", status: int = 404) -> SandboxError:
     # Stripe answers 404 when the object in the URL is missing and 400 when an
     # id passed as a parameter (customer, items[0][price], ...) is.

@@ -1,7 +1,7 @@
 """Hosted invoice pages: what a finalized invoice's `hosted_invoice_url` and `invoice_pdf` serve.
 
 Stripe serves them from its own hosts; the sandbox's are on the host's own origin (the Store's
-`public_url`), under `invoicing.HOSTED_PATH`, which the host routes to `find()` and `html()` /
+`public_url`), under `invoice_engine.HOSTED_PATH`, which the host routes to `find()` and `html()` /
 `pdf()`. As on Stripe, the URL is the key: no login, a random token per invoice (kept in the
 invoice, compared in constant time). A voided invoice's page stays, and says so.
 """
@@ -14,10 +14,10 @@ import hmac
 from html import escape
 from typing import Any
 
-from stripe_sandbox.invoicing import HOSTED_TOKEN, INVOICE, format_date, format_money
+from stripe_sandbox.invoice_engine import HOSTED_TOKEN, INVOICE, format_date, format_money
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.pdf import Line, document
-from stripe_sandbox.storage import SessionSource
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import INTERNAL, Document
 
 

@@ -32,7 +32,7 @@ from stripe_sandbox.params import validate
 from stripe_sandbox.rate_limits import admit, limits_for
 from stripe_sandbox.request_log import RequestLog
 from stripe_sandbox.router import Request, Route, Router
-from stripe_sandbox.storage import SessionSource
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import DEFAULT_PUBLIC_URL, Store, random_token
 from stripe_sandbox.webhooks import WebhookSender
 

@@ -1,6 +1,6 @@
 """Invoices and invoice items: /v1/invoices, /v1/invoiceitems, /v1/invoices/create_preview.
 
-The invoice engine is `invoicing.py`; this module is the API over it. Paying
+The invoice engine is `invoice_engine.py`; this module is the API over it. Paying
 by request charges at once. `POST /v1/invoices/{id}/finalize` of an
 `auto_advance` charge_automatically invoice also charges at once (Stripe
 waits about an hour).
@@ -27,7 +27,7 @@ from stripe.params import (
     InvoiceVoidInvoiceParams,
 )
 
-from stripe_sandbox import invoicing, metadata, payment_methods, subscriptions
+from stripe_sandbox import invoice_engine, metadata, payment_methods, subscriptions
 from stripe_sandbox.errors import (
     SandboxError,
     not_supported,
@@ -35,7 +35,7 @@ from stripe_sandbox.errors import (
     parameters_exclusive,
     resource_missing,
 )
-from stripe_sandbox.invoicing import INVOICE, ITEM
+from stripe_sandbox.invoice_engine import INVOICE, ITEM
 from stripe_sandbox.listing import created_filter, list_endpoint, list_object, page_limit
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.router import Request, Router
@@ -94,8 +94,8 @@ def create_item(req: Request) -> Document:
         if params.get("currency", currency).lower() != currency:
             raise SandboxError(400, f"The currency of the price ({currency}) must match the invoice item's "
                                f"currency ({params['currency'].lower()}).", param="currency")
-        unit = invoicing.to_decimal(price["unit_amount_decimal"])
-        description = params.get("description") or invoicing.product_name(store, price["product"])
+        unit = invoice_engine.to_decimal(price["unit_amount_decimal"])
+        description = params.get("description") or invoice_engine.product_name(store, price["product"])
     else:
         if not given:
             raise parameter_missing("amount")
@@ -104,7 +104,7 @@ def create_item(req: Request) -> Document:
         currency = params["currency"].lower()
         if "amount" in params:
             amount = params["amount"]
-            unit = invoicing.to_decimal(amount) / quantity if quantity else invoicing.to_decimal(0)
+            unit = invoice_engine.to_decimal(amount) / quantity if quantity else invoice_engine.to_decimal(0)
         else:
             unit = params["unit_amount_decimal"]
         description = params.get("description") or None
@@ -123,13 +123,13 @@ def create_item(req: Request) -> Document:
             raise resource_missing("subscription", params["subscription"], param="subscription", status=400)
         subscription_id = subscription.id
     period = params.get("period")
-    row = invoicing.create_item(
+    row = invoice_engine.create_item(
         store, customer_id=customer.id, currency=currency, quantity=quantity, unit_amount_decimal=unit, amount=amount,
         description=description, period=(period["start"], period["end"]) if period else (req.now, req.now),
         price=price, subscription_id=subscription_id, metadata=metadata.initial(params.get("metadata")),
         invoice_id=invoice_row.id if invoice_row is not None else None, discountable=params.get("discountable"))
     if invoice_row is not None:
-        invoicing.add_lines(store, invoice_row, [row])
+        invoice_engine.add_lines(store, invoice_row, [row])
     return store.present(row)
 
 
@@ -182,13 +182,13 @@ def create(req: Request) -> Document:
         subscription = row.data
     pending: list[SandboxObject] = []
     if params.get("pending_invoice_items_behavior", "exclude") == "include":
-        pending = invoicing.pending_items(store, customer.id,
+        pending = invoice_engine.pending_items(store, customer.id,
                                           subscription_id=subscription["id"] if subscription else None,
                                           include_unattached=subscription is None)
     currency = (params.get("currency") or (pending[0].data["currency"] if pending else None)
                 or customer.data.get("currency") or "usd").lower()
     pending = [row for row in pending if row.data["currency"] == currency]
-    row = invoicing.create_invoice(
+    row = invoice_engine.create_invoice(
         store, customer=customer, subscription=subscription, billing_reason="manual",
         collection_method=collection_method, days_until_due=params.get("days_until_due"), currency=currency,
         lines=[], pending=pending, description=params.get("description") or None,
@@ -259,11 +259,11 @@ def finalize(req: Request) -> Document:
                            code="invoice_not_editable")
     if "auto_advance" in req.params:
         store.update(row, {**row.data, "auto_advance": req.params["auto_advance"]})
-    invoicing.finalize(store, row)
+    invoice_engine.finalize(store, row)
     if (row.data["status"] == "open" and row.data["auto_advance"]
             and row.data["collection_method"] == "charge_automatically"):
         # Automatic collection, at once: a failure stays recorded, the request succeeds.
-        if invoicing.attempt_payment(store, row) is None:
+        if invoice_engine.attempt_payment(store, row) is None:
             subscriptions.invoice_paid(store, row.data)
     return store.present(row)
 
@@ -278,17 +278,17 @@ def pay(req: Request) -> Document:
     if status == "void":
         raise SandboxError(400, "This invoice cannot be paid because it has been voided.", code="invoice_not_open")
     if status == "draft":
-        invoicing.finalize(store, row)  # as Stripe does: paying a draft finalizes it first
+        invoice_engine.finalize(store, row)  # as Stripe does: paying a draft finalizes it first
     if row.data["status"] != "paid":
         if params.get("paid_out_of_band"):
-            invoicing.mark_paid_out_of_band(store, row)
+            invoice_engine.mark_paid_out_of_band(store, row)
         else:
             method = None
             if params.get("payment_method"):
                 method = payment_methods.resolve(store, params["payment_method"], param="payment_method",
                                                  for_update=True)
                 payment_methods.attach(store, method, row.data["customer"])
-            error = invoicing.attempt_payment(store, row, method)
+            error = invoice_engine.attempt_payment(store, row, method)
             if error is not None:
                 error.keep_changes = True  # the failed attempt is part of the invoice's history
                 raise error
@@ -301,7 +301,7 @@ def void(req: Request) -> Document:
     if row.data["status"] not in ("open", "uncollectible"):
         raise SandboxError(400, f"You can only void invoices that are open or uncollectible; this invoice is "
                            f"{row.data['status']}.", code="invoice_not_open")
-    invoicing.void(req.store, row)
+    invoice_engine.void(req.store, row)
     return req.store.present(row)
 
 
@@ -310,7 +310,7 @@ def mark_uncollectible(req: Request) -> Document:
     if row.data["status"] != "open":
         raise SandboxError(400, f"You can only mark open invoices as uncollectible; this invoice is "
                            f"{row.data['status']}.", code="invoice_not_open")
-    invoicing.mark_uncollectible(req.store, row)
+    invoice_engine.mark_uncollectible(req.store, row)
     return req.store.present(row)
 
 
@@ -336,7 +336,7 @@ def create_preview(req: Request) -> Document:
         line["id"] = f"il_tmp_{random_token()}"
         line["invoice"] = preview_id
     document["id"] = preview_id
-    document["lines"]["data"] = full_lines[:invoicing.EMBEDDED_LINES]
+    document["lines"]["data"] = full_lines[:invoice_engine.EMBEDDED_LINES]
     document["lines"]["url"] = f"{URL}/{preview_id}/lines"
     document["webhooks_delivered_at"] = None
     return document
@@ -344,8 +344,8 @@ def create_preview(req: Request) -> Document:
 
 def register(router: Router) -> None:
     # Invoices change over time as their subscriptions collect them (finalizing, retries).
-    router.add_kind(dataclasses.replace(invoicing.INVOICE_KIND, advance=subscriptions.collect))
-    router.add_kind(invoicing.ITEM_KIND)
+    router.add_kind(dataclasses.replace(invoice_engine.INVOICE_KIND, advance=subscriptions.collect))
+    router.add_kind(invoice_engine.ITEM_KIND)
     router.add("POST", ITEMS_URL, create_item, InvoiceItemCreateParams)
     router.add("GET", ITEMS_URL, list_items, InvoiceItemListParams)
     router.add("GET", ITEMS_URL + "/{invoiceitem}", retrieve_item, InvoiceItemRetrieveParams)

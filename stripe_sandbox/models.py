@@ -3,7 +3,7 @@
 Every emulated Stripe object is one row of `sandbox_objects`: the JSON document
 plus the few columns listing and scheduling need (type, customer, ordering,
 next due time). The tables are the emulator's business, not its host's: they
-are absent from the host's metadata and migrations, and `storage.install()`
+are absent from the host's metadata and migrations, and `database.install()`
 creates them.
 """
 
@@ -70,7 +70,7 @@ class SandboxClockState(SandboxBase):
     """One row (id 1): how far the sandbox clock runs ahead of real time, and its last background advance.
 
     `status` is Stripe's test clock status of that advance (see clock.py). The
-    columns after `offset_seconds` came later: `storage.install()` adds them to
+    columns after `offset_seconds` came later: `database.install()` adds them to
     an existing table, so they are nullable or have a server default.
     """
 
@@ -122,7 +122,7 @@ class SandboxWebhookDelivery(SandboxBase):
     last_status: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[float | None] = mapped_column(Float)
     # Sandbox time of the next retry after a failed attempt; null: due now. Added after the
-    # table first shipped: `storage.install()` adds it to older databases.
+    # table first shipped: `database.install()` adds it to older databases.
     next_attempt_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_sandbox_webhook_deliveries_pending_seq", "pending", "seq"),)
@@ -143,7 +143,7 @@ SANDBOX_TABLES: list[Table] = list(SandboxBase.metadata.sorted_tables)
 
 
 def create_sandbox_tables(bind: Engine | Connection) -> None:
-    """Create the missing tables, without locking (see `storage.install()` for that)."""
+    """Create the missing tables, without locking (see `database.install()` for that)."""
     SandboxBase.metadata.create_all(bind, checkfirst=True)
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.idempotency import api_key_hash
 from stripe_sandbox.models import SandboxRateWindow
-from stripe_sandbox.storage import SessionSource
+from stripe_sandbox.database import SessionSource
 
 MESSAGE = ("Too many requests hit the API too quickly. We recommend an exponential backoff of your "
            "requests.")

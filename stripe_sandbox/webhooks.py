@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 from stripe_sandbox import events
 from stripe_sandbox.clock import sandbox_time
 from stripe_sandbox.models import SandboxObject, SandboxWebhookDelivery
-from stripe_sandbox.storage import SessionSource
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import Store
 from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS, TEST_MODE_RETRY_DELAYS, next_attempt_at
 

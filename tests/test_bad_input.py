@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from billing.models import StripeEvent
+from billing.stripe_ids import intent_id
 
 from tests.conftest import TEST_ENV, assert_error
 from tests.test_billing_accounts import FULL, index_rows
@@ -169,7 +170,7 @@ def test_a_signed_but_malformed_event_is_400_not_500(client: Any, state: Any, fi
 def test_second_confirm_of_a_succeeded_setup_intent_is_a_client_error(world: dict[str, Any]) -> None:
     alice, acc = world["alice"], world["acc"]
     secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
-    intent = secret.split("_secret_")[0]
+    intent = intent_id(secret)
     first = alice.post(f"/sandbox{acc}/setup-intents/{intent}/confirm", {"payment_method": "pm_card_visa"})
     assert first.status_code == 200 and first.json["status"] == "succeeded"
     again = alice.post(f"/sandbox{acc}/setup-intents/{intent}/confirm", {"payment_method": "pm_card_visa"})

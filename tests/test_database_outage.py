@@ -16,7 +16,7 @@ from sqlalchemy import make_url
 
 from app import create_app
 from billing.config import Config
-from billing.logs import json_handler
+from billing.json_logging import json_handler
 from billing.workspaces import service as workspace_service
 from tests.conftest import Api, assert_error, synchronous_webhooks, wipe
 from tests.db_proxy import DatabaseProxy

@@ -21,8 +21,8 @@ from gunicorn.util import load_class
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from billing import logs
-from billing.logs import SummaryJsonFormatter, json_handler
+from billing import json_logging
+from billing.json_logging import SummaryJsonFormatter, json_handler
 
 SECRET_KEY = "sk_live_51SecretKeyThatMustNeverLeak"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
@@ -110,8 +110,8 @@ def test_uncaught_exceptions_in_threads_and_main_are_one_line(caplog: Any, monke
     monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
     monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
     monkeypatch.setattr(logging, "_warnings_showwarning", None)  # captureWarnings(False) when the test ends
-    logs.configure("WARNING")
-    assert threading.excepthook is logs.log_uncaught_in_thread and sys.excepthook is logs.log_uncaught
+    json_logging.configure("WARNING")
+    assert threading.excepthook is json_logging.log_uncaught_in_thread and sys.excepthook is json_logging.log_uncaught
 
     def crash() -> None:
         raise KeyError("boom")
@@ -141,7 +141,7 @@ def test_a_test_runners_own_thread_hook_is_kept(monkeypatch: Any) -> None:
 
     monkeypatch.setattr(threading, "excepthook", runner_hook)
     monkeypatch.setattr(logging, "_warnings_showwarning", None)
-    logs.configure("WARNING")
+    json_logging.configure("WARNING")
     logging.captureWarnings(False)
     assert threading.excepthook is runner_hook
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from billing.models import StripeCopy
+from billing.stripe_ids import intent_id
 from tests.conftest import assert_error
 from tests.test_preview_truth import frozen_sandbox_time  # noqa: F401  (a fixture)
 
@@ -94,7 +95,7 @@ def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_us
     path = f"/sandbox/workspaces/{ws}/billing-accounts/{other['id']}/authenticate"
     assert_error(bob.post(path, {"client_secret": secret, "outcome": "succeed"}), 404, "not_found")
     # Alice's own path with a made-up secret, or a viewer's hand, changes nothing either.
-    assert_error(authenticate(acct, secret.split("_secret_")[0] + "_secret_nope", "succeed"), 404, "not_found")
+    assert_error(authenticate(acct, intent_id(secret) + "_secret_nope", "succeed"), 404, "not_found")
     acct["alice"].add_member(acct["ws"], "vera", "viewer")
     vera = as_user("vera")
     assert_error(vera.post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": "succeed"}),
@@ -108,7 +109,7 @@ def test_declining_cards_are_refused_when_saved(acct: dict[str, Any], token: str
     alice, acc = acct["alice"], acct["acc"]
     assert_error(alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": token}), 402, "card_declined")
     secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
-    confirm = alice.post(f"/sandbox{acc}/setup-intents/{secret.split('_secret_')[0]}/confirm", {"payment_method": token})
+    confirm = alice.post(f"/sandbox{acc}/setup-intents/{intent_id(secret)}/confirm", {"payment_method": token})
     assert_error(confirm, 402, "card_declined")
     assert alice.get(f"{acc}/payment-methods").json["data"] == []
 
@@ -116,7 +117,7 @@ def test_declining_cards_are_refused_when_saved(acct: dict[str, Any], token: str
 def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> None:
     alice, acc = acct["alice"], acct["acc"]
     secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
-    confirmed = alice.post(f"/sandbox{acc}/setup-intents/{secret.split('_secret_')[0]}/confirm",
+    confirmed = alice.post(f"/sandbox{acc}/setup-intents/{intent_id(secret)}/confirm",
                            {"payment_method": "pm_card_authenticationRequiredOnSetup"})
     assert confirmed.json["status"] == "requires_action"
     assert alice.get(f"{acc}/payment-methods").json["data"] == []
@@ -295,7 +296,7 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
     for event in reversed(events):
         assert deliver(client, json.dumps(event.to_dict(), default=str).encode()).status_code == 200
     keys = {"invoice": f"invoice:{created['pending_payment']['invoice_id']}",
-            "payment_intent": f"payment_intent:{secret.split('_secret_')[0]}",
+            "payment_intent": f"payment_intent:{intent_id(secret)}",
             "subscription": f"subscription:{created['id']}"}
     for name in [first, *sorted(set(keys) - {first})]:
         with app.app_context():

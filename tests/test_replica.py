@@ -85,10 +85,11 @@ def test_out_of_order_and_concurrent_webhooks_end_at_the_newest(paying: dict[str
 def test_an_older_view_never_overwrites_a_newer_one(paying: dict[str, Any], state: Any, app: Any) -> None:
     """A fetch that started earlier (a slow webhook re-fetch, a reconcile page)
     is not stored over one that started later, whatever the order they finish in."""
-    from billing.replica import Keeper, now_stamp
+    from billing.models import now_stamp, stamp_of
+    from billing.replica import Keeper
 
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
-    started_early = now_stamp() - 5_000_000
+    started_early = now_stamp() - stamp_of(5)
     old_view = state.gateway.client.v1.subscriptions.retrieve(sub).to_dict()
     old_view["items"]["data"][0]["quantity"] = 99
     Keeper(state.db).keep_data(old_view, started_early)

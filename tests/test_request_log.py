@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from app import create_app
-from billing.logs import json_handler
+from billing.json_logging import json_handler
 from billing.config import Config
 from tests.conftest import TEST_ENV
 from tests.test_billing_accounts import FULL

@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
+from billing.stripe_ids import intent_id
 from tests.conftest import TEST_ENV, assert_error
 
 VALID_BODIES = {
@@ -98,7 +99,7 @@ def tenants(as_user: Any, state: Any) -> dict[str, Any]:
     b = f"/workspaces/{ws_b}/billing-accounts/{acc_b['id']}"
     sub_b = bob.post(f"{b}/subscriptions", {"product_quantities": {"users": 1}}).json
     pm_b = bob.post(f"/sandbox{b}/payment-methods", {"payment_method": "pm_card_visa"}).json
-    seti_b = bob.post(f"{b}/payment-methods").json["client_secret"].split("_secret_")[0]
+    seti_b = intent_id(bob.post(f"{b}/payment-methods").json["client_secret"])
     root_b = bob.post(f"/workspaces/{ws_b}/organizations", {"name": "B root", "billing_account_id": acc_b["id"]}).json
     org_b = bob.post(f"/workspaces/{ws_b}/organizations/{root_b['id']}/children", {"name": "B team"}).json
     assert bob.post(f"/workspaces/{ws_b}/organizations/{org_b['id']}/usage",

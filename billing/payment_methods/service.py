@@ -27,9 +27,12 @@ log = logging.getLogger("billing.payment_methods")
 MAX_PAYMENT_METHODS = 5
 
 
-def payment_method_limit_reached() -> ApiError:
-    return ApiError(409, "payment_method_limit_reached",
-                    f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
+def refuse_when_full(customer_id: str) -> None:
+    """409 `payment_method_limit_reached` when the customer already holds the most it may.
+    (A sixth that gets attached anyway, by a path that skips this, is detached: enforce_limit.)"""
+    if len(replica.payment_methods(customer_id)) >= MAX_PAYMENT_METHODS:
+        raise ApiError(409, "payment_method_limit_reached",
+                       f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
 
 
 def _lease_name(customer_id: str) -> str:
@@ -66,8 +69,7 @@ def attaching(customer_id: str) -> Iterator[None]:
     in the copy before the lease is let go). Then the rule for the first method
     is applied at once: the answer, trial eligibility and a create all agree."""
     with lease(current().db, _lease_name(customer_id)):
-        if len(replica.payment_methods(customer_id)) >= MAX_PAYMENT_METHODS:
-            raise payment_method_limit_reached()
+        refuse_when_full(customer_id)
         yield
         ensure_default_payment_method(customer_id)
 
@@ -117,8 +119,7 @@ def create_setup_intent(ctx: AccountAccess, request_key: str) -> dict[str, str]:
     ctx.for_billing_write()
     gateway = current().gateway
     replica.ensure_copied([ctx.account])
-    if len(replica.payment_methods(ctx.customer_id)) >= MAX_PAYMENT_METHODS:
-        raise payment_method_limit_reached()
+    refuse_when_full(ctx.customer_id)
     intent = gateway.create_setup_intent(
         {"customer": ctx.customer_id, "usage": "off_session", "automatic_payment_methods": {"enabled": True}},
         idempotency_key=f"{request_key}:setup-intent",

@@ -16,7 +16,7 @@ from billing.openapi import route_facts
 from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
 from stripe_sandbox import TEST_TOKENS, hosted_invoices
-from stripe_sandbox.invoicing import HOSTED_PATH
+from stripe_sandbox.invoice_engine import HOSTED_PATH
 
 blp = authenticated_blueprint(
     "sandbox", __name__, url_prefix="/sandbox",

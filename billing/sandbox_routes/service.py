@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing import replica
+from billing import stripe_ids
 from billing.access import AccountAccess
 from billing.payment_methods.service import attaching, shown
 from billing.errors import ApiError, not_found
@@ -79,13 +79,13 @@ def confirm_setup_intent(ctx: AccountAccess, setup_intent_id: str, token: str, r
     customer_id = ctx.customer_id
     gateway = current().gateway
     intent = gateway.retrieve_setup_intent(setup_intent_id)
-    owner = intent.customer if isinstance(intent.customer, str) or intent.customer is None else intent.customer.id
+    owner = stripe_ids.id_of(intent.customer)
     if owner != customer_id:
         raise not_found("setup intent")
     confirmed = gateway.confirm_setup_intent(setup_intent_id, token, idempotency_key=f"{request_key}:confirm")
     method = confirmed.payment_method
     return {"id": confirmed.id, "status": confirmed.status,
-            "payment_method": method if isinstance(method, str) or method is None else method.id}
+            "payment_method": stripe_ids.id_of(method)}
 
 
 def _authenticator() -> SandboxAuthenticator:
@@ -99,13 +99,13 @@ def authenticate(ctx: AccountAccess, client_secret: str, succeed: bool) -> dict[
     """Answer the 3-D Secure challenge of one of this account's PaymentIntents or SetupIntents."""
     ctx.for_billing_write()
     gateway = current().gateway
-    intent_id = client_secret.split("_secret_", 1)[0]
+    intent_id = stripe_ids.intent_id(client_secret)
     intent: Any = None
     if intent_id.startswith("pi_"):
         intent = gateway.retrieve_payment_intent(intent_id)
     elif intent_id.startswith("seti_"):
         intent = gateway.retrieve_setup_intent(intent_id)  # unknown: Stripe's resource_missing, a 404
-    owner = replica.id_of(getattr(intent, "customer", None))
+    owner = stripe_ids.id_of(getattr(intent, "customer", None))
     if intent is None or owner != ctx.customer_id or intent.client_secret != client_secret:
         raise not_found("payment")  # another account's secret is as unknown as a made-up one
     try:

@@ -33,6 +33,7 @@ from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.organizations.capacity import holding
 from billing.payment_methods.service import charging_method
 from billing.state import current
+from billing.stripe_ids import intent_id
 from billing.subscriptions.active import is_active
 
 log = logging.getLogger("billing.subscriptions")
@@ -400,7 +401,7 @@ def _copy_why_it_waits(subscription: stripe.Subscription) -> None:
     invoice = subscription.latest_invoice
     secret = getattr(getattr(invoice, "confirmation_secret", None), "client_secret", None)
     if secret:
-        current().gateway.retrieve_payment_intent(secret.split("_secret_")[0])
+        current().gateway.retrieve_payment_intent(intent_id(secret))
 
 
 def _pause(subscription: stripe.Subscription, request_key: str) -> stripe.Subscription:

@@ -16,6 +16,7 @@ from typing import Any
 
 from billing.errors import ApiError
 from billing.input_guard import is_clean_identifier
+from billing.stripe_ids import named_id
 
 MAX_ID_LENGTH = 255  # the inbox's id column, and Stripe's ids with room to spare
 MAX_TYPE_LENGTH = 100  # the inbox's type column; Stripe's longest type is under 60
@@ -64,8 +65,7 @@ def check_event(event: dict[str, Any], text: str | None = None) -> None:
     obj = data.get("object") if isinstance(data, dict) else None
     if isinstance(obj, dict):
         for field in SUBJECT_FIELDS:
-            value = obj.get(field)
-            value = value.get("id") if isinstance(value, dict) else value  # an expanded object
+            value = named_id(obj.get(field))  # as given: checked here
             if value is not None:
                 _check_id(value, f"object's {field}")
     if (text is None or _SUSPECT_TEXT.search(text)) and _unstorable(event):

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 
 from billing.db import Database
-from billing.models import StripeEvent, utcnow
+from billing.models import StripeEvent, stamp_of, utcnow
 
 PENDING, APPLIED, PARKED = "pending", "applied", "parked"
 CLAIM_SECONDS = 120
@@ -142,7 +142,7 @@ def claim(db: Database, object_key: str) -> list[Claimed]:
             .returning(StripeEvent.id, StripeEvent.type, StripeEvent.created, StripeEvent.received_at,
                        StripeEvent.payload)
         ).all()
-    return [Claimed(str(i), str(t), int(c), int(r.timestamp() * 1_000_000), dict(p)) for i, t, c, r, p in rows]
+    return [Claimed(str(i), str(t), int(c), stamp_of(r.timestamp()), dict(p)) for i, t, c, r, p in rows]
 
 
 def finish(db: Database, ids: Sequence[str], object_key: str) -> bool:

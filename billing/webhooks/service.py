@@ -24,9 +24,10 @@ from billing import replica
 from billing.billing_accounts.service import forget_account
 from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
-from billing.models import BillingAccountIndex, StripeCopy
+from billing.models import BillingAccountIndex, StripeCopy, stamp_of
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import current
+from billing.stripe_ids import id_of
 from billing.subscriptions.pending import OWING
 from billing.webhooks import inbox
 from billing.webhooks.event_checks import check_event
@@ -152,13 +153,13 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
     """(object type, object id, customer id) of what the event is about."""
     kind = obj.get("object")
     if event_type.startswith("invoice_payment."):
-        return "invoice", replica.id_of(obj.get("invoice")), None
+        return "invoice", id_of(obj.get("invoice")), None
     if event_type.startswith("setup_intent."):
-        return "payment_method", replica.id_of(obj.get("payment_method")), replica.id_of(obj.get("customer"))
+        return "payment_method", id_of(obj.get("payment_method")), id_of(obj.get("customer"))
     if kind == "customer":
-        return "customer", replica.id_of(obj.get("id")), replica.id_of(obj.get("id"))
+        return "customer", id_of(obj.get("id")), id_of(obj.get("id"))
     if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent"):
-        return str(kind), replica.id_of(obj.get("id")), replica.id_of(obj.get("customer"))
+        return str(kind), id_of(obj.get("id")), id_of(obj.get("customer"))
     return "", None, None
 
 
@@ -239,7 +240,7 @@ def _applied_its_subscription(events: list[inbox.Claimed]) -> bool:
 def _subscription_of(event: inbox.Claimed) -> str | None:
     parent = _object_of(event.payload).get("parent")
     details = parent.get("subscription_details") if isinstance(parent, dict) else None
-    return replica.id_of(details.get("subscription")) if isinstance(details, dict) else None
+    return id_of(details.get("subscription")) if isinstance(details, dict) else None
 
 
 def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | None:
@@ -247,11 +248,11 @@ def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | 
     if stored is None or stored.deleted:
         return None
     parent = stored.data.get("parent") or {}
-    subscription_id = replica.id_of((parent.get("subscription_details") or {}).get("subscription"))
+    subscription_id = id_of((parent.get("subscription_details") or {}).get("subscription"))
     if subscription_id is None:
         return None
     subscription = replica.subscription_document(subscription_id)
-    if subscription is None or replica.id_of(subscription.get("latest_invoice")) != invoice_id:
+    if subscription is None or id_of(subscription.get("latest_invoice")) != invoice_id:
         return None
     return subscription_id
 
@@ -282,7 +283,7 @@ def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox
         return True  # they say only that it exists: any view of it is as new (a later change has its own event)
     if stored.fetched_at > max(event.received_at for event in events):
         return True
-    if stored.fetched_at > (max(event.created for event in events) + CLOCK_SKEW_SECONDS) * 1_000_000:
+    if stored.fetched_at > stamp_of(max(event.created for event in events) + CLOCK_SKEW_SECONDS):
         return True
     return (object_type == "invoice" and not stored.deleted and stored.data.get("status") in INVOICE_ENDS
             and {event.type for event in events} <= INVOICE_LIFECYCLE)

@@ -18,7 +18,7 @@ import copy
 import decimal
 from typing import Any
 
-from stripe_sandbox import coupons, events, invoicing, metadata, prices
+from stripe_sandbox import coupons, events, invoice_engine, metadata, prices
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval, period_containing
@@ -47,7 +47,7 @@ from stripe_sandbox.subscriptions.documents import (
 # -- invoices -----------------------------------------------------------------------
 
 def item_lines(store: Store, data: Document, period: tuple[int, int], *, trial: bool = False) -> list[Document]:
-    return [invoicing.subscription_line(store, data, item, store.present(price), period, trial=trial)
+    return [invoice_engine.subscription_line(store, data, item, store.present(price), period, trial=trial)
             for item, price in zip(data["items"]["data"], item_price_rows(store, data), strict=True)]
 
 
@@ -55,8 +55,8 @@ def draft_invoice(store: Store, data: Document, customer: SandboxObject, billing
                   lines: list[Document], *, period: tuple[int, int], invoice_id: str | None = None,
                   proration_date: int | None = None, finalizes_at: int | None = None) -> SandboxObject:
     """A draft invoice of `lines` and the pending items this subscription's invoices collect."""
-    pending = invoicing.pending_items(store, customer.id, subscription_id=data["id"])
-    invoice = invoicing.create_invoice(
+    pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"])
+    invoice = invoice_engine.create_invoice(
         store, customer=customer, subscription=data, billing_reason=billing_reason,
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
         currency=data["currency"], lines=lines, pending=pending, period=period, invoice_id=invoice_id,
@@ -78,14 +78,14 @@ def bill(store: Store, data: Document, customer: SandboxObject, invoice: Sandbox
     """
     if preview:
         return "unattempted"
-    invoicing.finalize(store, invoice)
+    invoice_engine.finalize(store, invoice)
     if invoice.data["status"] == "paid":
         return "paid"
     if data["collection_method"] == "send_invoice":
         return "sent"
     if not attempt:
         return "unattempted"
-    error = invoicing.attempt_payment(store, invoice, payment_method(store, data, customer))
+    error = invoice_engine.attempt_payment(store, invoice, payment_method(store, data, customer))
     if error is None:
         return "paid"
     if raise_on_failure:
@@ -108,9 +108,9 @@ def settle(store: Store, data: Document, customer: SandboxObject, invoice: Sandb
 
 def void_open_invoice(store: Store, data: Document) -> None:
     if data["latest_invoice"]:
-        invoice = store.get(invoicing.INVOICE, data["latest_invoice"], for_update=True)
+        invoice = store.get(invoice_engine.INVOICE, data["latest_invoice"], for_update=True)
         if invoice is not None and invoice.data["status"] == "open":
-            invoicing.void(store, invoice)
+            invoice_engine.void(store, invoice)
 
 
 # -- pending updates (payment_behavior=pending_if_incomplete) ------------------------------
@@ -150,14 +150,14 @@ def _proration_item(store: Store, data: Document, customer_id: str, item: Docume
     price_row = store.get(prices.OBJECT_TYPE, item["price"])
     assert price_row is not None
     price = store.present(price_row)
-    unit = invoicing.to_decimal(price["unit_amount_decimal"]) * fraction
-    name = invoicing.product_name(store, price["product"])
-    amount = invoicing.round_amount(unit * quantity)
+    unit = invoice_engine.to_decimal(price["unit_amount_decimal"]) * fraction
+    name = invoice_engine.product_name(store, price["product"])
+    amount = invoice_engine.round_amount(unit * quantity)
     words = "Unused time" if credit else "Remaining time"
-    return invoicing.create_item(
+    return invoice_engine.create_item(
         store, customer_id=customer_id, currency=price["currency"], quantity=quantity,
         unit_amount_decimal=-unit if credit else unit, amount=-amount if credit else amount,
-        description=f"{words} on {quantity} × {name} after {invoicing.format_date(at)}",
+        description=f"{words} on {quantity} × {name} after {invoice_engine.format_date(at)}",
         period=(at, end), price=price, subscription_id=data["id"], subscription_item_id=item["id"], proration=True)
 
 
@@ -250,12 +250,12 @@ def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *,
 def _collect_paused(store: Store, invoice: SandboxObject, behavior: str) -> None:
     """Collection paused: the invoice stays a draft, or is finalized and voided / written off."""
     if behavior != "keep_as_draft":
-        invoicing.finalize(store, invoice)
+        invoice_engine.finalize(store, invoice)
         if invoice.data["status"] == "open":
             if behavior == "void":
-                invoicing.void(store, invoice)
+                invoice_engine.void(store, invoice)
             else:
-                invoicing.mark_uncollectible(store, invoice)
+                invoice_engine.mark_uncollectible(store, invoice)
 
 
 def renew(store: Store, data: Document, customer: SandboxObject) -> None:
@@ -319,7 +319,7 @@ def schedule_retry(store: Store, invoice: SandboxObject) -> bool:
     left: bool = dunning["failures"] <= len(RETRY_DAYS)
     data["next_payment_attempt"] = (dunning["first_failure"] + RETRY_DAYS[dunning["failures"] - 1] * 86400
                                     if left else None)
-    invoicing.save(store, invoice, data)
+    invoice_engine.save(store, invoice, data)
     return left
 
 
@@ -327,18 +327,18 @@ def collect(store: Store, invoice: SandboxObject) -> None:
     """An invoice's own transition (its due_at): finalize a draft and charge it, or retry a failed one."""
     data = invoice.data
     if data["status"] == "draft":
-        invoicing.finalize(store, invoice)
+        invoice_engine.finalize(store, invoice)
         if invoice.data["status"] == "paid" or invoice.data["collection_method"] == "send_invoice":
             _settled(store, invoice)
             return
     elif data["status"] != "open":
-        invoicing.save(store, invoice, copy.deepcopy(data))  # nothing left to do: no longer due
+        invoice_engine.save(store, invoice, copy.deepcopy(data))  # nothing left to do: no longer due
         return
-    subscription = store.get(OBJECT_TYPE, invoicing.subscription_of(invoice.data) or "", for_update=True)
+    subscription = store.get(OBJECT_TYPE, invoice_engine.subscription_of(invoice.data) or "", for_update=True)
     if subscription is not None and subscription.data["pause_collection"] is not None:
-        invoicing.save(store, invoice, {**copy.deepcopy(invoice.data), "next_payment_attempt": None})
+        invoice_engine.save(store, invoice, {**copy.deepcopy(invoice.data), "next_payment_attempt": None})
         return  # collection paused: no more attempts
-    error = invoicing.attempt_payment(store, invoice)
+    error = invoice_engine.attempt_payment(store, invoice)
     if error is None:
         _settled(store, invoice)
         return
@@ -363,7 +363,7 @@ def _settled(store: Store, invoice: SandboxObject) -> None:
 def invoice_paid(store: Store, invoice: Document) -> None:
     """An invoice was paid by request: the subscription waiting on it (incomplete, past_due) becomes
     active, or the pending update waiting on it applies."""
-    subscription_id = invoicing.subscription_of(invoice)
+    subscription_id = invoice_engine.subscription_of(invoice)
     row = store.get(OBJECT_TYPE, subscription_id, for_update=True) if subscription_id else None
     if row is None or row.data["latest_invoice"] != invoice["id"]:
         return

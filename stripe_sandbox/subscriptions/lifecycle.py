@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripe_sandbox import coupons, events, invoicing, metadata, payment_methods
+from stripe_sandbox import coupons, events, invoice_engine, metadata, payment_methods
 from stripe_sandbox.errors import (
     SandboxError,
     no_payment_method,
@@ -221,7 +221,7 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
         lines = _start_first_period(store, data, customer, (interval, interval_count), behavior=behavior,
                                     preview=preview)
     schedule_cancel(data, params, now)
-    invoice_id = store.new_id(invoicing.INVOICE)
+    invoice_id = store.new_id(invoice_engine.INVOICE)
     data["latest_invoice"] = invoice_id
     # A copy: `data` goes on changing while billing (an in-place change to the stored
     # document would make the final save compare equal to it and write nothing).
@@ -513,9 +513,9 @@ def check_cancelable(row: SandboxObject) -> None:
 
 def _final_invoice(store: Store, data: Document, customer: SandboxObject) -> None:
     """`invoice_now`: a final invoice of what is pending for this subscription (prorations)."""
-    pending = invoicing.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
+    pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
     if pending:
-        invoice = invoicing.create_invoice(
+        invoice = invoice_engine.create_invoice(
             store, customer=customer, subscription=data, billing_reason="subscription_update",
             collection_method=data["collection_method"], days_until_due=data["days_until_due"],
             currency=data["currency"], lines=[], pending=pending)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from stripe_sandbox import invoicing
+from stripe_sandbox import invoice_engine
 from stripe_sandbox.errors import SandboxError, parameter_missing, resource_missing
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.store import Document, Store
@@ -39,8 +39,8 @@ def _upcoming(store: Store, data: Document, customer: SandboxObject, *, include_
     if (data["status"] not in (*BILLED, "trialing") or (data["cancel_at"] is not None and data["cancel_at"] <= end)):
         raise _upcoming_none(customer.id)
     period = next_period(store, data, end)
-    pending = (invoicing.pending_items(store, customer.id, subscription_id=data["id"]) if include_pending else [])
-    row = invoicing.create_invoice(
+    pending = (invoice_engine.pending_items(store, customer.id, subscription_id=data["id"]) if include_pending else [])
+    row = invoice_engine.create_invoice(
         store, customer=customer, subscription=data, billing_reason="subscription_cycle",
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
         currency=data["currency"], lines=item_lines(store, data, period), pending=pending, period=(start, end),
@@ -57,8 +57,8 @@ def _cancel_now(store: Store, row: SandboxObject, customer: SandboxObject, detai
     if details.get("proration_behavior", "create_prorations") != "none" and data["status"] in BILLED:
         prorate(store, data, customer.id, data["items"]["data"], [],
                 proration_date(details, period, store.now), period)
-    pending = invoicing.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
-    return invoicing.create_invoice(
+    pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
+    return invoice_engine.create_invoice(
         store, customer=customer, subscription=data, billing_reason="subscription_update",
         collection_method=data["collection_method"], days_until_due=data["days_until_due"],
         currency=data["currency"], lines=[], pending=pending)
@@ -103,11 +103,11 @@ def _new_subscription(store: Store, customer_id: str, details: dict[str, Any], m
 def _pending_items(store: Store, customer_id: str) -> SandboxObject:
     """No subscription: an invoice of the customer's pending items."""
     customer = require_customer(store, customer_id)
-    pending = invoicing.pending_items(store, customer.id, subscription_id=None)
+    pending = invoice_engine.pending_items(store, customer.id, subscription_id=None)
     if not pending:
         raise SandboxError(400, f"Nothing to invoice for customer {customer.id}.",
                            code="invoice_no_customer_line_items", param="customer")
-    return invoicing.create_invoice(
+    return invoice_engine.create_invoice(
         store, customer=customer, subscription=None, billing_reason="manual", collection_method="charge_automatically",
         days_until_due=None, currency=pending[0].data["currency"], lines=[], pending=pending)
 

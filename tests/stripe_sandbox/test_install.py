@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 
 from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SandboxHTTPClient, SqlSessions, WebhookSender, install
 from stripe_sandbox.models import SandboxClockState
-from stripe_sandbox.storage import normalize_url
+from stripe_sandbox.database import normalize_url
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 import stripe
 
 from stripe_sandbox import SandboxAuthenticator, SandboxClock, SqlSessions
+from stripe_sandbox.authentication import intent_id
 
 HOUR = 3600
 INCREASE: dict[str, Any] = {"proration_behavior": "always_invoice", "payment_behavior": "pending_if_incomplete",
@@ -60,7 +61,7 @@ def test_an_increase_needing_authentication_waits_for_it(client: stripe.StripeCl
     invoice = changed.latest_invoice
     assert (invoice.status, invoice.billing_reason, invoice.amount_due > 0) == ("open", "subscription_update", True)
     secret = invoice.confirmation_secret.client_secret
-    assert client.v1.payment_intents.retrieve(secret.split("_secret_")[0]).status == "requires_action"
+    assert client.v1.payment_intents.retrieve(intent_id(secret)).status == "requires_action"
     # A failed authentication leaves it waiting, with its original expiry.
     SandboxAuthenticator(database).complete(secret, succeed=False)
     assert client.v1.subscriptions.retrieve(subscription.id).pending_update.expires_at == pending.expires_at

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import stripe
 
-from stripe_sandbox import SandboxHTTPClient, SqlSessions, invoicing
+from stripe_sandbox import SandboxHTTPClient, SqlSessions, invoice_engine
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.store import Store
 
@@ -96,7 +96,7 @@ def test_a_subscription_keeps_the_default_payment_method_set_while_it_is_created
         pytest.skip("SQLite serialises writers: no change can commit while the creation runs")
     client = _client(database)
     method = client.v1.payment_methods.attach("pm_card_mastercard", {"customer": paying_customer.id}).id
-    pending_items = invoicing.pending_items
+    pending_items = invoice_engine.pending_items
 
     def change_meanwhile(store: Store, customer_id: str, **kwargs: Any) -> list[SandboxObject]:
         # The creation has read the customer, unlocked; another request changes it and commits now.
@@ -104,7 +104,7 @@ def test_a_subscription_keeps_the_default_payment_method_set_while_it_is_created
             customer_id, {"invoice_settings": {"default_payment_method": method}}))
         return pending_items(store, customer_id, **kwargs)
 
-    monkeypatch.setattr(invoicing, "pending_items", change_meanwhile)
+    monkeypatch.setattr(invoice_engine, "pending_items", change_meanwhile)
     subscription = client.v1.subscriptions.create({"customer": paying_customer.id,
                                                    "items": [{"price": monthly.id}]})
     monkeypatch.undo()

@@ -24,6 +24,7 @@ from stripe._list_object import ListObject
 from stripe._stripe_object import StripeObject, UntypedStripeObject
 
 from stripe_sandbox import SandboxAuthenticator, SandboxClock, SqlSessions
+from stripe_sandbox import authentication
 
 NONE = type(None)
 
@@ -167,10 +168,10 @@ def objects(client: stripe.StripeClient, database: SqlSessions,
     secret = waiting.latest_invoice.confirmation_secret.client_secret
     add("invoice (open)", client.v1.invoices.retrieve(waiting.latest_invoice.id, {"expand": EXPAND_INVOICE}),
         stripe.Invoice)
-    add("payment intent (requires_action)", client.v1.payment_intents.retrieve(secret.split("_secret_")[0]),
+    add("payment intent (requires_action)", client.v1.payment_intents.retrieve(authentication.intent_id(secret)),
         stripe.PaymentIntent)
     SandboxAuthenticator(database).complete(secret, succeed=False)
-    add("payment intent (failed authentication)", client.v1.payment_intents.retrieve(secret.split("_secret_")[0]),
+    add("payment intent (failed authentication)", client.v1.payment_intents.retrieve(authentication.intent_id(secret)),
         stripe.PaymentIntent)
 
     upgrading = client.v1.customers.create(params={

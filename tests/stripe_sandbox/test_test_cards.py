@@ -10,6 +10,7 @@ import pytest
 import stripe
 
 from stripe_sandbox import SandboxAuthenticator, SqlSessions
+from stripe_sandbox.authentication import intent_id
 from stripe_sandbox.errors import SandboxError
 
 # token -> (error code, decline code), as the docs' "Declined payments" table gives them.
@@ -143,7 +144,7 @@ def test_failed_authentication_leaves_the_payment_to_do(client: stripe.StripeCli
     subscription = _subscribe(client, customer.id, price)
     secret = subscription.latest_invoice.confirmation_secret.client_secret
     assert authenticator.complete(secret, succeed=False) == "requires_payment_method"
-    payment = client.v1.payment_intents.retrieve(secret.split("_secret_")[0])
+    payment = client.v1.payment_intents.retrieve(intent_id(secret))
     assert payment.last_payment_error.code == "payment_intent_authentication_failure"
     assert client.v1.subscriptions.retrieve(subscription.id).status == "incomplete"
     assert client.v1.invoices.retrieve(subscription.latest_invoice.id).status == "open"

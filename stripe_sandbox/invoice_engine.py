@@ -314,99 +314,140 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
     and collects it (a renewal's, an hour after it is created).
     """
     invoice_id = invoice_id or store.new_id(INVOICE)
+    all_lines = _take_lines(store, invoice_id, lines, pending)
+    start, end = period or (store.now, store.now)
+    discounted = coupons.discount_amounts(all_lines, coupons.in_force(store, discounts or []), currency)
+    data = copy.deepcopy(_NEW_INVOICE)
+    data.update({
+        "id": invoice_id,
+        "auto_advance": auto_advance,
+        "automatically_finalizes_at": finalizes_at,
+        "billing_reason": billing_reason,
+        "collection_method": collection_method,
+        "created": store.now,
+        "currency": currency,
+        "customer": customer.id,
+        **_customer_fields(customer.data),
+        "default_payment_method": default_payment_method,
+        "description": description,
+        "discounts": [discount["discount"] for discount in discounted],
+        # send_invoice: due `days_until_due` days after creation.
+        "due_date": (due_date or store.now + DAY * (days_until_due or 0)) if collection_method == "send_invoice"
+        else None,
+        "lines": {"object": "list", "data": all_lines},
+        "metadata": metadata or {},
+        "next_payment_attempt": finalizes_at if collection_method == "charge_automatically" else None,
+        "parent": _subscription_parent(subscription, proration_date) if subscription is not None else None,
+        "period_end": end,
+        "period_start": start,
+        "total_discount_amounts": discounted,
+        "webhooks_delivered_at": store.now,
+    })
+    _totals(data, int(customer.data.get("balance") or 0))
+    row = store.insert(INVOICE, data, customer=customer.id, due_at=due_at(data))
+    events.created(store, row)
+    return row
+
+
+def _take_lines(store: Store, invoice_id: str, lines: list[Document],
+                pending: Iterable[SandboxObject]) -> list[Document]:
+    """The invoice's lines, ordered as Stripe orders them; the pending invoice items become the invoice's."""
     taken = list(pending)
     all_lines = [item_line(row.data) for row in reversed(taken)] + list(reversed(lines))
     for line in all_lines:
         line["invoice"] = invoice_id
     for row in taken:
         store.update(row, {**copy.deepcopy(row.data), "invoice": invoice_id})
-    start, end = period or (store.now, store.now)
-    discounted = coupons.discount_amounts(all_lines, coupons.in_force(store, discounts or []), currency)
-    data: Document = {
-        "id": invoice_id,
-        "object": INVOICE,
-        "account_country": "US",
-        "account_name": "Stripe sandbox",
-        "account_tax_ids": None,
-        "amount_due": 0,
-        "amount_overpaid": 0,
-        "amount_paid": 0,
-        "amount_paid_off_stripe": 0,
-        "amount_remaining": 0,
-        "amount_shipping": 0,
-        "application": None,
-        "attempt_count": 0,
-        "attempted": False,
-        "auto_advance": auto_advance,
-        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
-                          "status": None},
-        "automatically_finalizes_at": finalizes_at,
-        "billing_reason": billing_reason,
-        "collection_method": collection_method,
-        "created": store.now,
-        "currency": currency,
-        "custom_fields": None,
-        "customer": customer.id,
-        "customer_account": None,
-        **_customer_fields(customer.data),
-        "default_payment_method": default_payment_method,
-        "default_source": None,
-        "default_tax_rates": [],
-        "description": description,
-        "discounts": [discount["discount"] for discount in discounted],
-        # send_invoice: due `days_until_due` days after creation.
-        "due_date": (due_date or store.now + DAY * (days_until_due or 0)) if collection_method == "send_invoice"
-        else None,
-        "effective_at": None,
-        "ending_balance": None,
-        "footer": None,
-        "from_invoice": None,
-        "hosted_invoice_url": None,
-        "invoice_pdf": None,
-        "issuer": {"type": "self"},
-        "last_finalization_error": None,
-        "latest_revision": None,
-        "lines": {"object": "list", "data": all_lines},
-        "livemode": False,
-        "metadata": metadata or {},
-        "next_payment_attempt": finalizes_at if collection_method == "charge_automatically" else None,
-        "number": None,
-        "on_behalf_of": None,
-        "parent": {
-            "quote_details": None,
-            "subscription_details": {"metadata": dict(subscription["metadata"]), "subscription": subscription["id"],
-                                     "subscription_proration_date": proration_date},
-            "type": "subscription_details",
-        } if subscription is not None else None,
-        "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
-        "period_end": end,
-        "period_start": start,
-        "post_payment_credit_notes_amount": 0,
-        "pre_payment_credit_notes_amount": 0,
-        "receipt_number": None,
-        "rendering": None,
-        "shipping_cost": None,
-        "shipping_details": None,
-        "starting_balance": 0,
-        "statement_descriptor": None,
-        "status": "draft",
-        "status_details": None,
-        "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None,
-                               "voided_at": None},
-        "subtotal": 0,
-        "subtotal_excluding_tax": 0,
-        "test_clock": None,
-        "total": 0,
-        "total_discount_amounts": discounted,
-        "total_excluding_tax": 0,
-        "total_pretax_credit_amounts": [],
-        "total_taxes": [],
-        "webhooks_delivered_at": store.now,
+    return all_lines
+
+
+def _subscription_parent(subscription: Document, proration_date: int | None) -> Document:
+    return {
+        "quote_details": None,
+        "subscription_details": {"metadata": dict(subscription["metadata"]), "subscription": subscription["id"],
+                                 "subscription_proration_date": proration_date},
+        "type": "subscription_details",
     }
-    _totals(data, int(customer.data.get("balance") or 0))
-    row = store.insert(INVOICE, data, customer=customer.id, due_at=due_at(data))
-    events.created(store, row)
-    return row
+
+
+# A new draft invoice: every field Stripe shows, in Stripe's order; what
+# create_invoice sets is None here, the rest is what the sandbox never changes
+# at creation (amounts are set by _totals).
+_NEW_INVOICE: Document = {
+    "id": None,
+    "object": INVOICE,
+    "account_country": "US",
+    "account_name": "Stripe sandbox",
+    "account_tax_ids": None,
+    "amount_due": 0,
+    "amount_overpaid": 0,
+    "amount_paid": 0,
+    "amount_paid_off_stripe": 0,
+    "amount_remaining": 0,
+    "amount_shipping": 0,
+    "application": None,
+    "attempt_count": 0,
+    "attempted": False,
+    "auto_advance": None,
+    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
+                      "status": None},
+    "automatically_finalizes_at": None,
+    "billing_reason": None,
+    "collection_method": None,
+    "created": None,
+    "currency": None,
+    "custom_fields": None,
+    "customer": None,
+    "customer_account": None,
+    **{name: None for name in ("customer_address", "customer_email", "customer_name", "customer_phone",
+                               "customer_shipping", "customer_tax_exempt", "customer_tax_ids")},
+    "default_payment_method": None,
+    "default_source": None,
+    "default_tax_rates": [],
+    "description": None,
+    "discounts": None,
+    "due_date": None,
+    "effective_at": None,
+    "ending_balance": None,
+    "footer": None,
+    "from_invoice": None,
+    "hosted_invoice_url": None,
+    "invoice_pdf": None,
+    "issuer": {"type": "self"},
+    "last_finalization_error": None,
+    "latest_revision": None,
+    "lines": None,
+    "livemode": False,
+    "metadata": None,
+    "next_payment_attempt": None,
+    "number": None,
+    "on_behalf_of": None,
+    "parent": None,
+    "payment_settings": {"default_mandate": None, "payment_method_options": None, "payment_method_types": None},
+    "period_end": None,
+    "period_start": None,
+    "post_payment_credit_notes_amount": 0,
+    "pre_payment_credit_notes_amount": 0,
+    "receipt_number": None,
+    "rendering": None,
+    "shipping_cost": None,
+    "shipping_details": None,
+    "starting_balance": 0,
+    "statement_descriptor": None,
+    "status": "draft",
+    "status_details": None,
+    "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None,
+                           "voided_at": None},
+    "subtotal": 0,
+    "subtotal_excluding_tax": 0,
+    "test_clock": None,
+    "total": 0,
+    "total_discount_amounts": None,
+    "total_excluding_tax": 0,
+    "total_pretax_credit_amounts": [],
+    "total_taxes": [],
+    "webhooks_delivered_at": None,
+}
 
 
 def due_at(data: Document) -> int | None:
