@@ -355,7 +355,7 @@ def reconcile_now(app: Flask) -> Any:
 
     def run(full: bool = False) -> Any:
         with app.app_context():
-            return reconcile(full=full)
+            return reconcile(app.extensions["billing"], full=full)
 
     return run
 

@@ -451,7 +451,7 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
     account = alice.account(ws)["id"]
     sub = subscribe(alice, ws, account, {"users": 5})
     root = make_root(alice, ws)
-    with app.app_context(), holding(ws, account, sub["id"], {"users": 2}, cancelling=False):
+    with app.app_context(), holding(state, ws, account, sub["id"], {"users": 2}, cancelling=False):
         assert entry(alice, ws, root["id"], "users")["free"] == 2
         assert_error(report(alice, ws, root["id"], "users", 3), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", 3).status_code == 200

@@ -300,7 +300,7 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
             "subscription": f"subscription:{created['id']}"}
     for name in [first, *sorted(set(keys) - {first})]:
         with app.app_context():
-            apply_object(keys[name])
+            apply_object(state, keys[name])
         _says_what_it_waits_for(alice.get(path).json)
     apply_now()
     after = alice.get(path).json

@@ -112,15 +112,15 @@ def test_an_object_that_fails_is_listed_and_the_others_go_on(reconcile_now: Any,
         state.gateway.client.v1.payment_methods.attach("pm_card_visa", {"customer": account["id"]})
     copy, default = replica.copy_customer, reconcile_module.ensure_default_payment_method
 
-    def copy_but_bad(customer_id: str, **kwargs: Any) -> None:
+    def copy_but_bad(billing_state: Any, customer_id: str, **kwargs: Any) -> None:
         if customer_id == bad["id"]:
             raise KeyError("created")
-        copy(customer_id, **kwargs)
+        copy(billing_state, customer_id, **kwargs)
 
-    def default_but_bad(customer_id: str) -> str | None:
+    def default_but_bad(billing_state: Any, customer_id: str) -> str | None:
         if customer_id == bad["id"]:
             raise AttributeError("invoice_settings")
-        return default(customer_id)
+        return default(billing_state, customer_id)
 
     monkeypatch.setattr(replica, "copy_customer", copy_but_bad)
     monkeypatch.setattr(reconcile_module, "ensure_default_payment_method", default_but_bad)

@@ -81,12 +81,11 @@ def test_health_and_readiness(client: Any) -> None:
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
-    from billing import health
 
     def down(keys: Any) -> None:
         raise stripe.APIConnectionError("unreachable")
 
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", down)
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["stripe"] == "unavailable"
@@ -94,10 +93,9 @@ def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any
 
 def test_readiness_reports_a_missing_catalog(client: Any, state: Any, monkeypatch: Any) -> None:
     """With a real key and no sync-catalog yet, every subscription create would be a 422: say so."""
-    from billing import health
 
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
-    monkeypatch.setattr(health, "_missing_prices", [])
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
+    monkeypatch.setattr(state.readiness, "missing_prices", [])
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: {})
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["status"] == "unavailable"
@@ -198,10 +196,9 @@ def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:
 
 
 def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, monkeypatch: Any) -> None:
-    from billing import health
 
     pings: list[int] = []
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
     real = state.gateway.prices_by_lookup_key
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: (pings.append(1), real(keys))[1])
     for _ in range(5):
