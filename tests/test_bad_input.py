@@ -13,9 +13,7 @@ from sqlalchemy import select
 
 from billing.models import StripeEvent
 
-from tests.conftest import TEST_ENV, assert_error
-from tests.test_billing_accounts import FULL, index_rows
-from tests.test_webhooks import deliver, sign
+from tests.helpers import FULL, TEST_ENV, assert_error, deliver, index_rows, sign
 
 
 @pytest.fixture

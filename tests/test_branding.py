@@ -22,7 +22,7 @@ from app import create_app
 from billing.models import Organization, OrganizationPicture
 from billing.organizations import branding, pictures
 from billing.rate_limit import RateLimiter, client_key
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 # Wikipedia's 5x5 red dot: the image whose first bytes the published example shows.
 RED_DOT = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAYAAACNbyblAAAAHElEQVQI12P4"

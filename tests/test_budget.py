@@ -28,7 +28,7 @@ from billing.models import StripeBudgetWindow
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
 from stripe_sandbox.api import build_router
-from tests.conftest import TEST_ENV, Api, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, synchronous_webhooks, wipe
 
 SECOND = 2_000_000_000
 

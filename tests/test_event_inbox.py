@@ -19,8 +19,7 @@ from billing import jobs
 from billing.models import IdempotencyRecord, Lease, StripeEvent, utcnow
 from billing.webhooks import inbox
 from billing.webhooks import service as webhook_service
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver, event
+from tests.helpers import assert_error, count_stripe_requests, deliver, event
 
 
 @pytest.fixture
@@ -29,11 +28,11 @@ def stripe_requests(monkeypatch: Any) -> list[str]:
 
 
 @pytest.fixture
-def paying(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+def paying(as_user: Any, subscribe_in_stripe: Any, state: Any) -> dict[str, Any]:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    sub = subscribe(account["id"], {"users": 2})
+    sub = subscribe_in_stripe(account["id"], {"users": 2})
     return {"alice": alice, "ws": ws, "customer": account["id"], "sub": sub.id,
             "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
 

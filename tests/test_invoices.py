@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from stripe_sandbox.models import SandboxObject
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 from tests.pdf_reading import pdf_text
 
 INVOICE_KEYS = {"id", "customer_id", "number", "status", "currency", "amount_due", "amount_paid", "subtotal",

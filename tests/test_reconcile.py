@@ -10,8 +10,7 @@ from sqlalchemy import delete, update
 
 from billing.billing_accounts import service as accounts_service
 from billing.models import BillingAccountIndex, utcnow
-from tests.conftest import assert_error
-from tests.test_billing_accounts import FULL, index_rows
+from tests.helpers import FULL, assert_error, index_rows
 
 
 def test_failure_between_stripe_and_database_is_recovered(reconcile_now: Any, as_user: Any, state: Any, monkeypatch: Any) -> None:

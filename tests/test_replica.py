@@ -15,8 +15,7 @@ from sqlalchemy import delete
 
 from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import StripeCopy
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver
+from tests.helpers import assert_error, count_stripe_requests, deliver
 
 
 @pytest.fixture

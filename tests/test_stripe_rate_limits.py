@@ -14,7 +14,7 @@ from app import create_app
 from billing.config import Config, ConfigError
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
-from tests.conftest import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
 
 
 class Clock:

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import TEST_ENV, assert_error
+from tests.helpers import TEST_ENV, assert_error
 
 VALID_BODIES = {
     ("POST", "subscriptions"): {"product_quantities": {"users": 1}},
