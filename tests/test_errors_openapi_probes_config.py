@@ -1,4 +1,6 @@
-"""The service's own surface: error envelope on every path, OpenAPI, health, config."""
+"""What every route shares, tested without a resource in mind: the error envelope on every
+path, the OpenAPI document and /docs, the probes (/healthz, /readyz), the configuration
+and the start-up checks."""
 
 from __future__ import annotations
 
