@@ -479,7 +479,7 @@ def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state
     ws = alice.workspace("pooled")
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     child = make_child(alice, ws, make_root(alice, ws)["id"])
-    found = routes.organization_access
+    found = routes.organization_access  # type: ignore[attr-defined]
 
     def deleted_meanwhile(workspace_id: str, org_id: str) -> Any:
         access = found(workspace_id, org_id)

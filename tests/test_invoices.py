@@ -91,7 +91,7 @@ def test_cursor_of_another_customer_is_refused(billed: dict[str, Any], as_user: 
 
 def sandbox_counts(state: Any) -> dict[str, int]:
     with state.db.read() as session:
-        return dict(session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all())  # type: ignore[arg-type]
+        return dict(session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all())
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ def alice(as_user: Any) -> Any:
 
 def stored(state: Any, org_id: str) -> Organization | None:
     with state.db.read() as session:
-        return session.get(Organization, org_id)
+        return session.get(Organization, org_id)  # type: ignore[no-any-return]
 
 
 # -- the shape and the tree ---------------------------------------------------------

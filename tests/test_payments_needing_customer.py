@@ -197,7 +197,7 @@ def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], st
     card(acct, "pm_card_authenticationRequired")
     created = subscribe(acct["alice"], acct["acc"], {"users": 2})
     with state.db.write() as session:  # the copy lost (an outage longer than Stripe keeps events)
-        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))  # type: ignore[attr-defined]
     reconcile_now(full=True)
     after = acct["alice"].get(f"{acct['acc']}/subscriptions/{created['id']}").json
     assert after["pending_payment"] == created["pending_payment"]

@@ -162,8 +162,9 @@ def test_patch_validation(trial_setup: dict[str, Any]) -> None:
     alice, ws, account = trial_setup["alice"], trial_setup["ws"], trial_setup["account"]
     sub = alice.post(trial_setup["path"], {"product_quantities": {"users": 5}}).json
     path = subs_path(ws, account["id"], sub["id"])
-    for body in ({}, {"action": "explode"}, {"add_products": {"users": 0}}, {"remove_products": []},
-                 {"remove_products": ["widgets"]}, {"product_quantities": {}}):
+    bodies: list[dict[str, Any]] = [{}, {"action": "explode"}, {"add_products": {"users": 0}}, {"remove_products": []},
+                                    {"remove_products": ["widgets"]}, {"product_quantities": {}}]
+    for body in bodies:
         assert_error(alice.patch(path, body), 422, "validation_failed")
     assert alice.get(path).json == sub
 

@@ -29,7 +29,7 @@ def test_stripes_rate_limit_is_429_with_retry_after(headers: dict[str, str] | No
 
 
 @pytest.mark.parametrize("error,status", [
-    (stripe.APIConnectionError("connection reset"), 503),  # type: ignore[no-untyped-call]
+    (stripe.APIConnectionError("connection reset"), 503),
     (stripe.APIError("boom", http_status=500), 502),
     (stripe.InvalidRequestError("odd", None, http_status=503), 502),  # any 5xx is Stripe's failure
 ])
