@@ -40,7 +40,7 @@ def authenticate(acct: dict[str, Any], secret: str, outcome: str) -> Any:
 def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any], state: Any) -> None:
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct["alice"], acct["acc"], {"users": 2})
+    created = subscribe(alice, acc, {"users": 2})
     pending = created["pending_payment"]
     assert created["status"] == "incomplete" and set(pending) == PENDING_KEYS
     assert pending["reason"] == "authentication_required" and pending["currency"] == "usd"
@@ -60,14 +60,14 @@ def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any
 def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str, Any], state: Any) -> None:
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    first = subscribe(acct["alice"], acct["acc"], {"users": 2})
+    first = subscribe(alice, acc, {"users": 2})
     failed = authenticate(acct, first["pending_payment"]["client_secret"], "fail")
     assert failed.status_code == 200 and failed.json == {"status": "requires_payment_method"}
     after = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert after["status"] == "incomplete"
     assert after["pending_payment"] == first["pending_payment"]  # still authentication_required
     # Incomplete ones count toward the limit of three ...
-    subscribe(acct["alice"], acct["acc"], {"users": 2}), subscribe(acct["alice"], acct["acc"], {"users": 2})
+    subscribe(alice, acc, {"users": 2}), subscribe(alice, acc, {"users": 2})
     assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
                  "subscription_limit_reached")
     # ... until, unpaid 23 hours later, they are incomplete_expired.
@@ -75,7 +75,7 @@ def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str,
     expired = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert (expired["status"], expired["pending_payment"]) == ("incomplete_expired", None)
     assert state.gateway.client.v1.invoices.retrieve(first["pending_payment"]["invoice_id"]).status == "void"
-    assert subscribe(acct["alice"], acct["acc"], {"users": 2})["status"] == "incomplete"
+    assert subscribe(alice, acc, {"users": 2})["status"] == "incomplete"
 
 
 def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_user: Any) -> None:
@@ -116,7 +116,7 @@ def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> Non
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
     [method] = alice.get(f"{acc}/payment-methods").json["data"]
     assert method["is_default"] and method["last4"] == "3155"
-    created = subscribe(acct["alice"], acct["acc"], {"users": 2})
+    created = subscribe(alice, acc, {"users": 2})
     assert (created["status"], created["pending_payment"]) == ("active", None)
 
 
@@ -278,7 +278,7 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
 
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct["alice"], acct["acc"], {"users": 2})
+    created = subscribe(alice, acc, {"users": 2})
     path = f"{acc}/subscriptions/{created['id']}"
     secret = created["pending_payment"]["client_secret"]
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
