@@ -19,8 +19,7 @@ from billing import jobs
 from billing.models import IdempotencyRecord, Lease, StripeEvent, utcnow
 from billing.webhooks import inbox
 from billing.webhooks import service as webhook_service
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver, event
+from tests.helpers import assert_error, count_stripe_requests, deliver, event
 
 
 @pytest.fixture
@@ -29,11 +28,11 @@ def stripe_requests(monkeypatch: Any) -> list[str]:
 
 
 @pytest.fixture
-def paying(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+def paying(as_user: Any, subscribe_in_stripe: Any, state: Any) -> dict[str, Any]:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    sub = subscribe(account["id"], {"users": 2})
+    sub = subscribe_in_stripe(account["id"], {"users": 2})
     return {"alice": alice, "ws": ws, "customer": account["id"], "sub": sub.id,
             "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
 
@@ -538,7 +537,7 @@ def test_a_new_invoice_whose_events_come_first_applies_its_subscriptions_first(
     invoice = {"id": sub.latest_invoice, "object": "invoice", "customer": paying["customer"], "status": "draft",
                "parent": {"subscription_details": {"subscription": paying["sub"]}}}
     with state.db.write() as session:  # as if the copy had never seen this invoice
-        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))  # type: ignore[attr-defined]
     deliver(client, event("invoice.created", invoice, "evt_invoice_first"))
     deliver(client, subscription_event(state, paying, "evt_subscription_second"))
     stripe_requests.clear()

@@ -42,7 +42,7 @@ def logged(caplog: Any, call: Any, logger: str = "test.logs") -> logging.LogReco
     with caplog.at_level(logging.DEBUG, logger=logger):
         call(logging.getLogger(logger))
     [record] = [r for r in caplog.records if r.name == logger]
-    return record
+    return record  # type: ignore[no-any-return]
 
 
 def test_an_exception_is_a_field_not_a_traceback(caplog: Any) -> None:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, assert_error
-from tests.test_stripe_faults import stripe_world  # noqa: F401  (the fixture)
+from tests.helpers import Api, assert_error
 
 
 def answered_without(world: dict[str, Any], monkeypatch: Any, method: str, path: str, field: str) -> list[str]:
