@@ -55,8 +55,10 @@ def local_origins_by_default() -> str:
     if os.environ.get("CORS_ORIGINS"):
         return f"Browsers may call it from CORS_ORIGINS: {os.environ['CORS_ORIGINS']}"
     os.environ["CORS_ORIGINS"] = LOCAL_ORIGINS
-    return ("Browsers may call it from http://localhost and http://127.0.0.1 on any port (the sandbox's "
-            "default; set CORS_ORIGINS to choose the origins).")
+    return (
+        "Browsers may call it from http://localhost and http://127.0.0.1 on any port (the sandbox's "
+        "default; set CORS_ORIGINS to choose the origins)."
+    )
 
 
 def serve(port: str) -> int:
@@ -68,8 +70,9 @@ def serve(port: str) -> int:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     flask("migrate")
     # The rest of gunicorn's settings (the Procfile's too) come from gunicorn.conf.py.
-    server = subprocess.Popen([str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}",
-                               "--log-level", "warning"], cwd=ROOT)
+    server = subprocess.Popen(
+        [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT
+    )
     # Applies Stripe's events (the webhook route only stores them), sweeps, reconciles.
     worker = subprocess.Popen([str(PYTHON), "-m", "flask", "--app", "app", "worker"], cwd=ROOT)
     try:
@@ -122,8 +125,10 @@ def main() -> int:
         # Strict everywhere (mypy.ini): the gateway, the services and the emulator;
         # Stripe parameters are built as the library's own TypedDicts. The tests, the
         # benchmark and this file too, with what tests do on purpose allowed (mypy.ini).
-        return subprocess.call([str(PYTHON), "-m", "mypy", "app.py", "billing", "schemas", "stripe_sandbox",
-                                "tests", "bench", "dev.py"], cwd=ROOT)
+        return subprocess.call(
+            [str(PYTHON), "-m", "mypy", "app.py", "billing", "schemas", "stripe_sandbox", "tests", "bench", "dev.py"],
+            cwd=ROOT,
+        )
     if command == "lint":
         # One tool for lint and format (pyproject.toml); `lint --fix` applies both.
         fix = sys.argv[2:] == ["--fix"]
@@ -131,8 +136,11 @@ def main() -> int:
         checked = subprocess.call([ruff, "check", *(["--fix"] if fix else []), "."], cwd=ROOT)
         formatted = subprocess.call([ruff, "format", *([] if fix else ["--check"]), "."], cwd=ROOT)
         return checked or formatted
-    print(f"usage: python3 dev.py [serve|test [--fast] [pytest args]|flask ...|mypy|lint [--fix]|bench] "
-          f"(got {command!r})", file=sys.stderr)
+    print(
+        f"usage: python3 dev.py [serve|test [--fast] [pytest args]|flask ...|mypy|lint [--fix]|bench] "
+        f"(got {command!r})",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -64,9 +64,9 @@ class CatalogProducts:
         return key if key in PRODUCTS else None
 
     def _from_copy(self) -> dict[str, str]:
-        from billing.models import StripeCopy
-
         from sqlalchemy import select
+
+        from billing.models import StripeCopy
 
         with self.db.read() as session:
             rows = session.execute(select(StripeCopy.id, StripeCopy.data).where(StripeCopy.object_type == "product"))
@@ -132,9 +132,7 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
     (billing.budget): users' requests go first."""
     catalog = catalog or load_catalog()
     report = SyncReport()
-    products = {
-        p.metadata.to_dict().get(PRODUCT_KEY): p for p in gateway.iter_products() if p.metadata and p.active
-    }
+    products = {p.metadata.to_dict().get(PRODUCT_KEY): p for p in gateway.iter_products() if p.metadata and p.active}
     existing = gateway.prices_by_lookup_key(all_lookup_keys())
     for product_key, entry in catalog.items():
         product = products.get(product_key)
@@ -145,8 +143,9 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
             )
             report.products_created.append(product_key)
         elif product.name != entry["name"]:
-            gateway.update_product(product.id, {"name": entry["name"]},
-                                   idempotency_key=f"catalog:product:{product_key}:{entry['name']}")
+            gateway.update_product(
+                product.id, {"name": entry["name"]}, idempotency_key=f"catalog:product:{product_key}:{entry['name']}"
+            )
         for interval in INTERVALS:
             for currency, amount in entry.get(interval, {}).items():
                 key = lookup_key(product_key, currency, interval)
@@ -155,14 +154,19 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
                     report.unchanged += 1
                     continue
                 gateway.create_price(
-                    {"product": product.id, "currency": currency, "unit_amount": int(amount),
-                     "recurring": {"interval": interval}, "lookup_key": key, "transfer_lookup_key": True,
-                     "nickname": f"{entry['name']} ({currency.upper()}/{interval})"},
+                    {
+                        "product": product.id,
+                        "currency": currency,
+                        "unit_amount": int(amount),
+                        "recurring": {"interval": interval},
+                        "lookup_key": key,
+                        "transfer_lookup_key": True,
+                        "nickname": f"{entry['name']} ({currency.upper()}/{interval})",
+                    },
                     idempotency_key=f"catalog:price:{key}:{amount}:{product.id}",
                 )
                 if current is not None:
-                    gateway.update_price(current.id, {"active": False},
-                                         idempotency_key=f"catalog:retire:{current.id}")
+                    gateway.update_price(current.id, {"active": False}, idempotency_key=f"catalog:retire:{current.id}")
                     report.prices_replaced.append(key)
                 else:
                     report.prices_created.append(key)

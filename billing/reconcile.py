@@ -19,26 +19,26 @@ what stops every object (Stripe or the database unreachable) ends it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
+import stripe
+from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from billing.billing_accounts.service import REFERENCE_KEY, forget_account
-import stripe
-from flask import current_app
-
 from billing import replica
+from billing.billing_accounts.service import REFERENCE_KEY, forget_account
 from billing.budget import BudgetExhausted, background
 from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
-from billing.state import BillingState
 from billing.payment_methods.service import ensure_default_payment_method
+from billing.state import BillingState
 
 log = logging.getLogger("billing.reconcile")
 
@@ -62,8 +62,14 @@ class ReconcileReport:
 
 
 # Failures that stop every object, not one: the run ends (the next one starts over).
-SYSTEMIC = (stripe.APIConnectionError, stripe.AuthenticationError, stripe.PermissionError,
-            OperationalError, InterfaceError, BudgetExhausted)
+SYSTEMIC = (
+    stripe.APIConnectionError,
+    stripe.AuthenticationError,
+    stripe.PermissionError,
+    OperationalError,
+    InterfaceError,
+    BudgetExhausted,
+)
 
 
 def _each(report: ReconcileReport, step: str, object_id: str, work: Callable[[], object]) -> bool:
@@ -99,15 +105,20 @@ def reconcile(state: BillingState, *, full: bool = False) -> ReconcileReport:
         _copy_everything(state, report)
     else:  # accounts restored just now, or older than the copy
         with state.db.read() as session:
-            uncopied = list(session.scalars(select(BillingAccountIndex).where(
-                BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None))))
+            uncopied = list(
+                session.scalars(
+                    select(BillingAccountIndex).where(
+                        BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None)
+                    )
+                )
+            )
         for account in uncopied:
-            if _each(report, "copy", str(account.customer_id), lambda: replica.ensure_copied(state, [account])):
+            if _each(report, "copy", str(account.customer_id), partial(replica.ensure_copied, state, [account])):
                 report.copied_customers += 1
     # What a missed payment_method.attached webhook left undone.
     for customer in customers:
         if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
-            _each(report, "default", customer.id, lambda: _set_default(state, report, customer.id))
+            _each(report, "default", customer.id, partial(_set_default, state, report, customer.id))
     return report
 
 
@@ -135,6 +146,7 @@ def _catch_up_events(state: BillingState, report: ReconcileReport) -> None:
     since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(state.gateway.clock()) - EVENTS_KEPT_SECONDS
     latest = cursor.value if cursor else since
     for event in state.gateway.iter_events(since):
+
         def store(event: stripe.Event = event) -> None:
             data = json.loads(json.dumps(event.to_dict(), default=str))
             if inbox.store(state.db, data, object_key(data)).new:
@@ -163,8 +175,12 @@ def _copy_everything(state: BillingState, report: ReconcileReport) -> None:
     invoices (the customers themselves were just listed, and kept)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with state.db.read() as session:
-        customer_ids = [str(c) for c in session.scalars(
-            select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
+        customer_ids = [
+            str(c)
+            for c in session.scalars(
+                select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None))
+            )
+        ]
 
     def copy(customer_id: str) -> BaseException | None:
         with app.app_context(), background("reconcile"):  # a context variable: each thread enters it
@@ -176,7 +192,7 @@ def _copy_everything(state: BillingState, report: ReconcileReport) -> None:
                     # The stripe library leaves 429s to us: a batch job backs off and goes on.
                     if attempt == RATE_LIMIT_TRIES - 1:
                         raise
-                    time.sleep(0.5 * 2 ** attempt)
+                    time.sleep(0.5 * 2**attempt)
                 except SYSTEMIC:
                     raise
                 except Exception as error:  # this customer's own: reported, the others go on
@@ -184,7 +200,7 @@ def _copy_everything(state: BillingState, report: ReconcileReport) -> None:
         return None
 
     with ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="reconcile") as pool:
-        for customer_id, error in zip(customer_ids, pool.map(copy, customer_ids)):
+        for customer_id, error in zip(customer_ids, pool.map(copy, customer_ids), strict=True):
             if error is None:
                 report.copied_customers += 1
             else:
@@ -198,10 +214,10 @@ def _rebuild_index(state: BillingState, report: ReconcileReport, customers: list
     Returns the ids of the customers that are ours."""
     index = _IndexRepair.load(state, report)
     for customer in customers:
-        _each(report, "index", customer.id, lambda: index.pair(customer))
+        _each(report, "index", customer.id, partial(index.pair, customer))
     stale = utcnow() - PENDING_GRACE
     for row in index.rows:
-        _each(report, "index", row.customer_id or f"reservation {row.reference}", lambda: index.settle(row, stale))
+        _each(report, "index", row.customer_id or f"reservation {row.reference}", partial(index.settle, row, stale))
     return index.seen
 
 
@@ -223,8 +239,14 @@ class _IndexRepair:
         with state.db.read() as session:
             workspace_ids = set(session.scalars(select(Workspace.id)))
             rows = list(session.scalars(select(BillingAccountIndex)))
-        return cls(state, report, workspace_ids, rows, by_customer={r.customer_id: r for r in rows if r.customer_id},
-                   by_reference={r.reference: r for r in rows})
+        return cls(
+            state,
+            report,
+            workspace_ids,
+            rows,
+            by_customer={r.customer_id: r for r in rows if r.customer_id},
+            by_reference={r.reference: r for r in rows},
+        )
 
     def pair(self, customer: stripe.Customer) -> None:
         """A customer of one of our workspaces: checked against its row, or given one."""
@@ -237,8 +259,12 @@ class _IndexRepair:
             self.seen.add(customer.id)
             if row.workspace_id != workspace_id:
                 self.report.conflicts.append(customer.id)
-                log.error("customer %s: index says %s, Stripe says %s; left alone",
-                          customer.id, row.workspace_id, workspace_id)
+                log.error(
+                    "customer %s: index says %s, Stripe says %s; left alone",
+                    customer.id,
+                    row.workspace_id,
+                    workspace_id,
+                )
             return
         self._index(customer, workspace_id, metadata)
 

@@ -114,12 +114,16 @@ def _upsert(session: Session, row: dict[str, Any], seen: int) -> None:
     # to, so a 404 for it is decided without asking Stripe (lists filter on the document).
     changes["customer_id"] = func.coalesce(statement.excluded.customer_id, StripeCopy.customer_id)
     if "data" in row:
-        changes["changed_at"] = case((StripeCopy.data != statement.excluded.data, literal(seen, BigInteger())),
-                                     else_=StripeCopy.changed_at)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[StripeCopy.id], set_=changes,
-        where=StripeCopy.fetched_at < statement.excluded.fetched_at,
-    ))
+        changes["changed_at"] = case(
+            (StripeCopy.data != statement.excluded.data, literal(seen, BigInteger())), else_=StripeCopy.changed_at
+        )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[StripeCopy.id],
+            set_=changes,
+            where=StripeCopy.fetched_at < statement.excluded.fetched_at,
+        )
+    )
 
 
 # -- reads -----------------------------------------------------------------------
@@ -166,8 +170,11 @@ def _of_customer(db: Database, object_type: str, customer_id: str) -> list[Docum
     with db.read() as session:
         rows = session.execute(
             select(StripeCopy.data, StripeCopy.changed_at)
-            .where(StripeCopy.customer_id == customer_id, StripeCopy.object_type == object_type,
-                   StripeCopy.deleted.is_(False))
+            .where(
+                StripeCopy.customer_id == customer_id,
+                StripeCopy.object_type == object_type,
+                StripeCopy.deleted.is_(False),
+            )
             .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
         )
         return [_document(data, changed_at) for data, changed_at in rows]
@@ -202,12 +209,19 @@ def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict
     query = (
         select(StripeCopy.data, CapacityHold.quantities)
         .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
-        .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
-                   & (CapacityHold.workspace_id == bindparam("workspace_id"))
-                   & (CapacityHold.expires_at > bindparam("now")))
-        .where(BillingAccountIndex.workspace_id == bindparam("workspace_id"), BillingAccountIndex.state == "active",
-               StripeCopy.object_type == "subscription", StripeCopy.status.in_(bindparam("statuses", expanding=True)),
-               StripeCopy.deleted.is_(False))
+        .outerjoin(
+            CapacityHold,
+            (CapacityHold.subscription_id == StripeCopy.id)
+            & (CapacityHold.workspace_id == bindparam("workspace_id"))
+            & (CapacityHold.expires_at > bindparam("now")),
+        )
+        .where(
+            BillingAccountIndex.workspace_id == bindparam("workspace_id"),
+            BillingAccountIndex.state == "active",
+            StripeCopy.object_type == "subscription",
+            StripeCopy.status.in_(bindparam("statuses", expanding=True)),
+            StripeCopy.deleted.is_(False),
+        )
     )
     return query.where(StripeCopy.customer_id == bindparam("customer_id")) if of_customer else query
 
@@ -220,11 +234,13 @@ def subscriptions_params(workspace_id: str, statuses: Iterable[str], customer_id
 _SUBSCRIPTIONS = {of_customer: subscriptions_statement(of_customer=of_customer) for of_customer in (False, True)}
 
 
-def workspace_subscriptions(session: Session, workspace_id: str, statuses: Iterable[str],
-                            customer_id: str | None = None) -> list[tuple[Document, dict[str, int] | None]]:
+def workspace_subscriptions(
+    session: Session, workspace_id: str, statuses: Iterable[str], customer_id: str | None = None
+) -> list[tuple[Document, dict[str, int] | None]]:
     """`subscriptions_statement`'s rows, read in the caller's transaction."""
-    rows = session.execute(_SUBSCRIPTIONS[customer_id is not None],
-                           subscriptions_params(workspace_id, statuses, customer_id))
+    rows = session.execute(
+        _SUBSCRIPTIONS[customer_id is not None], subscriptions_params(workspace_id, statuses, customer_id)
+    )
     return [(data, held) for data, held in rows]
 
 
@@ -271,9 +287,14 @@ def open_invoice_paid_with(db: Database, customer_id: str, payment_intent_id: st
     them by the invoice's confirmation secret (current API versions show no
     invoice on the intent); a customer has few open invoices."""
     with db.read() as session:
-        rows = session.scalars(select(StripeCopy).where(
-            StripeCopy.customer_id == customer_id, StripeCopy.object_type == "invoice",
-            StripeCopy.status == "open", StripeCopy.deleted.is_(False)))
+        rows = session.scalars(
+            select(StripeCopy).where(
+                StripeCopy.customer_id == customer_id,
+                StripeCopy.object_type == "invoice",
+                StripeCopy.status == "open",
+                StripeCopy.deleted.is_(False),
+            )
+        )
         for row in rows:
             secret = (row.data.get("confirmation_secret") or {}).get("client_secret") or ""
             if intent_id(secret) == payment_intent_id:
@@ -281,8 +302,9 @@ def open_invoice_paid_with(db: Database, customer_id: str, payment_intent_id: st
     return None
 
 
-def invoices_page(db: Database, customer_id: str, limit: int, *, after: str | None = None,
-                  before: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+def invoices_page(
+    db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """One page of a customer's invoices, newest first, after or before a
     cursor invoice (keyset on created, id); and whether more lie beyond it."""
     c = StripeCopy
@@ -305,8 +327,9 @@ def invoices_page(db: Database, customer_id: str, limit: int, *, after: str | No
 
 def product_names(db: Database, product_ids: set[str]) -> dict[str, str]:
     with db.read() as session:
-        rows = session.scalars(select(StripeCopy).where(StripeCopy.id.in_(product_ids),
-                                                        StripeCopy.object_type == "product"))
+        rows = session.scalars(
+            select(StripeCopy).where(StripeCopy.id.in_(product_ids), StripeCopy.object_type == "product")
+        )
         return {row.id: str(row.data.get("name")) for row in rows}
 
 
@@ -338,8 +361,9 @@ def mark_copied(db: Database, customer_ids: Iterable[str]) -> None:
     if not ids:
         return
     with db.write() as session:
-        session.execute(update(BillingAccountIndex).where(BillingAccountIndex.customer_id.in_(ids))
-                        .values(copied_at=utcnow()))
+        session.execute(
+            update(BillingAccountIndex).where(BillingAccountIndex.customer_id.in_(ids)).values(copied_at=utcnow())
+        )
 
 
 def ensure_copied(state: BillingState, accounts: Iterable[BillingAccountIndex]) -> None:

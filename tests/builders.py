@@ -30,8 +30,7 @@ from billing.state import BillingState
 from billing.subscriptions import service as subscriptions
 from billing.workspaces import service as workspaces
 from schemas.billing_accounts import BillingAccountCreateSchema, BillingAccountSchema
-from schemas.organizations import (ChildCreateSchema, OrganizationCreateSchema, OrganizationSchema,
-                                   UsageReportSchema)
+from schemas.organizations import ChildCreateSchema, OrganizationCreateSchema, OrganizationSchema, UsageReportSchema
 from schemas.payment_methods import PaymentMethodSchema, SetupIntentSchema
 from schemas.subscriptions import SubscriptionCreateSchema, SubscriptionSchema
 from schemas.workspaces import MemberCreateSchema, WorkspaceCreateSchema, WorkspaceSchema
@@ -46,7 +45,7 @@ class Builder:
         self.app = app
         self.user_id = user_id
 
-    def as_(self, user_id: str) -> "Builder":
+    def as_(self, user_id: str) -> Builder:
         return Builder(self.app, user_id)
 
     @property
@@ -92,7 +91,9 @@ class Builder:
 
     def workspace(self, mode: str = "pooled", name: str = "Acme") -> str:
         data = WorkspaceCreateSchema().load({"name": name, "billing_mode": mode})
-        return str(self._answer(lambda: workspaces.create_workspace(self.state, self.user_id, data), WorkspaceSchema())["id"])
+        return str(
+            self._answer(lambda: workspaces.create_workspace(self.state, self.user_id, data), WorkspaceSchema())["id"]
+        )
 
     def add_member(self, workspace_id: str, user_id: str, role: str) -> None:
         data = MemberCreateSchema().load({"user_id": user_id, "role": role})
@@ -103,26 +104,41 @@ class Builder:
     def account(self, workspace_id: str, **overrides: Any) -> dict[str, Any]:
         """As Api.account: ACME Corp Billing, billing@acme.com, in the US, unless overridden."""
         data = BillingAccountCreateSchema().load(
-            {"name": "ACME Corp Billing", "email": "billing@acme.com", "address": {"country": "US"}, **overrides})
-        return self._answer(lambda: billing_accounts.create_billing_account(
-            self.state, workspace_access(workspace_id), data),
-                            BillingAccountSchema())
+            {"name": "ACME Corp Billing", "email": "billing@acme.com", "address": {"country": "US"}, **overrides}
+        )
+        return self._answer(
+            lambda: billing_accounts.create_billing_account(self.state, workspace_access(workspace_id), data),
+            BillingAccountSchema(),
+        )
 
     def card(self, workspace_id: str, account_id: str, token: str = "pm_card_visa") -> dict[str, Any]:
         """One of Stripe's test cards attached (POST /sandbox/.../payment-methods)."""
-        return self._answer(lambda: sandbox.attach_test_payment_method(
-            self.state, account_access(workspace_id, account_id), token, g.request_id), PaymentMethodSchema())
+        return self._answer(
+            lambda: sandbox.attach_test_payment_method(
+                self.state, account_access(workspace_id, account_id), token, g.request_id
+            ),
+            PaymentMethodSchema(),
+        )
 
     def setup_intent(self, workspace_id: str, account_id: str) -> dict[str, Any]:
         """POST .../payment-methods: a SetupIntent's {"client_secret", ...}."""
-        return self._answer(lambda: payment_methods.create_setup_intent(
-            self.state, account_access(workspace_id, account_id), g.request_id), SetupIntentSchema())
+        return self._answer(
+            lambda: payment_methods.create_setup_intent(
+                self.state, account_access(workspace_id, account_id), g.request_id
+            ),
+            SetupIntentSchema(),
+        )
 
-    def subscription(self, workspace_id: str, account_id: str, quantities: dict[str, int],
-                     **fields: Any) -> dict[str, Any]:
+    def subscription(
+        self, workspace_id: str, account_id: str, quantities: dict[str, int], **fields: Any
+    ) -> dict[str, Any]:
         data = SubscriptionCreateSchema().load({"product_quantities": quantities, **fields})
-        return self._answer(lambda: subscriptions.create_subscription(
-            self.state, account_access(workspace_id, account_id), data, g.request_id), SubscriptionSchema())
+        return self._answer(
+            lambda: subscriptions.create_subscription(
+                self.state, account_access(workspace_id, account_id), data, g.request_id
+            ),
+            SubscriptionSchema(),
+        )
 
     # -- organizations ---------------------------------------------------------------------
 
@@ -130,10 +146,17 @@ class Builder:
         """A root (parent_id None) or a child, named Root or Child unless `name` says."""
         schema = OrganizationCreateSchema() if parent_id is None else ChildCreateSchema()
         data = schema.load({"name": "Root" if parent_id is None else "Child", **body})
-        return self._answer(lambda: organizations.create_organization(self.state, workspace_access(workspace_id), data,
-                                                                      parent_id=parent_id), OrganizationSchema())
+        return self._answer(
+            lambda: organizations.create_organization(
+                self.state, workspace_access(workspace_id), data, parent_id=parent_id
+            ),
+            OrganizationSchema(),
+        )
 
     def usage(self, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
         data = UsageReportSchema().load({"product": product, "delta": delta})
-        return self._run(lambda: capacity.report_usage(
-            self.state, usage_access(workspace_id, write=True).workspace.id, org_id, data["product"], data["delta"]))
+        return self._run(
+            lambda: capacity.report_usage(
+                self.state, usage_access(workspace_id, write=True).workspace.id, org_id, data["product"], data["delta"]
+            )
+        )

@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 import responses
 import stripe
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
-from billing.tokens import mint_token
 from billing.catalog import ensure_catalog
 from billing.cli import run_migrations
 from billing.config import Config
@@ -26,10 +25,19 @@ from billing.db import normalize_database_url
 from billing.gateway import StripeGateway, build_client
 from billing.replica import Keeper
 from billing.state import BillingState
+from billing.tokens import mint_token
 from stripe_sandbox import SandboxHTTPClient
 from tests import helpers
-from tests.helpers import (FAULTS_API_KEY, LIVE_API_KEY, STRIPE_URL, TEST_ENV, Api, FakeStripe, synchronous_webhooks,
-                           wipe)
+from tests.helpers import (
+    FAULTS_API_KEY,
+    LIVE_API_KEY,
+    STRIPE_URL,
+    TEST_ENV,
+    Api,
+    FakeStripe,
+    synchronous_webhooks,
+    wipe,
+)
 
 
 def _fresh_database_url(tmp_dir: str) -> str:

@@ -72,6 +72,7 @@ def index_rows(state: Any, workspace_id: str | None = None) -> list[BillingAccou
 
 # -- the API, as a front end calls it -------------------------------------------------
 
+
 class Api:
     """A thin client for the contract's calls, as one user."""
 
@@ -113,7 +114,12 @@ class Api:
         ws = self.workspace("pooled")
         account = self.account(ws)
         self.account(ws, name="Second")
-        return {"alice": self, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+        return {
+            "alice": self,
+            "ws": ws,
+            "account": account,
+            "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}",
+        }
 
     def advance_clock(self, amount: dict[str, int]) -> dict[str, Any]:
         """POST /sandbox/clock/advance, then poll GET /sandbox/clock until `ready`, as a
@@ -182,9 +188,15 @@ def subscribe_with_card(api: Any, ws: str, account: str, quantities: dict[str, i
     return subscribe(api, acc, quantities)
 
 
-def subscribe_in_stripe(gateway: StripeGateway, prices: dict[str, Any], customer_id: str,
-                        quantities: dict[str, int], interval: str = "month", currency: str = "usd",
-                        **extra: Any) -> Any:
+def subscribe_in_stripe(
+    gateway: StripeGateway,
+    prices: dict[str, Any],
+    customer_id: str,
+    quantities: dict[str, int],
+    interval: str = "month",
+    currency: str = "usd",
+    **extra: Any,
+) -> Any:
     """A Stripe subscription made through the gateway, not the API (for a state the API
     would not make); `prices` caches the prices found or made, by lookup key."""
     items = []
@@ -193,13 +205,23 @@ def subscribe_in_stripe(gateway: StripeGateway, prices: dict[str, Any], customer
         if key not in prices:
             found = gateway.prices_by_lookup_key([key])
             prices[key] = found.get(key) or gateway.create_price(
-                {"currency": currency, "unit_amount": 1500, "recurring": {"interval": interval},
-                 "product_data": {"name": product}, "lookup_key": key},
+                {
+                    "currency": currency,
+                    "unit_amount": 1500,
+                    "recurring": {"interval": interval},
+                    "product_data": {"name": product},
+                    "lookup_key": key,
+                },
                 idempotency_key=uuid.uuid4().hex,
             )
         items.append({"price": prices[key].id, "quantity": quantity})
-    params = {"customer": customer_id, "items": items, "collection_method": "send_invoice",
-              "days_until_due": 30, **extra}
+    params = {
+        "customer": customer_id,
+        "items": items,
+        "collection_method": "send_invoice",
+        "days_until_due": 30,
+        **extra,
+    }
     if "trial_period_days" in extra:
         params.pop("collection_method")
         params.pop("days_until_due")
@@ -224,6 +246,7 @@ def make_child(api: Any, ws: str, parent: str, **body: Any) -> dict[str, Any]:
 
 # -- Stripe's webhooks, as Stripe signs them ---------------------------------------------
 
+
 def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
     timestamp = int(time.time()) if at is None else at
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
@@ -231,8 +254,16 @@ def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) ->
 
 
 def event(type_: str, obj: dict[str, Any], event_id: str = "evt_test_1") -> bytes:
-    return json.dumps({"id": event_id, "object": "event", "type": type_, "created": int(time.time()),
-                       "data": {"object": obj}, "livemode": False}).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": type_,
+            "created": int(time.time()),
+            "data": {"object": obj},
+            "livemode": False,
+        }
+    ).encode()
 
 
 def deliver(client: Any, payload: bytes, signature: str | None = None) -> Any:
@@ -257,6 +288,7 @@ def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
 
 # -- Stripe over HTTP -----------------------------------------------------------------
 
+
 def count_stripe_requests(monkeypatch: Any) -> list[str]:
     """Every Stripe request the service makes from here on, as "GET /v1/..." (no host, no query)."""
     from billing.instrumentation import InstrumentedHTTPClient
@@ -278,11 +310,18 @@ CUSTOMERS = "https://api.stripe.com/v1/customers"
 def customer_json(customer_id: str = "cus_Real123", **metadata: str) -> dict[str, Any]:
     """A customer as api.stripe.com answers it (for `responses` mocks)."""
     return {
-        "id": customer_id, "object": "customer", "created": 1761698406, "livemode": False,
-        "name": FULL["name"], "email": FULL["email"], "phone": None, "description": None,
-        "address": {"country": "US", "line1": None, "line2": None, "city": None, "state": None,
-                    "postal_code": None},
-        "metadata": metadata, "currency": None, "invoice_settings": {"default_payment_method": None},
+        "id": customer_id,
+        "object": "customer",
+        "created": 1761698406,
+        "livemode": False,
+        "name": FULL["name"],
+        "email": FULL["email"],
+        "phone": None,
+        "description": None,
+        "address": {"country": "US", "line1": None, "line2": None, "city": None, "state": None, "postal_code": None},
+        "metadata": metadata,
+        "currency": None,
+        "invoice_settings": {"default_payment_method": None},
     }
 
 
@@ -315,8 +354,11 @@ class FakeStripe:
         if failing and kind == "500":
             return 500, {"Request-Id": "req_fault"}, json.dumps({"error": {"type": "api_error", "message": "boom"}})
         if failing and kind == "429":
-            return 429, {"Request-Id": "req_fault"}, json.dumps(
-                {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "slow down"}})
+            return (
+                429,
+                {"Request-Id": "req_fault"},
+                json.dumps({"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "slow down"}}),
+            )
         if failing and kind == "malformed":
             return 200, {"Request-Id": "req_fault"}, "<html>upstream proxy error</html>"
         body = request.body.decode() if isinstance(request.body, bytes) else request.body

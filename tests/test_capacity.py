@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from sqlalchemy import delete, text, update
 
 from billing.models import Organization
@@ -73,13 +72,25 @@ def test_single_one_account_funds_every_organization(alice: Any) -> None:
     subscribe_with_card(alice, ws, account, {"users": 3, "locations": 1})
     first, second = make_root(alice, ws, billing_account_id=account), make_root(alice, ws, billing_account_id=account)
     assert report(alice, ws, first["id"], "users", 2).json == {
-        "type": "users", "used": 2, "direct": 2, "free": 1, "org_limit": None, "total": 3}
+        "type": "users",
+        "used": 2,
+        "direct": 2,
+        "free": 1,
+        "org_limit": None,
+        "total": 3,
+    }
     assert_error(report(alice, ws, second["id"], "users", 2), 409, "capacity_exceeded")
     assert report(alice, ws, second["id"], "users", 1).status_code == 200
-    assert pools(alice, ws) == [{"billing_account_id": None, "products": {
-        "locations": {"capacity": 1, "used": 0, "free": 1},
-        "users": {"capacity": 3, "used": 3, "free": 0},
-        "sso": {"capacity": 0, "used": 0, "free": 0}}}]
+    assert pools(alice, ws) == [
+        {
+            "billing_account_id": None,
+            "products": {
+                "locations": {"capacity": 1, "used": 0, "free": 1},
+                "users": {"capacity": 3, "used": 3, "free": 0},
+                "sso": {"capacity": 0, "used": 0, "free": 0},
+            },
+        }
+    ]
     read = limits(alice, ws, second["id"])
     assert read["organization_id"] == second["id"] and read["organization_name"] == "Root"
     assert [e["type"] for e in read["limits"]] == ["locations", "users", "sso"]
@@ -93,10 +104,16 @@ def test_pooled_every_account_feeds_one_pool(alice: Any) -> None:
     assert report(alice, ws, root["id"], "users", 5).json["free"] == 0
     error = assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
     assert "users" in error["message"] and "requested 1" in error["message"] and "free 0" in error["message"]
-    assert pools(alice, ws) == [{"billing_account_id": None, "products": {
-        "locations": {"capacity": 0, "used": 0, "free": 0},
-        "users": {"capacity": 5, "used": 5, "free": 0},
-        "sso": {"capacity": 1, "used": 0, "free": 1}}}]
+    assert pools(alice, ws) == [
+        {
+            "billing_account_id": None,
+            "products": {
+                "locations": {"capacity": 0, "used": 0, "free": 0},
+                "users": {"capacity": 5, "used": 5, "free": 0},
+                "sso": {"capacity": 1, "used": 0, "free": 1},
+            },
+        }
+    ]
     assert limits(alice, ws, root["id"])["context"] == {"type": "workspace", "name": "Pool party"}
 
 
@@ -110,12 +127,22 @@ def test_assigned_each_root_draws_on_its_own_account(alice: Any) -> None:
     assert report(alice, ws, child["id"], "users", 2).status_code == 200
     assert report(alice, ws, on_first["id"], "users", 3).status_code == 200
     assert pools(alice, ws) == [
-        {"billing_account_id": first, "products": {
-            "locations": {"capacity": 0, "used": 0, "free": 0}, "users": {"capacity": 3, "used": 3, "free": 0},
-            "sso": {"capacity": 0, "used": 0, "free": 0}}},
-        {"billing_account_id": second, "products": {
-            "locations": {"capacity": 0, "used": 0, "free": 0}, "users": {"capacity": 2, "used": 2, "free": 0},
-            "sso": {"capacity": 0, "used": 0, "free": 0}}},
+        {
+            "billing_account_id": first,
+            "products": {
+                "locations": {"capacity": 0, "used": 0, "free": 0},
+                "users": {"capacity": 3, "used": 3, "free": 0},
+                "sso": {"capacity": 0, "used": 0, "free": 0},
+            },
+        },
+        {
+            "billing_account_id": second,
+            "products": {
+                "locations": {"capacity": 0, "used": 0, "free": 0},
+                "users": {"capacity": 2, "used": 2, "free": 0},
+                "sso": {"capacity": 0, "used": 0, "free": 0},
+            },
+        },
     ]
     assert limits(alice, ws, child["id"])["context"] == {"type": "billing_account", "name": "Second"}
 
@@ -142,20 +169,40 @@ def test_limits_inherit_downward_and_the_tightest_wins(alice: Any) -> None:
     assert report(alice, ws, other["id"], "users", 1).status_code == 200
     # Squad: the pool has 9, HQ 5, Team 4 -> Team binds.
     assert entry(alice, ws, squad["id"], "users") == {
-        "type": "users", "used": 0, "direct": 0, "free": 4, "org_limit": 4, "total": 4}
+        "type": "users",
+        "used": 0,
+        "direct": 0,
+        "free": 4,
+        "org_limit": 4,
+        "total": 4,
+    }
     # The context names what binds the product with the least free (users, here).
     assert limits(alice, ws, squad["id"])["context"] == {"type": "parent", "name": "Team"}
     assert_error(report(alice, ws, squad["id"], "users", 5), 409, "capacity_exceeded")
     assert report(alice, ws, squad["id"], "users", 3).status_code == 200
     # Team's own read: used is its subtree's, direct its own; its own limit binds.
     assert report(alice, ws, team["id"], "users", 1).json == {
-        "type": "users", "used": 4, "direct": 1, "free": 0, "org_limit": 4, "total": 4}
+        "type": "users",
+        "used": 4,
+        "direct": 1,
+        "free": 0,
+        "org_limit": 4,
+        "total": 4,
+    }
     assert limits(alice, ws, team["id"])["context"] == {"type": "organization", "name": "Team"}
     # HQ: 6 - 5 used = 1.
     assert entry(alice, ws, root["id"], "users") == {
-        "type": "users", "used": 5, "direct": 0, "free": 1, "org_limit": 6, "total": 6}
-    assert usage_of(alice, ws, root["id"]) == {"usage": {"locations": 0, "users": 0, "sso": 0},
-                                               "subtree_usage": {"locations": 0, "users": 5, "sso": 0}}
+        "type": "users",
+        "used": 5,
+        "direct": 0,
+        "free": 1,
+        "org_limit": 6,
+        "total": 6,
+    }
+    assert usage_of(alice, ws, root["id"]) == {
+        "usage": {"locations": 0, "users": 0, "sso": 0},
+        "subtree_usage": {"locations": 0, "users": 5, "sso": 0},
+    }
     assert usage_of(alice, ws, squad["id"])["usage"]["users"] == 3
 
 
@@ -169,7 +216,13 @@ def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any
     response = alice.patch(f"{orgs(ws)}/{root['id']}", {"limits": {"users": 2}})
     assert response.status_code == 200 and response.json["usage"]["usage"]["users"] == 5
     assert entry(alice, ws, root["id"], "users") == {
-        "type": "users", "used": 5, "direct": 5, "free": 0, "org_limit": 2, "total": 5}
+        "type": "users",
+        "used": 5,
+        "direct": 5,
+        "free": 0,
+        "org_limit": 2,
+        "total": 5,
+    }
     assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", -4).json["used"] == 1
     assert report(alice, ws, root["id"], "users", 1).json["free"] == 0
@@ -183,15 +236,29 @@ def test_a_release_never_goes_below_zero(alice: Any) -> None:
     report(alice, ws, root["id"], "users", 2)
     report(alice, ws, child["id"], "users", 3)
     assert report(alice, ws, child["id"], "users", -7).json == {
-        "type": "users", "used": 0, "direct": 0, "free": 8, "org_limit": None, "total": 8}
+        "type": "users",
+        "used": 0,
+        "direct": 0,
+        "free": 8,
+        "org_limit": None,
+        "total": 8,
+    }
     assert usage_of(alice, ws, root["id"])["subtree_usage"]["users"] == 2  # the root's own usage stays
 
 
-@pytest.mark.parametrize("body", [
-    {"product": "users", "delta": 0}, {"product": "seats", "delta": 1}, {"product": "users"},
-    {"delta": 1}, {"product": "users", "delta": "1"}, {"product": "users", "delta": 1.5},
-    {"product": "users", "delta": 10**9}, {"product": "users", "delta": 1, "org": "x"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"product": "users", "delta": 0},
+        {"product": "seats", "delta": 1},
+        {"product": "users"},
+        {"delta": 1},
+        {"product": "users", "delta": "1"},
+        {"product": "users", "delta": 1.5},
+        {"product": "users", "delta": 10**9},
+        {"product": "users", "delta": 1, "org": "x"},
+    ],
+)
 def test_bad_usage_reports_are_422_and_change_nothing(alice: Any, body: dict[str, Any]) -> None:
     ws = alice.workspace("pooled")
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10})
@@ -215,7 +282,13 @@ def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any, mode:
     alice.advance_clock({"days": 15})
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"
     assert entry(alice, ws, root["id"], "users") == {
-        "type": "users", "used": 2, "direct": 2, "free": 0, "org_limit": None, "total": 2}
+        "type": "users",
+        "used": 2,
+        "direct": 2,
+        "free": 0,
+        "org_limit": None,
+        "total": 2,
+    }
     assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 0, "used": 2, "free": 0}
     assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", -1).json["used"] == 1  # releasing still works
@@ -250,7 +323,9 @@ def test_an_account_deleted_elsewhere_leaves_its_pool_in_use(alice: Any, state: 
     state.gateway.client.v1.customers.delete(gone)  # the webhook removes the account
     assert [a["id"] for a in alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]] == [kept]
     assert [(p["billing_account_id"], p["products"]["users"]) for p in pools(alice, ws)] == [
-        (kept, {"capacity": 1, "used": 0, "free": 1}), (gone, {"capacity": 0, "used": 2, "free": 0})]
+        (kept, {"capacity": 1, "used": 0, "free": 1}),
+        (gone, {"capacity": 0, "used": 2, "free": 0}),
+    ]
     assert entry(alice, ws, root["id"], "users")["free"] == 0
     assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
 
@@ -264,25 +339,35 @@ def _quantity(api: Any, ws: str, account: str, sub: str, product: str) -> int | 
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("change", [
-    {"product_quantities": {"users": 2, "sso": 1}}, {"remove_products": ["users"]},
-    {"product_quantities": {"sso": 1}},
-])
-def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, change: dict[str, Any],
-                                                      mode: str) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"product_quantities": {"users": 2, "sso": 1}},
+        {"remove_products": ["users"]},
+        {"product_quantities": {"sso": 1}},
+    ],
+)
+def test_lowering_below_usage_is_would_underprovision(
+    alice: Any, state: Any, change: dict[str, Any], mode: str
+) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
     sub = subscribe_with_card(alice, ws, account, {"users": 5, "sso": 1})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
-    error = assert_error(alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409,
-                         "would_underprovision")
+    error = assert_error(
+        alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409, "would_underprovision"
+    )
     assert "users" in error["message"] and "3" in error["message"]
     assert state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].quantity == 5
     assert _quantity(alice, ws, account, sub["id"], "users") == 5
     # Down to exactly the usage is fine.
-    assert alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}",
-                       {"product_quantities": {"users": 3, "sso": 1}}).status_code == 200
+    assert (
+        alice.patch(
+            f"{account_path(ws, account)}/subscriptions/{sub['id']}", {"product_quantities": {"users": 3, "sso": 1}}
+        ).status_code
+        == 200
+    )
     assert _quantity(alice, ws, account, sub["id"], "users") == 3
 
 
@@ -308,8 +393,12 @@ def test_in_assigned_mode_only_the_accounts_own_pool_counts(alice: Any) -> None:
     on_second = make_root(alice, ws, billing_account_id=second)
     report(alice, ws, on_second["id"], "users", 5)
     # Usage drawn on the second account doesn't hold the first one's subscription.
-    assert alice.patch(f"{account_path(ws, first)}/subscriptions/{sub['id']}",
-                       {"product_quantities": {"users": 1}}).status_code == 200
+    assert (
+        alice.patch(
+            f"{account_path(ws, first)}/subscriptions/{sub['id']}", {"product_quantities": {"users": 1}}
+        ).status_code
+        == 200
+    )
 
 
 def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, state: Any) -> None:
@@ -419,8 +508,9 @@ def test_reassigning_a_root_needs_room_in_the_new_pool(alice: Any) -> None:
     already = make_root(alice, ws, billing_account_id=second)
     report(alice, ws, child["id"], "users", 2)
     report(alice, ws, already["id"], "users", 2)
-    error = assert_error(alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": second}), 409,
-                         "capacity_exceeded")
+    error = assert_error(
+        alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": second}), 409, "capacity_exceeded"
+    )
     assert "users" in error["message"]
     assert alice.get(f"{orgs(ws)}/{child['id']}").json["billing_account_id"] == first
     report(alice, ws, already["id"], "users", -1)
@@ -449,14 +539,20 @@ def test_a_service_token_reports_and_reads_in_any_workspace(alice: Any, client: 
     ws = alice.workspace("pooled")
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     root = make_root(alice, ws)
-    service = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='read billing:usage')}"})
+    service = Api(
+        client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='read billing:usage')}"}
+    )
     assert report(service, ws, root["id"], "users", 2).json["used"] == 2
     assert entry(service, ws, root["id"], "users")["free"] == 2
     assert pools(service, ws)[0]["products"]["users"]["used"] == 2
     # Nothing else: the token is not a member.
-    for response in (service.get(f"{orgs(ws)}/{root['id']}"), service.get(orgs(ws)),
-                     service.post(orgs(ws), {"name": "No"}), service.patch(f"{orgs(ws)}/{root['id']}", {"name": "N"}),
-                     service.get(f"/workspaces/{ws}")):
+    for response in (
+        service.get(f"{orgs(ws)}/{root['id']}"),
+        service.get(orgs(ws)),
+        service.post(orgs(ws), {"name": "No"}),
+        service.patch(f"{orgs(ws)}/{root['id']}", {"name": "N"}),
+        service.get(f"/workspaces/{ws}"),
+    ):
         assert_error(response, 404, "not_found")
     # Scope is space-separated words: a look-alike is not the scope.
     other = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-x', scope='billing:usage:read')}"})
@@ -496,22 +592,24 @@ def test_a_retried_report_is_counted_once(alice: Any) -> None:
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     root = make_root(alice, ws)
     headers = {**alice.headers, "Idempotency-Key": "usage-report-1"}
-    first = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
-                              headers=headers)
-    again = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
-                              headers=headers)
+    first = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1}, headers=headers)
+    again = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1}, headers=headers)
     assert first.status_code == again.status_code == 200
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json == first.json
     assert usage_of(alice, ws, root["id"])["usage"]["users"] == 1
-    assert_error(alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 2},
-                                   headers=headers), 409, "idempotency_key_reused")
+    assert_error(
+        alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 2}, headers=headers),
+        409,
+        "idempotency_key_reused",
+    )
 
 
 # -- concurrency -------------------------------------------------------------------------
 
 
-def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]],
-                  threads: int | None = None) -> list[Any]:
+def _concurrently(
+    app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]], threads: int | None = None
+) -> list[Any]:
     def run(call: tuple[str, dict[str, Any]]) -> Any:
         with app.test_client() as client:
             return client.post(call[0], json=call[1], headers=headers)
@@ -558,8 +656,12 @@ def test_concurrent_reports_never_overshoot_the_organizations_own_limit(app: Any
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 50})
     root = make_root(alice, ws, limits={"users": 10})
     # 20 threads: each request holds up to two of the app's 28 pooled connections.
-    responses = _concurrently(app, auth("alice"), [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1})
-                                                   for _ in range(40)], threads=20)
+    responses = _concurrently(
+        app,
+        auth("alice"),
+        [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1}) for _ in range(40)],
+        threads=20,
+    )
     assert sorted(r.status_code for r in responses) == [200] * 10 + [409] * 30
     assert sorted(r.get_json()["used"] for r in responses if r.status_code == 200) == list(range(1, 11))
     assert usage_of(alice, ws, root["id"])["usage"]["users"] == 10
@@ -578,9 +680,14 @@ def test_concurrent_reports_never_overshoot_the_organizations_own_limit(app: Any
 def blocked_on_a_lock(state: Any) -> bool:
     """PostgreSQL: some other session of this database waits for a lock."""
     with state.db.read() as session:
-        return bool(session.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")))
+        return bool(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            )
+        )
 
 
 def while_locked(app: Any, state: Any, ws: str, change: Any, request: Any) -> Any:
@@ -617,10 +724,14 @@ def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice:
     full = make_root(alice, ws, name="Full", billing_account_id=small)
     assert report(alice, ws, full["id"], "users", 2).status_code == 200  # the small pool is full
     response = while_locked(
-        app, state, ws,
-        lambda session: session.execute(update(Organization).where(Organization.id == root["id"])
-                                        .values(billing_account_id=small)),  # as update_organization does
-        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 1))
+        app,
+        state,
+        ws,
+        lambda session: session.execute(
+            update(Organization).where(Organization.id == root["id"]).values(billing_account_id=small)
+        ),  # as update_organization does
+        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 1),
+    )
     assert_error(response, 409, "capacity_exceeded")
     assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
 
@@ -632,8 +743,12 @@ def test_a_delete_waiting_on_a_report_sees_its_usage(app: Any, alice: Any, auth:
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
     root = make_root(alice, ws)
     response = while_locked(
-        app, state, ws,
-        lambda session: session.execute(update(Organization).where(Organization.id == root["id"])
-                                        .values(usage_users=1, subtree_users=1)),  # as report_usage does
-        lambda: Api(app.test_client(), auth("alice")).delete(f"{orgs(ws)}/{root['id']}"))
+        app,
+        state,
+        ws,
+        lambda session: session.execute(
+            update(Organization).where(Organization.id == root["id"]).values(usage_users=1, subtree_users=1)
+        ),  # as report_usage does
+        lambda: Api(app.test_client(), auth("alice")).delete(f"{orgs(ws)}/{root['id']}"),
+    )
     assert_error(response, 409, "organization_has_usage")

@@ -31,8 +31,9 @@ def all_back(state: Any, taken: list[Connection]) -> bool:
     return all(connection.closed for connection in taken) and state.db.engine.pool.checkedout() == 0
 
 
-def test_a_limits_read_takes_one_connection_on_postgresql(as_user: Any, state: Any,
-                                                         checkouts: list[Connection]) -> None:
+def test_a_limits_read_takes_one_connection_on_postgresql(
+    as_user: Any, state: Any, checkouts: list[Connection]
+) -> None:
     alice = as_user("alice")
     ws = alice.workspace("pooled")
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})

@@ -69,8 +69,9 @@ def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str,
     assert after["pending_payment"] == first["pending_payment"]  # still authentication_required
     # Incomplete ones count toward the limit of three ...
     subscribe(alice, acc, {"users": 2}), subscribe(alice, acc, {"users": 2})
-    assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
-                 "subscription_limit_reached")
+    assert_error(
+        alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409, "subscription_limit_reached"
+    )
     # ... until, unpaid 23 hours later, they are incomplete_expired.
     alice.advance_clock({"hours": 23, "minutes": 1})
     expired = alice.get(f"{acc}/subscriptions/{first['id']}").json
@@ -91,8 +92,11 @@ def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_us
     assert_error(authenticate(acct, intent_id(secret) + "_secret_nope", "succeed"), 404, "not_found")
     acct["alice"].add_member(acct["ws"], "vera", "viewer")
     vera = as_user("vera")
-    assert_error(vera.post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": "succeed"}),
-                 403, "permission_denied")
+    assert_error(
+        vera.post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": "succeed"}),
+        403,
+        "permission_denied",
+    )
     assert_error(authenticate(acct, secret, "maybe"), 422, "validation_failed")
     assert acct["alice"].get(f"{acct['acc']}/subscriptions").json["data"][0]["status"] == "incomplete"
 
@@ -110,8 +114,10 @@ def test_declining_cards_are_refused_when_saved(acct: dict[str, Any], token: str
 def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> None:
     alice, acc = acct["alice"], acct["acc"]
     secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
-    confirmed = alice.post(f"/sandbox{acc}/setup-intents/{intent_id(secret)}/confirm",
-                           {"payment_method": "pm_card_authenticationRequiredOnSetup"})
+    confirmed = alice.post(
+        f"/sandbox{acc}/setup-intents/{intent_id(secret)}/confirm",
+        {"payment_method": "pm_card_authenticationRequiredOnSetup"},
+    )
     assert confirmed.json["status"] == "requires_action"
     assert alice.get(f"{acc}/payment-methods").json["data"] == []
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
@@ -122,6 +128,7 @@ def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> Non
 
 
 # -- renewals -------------------------------------------------------------------------
+
 
 def until_renewal_collected(acct: dict[str, Any], subscription: dict[str, Any], state: Any) -> None:
     """Past the period's end and the hour Stripe waits before collecting the renewal invoice."""
@@ -206,12 +213,15 @@ def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], st
 
 # -- increases (Stripe's pending updates) ---------------------------------------------------
 
+
 def test_an_increase_needing_3ds_applies_once_the_customer_authenticates(
-        acct: dict[str, Any], state: Any, frozen_sandbox_time: None) -> None:
+    acct: dict[str, Any], state: Any, frozen_sandbox_time: None
+) -> None:
     alice, acc = acct["alice"], acct["acc"]
     sub, path = subscribed_then_default(acct, "pm_card_authenticationRequired")
-    preview = alice.post(f"{acc}/invoices/preview",
-                         {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5}]}).json
+    preview = alice.post(
+        f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5}]}
+    ).json
     changed = alice.patch(path, {"product_quantities": {"users": 5}, "metadata": {"seats": "five"}})
     assert changed.status_code == 200, changed.json
     # Unchanged, and what the customer must do to make the change: the previewed amount, with 3-D Secure.
@@ -269,8 +279,8 @@ def _says_what_it_waits_for(subscription: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("first", ["invoice", "payment_intent", "subscription"])
 def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
-        acct: dict[str, Any], state: Any, app: Any, client: Any, webhooks_lost: None, apply_now: Any,
-        first: str) -> None:
+    acct: dict[str, Any], state: Any, app: Any, client: Any, webhooks_lost: None, apply_now: Any, first: str
+) -> None:
     """Stripe's events about the authenticated payment (its PaymentIntent, the
     invoice it paid, the subscription made active) are applied one object at a
     time, in any order: after each, the subscription says what it waits for."""
@@ -288,9 +298,11 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
     events = state.gateway.client.v1.events.list({"limit": 100}).data
     for event in reversed(events):
         assert deliver(client, json.dumps(event.to_dict(), default=str).encode()).status_code == 200
-    keys = {"invoice": f"invoice:{created['pending_payment']['invoice_id']}",
-            "payment_intent": f"payment_intent:{intent_id(secret)}",
-            "subscription": f"subscription:{created['id']}"}
+    keys = {
+        "invoice": f"invoice:{created['pending_payment']['invoice_id']}",
+        "payment_intent": f"payment_intent:{intent_id(secret)}",
+        "subscription": f"subscription:{created['id']}",
+    }
     for name in [first, *sorted(set(keys) - {first})]:
         with app.app_context():
             apply_object(state, keys[name])

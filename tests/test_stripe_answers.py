@@ -33,16 +33,33 @@ def answered_without(world: dict[str, Any], monkeypatch: Any, method: str, path:
     return ids
 
 
-@pytest.mark.parametrize("method,path,field,route", [
-    # The reshaping of a customer into a billing account reads `created`.
-    ("POST", "/v1/customers", "created", lambda ws: (f"/workspaces/{ws}/billing-accounts",
-                                                      {"name": "A", "email": "a@x.co", "address": {"country": "US"}})),
-    # The service reads the SetupIntent's `client_secret` (a Stripe object's attribute).
-    ("POST", "/v1/setup_intents", "client_secret", None),
-])
+@pytest.mark.parametrize(
+    "method,path,field,route",
+    [
+        # The reshaping of a customer into a billing account reads `created`.
+        (
+            "POST",
+            "/v1/customers",
+            "created",
+            lambda ws: (
+                f"/workspaces/{ws}/billing-accounts",
+                {"name": "A", "email": "a@x.co", "address": {"country": "US"}},
+            ),
+        ),
+        # The service reads the SetupIntent's `client_secret` (a Stripe object's attribute).
+        ("POST", "/v1/setup_intents", "client_secret", None),
+    ],
+)
 def test_a_stripe_object_missing_a_field_is_a_502_with_the_request_id_logged(
-        stripe_world: dict[str, Any], auth: Any, monkeypatch: Any, caplog: Any, method: str, path: str,
-        field: str, route: Any) -> None:
+    stripe_world: dict[str, Any],
+    auth: Any,
+    monkeypatch: Any,
+    caplog: Any,
+    method: str,
+    path: str,
+    field: str,
+    route: Any,
+) -> None:
     alice = Api(stripe_world["app"].test_client(), auth("alice"))
     ws = alice.workspace("pooled")
     if route is None:
@@ -62,8 +79,7 @@ def test_a_stripe_object_missing_a_field_is_a_502_with_the_request_id_logged(
     assert error["message"]
 
 
-def test_a_subscription_in_another_shape_is_a_502(
-        stripe_world: dict[str, Any], auth: Any, monkeypatch: Any) -> None:
+def test_a_subscription_in_another_shape_is_a_502(stripe_world: dict[str, Any], auth: Any, monkeypatch: Any) -> None:
     """What a subscription shows is read by the service before the schema reshapes it
     (subscription_view): a Stripe answer of another shape there is Stripe's fault too."""
     alice = Api(stripe_world["app"].test_client(), auth("alice"))
@@ -81,6 +97,7 @@ def test_a_subscription_in_another_shape_is_a_502(
         return text, status, answer_headers
 
     monkeypatch.setattr(brain, "request", items_as_text)
-    response = alice.post(f"/workspaces/{ws}/billing-accounts/{account['id']}/subscriptions",
-                          {"product_quantities": {"users": 1}})
+    response = alice.post(
+        f"/workspaces/{ws}/billing-accounts/{account['id']}/subscriptions", {"product_quantities": {"users": 1}}
+    )
     assert_error(response, 502, "stripe_error")

@@ -89,8 +89,9 @@ def test_sandbox_rate_limits_mean_nothing_with_a_real_key() -> None:
     assert Config.from_env(env).sandbox_rate_limits == ""
 
 
-def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(tmp_path: Any, clock: Clock,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(
+    tmp_path: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each worker loads the catalog at start-up; the 25 requests a second of test
     mode refuse part of it, and the load waits them out instead of stopping half-way."""
     from billing import catalog

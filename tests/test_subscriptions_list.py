@@ -8,9 +8,23 @@ from typing import Any
 from tests.helpers import assert_error
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-KEYS = {"id", "billing_account_id", "status", "currency", "product_quantities", "metadata",
-        "current_period_start", "current_period_end", "created_at", "updated_at",
-        "trial_end", "cancel_at_period_end", "cancel_at", "canceled_at", "pending_payment"}
+KEYS = {
+    "id",
+    "billing_account_id",
+    "status",
+    "currency",
+    "product_quantities",
+    "metadata",
+    "current_period_start",
+    "current_period_end",
+    "created_at",
+    "updated_at",
+    "trial_end",
+    "cancel_at_period_end",
+    "cancel_at",
+    "canceled_at",
+    "pending_payment",
+}
 
 
 def test_list_reshapes_stripe_subscriptions(as_user: Any, subscribe_in_stripe: Any) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 from flask.views import MethodView
 
 from billing.access import account_access, workspace_access
+from billing.billing_accounts import service
 from billing.blueprints import authenticated_blueprint
 from billing.idempotency import claimed_key, stripe_key
-from billing.billing_accounts import service
 from billing.openapi import route_facts
 from billing.state import current
 from schemas.billing_accounts import (
@@ -56,8 +56,9 @@ class BillingAccountById(MethodView):
     @blp.response(200, BillingAccountSchema)
     def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Update a billing account (mirrored to Stripe)"""
-        return service.update_billing_account(current(), account_access(workspaceId, billingAccountId), data,
-                                              stripe_key())
+        return service.update_billing_account(
+            current(), account_access(workspaceId, billingAccountId), data, stripe_key()
+        )
 
     @route_facts("deleteBillingAccount", role="admin", calls_stripe=True)
     @blp.response(204)

@@ -24,10 +24,10 @@ from stripe.params import (
     CustomerUpdateParams,
 )
 
+from billing import replica
 from billing.access import Access, AccountAccess
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
-from billing import replica
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.organizations.capacity import refuse_if_assigned
 from billing.state import BillingState
@@ -116,8 +116,9 @@ def get_billing_account(state: BillingState, ctx: AccountAccess) -> replica.Docu
     return customer
 
 
-def _reserve_slot(state: BillingState, access: Access, currency: str, reference: str,
-                  params: CustomerCreateParams) -> BillingAccountIndex:
+def _reserve_slot(
+    state: BillingState, access: Access, currency: str, reference: str, params: CustomerCreateParams
+) -> BillingAccountIndex:
     """Count and reserve under the workspace's write lock, so concurrent
     creates cannot both pass the limit. A retry of the same request (same
     reference) finds its own reservation instead of taking a second slot."""
@@ -161,8 +162,9 @@ def _reservation_lease(reference: str) -> str:
     return f"reservation:{reference}"
 
 
-def create_billing_account(state: BillingState, access: Access, data: dict[str, Any],
-                           request_key: str | None = None) -> stripe.Customer:
+def create_billing_account(
+    state: BillingState, access: Access, data: dict[str, Any], request_key: str | None = None
+) -> stripe.Customer:
     """`request_key` (from an Idempotency-Key) makes a retry reuse the first
     attempt's reservation and Stripe idempotency key."""
     access.for_billing_write()
@@ -212,9 +214,15 @@ def settle_pending(state: BillingState, workspace_id: str) -> None:
     idempotency key (Stripe answers with the customer if it made one), then
     activate, or release on a definite refusal. An unknown outcome stays pending."""
     with state.db.read() as session:
-        rows = list(session.scalars(select(BillingAccountIndex).where(
-            BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "pending",
-            BillingAccountIndex.create_params.is_not(None))))
+        rows = list(
+            session.scalars(
+                select(BillingAccountIndex).where(
+                    BillingAccountIndex.workspace_id == workspace_id,
+                    BillingAccountIndex.state == "pending",
+                    BillingAccountIndex.create_params.is_not(None),
+                )
+            )
+        )
     for row in rows:
         try:
             with lease(state.db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS, wait=0):
@@ -250,8 +258,9 @@ def _release(state: BillingState, row: BillingAccountIndex) -> None:
         session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.id == row.id))
 
 
-def update_billing_account(state: BillingState, ctx: AccountAccess, data: dict[str, Any],
-                           request_key: str) -> stripe.Customer:
+def update_billing_account(
+    state: BillingState, ctx: AccountAccess, data: dict[str, Any], request_key: str
+) -> stripe.Customer:
     ctx.for_billing_write()
     params: CustomerUpdateParams = {"metadata": {"updated_at": str(int(time.time()))}}
     if "name" in data:
@@ -269,8 +278,7 @@ def update_billing_account(state: BillingState, ctx: AccountAccess, data: dict[s
     # new updated_at, which under the old key would be Stripe's idempotency_error.
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     try:
-        return state.gateway.update_customer(ctx.customer_id, params,
-                                                 idempotency_key=f"{request_key}:update:{digest}")
+        return state.gateway.update_customer(ctx.customer_id, params, idempotency_key=f"{request_key}:update:{digest}")
     except stripe.InvalidRequestError as error:
         if error.code == "resource_missing":
             forget_account(state, ctx.customer_id)

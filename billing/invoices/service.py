@@ -24,11 +24,13 @@ from billing.subscriptions.service import (
     trial_eligible,
 )
 
+
 def _views(state: BillingState, invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stored invoices (every line included), with the names of their products."""
     products = {
         ((line.get("pricing") or {}).get("price_details") or {}).get("product")
-        for invoice in invoices for line in invoice["lines"]["data"]
+        for invoice in invoices
+        for line in invoice["lines"]["data"]
     }
     names = replica.product_names(state.db, {p for p in products if isinstance(p, str)})
     return [{"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": names} for invoice in invoices]
@@ -54,8 +56,12 @@ def list_invoices(state: BillingState, ctx: AccountAccess, query: dict[str, Any]
         next_cursor, previous_cursor = last, first if more else None
     else:
         next_cursor, previous_cursor = last if more else None, first if after else None
-    return {"data": _views(state, invoices), "has_more": more, "next_cursor": next_cursor,
-            "previous_cursor": previous_cursor}
+    return {
+        "data": _views(state, invoices),
+        "has_more": more,
+        "next_cursor": next_cursor,
+        "previous_cursor": previous_cursor,
+    }
 
 
 def preview_invoice(state: BillingState, ctx: AccountAccess, data: dict[str, Any]) -> dict[str, Any]:
@@ -66,11 +72,16 @@ def preview_invoice(state: BillingState, ctx: AccountAccess, data: dict[str, Any
     params: InvoiceCreatePreviewParams = {"customer": ctx.customer_id}
     subscription_id = data.get("subscription_id")
     if not subscription_id:
-        details: InvoiceCreatePreviewParamsSubscriptionDetails = {"items": [
-            {"price": prices.price_id(i["product_type"], ctx.currency, i.get("interval") or "month"),
-             "quantity": i["quantity"]}
-            for i in items if i["quantity"] > 0
-        ]}
+        details: InvoiceCreatePreviewParamsSubscriptionDetails = {
+            "items": [
+                {
+                    "price": prices.price_id(i["product_type"], ctx.currency, i.get("interval") or "month"),
+                    "quantity": i["quantity"],
+                }
+                for i in items
+                if i["quantity"] > 0
+            ]
+        }
         replica.ensure_copied(state, [ctx.account])
         if trial_eligible(state, ctx.workspace_id, replica.subscriptions(state.db, ctx.customer_id)):
             # The create would start a trial and charge nothing now: the first invoice
@@ -101,8 +112,9 @@ def _preview_item(change: ItemChange) -> InvoiceCreatePreviewParamsSubscriptionD
     return {"id": change.item_id, "quantity": change.quantity}
 
 
-def _change_details(state: BillingState, subscription: stripe.Subscription, currency: str,
-                    items: list[dict[str, Any]]) -> InvoiceCreatePreviewParamsSubscriptionDetails:
+def _change_details(
+    state: BillingState, subscription: stripe.Subscription, currency: str, items: list[dict[str, Any]]
+) -> InvoiceCreatePreviewParamsSubscriptionDetails:
     """The PATCH plan for these items (the products not named keep their
     quantities): with increases, what is charged now; without, the next
     period's invoice at the new quantities."""
@@ -110,8 +122,7 @@ def _change_details(state: BillingState, subscription: stripe.Subscription, curr
     interval = next(iter(existing.values())).interval if existing else "month"
     if any(item.get("interval", interval) != interval for item in items):
         # No change can switch a subscription's interval (PATCH takes none): nothing to preview.
-        raise validation_error({"items": [f"This subscription is billed every {interval}; "
-                                          "its interval can't change."]})
+        raise validation_error({"items": [f"This subscription is billed every {interval}; its interval can't change."]})
     desired = {product: item.quantity for product, item in existing.items()}
     desired.update({item["product_type"]: item["quantity"] for item in items})
     plan = plan_change(state, subscription, currency, desired)

@@ -45,13 +45,22 @@ def picture_of(org: Organization) -> str | None:
     return picture_url(org.id, org.picture_url, org.picture_digest)
 
 
-_PUBLIC = select(Organization.id, Organization.name, Organization.picture_url, Organization.picture_digest,
-                 Organization.branding).where(
-    or_(Organization.id == bindparam("key"), Organization.external_id == bindparam("key")))
+_PUBLIC = select(
+    Organization.id, Organization.name, Organization.picture_url, Organization.picture_digest, Organization.branding
+).where(or_(Organization.id == bindparam("key"), Organization.external_id == bindparam("key")))
 # What an unknown id's answer is built from, so that it costs what a known one's does.
-_NOBODY: tuple[Any, ...] = ("org_0000000000000000", "nobody", None, "0" * 64,
-           {"display_name": "nobody", "login_hint": "nobody", "colors": {"primary": None, "page_background": None}})
-_UNSET: dict[str, Any] = {"display_name": None, "login_hint": None, "colors": {"primary": None, "page_background": None}}
+_NOBODY: tuple[Any, ...] = (
+    "org_0000000000000000",
+    "nobody",
+    None,
+    "0" * 64,
+    {"display_name": "nobody", "login_hint": "nobody", "colors": {"primary": None, "page_background": None}},
+)
+_UNSET: dict[str, Any] = {
+    "display_name": None,
+    "login_hint": None,
+    "colors": {"primary": None, "page_background": None},
+}
 
 
 def public_branding(state: BillingState, key: str) -> dict[str, Any]:
@@ -76,7 +85,8 @@ def public_branding(state: BillingState, key: str) -> dict[str, Any]:
 
 _PICTURE = select(OrganizationPicture.content_type, OrganizationPicture.data).where(
     OrganizationPicture.organization_id == bindparam("organization_id"),
-    OrganizationPicture.digest == bindparam("digest"))
+    OrganizationPicture.digest == bindparam("digest"),
+)
 
 
 def stored_picture(state: BillingState, organization_id: str, digest: str) -> tuple[str, bytes]:

@@ -31,7 +31,9 @@ from schemas.organizations import (
 )
 
 blp = authenticated_blueprint(
-    "organizations", __name__, url_prefix="/workspaces/<workspaceId>",
+    "organizations",
+    __name__,
+    url_prefix="/workspaces/<workspaceId>",
     description="Hierarchical organizations: they consume the capacity subscriptions provide.",
 )
 
@@ -145,12 +147,21 @@ class Capacity(MethodView):
 
 # -- public: no token -------------------------------------------------------------------
 
-public_blp = Blueprint("Public", __name__,
-                       description="Unauthenticated endpoints for retrieving public organization information.")
+public_blp = Blueprint(
+    "Public", __name__, description="Unauthenticated endpoints for retrieving public organization information."
+)
 
-@public_blp.route("/organizations/<organizationId>/branding", parameters=[{
-    "in": "path", "name": "organizationId",
-    "description": "The organization's id (org_...) or its external_id (a UUID)."}])
+
+@public_blp.route(
+    "/organizations/<organizationId>/branding",
+    parameters=[
+        {
+            "in": "path",
+            "name": "organizationId",
+            "description": "The organization's id (org_...) or its external_id (a UUID).",
+        }
+    ],
+)
 class PublicBranding(MethodView):
     @route_facts("retrievePublicBranding", role=None)
     @public_blp.doc(security=[])

@@ -29,8 +29,10 @@ class PaymentMethods(MethodView):
     @blp.response(200, PaymentMethodListSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
         """List payment methods (all types)"""
-        return {"data": service.list_payment_methods(current(), account_access(workspaceId, billingAccountId)),
-                "has_more": False}
+        return {
+            "data": service.list_payment_methods(current(), account_access(workspaceId, billingAccountId)),
+            "has_more": False,
+        }
 
     @route_facts("createSetupIntent", role="admin", calls_stripe=True)
     @blp.response(201, SetupIntentSchema)

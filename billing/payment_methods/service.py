@@ -17,8 +17,8 @@ import stripe
 
 from billing import replica
 from billing.access import AccountAccess
-from billing.errors import ApiError, not_found
 from billing.db import Database
+from billing.errors import ApiError, not_found
 from billing.leases import lease
 from billing.state import BillingState
 from billing.subscriptions.active import has_active_subscription
@@ -32,8 +32,11 @@ def refuse_when_full(db: Database, customer_id: str) -> None:
     """409 `payment_method_limit_reached` when the customer already holds the most it may.
     (A sixth that gets attached anyway, by a path that skips this, is detached: enforce_limit.)"""
     if len(replica.payment_methods(db, customer_id)) >= MAX_PAYMENT_METHODS:
-        raise ApiError(409, "payment_method_limit_reached",
-                       f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.")
+        raise ApiError(
+            409,
+            "payment_method_limit_reached",
+            f"A billing account can hold at most {MAX_PAYMENT_METHODS} payment methods.",
+        )
 
 
 def _lease_name(customer_id: str) -> str:
@@ -57,7 +60,8 @@ def ensure_default_payment_method(state: BillingState, customer_id: str) -> str 
         # A fresh key each time: a key reused from an earlier repair would replay
         # that call at Stripe instead of applying this one (setting a default twice is harmless).
         state.gateway.set_default_payment_method(
-            customer_id, first, idempotency_key=f"default-pm:{customer_id}:{first}:{uuid.uuid4().hex}")
+            customer_id, first, idempotency_key=f"default-pm:{customer_id}:{first}:{uuid.uuid4().hex}"
+        )
         log.info("customer %s: first payment method %s made the default", customer_id, first)
         return str(first)
 
@@ -98,8 +102,12 @@ def enforce_limit(state: BillingState, customer_id: str) -> list[str]:
         extra = [m["id"] for m in methods if m["id"] not in keep]
         for method_id in extra:
             state.gateway.detach_payment_method(method_id, idempotency_key=f"over-limit:{method_id}")
-            log.warning("customer %s: payment method %s detached (over the limit of %d)",
-                        customer_id, method_id, MAX_PAYMENT_METHODS)
+            log.warning(
+                "customer %s: payment method %s detached (over the limit of %d)",
+                customer_id,
+                method_id,
+                MAX_PAYMENT_METHODS,
+            )
         return extra
 
 
@@ -125,8 +133,11 @@ def create_setup_intent(state: BillingState, ctx: AccountAccess, request_key: st
         {"customer": ctx.customer_id, "usage": "off_session", "automatic_payment_methods": {"enabled": True}},
         idempotency_key=f"{request_key}:setup-intent",
     )
-    return {"id": intent.id, "client_secret": str(intent.client_secret),
-            "publishable_key": state.config.stripe_publishable_key}
+    return {
+        "id": intent.id,
+        "client_secret": str(intent.client_secret),
+        "publishable_key": state.config.stripe_publishable_key,
+    }
 
 
 def _owner(method: replica.Document) -> str | None:
@@ -149,8 +160,11 @@ def detach(state: BillingState, ctx: AccountAccess, payment_method_id: str, requ
     gateway = state.gateway
     replica.ensure_copied(state, [ctx.account])
     method = replica.payment_method(state.db, payment_method_id)
-    if (method is not None and _owner(method) is None
-            and replica.former_owner(state.db, payment_method_id) == customer_id):
+    if (
+        method is not None
+        and _owner(method) is None
+        and replica.former_owner(state.db, payment_method_id) == customer_id
+    ):
         # Detached from this account: by this very request whose answer was lost?
         # Stripe's idempotency remembers; anyone else's detach gets no replay and
         # is a 404. (Another account's card is a 404 without asking Stripe.)
@@ -162,11 +176,15 @@ def detach(state: BillingState, ctx: AccountAccess, payment_method_id: str, requ
     if method is None or _owner(method) != customer_id:
         raise not_found("payment method")
     if len(replica.payment_methods(state.db, customer_id)) <= 1:
-        raise ApiError(422, "cannot_detach_only_payment_method",
-                       "This is the account's only payment method; add another first.")
+        raise ApiError(
+            422, "cannot_detach_only_payment_method", "This is the account's only payment method; add another first."
+        )
     default = replica.default_payment_method(state.db, customer_id)
     if payment_method_id == default and has_active_subscription(state.db, customer_id):
-        raise ApiError(422, "cannot_detach_default_with_subscriptions",
-                       "This is the default payment method of an account with active subscriptions; "
-                       "make another one the default first.")
+        raise ApiError(
+            422,
+            "cannot_detach_default_with_subscriptions",
+            "This is the default payment method of an account with active subscriptions; "
+            "make another one the default first.",
+        )
     gateway.detach_payment_method(payment_method_id, idempotency_key=f"{request_key}:detach")

@@ -10,9 +10,9 @@ from marshmallow import Schema, fields, validate
 
 from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
-from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
 from billing.openapi import route_facts
+from billing.sandbox_routes import service
 from billing.state import current
 from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
@@ -20,7 +20,9 @@ from stripe_sandbox import TEST_TOKENS, hosted_invoices
 from stripe_sandbox.invoice_engine import HOSTED_PATH
 
 blp = authenticated_blueprint(
-    "sandbox", __name__, url_prefix="/sandbox",
+    "sandbox",
+    __name__,
+    url_prefix="/sandbox",
     description="Sandbox-only tools (absent when a real Stripe key is configured).",
 )
 ACCOUNT = "/workspaces/<workspaceId>/billing-accounts/<billingAccountId>"
@@ -31,10 +33,16 @@ CLOCK_STATUSES = ("advancing", "ready", "internal_failure")
 
 class ClockSchema(Schema):
     now = fields.Integer(metadata={"description": "Sandbox time, unix seconds."})
-    status = fields.String(validate=validate.OneOf(CLOCK_STATUSES), metadata={"description": (
-        "As Stripe's test clocks: `advancing` while what came due is being run, its webhooks delivered "
-        "and applied; `ready` once it is all readable through the API; `internal_failure` if running "
-        "it failed (a new advance retries what is left).")})
+    status = fields.String(
+        validate=validate.OneOf(CLOCK_STATUSES),
+        metadata={
+            "description": (
+                "As Stripe's test clocks: `advancing` while what came due is being run, its webhooks delivered "
+                "and applied; `ready` once it is all readable through the API; `internal_failure` if running "
+                "it failed (a new advance retries what is left)."
+            )
+        },
+    )
 
 
 class AdvancedClockSchema(ClockSchema):
@@ -111,8 +119,11 @@ class ConfirmSetupIntent(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, setupIntentId: str) -> Any:
         """Confirm a SetupIntent with a test payment method, as Stripe.js would"""
         return service.confirm_setup_intent(
-            current(), account_access(workspaceId, billingAccountId), setupIntentId, data["payment_method"],
-            stripe_key()
+            current(),
+            account_access(workspaceId, billingAccountId),
+            setupIntentId,
+            data["payment_method"],
+            stripe_key(),
         )
 
 
@@ -123,8 +134,12 @@ class Authenticate(MethodView):
     @blp.response(200, AuthenticationResultSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Complete (or fail) a pending 3-D Secure authentication, as Stripe.js would"""
-        return service.authenticate(current(), account_access(workspaceId, billingAccountId), data["client_secret"],
-                                    data["outcome"] == "succeed")
+        return service.authenticate(
+            current(),
+            account_access(workspaceId, billingAccountId),
+            data["client_secret"],
+            data["outcome"] == "succeed",
+        )
 
 
 # What an invoice's hosted_invoice_url and invoice_pdf serve: public, as Stripe's are (the URL's
@@ -137,12 +152,18 @@ HOSTED_RULE = HOSTED_PATH.replace("{", "<").replace("}", ">")
 def hosted_invoice_page(invoice: str, token: str) -> Response:
     page = hosted_invoices.html(service.hosted_invoice(current(), invoice, token))
     # Nothing but the page itself and its inline style.
-    return Response(page, mimetype="text/html", headers={
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"})
+    return Response(
+        page,
+        mimetype="text/html",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"},
+    )
 
 
 @hosted_invoices_blp.get(HOSTED_RULE + "/pdf")
 def hosted_invoice_pdf(invoice: str, token: str) -> Response:
     data = service.hosted_invoice(current(), invoice, token)
-    return Response(hosted_invoices.pdf(data), mimetype="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="Invoice-{data["number"]}.pdf"'})
+    return Response(
+        hosted_invoices.pdf(data),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="Invoice-{data["number"]}.pdf"'},
+    )

@@ -7,10 +7,10 @@ from typing import Any
 
 from billing import stripe_ids
 from billing.access import AccountAccess
-from billing.payment_methods.service import attaching, shown
 from billing.errors import ApiError, not_found
-from billing.webhooks import inbox
+from billing.payment_methods.service import attaching, shown
 from billing.state import BillingState, SandboxAuthenticator, SandboxClock
+from billing.webhooks import inbox
 from stripe_sandbox import hosted_invoices
 from stripe_sandbox.clock import ClockAdvancing
 from stripe_sandbox.errors import SandboxError
@@ -51,16 +51,25 @@ def advance_clock(state: BillingState, data: dict[str, Any]) -> dict[str, Any]:
     """Move sandbox time forward and start running what came due (trial ends,
     renewals, scheduled cancellations) in the background, as Stripe's test
     clocks do; their webhooks follow, as from Stripe."""
-    seconds = data.get("seconds", 0) + 60 * data.get("minutes", 0) + 3600 * data.get("hours", 0) \
-        + 86400 * data.get("days", 0)
+    seconds = (
+        data.get("seconds", 0) + 60 * data.get("minutes", 0) + 3600 * data.get("hours", 0) + 86400 * data.get("days", 0)
+    )
     if seconds <= 0:
-        raise ApiError(422, "validation_failed", "Advance by a positive amount of time.",
-                       errors={"seconds": ["Give seconds, minutes, hours or days."]})
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Advance by a positive amount of time.",
+            errors={"seconds": ["Give seconds, minutes, hours or days."]},
+        )
     try:
         reading = _clock(state).advance_in_background(seconds)
     except ClockAdvancing:
-        raise ApiError(409, "clock_advancing", "The sandbox clock is still advancing: "
-                       "wait until GET /sandbox/clock says ready.", headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            409,
+            "clock_advancing",
+            "The sandbox clock is still advancing: wait until GET /sandbox/clock says ready.",
+            headers={"Retry-After": "1"},
+        ) from None
     return {"now": reading.now, "advanced_seconds": seconds, "status": reading.status}
 
 
@@ -69,13 +78,13 @@ def attach_test_payment_method(state: BillingState, ctx: AccountAccess, token: s
     the answer says whether it became the default (payment_methods.attaching)."""
     ctx.for_billing_write()
     with attaching(state, ctx.customer_id):
-        method = state.gateway.attach_payment_method(token, ctx.customer_id,
-                                                         idempotency_key=f"{request_key}:attach")
+        method = state.gateway.attach_payment_method(token, ctx.customer_id, idempotency_key=f"{request_key}:attach")
     return shown(state, ctx.customer_id, [method.to_dict()])[0]
 
 
-def confirm_setup_intent(state: BillingState, ctx: AccountAccess, setup_intent_id: str, token: str,
-                         request_key: str) -> dict[str, Any]:
+def confirm_setup_intent(
+    state: BillingState, ctx: AccountAccess, setup_intent_id: str, token: str, request_key: str
+) -> dict[str, Any]:
     ctx.for_billing_write()
     customer_id = ctx.customer_id
     gateway = state.gateway
@@ -85,8 +94,7 @@ def confirm_setup_intent(state: BillingState, ctx: AccountAccess, setup_intent_i
         raise not_found("setup intent")
     confirmed = gateway.confirm_setup_intent(setup_intent_id, token, idempotency_key=f"{request_key}:confirm")
     method = confirmed.payment_method
-    return {"id": confirmed.id, "status": confirmed.status,
-            "payment_method": stripe_ids.id_of(method)}
+    return {"id": confirmed.id, "status": confirmed.status, "payment_method": stripe_ids.id_of(method)}
 
 
 def _authenticator(state: BillingState) -> SandboxAuthenticator:

@@ -24,8 +24,10 @@ AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
 
 def _reason(db: Database, client_secret: str | None) -> str:
     intent = replica.payment_intent(db, intent_id(client_secret)) if client_secret else None
-    if intent is not None and (intent.get("status") == "requires_action" or
-                               (intent.get("last_payment_error") or {}).get("code") == AUTHENTICATION_FAILURE):
+    if intent is not None and (
+        intent.get("status") == "requires_action"
+        or (intent.get("last_payment_error") or {}).get("code") == AUTHENTICATION_FAILURE
+    ):
         return "authentication_required"
     return "payment_failed"
 

@@ -34,8 +34,10 @@ class Subscriptions(MethodView):
     @blp.response(200, SubscriptionListSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
         """List a billing account's subscriptions, newest first"""
-        return {"data": service.list_subscriptions(current(), account_access(workspaceId, billingAccountId)),
-                "has_more": False}
+        return {
+            "data": service.list_subscriptions(current(), account_access(workspaceId, billingAccountId)),
+            "has_more": False,
+        }
 
     @route_facts("createSubscription", role="admin", calls_stripe=True, charges=True)
     @blp.arguments(SubscriptionCreateSchema)
@@ -66,8 +68,9 @@ class SubscriptionById(MethodView):
     @blp.response(200, SubscriptionSchema)
     def delete(self, workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
         """Cancel a subscription at the end of its current period"""
-        return service.cancel_subscription(current(), account_access(workspaceId, billingAccountId),
-                                           subscriptionId, stripe_key())
+        return service.cancel_subscription(
+            current(), account_access(workspaceId, billingAccountId), subscriptionId, stripe_key()
+        )
 
 
 @blp.route("/trial-eligibility")

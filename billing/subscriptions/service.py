@@ -10,8 +10,8 @@ both use it).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import stripe
@@ -90,9 +90,9 @@ def trial_eligible(state: BillingState, workspace_id: str, subscriptions: list[r
     with state.db.read() as session:
         workspace = session.get(Workspace, workspace_id)
         accounts = session.scalar(
-            select(func.count()).select_from(BillingAccountIndex).where(
-                BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active"
-            )
+            select(func.count())
+            .select_from(BillingAccountIndex)
+            .where(BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active")
         )
     return workspace is not None and workspace.first_subscription_at is None and accounts == 1
 
@@ -114,14 +114,15 @@ def trial_eligibility(state: BillingState, ctx: AccountAccess) -> dict[str, Any]
         }
         if eligible
         else None,
-        "requirements": {} if eligible or has_method else {
-            "add_payment_method": "Add a payment method to this billing account before subscribing."
-        },
+        "requirements": {}
+        if eligible or has_method
+        else {"add_payment_method": "Add a payment method to this billing account before subscribing."},
     }
 
 
-def create_subscription(state: BillingState, ctx: AccountAccess, data: dict[str, Any],
-                        request_key: str) -> SubscriptionView:
+def create_subscription(
+    state: BillingState, ctx: AccountAccess, data: dict[str, Any], request_key: str
+) -> SubscriptionView:
     return subscription_view(state, _create(state, ctx, data, request_key))
 
 
@@ -130,8 +131,10 @@ def _create(state: BillingState, ctx: AccountAccess, data: dict[str, Any], reque
     prices = state.prices
 
     def priced_items() -> list[SubscriptionCreateParamsItem]:
-        return [{"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
-                for product, quantity in data["product_quantities"].items()]
+        return [
+            {"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
+            for product, quantity in data["product_quantities"].items()
+        ]
 
     items = priced_items()  # 422 price_not_configured before any write
     with lease(state.db, account_lease_name(ctx.customer_id)):
@@ -145,7 +148,8 @@ def _create(state: BillingState, ctx: AccountAccess, data: dict[str, Any], reque
             return stripe.Subscription.construct_from(mine[0], None)
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(
-                409, "subscription_limit_reached",
+                409,
+                "subscription_limit_reached",
                 f"A billing account can have at most {MAX_ACTIVE_SUBSCRIPTIONS} active subscriptions.",
             )
         params: SubscriptionCreateParams = {
@@ -168,7 +172,8 @@ def _create(state: BillingState, ctx: AccountAccess, data: dict[str, Any], reque
                 lambda: state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription"),
                 lambda: state.gateway.create_subscription(
                     {**params, "items": priced_items()},
-                    idempotency_key=f"{request_key}:create-subscription:fresh-prices"),
+                    idempotency_key=f"{request_key}:create-subscription:fresh-prices",
+                ),
             )
         except stripe.CardError as error:
             if error.code != REQUIRES_ACTION:
@@ -186,8 +191,9 @@ def _create(state: BillingState, ctx: AccountAccess, data: dict[str, Any], reque
 REQUIRES_ACTION = "invoice_payment_intent_requires_action"  # Stripe's 402 when 3-D Secure is needed
 
 
-def _create_awaiting_authentication(state: BillingState, params: SubscriptionCreateParams,
-                                    request_key: str) -> stripe.Subscription:
+def _create_awaiting_authentication(
+    state: BillingState, params: SubscriptionCreateParams, request_key: str
+) -> stripe.Subscription:
     """The first payment needs the customer's authentication (3-D Secure), which no server can give.
 
     allow_incomplete is Stripe's documented way to create it anyway: `incomplete`, its first
@@ -197,7 +203,8 @@ def _create_awaiting_authentication(state: BillingState, params: SubscriptionCre
     """
     subscription = state.gateway.create_subscription(
         {**params, "payment_behavior": "allow_incomplete"},
-        idempotency_key=f"{request_key}:create-subscription:authenticate")
+        idempotency_key=f"{request_key}:create-subscription:authenticate",
+    )
     _copy_why_it_waits(state, subscription)
     return subscription
 
@@ -259,8 +266,9 @@ class ChangePlan:
     cuts: list[ItemChange] = field(default_factory=list)
 
 
-def plan_change(state: BillingState, subscription: stripe.Subscription, currency: str, desired: dict[str,
-                int]) -> ChangePlan:
+def plan_change(
+    state: BillingState, subscription: stripe.Subscription, currency: str, desired: dict[str, int]
+) -> ChangePlan:
     """What it takes to go from the subscription's quantities to `desired`
     (product -> quantity; a product left out, or at 0, is removed).
     422 when nothing would be left, or a new product has no price."""
@@ -268,8 +276,9 @@ def plan_change(state: BillingState, subscription: stripe.Subscription, currency
     interval = next(iter(existing.values())).interval if existing else "month"
     wanted = {product: quantity for product, quantity in desired.items() if quantity > 0}
     if not wanted:
-        raise ApiError(422, "cannot_remove_last_product",
-                       "A subscription needs at least one product; cancel it instead.")
+        raise ApiError(
+            422, "cannot_remove_last_product", "A subscription needs at least one product; cancel it instead."
+        )
     plan = ChangePlan(interval)
     for product, quantity in wanted.items():
         item = existing.get(product)
@@ -286,8 +295,9 @@ def plan_change(state: BillingState, subscription: stripe.Subscription, currency
     return plan
 
 
-def _desired_quantities(state: BillingState, subscription: stripe.Subscription, data: dict[str, Any],
-                        operation: str | None) -> dict[str, int]:
+def _desired_quantities(
+    state: BillingState, subscription: stripe.Subscription, data: dict[str, Any], operation: str | None
+) -> dict[str, int]:
     existing = {product: item.quantity for product, item in current_items(state, subscription).items()}
     if operation == "product_quantities":
         return dict(data["product_quantities"])
@@ -324,7 +334,8 @@ def update_subscription(
     operations = [name for name in OPERATIONS if name in data]
     if len(operations) > 1 or ("metadata" in data and operations and operations != ["product_quantities"]):
         raise ApiError(
-            422, "multiple_operations",
+            422,
+            "multiple_operations",
             "Send exactly one operation (metadata may only accompany product_quantities).",
         )
     owned_subscription(state, ctx, subscription_id)  # 404 unless it is this account's
@@ -334,8 +345,14 @@ def update_subscription(
     return subscription_view(state, answer)
 
 
-def _change(state: BillingState, ctx: AccountAccess, subscription_id: str, data: dict[str, Any], operation: str | None,
-            request_key: str) -> stripe.Subscription:
+def _change(
+    state: BillingState,
+    ctx: AccountAccess,
+    subscription_id: str,
+    data: dict[str, Any],
+    operation: str | None,
+    request_key: str,
+) -> stripe.Subscription:
     """The change, under the subscription's lease."""
     # Re-read from Stripe under the lease: the copy may not hold the previous change's answer yet.
     subscription = state.gateway.retrieve_subscription(subscription_id)
@@ -358,14 +375,25 @@ def _change(state: BillingState, ctx: AccountAccess, subscription_id: str, data:
     return _apply_plan(state, subscription, plan, ctx.currency, desired, data, request_key)
 
 
-def _apply_plan(state: BillingState, subscription: stripe.Subscription, plan: ChangePlan, currency: str,
-                desired: dict[str, int],
-                data: dict[str, Any], request_key: str) -> stripe.Subscription:
+def _apply_plan(
+    state: BillingState,
+    subscription: stripe.Subscription,
+    plan: ChangePlan,
+    currency: str,
+    desired: dict[str, int],
+    data: dict[str, Any],
+    request_key: str,
+) -> stripe.Subscription:
     return _with_fresh_prices(
         state,
         lambda: _apply(state, subscription, plan, data.get("metadata"), request_key),
-        lambda: _apply(state, subscription, plan_change(state, subscription, currency, desired), data.get("metadata"),
-                       f"{request_key}:fresh-prices"),
+        lambda: _apply(
+            state,
+            subscription,
+            plan_change(state, subscription, currency, desired),
+            data.get("metadata"),
+            f"{request_key}:fresh-prices",
+        ),
     )
 
 
@@ -377,8 +405,13 @@ def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
     return {"id": change.item_id, "quantity": change.quantity}
 
 
-def _apply(state: BillingState, subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[str, Any] | None,
-           request_key: str) -> stripe.Subscription:
+def _apply(
+    state: BillingState,
+    subscription: stripe.Subscription,
+    plan: ChangePlan,
+    metadata: dict[str, Any] | None,
+    request_key: str,
+) -> stripe.Subscription:
     """Increases go first: if the card declines, nothing has changed; if it needs the
     customer's authentication, the increase waits for it (the rest is made now)."""
     gateway = state.gateway
@@ -410,8 +443,9 @@ def _apply(state: BillingState, subscription: stripe.Subscription, plan: ChangeP
     return result
 
 
-def _increase_awaiting_authentication(state: BillingState, subscription_id: str, params: SubscriptionUpdateParams,
-                                      request_key: str) -> stripe.Subscription:
+def _increase_awaiting_authentication(
+    state: BillingState, subscription_id: str, params: SubscriptionUpdateParams, request_key: str
+) -> stripe.Subscription:
     """The increase's payment needs the customer's authentication (3-D Secure), which no server can give.
 
     pending_if_incomplete is Stripe's documented way for an update: the subscription keeps its
@@ -422,8 +456,10 @@ def _increase_awaiting_authentication(state: BillingState, subscription_id: str,
     """
     gateway = state.gateway
     result = gateway.update_subscription(
-        subscription_id, {**params, "payment_behavior": "pending_if_incomplete"},
-        idempotency_key=f"{request_key}:increase:authenticate")
+        subscription_id,
+        {**params, "payment_behavior": "pending_if_incomplete"},
+        idempotency_key=f"{request_key}:increase:authenticate",
+    )
     _copy_why_it_waits(state, result)
     return result
 
@@ -444,8 +480,9 @@ def _pause(state: BillingState, subscription: stripe.Subscription, request_key: 
     )
 
 
-def _resume(state: BillingState, subscription: stripe.Subscription, customer_id: str,
-            request_key: str) -> stripe.Subscription:
+def _resume(
+    state: BillingState, subscription: stripe.Subscription, customer_id: str, request_key: str
+) -> stripe.Subscription:
     """Undo a pause (of collection, or of a trial that ended without a card) and
     any scheduled cancellation."""
     gateway = state.gateway
@@ -456,8 +493,11 @@ def _resume(state: BillingState, subscription: stripe.Subscription, customer_id:
         result = gateway.resume_subscription(
             subscription.id,
             # A new period starts now and is charged now; a decline leaves it paused.
-            {"billing_cycle_anchor": {"type": "now"}, "proration_behavior": "none",
-             "payment_behavior": "resume_on_payment_success"},
+            {
+                "billing_cycle_anchor": {"type": "now"},
+                "proration_behavior": "none",
+                "payment_behavior": "resume_on_payment_success",
+            },
             idempotency_key=f"{request_key}:resume",
         )
     params: SubscriptionUpdateParams = {}
@@ -472,13 +512,15 @@ def _resume(state: BillingState, subscription: stripe.Subscription, customer_id:
     return result
 
 
-def cancel_subscription(state: BillingState, ctx: AccountAccess, subscription_id: str,
-                        request_key: str) -> SubscriptionView:
+def cancel_subscription(
+    state: BillingState, ctx: AccountAccess, subscription_id: str, request_key: str
+) -> SubscriptionView:
     return subscription_view(state, _cancel(state, ctx, subscription_id, request_key))
 
 
-def _cancel(state: BillingState, ctx: AccountAccess, subscription_id: str,
-            request_key: str) -> stripe.Subscription | replica.Document:
+def _cancel(
+    state: BillingState, ctx: AccountAccess, subscription_id: str, request_key: str
+) -> stripe.Subscription | replica.Document:
     """Cancel at the end of the current period (for a trial: at its end)."""
     ctx.for_billing_write()
     subscription = owned_subscription(state, ctx, subscription_id)

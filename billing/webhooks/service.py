@@ -118,8 +118,13 @@ def apply_object(state: BillingState, key: str) -> float | None:
     except Exception as error:  # recorded on the events; the task itself never fails
         permanent = isinstance(error, (ObjectGone, stripe.InvalidRequestError))
         delay = inbox.fail(db, ids, f"{type(error).__name__}: {_describe(error)}", permanent=permanent)
-        log.warning("events %s about %s: %s (%s)", ",".join(ids), key, type(error).__name__,
-                    "parked" if delay is None else f"retry in {delay:.0f}s")
+        log.warning(
+            "events %s about %s: %s (%s)",
+            ",".join(ids),
+            key,
+            type(error).__name__,
+            "parked" if delay is None else f"retry in {delay:.0f}s",
+        )
         return delay
     # An event that came in while these were claimed may have queued no task (store()).
     return COALESCE_SECONDS if inbox.finish(db, ids, key) else None
@@ -143,9 +148,10 @@ def _indexed(state: BillingState, customer_id: str | None) -> bool:
     if not customer_id:
         return False
     with state.db.read() as session:
-        return session.scalar(
-            select(BillingAccountIndex.id).where(BillingAccountIndex.customer_id == customer_id)
-        ) is not None
+        return (
+            session.scalar(select(BillingAccountIndex.id).where(BillingAccountIndex.customer_id == customer_id))
+            is not None
+        )
 
 
 def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str | None]:
@@ -162,8 +168,9 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
     return "", None, None
 
 
-def _refetch(state: BillingState, object_type: str, object_id: str,
-             stored: StripeCopy | None = None) -> stripe.StripeObject | None:
+def _refetch(
+    state: BillingState, object_type: str, object_id: str, stored: StripeCopy | None = None
+) -> stripe.StripeObject | None:
     """One Stripe request; the gateway keeps what it returns."""
     gateway = state.gateway
     if object_type == "invoice":
@@ -266,8 +273,9 @@ NEEDS_CUSTOMER = frozenset({"payment_intent.requires_action", "payment_intent.pa
 # An invoice's lifecycle: a stored view that has reached the end of it holds
 # everything these events (each about reaching a step of it) can say.
 INVOICE_ENDS = frozenset({"paid", "void", "uncollectible"})
-INVOICE_LIFECYCLE = frozenset({"invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
-                               "invoice_payment.paid"})
+INVOICE_LIFECYCLE = frozenset(
+    {"invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded", "invoice_payment.paid"}
+)
 
 
 def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox.Claimed]) -> bool:
@@ -285,8 +293,12 @@ def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox
         return True
     if stored.fetched_at > stamp_of(max(event.created for event in events) + CLOCK_SKEW_SECONDS):
         return True
-    return (object_type == "invoice" and not stored.deleted and stored.data.get("status") in INVOICE_ENDS
-            and {event.type for event in events} <= INVOICE_LIFECYCLE)
+    return (
+        object_type == "invoice"
+        and not stored.deleted
+        and stored.data.get("status") in INVOICE_ENDS
+        and {event.type for event in events} <= INVOICE_LIFECYCLE
+    )
 
 
 def apply_events(state: BillingState, key: str, events: list[inbox.Claimed]) -> None:

@@ -96,8 +96,15 @@ def archive_workspace(state: BillingState, access: Access) -> None:
     with leases(state.db, (account_lease_name(str(c)) for c in customer_ids)):
         blocking = {str(c): ids for c in customer_ids if (ids := active_subscription_ids(state.db, str(c)))}
         if blocking:
-            raise ApiError(409, "workspace_not_empty", "Cancel the active subscriptions first: " + "; ".join(
-                f"{_account_named(state, account)} has {', '.join(ids)}" for account, ids in blocking.items()) + ".")
+            raise ApiError(
+                409,
+                "workspace_not_empty",
+                "Cancel the active subscriptions first: "
+                + "; ".join(
+                    f"{_account_named(state, account)} has {', '.join(ids)}" for account, ids in blocking.items()
+                )
+                + ".",
+            )
         with state.db.write() as session:
             workspace = lock_workspace(session, access.workspace.id, writable=False)
             refuse_if_in_use(session, workspace.id)
@@ -135,9 +142,7 @@ def _require_grant(access: Access, role: str) -> None:
 def _owner_count(session: Any, workspace_id: str) -> int:
     return int(
         session.scalar(
-            select(func.count()).select_from(Member).where(
-                Member.workspace_id == workspace_id, Member.role == "owner"
-            )
+            select(func.count()).select_from(Member).where(Member.workspace_id == workspace_id, Member.role == "owner")
         )
     )
 
@@ -151,11 +156,13 @@ def add_member(state: BillingState, access: Access, data: dict[str, Any]) -> Mem
         session.get(Workspace, access.workspace.id, with_for_update=True)
         if session.get(Member, (access.workspace.id, data["user_id"])) is not None:
             raise ApiError(409, "member_exists", "This user is already a member of the workspace.")
-        members = session.scalar(select(func.count()).select_from(Member)
-                                 .where(Member.workspace_id == access.workspace.id))
+        members = session.scalar(
+            select(func.count()).select_from(Member).where(Member.workspace_id == access.workspace.id)
+        )
         if int(members or 0) >= MEMBER_LIMIT:
-            raise ApiError(409, "member_limit_reached",
-                           f"A workspace can have at most {MEMBER_LIMIT} members; remove one first.")
+            raise ApiError(
+                409, "member_limit_reached", f"A workspace can have at most {MEMBER_LIMIT} members; remove one first."
+            )
         member = Member(
             workspace_id=access.workspace.id,
             user_id=data["user_id"],

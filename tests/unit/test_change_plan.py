@@ -19,14 +19,23 @@ def subscription(items: dict[str, int], interval: str = "month") -> stripe.Subsc
     """A subscription with one item per product (item id `si_<product>`), its prices'
     products expanded as the service reads them."""
     data: list[dict[str, Any]] = [
-        {"object": "subscription_item", "id": f"si_{product}", "quantity": quantity,
-         "price": {"object": "price", "id": f"price_{product}", "lookup_key": f"{product}_usd_{interval}",
-                   "recurring": {"interval": interval},
-                   "product": {"object": "product", "id": f"prod_{product}", "metadata": {PRODUCT_KEY: product}}}}
+        {
+            "object": "subscription_item",
+            "id": f"si_{product}",
+            "quantity": quantity,
+            "price": {
+                "object": "price",
+                "id": f"price_{product}",
+                "lookup_key": f"{product}_usd_{interval}",
+                "recurring": {"interval": interval},
+                "product": {"object": "product", "id": f"prod_{product}", "metadata": {PRODUCT_KEY: product}},
+            },
+        }
         for product, quantity in items.items()
     ]
     return stripe.Subscription.construct_from(
-        {"object": "subscription", "id": "sub_1", "items": {"object": "list", "data": data}}, "sk_test_unit")
+        {"object": "subscription", "id": "sub_1", "items": {"object": "list", "data": data}}, "sk_test_unit"
+    )
 
 
 class Prices:
@@ -49,7 +58,9 @@ STATE = cast(BillingState, State())
 
 def test_current_items_by_product() -> None:
     assert current_items(STATE, subscription({"users": 3, "sso": 1}, "year")) == {
-        "users": CurrentItem("si_users", 3, "year"), "sso": CurrentItem("si_sso", 1, "year")}
+        "users": CurrentItem("si_users", 3, "year"),
+        "sso": CurrentItem("si_sso", 1, "year"),
+    }
 
 
 def test_an_item_of_a_product_outside_the_catalog_is_not_one_of_ours() -> None:
@@ -61,8 +72,9 @@ def test_an_item_of_a_product_outside_the_catalog_is_not_one_of_ours() -> None:
 
 def test_an_increase_is_a_raise_and_a_decrease_a_cut() -> None:
     plan = plan_change(STATE, subscription({"users": 3, "sso": 2}), "usd", {"users": 5, "sso": 1})
-    assert plan == ChangePlan("month", raises=[ItemChange("users", 5, item_id="si_users")],
-                              cuts=[ItemChange("sso", 1, item_id="si_sso")])
+    assert plan == ChangePlan(
+        "month", raises=[ItemChange("users", 5, item_id="si_users")], cuts=[ItemChange("sso", 1, item_id="si_sso")]
+    )
 
 
 def test_unchanged_quantities_plan_nothing() -> None:

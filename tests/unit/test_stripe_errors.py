@@ -28,19 +28,23 @@ def test_stripes_rate_limit_is_429_with_retry_after(headers: dict[str, str] | No
     assert (mapped.status, mapped.code, mapped.headers) == (429, "rate_limited", {"Retry-After": retry_after})
 
 
-@pytest.mark.parametrize("error,status", [
-    (stripe.APIConnectionError("connection reset"), 503),
-    (stripe.APIError("boom", http_status=500), 502),
-    (stripe.InvalidRequestError("odd", None, http_status=503), 502),  # any 5xx is Stripe's failure
-])
+@pytest.mark.parametrize(
+    "error,status",
+    [
+        (stripe.APIConnectionError("connection reset"), 503),
+        (stripe.APIError("boom", http_status=500), 502),
+        (stripe.InvalidRequestError("odd", None, http_status=503), 502),  # any 5xx is Stripe's failure
+    ],
+)
 def test_stripe_unreachable_or_failing_is_stripe_unavailable(error: stripe.StripeError, status: int) -> None:
     mapped = from_stripe_error(error)
     assert (mapped.status, mapped.code) == (status, "stripe_unavailable")
 
 
 def test_a_missing_object_is_our_404() -> None:
-    mapped = from_stripe_error(stripe.InvalidRequestError("No such customer", "id", code="resource_missing",
-                                                          http_status=404))
+    mapped = from_stripe_error(
+        stripe.InvalidRequestError("No such customer", "id", code="resource_missing", http_status=404)
+    )
     assert (mapped.status, mapped.code) == (404, "not_found")
 
 
@@ -50,17 +54,19 @@ def test_no_upcoming_invoice_is_a_409() -> None:
 
 
 def test_an_object_in_the_wrong_state_is_a_409_under_stripes_code() -> None:
-    error = stripe.InvalidRequestError("already succeeded", None, code="setup_intent_unexpected_state",
-                                       http_status=400)
+    error = stripe.InvalidRequestError("already succeeded", None, code="setup_intent_unexpected_state", http_status=400)
     mapped = from_stripe_error(error)
     assert (mapped.status, mapped.code) == (409, "setup_intent_unexpected_state")
     assert "already succeeded" not in mapped.message  # Stripe's words are for us, not the client
 
 
-@pytest.mark.parametrize("error", [
-    stripe.AuthenticationError("Invalid API Key provided: sk_live_****1234", http_status=401),
-    stripe.PermissionError("not allowed", http_status=403),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        stripe.AuthenticationError("Invalid API Key provided: sk_live_****1234", http_status=401),
+        stripe.PermissionError("not allowed", http_status=403),
+    ],
+)
 def test_refused_credentials_are_stripe_unavailable_without_stripes_text(error: stripe.StripeError) -> None:
     mapped = from_stripe_error(error)
     assert (mapped.status, mapped.code) == (502, "stripe_unavailable")
@@ -68,8 +74,9 @@ def test_refused_credentials_are_stripe_unavailable_without_stripes_text(error: 
 
 
 def test_any_other_refusal_is_stripe_request_failed_without_stripes_text() -> None:
-    error = stripe.InvalidRequestError("Received unknown parameter: secret_field", "secret_field",
-                                       code="parameter_unknown", http_status=400)
+    error = stripe.InvalidRequestError(
+        "Received unknown parameter: secret_field", "secret_field", code="parameter_unknown", http_status=400
+    )
     mapped = from_stripe_error(error)
     assert (mapped.status, mapped.code) == (502, "stripe_request_failed")
     assert "secret_field" not in mapped.message
@@ -78,5 +85,10 @@ def test_any_other_refusal_is_stripe_request_failed_without_stripes_text() -> No
 def test_the_envelope_of_a_mapped_error() -> None:
     mapped = from_stripe_error(stripe.RateLimitError("slow down", http_status=429))
     body: dict[str, Any] = envelope(mapped, "req_1", "https://docs.test/errors#")
-    assert body == {"type": TYPE_BY_STATUS[429], "code": "rate_limited", "message": mapped.message,
-                    "request_id": "req_1", "doc_url": "https://docs.test/errors#rate_limited"}
+    assert body == {
+        "type": TYPE_BY_STATUS[429],
+        "code": "rate_limited",
+        "message": mapped.message,
+        "request_id": "req_1",
+        "doc_url": "https://docs.test/errors#rate_limited",
+    }

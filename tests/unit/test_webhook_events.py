@@ -25,11 +25,18 @@ def code_of(call: Any) -> tuple[int, str]:
 
 
 def an_event(**fields: Any) -> dict[str, Any]:
-    return {"id": "evt_1", "object": "event", "type": "customer.updated", "created": 1_700_000_000,
-            "data": {"object": {"id": "cus_1", "object": "customer"}}, **fields}
+    return {
+        "id": "evt_1",
+        "object": "event",
+        "type": "customer.updated",
+        "created": 1_700_000_000,
+        "data": {"object": {"id": "cus_1", "object": "customer"}},
+        **fields,
+    }
 
 
 # -- the signature ---------------------------------------------------------------------
+
 
 def test_a_signed_event_is_read() -> None:
     payload = event("customer.updated", {"id": "cus_1", "object": "customer"})
@@ -83,28 +90,32 @@ def test_signed_json_that_is_not_an_event_is_invalid_event(body: Any) -> None:
 
 # -- what it must look like ----------------------------------------------------------------
 
+
 def test_an_ordinary_event_passes() -> None:
     check_event(an_event())
     check_event(an_event(created=None))  # Stripe always sends it; we don't need it
 
 
-@pytest.mark.parametrize("fields", [
-    pytest.param({"id": "evt_" + "x" * MAX_ID_LENGTH}, id="id-too-long"),
-    pytest.param({"id": "evt_1\n"}, id="id-control-character"),
-    pytest.param({"id": ""}, id="id-empty"),
-    pytest.param({"id": 7}, id="id-not-text"),
-    pytest.param({"type": "x" * 101}, id="type-too-long"),
-    pytest.param({"type": ""}, id="type-empty"),
-    pytest.param({"created": 1.5}, id="created-fraction"),
-    pytest.param({"created": True}, id="created-bool"),
-    pytest.param({"created": -1}, id="created-negative"),
-    pytest.param({"created": 2 ** 53}, id="created-too-large"),
-    pytest.param({"data": {"object": {"id": "cus_1\x00", "object": "customer"}}}, id="subject-nul"),
-    pytest.param({"data": {"object": {"id": "in_1", "customer": {"id": "cus\t1"}}}}, id="expanded-customer-tab"),
-    pytest.param({"data": {"object": {"id": "cus_1", "name": "a\x00b"}}}, id="nul-in-free-text"),
-    pytest.param({"data": {"object": {"id": "cus_1", "name": "\ud800"}}}, id="lone-surrogate"),
-    pytest.param({"data": {"object": {"id": "cus_1", "balance": float("nan")}}}, id="nan"),
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"id": "evt_" + "x" * MAX_ID_LENGTH}, id="id-too-long"),
+        pytest.param({"id": "evt_1\n"}, id="id-control-character"),
+        pytest.param({"id": ""}, id="id-empty"),
+        pytest.param({"id": 7}, id="id-not-text"),
+        pytest.param({"type": "x" * 101}, id="type-too-long"),
+        pytest.param({"type": ""}, id="type-empty"),
+        pytest.param({"created": 1.5}, id="created-fraction"),
+        pytest.param({"created": True}, id="created-bool"),
+        pytest.param({"created": -1}, id="created-negative"),
+        pytest.param({"created": 2**53}, id="created-too-large"),
+        pytest.param({"data": {"object": {"id": "cus_1\x00", "object": "customer"}}}, id="subject-nul"),
+        pytest.param({"data": {"object": {"id": "in_1", "customer": {"id": "cus\t1"}}}}, id="expanded-customer-tab"),
+        pytest.param({"data": {"object": {"id": "cus_1", "name": "a\x00b"}}}, id="nul-in-free-text"),
+        pytest.param({"data": {"object": {"id": "cus_1", "name": "\ud800"}}}, id="lone-surrogate"),
+        pytest.param({"data": {"object": {"id": "cus_1", "balance": float("nan")}}}, id="nan"),
+    ],
+)
 def test_an_event_the_inbox_cannot_store_or_route_is_invalid(fields: dict[str, Any]) -> None:
     assert code_of(lambda: check_event(an_event(**fields))) == (400, "invalid_event")
 
@@ -122,18 +133,28 @@ def test_the_text_at_hand_spares_the_walk_but_not_the_checks() -> None:
 
 # -- what it is about --------------------------------------------------------------------
 
-@pytest.mark.parametrize("type_,obj,key", [
-    ("customer.updated", {"object": "customer", "id": "cus_1"}, "customer:cus_1"),
-    ("customer.subscription.updated", {"object": "subscription", "id": "sub_1", "customer": "cus_1"},
-     "subscription:sub_1"),
-    ("invoice.paid", {"object": "invoice", "id": "in_1", "customer": {"id": "cus_1"}}, "invoice:in_1"),
-    ("payment_method.attached", {"object": "payment_method", "id": "pm_1"}, "payment_method:pm_1"),
-    ("invoice_payment.paid", {"object": "invoice_payment", "id": "inpay_1", "invoice": "in_2"}, "invoice:in_2"),
-    ("setup_intent.succeeded", {"object": "setup_intent", "id": "seti_1", "payment_method": {"id": "pm_2"}},
-     "payment_method:pm_2"),
-    ("charge.succeeded", {"object": "charge", "id": "ch_1"}, None),  # the copy holds no charges
-    ("setup_intent.created", {"object": "setup_intent", "id": "seti_1", "payment_method": None}, None),
-])
+
+@pytest.mark.parametrize(
+    "type_,obj,key",
+    [
+        ("customer.updated", {"object": "customer", "id": "cus_1"}, "customer:cus_1"),
+        (
+            "customer.subscription.updated",
+            {"object": "subscription", "id": "sub_1", "customer": "cus_1"},
+            "subscription:sub_1",
+        ),
+        ("invoice.paid", {"object": "invoice", "id": "in_1", "customer": {"id": "cus_1"}}, "invoice:in_1"),
+        ("payment_method.attached", {"object": "payment_method", "id": "pm_1"}, "payment_method:pm_1"),
+        ("invoice_payment.paid", {"object": "invoice_payment", "id": "inpay_1", "invoice": "in_2"}, "invoice:in_2"),
+        (
+            "setup_intent.succeeded",
+            {"object": "setup_intent", "id": "seti_1", "payment_method": {"id": "pm_2"}},
+            "payment_method:pm_2",
+        ),
+        ("charge.succeeded", {"object": "charge", "id": "ch_1"}, None),  # the copy holds no charges
+        ("setup_intent.created", {"object": "setup_intent", "id": "seti_1", "payment_method": None}, None),
+    ],
+)
 def test_the_object_an_event_is_about(type_: str, obj: dict[str, Any], key: str | None) -> None:
     assert object_key({"type": type_, "data": {"object": obj}}) == key
 
@@ -143,6 +164,7 @@ def test_an_event_without_an_object_is_about_nothing() -> None:
 
 
 # -- the inbox's retries ---------------------------------------------------------------------
+
 
 def test_retries_double_from_five_seconds_up_to_an_hour() -> None:
     assert [backoff(n) for n in (0, 1, 2, 3, 4)] == [5.0, 5.0, 10.0, 20.0, 40.0]
