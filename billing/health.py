@@ -42,6 +42,9 @@ class ReadinessSchema(Schema):
     status = fields.String(validate=validate.OneOf(["ready", "unavailable"]))
     stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "test", "live"]), metadata={
         "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."})
+    stripe_endpoint = fields.String(metadata={
+        "description": "Where Stripe requests go: STRIPE_API_BASE (default `https://api.stripe.com`), or "
+                       "`in-process` on the built-in emulator."})
     database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     events = fields.Nested(EventsBacklogSchema, metadata={"description": "Present when the database answers."})
@@ -68,7 +71,8 @@ class Ready(MethodView):
     def get(self) -> Any:
         """The database and Stripe answer, and the catalog's prices exist"""
         state = current()
-        checks: dict[str, Any] = {"stripe_mode": state.config.stripe_mode}
+        checks: dict[str, Any] = {"stripe_mode": state.config.stripe_mode,
+                                  "stripe_endpoint": state.config.stripe_endpoint}
         try:
             with state.db.read() as session:
                 session.execute(text("SELECT 1"))

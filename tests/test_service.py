@@ -77,7 +77,7 @@ def test_health_and_readiness(client: Any) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     body = client.get("/readyz").json
     assert body == {"status": "ready", "database": "ok", "stripe": "ok", "catalog": "ok", "stripe_mode": "sandbox",
-                    "events": {"pending": 0, "oldest_pending_seconds": 0.0, "parked": 0}}
+                    "stripe_endpoint": "in-process", "events": {"pending": 0, "oldest_pending_seconds": 0.0, "parked": 0}}
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
