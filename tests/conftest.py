@@ -1,10 +1,18 @@
 """Fixtures: one app on a throwaway database (SQLite, or TEST_DATABASE_URL),
-with Stripe served by the built-in sandbox through the real `stripe` library."""
+with Stripe served by the built-in sandbox through the real `stripe` library.
+
+With SANDBOX_OVER_HTTP=1 the emulator runs as its own server instead (`python -m stripe_sandbox`
+on a loopback port, on the same database) and the app reaches it as it would Stripe: an
+`sk_test_` key, STRIPE_API_BASE, the library's own HTTP transport. The server sends no webhooks
+then (as `webhooks_lost`), and the sandbox-only parts (its clock, `/sandbox` routes) are absent:
+`.ci/run` runs the end-to-end tests that need neither that way."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -64,8 +72,30 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+OVER_HTTP = os.environ.get("SANDBOX_OVER_HTTP") == "1"
+OVER_HTTP_KEY = "sk_test_51OverHttpEmulatorKey"
+
+
 @pytest.fixture(scope="session")
-def config(database_url: str) -> Config:
+def emulator_url(database_url: str) -> Iterator[str]:
+    """`python -m stripe_sandbox` on a free loopback port (in LOCAL_PORT_RANGE), on the tests' database."""
+    process = subprocess.Popen([sys.executable, "-m", "stripe_sandbox", "--port", "0", "--database", database_url],
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, "SANDBOX_WEBHOOK_URL": ""})
+    assert process.stdout is not None
+    line = process.stdout.readline()  # printed once it listens
+    assert "serving on " in line, f"python -m stripe_sandbox did not start: {line!r}"
+    try:
+        yield line.split("serving on ", 1)[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def config(database_url: str, request: Any) -> Config:
+    if OVER_HTTP:
+        return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": OVER_HTTP_KEY,
+                                "STRIPE_API_BASE": request.getfixturevalue("emulator_url")})
     return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url})
 
 
@@ -105,6 +135,11 @@ def apply_after_delivery(app: Flask) -> None:
 
 @pytest.fixture(scope="session")
 def session_app(config: Config) -> Flask:
+    if OVER_HTTP:
+        app = create_app(config)
+        app.config["TESTING"] = False
+        wipe(app)
+        return app
     holder: dict[str, Flask] = {}
     # Webhooks as Stripe sends them: 32 at once, unordered, failures retried later in sandbox time.
     config = dataclasses.replace(config, sandbox_webhook_concurrency=32, sandbox_webhook_ordered=False)
@@ -310,12 +345,16 @@ def subscribe(state: BillingState) -> Any:
 @pytest.fixture
 def webhooks_lost(state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks don't reach us (they stay pending in the sandbox)."""
+    if OVER_HTTP:
+        return  # the emulator's server sends none
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)
 
 
 @pytest.fixture
 def webhooks_ignored(state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks are acknowledged unread (for bulk set-up that doesn't need them)."""
+    if OVER_HTTP:
+        return  # the emulator's server sends none
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)
 
 
