@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to post the events, signed (SANDBOX_WEBHOOK_URL); default: none sent")
     parser.add_argument("--webhook-secret", default=env.get("STRIPE_WEBHOOK_SECRET") or "",
                         help="the secret events are signed with (STRIPE_WEBHOOK_SECRET)")
+    parser.add_argument("--webhooks-before-answer", action="store_true",
+                        default=env.get("SANDBOX_WEBHOOKS_BEFORE_ANSWER") == "1",
+                        help="deliver a write's events before answering it (SANDBOX_WEBHOOKS_BEFORE_ANSWER=1; tests), "
+                             "not in the background as Stripe does")
     parser.add_argument("--rate-limits", choices=("", "live", "test"), default=env.get("SANDBOX_RATE_LIMITS") or "",
                         help="answer 429 past Stripe's limits of that mode (SANDBOX_RATE_LIMITS); default none")
     args = parser.parse_args(argv)
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"stripe_sandbox: cannot listen: {error}\n")
             return 1
         server = SandboxServer(database, listener, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret,
-                               rate_limits=args.rate_limits)
+                               webhooks_before_answer=args.webhooks_before_answer, rate_limits=args.rate_limits)
 
         def stop(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            if server.webhooks is not None:
+            if server.webhooks is not None and server.webhooks.background:
                 server.webhooks.stop()
             database.dispose()
     return 0

@@ -36,13 +36,17 @@ class SandboxServer:
     """Serves `database`'s emulator on `listener` (a bound, listening socket) until `shutdown()`."""
 
     def __init__(self, database: SessionSource, listener: socket.socket, *, webhook_url: str = "",
-                 webhook_secret: str = "", rate_limits: str = "", request_log: str = "") -> None:
+                 webhook_secret: str = "", webhooks_before_answer: bool = False, rate_limits: str = "",
+                 request_log: str = "") -> None:
+        """`webhooks_before_answer`: a write's events are delivered before it is answered, one run at a time
+        (tests that read an event's effect as soon as the call returns), not in the background as Stripe does."""
         install(database)
         host, port = listener.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.webhooks: WebhookSender | None = None
         if webhook_url:
-            self.webhooks = WebhookSender(database, webhook_secret, _post_to(webhook_url), background=True)
+            self.webhooks = WebhookSender(database, webhook_secret, _post_to(webhook_url),
+                                          background=not webhooks_before_answer)
         self.client = SandboxHTTPClient(database, webhooks=self.webhooks, rate_limits=rate_limits,
                                         request_log=request_log, public_url=self.url)
         self.database = database
@@ -52,7 +56,7 @@ class SandboxServer:
         self._http.socket = listener
 
     def serve_forever(self) -> None:
-        if self.webhooks is not None:
+        if self.webhooks is not None and self.webhooks.background:
             self.webhooks.start()
         self._http.serve_forever(poll_interval=0.2)
 
@@ -65,7 +69,7 @@ class SandboxServer:
     def shutdown(self) -> None:
         self._http.shutdown()
         self._http.server_close()
-        if self.webhooks is not None:
+        if self.webhooks is not None and self.webhooks.background:
             self.webhooks.stop()
 
 
