@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from billing import cli, idempotency, input_guard, json_logging, openapi, request_log
 from billing.tokens import TokenVerifier
-from billing.catalog import PriceBook, ensure_catalog
+from billing.catalog import CatalogProducts, PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
 from billing.budget import StripeBudget, limits_for_key, limits_for_sandbox
 from billing.config import Config, config_or_exit
@@ -168,6 +168,7 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     queue = JobQueue(app, queue_storage(config), reconcile_every_minutes=config.reconcile_every_minutes)
     app.extensions["billing"] = BillingState(
         config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), queue=queue,
+        products=CatalogProducts(db),
         public_limiter=RateLimiter(config.public_rate_limit_per_minute,
                                    burst=min(20, config.public_rate_limit_per_minute)),
         **stripe_parts,

@@ -63,7 +63,7 @@ def reconcile_command(full: bool) -> None:
     """Repair the index and the copy of Stripe: catch up from Stripe's events (or --full)."""
     from billing.reconcile import reconcile
 
-    report = reconcile(full=full)
+    report = reconcile(current(), full=full)
     click.echo(json.dumps(report.__dict__, indent=2))
     if report.failed:  # done with everything else; these wait for an operator (README)
         raise SystemExit(RECONCILE_INCOMPLETE)

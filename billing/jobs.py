@@ -89,10 +89,11 @@ class JobQueue:
         from billing.webhooks.service import apply_object
 
         with self.app.app_context():
-            db = current().db
+            state = current()
+            db = state.db
             db.begin_request()  # the task's reads share one connection, as a request's do
             try:
-                retry_in = apply_object(object_key)
+                retry_in = apply_object(state, object_key)
             finally:
                 db.end_request()
         if retry_in is not None:
@@ -110,8 +111,9 @@ class JobQueue:
 
         with self.app.app_context():
             try:
-                with lease(current().db, RECONCILE_LEASE, ttl=3600, wait=0):
-                    report = reconcile()
+                state = current()
+                with lease(state.db, RECONCILE_LEASE, ttl=3600, wait=0):
+                    report = reconcile(state)
             except ApiError:  # another worker is reconciling
                 return
         (log.warning if report.failed else log.info)("reconcile", extra={"event": "reconcile", **report.__dict__})
@@ -160,9 +162,10 @@ def apply_due() -> int:
     from billing.webhooks import inbox
     from billing.webhooks.service import apply_object
 
+    state = current()
     worked = 0
-    while keys := inbox.due_keys(current().db):
+    while keys := inbox.due_keys(state.db):
         for key in keys:
-            apply_object(key)
+            apply_object(state, key)
         worked += len(keys)
     return worked

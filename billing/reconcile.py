@@ -37,7 +37,7 @@ from flask import current_app
 from billing import replica
 from billing.budget import BudgetExhausted, background
 from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
-from billing.state import current
+from billing.state import BillingState
 from billing.payment_methods.service import ensure_default_payment_method
 
 log = logging.getLogger("billing.reconcile")
@@ -86,33 +86,33 @@ def _failed(report: ReconcileReport, step: str, object_id: str, error: BaseExcep
 
 
 @background("reconcile")
-def reconcile(*, full: bool = False) -> ReconcileReport:
+def reconcile(state: BillingState, *, full: bool = False) -> ReconcileReport:
     """Runs in an app context (the CLI command's). Background work: it leaves
     Stripe's request budget to users first (billing.budget)."""
     report = ReconcileReport()
     if not full:
-        _catch_up_events(report)
-    customers = list(current().gateway.iter_customers())
+        _catch_up_events(state, report)
+    customers = list(state.gateway.iter_customers())
     report.scanned = len(customers)
-    seen = _rebuild_index(report, customers)
+    seen = _rebuild_index(state, report, customers)
     if full:
-        _copy_everything(report)
+        _copy_everything(state, report)
     else:  # accounts restored just now, or older than the copy
-        with current().db.read() as session:
+        with state.db.read() as session:
             uncopied = list(session.scalars(select(BillingAccountIndex).where(
                 BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None))))
         for account in uncopied:
-            if _each(report, "copy", str(account.customer_id), lambda: replica.ensure_copied([account])):
+            if _each(report, "copy", str(account.customer_id), lambda: replica.ensure_copied(state, [account])):
                 report.copied_customers += 1
     # What a missed payment_method.attached webhook left undone.
     for customer in customers:
         if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
-            _each(report, "default", customer.id, lambda: _set_default(report, customer.id))
+            _each(report, "default", customer.id, lambda: _set_default(state, report, customer.id))
     return report
 
 
-def _set_default(report: ReconcileReport, customer_id: str) -> None:
-    if ensure_default_payment_method(customer_id):
+def _set_default(state: BillingState, report: ReconcileReport, customer_id: str) -> None:
+    if ensure_default_payment_method(state, customer_id):
         report.defaults_set.append(customer_id)
 
 
@@ -121,7 +121,7 @@ EVENTS_OVERLAP_SECONDS = 300
 EVENTS_KEPT_SECONDS = 30 * 86400
 
 
-def _catch_up_events(report: ReconcileReport) -> None:
+def _catch_up_events(state: BillingState, report: ReconcileReport) -> None:
     """Put every event since the last run into the inbox, as its delivery
     would have (events already there are skipped), then apply what waits.
     Stripe's list is read page by page as it goes: order doesn't matter, the
@@ -130,7 +130,6 @@ def _catch_up_events(report: ReconcileReport) -> None:
     from billing.webhooks import inbox
     from billing.webhooks.service import object_key
 
-    state = current()
     with state.db.read() as session:
         cursor = session.get(ReplicaCursor, "events")
     since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(state.gateway.clock()) - EVENTS_KEPT_SECONDS
@@ -159,11 +158,11 @@ COPY_WORKERS = 8
 RATE_LIMIT_TRIES = 6
 
 
-def _copy_everything(report: ReconcileReport) -> None:
+def _copy_everything(state: BillingState, report: ReconcileReport) -> None:
     """Re-copy every indexed customer's subscriptions, payment methods and
     invoices (the customers themselves were just listed, and kept)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    with current().db.read() as session:
+    with state.db.read() as session:
         customer_ids = [str(c) for c in session.scalars(
             select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
 
@@ -171,7 +170,7 @@ def _copy_everything(report: ReconcileReport) -> None:
         with app.app_context(), background("reconcile"):  # a context variable: each thread enters it
             for attempt in range(RATE_LIMIT_TRIES):
                 try:
-                    replica.copy_customer(customer_id, with_customer=False)
+                    replica.copy_customer(state, customer_id, with_customer=False)
                     return None
                 except stripe.RateLimitError:
                     # The stripe library leaves 429s to us: a batch job backs off and goes on.
@@ -190,14 +189,14 @@ def _copy_everything(report: ReconcileReport) -> None:
                 report.copied_customers += 1
             else:
                 _failed(report, "copy", customer_id, error)
-    for _ in current().gateway.iter_products():
+    for _ in state.gateway.iter_products():
         pass
 
 
-def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) -> set[str]:
+def _rebuild_index(state: BillingState, report: ReconcileReport, customers: list[stripe.Customer]) -> set[str]:
     """Pair customers with index rows; restore, activate, release and remove rows.
     Returns the ids of the customers that are ours."""
-    index = _IndexRepair.load(report)
+    index = _IndexRepair.load(state, report)
     for customer in customers:
         _each(report, "index", customer.id, lambda: index.pair(customer))
     stale = utcnow() - PENDING_GRACE
@@ -210,6 +209,7 @@ def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) ->
 class _IndexRepair:
     """The index as it stood before the repair, and what the repair has met so far."""
 
+    state: BillingState
     report: ReconcileReport
     workspace_ids: set[str]
     rows: list[BillingAccountIndex]
@@ -219,11 +219,11 @@ class _IndexRepair:
     settled: set[int] = field(default_factory=set)  # reservations a customer was found for
 
     @classmethod
-    def load(cls, report: ReconcileReport) -> _IndexRepair:
-        with current().db.read() as session:
+    def load(cls, state: BillingState, report: ReconcileReport) -> _IndexRepair:
+        with state.db.read() as session:
             workspace_ids = set(session.scalars(select(Workspace.id)))
             rows = list(session.scalars(select(BillingAccountIndex)))
-        return cls(report, workspace_ids, rows, by_customer={r.customer_id: r for r in rows if r.customer_id},
+        return cls(state, report, workspace_ids, rows, by_customer={r.customer_id: r for r in rows if r.customer_id},
                    by_reference={r.reference: r for r in rows})
 
     def pair(self, customer: stripe.Customer) -> None:
@@ -247,7 +247,7 @@ class _IndexRepair:
         reference = metadata.get(REFERENCE_KEY) or ""
         pending = self.by_reference.get(reference)
         reservation = pending if pending is not None and pending.customer_id is None else None
-        with current().db.write() as session:
+        with self.state.db.write() as session:
             if reservation is not None:
                 session.execute(
                     update(BillingAccountIndex)
@@ -277,12 +277,12 @@ class _IndexRepair:
         deleted; a reservation older than `stale` released (the create never happened)."""
         if row.customer_id and row.customer_id not in self.seen:
             # Listed customers exclude deleted ones; confirm one by one before dropping.
-            if current().gateway.retrieve_customer(row.customer_id) is None:
-                forget_account(row.customer_id)
+            if self.state.gateway.retrieve_customer(row.customer_id) is None:
+                forget_account(self.state, row.customer_id)
                 self.report.removed.append(row.customer_id)
         elif row.customer_id is None and row.id not in self.settled and row.created_at < stale:
             # No customer carries its reference: the create never happened.
-            with current().db.write() as session:
+            with self.state.db.write() as session:
                 session.execute(
                     delete(BillingAccountIndex).where(
                         BillingAccountIndex.id == row.id, BillingAccountIndex.customer_id.is_(None)

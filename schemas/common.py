@@ -40,10 +40,10 @@ def from_stripe(object_type: str) -> Callable[[Reshape], Reshape]:
 
 
 def _object_id(data: Any) -> str | None:
-    """The id of the object being reshaped (an invoice comes in a view that holds it)."""
+    """The id of the object being reshaped (an invoice or a subscription comes in a view that holds it)."""
     if not isinstance(data, dict):
         data = {"id": getattr(data, "id", None)}
-    inner = data.get("invoice")
+    inner = data.get("invoice") or data.get("subscription")
     found = data.get("id") or (inner.get("id") if isinstance(inner, dict) else None)
     return str(found) if found else None
 

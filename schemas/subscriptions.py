@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import stripe
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
-from billing.catalog import INTERVALS, PRODUCTS, product_of_price
+from billing.catalog import INTERVALS, PRODUCTS
 from billing.config import CURRENCIES
 from billing.subscriptions.active import STATUSES, subscription_status
-from billing.subscriptions.pending import REASONS, pending_payment
+from billing.subscriptions.pending import REASONS
 from schemas.common import NonEmptySchema, Text, format_timestamp, from_stripe
 
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
@@ -65,15 +64,13 @@ class SubscriptionSchema(Schema):
 
     @pre_dump
     @from_stripe("subscription")
-    def _from_subscription(
-        self, subscription: stripe.Subscription | dict[str, Any], **_: Any
-    ) -> dict[str, Any]:
-        data = subscription.to_dict() if isinstance(subscription, stripe.StripeObject) else subscription
+    def _from_subscription(self, view: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """`view`: billing.subscriptions.service.subscription_view (everything shown, read there)."""
+        data = view["subscription"]
         items = (data.get("items") or {}).get("data") or []
         quantities: dict[str, dict[str, Any]] = {}
-        for item in items:
+        for item, product in zip(items, view["products"], strict=True):
             price = item.get("price") or {}
-            product = product_of_price(price)
             if product is None:
                 continue
             quantities[product] = {
@@ -114,7 +111,7 @@ class SubscriptionSchema(Schema):
             "cancel_at_period_end": bool(data.get("cancel_at_period_end")),
             "cancel_at": ts(data.get("cancel_at")),
             "canceled_at": ts(data.get("canceled_at")),
-            "pending_payment": pending_payment(data),  # from the service's copy of the invoice
+            "pending_payment": view["pending_payment"],
         }
 
 

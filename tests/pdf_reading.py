@@ -42,17 +42,17 @@ def pdf_text(data: bytes) -> list[list[str]]:
             assert data[offset:].startswith(b"%d 0 obj" % number), (number, data[offset:offset + 20])
             objects[number] = data[offset:data.index(b"endobj", offset)]
     trailer = data[table + 20 * count:startxref + data[startxref:].index(b"startxref")]
-    root = int(re.search(rb"/Root (\d+) 0 R", trailer).group(1))  # type: ignore[union-attr]
+    root = int(re.search(rb"/Root (\d+) 0 R", trailer).group(1))
     assert re.search(rb"/Size %d\b" % count, trailer)
-    pages = int(re.search(rb"/Pages (\d+) 0 R", objects[root]).group(1))  # type: ignore[union-attr]
-    kids = [int(k) for k in re.findall(rb"(\d+) 0 R", re.search(rb"/Kids \[(.*?)\]", objects[pages]).group(1))]  # type: ignore[union-attr]
+    pages = int(re.search(rb"/Pages (\d+) 0 R", objects[root]).group(1))
+    kids = [int(k) for k in re.findall(rb"(\d+) 0 R", re.search(rb"/Kids \[(.*?)\]", objects[pages]).group(1))]
     assert re.search(rb"/Count %d\b" % len(kids), objects[pages])
     texts = []
     for kid in kids:
         assert b"/Type /Page" in objects[kid]
-        contents = int(re.search(rb"/Contents (\d+) 0 R", objects[kid]).group(1))  # type: ignore[union-attr]
+        contents = int(re.search(rb"/Contents (\d+) 0 R", objects[kid]).group(1))
         stream = objects[contents]
-        length = int(re.search(rb"/Length (\d+)", stream).group(1))  # type: ignore[union-attr]
+        length = int(re.search(rb"/Length (\d+)", stream).group(1))
         start = stream.index(b"stream") + len(b"stream\n")
         content = stream[start:start + length]
         assert stream[start + length:].lstrip().startswith(b"endstream")

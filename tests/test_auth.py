@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app import create_app
 from billing.config import Config
-from tests.conftest import TEST_ENV, assert_error
+from tests.helpers import TEST_ENV, assert_error
 
 SECRET = TEST_ENV["JWT_SECRET"]
 

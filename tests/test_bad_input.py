@@ -14,9 +14,7 @@ from sqlalchemy import select
 from billing.models import StripeEvent
 from billing.stripe_ids import intent_id
 
-from tests.conftest import TEST_ENV, assert_error
-from tests.test_billing_accounts import FULL, index_rows
-from tests.test_webhooks import deliver, sign
+from tests.helpers import FULL, TEST_ENV, assert_error, deliver, index_rows, sign
 
 
 @pytest.fixture

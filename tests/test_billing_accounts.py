@@ -8,37 +8,14 @@ from typing import Any
 
 import pytest
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from billing.models import BillingAccountIndex
-from tests.conftest import assert_error
+from tests.helpers import FULL, assert_error, index_rows
 
-FULL = {
-    "name": "ACME Corp (EU)",
-    "email": "billing-eu@acme.com",
-    "phone": "+442071234567",
-    "description": "For all European operations.",
-    "currency": "eur",
-    "address": {
-        "country": "US",
-        "line1": "123 Main Street",
-        "line2": "Suite 456",
-        "city": "San Francisco",
-        "state": "CA",
-        "postal_code": "94105",
-    },
-}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 SEED_KEYS = {"id", "workspace_id", "name", "email", "phone", "description", "currency", "address",
              "created_at", "updated_at"}
-
-
-def index_rows(state: Any, workspace_id: str | None = None) -> list[BillingAccountIndex]:
-    with state.db.read() as session:
-        query = select(BillingAccountIndex)
-        if workspace_id:
-            query = query.where(BillingAccountIndex.workspace_id == workspace_id)
-        return list(session.scalars(query))
 
 
 def test_create_returns_seed_shape_and_creates_customer(as_user: Any, state: Any) -> None:
@@ -196,11 +173,11 @@ def test_delete_removes_customer_and_index(as_user: Any, state: Any) -> None:
     alice.account(ws)  # the single slot is free again
 
 
-def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe: Any) -> None:
+def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe_in_stripe: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    subscription = subscribe(account["id"], {"users": 3})
+    subscription = subscribe_in_stripe(account["id"], {"users": 3})
     path = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     assert_error(alice.delete(path), 422, "active_subscriptions_exist")
     assert len(index_rows(state, ws)) == 1

@@ -22,7 +22,7 @@ from app import create_app
 from billing.models import Organization, OrganizationPicture
 from billing.organizations import branding, pictures
 from billing.rate_limit import RateLimiter, client_key
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 # Wikipedia's 5x5 red dot: the image whose first bytes the published example shows.
 RED_DOT = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAYAAACNbyblAAAAHElEQVQI12P4"
@@ -311,15 +311,15 @@ def test_an_animation_that_decodes_to_too_many_pixels_is_422(alice: Any, pooled:
 def test_an_oversized_data_uri_is_422_before_anything_is_decoded(alice: Any, pooled: dict[str, Any],
                                                                 monkeypatch: Any) -> None:
     decoded: list[str] = []
-    b64decode, image_open = pictures.base64.b64decode, pictures.Image.open
+    b64decode, image_open = pictures.base64.b64decode, pictures.Image.open  # type: ignore[attr-defined]
 
     def spy_b64decode(text: Any, *args: Any, **kwargs: Any) -> Any:
         if len(text) > pictures.MAX_BASE64_CHARS:
             decoded.append("b64decode")
         return b64decode(text, *args, **kwargs)
 
-    monkeypatch.setattr(pictures.base64, "b64decode", spy_b64decode)
-    monkeypatch.setattr(pictures.Image, "open", lambda *a, **k: decoded.append("open") or image_open(*a, **k))
+    monkeypatch.setattr(pictures.base64, "b64decode", spy_b64decode)  # type: ignore[attr-defined]
+    monkeypatch.setattr(pictures.Image, "open", lambda *a, **k: decoded.append("open") or image_open(*a, **k))  # type: ignore[attr-defined]
     over = "data:image/png;base64," + "A" * (pictures.MAX_BASE64_CHARS + 4)
     error = assert_error(alice.patch(pooled["path"], {"picture": over}), 422, "validation_failed")
     assert "2 MB" in error["errors"]["picture"][0] and decoded == []

@@ -28,7 +28,7 @@ from billing.models import StripeBudgetWindow
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
 from stripe_sandbox.api import build_router
-from tests.conftest import TEST_ENV, Api, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, synchronous_webhooks, wipe
 
 SECOND = 2_000_000_000
 
@@ -88,7 +88,7 @@ def state_of(app: Flask) -> BillingState:
 
 
 def budget_of(app: Flask) -> StripeBudget:
-    http_client = state_of(app).gateway.client._requestor._client  # type: ignore[attr-defined]
+    http_client = state_of(app).gateway.client._requestor._client
     assert isinstance(http_client, InstrumentedHTTPClient) and http_client.budget is not None
     return http_client.budget
 
@@ -198,7 +198,7 @@ def test_a_429_pauses_background_work_everywhere_but_not_users(limited: Callable
     clock.second += 10
     sandbox = budget_of(one)  # the same account: one budget in the database
     answers: list[int] = []
-    inner = state_of(one).gateway.client._requestor._client.inner  # type: ignore[attr-defined]
+    inner = state_of(one).gateway.client._requestor._client.inner
     original = inner.request
 
     def noted(*args: Any, **kwargs: Any) -> Any:
@@ -238,7 +238,7 @@ def test_a_429_pauses_background_work_everywhere_but_not_users(limited: Callable
 def test_a_user_request_answered_429_is_not_sent_again(limited: Callable[[str], Flask], clock: Clock) -> None:
     app = limited("test")
     clock.second += 10
-    inner = state_of(app).gateway.client._requestor._client.inner  # type: ignore[attr-defined]
+    inner = state_of(app).gateway.client._requestor._client.inner
     elsewhere = stripe.StripeClient("sk_test_sandbox", http_client=inner)
     for _ in range(25):
         elsewhere.v1.customers.list()
@@ -337,7 +337,7 @@ def test_no_budget_without_sandbox_rate_limits(mode: str, limited: Callable[[str
             list_customers(app)
     finally:
         event.remove(engine, "before_cursor_execute", note)
-    http_client = state_of(app).gateway.client._requestor._client  # type: ignore[attr-defined]
+    http_client = state_of(app).gateway.client._requestor._client
     if mode:
         assert http_client.budget is not None and len(statements) >= 3
     else:

@@ -16,8 +16,7 @@ from billing.models import Organization
 from billing.organizations import routes
 from billing.organizations.capacity import holding, lock_workspace
 from billing.tokens import mint_token
-from tests.conftest import Api, assert_error
-from tests.test_organizations import make_child, make_root, orgs
+from tests.helpers import Api, account_path, assert_error, make_child, make_root, orgs, subscribe_with_card
 
 
 @pytest.fixture
@@ -25,26 +24,12 @@ def alice(as_user: Any) -> Any:
     return as_user("alice")
 
 
-def account_path(ws: str, account: str) -> str:
-    return f"/workspaces/{ws}/billing-accounts/{account}"
-
-
 def two_accounts(api: Any, ws: str, first: dict[str, int], second: dict[str, int]) -> tuple[str, str, dict[str, Any]]:
     """Two accounts, each subscribed to its quantities: (first, second, the first's subscription)."""
     first_id, second_id = api.account(ws)["id"], api.account(ws, name="Second")["id"]
-    subscription = subscribe(api, ws, first_id, first)
-    subscribe(api, ws, second_id, second)
+    subscription = subscribe_with_card(api, ws, first_id, first)
+    subscribe_with_card(api, ws, second_id, second)
     return first_id, second_id, subscription
-
-
-def subscribe(api: Any, ws: str, account: str, quantities: dict[str, int]) -> dict[str, Any]:
-    """A subscription paid by card (a trial when the workspace is eligible)."""
-    acc = account_path(ws, account)
-    if not api.get(f"{acc}/payment-methods").json["data"]:
-        assert api.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
-    response = api.post(f"{acc}/subscriptions", {"product_quantities": quantities})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
 
 
 def report(api: Any, ws: str, org: str, product: str, delta: int, **kw: Any) -> Any:
@@ -85,7 +70,7 @@ def usage_of(api: Any, ws: str, org: str) -> dict[str, Any]:
 def test_single_one_account_funds_every_organization(alice: Any) -> None:
     ws = alice.workspace("single", name="Solo")
     account = alice.account(ws, name="Solo Billing")["id"]
-    subscribe(alice, ws, account, {"users": 3, "locations": 1})
+    subscribe_with_card(alice, ws, account, {"users": 3, "locations": 1})
     first, second = make_root(alice, ws, billing_account_id=account), make_root(alice, ws, billing_account_id=account)
     assert report(alice, ws, first["id"], "users", 2).json == {
         "type": "users", "used": 2, "direct": 2, "free": 1, "org_limit": None, "total": 3}
@@ -149,7 +134,7 @@ def test_capacity_lists_all_three_products_with_nothing_provided(alice: Any, mod
 
 def test_limits_inherit_downward_and_the_tightest_wins(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 5, "locations": 5})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 5, "locations": 5})
     root = make_root(alice, ws, name="HQ", limits={"users": 6})
     team = make_child(alice, ws, root["id"], name="Team", limits={"users": 4})
     squad = make_child(alice, ws, team["id"], name="Squad")
@@ -176,7 +161,7 @@ def test_limits_inherit_downward_and_the_tightest_wins(alice: Any) -> None:
 
 def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 2})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 2})
     root = make_root(alice, ws, limits={"sso": 0})
     assert entry(alice, ws, root["id"], "sso")["free"] == 0
     assert_error(report(alice, ws, root["id"], "sso", 1), 409, "capacity_exceeded")
@@ -192,7 +177,7 @@ def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any
 
 def test_a_release_never_goes_below_zero(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10})
     root = make_root(alice, ws)
     child = make_child(alice, ws, root["id"])
     report(alice, ws, root["id"], "users", 2)
@@ -209,7 +194,7 @@ def test_a_release_never_goes_below_zero(alice: Any) -> None:
 ])
 def test_bad_usage_reports_are_422_and_change_nothing(alice: Any, body: dict[str, Any]) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10})
     root = make_root(alice, ws)
     assert_error(alice.post(f"{orgs(ws)}/{root['id']}/usage", body), 422, "validation_failed")
     assert usage_of(alice, ws, root["id"])["usage"] == {"locations": 0, "users": 0, "sso": 0}
@@ -240,7 +225,7 @@ def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any, mode:
 def test_a_subscription_that_ends_elsewhere_leaves_usage(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 3})
+    sub = subscribe_with_card(alice, ws, account, {"users": 3})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
     state.gateway.client.v1.subscriptions.cancel(sub["id"])  # e.g. from the Dashboard; the webhook tells us
@@ -258,8 +243,8 @@ def test_an_account_deleted_elsewhere_leaves_its_pool_in_use(alice: Any, state: 
     with it) leaves its roots' usage; the capacity read still shows that pool."""
     ws = alice.workspace("assigned")
     gone, kept = alice.account(ws, name="Gone")["id"], alice.account(ws, name="Kept")["id"]
-    subscribe(alice, ws, gone, {"users": 3})
-    subscribe(alice, ws, kept, {"users": 1})
+    subscribe_with_card(alice, ws, gone, {"users": 3})
+    subscribe_with_card(alice, ws, kept, {"users": 1})
     root = root_in(alice, ws, "assigned", gone)
     report(alice, ws, root["id"], "users", 2)
     state.gateway.client.v1.customers.delete(gone)  # the webhook removes the account
@@ -287,7 +272,7 @@ def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, ch
                                                       mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 5, "sso": 1})
+    sub = subscribe_with_card(alice, ws, account, {"users": 5, "sso": 1})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
     error = assert_error(alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409,
@@ -332,8 +317,8 @@ def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, sta
     change that doesn't lower that product further."""
     ws = alice.workspace("pooled")
     account = alice.account(ws)["id"]
-    first = subscribe(alice, ws, account, {"users": 3})
-    second = subscribe(alice, ws, account, {"locations": 2, "users": 1})
+    first = subscribe_with_card(alice, ws, account, {"users": 3})
+    second = subscribe_with_card(alice, ws, account, {"locations": 2, "users": 1})
     root = make_root(alice, ws)
     report(alice, ws, root["id"], "users", 4)
     state.gateway.client.v1.subscriptions.cancel(first["id"])  # users fall to 1 without our API
@@ -346,7 +331,7 @@ def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, sta
 def test_pausing_below_usage_is_refused(alice: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 3})
+    sub = subscribe_with_card(alice, ws, account, {"users": 3})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 1)
     path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
@@ -361,7 +346,7 @@ def test_pausing_below_usage_is_refused(alice: Any, mode: str) -> None:
 def test_cancelling_the_only_subscription_below_usage_is_refused(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 2, "sso": 1})
+    sub = subscribe_with_card(alice, ws, account, {"users": 2, "sso": 1})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "sso", 1)
     path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
@@ -387,7 +372,7 @@ def test_cancelling_below_usage_names_product_usage_and_capacity_left(alice: Any
 def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    subscribe(alice, ws, account, {"users": 5})
+    subscribe_with_card(alice, ws, account, {"users": 5})
     root = root_in(alice, ws, mode, account)
     child = make_child(alice, ws, root["id"])
     grandchild = make_child(alice, ws, child["id"])
@@ -403,7 +388,7 @@ def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any, 
 def test_an_account_a_root_is_assigned_to_cannot_be_deleted(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    subscribe(alice, ws, account, {"users": 1})
+    subscribe_with_card(alice, ws, account, {"users": 1})
     root = make_root(alice, ws, billing_account_id=account)
     child = make_child(alice, ws, root["id"])
     # Checked before the active-subscription guard.
@@ -419,7 +404,7 @@ def test_in_pooled_mode_organizations_hold_no_account(alice: Any, state: Any) ->
     """Pooled roots name no account, so none stops an account's deletion."""
     ws = alice.workspace("pooled")
     account, spare = alice.account(ws)["id"], alice.account(ws, name="Spare")["id"]
-    subscribe(alice, ws, account, {"users": 2})
+    subscribe_with_card(alice, ws, account, {"users": 2})
     root = make_root(alice, ws)
     report(alice, ws, root["id"], "users", 2)
     assert alice.delete(account_path(ws, spare)).status_code == 204
@@ -449,9 +434,9 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
     report that fits only the old capacity is refused."""
     ws = alice.workspace("pooled")
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 5})
+    sub = subscribe_with_card(alice, ws, account, {"users": 5})
     root = make_root(alice, ws)
-    with app.app_context(), holding(ws, account, sub["id"], {"users": 2}, cancelling=False):
+    with app.app_context(), holding(state, ws, account, sub["id"], {"users": 2}, cancelling=False):
         assert entry(alice, ws, root["id"], "users")["free"] == 2
         assert_error(report(alice, ws, root["id"], "users", 3), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", 3).status_code == 200
@@ -462,7 +447,7 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
 
 def test_a_service_token_reports_and_reads_in_any_workspace(alice: Any, client: Any, config: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     root = make_root(alice, ws)
     service = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='read billing:usage')}"})
     assert report(service, ws, root["id"], "users", 2).json["used"] == 2
@@ -492,9 +477,9 @@ def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state
     """The organization is read with the caller's access, its path a statement
     later: a delete in between (its subtree with it) answers 404, not a 500."""
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     child = make_child(alice, ws, make_root(alice, ws)["id"])
-    found = routes.organization_access
+    found = routes.organization_access  # type: ignore[attr-defined]
 
     def deleted_meanwhile(workspace_id: str, org_id: str) -> Any:
         access = found(workspace_id, org_id)
@@ -508,7 +493,7 @@ def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state
 
 def test_a_retried_report_is_counted_once(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     root = make_root(alice, ws)
     headers = {**alice.headers, "Idempotency-Key": "usage-report-1"}
     first = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
@@ -537,7 +522,7 @@ def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict
 
 def test_concurrent_reports_never_overshoot_the_pool(app: Any, alice: Any, auth: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 12})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 12})
     root = make_root(alice, ws)
     kids = [make_child(alice, ws, root["id"], name=f"Kid {i}") for i in range(3)]
     calls = [(f"{orgs(ws)}/{kids[i % 3]['id']}/usage", {"product": "users", "delta": 1}) for i in range(40)]
@@ -552,7 +537,7 @@ def test_concurrent_reports_never_overshoot_the_pool(app: Any, alice: Any, auth:
 
 def test_concurrent_reports_never_overshoot_a_limit_on_the_path(app: Any, alice: Any, auth: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 50})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 50})
     root = make_root(alice, ws)
     team = make_child(alice, ws, root["id"], name="Team", limits={"users": 7})
     members = [make_child(alice, ws, team["id"], name=f"M{i}") for i in range(2)]
@@ -570,7 +555,7 @@ def test_concurrent_reports_never_overshoot_the_organizations_own_limit(app: Any
     once on a root limited to 10 (the pool has 50) take exactly 10, and children
     with limits of their own under a limited parent hold each bound too."""
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 50})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 50})
     root = make_root(alice, ws, limits={"users": 10})
     # 20 threads: each request holds up to two of the app's 28 pooled connections.
     responses = _concurrently(app, auth("alice"), [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1})
@@ -644,7 +629,7 @@ def test_a_delete_waiting_on_a_report_sees_its_usage(app: Any, alice: Any, auth:
     """Deleting reads the organization's usage after the workspace lock: usage
     reported while it waited refuses the delete."""
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 5})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
     root = make_root(alice, ws)
     response = while_locked(
         app, state, ws,

@@ -9,7 +9,7 @@ from typing import Any
 
 from app import create_app
 from billing.config import Config
-from tests.conftest import TEST_ENV
+from tests.helpers import TEST_ENV
 
 
 def test_mint_token_is_accepted(app: Any, client: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from billing.stripe_ids import intent_id
-from tests.test_billing_accounts import FULL, index_rows
+from tests.helpers import FULL, index_rows
 
 
 def _create_concurrently(app: Any, headers: dict[str, str], ws: str, n: int) -> list[Any]:
@@ -183,7 +183,7 @@ def test_a_change_overtaken_by_an_older_read_still_answers_with_itself(as_user: 
     and the copy still show the change, at the cost of one more read."""
     from billing.gateway import LATEST_INVOICE_EXPANSIONS
     from billing.models import now_stamp
-    from tests.conftest import count_stripe_requests
+    from tests.helpers import count_stripe_requests
 
     paying = as_user("alice").account_without_trial()
     alice, acc = paying["alice"], paying["acc"]

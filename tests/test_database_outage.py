@@ -18,9 +18,9 @@ from app import create_app
 from billing.config import Config
 from billing.json_logging import json_handler
 from billing.workspaces import service as workspace_service
-from tests.conftest import Api, assert_error, synchronous_webhooks, wipe
+from tests.helpers import Api, assert_error, synchronous_webhooks, wipe
 from tests.db_proxy import DatabaseProxy
-from tests.test_webhooks import deliver, event
+from tests.helpers import deliver, event
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from billing import jobs
 from billing.models import IdempotencyRecord, Lease, StripeEvent, utcnow
 from billing.webhooks import inbox
 from billing.webhooks import service as webhook_service
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver, event
+from tests.helpers import assert_error, count_stripe_requests, deliver, event
 
 
 @pytest.fixture
@@ -29,11 +28,11 @@ def stripe_requests(monkeypatch: Any) -> list[str]:
 
 
 @pytest.fixture
-def paying(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+def paying(as_user: Any, subscribe_in_stripe: Any, state: Any) -> dict[str, Any]:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    sub = subscribe(account["id"], {"users": 2})
+    sub = subscribe_in_stripe(account["id"], {"users": 2})
     return {"alice": alice, "ws": ws, "customer": account["id"], "sub": sub.id,
             "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
 
@@ -171,8 +170,8 @@ def test_an_event_stored_while_its_task_was_claiming_gets_a_task(paying: dict[st
     applying = webhook_service.apply_events
     asked: list[tuple[str, float]] = []
 
-    def apply_while_a_sibling_lands(object_key: str, events: Any) -> None:
-        applying(object_key, events)
+    def apply_while_a_sibling_lands(billing_state: Any, object_key: str, events: Any) -> None:
+        applying(billing_state, object_key, events)
         # Stored as the ack stores it when its sibling looked untried: no task of its own.
         inbox.store(state.db, json.loads(subscription_event(state, paying, "evt_raced")), key)
 
@@ -245,7 +244,7 @@ def test_a_renewal_costs_at_most_two_stripe_reads(as_user: Any, state: Any, monk
 def test_a_failing_object_is_retried_with_backoff_then_parked(paying: dict[str, Any], state: Any, client: Any,
                                                               webhooks_lost: None, monkeypatch: Any,
                                                               apply_now: Any) -> None:
-    def unreachable(object_type: str, object_id: str, *stored: Any) -> Any:
+    def unreachable(billing_state: Any, object_type: str, object_id: str, *stored: Any) -> Any:
         raise stripe.APIConnectionError("Stripe could not be reached")
 
     monkeypatch.setattr(webhook_service, "_refetch", unreachable)
@@ -377,7 +376,7 @@ def test_readiness_says_how_stale_the_copy_may_be(paying: dict[str, Any], state:
 def test_a_database_blip_while_applying_is_retried_not_parked(paying: dict[str, Any], state: Any, client: Any,
                                                               webhooks_lost: None, monkeypatch: Any,
                                                               apply_now: Any) -> None:
-    def blip(object_type: str, object_id: str, *stored: Any) -> Any:
+    def blip(billing_state: Any, object_type: str, object_id: str, *stored: Any) -> Any:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(webhook_service, "_refetch", blip)
@@ -400,7 +399,7 @@ def test_applying_is_background_work_and_waits_for_the_budget(paying: dict[str, 
 
     kinds: list[str | None] = []
 
-    def no_room(object_type: str, object_id: str, *stored: Any) -> Any:
+    def no_room(billing_state: Any, object_type: str, object_id: str, *stored: Any) -> Any:
         current = budget.current_background()
         kinds.append(current.kind if current else None)
         raise budget.BudgetExhausted("webhook", 20.0)
@@ -452,7 +451,7 @@ def test_a_renewal_invoice_is_read_through_its_subscription_when_the_invoices_se
     deliver(client, subscription_event(state, paying, "evt_sub_first"))
     apply_now()  # the copy holds the subscription and its latest invoice
     with state_app(state):
-        before = replica.stored_view("invoice", invoice_id).fetched_at
+        before = replica.stored_view(state.db, "invoice", invoice_id).fetched_at
     within = InstrumentedHTTPClient._within_budget
 
     def invoices_full(self: Any, method: str, url: str, attempt: Any) -> Any:
@@ -469,7 +468,7 @@ def test_a_renewal_invoice_is_read_through_its_subscription_when_the_invoices_se
     assert stripe_requests == expected
     assert rows(state)["evt_invoice_updated"].state == "applied"
     with state_app(state):
-        assert replica.stored_view("invoice", invoice_id).fetched_at > before
+        assert replica.stored_view(state.db, "invoice", invoice_id).fetched_at > before
 
 
 def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
@@ -484,8 +483,8 @@ def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
     deliver(client, subscription_event(state, paying, "evt_sub_first"))
     apply_now()
     with state_app(state):
-        assert _renewing_subscription(invoice_id, replica.stored_view("invoice", invoice_id)) == paying["sub"]
-        assert _renewing_subscription("in_another", replica.stored_view("invoice", invoice_id)) is None
+        assert _renewing_subscription(state, invoice_id, replica.stored_view(state.db, "invoice", invoice_id)) == paying["sub"]
+        assert _renewing_subscription(state, "in_another", replica.stored_view(state.db, "invoice", invoice_id)) is None
     within = InstrumentedHTTPClient._within_budget
 
     def invoices_full(self: Any, method: str, url: str, attempt: Any) -> Any:
@@ -496,7 +495,7 @@ def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
 
     monkeypatch.setattr(InstrumentedHTTPClient, "_within_budget", invoices_full)
     with state_app(state):  # the copy no longer says the invoice is the subscription's latest
-        monkeypatch.setattr(replica, "subscription_document", lambda _id: {"latest_invoice": "in_newer"})
+        monkeypatch.setattr(replica, "subscription_document", lambda _db, _id: {"latest_invoice": "in_newer"})
         deliver(client, _invoice_updated(state, paying, invoice_id, "evt_old_invoice"))
         stripe_requests.clear()
         apply_now()
@@ -538,15 +537,15 @@ def test_a_new_invoice_whose_events_come_first_applies_its_subscriptions_first(
     invoice = {"id": sub.latest_invoice, "object": "invoice", "customer": paying["customer"], "status": "draft",
                "parent": {"subscription_details": {"subscription": paying["sub"]}}}
     with state.db.write() as session:  # as if the copy had never seen this invoice
-        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))  # type: ignore[attr-defined]
     deliver(client, event("invoice.created", invoice, "evt_invoice_first"))
     deliver(client, subscription_event(state, paying, "evt_subscription_second"))
     stripe_requests.clear()
     with state_app(state):
-        assert webhook_service.apply_object(f"invoice:{sub.latest_invoice}") is None
+        assert webhook_service.apply_object(state, f"invoice:{sub.latest_invoice}") is None
     assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
     assert {row.state for row in rows(state).values()} == {"applied"}
     with state_app(state):
-        assert replica.stored_view("invoice", sub.latest_invoice) is not None
+        assert replica.stored_view(state.db, "invoice", sub.latest_invoice) is not None
     apply_now()  # the subscription's own task: nothing left to do
     assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]

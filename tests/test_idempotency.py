@@ -11,9 +11,7 @@ import responses
 
 from app import create_app
 from billing.idempotency import lock_name
-from tests.conftest import assert_error
-from tests.test_billing_accounts import FULL, index_rows
-from tests.test_stripe_http import CUSTOMERS, customer_json
+from tests.helpers import CUSTOMERS, FULL, assert_error, customer_json, index_rows
 
 
 def test_same_key_same_body_replays(as_user: Any, state: Any) -> None:

@@ -6,10 +6,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
 from stripe_sandbox.models import SandboxObject
-from tests.conftest import assert_error
+from tests.builders import Builder
+from tests.helpers import assert_error
 from tests.pdf_reading import pdf_text
 
 INVOICE_KEYS = {"id", "customer_id", "number", "status", "currency", "amount_due", "amount_paid", "subtotal",
@@ -91,17 +93,20 @@ def test_cursor_of_another_customer_is_refused(billed: dict[str, Any], as_user: 
 
 def sandbox_counts(state: Any) -> dict[str, int]:
     with state.db.read() as session:
-        return dict(session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all())  # type: ignore[arg-type]
+        return dict(session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all())
 
 
 @pytest.fixture
-def subscribed(as_user: Any) -> dict[str, Any]:
-    alice = as_user("alice")
-    ws = alice.workspace("pooled")
-    account, _ = alice.account(ws, currency="gbp"), alice.account(ws)
+def subscribed(as_user: Any, app: Flask) -> dict[str, Any]:
+    """Through the services: a pooled workspace of two accounts (no trial), the first in
+    GBP with a Visa and 4 users and 1 SSO; then five days on the sandbox's clock."""
+    alice, build = as_user("alice"), Builder(app, "alice")
+    with build.webhooks_at_the_end():
+        ws = build.workspace("pooled")
+        account, _ = build.account(ws, currency="gbp"), build.account(ws)
+        build.card(ws, account["id"], "pm_card_visa")
+        sub = build.subscription(ws, account["id"], {"users": 4, "sso": 1})
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
-    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 4, "sso": 1}}).json
     alice.advance_clock({"days": 5})
     return {"alice": alice, "acc": acc, "sub": sub}
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from billing import leases
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -42,7 +42,7 @@ def logged(caplog: Any, call: Any, logger: str = "test.logs") -> logging.LogReco
     with caplog.at_level(logging.DEBUG, logger=logger):
         call(logging.getLogger(logger))
     [record] = [r for r in caplog.records if r.name == logger]
-    return record
+    return record  # type: ignore[no-any-return]
 
 
 def test_an_exception_is_a_field_not_a_traceback(caplog: Any) -> None:
@@ -167,7 +167,7 @@ def test_gunicorns_own_log_is_json_lines(monkeypatch: Any) -> None:
 def test_a_failing_queue_task_is_one_line(app: Any, caplog: Any, monkeypatch: Any) -> None:
     from billing.webhooks import service as webhook_service
 
-    def down(key: str) -> None:
+    def down(billing_state: Any, key: str) -> None:
         raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
 
     monkeypatch.setattr(webhook_service, "apply_object", down)

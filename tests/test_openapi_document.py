@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 PRODUCTS = {"locations", "users", "sso"}
 WRITES = {"post", "put", "patch", "delete"}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from billing.models import Organization, utcnow
-from tests.conftest import assert_error
+from tests.helpers import assert_error, make_child, make_root, orgs
 
 
 @pytest.fixture
@@ -15,25 +15,9 @@ def alice(as_user: Any) -> Any:
     return as_user("alice")
 
 
-def orgs(ws: str) -> str:
-    return f"/workspaces/{ws}/organizations"
-
-
-def make_root(api: Any, ws: str, **body: Any) -> dict[str, Any]:
-    response = api.post(orgs(ws), {"name": "Root", **body})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
-
-
-def make_child(api: Any, ws: str, parent: str, **body: Any) -> dict[str, Any]:
-    response = api.post(f"{orgs(ws)}/{parent}/children", {"name": "Child", **body})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
-
-
 def stored(state: Any, org_id: str) -> Organization | None:
     with state.db.read() as session:
-        return session.get(Organization, org_id)
+        return session.get(Organization, org_id)  # type: ignore[no-any-return]
 
 
 # -- the shape and the tree ---------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_card_attached_before_its_webhook_arrives_is_used(as_user: Any, state: A
 
 
 def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str, Any], state: Any,
-                                                               subscribe: Any) -> None:
+                                                               subscribe_in_stripe: Any) -> None:
     """Delete checks for subscriptions under the account's lease, which creation holds too."""
     import threading
     import time
@@ -160,7 +160,7 @@ def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str,
         with lease(state.db, account_lease_name(account["id"])):
             created.set()
             time.sleep(0.3)  # the create is still talking to Stripe...
-            subscribe(account["id"], {"users": 1})
+            subscribe_in_stripe(account["id"], {"users": 1})
 
     worker = threading.Thread(target=in_flight_create)
     worker.start()
@@ -172,7 +172,7 @@ def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str,
 
 
 def test_archive_after_a_subscription_in_flight_is_refused(paying: dict[str, Any], state: Any,
-                                                           subscribe: Any) -> None:
+                                                           subscribe_in_stripe: Any) -> None:
     import threading
     import time
 
@@ -185,7 +185,7 @@ def test_archive_after_a_subscription_in_flight_is_refused(paying: dict[str, Any
         with lease(state.db, account_lease_name(account["id"])):
             started.set()
             time.sleep(0.3)
-            subscribe(account["id"], {"users": 1})
+            subscribe_in_stripe(account["id"], {"users": 1})
 
     worker = threading.Thread(target=in_flight_create)
     worker.start()

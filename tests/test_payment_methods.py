@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import pytest
 
 from billing.models import StripeCopy
 from billing.stripe_ids import intent_id
-from tests.conftest import assert_error
-from tests.test_preview_truth import frozen_sandbox_time  # noqa: F401  (a fixture)
+from tests.helpers import assert_error, subscribe
 
 PENDING_KEYS = {"invoice_id", "amount_due", "currency", "reason", "client_secret", "hosted_invoice_url"}
 
@@ -24,12 +23,6 @@ def acct(as_user: Any) -> dict[str, Any]:
 
 def card(acct: dict[str, Any], token: str) -> dict[str, Any]:
     response = acct["alice"].post(f"/sandbox{acct['acc']}/payment-methods", {"payment_method": token})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
-
-
-def subscribe(acct: dict[str, Any], users: int = 2) -> dict[str, Any]:
-    response = acct["alice"].post(f"{acct['acc']}/subscriptions", {"product_quantities": {"users": users}})
     assert response.status_code == 201, response.json
     return dict(response.json)
 
@@ -48,7 +41,7 @@ def authenticate(acct: dict[str, Any], secret: str, outcome: str) -> Any:
 def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any], state: Any) -> None:
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct)
+    created = subscribe(alice, acc, {"users": 2})
     pending = created["pending_payment"]
     assert created["status"] == "incomplete" and set(pending) == PENDING_KEYS
     assert pending["reason"] == "authentication_required" and pending["currency"] == "usd"
@@ -68,14 +61,14 @@ def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any
 def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str, Any], state: Any) -> None:
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    first = subscribe(acct)
+    first = subscribe(alice, acc, {"users": 2})
     failed = authenticate(acct, first["pending_payment"]["client_secret"], "fail")
     assert failed.status_code == 200 and failed.json == {"status": "requires_payment_method"}
     after = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert after["status"] == "incomplete"
     assert after["pending_payment"] == first["pending_payment"]  # still authentication_required
     # Incomplete ones count toward the limit of three ...
-    subscribe(acct), subscribe(acct)
+    subscribe(alice, acc, {"users": 2}), subscribe(alice, acc, {"users": 2})
     assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
                  "subscription_limit_reached")
     # ... until, unpaid 23 hours later, they are incomplete_expired.
@@ -83,12 +76,12 @@ def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str,
     expired = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert (expired["status"], expired["pending_payment"]) == ("incomplete_expired", None)
     assert state.gateway.client.v1.invoices.retrieve(first["pending_payment"]["invoice_id"]).status == "void"
-    assert subscribe(acct)["status"] == "incomplete"
+    assert subscribe(alice, acc, {"users": 2})["status"] == "incomplete"
 
 
 def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_user: Any) -> None:
     card(acct, "pm_card_authenticationRequired")
-    secret = subscribe(acct)["pending_payment"]["client_secret"]
+    secret = subscribe(acct["alice"], acct["acc"], {"users": 2})["pending_payment"]["client_secret"]
     bob = as_user("bob")
     ws = bob.workspace("pooled")
     other = bob.account(ws)
@@ -124,7 +117,7 @@ def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> Non
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
     [method] = alice.get(f"{acc}/payment-methods").json["data"]
     assert method["is_default"] and method["last4"] == "3155"
-    created = subscribe(acct)
+    created = subscribe(alice, acc, {"users": 2})
     assert (created["status"], created["pending_payment"]) == ("active", None)
 
 
@@ -147,7 +140,7 @@ def make_default(acct: dict[str, Any], token: str) -> dict[str, Any]:
 def subscribed_then_default(acct: dict[str, Any], token: str) -> tuple[dict[str, Any], str]:
     """Subscribed on a Visa, then `token` made the default card: the subscription and its path."""
     card(acct, "pm_card_visa")
-    sub = subscribe(acct)
+    sub = subscribe(acct["alice"], acct["acc"], {"users": 2})
     make_default(acct, token)
     return sub, f"{acct['acc']}/subscriptions/{sub['id']}"
 
@@ -203,9 +196,9 @@ def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state
 @pytest.mark.stripe_reads
 def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], state: Any, reconcile_now: Any) -> None:
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct)
+    created = subscribe(acct["alice"], acct["acc"], {"users": 2})
     with state.db.write() as session:  # the copy lost (an outage longer than Stripe keeps events)
-        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))  # type: ignore[attr-defined]
     reconcile_now(full=True)
     after = acct["alice"].get(f"{acct['acc']}/subscriptions/{created['id']}").json
     assert after["pending_payment"] == created["pending_payment"]
@@ -282,11 +275,11 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
     invoice it paid, the subscription made active) are applied one object at a
     time, in any order: after each, the subscription says what it waits for."""
     from billing.webhooks.service import apply_object
-    from tests.test_webhooks import deliver
+    from tests.helpers import deliver
 
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct)
+    created = subscribe(alice, acc, {"users": 2})
     path = f"{acc}/subscriptions/{created['id']}"
     secret = created["pending_payment"]["client_secret"]
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
@@ -300,7 +293,7 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
             "subscription": f"subscription:{created['id']}"}
     for name in [first, *sorted(set(keys) - {first})]:
         with app.app_context():
-            apply_object(keys[name])
+            apply_object(state, keys[name])
         _says_what_it_waits_for(alice.get(path).json)
     apply_now()
     after = alice.get(path).json

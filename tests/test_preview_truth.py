@@ -16,24 +16,11 @@ from typing import Any
 
 import pytest
 
-import stripe_sandbox.clock
 from billing.catalog import PRODUCTS
 
 CASES = 14
 LINE_FIELDS = ("description", "amount", "currency", "quantity", "price_id", "unit_amount", "product_name")
 TOTALS = ("currency", "amount_due", "subtotal", "total", "created_at")
-
-
-@pytest.fixture
-def frozen_sandbox_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = float(int(time.time()))
-
-    class Frozen:
-        @staticmethod
-        def time() -> float:
-            return now
-
-    monkeypatch.setattr(stripe_sandbox.clock, "time", Frozen)
 
 
 def _seconds(timestamp: str) -> int:

@@ -10,8 +10,7 @@ from sqlalchemy import delete, update
 
 from billing.billing_accounts import service as accounts_service
 from billing.models import BillingAccountIndex, utcnow
-from tests.conftest import assert_error
-from tests.test_billing_accounts import FULL, index_rows
+from tests.helpers import FULL, assert_error, index_rows
 
 
 def test_failure_between_stripe_and_database_is_recovered(reconcile_now: Any, as_user: Any, state: Any, monkeypatch: Any) -> None:
@@ -51,7 +50,7 @@ def test_lost_index_is_restored_from_metadata(reconcile_now: Any, as_user: Any, 
     report = reconcile_now()
     assert sorted(report.restored) == sorted(a["id"] for a in accounts)
     rows = index_rows(state, ws)
-    assert sorted(r.customer_id for r in rows) == sorted(a["id"] for a in accounts)
+    assert sorted(r.customer_id for r in rows) == sorted(a["id"] for a in accounts)  # type: ignore[type-var]
     assert {r.currency for r in rows} == {"gbp"}
     listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
     assert sorted(a["id"] for a in listed) == sorted(a["id"] for a in accounts)
@@ -110,17 +109,17 @@ def test_an_object_that_fails_is_listed_and_the_others_go_on(reconcile_now: Any,
     good, bad = alice.account(ws, name="Good"), alice.account(ws, name="Bad")
     for account in (good, bad):
         state.gateway.client.v1.payment_methods.attach("pm_card_visa", {"customer": account["id"]})
-    copy, default = replica.copy_customer, reconcile_module.ensure_default_payment_method
+    copy, default = replica.copy_customer, reconcile_module.ensure_default_payment_method  # type: ignore[attr-defined]
 
-    def copy_but_bad(customer_id: str, **kwargs: Any) -> None:
+    def copy_but_bad(billing_state: Any, customer_id: str, **kwargs: Any) -> None:
         if customer_id == bad["id"]:
             raise KeyError("created")
-        copy(customer_id, **kwargs)
+        copy(billing_state, customer_id, **kwargs)
 
-    def default_but_bad(customer_id: str) -> str | None:
+    def default_but_bad(billing_state: Any, customer_id: str) -> str | None:
         if customer_id == bad["id"]:
             raise AttributeError("invoice_settings")
-        return default(customer_id)
+        return default(billing_state, customer_id)
 
     monkeypatch.setattr(replica, "copy_customer", copy_but_bad)
     monkeypatch.setattr(reconcile_module, "ensure_default_payment_method", default_but_bad)

@@ -11,23 +11,28 @@ from typing import Any
 
 import pytest
 import stripe
+from flask import Flask
 from sqlalchemy import delete
 
 from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import StripeCopy
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver
+from tests.builders import Builder
+from tests.helpers import assert_error, count_stripe_requests, deliver
 
 
 @pytest.fixture
-def paying(as_user: Any) -> dict[str, Any]:
-    """A pooled workspace, an account with a Visa card as default and a subscription of 2 users."""
-    found = as_user("alice").account_without_trial()
-    alice, ws, account, acc = found["alice"], found["ws"], found["account"], found["acc"]
-    card = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
-    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}})
-    assert sub.status_code == 201, sub.json
-    return {"alice": alice, "ws": ws, "acc": acc, "customer": account["id"], "sub": sub.json["id"], "card": card["id"]}
+def paying(as_user: Any, app: Flask) -> dict[str, Any]:
+    """A pooled workspace, an account with a Visa card as default and a subscription of 2
+    users (made through the services: the tests are about the copy, not the set-up)."""
+    alice, build = as_user("alice"), Builder(app, "alice")
+    with build.webhooks_at_the_end():
+        ws = build.workspace("pooled")
+        account = build.account(ws)
+        build.account(ws, name="Second")  # two accounts: no trial
+        card = build.card(ws, account["id"], "pm_card_visa")
+        sub = build.subscription(ws, account["id"], {"users": 2})
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    return {"alice": alice, "ws": ws, "acc": acc, "customer": account["id"], "sub": sub["id"], "card": card["id"]}
 
 
 def users(alice: Any, acc: str, sub: str) -> int:

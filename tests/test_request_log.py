@@ -9,8 +9,7 @@ from typing import Any
 from app import create_app
 from billing.json_logging import json_handler
 from billing.config import Config
-from tests.conftest import TEST_ENV
-from tests.test_billing_accounts import FULL
+from tests.helpers import FULL, TEST_ENV
 
 
 def request_lines(caplog: Any) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import pytest
 
 from billing.sandbox_routes import service
 from tests.clock_runs import hold_runs
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 DAY = 86400
 
@@ -109,7 +109,7 @@ def test_traffic_after_the_advance_does_not_hold_ready(trialing: dict[str, Any],
                                                        apply_now: Any) -> None:
     """Only what the advance made counts: events users cause meanwhile (dated
     after the time it moved to) may wait for the workers without holding `ready`."""
-    from tests.test_webhooks import deliver, event
+    from tests.helpers import deliver, event
 
     alice = trialing["alice"]
     reading = alice.post("/sandbox/clock/advance", {"days": 15}).json

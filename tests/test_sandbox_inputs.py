@@ -9,7 +9,7 @@ import jsonschema_rs
 import pytest
 
 from tests.clock_runs import hold_runs
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from app import build_stripe, http_webhook_transport
 from billing.config import Config, ConfigError
 from billing.db import Database
 from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS
-from tests.conftest import TEST_ENV
+from tests.helpers import TEST_ENV
 
 
 def test_defaults_deliver_as_stripe() -> None:

@@ -11,87 +11,20 @@ duplicating anything at Stripe.
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import requests
-import responses
-import stripe
 from flask import Flask
 from sqlalchemy import select
 
-from app import create_app
-from billing.catalog import ensure_catalog
-from billing.config import Config
 from billing.db import Base
-from billing.gateway import StripeGateway, build_client
-from billing.replica import Keeper
-from stripe_sandbox import SandboxHTTPClient
-from tests.conftest import TEST_ENV, Api, wipe
+from tests.helpers import FAULTS_API_KEY as API_KEY, Api, Plan, wipe
 
-API_KEY = "sk_test_faults_0123456789"
-STRIPE = re.compile(r"https://api\.stripe\.com/.*")
 EXPECTED = {"500": (502, "stripe_unavailable"), "429": (429, "rate_limited"), "timeout": (503, "stripe_unavailable"),
             "reset": (503, "stripe_unavailable"), "malformed": (502, "stripe_unavailable"),
             "lost": (503, "stripe_unavailable")}
-
-
-@dataclass
-class Plan:
-    fail_from: int | None = None  # 1-based number of the first HTTP request that fails
-    kind: str = "500"
-    seen: int = 0
-
-
-class FakeStripe:
-    """api.stripe.com, answered by the sandbox, with faults injected on plan."""
-
-    def __init__(self, brain: SandboxHTTPClient) -> None:
-        self.brain = brain
-        self.plan = Plan()
-
-    def __call__(self, request: Any) -> Any:
-        self.plan.seen += 1
-        failing = self.plan.fail_from is not None and self.plan.seen >= self.plan.fail_from
-        kind = self.plan.kind
-        if failing and kind == "timeout":
-            raise requests.exceptions.ReadTimeout("read timed out")
-        if failing and kind == "reset":
-            raise requests.exceptions.ConnectionError("connection reset by peer")
-        if failing and kind == "500":
-            return 500, {"Request-Id": "req_fault"}, json.dumps({"error": {"type": "api_error", "message": "boom"}})
-        if failing and kind == "429":
-            return 429, {"Request-Id": "req_fault"}, json.dumps(
-                {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "slow down"}})
-        if failing and kind == "malformed":
-            return 200, {"Request-Id": "req_fault"}, "<html>upstream proxy error</html>"
-        body = request.body.decode() if isinstance(request.body, bytes) else request.body
-        text, status, headers = self.brain.request(request.method, request.url, dict(request.headers), body)
-        if failing and kind == "lost":  # Stripe did it; the answer never arrived
-            raise requests.exceptions.ConnectionError("connection reset after the request was sent")
-        return status, dict(headers), text
-
-
-@pytest.fixture
-def stripe_world(session_app: Flask, database_url: str, monkeypatch: Any) -> Iterator[dict[str, Any]]:
-    monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
-    state = session_app.extensions["billing"]
-    brain = SandboxHTTPClient(state.db)
-    fake = FakeStripe(brain)
-    app = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": API_KEY}))
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        for method in ("GET", "POST", "DELETE"):
-            mock.add_callback(method, STRIPE, callback=fake)
-        ensure_catalog(app.extensions["billing"].gateway)
-        # Changes made behind the service's back reach its copy as webhooks would bring them.
-        brain_gateway = StripeGateway(build_client("sk_test_sandbox", http_client=brain), keep=Keeper(state.db))
-        yield {"app": app, "fake": fake, "brain": brain_gateway}
-    wipe(session_app)
 
 
 def build(world: dict[str, Any], auth: Any) -> dict[str, Any]:

@@ -16,21 +16,7 @@ from sqlalchemy import delete, update
 
 from billing.gateway import STRIPE_API_VERSION
 from billing.models import BillingAccountIndex, StripeCopy
-from tests.conftest import LIVE_API_KEY as API_KEY
-from tests.conftest import TEST_ENV, Api, assert_error
-from tests.test_billing_accounts import FULL, index_rows
-
-CUSTOMERS = "https://api.stripe.com/v1/customers"
-
-
-def customer_json(customer_id: str = "cus_Real123", **metadata: str) -> dict[str, Any]:
-    return {
-        "id": customer_id, "object": "customer", "created": 1761698406, "livemode": False,
-        "name": FULL["name"], "email": FULL["email"], "phone": None, "description": None,
-        "address": {"country": "US", "line1": None, "line2": None, "city": None, "state": None,
-                    "postal_code": None},
-        "metadata": metadata, "currency": None, "invoice_settings": {"default_payment_method": None},
-    }
+from tests.helpers import CUSTOMERS, FULL, LIVE_API_KEY as API_KEY, TEST_ENV, Api, assert_error, customer_json, index_rows
 
 
 def _no_secret(response: Any) -> None:

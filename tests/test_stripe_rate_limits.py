@@ -14,7 +14,7 @@ from app import create_app
 from billing.config import Config, ConfigError
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
-from tests.conftest import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
 
 
 class Clock:
@@ -99,7 +99,7 @@ def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(tmp_path: 
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     run_migrations(url)
     waits: list[float] = []
-    monkeypatch.setattr(catalog.time, "sleep", lambda seconds: (waits.append(seconds), clock.next_second()))
+    monkeypatch.setattr(catalog.time, "sleep", lambda seconds: (waits.append(seconds), clock.next_second()))  # type: ignore[attr-defined]
     fresh = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": url, "SANDBOX_RATE_LIMITS": "test"}))
     clock.next_second()
     state: BillingState = fresh.extensions["billing"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 def test_trial_to_cancellation_story(as_user: Any, state: Any) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from billing.catalog import lookup_key
 from billing.models import Workspace
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 def subs_path(ws: str, account_id: str, sub_id: str = "") -> str:
@@ -162,8 +162,9 @@ def test_patch_validation(trial_setup: dict[str, Any]) -> None:
     alice, ws, account = trial_setup["alice"], trial_setup["ws"], trial_setup["account"]
     sub = alice.post(trial_setup["path"], {"product_quantities": {"users": 5}}).json
     path = subs_path(ws, account["id"], sub["id"])
-    for body in ({}, {"action": "explode"}, {"add_products": {"users": 0}}, {"remove_products": []},
-                 {"remove_products": ["widgets"]}, {"product_quantities": {}}):
+    bodies: list[dict[str, Any]] = [{}, {"action": "explode"}, {"add_products": {"users": 0}}, {"remove_products": []},
+                                    {"remove_products": ["widgets"]}, {"product_quantities": {}}]
+    for body in bodies:
         assert_error(alice.patch(path, body), 422, "validation_failed")
     assert alice.get(path).json == sub
 
@@ -209,11 +210,11 @@ def test_canceled_subscription_cannot_change(trial_setup: dict[str, Any], state:
     assert alice.delete(path).json["status"] == "canceled"
 
 
-def test_subscription_of_another_account_is_404(as_user: Any, subscribe: Any) -> None:
+def test_subscription_of_another_account_is_404(as_user: Any, subscribe_in_stripe: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace("pooled")
     a, b = alice.account(ws), alice.account(ws)
-    sub_b = subscribe(b["id"], {"users": 1})
+    sub_b = subscribe_in_stripe(b["id"], {"users": 1})
     for method in ("get", "delete"):
         assert_error(getattr(alice, method)(subs_path(ws, a["id"], sub_b.id)), 404, "not_found")
     assert_error(alice.patch(subs_path(ws, a["id"], sub_b.id), {"action": "pause"}), 404, "not_found")

@@ -9,9 +9,11 @@ from typing import Any
 
 import jwt
 import pytest
+from flask import Flask
 
 from billing.stripe_ids import intent_id
-from tests.conftest import TEST_ENV, assert_error
+from tests.builders import Builder
+from tests.helpers import TEST_ENV, assert_error
 
 VALID_BODIES = {
     ("POST", "subscriptions"): {"product_quantities": {"users": 1}},
@@ -89,21 +91,25 @@ def call(api: Any, method: str, kind: str, path: str) -> Any:
 
 
 @pytest.fixture
-def tenants(as_user: Any, state: Any) -> dict[str, Any]:
+def tenants(as_user: Any, app: Flask) -> dict[str, Any]:
+    """Alice's workspace and account; Bob's workspace with everything the routes name (a
+    subscription, a card, a SetupIntent, organizations with usage), made through the
+    services (the tests are about the routes, not their set-up)."""
     alice, bob = as_user("alice"), as_user("bob")
-    ws_a = alice.workspace(name="A")
-    ws_b = bob.workspace("single", name="B")
-    bob.add_member(ws_b, "victor", "viewer")
-    acc_a = alice.account(ws_a, name="A's account")
-    acc_b = bob.account(ws_b, name="B's account")
+    build_a, build_b = Builder(app, "alice"), Builder(app, "bob")
+    with build_b.webhooks_at_the_end():
+        ws_a = build_a.workspace(name="A")
+        ws_b = build_b.workspace("single", name="B")
+        build_b.add_member(ws_b, "victor", "viewer")
+        acc_a = build_a.account(ws_a, name="A's account")
+        acc_b = build_b.account(ws_b, name="B's account")
+        sub_b = build_b.subscription(ws_b, acc_b["id"], {"users": 1})
+        pm_b = build_b.card(ws_b, acc_b["id"], "pm_card_visa")
+        seti_b = intent_id(build_b.setup_intent(ws_b, acc_b["id"])["client_secret"])
+        root_b = build_b.organization(ws_b, name="B root", billing_account_id=acc_b["id"])
+        org_b = build_b.organization(ws_b, root_b["id"], name="B team")
+        build_b.usage(ws_b, org_b["id"], "users", 1)
     b = f"/workspaces/{ws_b}/billing-accounts/{acc_b['id']}"
-    sub_b = bob.post(f"{b}/subscriptions", {"product_quantities": {"users": 1}}).json
-    pm_b = bob.post(f"/sandbox{b}/payment-methods", {"payment_method": "pm_card_visa"}).json
-    seti_b = intent_id(bob.post(f"{b}/payment-methods").json["client_secret"])
-    root_b = bob.post(f"/workspaces/{ws_b}/organizations", {"name": "B root", "billing_account_id": acc_b["id"]}).json
-    org_b = bob.post(f"/workspaces/{ws_b}/organizations/{root_b['id']}/children", {"name": "B team"}).json
-    assert bob.post(f"/workspaces/{ws_b}/organizations/{org_b['id']}/usage",
-                    {"product": "users", "delta": 1}).status_code == 200
     return {"alice": alice, "bob": bob, "ws_a": ws_a, "ws_b": ws_b, "acc_a": acc_a, "acc_b": acc_b,
             "sub_b": sub_b, "pm_b": pm_b, "seti_b": seti_b, "b": b, "org_b": org_b}
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -13,27 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from billing.models import StripeEvent
-from tests.conftest import TEST_ENV, assert_error
-from tests.test_billing_accounts import index_rows
-
-SECRET = TEST_ENV["STRIPE_WEBHOOK_SECRET"]
-
-
-def sign(payload: bytes, secret: str = SECRET, at: int | None = None) -> str:
-    timestamp = int(time.time()) if at is None else at
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def event(type_: str, obj: dict[str, Any], event_id: str = "evt_test_1") -> bytes:
-    return json.dumps({"id": event_id, "object": "event", "type": type_, "created": int(time.time()),
-                       "data": {"object": obj}, "livemode": False}).encode()
-
-
-def deliver(client: Any, payload: bytes, signature: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    headers["Stripe-Signature"] = signature if signature is not None else sign(payload)
-    return client.post("/webhooks/stripe", data=payload, headers=headers)
+from tests.helpers import WEBHOOK_SECRET as SECRET, assert_error, deliver, event, index_rows, sign
 
 
 def processed(state: Any) -> list[str]:

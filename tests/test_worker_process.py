@@ -18,8 +18,7 @@ from sqlalchemy import func, select
 from billing import jobs
 from billing.models import StripeEvent, utcnow
 from billing.webhooks import inbox
-from tests.conftest import TEST_ENV
-from tests.test_webhooks import deliver
+from tests.helpers import TEST_ENV, deliver
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from billing.models import Member, Workspace
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

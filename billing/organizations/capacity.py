@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 
 from billing import replica
 from billing.access import Access, workspace_archived
-from billing.catalog import PRODUCTS, product_of_price
+from billing.catalog import PRODUCTS, CatalogProducts
 from billing.db import Database
 from billing.errors import ApiError, not_found
 from billing.models import BillingAccountIndex, CapacityHold, Organization, Workspace, utcnow
-from billing.state import current
+from billing.state import BillingState
 from billing.subscriptions.active import PROVIDING, provides_capacity
 
 Quantities = dict[str, int]
@@ -100,11 +100,11 @@ def _lock_with_path(session: Session, workspace_id: str, org_id: str) -> tuple[W
     return row[0], row[1]
 
 
-def subscription_quantities(data: dict[str, Any]) -> Quantities:
+def subscription_quantities(products: CatalogProducts, data: dict[str, Any]) -> Quantities:
     """A subscription document's quantities by product."""
     found = zero()
     for item in (data.get("items") or {}).get("data") or []:
-        product = product_of_price(item.get("price") or {})
+        product = products.of_price(item.get("price") or {})
         if product is not None:
             found[product] += int(item.get("quantity") or 0)
     return found
@@ -113,12 +113,13 @@ def subscription_quantities(data: dict[str, Any]) -> Quantities:
 Held = tuple[dict[str, Any], dict[str, int] | None]  # a subscription and a live hold on it (if any)
 
 
-def provided_by_account(session: Session, workspace_id: str, account_id: str | None = None) -> dict[str, Quantities]:
+def provided_by_account(products: CatalogProducts, session: Session, workspace_id: str,
+                        account_id: str | None = None) -> dict[str, Quantities]:
     """What the providing subscriptions of each account (or of one) give."""
-    return _provided(replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id))
+    return _provided(products, replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id))
 
 
-def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
+def _provided(products: CatalogProducts, subscriptions: Iterable[Held]) -> dict[str, Quantities]:
     """By account: each providing subscription counted at the lower of its
     quantities and any live hold on it."""
     counted: dict[str, tuple[str, Quantities]] = {}
@@ -126,7 +127,7 @@ def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
         if not provides_capacity(data):
             continue
         account, quantities = counted.setdefault(
-            str(data["id"]), (str(replica.customer_of(data)), subscription_quantities(data)))
+            str(data["id"]), (str(replica.customer_of(data)), subscription_quantities(products, data)))
         if held is not None:  # two holds on one subscription: the lower of each
             for product in PRODUCTS:
                 quantities[product] = min(quantities[product], held.get(product, 0))
@@ -136,13 +137,13 @@ def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
     return totals
 
 
-def provided(session: Session, workspace_id: str, pool: Pool) -> Quantities:
-    return _sum(provided_by_account(session, workspace_id, pool.account_id).values())
+def provided(products: CatalogProducts, session: Session, workspace_id: str, pool: Pool) -> Quantities:
+    return _sum(provided_by_account(products, session, workspace_id, pool.account_id).values())
 
 
-def pooled_seat_limits(session: Session, workspaces: Iterable[Workspace]) -> dict[str, int]:
+def pooled_seat_limits(products: CatalogProducts, session: Session, workspaces: Iterable[Workspace]) -> dict[str, int]:
     """The `pooled_seat_limit` of each pooled workspace: its one pool's `users` capacity."""
-    return {workspace.id: provided(session, workspace.id, Pool(None))["users"]
+    return {workspace.id: provided(products, session, workspace.id, Pool(None))["users"]
             for workspace in workspaces if workspace.billing_mode == "pooled"}
 
 
@@ -249,11 +250,11 @@ _PATH_AND_POOL = {of_account: _path_and_pool(of_account) for of_account in (Fals
 class Limits:
     """The limits read of one organization: computed once, in one transaction."""
 
-    def __init__(self, session: Session, workspace: Workspace, org: Organization) -> None:
+    def __init__(self, state: BillingState, session: Session, workspace: Workspace, org: Organization) -> None:
         """`org` names the organization and its path (which never change);
         its rows, the organization's own included, are read again here (over
         what the session holds), with the pool's usage and subscriptions."""
-        self.workspace = workspace
+        self.state, self.workspace = state, workspace
         account_id = org.billing_account_id
         while True:
             pool = pool_of(workspace, account_id)
@@ -271,7 +272,7 @@ class Limits:
         self.org: Organization = self.path[0]
         *usage, subscriptions = nodes[org.id][1:]
         self.pool_used = dict(zip(PRODUCTS, (int(v) for v in usage)))
-        self.capacity = _sum(_provided(subscriptions or []).values())
+        self.capacity = _sum(_provided(state.products, subscriptions or []).values())
 
     def binding(self, product: str) -> Headroom:
         """The constraint with the least headroom: limits on the path, nearest
@@ -297,7 +298,7 @@ class Limits:
             return {"type": "parent", "name": headroom.node.name}
         if self.workspace.billing_mode == "pooled":
             return {"type": "workspace", "name": self.workspace.name}
-        customer = replica.customer(self.org.billing_account_id or "") or {}
+        customer = replica.customer(self.state.db, self.org.billing_account_id or "") or {}
         return {"type": "billing_account", "name": str(customer.get("name") or self.org.billing_account_id)}
 
     def document(self) -> dict[str, Any]:
@@ -314,16 +315,16 @@ def organization_in(session: Session, workspace_id: str, org_id: str, *, fresh: 
     return org
 
 
-def limits(access: Access, org: Organization) -> dict[str, Any]:
+def limits(state: BillingState, access: Access, org: Organization) -> dict[str, Any]:
     """The limits read (`access` and `org` from `organization_access`)."""
-    with current().db.read() as session:
-        return Limits(session, access.workspace, org).document()
+    with state.db.read() as session:
+        return Limits(state, session, access.workspace, org).document()
 
 
-def capacity(workspace: Workspace) -> dict[str, Any]:
+def capacity(state: BillingState, workspace: Workspace) -> dict[str, Any]:
     """Every pool of the workspace: capacity, use and what is free, per product."""
-    with current().db.read() as session:
-        by_account = provided_by_account(session, workspace.id)
+    with state.db.read() as session:
+        by_account = provided_by_account(state.products, session, workspace.id)
         use = used_by_account(session, workspace.id)
         if workspace.billing_mode == "assigned":
             accounts = list(session.scalars(
@@ -348,12 +349,12 @@ def capacity(workspace: Workspace) -> dict[str, Any]:
 # -- taking and giving back ----------------------------------------------------------
 
 
-def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
+def report_usage(state: BillingState, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
     """Take (`delta` > 0) or release capacity for an organization; answers its
     limits entry for the product. 409 capacity_exceeded past the pool or any
     limit on the path; a release never takes usage below 0."""
-    with current().db.write() as session:
-        read = Limits(session, *_lock_with_path(session, workspace_id, org_id))
+    with state.db.write() as session:
+        read = Limits(state, session, *_lock_with_path(session, workspace_id, org_id))
         org = read.org
         if delta > 0:
             free = read.free(product)
@@ -376,13 +377,14 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
         return read.entry(product)
 
 
-def check_room_for_subtree(session: Session, workspace: Workspace, root: Organization, account_id: str) -> None:
+def check_room_for_subtree(products: CatalogProducts, session: Session, workspace: Workspace, root: Organization,
+                           account_id: str) -> None:
     """Reassigning a root: the new account's pool must hold the subtree's usage
     on top of what it already carries."""
     pool = pool_of(workspace, account_id)
     if pool.account_id is None or root.billing_account_id == account_id:
         return  # the same pool
-    cap, use = provided(session, workspace.id, pool), used(session, workspace.id, pool)
+    cap, use = provided(products, session, workspace.id, pool), used(session, workspace.id, pool)
     for product in PRODUCTS:
         needed = root.subtree_usage(product)
         if needed and use[product] + needed > cap[product]:
@@ -392,21 +394,21 @@ def check_room_for_subtree(session: Session, workspace: Workspace, root: Organiz
 
 
 @contextmanager
-def holding(workspace_id: str, account_id: str, subscription_id: str, after: Quantities, *,
+def holding(state: BillingState, workspace_id: str, account_id: str, subscription_id: str, after: Quantities, *,
             cancelling: bool) -> Iterator[None]:
     """Hold a subscription at its quantities-to-be while the change that lowers
     it is sent to Stripe; 409 first if that would leave its pool below usage
     (a product already below usage is refused only if the change lowers it)."""
-    with current().db.write() as session:
+    with state.db.write() as session:
         workspace = lock_workspace(session, workspace_id, writable=False)
         pool = pool_of(workspace, account_id)
-        before = provided(session, workspace_id, pool)
+        before = provided(state.products, session, workspace_id, pool)
         hold = CapacityHold(workspace_id=workspace_id, subscription_id=subscription_id,
                             quantities={p: after.get(p, 0) for p in PRODUCTS},
                             expires_at=utcnow() + timedelta(seconds=HOLD_SECONDS))
         session.add(hold)
         session.flush()
-        left, use = provided(session, workspace_id, pool), used(session, workspace_id, pool)
+        left, use = provided(state.products, session, workspace_id, pool), used(session, workspace_id, pool)
         for product in PRODUCTS:
             if left[product] < before[product] and left[product] < use[product]:
                 if cancelling:
@@ -418,7 +420,7 @@ def holding(workspace_id: str, account_id: str, subscription_id: str, after: Qua
     try:
         yield
     finally:
-        with current().db.write() as session:
+        with state.db.write() as session:
             session.execute(delete(CapacityHold).where(CapacityHold.id == hold_id))
 
 
@@ -428,9 +430,9 @@ def refuse_if_in_use(session: Session, workspace_id: str) -> None:
         raise ApiError(409, "workspace_not_empty", "Organizations of this workspace still use capacity.")
 
 
-def refuse_if_assigned(workspace_id: str, account_id: str) -> None:
+def refuse_if_assigned(state: BillingState, workspace_id: str, account_id: str) -> None:
     """Deleting an account: 409 while a root organization is assigned to it."""
-    with current().db.read() as session:
+    with state.db.read() as session:
         assigned = session.scalar(select(Organization.id).where(
             Organization.workspace_id == workspace_id, Organization.parent_id.is_(None),
             Organization.billing_account_id == account_id).limit(1))

@@ -19,7 +19,7 @@ from billing.models import BillingAccountIndex, Organization, OrganizationPictur
 from billing.organizations import pictures
 from billing.organizations.branding import stored_branding
 from billing.organizations.capacity import check_room_for_subtree, lock_organization, lock_workspace, organization_in
-from billing.state import current
+from billing.state import BillingState
 
 MAX_ORGANIZATIONS = 1000
 MAX_DEPTH = 9
@@ -30,20 +30,20 @@ def _limit_reached(message: str) -> ApiError:
     return ApiError(409, "organization_limit_reached", message)
 
 
-def list_organizations(access: Access) -> list[Organization]:
-    with current().db.read() as session:
+def list_organizations(state: BillingState, access: Access) -> list[Organization]:
+    with state.db.read() as session:
         return list(session.scalars(
             select(Organization).where(Organization.workspace_id == access.workspace.id)
             .order_by(Organization.created_at, Organization.id)))
 
 
-def get_organization(access: Access, org_id: str) -> Organization:
-    with current().db.read() as session:
+def get_organization(state: BillingState, access: Access, org_id: str) -> Organization:
+    with state.db.read() as session:
         return organization_in(session, access.workspace.id, org_id)
 
 
-def get_parent(access: Access, org_id: str) -> Organization | None:
-    with current().db.read() as session:
+def get_parent(state: BillingState, access: Access, org_id: str) -> Organization | None:
+    with state.db.read() as session:
         org = organization_in(session, access.workspace.id, org_id)
         return None if org.parent_id is None else session.get(Organization, org.parent_id)
 
@@ -56,9 +56,9 @@ def _subtree(session: Session, org: Organization) -> list[Organization]:
         or_(Organization.path == prefix, Organization.path.startswith(prefix + "#", autoescape=True)))))
 
 
-def descendants(access: Access, org_id: str) -> list[Organization]:
+def descendants(state: BillingState, access: Access, org_id: str) -> list[Organization]:
     """Depth-first: each organization followed by its own subtree, siblings in creation order."""
-    with current().db.read() as session:
+    with state.db.read() as session:
         org = organization_in(session, access.workspace.id, org_id)
         below = _subtree(session, org)
     children: dict[str | None, list[Organization]] = {}
@@ -73,7 +73,7 @@ def descendants(access: Access, org_id: str) -> list[Organization]:
     return ordered
 
 
-def _account_rule(access: Access, data: dict[str, Any], *, root: bool) -> str | None:
+def _account_rule(state: BillingState, access: Access, data: dict[str, Any], *, root: bool) -> str | None:
     """The billing account a root names, by the workspace's mode (422 otherwise)."""
     account_id = data.get("billing_account_id")
     mode = access.workspace.billing_mode
@@ -88,7 +88,7 @@ def _account_rule(access: Access, data: dict[str, Any], *, root: bool) -> str | 
         return None
     if account_id is None:
         raise validation_error({"billing_account_id": [f"Required in {mode} mode."]})
-    with current().db.read() as session:
+    with state.db.read() as session:
         known = session.scalar(select(BillingAccountIndex.id).where(
             BillingAccountIndex.workspace_id == access.workspace.id, BillingAccountIndex.customer_id == account_id,
             BillingAccountIndex.state == "active"))
@@ -97,10 +97,10 @@ def _account_rule(access: Access, data: dict[str, Any], *, root: bool) -> str | 
     return str(account_id)
 
 
-def _account_lease(account_id: str | None) -> ContextManager[None]:
+def _account_lease(state: BillingState, account_id: str | None) -> ContextManager[None]:
     """Assigning a root to an account holds the account's lease: deleting the
     account (which holds it too) can't miss the assignment."""
-    return lease(current().db, account_lease_name(account_id)) if account_id else nullcontext()
+    return lease(state.db, account_lease_name(account_id)) if account_id else nullcontext()
 
 
 def _limits_columns(limits: dict[str, Any]) -> dict[str, Any]:
@@ -140,14 +140,15 @@ def _set_picture(session: Session, org: Organization, picture: _Picture) -> None
                                       created_at=utcnow()))
 
 
-def create_organization(access: Access, data: dict[str, Any], parent_id: str | None = None) -> Organization:
+def create_organization(state: BillingState, access: Access, data: dict[str, Any],
+                        parent_id: str | None = None) -> Organization:
     """A root (`parent_id` None) or a child; 409 organization_limit_reached past
     1,000 per workspace, depth 9 or 100 children."""
     access.for_billing_write()
-    account_id = _account_rule(access, data, root=parent_id is None)
+    account_id = _account_rule(state, access, data, root=parent_id is None)
     picture = _picture(data)
     now = utcnow()
-    with _account_lease(account_id), current().db.write() as session:
+    with _account_lease(state, account_id), state.db.write() as session:
         lock_workspace(session, access.workspace.id)
         count = session.scalar(select(func.count()).select_from(Organization).where(
             Organization.workspace_id == access.workspace.id)) or 0
@@ -179,7 +180,7 @@ def create_organization(access: Access, data: dict[str, Any], parent_id: str | N
     return org
 
 
-def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Organization:
+def update_organization(state: BillingState, access: Access, org_id: str, data: dict[str, Any]) -> Organization:
     """Name, limits (null removes one; a limit below usage only refuses new
     increases), picture, branding and, for a root outside pooled mode, its
     billing account."""
@@ -187,13 +188,13 @@ def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Or
     picture = _picture(data)
     account_id: str | None = None
     if "billing_account_id" in data:
-        with current().db.read() as session:
+        with state.db.read() as session:
             is_root = organization_in(session, access.workspace.id, org_id).parent_id is None
-        account_id = _account_rule(access, data, root=is_root)
-    with _account_lease(account_id), current().db.write() as session:
+        account_id = _account_rule(state, access, data, root=is_root)
+    with _account_lease(state, account_id), state.db.write() as session:
         workspace, org = lock_organization(session, access.workspace.id, org_id)
         if account_id is not None and account_id != org.billing_account_id:
-            check_room_for_subtree(session, workspace, org, account_id)
+            check_room_for_subtree(state.products, session, workspace, org, account_id)
             session.execute(update(Organization).where(
                 Organization.workspace_id == org.workspace_id,
                 or_(Organization.id == org.id, Organization.path == org.subtree_prefix,
@@ -212,10 +213,10 @@ def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Or
     return org
 
 
-def delete_organization(access: Access, org_id: str) -> None:
+def delete_organization(state: BillingState, access: Access, org_id: str) -> None:
     """Delete it and its descendants; 409 while any of them uses capacity."""
     access.for_billing_write()
-    with current().db.write() as session:
+    with state.db.write() as session:
         org = lock_organization(session, access.workspace.id, org_id)[1]
         if any(org.subtree_usage(product) for product in PRODUCTS):
             raise ApiError(409, "organization_has_usage",

@@ -13,6 +13,7 @@ from billing.blueprints import authenticated_blueprint
 from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
 from billing.openapi import route_facts
+from billing.state import current
 from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
 from stripe_sandbox import TEST_TOKENS, hosted_invoices
@@ -73,7 +74,7 @@ class Clock(MethodView):
     @blp.response(200, ClockSchema)
     def get(self) -> Any:
         """The sandbox's clock"""
-        return service.clock_now()
+        return service.clock_now(current())
 
 
 @blp.route("/clock/advance")
@@ -87,7 +88,7 @@ class ClockAdvance(MethodView):
         Answers at once with `status: advancing`; poll GET /sandbox/clock until `status` is `ready`.
         While an earlier advance still runs, 409 `clock_advancing`.
         """
-        return service.advance_clock(data)
+        return service.advance_clock(current(), data)
 
 
 @blp.route(ACCOUNT + "/payment-methods")
@@ -98,7 +99,7 @@ class TestPaymentMethods(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Attach one of Stripe's test payment methods (pm_card_visa, pm_card_chargeDeclined, ...)"""
         return service.attach_test_payment_method(
-            account_access(workspaceId, billingAccountId), data["payment_method"], stripe_key()
+            current(), account_access(workspaceId, billingAccountId), data["payment_method"], stripe_key()
         )
 
 
@@ -110,7 +111,8 @@ class ConfirmSetupIntent(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, setupIntentId: str) -> Any:
         """Confirm a SetupIntent with a test payment method, as Stripe.js would"""
         return service.confirm_setup_intent(
-            account_access(workspaceId, billingAccountId), setupIntentId, data["payment_method"], stripe_key()
+            current(), account_access(workspaceId, billingAccountId), setupIntentId, data["payment_method"],
+            stripe_key()
         )
 
 
@@ -121,7 +123,7 @@ class Authenticate(MethodView):
     @blp.response(200, AuthenticationResultSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Complete (or fail) a pending 3-D Secure authentication, as Stripe.js would"""
-        return service.authenticate(account_access(workspaceId, billingAccountId), data["client_secret"],
+        return service.authenticate(current(), account_access(workspaceId, billingAccountId), data["client_secret"],
                                     data["outcome"] == "succeed")
 
 
@@ -133,7 +135,7 @@ HOSTED_RULE = HOSTED_PATH.replace("{", "<").replace("}", ">")
 
 @hosted_invoices_blp.get(HOSTED_RULE)
 def hosted_invoice_page(invoice: str, token: str) -> Response:
-    page = hosted_invoices.html(service.hosted_invoice(invoice, token))
+    page = hosted_invoices.html(service.hosted_invoice(current(), invoice, token))
     # Nothing but the page itself and its inline style.
     return Response(page, mimetype="text/html", headers={
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"})
@@ -141,6 +143,6 @@ def hosted_invoice_page(invoice: str, token: str) -> Response:
 
 @hosted_invoices_blp.get(HOSTED_RULE + "/pdf")
 def hosted_invoice_pdf(invoice: str, token: str) -> Response:
-    data = service.hosted_invoice(invoice, token)
+    data = service.hosted_invoice(current(), invoice, token)
     return Response(hosted_invoices.pdf(data), mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="Invoice-{data["number"]}.pdf"'})

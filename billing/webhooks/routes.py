@@ -23,10 +23,11 @@ class StripeWebhook(MethodView):
     @blp.response(200)
     def post(self) -> dict[str, Any]:
         """Receive a Stripe event: signature-checked, stored once per event id, applied shortly after by a worker"""
+        state = current()
         event = service.verify_event(
             request.get_data(cache=False),
             request.headers.get("Stripe-Signature"),
-            current().config.stripe_webhook_secrets,
+            state.config.stripe_webhook_secrets,
         )
-        stored = service.receive(event)
+        stored = service.receive(state, event)
         return {"received": True, "duplicate": not stored}

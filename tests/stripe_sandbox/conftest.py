@@ -54,7 +54,7 @@ def make_price(client: stripe.StripeClient, product: stripe.Product) -> Callable
     def make(**params: Any) -> stripe.Price:
         defaults: dict[str, Any] = {"product": product.id, "currency": "usd", "unit_amount": 1000,
                                     "recurring": {"interval": "month"}}
-        return client.v1.prices.create(params={**defaults, **params})
+        return client.v1.prices.create(params={**defaults, **params})  # type: ignore[typeddict-item]
 
     return make
 

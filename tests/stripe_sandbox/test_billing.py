@@ -17,7 +17,7 @@ DAY = 86400
 
 def _sub(client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price, quantity: int = 2,
          **params: Any) -> stripe.Subscription:
-    return client.v1.subscriptions.create(params={
+    return client.v1.subscriptions.create(params={  # type: ignore[arg-type]
         "customer": customer.id, "items": [{"price": price.id, "quantity": quantity}], "expand": ["latest_invoice"],
         **params})
 
@@ -73,7 +73,7 @@ def test_decline_with_allow_incomplete_is_incomplete(client: stripe.StripeClient
     customer = customer_with("pm_card_chargeCustomerFail")
     extra = {"payment_behavior": payment_behavior} if payment_behavior else {}
     subscription = _sub(client, customer, monthly, expand=["latest_invoice.payments.data.payment.payment_intent"],
-                        **extra)
+                        **extra)  # type: ignore[arg-type]
     invoice = subscription.latest_invoice
     assert (subscription.status, invoice.status, invoice.attempt_count) == ("incomplete", "open", 1)
     intent = invoice.payments.data[0].payment.payment_intent

@@ -30,7 +30,7 @@ def test_product_custom_id_and_default_price(client: stripe.StripeClient) -> Non
         "id": "pro", "name": "Pro",
         "default_price_data": {"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"}}})
     assert product.id == "pro"
-    price = client.v1.prices.retrieve(product.default_price)
+    price = client.v1.prices.retrieve(product.default_price)  # type: ignore[arg-type]
     assert (price.product, price.unit_amount, price.recurring.interval) == ("pro", 500, "month")
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.products.create(params={"id": "pro", "name": "Again"})
@@ -69,7 +69,7 @@ def test_price_shape(client: stripe.StripeClient, product: stripe.Product) -> No
 def test_price_with_product_data(client: stripe.StripeClient) -> None:
     price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 100,
                                             "product_data": {"name": "Inline"}})
-    assert client.v1.products.retrieve(price.product).name == "Inline"
+    assert client.v1.products.retrieve(price.product).name == "Inline"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_price_update(client: stripe.StripeClient, monthly: stripe.Price) -> Non
                                                           "metadata": {"a": "b"}})
     assert (updated.active, updated.nickname, updated.metadata.to_dict()) == (False, "Old", {"a": "b"})
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.prices.update(monthly.id, params={"unit_amount": 5})  # type: ignore[typeddict-unknown-key]
+        client.v1.prices.update(monthly.id, params={"unit_amount": 5})  # type: ignore[arg-type]
     assert (raised.value.code, raised.value.param) == ("parameter_unknown", "unit_amount")
 
 

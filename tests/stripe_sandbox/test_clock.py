@@ -18,7 +18,7 @@ DAY = 86400
 
 def _sub(client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price,
          **params: Any) -> stripe.Subscription:
-    return client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}], **params})
+    return client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}], **params})  # type: ignore[arg-type]
 
 
 def _invoices(client: stripe.StripeClient, subscription: stripe.Subscription) -> list[stripe.Invoice]:
@@ -27,7 +27,7 @@ def _invoices(client: stripe.StripeClient, subscription: stripe.Subscription) ->
 
 def _types(client: stripe.StripeClient) -> list[str]:
     """Event types, oldest first."""
-    return [event.type for event in client.v1.events.list(params={"limit": 100}).auto_paging_iter()][::-1]
+    return [event.type for event in client.v1.events.list(params={"limit": 100}).auto_paging_iter()][::-1]  # type: ignore[return-value]
 
 
 def test_trial_end_with_payment_method(client: stripe.StripeClient, paying_customer: stripe.Customer,
@@ -41,7 +41,7 @@ def test_trial_end_with_payment_method(client: stripe.StripeClient, paying_custo
     item = after["items"].data[0]
     assert after.status == "active"
     assert (item.current_period_start, after.billing_cycle_anchor) == (subscription.trial_end, subscription.trial_end)
-    assert item.current_period_end == add_interval(subscription.trial_end, "month", 1)
+    assert item.current_period_end == add_interval(subscription.trial_end, "month", 1)  # type: ignore[arg-type]
     first_real = _invoices(client, subscription)[0]
     assert (first_real.status, first_real.total, first_real.billing_reason) == ("paid", 1000, "subscription_cycle")
     assert first_real.created == subscription.trial_end  # dated when it happened, not when the clock ran
@@ -111,7 +111,7 @@ def test_declined_renewal_is_past_due(client: stripe.StripeClient, monthly: stri
 def test_send_invoice_renewal(client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price,
                               clock: SandboxClock) -> None:
     subscription = _sub(client, customer, monthly, collection_method="send_invoice", days_until_due=30)
-    first = client.v1.invoices.retrieve(subscription.latest_invoice)
+    first = client.v1.invoices.retrieve(subscription.latest_invoice)  # type: ignore[arg-type]
     assert (first.status, first.due_date) == ("open", first.created + 30 * DAY)
     clock.advance_and_process(days=32)
     renewal = _invoices(client, subscription)[0]
@@ -143,7 +143,7 @@ def test_incomplete_expires_after_23_hours(client: stripe.StripeClient, customer
     clock.advance_and_process(hours=2)
     expired = client.v1.subscriptions.retrieve(subscription.id)
     assert (expired.status, expired.ended_at) == ("incomplete_expired", subscription.created + 23 * 3600)
-    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "void"
+    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "void"  # type: ignore[arg-type]
 
 
 def test_only_due_rows_are_visited(client: stripe.StripeClient, database: SqlSessions, paying_customer: stripe.Customer,

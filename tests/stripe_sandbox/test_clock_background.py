@@ -96,7 +96,7 @@ def test_a_long_run_keeps_its_lease(clock: SandboxClock, database: SqlSessions,
 
     monkeypatch.setattr(slow, "_process_next", slow_transition)
     slow.advance_in_background(days=1)
-    seen = []
+    seen: list[str] = []
     while (status := clock.reading().status) == "advancing" or not seen:
         seen.append(status)
         time.sleep(0.02)

@@ -82,7 +82,7 @@ def test_update_invoice_settings(client: stripe.StripeClient, customer: stripe.C
 
 def test_update_unknown_nested_param(client: stripe.StripeClient, customer: stripe.Customer) -> None:
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.customers.update(customer.id, params={"invoice_settings": {"colour": "red"}})  # type: ignore[typeddict-unknown-key]
+        client.v1.customers.update(customer.id, params={"invoice_settings": {"colour": "red"}})  # type: ignore[arg-type]
     assert (raised.value.code, raised.value.param) == ("parameter_unknown", "invoice_settings[colour]")
 
 

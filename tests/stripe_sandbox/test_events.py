@@ -58,7 +58,7 @@ def test_event_shape_and_previous_attributes(client: stripe.StripeClient) -> Non
     assert (data["api_version"], data["livemode"], data["pending_webhooks"]) == (stripe.api_version, False, 1)
     assert data["created"] == customer.created
     assert data["request"]["idempotency_key"] == "make-ada"
-    assert data["request"]["id"] == customer.last_response.request_id  # type: ignore[union-attr]
+    assert data["request"]["id"] == customer.last_response.request_id
     assert data["data"]["object"] == customer.to_dict()
     assert "previous_attributes" not in data["data"]
     assert updated.data.object["name"] == "Grace"
@@ -93,7 +93,7 @@ def test_list_filters(client: stripe.StripeClient, paying_customer: stripe.Custo
 def test_payment_method_and_setup_intent_events(client: stripe.StripeClient, customer: stripe.Customer) -> None:
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
     confirmed = client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_visa"})
-    client.v1.payment_methods.detach(confirmed.payment_method)
+    client.v1.payment_methods.detach(confirmed.payment_method)  # type: ignore[arg-type]
     types = [e.type for e in _events(client)][::-1]
     assert types[-4:] == ["setup_intent.created", "payment_method.attached", "setup_intent.succeeded",
                           "payment_method.detached"]

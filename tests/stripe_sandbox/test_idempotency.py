@@ -48,7 +48,7 @@ def test_errors_are_replayed_but_validation_errors_are_not(client: stripe.Stripe
     assert raised.value.headers["Idempotent-Replayed"] == "true"
     # A request rejected by validation stores nothing: the key stays free.
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.customers.create(params={"balance": "x"}, options={"idempotency_key": "c-1"})  # type: ignore[typeddict-item]
+        client.v1.customers.create(params={"balance": "x"}, options={"idempotency_key": "c-1"})  # type: ignore[arg-type]
     assert client.v1.customers.create(params={"name": "Ok"}, options={"idempotency_key": "c-1"}).name == "Ok"
 
 

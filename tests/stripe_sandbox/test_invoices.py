@@ -25,7 +25,7 @@ def _declared_fields(cls: type) -> set[str]:
 def _subscribe(client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price,
                **params: Any) -> stripe.Subscription:
     return client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"price": price.id, "quantity": 2}], **params})
+        params={"customer": customer.id, "items": [{"price": price.id, "quantity": 2}], **params})  # type: ignore[arg-type]
 
 
 def _items(client: stripe.StripeClient, customer: stripe.Customer, count: int) -> list[stripe.InvoiceItem]:
@@ -46,7 +46,7 @@ def _table_counts(database: SqlSessions) -> dict[str, int]:
 def test_subscription_invoice_shape(client: stripe.StripeClient, paying_customer: stripe.Customer,
                                     monthly: stripe.Price, product: stripe.Product) -> None:
     subscription = _subscribe(client, paying_customer, monthly, metadata={"workspace_id": "ws_1"})
-    invoice = client.v1.invoices.retrieve(subscription.latest_invoice)
+    invoice = client.v1.invoices.retrieve(subscription.latest_invoice)  # type: ignore[arg-type]
     data = invoice.to_dict()
     assert re.fullmatch(r"in_[A-Za-z0-9]{24}", data["id"])
     # Every field this library version declares, but those Stripe only sends when expanded.
@@ -92,7 +92,7 @@ def test_invoice_with_25_lines_pages_through_lines(client: stripe.StripeClient, 
     assert draft.status == "draft" and draft.number is None and draft.hosted_invoice_url is None
     assert draft.total == sum(100 + i for i in range(25))
     lines = draft.lines
-    assert (len(lines.data), lines.has_more, lines.total_count, lines.url) == (
+    assert (len(lines.data), lines.has_more, lines.total_count, lines.url) == (  # type: ignore[attr-defined]
         10, True, 25, f"/v1/invoices/{draft.id}/lines")
     # Invoice items come newest first, as Stripe orders pending items.
     expected = [item.id for item in reversed(items)]
@@ -145,7 +145,7 @@ def test_invoice_items(client: stripe.StripeClient, customer: stripe.Customer,
                           ({"amount": 5, "currency": "usd", "pricing": {"price": one_time.id}}, "pricing[price]"),
                           ({"pricing": {"price": "price_missing"}}, "pricing[price]")):
         with pytest.raises(stripe.InvalidRequestError) as raised:
-            client.v1.invoice_items.create(params={"customer": customer.id, **params})  # type: ignore[typeddict-item]
+            client.v1.invoice_items.create(params={"customer": customer.id, **params})  # type: ignore[arg-type]
         assert raised.value.param == param
 
 
@@ -258,8 +258,8 @@ def test_preview_changes_nothing(client: stripe.StripeClient, database: SqlSessi
         assert preview.parent.subscription_details.subscription == subscription.id
     for extra in ({"cancel_now": True}, {"trial_end": "now"}, {"cancel_at_period_end": True}):
         try:
-            client.v1.invoices.create_preview(params={"subscription": subscription.id,
-                                                      "subscription_details": extra})  # type: ignore[typeddict-item]
+            client.v1.invoices.create_preview(params={"subscription": subscription.id,  # type: ignore[arg-type]
+                                                      "subscription_details": extra})
         except stripe.InvalidRequestError:
             pass
     after = (_table_counts(database), client.v1.subscriptions.retrieve(subscription.id).to_dict())
@@ -280,8 +280,8 @@ def test_preview_amounts(client: stripe.StripeClient, paying_customer: stripe.Cu
         return int(exact.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP))
 
     def preview(**details: Any) -> stripe.Invoice:
-        return client.v1.invoices.create_preview(params={"subscription": subscription.id, "subscription_details": {
-            "proration_date": at, **details}})  # type: ignore[typeddict-item]
+        return client.v1.invoices.create_preview(params={"subscription": subscription.id, "subscription_details": {  # type: ignore[arg-type]
+            "proration_date": at, **details}})
 
     upgrade = [{"id": item.id, "quantity": 5}]
     now = preview(items=upgrade, proration_behavior="always_invoice")
@@ -294,14 +294,14 @@ def test_preview_amounts(client: stripe.StripeClient, paying_customer: stripe.Cu
     assert later.billing_reason == "subscription_cycle"
     plain = preview(items=upgrade, proration_behavior="none")
     assert [line.amount for line in plain.lines.data] == [5000]
-    recurring = client.v1.invoices.create_preview(params={
+    recurring = client.v1.invoices.create_preview(params={  # type: ignore[arg-type]
         "subscription": subscription.id, "preview_mode": "recurring",
         "subscription_details": {"items": upgrade, "proration_date": at}})
     assert recurring.total == 5000
     leaving = preview(cancel_now=True)
     assert [line.amount for line in leaving.lines.data] == [-remaining(2000)]
     # The update itself, with the same proration date, bills what was previewed.
-    updated = client.v1.subscriptions.update(subscription.id, params={
+    updated = client.v1.subscriptions.update(subscription.id, params={  # type: ignore[arg-type]
         "items": upgrade, "proration_behavior": "always_invoice", "proration_date": at, "expand": ["latest_invoice"]})
     assert [line.amount for line in updated.latest_invoice.lines.data] == [remaining(5000), -remaining(2000)]
     with pytest.raises(stripe.InvalidRequestError) as raised:

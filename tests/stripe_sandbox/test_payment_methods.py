@@ -111,7 +111,7 @@ def test_detach_clears_the_customer_default(client: stripe.StripeClient,
     other = _attach(client, "pm_card_amex", customer)
     client.v1.payment_methods.detach(other.id)
     assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method == default
-    detached = client.v1.payment_methods.detach(default)
+    detached = client.v1.payment_methods.detach(default)  # type: ignore[arg-type]
     assert detached.customer is None
     assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method is None
     assert client.v1.customers.payment_methods.list(customer.id).data == []
@@ -121,8 +121,8 @@ def test_customer_create_with_payment_method(client: stripe.StripeClient) -> Non
     customer = client.v1.customers.create(params={
         "payment_method": "pm_card_mastercard", "invoice_settings": {"default_payment_method": "pm_card_mastercard"}})
     default = customer.invoice_settings.default_payment_method
-    assert ID.match(default)
-    assert client.v1.payment_methods.retrieve(default).customer == customer.id
+    assert ID.match(default)  # type: ignore[arg-type]
+    assert client.v1.payment_methods.retrieve(default).customer == customer.id  # type: ignore[arg-type]
     attached_only = client.v1.customers.create(params={"payment_method": "pm_card_visa"})
     assert attached_only.invoice_settings.default_payment_method is None
     assert len(client.v1.customers.payment_methods.list(attached_only.id).data) == 1

@@ -31,7 +31,7 @@ def subscribed(client: stripe.StripeClient, customer_with: Callable[[str], strip
 def increase(client: stripe.StripeClient, subscription: stripe.Subscription, quantity: int,
              **extra: Any) -> stripe.Subscription:
     item = subscription["items"].data[0]
-    return client.v1.subscriptions.update(subscription.id, params={
+    return client.v1.subscriptions.update(subscription.id, params={  # type: ignore[arg-type]
         "items": [{"id": item.id, "quantity": quantity}], **INCREASE, **extra})
 
 
@@ -130,11 +130,11 @@ def test_only_what_a_pending_update_supports(client: stripe.StripeClient, paying
                                                           "items": [{"price": monthly.id}]})
     params = {"items": [{"id": subscription["items"].data[0].id, "quantity": 2}], **INCREASE, **extra}
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.subscriptions.update(subscription.id, params=params)
+        client.v1.subscriptions.update(subscription.id, params=params)  # type: ignore[arg-type]
     assert raised.value.param == param and "pending_if_incomplete" in str(raised.value.user_message)
     deleted = {"items": [{"id": subscription["items"].data[0].id, "deleted": True}], **INCREASE}
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.subscriptions.update(subscription.id, params=deleted)
+        client.v1.subscriptions.update(subscription.id, params=deleted)  # type: ignore[arg-type]
     assert raised.value.param == "items[0][deleted]"
     assert client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].quantity == 1
 

@@ -100,7 +100,7 @@ def test_a_subscription_keeps_the_default_payment_method_set_while_it_is_created
 
     def change_meanwhile(store: Store, customer_id: str, **kwargs: Any) -> list[SandboxObject]:
         # The creation has read the customer, unlocked; another request changes it and commits now.
-        _run_together(lambda: _client(database).v1.customers.update(
+        _run_together(lambda: _client(database).v1.customers.update(  # type: ignore[arg-type]
             customer_id, {"invoice_settings": {"default_payment_method": method}}))
         return pending_items(store, customer_id, **kwargs)
 

@@ -35,7 +35,7 @@ def test_confirm_with_token_attaches_but_does_not_set_default(client: stripe.Str
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
     confirmed = client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_visa"})
     assert confirmed.status == "succeeded"
-    method = client.v1.payment_methods.retrieve(confirmed.payment_method)
+    method = client.v1.payment_methods.retrieve(confirmed.payment_method)  # type: ignore[arg-type]
     assert (method.customer, method.card.last4) == (customer.id, "4242")
     # Making it the default is the integration's job (from the webhook), as on Stripe.
     assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method is None
@@ -54,7 +54,7 @@ def test_confirm_with_saved_payment_method_and_create_confirm(client: stripe.Str
     at_once = client.v1.setup_intents.create(params={
         "customer": customer.id, "payment_method": "pm_usBankAccount", "confirm": True})
     assert at_once.status == "succeeded"
-    assert client.v1.payment_methods.retrieve(at_once.payment_method).type == "us_bank_account"
+    assert client.v1.payment_methods.retrieve(at_once.payment_method).type == "us_bank_account"  # type: ignore[arg-type]
 
 
 def test_cancel(client: stripe.StripeClient, customer: stripe.Customer) -> None:
@@ -77,7 +77,7 @@ def test_errors(client: stripe.StripeClient, customer: stripe.Customer) -> None:
         client.v1.setup_intents.create(params={"customer": "cus_missing"})
     assert (raised.value.code, raised.value.param) == ("resource_missing", "customer")
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.setup_intents.create(params={"payment_method_types": ["card"]})  # type: ignore[typeddict-unknown-key]
+        client.v1.setup_intents.create(params={"payment_method_types": ["card"]})  # type: ignore[arg-type]
     assert (raised.value.code, raised.value.param) == ("parameter_unknown", "payment_method_types")
     cards_only = client.v1.setup_intents.create(params={"customer": customer.id,
                                                         "allowed_payment_method_types": ["card"]})

@@ -16,7 +16,7 @@ DAY = 86400
 def _sub(client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price,
          **params: object) -> stripe.Subscription:
     return client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"price": price.id}], **params})  # type: ignore[typeddict-item]
+        params={"customer": customer.id, "items": [{"price": price.id}], **params})  # type: ignore[arg-type]
 
 
 def test_create_active_shape(client: stripe.StripeClient, paying_customer: stripe.Customer,
@@ -154,7 +154,7 @@ def test_create_errors(client: stripe.StripeClient, paying_customer: stripe.Cust
     merged = {**base, **params}
     if isinstance(merged["items"], list):
         merged["items"] = [{k: (monthly.id if v == "{price}" else v) for k, v in item.items()}
-                           for item in merged["items"]]  # type: ignore[union-attr]
+                           for item in merged["items"]]
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.subscriptions.create(params=merged)  # type: ignore[arg-type]
     assert (raised.value.http_status, raised.value.code, raised.value.param) == (status, code, param)
@@ -295,7 +295,7 @@ def test_due_at_tracks_next_transition(client: stripe.StripeClient, database: Sq
             return row.due_at
 
     assert due() == subscription.trial_end - 3 * DAY  # customer.subscription.trial_will_end
-    client.v1.subscriptions.update(subscription.id, params={"cancel_at": subscription.trial_end - 4 * DAY})
+    client.v1.subscriptions.update(subscription.id, params={"cancel_at": subscription.trial_end - 4 * DAY})  # type: ignore[arg-type]
     assert due() == subscription.trial_end - 4 * DAY
     client.v1.subscriptions.cancel(subscription.id)
     assert due() is None

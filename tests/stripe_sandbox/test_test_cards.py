@@ -42,7 +42,7 @@ def price(make_price: Callable[..., stripe.Price]) -> stripe.Price:
 
 
 def _subscribe(client: stripe.StripeClient, customer: str, price: stripe.Price, **params: Any) -> stripe.Subscription:
-    return client.v1.subscriptions.create(params={
+    return client.v1.subscriptions.create(params={  # type: ignore[arg-type]
         "customer": customer, "items": [{"price": price.id}],
         "expand": ["latest_invoice.confirmation_secret", "latest_invoice.payments.data.payment.payment_intent"],
         **params})

@@ -1,4 +1,6 @@
-"""The service's own surface: error envelope on every path, OpenAPI, health, config."""
+"""What every route shares, tested without a resource in mind: the error envelope on every
+path, the OpenAPI document and /docs, the probes (/healthz, /readyz), the configuration
+and the start-up checks."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from billing.config import Config, ConfigError
 from billing.db import normalize_database_url
 from billing.gateway import STRIPE_API_VERSION, StripeGateway
 from billing.workspaces import service as workspace_service
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 def test_unknown_route_is_404_envelope(client: Any) -> None:
@@ -81,12 +83,11 @@ def test_health_and_readiness(client: Any) -> None:
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
-    from billing import health
 
     def down(keys: Any) -> None:
         raise stripe.APIConnectionError("unreachable")
 
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", down)
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["stripe"] == "unavailable"
@@ -94,10 +95,9 @@ def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any
 
 def test_readiness_reports_a_missing_catalog(client: Any, state: Any, monkeypatch: Any) -> None:
     """With a real key and no sync-catalog yet, every subscription create would be a 422: say so."""
-    from billing import health
 
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
-    monkeypatch.setattr(health, "_missing_prices", [])
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
+    monkeypatch.setattr(state.readiness, "missing_prices", [])
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: {})
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["status"] == "unavailable"
@@ -198,10 +198,9 @@ def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:
 
 
 def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, monkeypatch: Any) -> None:
-    from billing import health
 
     pings: list[int] = []
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
     real = state.gateway.prices_by_lookup_key
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: (pings.append(1), real(keys))[1])
     for _ in range(5):
@@ -244,7 +243,7 @@ def test_probes_are_documented_as_needing_no_token(client: Any) -> None:
 
 def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, session_app: Any) -> None:
     from app import create_app
-    from tests.conftest import LIVE_API_KEY, TEST_ENV
+    from tests.helpers import LIVE_API_KEY, TEST_ENV
 
     env = {**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": LIVE_API_KEY}
     app = create_app(Config.from_env({**env, "ERRORS_DOC_URL": "https://errors.example.test/billing/"}))
@@ -255,7 +254,7 @@ def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, se
 
 def test_readiness_says_the_keys_mode(live_app: Any, mocked: Any) -> None:
     """An sk_test_ key is test mode, not live (the conftest's key is one)."""
-    from tests.conftest import TEST_ENV
+    from tests.helpers import TEST_ENV
 
     assert live_app.test_client().get("/readyz").json["stripe_mode"] == "test"
     modes = {key: Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": key}).stripe_mode
