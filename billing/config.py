@@ -6,9 +6,9 @@ import ipaddress
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 CURRENCIES = ("usd", "zar", "eur", "gbp", "aud")
@@ -120,7 +120,7 @@ class Config:
         return IN_PROCESS_ENDPOINT if self.sandbox else self.stripe_api_base
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Raises ConfigError for the first setting (in this order) that cannot start a service."""
         env = dict(os.environ if env is None else env)
         stripe_key = _stripe_key(env)
@@ -176,8 +176,9 @@ def _stripe_key(env: Mapping[str, str]) -> str | None:
     stripe_key = env.get("STRIPE_API_KEY") or None
     if stripe_key is None and env.get("STRIPE_SANDBOX") != "1":
         # A production deploy that forgot its key must never take payments in a simulation.
-        raise ConfigError("STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
-                          "the built-in Stripe sandbox")
+        raise ConfigError(
+            "STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on the built-in Stripe sandbox"
+        )
     return stripe_key
 
 
@@ -188,8 +189,10 @@ def _stripe_api_base(env: Mapping[str, str], sandbox: bool) -> str:
     if not raw:
         return DEFAULT_STRIPE_API_BASE
     if sandbox:
-        raise ConfigError("STRIPE_API_BASE needs STRIPE_API_KEY (an sk_test_ key for a fake such as "
-                          "`python -m stripe_sandbox`); the built-in sandbox runs in the process")
+        raise ConfigError(
+            "STRIPE_API_BASE needs STRIPE_API_KEY (an sk_test_ key for a fake such as "
+            "`python -m stripe_sandbox`); the built-in sandbox runs in the process"
+        )
     usage = "STRIPE_API_BASE must be an https:// URL (http:// only for a loopback host), without query or credentials"
     try:
         parts = urlsplit(raw)
@@ -197,12 +200,20 @@ def _stripe_api_base(env: Mapping[str, str], sandbox: bool) -> str:
     except ValueError:
         raise ConfigError(usage) from None
     host = parts.hostname or ""
-    if (parts.scheme not in ("https", "http") or not host or port == 0 or parts.query or parts.fragment
-            or parts.username is not None or parts.password is not None):
+    if (
+        parts.scheme not in ("https", "http")
+        or not host
+        or port == 0
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or parts.password is not None
+    ):
         raise ConfigError(usage)
     if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(f"STRIPE_API_BASE: http:// is only for a loopback host (a fake on this machine); "
-                          f"use https:// for {host}")
+        raise ConfigError(
+            f"STRIPE_API_BASE: http:// is only for a loopback host (a fake on this machine); use https:// for {host}"
+        )
     return raw.rstrip("/")
 
 

@@ -29,25 +29,40 @@ class HealthSchema(Schema):
 
 
 class EventsBacklogSchema(Schema):
-    pending = fields.Integer(required=True, metadata={"description": "Stripe events received and not yet applied to the copy."})
-    oldest_pending_seconds = fields.Float(required=True, metadata={"description": "Age of the oldest of them (0 when none): "
-                                                                   "how stale the copy may be."})
-    parked = fields.Integer(required=True, metadata={"description": "Events that kept failing, set aside until an operator "
-                                                     "replays them (`flask events replay`)."})
+    pending = fields.Integer(
+        required=True, metadata={"description": "Stripe events received and not yet applied to the copy."}
+    )
+    oldest_pending_seconds = fields.Float(
+        required=True, metadata={"description": "Age of the oldest of them (0 when none): how stale the copy may be."}
+    )
+    parked = fields.Integer(
+        required=True,
+        metadata={
+            "description": "Events that kept failing, set aside until an operator replays them (`flask events replay`)."
+        },
+    )
 
 
 class ReadinessSchema(Schema):
     status = fields.String(validate=validate.OneOf(["ready", "unavailable"]))
-    stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "test", "live"]), metadata={
-        "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."})
-    stripe_endpoint = fields.String(metadata={
-        "description": "Where Stripe requests go: STRIPE_API_BASE (default `https://api.stripe.com`), or "
-                       "`in-process` on the built-in emulator."})
+    stripe_mode = fields.String(
+        validate=validate.OneOf(["sandbox", "test", "live"]),
+        metadata={
+            "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."
+        },
+    )
+    stripe_endpoint = fields.String(
+        metadata={
+            "description": "Where Stripe requests go: STRIPE_API_BASE (default `https://api.stripe.com`), or "
+            "`in-process` on the built-in emulator."
+        }
+    )
     database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     events = fields.Nested(EventsBacklogSchema, metadata={"description": "Present when the database answers."})
-    catalog = fields.String(metadata={"description": "Present when Stripe answers: `ok`, or which prices are "
-                                                     "missing (run sync-catalog)."})
+    catalog = fields.String(
+        metadata={"description": "Present when Stripe answers: `ok`, or which prices are missing (run sync-catalog)."}
+    )
 
 
 @blp.route("/healthz")
@@ -69,8 +84,10 @@ class Ready(MethodView):
     def get(self) -> Any:
         """The database and Stripe answer, and the catalog's prices exist"""
         state = current()
-        checks: dict[str, Any] = {"stripe_mode": state.config.stripe_mode,
-                                  "stripe_endpoint": state.config.stripe_endpoint}
+        checks: dict[str, Any] = {
+            "stripe_mode": state.config.stripe_mode,
+            "stripe_endpoint": state.config.stripe_endpoint,
+        }
         try:
             with state.db.read() as session:
                 session.execute(text("SELECT 1"))
@@ -92,8 +109,9 @@ class Ready(MethodView):
             checks["stripe"] = "unavailable"
         if checks["stripe"] == "ok":
             missing = seen.missing_prices
-            checks["catalog"] = "ok" if not missing else \
-                f"missing {len(missing)} prices (run sync-catalog), e.g. {missing[0]}"
+            checks["catalog"] = (
+                "ok" if not missing else f"missing {len(missing)} prices (run sync-catalog), e.g. {missing[0]}"
+            )
         ready = checks["database"] == "ok" and checks["stripe"] == "ok" and not seen.missing_prices
         checks["status"] = "ready" if ready else "unavailable"
         return checks, 200 if ready else 503

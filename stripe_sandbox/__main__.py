@@ -27,24 +27,46 @@ DEFAULT_PORT = 12111
 def main(argv: list[str] | None = None) -> int:
     env = os.environ
     parser = argparse.ArgumentParser(prog="python -m stripe_sandbox", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=env.get("STRIPE_SANDBOX_HOST") or "127.0.0.1",
-                        help="address to listen on (STRIPE_SANDBOX_HOST; default 127.0.0.1: loopback only)")
-    parser.add_argument("--port", type=int, default=int(env.get("STRIPE_SANDBOX_PORT") or DEFAULT_PORT),
-                        help=f"port (STRIPE_SANDBOX_PORT; default {DEFAULT_PORT}); 0: a free one, "
-                             "in LOCAL_PORT_RANGE when set")
-    parser.add_argument("--database", default=env.get("STRIPE_SANDBOX_DATABASE_URL") or "",
-                        help="SQLAlchemy URL of the emulator's state (STRIPE_SANDBOX_DATABASE_URL; SQLite or "
-                             "PostgreSQL); default: a temporary SQLite file, gone when the server stops")
-    parser.add_argument("--webhook-url", default=env.get("SANDBOX_WEBHOOK_URL") or "",
-                        help="where to post the events, signed (SANDBOX_WEBHOOK_URL); default: none sent")
-    parser.add_argument("--webhook-secret", default=env.get("STRIPE_WEBHOOK_SECRET") or "",
-                        help="the secret events are signed with (STRIPE_WEBHOOK_SECRET)")
-    parser.add_argument("--webhooks-before-answer", action="store_true",
-                        default=env.get("SANDBOX_WEBHOOKS_BEFORE_ANSWER") == "1",
-                        help="deliver a write's events before answering it (SANDBOX_WEBHOOKS_BEFORE_ANSWER=1; tests), "
-                             "not in the background as Stripe does")
-    parser.add_argument("--rate-limits", choices=("", "live", "test"), default=env.get("SANDBOX_RATE_LIMITS") or "",
-                        help="answer 429 past Stripe's limits of that mode (SANDBOX_RATE_LIMITS); default none")
+    parser.add_argument(
+        "--host",
+        default=env.get("STRIPE_SANDBOX_HOST") or "127.0.0.1",
+        help="address to listen on (STRIPE_SANDBOX_HOST; default 127.0.0.1: loopback only)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env.get("STRIPE_SANDBOX_PORT") or DEFAULT_PORT),
+        help=f"port (STRIPE_SANDBOX_PORT; default {DEFAULT_PORT}); 0: a free one, in LOCAL_PORT_RANGE when set",
+    )
+    parser.add_argument(
+        "--database",
+        default=env.get("STRIPE_SANDBOX_DATABASE_URL") or "",
+        help="SQLAlchemy URL of the emulator's state (STRIPE_SANDBOX_DATABASE_URL; SQLite or "
+        "PostgreSQL); default: a temporary SQLite file, gone when the server stops",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=env.get("SANDBOX_WEBHOOK_URL") or "",
+        help="where to post the events, signed (SANDBOX_WEBHOOK_URL); default: none sent",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        default=env.get("STRIPE_WEBHOOK_SECRET") or "",
+        help="the secret events are signed with (STRIPE_WEBHOOK_SECRET)",
+    )
+    parser.add_argument(
+        "--webhooks-before-answer",
+        action="store_true",
+        default=env.get("SANDBOX_WEBHOOKS_BEFORE_ANSWER") == "1",
+        help="deliver a write's events before answering it (SANDBOX_WEBHOOKS_BEFORE_ANSWER=1; tests), "
+        "not in the background as Stripe does",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        choices=("", "live", "test"),
+        default=env.get("SANDBOX_RATE_LIMITS") or "",
+        help="answer 429 past Stripe's limits of that mode (SANDBOX_RATE_LIMITS); default none",
+    )
     args = parser.parse_args(argv)
     if args.webhook_url and not args.webhook_secret:
         parser.error("--webhook-url needs --webhook-secret (or STRIPE_WEBHOOK_SECRET): Stripe signs its events")
@@ -57,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             sys.stderr.write(f"stripe_sandbox: cannot listen: {error}\n")
             return 1
-        server = SandboxServer(database, listener, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret,
-                               webhooks_before_answer=args.webhooks_before_answer, rate_limits=args.rate_limits)
+        server = SandboxServer(
+            database,
+            listener,
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
+            webhooks_before_answer=args.webhooks_before_answer,
+            rate_limits=args.rate_limits,
+        )
 
         def stop(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt

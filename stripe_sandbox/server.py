@@ -35,9 +35,17 @@ MAX_BODY_BYTES = 1024 * 1024
 class SandboxServer:
     """Serves `database`'s emulator on `listener` (a bound, listening socket) until `shutdown()`."""
 
-    def __init__(self, database: SessionSource, listener: socket.socket, *, webhook_url: str = "",
-                 webhook_secret: str = "", webhooks_before_answer: bool = False, rate_limits: str = "",
-                 request_log: str = "") -> None:
+    def __init__(
+        self,
+        database: SessionSource,
+        listener: socket.socket,
+        *,
+        webhook_url: str = "",
+        webhook_secret: str = "",
+        webhooks_before_answer: bool = False,
+        rate_limits: str = "",
+        request_log: str = "",
+    ) -> None:
         """`webhooks_before_answer`: a write's events are delivered before it is answered, one run at a time
         (tests that read an event's effect as soon as the call returns), not in the background as Stripe does."""
         install(database)
@@ -45,10 +53,12 @@ class SandboxServer:
         self.url = f"http://{host}:{port}"
         self.webhooks: WebhookSender | None = None
         if webhook_url:
-            self.webhooks = WebhookSender(database, webhook_secret, _post_to(webhook_url),
-                                          background=not webhooks_before_answer)
-        self.client = SandboxHTTPClient(database, webhooks=self.webhooks, rate_limits=rate_limits,
-                                        request_log=request_log, public_url=self.url)
+            self.webhooks = WebhookSender(
+                database, webhook_secret, _post_to(webhook_url), background=not webhooks_before_answer
+            )
+        self.client = SandboxHTTPClient(
+            database, webhooks=self.webhooks, rate_limits=rate_limits, request_log=request_log, public_url=self.url
+        )
         self.database = database
         self._http = ThreadingHTTPServer((host, port), _handler(self), bind_and_activate=False)
         self._http.daemon_threads = True
@@ -109,8 +119,12 @@ def _handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
         def _api(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY_BYTES:
-                self._send(413, b'{"error": {"type": "invalid_request_error", "message": "Request too large."}}',
-                           {"Content-Type": "application/json"}, close=True)
+                self._send(
+                    413,
+                    b'{"error": {"type": "invalid_request_error", "message": "Request too large."}}',
+                    {"Content-Type": "application/json"},
+                    close=True,
+                )
                 return
             body = self.rfile.read(length) if length else None
             sent = dict(self.headers)
@@ -127,7 +141,7 @@ def _handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, text.encode(), dict(headers))
 
         def _hosted_invoice(self) -> None:
-            parts = self.path.split("?", 1)[0][len(HOSTED_PREFIX):].split("/")
+            parts = self.path.split("?", 1)[0][len(HOSTED_PREFIX) :].split("/")
             invoice = hosted_invoices.find(server.database, parts[0], parts[1]) if len(parts) in (2, 3) else None
             if invoice is None or (len(parts) == 3 and parts[2] != "pdf"):
                 self._send(404, b"Not found", {"Content-Type": "text/plain"})

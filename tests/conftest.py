@@ -23,14 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 import responses
 import stripe
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
-from billing.tokens import mint_token
 from billing.catalog import ensure_catalog
 from billing.cli import run_migrations
 from billing.config import Config
@@ -38,10 +37,19 @@ from billing.db import normalize_database_url
 from billing.gateway import StripeGateway, build_client
 from billing.replica import Keeper
 from billing.state import BillingState
+from billing.tokens import mint_token
 from stripe_sandbox import SandboxHTTPClient
 from tests import helpers
-from tests.helpers import (FAULTS_API_KEY, LIVE_API_KEY, STRIPE_URL, TEST_ENV, Api, FakeStripe, synchronous_webhooks,
-                           wipe)
+from tests.helpers import (
+    FAULTS_API_KEY,
+    LIVE_API_KEY,
+    STRIPE_URL,
+    TEST_ENV,
+    Api,
+    FakeStripe,
+    synchronous_webhooks,
+    wipe,
+)
 
 
 def _fresh_database_url(tmp_dir: str) -> str:
@@ -92,9 +100,24 @@ def app_listener() -> Iterator[socket.socket]:
 def emulator_url(database_url: str, app_listener: socket.socket) -> Iterator[str]:
     """`python -m stripe_sandbox` on a free loopback port (in LOCAL_PORT_RANGE), on the tests' database."""
     webhook_url = f"http://127.0.0.1:{app_listener.getsockname()[1]}/webhooks/stripe"
-    process = subprocess.Popen([sys.executable, "-m", "stripe_sandbox", "--port", "0", "--database", database_url,
-                                "--webhook-url", webhook_url, "--webhook-secret", TEST_ENV["STRIPE_WEBHOOK_SECRET"],
-                                "--webhooks-before-answer"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stripe_sandbox",
+            "--port",
+            "0",
+            "--database",
+            database_url,
+            "--webhook-url",
+            webhook_url,
+            "--webhook-secret",
+            TEST_ENV["STRIPE_WEBHOOK_SECRET"],
+            "--webhooks-before-answer",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     line = process.stdout.readline()  # printed once it listens
     assert "serving on " in line, f"python -m stripe_sandbox did not start: {line!r}"
@@ -108,8 +131,14 @@ def emulator_url(database_url: str, app_listener: socket.socket) -> Iterator[str
 @pytest.fixture(scope="session")
 def config(database_url: str, request: Any) -> Config:
     if OVER_HTTP:
-        return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": OVER_HTTP_KEY,
-                                "STRIPE_API_BASE": request.getfixturevalue("emulator_url")})
+        return Config.from_env(
+            {
+                **TEST_ENV,
+                "DATABASE_URL": database_url,
+                "STRIPE_API_KEY": OVER_HTTP_KEY,
+                "STRIPE_API_BASE": request.getfixturevalue("emulator_url"),
+            }
+        )
     return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url})
 
 
@@ -330,7 +359,6 @@ def reads_cost_stripe_nothing(request: Any, monkeypatch: Any) -> Iterator[list[s
 @pytest.fixture
 def frozen_sandbox_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sandbox's clock stands still (at a whole second) while the test runs."""
-    import time
 
     import stripe_sandbox.clock
 

@@ -21,8 +21,8 @@ from billing.config import Config, ConfigError
 from billing.gateway import build_client
 from stripe_sandbox import SqlSessions
 from stripe_sandbox.server import SandboxServer, bind
-from tests.conftest import TEST_ENV
 from tests.db_proxy import bind_local
+from tests.helpers import TEST_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk_test_51ApiBaseTestKey"
@@ -44,16 +44,31 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     Every proxied request (anything not on loopback, so api.stripe.com) goes to a dead proxy: a
     command that forgot STRIPE_API_BASE fails instead of reaching the real Stripe."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "SANDBOX_", "DATABASE_", "JWT_"))}
-    env.update({**TEST_ENV, "STRIPE_SANDBOX": "", "STRIPE_API_KEY": TEST_KEY, "STRIPE_TIMEOUT": "5",
-                "DATABASE_URL": f"sqlite:///{tmp_path}/billing.sqlite3",
-                "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-                "NO_PROXY": "127.0.0.1,localhost", **extra})
+    env.update(
+        {
+            **TEST_ENV,
+            "STRIPE_SANDBOX": "",
+            "STRIPE_API_KEY": TEST_KEY,
+            "STRIPE_TIMEOUT": "5",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/billing.sqlite3",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost",
+            **extra,
+        }
+    )
     return env
 
 
 def flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_sync_catalog_command_talks_to_the_stripe_api_base(tmp_path: Path, emulator: SandboxServer) -> None:
@@ -69,9 +84,9 @@ def test_sync_catalog_command_talks_to_the_stripe_api_base(tmp_path: Path, emula
     assert f"test mode at {emulator.url}" in result.stderr
 
 
-def test_readiness_and_start_up_log_name_the_endpoint_and_mode(database_url: str, session_app: Any,
-                                                               emulator: SandboxServer, caplog: Any,
-                                                               monkeypatch: Any) -> None:
+def test_readiness_and_start_up_log_name_the_endpoint_and_mode(
+    database_url: str, session_app: Any, emulator: SandboxServer, caplog: Any, monkeypatch: Any
+) -> None:
     from billing import health
 
     monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
@@ -79,7 +94,7 @@ def test_readiness_and_start_up_log_name_the_endpoint_and_mode(database_url: str
     with caplog.at_level(logging.INFO, logger="billing"):
         app = create_app(Config.from_env(env))
     started = [r for r in caplog.records if getattr(r, "stripe_endpoint", None)]
-    assert [(r.stripe_mode, r.stripe_endpoint) for r in started] == [("test", emulator.url)]  # type: ignore[attr-defined]
+    assert [(r.stripe_mode, r.stripe_endpoint) for r in started] == [("test", emulator.url)]
     assert "test mode" in started[0].getMessage() and emulator.url in started[0].getMessage()
     body = app.test_client().get("/readyz").json
     # It reached the emulator (whose catalog is empty: nothing synced there yet).
@@ -92,23 +107,38 @@ def test_readiness_names_stripe_itself_and_the_sandbox(client: Any, live_app: An
     assert live_app.test_client().get("/readyz").json["stripe_endpoint"] == "https://api.stripe.com"
 
 
-@pytest.mark.parametrize("base", [
-    "api.stripe.com", "ftp://127.0.0.1", "https://", "http://stripe.internal.example:8080",
-    "http://10.0.0.7", "https://user:secret@proxy.example", "https://proxy.example/?x=1", "https://proxy.example:99999",
-    "https://proxy.example:port",
-])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "api.stripe.com",
+        "ftp://127.0.0.1",
+        "https://",
+        "http://stripe.internal.example:8080",
+        "http://10.0.0.7",
+        "https://user:secret@proxy.example",
+        "https://proxy.example/?x=1",
+        "https://proxy.example:99999",
+        "https://proxy.example:port",
+    ],
+)
 def test_a_malformed_or_insecure_base_is_refused(base: str) -> None:
     with pytest.raises(ConfigError, match="STRIPE_API_BASE"):
         Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": TEST_KEY, "STRIPE_API_BASE": base})
 
 
-@pytest.mark.parametrize("base, kept", [
-    ("http://127.0.0.1:12111", "http://127.0.0.1:12111"), ("http://localhost:12111/", "http://localhost:12111"),
-    ("http://[::1]:12111", "http://[::1]:12111"), ("https://egress.example/stripe", "https://egress.example/stripe"),
-])
+@pytest.mark.parametrize(
+    "base, kept",
+    [
+        ("http://127.0.0.1:12111", "http://127.0.0.1:12111"),
+        ("http://localhost:12111/", "http://localhost:12111"),
+        ("http://[::1]:12111", "http://[::1]:12111"),
+        ("https://egress.example/stripe", "https://egress.example/stripe"),
+    ],
+)
 def test_https_or_a_loopback_fake_is_taken(base: str, kept: str) -> None:
-    config = Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": TEST_KEY,
-                              "STRIPE_API_BASE": base})
+    config = Config.from_env(
+        {**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": TEST_KEY, "STRIPE_API_BASE": base}
+    )
     assert (config.stripe_api_base, config.stripe_endpoint, config.stripe_mode) == (kept, kept, "test")
 
 
@@ -122,7 +152,8 @@ def test_every_process_refuses_an_insecure_base_in_one_line(tmp_path: Path) -> N
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "billing: cannot start: STRIPE_API_BASE: http:// is only for a loopback host (a fake on this machine); "
-        "use https:// for stripe.example.com"]
+        "use https:// for stripe.example.com"
+    ]
 
 
 def test_the_server_takes_port_0_from_the_local_range(monkeypatch: Any) -> None:

@@ -29,8 +29,9 @@ def receiver() -> Iterator[tuple[str, list[tuple[bytes, str]]]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append((self.rfile.read(int(self.headers["Content-Length"])),
-                             self.headers.get("Stripe-Signature", "")))
+            received.append(
+                (self.rfile.read(int(self.headers["Content-Length"])), self.headers.get("Stripe-Signature", ""))
+            )
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -65,8 +66,10 @@ def test_the_library_over_http_gets_the_emulators_answers(served: SandboxServer,
         client.v1.customers.retrieve("cus_missing")
     assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
     # curl's `-u sk_test_...:` (Basic) is a key too; no key is Stripe's 401.
-    assert requests.get(f"{served.url}/v1/customers/{customer.id}", auth=("sk_test_x", ""), timeout=5).json()["id"] \
+    assert (
+        requests.get(f"{served.url}/v1/customers/{customer.id}", auth=("sk_test_x", ""), timeout=5).json()["id"]
         == customer.id
+    )
     assert requests.get(f"{served.url}/v1/customers", timeout=5).status_code == 401
     # The event, signed with the secret, reaches the webhook URL.
     deadline = time.monotonic() + 10
@@ -78,11 +81,17 @@ def test_the_library_over_http_gets_the_emulators_answers(served: SandboxServer,
 
 
 def test_python_m_stripe_sandbox_serves_on_loopback_and_refuses_unsigned_webhooks() -> None:
-    refused = subprocess.run([sys.executable, "-m", "stripe_sandbox", "--webhook-url", "http://127.0.0.1:1/x"],
-                             capture_output=True, text=True, timeout=30, env={"PATH": ""})
+    refused = subprocess.run(
+        [sys.executable, "-m", "stripe_sandbox", "--webhook-url", "http://127.0.0.1:1/x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": ""},
+    )
     assert refused.returncode == 2 and "--webhook-secret" in refused.stderr
-    process = subprocess.Popen([sys.executable, "-m", "stripe_sandbox", "--port", "0"], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stripe_sandbox", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().split("serving on ", 1)[1].strip()
