@@ -68,7 +68,7 @@ from stripe_sandbox.subscriptions.documents import (
     set_periods,
     trial_settings,
 )
-from stripe_sandbox.subscriptions.invoice_limits import refuse_another_invoice
+from stripe_sandbox.subscriptions.invoice_limits import count_quantity_update, refuse_another_invoice
 from stripe_sandbox.subscriptions.items import apply_item_changes, check_distinct_prices, new_item
 
 # Known to Stripe, not emulated: each would change amounts, periods or
@@ -500,6 +500,8 @@ def update(store: Store, row: SandboxObject, params: dict[str, Any], *, preview:
     data = copy.deepcopy(row.data)
     behavior = _check_update(data, params)
     customer = customer_of(store, data)
+    if not preview:
+        count_quantity_update(store, data, params.get("items") or [])
     if not preview and data.get("pending_update") and ("items" in params or "trial_end" in params):
         expire_pending_update(store, data)  # what it would change is being changed again: it no longer applies
     if behavior == "pending_if_incomplete" and not preview:

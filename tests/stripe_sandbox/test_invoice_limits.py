@@ -60,3 +60,28 @@ def test_the_twenty_first_invoice_of_a_day_is_refused(
     assert updated["items"].data[0].quantity == 22
     clock.advance(days=1)
     assert _increase(client, subscription.id, 23)["items"].data[0].quantity == 23
+
+
+def test_the_two_hundred_and_first_quantity_update_of_an_hour_is_refused(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
+    subscription = client.v1.subscriptions.create(
+        params={"customer": paying_customer.id, "items": [{"price": monthly.id, "quantity": 1}]}
+    )
+    item = subscription["items"].data[0]
+
+    def set_quantity(quantity: int) -> stripe.Subscription:
+        return client.v1.subscriptions.update(
+            subscription.id,
+            params={"items": [{"id": item.id, "quantity": quantity}], "proration_behavior": "none"},
+        )
+
+    for quantity in range(2, 202):
+        set_quantity(quantity)
+    with pytest.raises(stripe.RateLimitError):
+        set_quantity(202)
+    assert client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].quantity == 201
+    # Other changes still go through; an hour after the first, quantities may change again.
+    assert client.v1.subscriptions.update(subscription.id, params={"metadata": {"k": "v"}}).metadata["k"] == "v"
+    clock.advance(hours=1)
+    assert set_quantity(202)["items"].data[0].quantity == 202
