@@ -58,6 +58,8 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
         "last_payment_error": None,
         "latest_charge": None,
         "livemode": False,
+        # Always present (stripe-python PaymentIntent.ManagedPayments: "Set to `true` to enable Managed Payments").
+        "managed_payments": {"enabled": False},
         "metadata": {},
         "next_action": None,
         "on_behalf_of": None,

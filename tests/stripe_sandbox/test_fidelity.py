@@ -1,0 +1,85 @@
+"""Where the emulator used to be kinder than Stripe (issue 22, row 5): each behaviour as Stripe's docs give it."""
+
+from __future__ import annotations
+
+import pytest
+import stripe
+
+from stripe_sandbox import SqlSessions
+
+
+def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
+    """https://docs.stripe.com/api/expanding_objects: only fields labelled expandable expand."""
+    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
+                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    expanded = client.v1.customers.retrieve(customer.id, {"expand": ["invoice_settings.default_payment_method"]})
+    assert expanded.invoice_settings.default_payment_method.object == "payment_method"
+    method = client.v1.payment_methods.list({"customer": customer.id}).data[0]
+    # A payment method's `customer` is expandable; a subscription item's `subscription` is not (a plain id).
+    assert client.v1.payment_methods.retrieve(method.id, {"expand": ["customer"]}).customer.id == customer.id
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
+                                            "product_data": {"name": "Seat"}})
+    subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.subscriptions.retrieve(subscription.id, {"expand": ["items.data.subscription"]})
+    assert raised.value.http_status == 400 and "cannot be expanded" in str(raised.value.user_message)
+
+
+def test_expand_is_at_most_four_levels_deep(client: stripe.StripeClient) -> None:
+    """https://docs.stripe.com/api/expanding_objects: "Expansions have a maximum depth of four levels"."""
+    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
+                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
+                                            "product_data": {"name": "Seat"}})
+    subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    four = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice.payments.data.payment"]})
+    assert four.latest_invoice.payments.data[0].payment.type == "payment_intent"
+    listed = client.v1.subscriptions.list({"expand": ["data.items.data.price.product"]})  # a list's data. is free
+    assert listed.data[0]["items"].data[0].price.product.name == "Seat"
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.subscriptions.retrieve(subscription.id,
+                                         {"expand": ["latest_invoice.payments.data.payment.payment_intent"]})
+    assert "more than 4 levels" in str(raised.value.user_message)
+
+
+def test_previous_attributes_only_on_updated_events(client: stripe.StripeClient) -> None:
+    """Stripe's Event object: data.previous_attributes is sent with *.updated events only."""
+    customer = client.v1.customers.create(params={"name": "A"})
+    method = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    client.v1.customers.update(customer.id, {"name": "B"})
+    client.v1.payment_methods.detach(method.id)
+    events = {event.type: event for event in client.v1.events.list({"limit": 100}).data}
+    assert events["customer.updated"].data.previous_attributes.to_dict() == {"name": "A"}
+    for kind in ("customer.created", "payment_method.attached", "payment_method.detached"):
+        assert "previous_attributes" not in events[kind].data, kind
+
+
+def test_payment_intents_always_carry_managed_payments(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
+                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
+                                            "product_data": {"name": "Seat"}})
+    subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    invoice = client.v1.invoices.retrieve(str(subscription.latest_invoice), {"expand": ["payments"]})
+    intent = client.v1.payment_intents.retrieve(str(invoice.payments.data[0].payment.payment_intent))
+    assert intent.to_dict()["managed_payments"] == {"enabled": False}
+
+
+def test_customer_search(client: stripe.StripeClient, database: SqlSessions) -> None:
+    """https://docs.stripe.com/api/customers/search: a search_result, newest first, paged by next_page."""
+    ann = client.v1.customers.create(params={"email": "ann@example.com", "name": "Ann", "metadata": {"ws": "1"}})
+    bob = client.v1.customers.create(params={"email": "bob@example.org", "name": "Bob", "metadata": {"ws": "1"}})
+    client.v1.customers.create(params={"email": "cy@example.org", "name": "Cy", "metadata": {"ws": "2"}})
+    found = client.v1.customers.search({"query": "metadata['ws']:'1'"})
+    assert found.object == "search_result" and [c.id for c in found.data] == [bob.id, ann.id]
+    assert [c.id for c in client.v1.customers.search({"query": "email:'ann@example.com'"}).data] == [ann.id]
+    both = client.v1.customers.search({"query": "email~'example.org' AND -name:'Cy'"})
+    assert [c.id for c in both.data] == [bob.id]
+    first = client.v1.customers.search({"query": "name:'Ann' OR name:'Bob'", "limit": 1})
+    assert first.has_more and first.next_page
+    second = client.v1.customers.search({"query": "name:'Ann' OR name:'Bob'", "limit": 1, "page": first.next_page})
+    assert [c.id for c in second.data] == [ann.id] and not second.has_more and second.next_page is None
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.search({"query": "colour:'red'"})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.search({"query": "name:'Ann' AND email:'x' OR name:'Bob'"})
