@@ -83,3 +83,17 @@ def test_customer_search(client: stripe.StripeClient, database: SqlSessions) -> 
         client.v1.customers.search({"query": "colour:'red'"})
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.customers.search({"query": "name:'Ann' AND email:'x' OR name:'Bob'"})
+
+
+def test_a_failed_first_payment_is_incomplete_in_the_created_event(client: stripe.StripeClient) -> None:
+    """Issue 22 row 4: with allow_incomplete, customer.subscription.created already says `incomplete`."""
+    customer = client.v1.customers.create(params={
+        "payment_method": "pm_card_chargeCustomerFail",
+        "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
+                                            "product_data": {"name": "Seat"}})
+    subscription = client.v1.subscriptions.create(params={
+        "customer": customer.id, "items": [{"price": price.id}], "payment_behavior": "allow_incomplete"})
+    assert subscription.status == "incomplete"
+    events = client.v1.events.list({"type": "customer.subscription.*"}).data
+    assert [(e.type, e.data.object.status) for e in events] == [("customer.subscription.created", "incomplete")]
