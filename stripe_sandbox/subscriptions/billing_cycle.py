@@ -217,7 +217,8 @@ def fresh_period(store: Store, data: Document, start: int) -> tuple[int, int]:
 
 def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *, billing_reason: str,
               attempt: bool = True, raise_on_failure: bool = False, preview: bool = False) -> SandboxObject | None:
-    """The trial ends at `at`: a new cycle starts, invoiced and charged at once.
+    """The trial ends at `at`: a new cycle starts, invoiced (charged an hour later when the clock
+    ended it, at once when a request did).
 
     Without a payment method, `trial_settings.end_behavior.missing_payment_method`
     decides: cancel, pause (Stripe's `paused` status, no invoice), or
@@ -236,14 +237,27 @@ def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *,
         if behavior == "pause":
             data["status"] = "paused"
             return None
+    if billing_reason == "subscription_cycle":
+        # The trial ran out (the clock): a renewal like any other. Stripe leaves the invoice a draft
+        # and "waits one hour after creation to finalize the invoice" (the Invoice object's docs,
+        # https://docs.stripe.com/api/invoices; billing/subscriptions/overview#invoice-lifecycle);
+        # `collect()` finalizes and charges it then. The subscription is active meanwhile.
+        pause = data["pause_collection"]
+        invoice = draft_invoice(store, data, customer, billing_reason, item_lines(store, data, period),
+                                period=(trial_period[0], at),
+                                finalizes_at=None if pause is not None else store.now + FINALIZES_AFTER)
+        data["latest_invoice"] = invoice.id
+        data["status"] = "active"
+        if pause is not None:
+            _collect_paused(store, invoice, pause["behavior"])
+        return invoice
+    # Ended by a request (trial_end=now): invoiced and charged within it.
     invoice = draft_invoice(store, data, customer, billing_reason, item_lines(store, data, period),
                             period=(trial_period[0], at))
     data["latest_invoice"] = invoice.id
     outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure,
                    preview=preview)
     data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
-    if outcome == "failed" and billing_reason == "subscription_cycle":
-        schedule_retry(store, invoice)
     return invoice
 
 

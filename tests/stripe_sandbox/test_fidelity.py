@@ -97,3 +97,27 @@ def test_a_failed_first_payment_is_incomplete_in_the_created_event(client: strip
     assert subscription.status == "incomplete"
     events = client.v1.events.list({"type": "customer.subscription.*"}).data
     assert [(e.type, e.data.object.status) for e in events] == [("customer.subscription.created", "incomplete")]
+
+
+def test_the_trial_end_invoice_is_a_draft_for_an_hour(client: stripe.StripeClient, database: SqlSessions) -> None:
+    """Issue 22 row 2: Stripe finalizes and charges a subscription's cycle invoice an hour after creating it."""
+    from stripe_sandbox import SandboxClock
+
+    clock = SandboxClock(database)
+    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
+                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
+                                            "product_data": {"name": "Seat"}})
+    subscription = client.v1.subscriptions.create(params={
+        "customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 3})
+    clock.advance_and_process(days=3)
+    ended = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice"]})
+    draft = ended.latest_invoice
+    assert (ended.status, draft.status, draft.amount_paid, draft.billing_reason) == (
+        "active", "draft", 0, "subscription_cycle")
+    assert draft.automatically_finalizes_at == draft.created + 3600 == draft.next_payment_attempt
+    clock.advance_and_process(minutes=59)
+    assert client.v1.invoices.retrieve(draft.id).status == "draft"
+    clock.advance_and_process(minutes=1)
+    paid = client.v1.invoices.retrieve(draft.id)
+    assert (paid.status, paid.amount_paid) == ("paid", 500)
