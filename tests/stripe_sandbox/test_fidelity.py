@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from stripe_sandbox import SqlSessions
+from stripe_sandbox import SandboxClock, SqlSessions
 
 
 def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
@@ -101,7 +101,6 @@ def test_a_failed_first_payment_is_incomplete_in_the_created_event(client: strip
 
 def test_the_trial_end_invoice_is_a_draft_for_an_hour(client: stripe.StripeClient, database: SqlSessions) -> None:
     """Issue 22 row 2: Stripe finalizes and charges a subscription's cycle invoice an hour after creating it."""
-    from stripe_sandbox import SandboxClock
 
     clock = SandboxClock(database)
     customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
@@ -121,3 +120,99 @@ def test_the_trial_end_invoice_is_a_draft_for_an_hour(client: stripe.StripeClien
     clock.advance_and_process(minutes=1)
     paid = client.v1.invoices.retrieve(draft.id)
     assert (paid.status, paid.amount_paid) == ("paid", 500)
+
+
+# -- row 3: retries as the account's Dashboard settings say ---------------------------------
+
+DAY = 86400
+
+
+def _renewal_failing(client: stripe.StripeClient, clock: SandboxClock) -> tuple[stripe.Subscription, str]:
+    """A subscription whose first renewal fails: paid at creation, then a card that declines every charge."""
+    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
+                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
+                                            "product_data": {"name": "Seat"}})
+    subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": customer.id})
+    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": failing.id}})
+    clock.advance_and_process(seconds=subscription["items"].data[0].current_period_end - clock.now() + 3600)
+    renewed = client.v1.subscriptions.retrieve(subscription.id)
+    return renewed, str(renewed.latest_invoice)
+
+
+def _attempts(client: stripe.StripeClient, invoice_id: str) -> tuple[int, int | None, str]:
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    return invoice.attempt_count, invoice.next_payment_attempt, invoice.status
+
+
+def test_smart_retries_by_default_8_tries_within_2_weeks_then_canceled(
+        client: stripe.StripeClient, database: SqlSessions, monkeypatch: pytest.MonkeyPatch) -> None:
+
+    monkeypatch.delenv("SANDBOX_RETRY_SCHEDULE", raising=False)
+    monkeypatch.delenv("SANDBOX_RETRY_END", raising=False)
+    clock = SandboxClock(database)
+    subscription, invoice_id = _renewal_failing(client, clock)
+    assert subscription.status == "past_due"
+    count, first_retry, _ = _attempts(client, invoice_id)
+    failed_at = clock.now()
+    assert count == 1 and first_retry is not None and abs(first_retry - (failed_at + 2 * DAY)) <= 2
+    for attempt in range(2, 8):  # the evenly spread retries of the 2-week window
+        clock.advance_and_process(days=2)
+        count, next_attempt, status = _attempts(client, invoice_id)
+        assert (count, status) == (attempt, "open") and next_attempt is not None
+        assert client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
+    clock.advance_and_process(days=2)  # the 8th try, 14 days after the first
+    count, next_attempt, _ = _attempts(client, invoice_id)
+    assert (count, next_attempt) == (8, None)
+    ended = client.v1.subscriptions.retrieve(subscription.id)
+    assert (ended.status, ended.cancellation_details.reason) == ("canceled", "payment_failed")
+
+
+@pytest.mark.parametrize("end", ["unpaid", "past_due"])
+def test_a_custom_schedule_and_end_state(client: stripe.StripeClient, database: SqlSessions,
+                                         monkeypatch: pytest.MonkeyPatch, end: str) -> None:
+
+    monkeypatch.setenv("SANDBOX_RETRY_SCHEDULE", "1,3")  # days after the previous attempt
+    monkeypatch.setenv("SANDBOX_RETRY_END", end)
+    clock = SandboxClock(database)
+    subscription, invoice_id = _renewal_failing(client, clock)
+    assert subscription.status == "past_due"
+    clock.advance_and_process(days=1)
+    count, next_attempt, _ = _attempts(client, invoice_id)
+    assert count == 2 and next_attempt is not None and abs(next_attempt - (clock.now() + 3 * DAY)) <= 2
+    clock.advance_and_process(days=3)
+    assert _attempts(client, invoice_id) == (3, None, "open")
+    assert client.v1.subscriptions.retrieve(subscription.id).status == end
+
+
+def test_a_hard_decline_is_not_retried(client: stripe.StripeClient, database: SqlSessions,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stripe does not retry an issuer's hard decline (smart-retries#non-retryable-decline-codes)."""
+    import dataclasses
+
+    from stripe_sandbox import payment_methods
+
+    monkeypatch.delenv("SANDBOX_RETRY_SCHEDULE", raising=False)
+    monkeypatch.setenv("SANDBOX_RETRY_END", "unpaid")
+    # A card that attaches and is reported lost at the renewal (no Stripe test card does both).
+    card = payment_methods.TEST_CARDS["pm_card_chargeCustomerFail"]
+    monkeypatch.setitem(payment_methods.TEST_CARDS, "pm_card_chargeCustomerFail",
+                        dataclasses.replace(card, decline=payment_methods.Decline("lost_card")))
+    clock = SandboxClock(database)
+    subscription, invoice_id = _renewal_failing(client, clock)
+    assert _attempts(client, invoice_id) == (1, None, "open")
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "unpaid"
+
+
+@pytest.mark.parametrize(("name", "value"), [("SANDBOX_RETRY_SCHEDULE", "weekly"),
+                                              ("SANDBOX_RETRY_SCHEDULE", "1,2,3,4"),
+                                              ("SANDBOX_RETRY_SCHEDULE", "smart:9:14"),
+                                              ("SANDBOX_RETRY_END", "delete")])
+def test_unusable_retry_settings_stop_the_sandbox_at_start(database: SqlSessions, monkeypatch: pytest.MonkeyPatch,
+                                                           name: str, value: str) -> None:
+    from stripe_sandbox.dunning import RetrySettingsError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(RetrySettingsError, match=name):
+        SandboxClock(database)
