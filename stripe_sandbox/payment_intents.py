@@ -37,6 +37,7 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
     data: Document = {
         "id": intent_id,
         "object": OBJECT_TYPE,
+        "allowed_payment_method_types": None,
         "amount": invoice["amount_due"],
         "amount_capturable": 0,
         "amount_details": {"tip": {}},
@@ -55,6 +56,7 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
         "customer_account": None,
         "description": _DESCRIPTIONS.get(invoice["billing_reason"]),
         "excluded_payment_method_types": None,
+        "hooks": None,
         "last_payment_error": None,
         "latest_charge": None,
         "livemode": False,
@@ -63,6 +65,7 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
         "metadata": {},
         "next_action": None,
         "on_behalf_of": None,
+        "payment_details": None,
         "payment_method": None,
         "payment_method_configuration_details": None,
         "payment_method_options": {
@@ -71,6 +74,8 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
             "us_bank_account": {"verification_method": "automatic"},
         },
         "payment_method_types": ["card", "us_bank_account"],
+        "payment_record": None,
+        "presentment_details": None,
         "processing": None,
         "receipt_email": None,
         "review": None,
