@@ -17,27 +17,27 @@ from sqlalchemy import inspect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from billing import cli, idempotency, input_guard, json_logging, openapi, request_log
-from billing.tokens import TokenVerifier
-from billing.catalog import PriceBook, ensure_catalog
 from billing.billing_accounts.routes import blp as billing_accounts_blp
+from billing.body_limits import BodyLimits
 from billing.budget import StripeBudget, limits_for_key, limits_for_sandbox
+from billing.catalog import CatalogProducts, PriceBook, ensure_catalog
 from billing.config import Config, config_or_exit
 from billing.db import Database
 from billing.errors import register_error_handlers
 from billing.gateway import StripeGateway, build_client
+from billing.health import blp as health_blp
+from billing.invoices.routes import blp as invoices_blp
 from billing.jobs import JobQueue, queue_storage
 from billing.models import StripeCopy
-from billing.health import blp as health_blp
 from billing.openapi import docs_assets
-from billing.invoices.routes import blp as invoices_blp
-from billing.organizations.routes import blp as organizations_blp
 from billing.organizations.routes import LARGER_BODIES, pictures_blp, public_blp
-from billing.body_limits import BodyLimits
-from billing.rate_limit import RateLimiter
+from billing.organizations.routes import blp as organizations_blp
 from billing.payment_methods.routes import blp as payment_methods_blp
+from billing.rate_limit import RateLimiter
 from billing.replica import Keeper
 from billing.state import BillingState
 from billing.subscriptions.routes import blp as subscriptions_blp
+from billing.tokens import TokenVerifier
 from billing.webhooks.routes import blp as webhooks_blp
 from billing.workspaces.routes import blp as workspaces_blp
 from schemas.common import ErrorSchema
@@ -72,15 +72,24 @@ def cors_origin(origin: str) -> str | re.Pattern[str]:
     return origin
 
 
-def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | None = None,
-                 webhook_transport: WebhookTransport | None = None) -> dict[str, Any]:
+def build_stripe(
+    config: Config,
+    db: Database,
+    http_client: stripe.HTTPClient | None = None,
+    webhook_transport: WebhookTransport | None = None,
+) -> dict[str, Any]:
     """The gateway, and in sandbox mode the emulator's clock, webhook sender and 3-D Secure stand-in."""
     budget: StripeBudget | None
     if config.stripe_api_key:
-        budget = StripeBudget(db, config.stripe_api_key, limits_for_key(config.stripe_api_key),
-                              user_reserve=config.stripe_budget_user_reserve)
-        client = build_client(config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout,
-                              budget=budget)
+        budget = StripeBudget(
+            db,
+            config.stripe_api_key,
+            limits_for_key(config.stripe_api_key),
+            user_reserve=config.stripe_budget_user_reserve,
+        )
+        client = build_client(
+            config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout, budget=budget
+        )
         return {"gateway": StripeGateway(client, keep=Keeper(db))}
     from stripe_sandbox import SandboxAuthenticator, SandboxClock, SandboxHTTPClient, WebhookSender, install
 
@@ -90,28 +99,41 @@ def build_stripe(config: Config, db: Database, http_client: stripe.HTTPClient | 
         log.warning("sandbox tables not created (%s)", type(error).__name__)
     from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS
 
-    webhooks = WebhookSender(db, config.stripe_webhook_secrets[0],
-                             webhook_transport or http_webhook_transport(config.sandbox_webhook_url,
-                                                                         DELIVERY_TIMEOUT_SECONDS),
-                             background=webhook_transport is None, timeout_seconds=DELIVERY_TIMEOUT_SECONDS,
-                             concurrency=config.sandbox_webhook_concurrency, ordered=config.sandbox_webhook_ordered)
-    sandbox = http_client or SandboxHTTPClient(db, webhooks=webhooks, rate_limits=config.sandbox_rate_limits,
-                                               request_log=config.sandbox_request_log,
-                                               public_url=config.sandbox_public_url)
+    webhooks = WebhookSender(
+        db,
+        config.stripe_webhook_secrets[0],
+        webhook_transport or http_webhook_transport(config.sandbox_webhook_url, DELIVERY_TIMEOUT_SECONDS),
+        background=webhook_transport is None,
+        timeout_seconds=DELIVERY_TIMEOUT_SECONDS,
+        concurrency=config.sandbox_webhook_concurrency,
+        ordered=config.sandbox_webhook_ordered,
+    )
+    sandbox = http_client or SandboxHTTPClient(
+        db,
+        webhooks=webhooks,
+        rate_limits=config.sandbox_rate_limits,
+        request_log=config.sandbox_request_log,
+        public_url=config.sandbox_public_url,
+    )
     limits = limits_for_sandbox(config.sandbox_rate_limits)  # the emulator's limits, if any, are the budget's
-    budget = (StripeBudget(db, "sk_test_sandbox", limits, user_reserve=config.stripe_budget_user_reserve)
-              if limits else None)
-    client = build_client("sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000,
-                          budget=budget)
+    budget = (
+        StripeBudget(db, "sk_test_sandbox", limits, user_reserve=config.stripe_budget_user_reserve) if limits else None
+    )
+    client = build_client(
+        "sk_test_sandbox", http_client=sandbox, latency=config.sandbox_latency_ms / 1000, budget=budget
+    )
     clock = SandboxClock(db, webhooks=webhooks, public_url=config.sandbox_public_url)
 
     def stripe_clock() -> float:
         return time.time() + clock.offset()
 
     # Stripe's clock is the sandbox's: events are dated on it, and the copy dates the changes it sees on it.
-    return {"gateway": StripeGateway(client, keep=Keeper(db, clock=stripe_clock), clock=stripe_clock),
-            "sandbox_clock": clock, "webhooks": webhooks,
-            "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks)}
+    return {
+        "gateway": StripeGateway(client, keep=Keeper(db, clock=stripe_clock), clock=stripe_clock),
+        "sandbox_clock": clock,
+        "webhooks": webhooks,
+        "sandbox_authenticator": SandboxAuthenticator(db, webhooks=webhooks),
+    }
 
 
 def load_sandbox_catalog(db: Database, gateway: StripeGateway) -> None:
@@ -127,8 +149,12 @@ def load_sandbox_catalog(db: Database, gateway: StripeGateway) -> None:
         log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
 
-def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPClient | None = None,
-               webhook_transport: WebhookTransport | None = None) -> Flask:
+def create_app(
+    config: Config | None = None,
+    *,
+    stripe_http_client: stripe.HTTPClient | None = None,
+    webhook_transport: WebhookTransport | None = None,
+) -> Flask:
     """The app. In sandbox mode `webhook_transport` replaces the HTTP delivery of
     the emulator's events (tests deliver them synchronously through a test client)."""
     config = config or Config.from_env()
@@ -161,15 +187,24 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
         },
     )
     # The sandbox's emulator shares the pool (Stripe's side of each call), so it may open more.
-    db = Database(config.database_url, pool_size=config.database_pool_size,
-                  max_overflow=SANDBOX_EXTRA_CONNECTIONS if config.sandbox else 0)
+    db = Database(
+        config.database_url,
+        pool_size=config.database_pool_size,
+        max_overflow=SANDBOX_EXTRA_CONNECTIONS if config.sandbox else 0,
+    )
     stripe_parts = build_stripe(config, db, stripe_http_client, webhook_transport)
     gateway = stripe_parts["gateway"]
     queue = JobQueue(app, queue_storage(config), reconcile_every_minutes=config.reconcile_every_minutes)
     app.extensions["billing"] = BillingState(
-        config=config, db=db, verifier=TokenVerifier(config), prices=PriceBook(gateway), queue=queue,
-        public_limiter=RateLimiter(config.public_rate_limit_per_minute,
-                                   burst=min(20, config.public_rate_limit_per_minute)),
+        config=config,
+        db=db,
+        verifier=TokenVerifier(config),
+        prices=PriceBook(gateway),
+        queue=queue,
+        products=CatalogProducts(db),
+        public_limiter=RateLimiter(
+            config.public_rate_limit_per_minute, burst=min(20, config.public_rate_limit_per_minute)
+        ),
         **stripe_parts,
     )
     if not config.stripe_webhook_secrets:
@@ -181,23 +216,35 @@ def create_app(config: Config | None = None, *, stripe_http_client: stripe.HTTPC
     api = BillingApi(app)
     openapi.extend(api, app)
     for blp in (
-        health_blp, workspaces_blp, billing_accounts_blp, subscriptions_blp,
-        payment_methods_blp, invoices_blp, organizations_blp, public_blp, webhooks_blp,
+        health_blp,
+        workspaces_blp,
+        billing_accounts_blp,
+        subscriptions_blp,
+        payment_methods_blp,
+        invoices_blp,
+        organizations_blp,
+        public_blp,
+        webhooks_blp,
     ):
         api.register_blueprint(blp)
     app.register_blueprint(pictures_blp)  # served to browsers, not in the document
     if config.sandbox:
-        from billing.sandbox_routes.routes import blp as sandbox_blp, hosted_invoices_blp
+        from billing.sandbox_routes.routes import blp as sandbox_blp
+        from billing.sandbox_routes.routes import hosted_invoices_blp
 
         api.register_blueprint(sandbox_blp)
         app.register_blueprint(hosted_invoices_blp)  # Stripe's hosted pages: not part of the API's document
     app.register_blueprint(docs_assets)
     register_error_handlers(app)
     if config.cors_origins:
-        CORS(app, origins=[cors_origin(origin) for origin in config.cors_origins], vary_header=True,
-             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-             expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
-             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"])
+        CORS(
+            app,
+            origins=[cors_origin(origin) for origin in config.cors_origins],
+            vary_header=True,
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After", "Server-Timing"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+        )
 
     # Each request's body limit, before any hook reads the body; the web worker asks the same.
     body_limits = BodyLimits(app, LARGER_BODIES)

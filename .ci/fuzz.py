@@ -22,10 +22,16 @@ sys.path.insert(0, str(ROOT))
 from bench.run import Client, serve  # noqa: E402
 from billing.cli import run_migrations  # noqa: E402
 
-CHECKS = ",".join([
-    "not_a_server_error", "status_code_conformance", "content_type_conformance",
-    "response_schema_conformance", "response_headers_conformance", "positive_data_acceptance",
-])
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+        "positive_data_acceptance",
+    ]
+)
 
 # Valid data may still meet a business rule: schemathesis' defaults (2xx, 3xx,
 # 401, 403, 404, 409, 429, 5xx) plus 402, a card decline (never a schema answer).
@@ -42,9 +48,9 @@ RULES_422 = {
     "listInvoices": "a cursor that is not one of the account's invoices; after with before",
     "previewInvoice": "cancel_subscription without subscription_id; a product_type twice",
     "createOrganization": "billing_account_id: required in single and assigned mode, an account of this workspace; "
-                          "picture: a data URI's image must decode as the format it claims, a URL's host be public",
+    "picture: a data URI's image must decode as the format it claims, a URL's host be public",
     "updateOrganization": "billing_account_id: roots only, not in pooled mode, an account of this workspace; "
-                          "picture: as createOrganization",
+    "picture: as createOrganization",
     "createChildOrganization": "picture: as createOrganization",
 }
 
@@ -63,12 +69,20 @@ def config_text(ws: str, account: str, sub: str, pm: str, org: str) -> str:
         f"expected-statuses = [{ACCEPTED}]",
     ]
     # The fuzzer cannot sign Stripe's events: every event it makes up is refused (400).
-    lines += ["", "[[operations]]", 'include-operation-id = "receiveStripeEvent"',
-              f'checks.positive_data_acceptance.expected-statuses = [{ACCEPTED}, "400"]']
+    lines += [
+        "",
+        "[[operations]]",
+        'include-operation-id = "receiveStripeEvent"',
+        f'checks.positive_data_acceptance.expected-statuses = [{ACCEPTED}, "400"]',
+    ]
     for operation_id, rules in RULES_422.items():
-        lines += ["", "[[operations]]", f'include-operation-id = "{operation_id}"',
-                  f"# {rules}",
-                  f'checks.positive_data_acceptance.expected-statuses = [{ACCEPTED}, "422"]']
+        lines += [
+            "",
+            "[[operations]]",
+            f'include-operation-id = "{operation_id}"',
+            f"# {rules}",
+            f'checks.positive_data_acceptance.expected-statuses = [{ACCEPTED}, "422"]',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -80,30 +94,50 @@ def main() -> int:
         with serve(database_url, workers=2, threads=4, port=port) as server:
             client = Client(server.base, "fuzzer")
             ws = client.call("POST", "/workspaces", json={"name": "Fuzz", "billing_mode": "single"})["id"]
-            account = client.call("POST", f"/workspaces/{ws}/billing-accounts",
-                                  json={"name": "Fuzz", "email": "f@fuzz.test", "address": {"country": "US"}})["id"]
+            account = client.call(
+                "POST",
+                f"/workspaces/{ws}/billing-accounts",
+                json={"name": "Fuzz", "email": "f@fuzz.test", "address": {"country": "US"}},
+            )["id"]
             acc = f"/workspaces/{ws}/billing-accounts/{account}"
             sub = client.call("POST", f"{acc}/subscriptions", json={"product_quantities": {"users": 2}})["id"]
             pm = client.call("POST", f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"})["id"]
             config = Path(tmp) / "schemathesis.toml"
-            org = client.call("POST", f"/workspaces/{ws}/organizations",
-                              json={"name": "Fuzz", "billing_account_id": account})["id"]
+            org = client.call(
+                "POST", f"/workspaces/{ws}/organizations", json={"name": "Fuzz", "billing_account_id": account}
+            )["id"]
             config.write_text(config_text(ws, account, sub, pm, org))
             token = client.session.headers["Authorization"]
             command = [
-                sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "--config-file",
+                str(config),
+                "run",
                 f"{server.base}/openapi.json",
-                "--header", f"Authorization: {token}",
-                "--checks", CHECKS,
-                "--max-time", os.environ.get("FUZZ_MAX_TIME", "150"),
-                "--max-examples", os.environ.get("FUZZ_MAX_EXAMPLES", "40"),
-                "--workers", "2",
-                "--request-timeout", "20",
-                "--exclude-path-regex", "^/sandbox/clock",  # moving time is not what we fuzz
-                "--suppress-health-check", "all",
-                "--phases", os.environ.get("FUZZ_PHASES", "examples,coverage,fuzzing,stateful"),
-                "--generation-codec", "ascii",
-                "--seed", os.environ.get("FUZZ_SEED", "20261121"),
+                "--header",
+                f"Authorization: {token}",
+                "--checks",
+                CHECKS,
+                "--max-time",
+                os.environ.get("FUZZ_MAX_TIME", "150"),
+                "--max-examples",
+                os.environ.get("FUZZ_MAX_EXAMPLES", "40"),
+                "--workers",
+                "2",
+                "--request-timeout",
+                "20",
+                "--exclude-path-regex",
+                "^/sandbox/clock",  # moving time is not what we fuzz
+                "--suppress-health-check",
+                "all",
+                "--phases",
+                os.environ.get("FUZZ_PHASES", "examples,coverage,fuzzing,stateful"),
+                "--generation-codec",
+                "ascii",
+                "--seed",
+                os.environ.get("FUZZ_SEED", "20261121"),
                 "--no-color",
             ]
             env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ROOT / ".ci" / "fuzz_hooks.py")}

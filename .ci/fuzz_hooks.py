@@ -23,8 +23,8 @@ from marshmallow import ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.subscriptions import SubscriptionUpdateSchema  # noqa: E402
-from billing.input_guard import _FORBIDDEN_IN_TEXT  # noqa: E402
+from billing.input_guard import _FORBIDDEN_IN_TEXT
+from schemas.subscriptions import SubscriptionUpdateSchema
 
 _parse = ast.parse
 _parsing = threading.Lock()

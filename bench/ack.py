@@ -33,21 +33,38 @@ def ack_section() -> None:
     n = int(os.environ.get("BENCH_ACK_N", "3000"))
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
     empty_database(database_url)
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "STRIPE_SANDBOX": "1",
-           "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused",
-           "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "STRIPE_SANDBOX": "1",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused",
+        "LOG_LEVEL": "WARNING",
+    }
     env.pop("STRIPE_API_KEY", None)
     created = int(time.time())
-    payloads = [json.dumps({"id": f"evt_ack_{i}", "object": "event", "type": "customer.subscription.updated",
-                            "created": created, "livemode": False,
-                            "data": {"object": {"id": f"sub_ack_{i}", "object": "subscription",
-                                                "customer": f"cus_ack_{i}"}}}).encode() for i in range(n)]
+    payloads = [
+        json.dumps(
+            {
+                "id": f"evt_ack_{i}",
+                "object": "event",
+                "type": "customer.subscription.updated",
+                "created": created,
+                "livemode": False,
+                "data": {"object": {"id": f"sub_ack_{i}", "object": "subscription", "customer": f"cus_ack_{i}"}},
+            }
+        ).encode()
+        for i in range(n)
+    ]
     with tempfile.TemporaryDirectory() as tmp, service(env, 1, 0, Path(tmp)) as svc:
         base = svc.base()
 
         def deliver(payload: bytes) -> tuple[int, float]:
-            headers = {"Content-Type": "application/json",
-                       "Stripe-Signature": signature_header(payload, WEBHOOK_SECRET, int(time.time()))}
+            headers = {
+                "Content-Type": "application/json",
+                "Stripe-Signature": signature_header(payload, WEBHOOK_SECRET, int(time.time())),
+            }
             started = time.perf_counter()
             status = requests.post(f"{base}/webhooks/stripe", data=payload, headers=headers, timeout=30).status_code
             return status, time.perf_counter() - started
@@ -60,7 +77,11 @@ def ack_section() -> None:
         elapsed = time.perf_counter() - started
     latencies = sorted(seconds * 1000 for _, seconds in results)
     ok = sum(1 for status, _ in results if 200 <= status < 300)
-    print(f"webhook ack alone: {len(results)} deliveries, {CONCURRENCY} at once, 1 web process "
-          f"(gunicorn.conf.py), PostgreSQL {database_url.rsplit('@', 1)[-1]}")
-    print(f"  2xx {ok}/{len(results)}; {len(results) / elapsed:.0f} acks/s; latency p50 "
-          f"{statistics.median(latencies):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, max {latencies[-1]:.1f} ms")
+    print(
+        f"webhook ack alone: {len(results)} deliveries, {CONCURRENCY} at once, 1 web process "
+        f"(gunicorn.conf.py), PostgreSQL {database_url.rsplit('@', 1)[-1]}"
+    )
+    print(
+        f"  2xx {ok}/{len(results)}; {len(results) / elapsed:.0f} acks/s; latency p50 "
+        f"{statistics.median(latencies):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, max {latencies[-1]:.1f} ms"
+    )

@@ -27,8 +27,14 @@ class PageRun:
 
 def page_paths(ws: str, account: str) -> list[str]:
     acc = f"/workspaces/{ws}/billing-accounts/{account}"
-    return [f"/workspaces/{ws}/billing-accounts", acc, f"{acc}/subscriptions", f"{acc}/payment-methods",
-            f"{acc}/invoices", f"{acc}/trial-eligibility"]
+    return [
+        f"/workspaces/{ws}/billing-accounts",
+        acc,
+        f"{acc}/subscriptions",
+        f"{acc}/payment-methods",
+        f"{acc}/invoices",
+        f"{acc}/trial-eligibility",
+    ]
 
 
 def load_page(session: requests.Session, base: str, paths: list[str], run: PageRun) -> None:
@@ -88,6 +94,8 @@ def concurrent(base: str, token: str, paths: list[str], clients: int, seconds: f
 
 def report(label: str, seq: PageRun, pages_per_second: float, load: PageRun, clients: int) -> str:
     per_page = sum(seq.stripe_requests) / max(1, len(seq.stripe_requests))
-    return (f"{label}: {per_page:.1f} Stripe requests/page, p50 {pct(seq.latency, .5):.1f} ms, "
-            f"p99 {pct(seq.latency, .99):.1f} ms; {clients} clients: {pages_per_second:.1f} pages/s, "
-            f"{load.non_2xx} non-2xx {dict(sorted(load.statuses.items()))}")
+    return (
+        f"{label}: {per_page:.1f} Stripe requests/page, p50 {pct(seq.latency, 0.5):.1f} ms, "
+        f"p99 {pct(seq.latency, 0.99):.1f} ms; {clients} clients: {pages_per_second:.1f} pages/s, "
+        f"{load.non_2xx} non-2xx {dict(sorted(load.statuses.items()))}"
+    )

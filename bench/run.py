@@ -36,9 +36,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from billing.tokens import mint_token  # noqa: E402
 from billing.cli import run_migrations  # noqa: E402
 from billing.config import Config  # noqa: E402
+from billing.tokens import mint_token  # noqa: E402
 
 JWT_SECRET = "bench-secret-0123456789-0123456789-0123456789"
 TIMING = re.compile(r'(\w+);dur=([\d.]+)(?:;desc="(\d+)")?')
@@ -65,19 +65,49 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, *, workers: int = 2, threads: int = 4, extra: dict[str, str] | None = None,
-          port: int | None = None, worker_class: str | None = None) -> Iterator[Server]:
+def serve(
+    database_url: str,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    extra: dict[str, str] | None = None,
+    port: int | None = None,
+    worker_class: str | None = None,
+) -> Iterator[Server]:
     """gunicorn as the Procfile runs it (gunicorn.conf.py's worker class unless `worker_class` says)."""
     port = port or free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
-           "STRIPE_SANDBOX": "1",
-           "PORT": str(port), **(extra or {})}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "LOG_LEVEL": "WARNING",
+        "STRIPE_SANDBOX": "1",
+        "PORT": str(port),
+        **(extra or {}),
+    }
     env.pop("STRIPE_API_KEY", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--threads", str(threads), *(["--worker-class", worker_class] if worker_class else []),
-         "--log-level", "warning", "--limit-request-line", "8190"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "app:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            *(["--worker-class", worker_class] if worker_class else []),
+            "--log-level",
+            "warning",
+            "--limit-request-line",
+            "8190",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -114,8 +144,9 @@ def timed(session: requests.Session, method: str, url: str, sample: Sample, **kw
     started = time.perf_counter()
     response = session.request(method, url, **kwargs)
     latency = (time.perf_counter() - started) * 1000
-    timings = {m.group(1): (float(m.group(2)), m.group(3)) for m in TIMING.finditer(
-        response.headers.get("Server-Timing", ""))}
+    timings = {
+        m.group(1): (float(m.group(2)), m.group(3)) for m in TIMING.finditer(response.headers.get("Server-Timing", ""))
+    }
     stripe_ms, count = timings.get("stripe", (0.0, "0"))
     sample.in_app.append(timings.get("app", (0.0, None))[0])
     sample.latency.append(latency)
@@ -150,9 +181,14 @@ class Client:
 
 def setup_workspace(client: Client, accounts: int = 10) -> dict[str, Any]:
     ws = client.call("POST", "/workspaces", json={"name": "Bench", "billing_mode": "pooled"})["id"]
-    ids = [client.call("POST", f"/workspaces/{ws}/billing-accounts",
-                       json={"name": f"Account {i}", "email": f"a{i}@bench.test",
-                             "address": {"country": "US"}})["id"] for i in range(accounts)]
+    ids = [
+        client.call(
+            "POST",
+            f"/workspaces/{ws}/billing-accounts",
+            json={"name": f"Account {i}", "email": f"a{i}@bench.test", "address": {"country": "US"}},
+        )["id"]
+        for i in range(accounts)
+    ]
     return {"ws": ws, "accounts": ids}
 
 
@@ -168,15 +204,18 @@ def endpoint_table(server: Server, rounds: int, database_url: str) -> list[tuple
     plan: list[tuple[str, Callable[[Sample], Any]]] = [
         ("GET /workspaces", lambda s: timed(client.session, "GET", f"{server.base}/workspaces", s)),
         ("GET /workspaces/{id}", lambda s: timed(client.session, "GET", f"{server.base}/workspaces/{ws}", s)),
-        ("GET billing-accounts (10)", lambda s: timed(client.session, "GET",
-                                                      f"{server.base}/workspaces/{ws}/billing-accounts", s)),
+        (
+            "GET billing-accounts (10)",
+            lambda s: timed(client.session, "GET", f"{server.base}/workspaces/{ws}/billing-accounts", s),
+        ),
         ("GET billing-account", lambda s: timed(client.session, "GET", server.base + acc, s)),
-        ("PATCH billing-account", lambda s: timed(client.session, "PATCH", server.base + acc, s,
-                                                  json={"name": "Renamed"})),
+        (
+            "PATCH billing-account",
+            lambda s: timed(client.session, "PATCH", server.base + acc, s, json={"name": "Renamed"}),
+        ),
         ("POST+DELETE billing-account", lambda s: create_delete(client, server.base, scratch, s)),
         ("GET subscriptions", lambda s: timed(client.session, "GET", server.base + acc + "/subscriptions", s)),
-        ("GET trial-eligibility", lambda s: timed(client.session, "GET", server.base + acc + "/trial-eligibility",
-                                                  s)),
+        ("GET trial-eligibility", lambda s: timed(client.session, "GET", server.base + acc + "/trial-eligibility", s)),
         *extra,
     ]
     results = []
@@ -191,8 +230,13 @@ def endpoint_table(server: Server, rounds: int, database_url: str) -> list[tuple
 
 
 def create_delete(client: Client, base: str, ws: str, sample: Sample) -> None:
-    created = timed(client.session, "POST", f"{base}/workspaces/{ws}/billing-accounts", sample,
-                    json={"name": "Temp", "email": "t@bench.test", "address": {"country": "US"}})
+    created = timed(
+        client.session,
+        "POST",
+        f"{base}/workspaces/{ws}/billing-accounts",
+        sample,
+        json={"name": "Temp", "email": "t@bench.test", "address": {"country": "US"}},
+    )
     if created.status_code == 201:
         timed(client.session, "DELETE", f"{base}/workspaces/{ws}/billing-accounts/{created.json()['id']}", sample)
 
@@ -209,12 +253,24 @@ def sandbox_extras(client: Client, ws: str, account: str) -> list[tuple[str, Cal
         return []
     return [
         ("GET subscription", lambda s: timed(client.session, "GET", f"{base}{acc}/subscriptions/{sub}", s)),
-        ("PATCH subscription (metadata)", lambda s: timed(client.session, "PATCH", f"{base}{acc}/subscriptions/{sub}",
-                                                          s, json={"metadata": {"k": "v"}})),
+        (
+            "PATCH subscription (metadata)",
+            lambda s: timed(
+                client.session, "PATCH", f"{base}{acc}/subscriptions/{sub}", s, json={"metadata": {"k": "v"}}
+            ),
+        ),
         ("GET payment-methods", lambda s: timed(client.session, "GET", f"{base}{acc}/payment-methods", s)),
         ("GET invoices", lambda s: timed(client.session, "GET", f"{base}{acc}/invoices", s)),
-        ("POST invoices/preview", lambda s: timed(client.session, "POST", f"{base}{acc}/invoices/preview", s,
-                                                  json={"items": [{"product_type": "sso", "quantity": 1}]})),
+        (
+            "POST invoices/preview",
+            lambda s: timed(
+                client.session,
+                "POST",
+                f"{base}{acc}/invoices/preview",
+                s,
+                json={"items": [{"product_type": "sso", "quantity": 1}]},
+            ),
+        ),
     ]
 
 
@@ -271,8 +327,9 @@ def drain_webhooks(database_url: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with database.read() as session:
-            pending = session.scalar(select(func.count()).select_from(SandboxWebhookDelivery)
-                                     .where(SandboxWebhookDelivery.pending.is_(True)))
+            pending = session.scalar(
+                select(func.count()).select_from(SandboxWebhookDelivery).where(SandboxWebhookDelivery.pending.is_(True))
+            )
         if not pending:
             return
         time.sleep(1)
@@ -305,12 +362,16 @@ def billing_page_section(database_url: str) -> None:
         token = str(client.session.headers["Authorization"])
         seq = sequential(server.base, token, paths, int(os.environ.get("BENCH_PAGES", "50")))
         pages_per_second, load = concurrent(server.base, token, paths, 16, float(os.environ.get("BENCH_SECONDS", "10")))
-        print("\n" + report("billing page (6 GETs), 150 ms/Stripe request, live rate limits", seq,
-                            pages_per_second, load, 16))
-        print(f"  (16-client page latency p50 {pct(load.latency, .5):.1f} ms, p99 {pct(load.latency, .99):.1f} ms)")
+        print(
+            "\n"
+            + report("billing page (6 GETs), 150 ms/Stripe request, live rate limits", seq, pages_per_second, load, 16)
+        )
+        print(f"  (16-client page latency p50 {pct(load.latency, 0.5):.1f} ms, p99 {pct(load.latency, 0.99):.1f} ms)")
         catch_up = webhook_catch_up(server, client, database_url, acc, sub)
-        print(f"webhook catch-up (a change made in the emulator, as the Dashboard would, until a GET shows it): "
-              f"{catch_up * 1000:.0f} ms")
+        print(
+            f"webhook catch-up (a change made in the emulator, as the Dashboard would, until a GET shows it): "
+            f"{catch_up * 1000:.0f} ms"
+        )
 
 
 def webhook_catch_up(server: Server, client: Client, database_url: str, acc: str, sub: str) -> float:
@@ -321,8 +382,9 @@ def webhook_catch_up(server: Server, client: Client, database_url: str, acc: str
     stripe_client = build_client("sk_test_sandbox", http_client=SandboxHTTPClient(Database(database_url)))
     item = stripe_client.v1.subscriptions.retrieve(sub)["items"].data[0]
     started = time.perf_counter()
-    stripe_client.v1.subscriptions.update(sub, {"items": [{"id": item.id, "quantity": 42}],
-                                                "proration_behavior": "none"})
+    stripe_client.v1.subscriptions.update(
+        sub, {"items": [{"id": item.id, "quantity": 42}], "proration_behavior": "none"}
+    )
     while time.perf_counter() - started < 60:
         shown = client.call("GET", f"{acc}/subscriptions/{sub}")["product_quantities"]["users"]["quantity"]
         if shown == 42:
@@ -350,28 +412,51 @@ def reconcile_section(database_url: str, customers: int) -> None:
         session.add(Member(workspace_id=workspace.id, user_id="bench", role="owner"))
         ws = workspace.id
     for i in range(customers):
-        customer = stripe_client.v1.customers.create({"name": f"C{i}", "metadata": {"workspace_id": ws,
-                                                                                     "currency": "usd"}})
+        customer = stripe_client.v1.customers.create(
+            {"name": f"C{i}", "metadata": {"workspace_id": ws, "currency": "usd"}}
+        )
         for n in range(3):
             stripe_client.v1.invoice_items.create({"customer": customer.id, "amount": 100 + n, "currency": "usd"})
-            invoice = stripe_client.v1.invoices.create({"customer": customer.id, "collection_method": "send_invoice",
-                                                        "days_until_due": 30,
-                                                        "pending_invoice_items_behavior": "include"})
+            invoice = stripe_client.v1.invoices.create(
+                {
+                    "customer": customer.id,
+                    "collection_method": "send_invoice",
+                    "days_until_due": 30,
+                    "pending_invoice_items_behavior": "include",
+                }
+            )
             stripe_client.v1.invoices.finalize_invoice(invoice.id)
         with db.write() as session:
-            session.add(BillingAccountIndex(workspace_id=ws, customer_id=customer.id, reference=customer.id,
-                                            currency="usd", state="active"))
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "STRIPE_SANDBOX": "1",
-           "SANDBOX_LATENCY_MS": "150", "SANDBOX_RATE_LIMITS": "live", "LOG_LEVEL": "WARNING",
-           "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unreachable"}
+            session.add(
+                BillingAccountIndex(
+                    workspace_id=ws, customer_id=customer.id, reference=customer.id, currency="usd", state="active"
+                )
+            )
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "STRIPE_SANDBOX": "1",
+        "SANDBOX_LATENCY_MS": "150",
+        "SANDBOX_RATE_LIMITS": "live",
+        "LOG_LEVEL": "WARNING",
+        "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unreachable",
+    }
     env.pop("STRIPE_API_KEY", None)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "reconcile", "--full"], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "reconcile", "--full"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
     copied = re.search(r'"copied_customers": (\d+)', result.stdout)
-    print(f"reconcile --full: {customers} customers x 3 invoices at 150 ms/request, live limits: {elapsed:.1f} s "
-          f"(copied {copied.group(1) if copied else '?'}; exit {result.returncode})")
+    print(
+        f"reconcile --full: {customers} customers x 3 invoices at 150 ms/request, live limits: {elapsed:.1f} s "
+        f"(copied {copied.group(1) if copied else '?'}; exit {result.returncode})"
+    )
 
 
 def main() -> int:
@@ -407,8 +492,9 @@ def main() -> int:
         return 0
     if only == "reconcile":
         with tempfile.TemporaryDirectory() as tmp:
-            reconcile_section(f"sqlite:///{tmp}/reconcile.sqlite3",
-                              int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000")))
+            reconcile_section(
+                f"sqlite:///{tmp}/reconcile.sqlite3", int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000"))
+            )
         return 0
     rounds = int(os.environ.get("BENCH_ROUNDS", "200"))
     customers = int(os.environ.get("BENCH_CUSTOMERS", "10000"))
@@ -418,20 +504,28 @@ def main() -> int:
         print(f"database: {database_url.split('@')[-1]}   gunicorn: 2 workers x 4 threads   rounds: {rounds}\n")
         with serve(database_url) as server:
             table = endpoint_table(server, rounds, database_url)
-            print("latency: seen by the client; own: latency minus time in Stripe calls; in-app: the same, "
-                  "measured inside the app (no HTTP, no gunicorn)\n")
-            print(f"{'endpoint':34} {'p50 ms':>8} {'p99 ms':>8} {'own p50':>8} {'own p99':>8} {'in-app p50':>10} "
-                  f"{'stripe/call':>11}")
+            print(
+                "latency: seen by the client; own: latency minus time in Stripe calls; in-app: the same, "
+                "measured inside the app (no HTTP, no gunicorn)\n"
+            )
+            print(
+                f"{'endpoint':34} {'p50 ms':>8} {'p99 ms':>8} {'own p50':>8} {'own p99':>8} {'in-app p50':>10} "
+                f"{'stripe/call':>11}"
+            )
             for name, s in table:
                 per_call = statistics.mean(s.calls) if s.calls else 0
-                print(f"{name:34} {pct(s.latency, .5):8.2f} {pct(s.latency, .99):8.2f} {pct(s.app, .5):8.2f} "
-                      f"{pct(s.app, .99):8.2f} {pct(s.in_app, .5):10.2f} {per_call:11.2f}"
-                      + (f"  errors={s.errors}" if s.errors else ""))
+                print(
+                    f"{name:34} {pct(s.latency, 0.5):8.2f} {pct(s.latency, 0.99):8.2f} {pct(s.app, 0.5):8.2f} "
+                    f"{pct(s.app, 0.99):8.2f} {pct(s.in_app, 0.5):10.2f} {per_call:11.2f}"
+                    + (f"  errors={s.errors}" if s.errors else "")
+                )
 
             rps, n, errors, load = throughput(server, float(os.environ.get("BENCH_SECONDS", "10")), 16)
-            print(f"\nthroughput GET billing-account, 16 clients: {rps:.0f} req/s "
-                  f"({n} requests, {errors} errors, p50 {pct(load.latency, .5):.1f} ms, "
-                  f"p99 {pct(load.latency, .99):.1f} ms)")
+            print(
+                f"\nthroughput GET billing-account, 16 clients: {rps:.0f} req/s "
+                f"({n} requests, {errors} errors, p50 {pct(load.latency, 0.5):.1f} ms, "
+                f"p99 {pct(load.latency, 0.99):.1f} ms)"
+            )
 
             client = Client(server.base, "bench-scale")
             world = setup_workspace(client)
@@ -441,23 +535,29 @@ def main() -> int:
             large = list_latency(server, world["ws"], client, rounds)
             print(f"\nlist 10 accounts, a few dozen customers in the Stripe account vs {customers} more:")
             for label, q in (("latency p50", "latency"), ("in-app p50", "in_app")):
-                a, b = pct(getattr(small, q), .5), pct(getattr(large, q), .5)
+                a, b = pct(getattr(small, q), 0.5), pct(getattr(large, q), 0.5)
                 print(f"  {label:12} {a:7.2f} ms -> {b:7.2f} ms   ratio {b / a:.2f}")
-            print(f"  Stripe requests per list: {statistics.mean(small.calls):.0f} -> {statistics.mean(large.calls):.0f}")
+            print(
+                f"  Stripe requests per list: {statistics.mean(small.calls):.0f} -> {statistics.mean(large.calls):.0f}"
+            )
 
         with serve(database_url, extra={"SANDBOX_LATENCY_MS": "100"}) as slow:
             client = Client(slow.base, "bench-slow")
             world = setup_workspace(client)
             sample = list_latency(slow, world["ws"], client, 20)
-            print(f"\nwith 100 ms per Stripe request: list of 10 accounts p50 {pct(sample.latency, .5):.0f} ms "
-                  f"({statistics.mean(sample.calls):.0f} Stripe requests)")
+            print(
+                f"\nwith 100 ms per Stripe request: list of 10 accounts p50 {pct(sample.latency, 0.5):.0f} ms "
+                f"({statistics.mean(sample.calls):.0f} Stripe requests)"
+            )
         billing_page_section(database_url)
         from bench.organizations import organizations_section
 
         organizations_section(database_url)
     with tempfile.TemporaryDirectory() as tmp:
-        reconcile_section(os.environ.get("BENCH_RECONCILE_DATABASE_URL") or f"sqlite:///{tmp}/reconcile.sqlite3",
-                          int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000")))
+        reconcile_section(
+            os.environ.get("BENCH_RECONCILE_DATABASE_URL") or f"sqlite:///{tmp}/reconcile.sqlite3",
+            int(os.environ.get("BENCH_RECONCILE_CUSTOMERS", "1000")),
+        )
     return 0
 
 

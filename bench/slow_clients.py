@@ -80,8 +80,10 @@ class Attacker:
 
     def opening(self) -> bytes:
         if self.body:
-            return (f"POST /workspaces HTTP/1.1\r\nHost: {self.address[0]}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {BODY_BYTES}\r\n\r\n").encode()
+            return (
+                f"POST /workspaces HTTP/1.1\r\nHost: {self.address[0]}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {BODY_BYTES}\r\n\r\n"
+            ).encode()
         return b""  # the request line and headers come a byte at a time too
 
     def next_byte(self) -> bytes:
@@ -110,7 +112,7 @@ class Attacker:
             return
         try:
             if not self.body and self.sent < len(self.header):
-                self.sock.send(self.header[self.sent:self.sent + 1])
+                self.sock.send(self.header[self.sent : self.sent + 1])
             else:
                 self.sock.send(self.next_byte())
             self.sent += 1
@@ -131,8 +133,9 @@ class Attacker:
             self.sock.close()
 
 
-def attack(address: tuple[str, int], count: int, interval: float, stop: threading.Event,
-           attackers: list[Attacker]) -> None:
+def attack(
+    address: tuple[str, int], count: int, interval: float, stop: threading.Event, attackers: list[Attacker]
+) -> None:
     attackers.extend(Attacker(address, body=i % 2 == 1) for i in range(count))
     for attacker in attackers:
         attacker.connect()
@@ -152,8 +155,10 @@ def attack(address: tuple[str, int], count: int, interval: float, stop: threadin
 def phase(url: str, token: str, seconds: float) -> dict[str, Figures]:
     stop = threading.Event()
     figures = {"kept-alive": Figures(), "new connection": Figures()}
-    threads = [threading.Thread(target=normal_client, args=(url, token, name == "new connection", stop, out))
-               for name, out in figures.items()]
+    threads = [
+        threading.Thread(target=normal_client, args=(url, token, name == "new connection", stop, out))
+        for name, out in figures.items()
+    ]
     for thread in threads:
         thread.start()
     time.sleep(seconds)
@@ -165,8 +170,10 @@ def phase(url: str, token: str, seconds: float) -> dict[str, Figures]:
 
 def report(label: str, figures: dict[str, Figures]) -> None:
     for name, f in figures.items():
-        print(f"  {label:7} {name:15} {len(f.latency):6d} requests   p50 {pct(f.latency, .5):8.1f} ms   "
-              f"p99 {pct(f.latency, .99):8.1f} ms   timeouts {f.timeouts}   other errors {f.errors}")
+        print(
+            f"  {label:7} {name:15} {len(f.latency):6d} requests   p50 {pct(f.latency, 0.5):8.1f} ms   "
+            f"p99 {pct(f.latency, 0.99):8.1f} ms   timeouts {f.timeouts}   other errors {f.errors}"
+        )
 
 
 def slow_clients_section(database_url: str) -> None:
@@ -190,17 +197,21 @@ def slow_clients_section(database_url: str) -> None:
         attacked = phase(url, token, seconds)
         stop.set()
         attack_thread.join()
-    print(f"slow clients: gunicorn worker class {worker_class or 'from gunicorn.conf.py'}, 2 workers; "
-          f"{count} slow connections (half headers, half body), a byte every {interval:g} s each; "
-          f"{seconds:g} s per phase")
+    print(
+        f"slow clients: gunicorn worker class {worker_class or 'from gunicorn.conf.py'}, 2 workers; "
+        f"{count} slow connections (half headers, half body), a byte every {interval:g} s each; "
+        f"{seconds:g} s per phase"
+    )
     report("quiet", quiet)
     report("attack", attacked)
     answers: dict[str, int] = {}
     for attacker in attackers:
         for status, n in attacker.answers.items():
             answers[status] = answers.get(status, 0) + n
-    print(f"  the server closed attackers' connections {sum(a.closed_by_server for a in attackers)} times "
-          f"(answers: {', '.join(f'{k}: {v}' for k, v in sorted(answers.items())) or 'none'})")
+    print(
+        f"  the server closed attackers' connections {sum(a.closed_by_server for a in attackers)} times "
+        f"(answers: {', '.join(f'{k}: {v}' for k, v in sorted(answers.items())) or 'none'})"
+    )
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -228,7 +239,7 @@ def throughput_section(tmp: str) -> None:
         for server in servers:
             throughput(server, 2, 16)  # warm-up
         for _ in range(rounds):
-            for worker_class, server in zip(classes, servers):
+            for worker_class, server in zip(classes, servers, strict=True):
                 cpu = server_cpu_seconds(server.process.pid)
                 rps, n, _, load = throughput(server, seconds, 16)
                 rates, cpu_ms, latency = figures[worker_class]
@@ -238,9 +249,11 @@ def throughput_section(tmp: str) -> None:
     print(f"throughput GET billing-account, 16 kept-alive clients, no attack ({rounds} turns of {seconds:g} s each):")
     for worker_class, (rates, cpu_ms, latency) in figures.items():
         label = worker_class or "gunicorn.conf.py's worker"
-        print(f"  {label:26} median {statistics.median(rates):5.0f} req/s (min {min(rates):.0f}, max "
-              f"{max(rates):.0f})   server CPU {statistics.median(cpu_ms):.2f} ms/request   "
-              f"p50 {pct(latency, .5):.1f} ms   p99 {pct(latency, .99):.1f} ms")
+        print(
+            f"  {label:26} median {statistics.median(rates):5.0f} req/s (min {min(rates):.0f}, max "
+            f"{max(rates):.0f})   server CPU {statistics.median(cpu_ms):.2f} ms/request   "
+            f"p50 {pct(latency, 0.5):.1f} ms   p99 {pct(latency, 0.99):.1f} ms"
+        )
 
 
 def main() -> None:

@@ -39,11 +39,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -100,8 +100,9 @@ class Service:
 def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         # A session of its own: the shell, gunicorn's master and its workers end together.
-        return subprocess.Popen(["sh", "-c", command], cwd=ROOT, env=env, stdout=out, stderr=out,
-                                start_new_session=True)
+        return subprocess.Popen(
+            ["sh", "-c", command], cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -257,13 +258,16 @@ class Delivery:
     def _run(self) -> None:
         while (item := self._take()) is not None:
             event_type, payload, first = item
-            headers = {"Content-Type": "application/json; charset=utf-8",
-                       "Stripe-Signature": signature_header(payload, WEBHOOK_SECRET, int(time.time()))}
+            headers = {
+                "Content-Type": "application/json; charset=utf-8",
+                "Stripe-Signature": signature_header(payload, WEBHOOK_SECRET, int(time.time())),
+            }
             started = time.monotonic()
             try:
                 # A connection per delivery: a kept-alive one gunicorn closed meanwhile would fail it.
-                status: int | None = requests.post(f"{self._target()}/webhooks/stripe", data=payload,
-                                                   headers=headers, timeout=DELIVERY_TIMEOUT).status_code
+                status: int | None = requests.post(
+                    f"{self._target()}/webhooks/stripe", data=payload, headers=headers, timeout=DELIVERY_TIMEOUT
+                ).status_code
             except requests.RequestException:
                 status = None
             ended = time.monotonic()
@@ -287,7 +291,7 @@ def relay(receive: Callable[[bytes], None]) -> Iterator[str]:
     """SANDBOX_WEBHOOK_URL: answers the emulator 200 at once and hands the event on."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             receive(payload)
             self.send_response(200)
@@ -350,28 +354,44 @@ def build_workspace(svc: Service, index: int, accounts: int) -> list[Account]:
     session = _session(token)
     base = svc.base()
     ws = _call(session, "POST", f"{base}/workspaces", json={"name": f"Storm {index}", "billing_mode": "pooled"})["id"]
-    ids = [_call(session, "POST", f"{base}/workspaces/{ws}/billing-accounts",
-                 json={"name": f"Account {index}-{i}", "email": f"a{index}-{i}@storm.test",
-                       "address": {"country": "US"}})["id"] for i in range(accounts)]
+    ids = [
+        _call(
+            session,
+            "POST",
+            f"{base}/workspaces/{ws}/billing-accounts",
+            json={"name": f"Account {index}-{i}", "email": f"a{index}-{i}@storm.test", "address": {"country": "US"}},
+        )["id"]
+        for i in range(accounts)
+    ]
     built = []
     for account_id in ids:
         path = f"/workspaces/{ws}/billing-accounts/{account_id}"
         _call(session, "POST", f"{base}/sandbox{path}/payment-methods", json={"payment_method": "pm_card_visa"})
-        sub = _call(session, "POST", f"{base}{path}/subscriptions",
-                    json={"product_quantities": {"users": START_QUANTITY}})
+        sub = _call(
+            session, "POST", f"{base}{path}/subscriptions", json={"product_quantities": {"users": START_QUANTITY}}
+        )
         if sub["status"] != "active":
             raise RuntimeError(f"subscription {sub['id']} is {sub['status']}, not active (a trial?)")
         invoices = _call(session, "GET", f"{base}{path}/invoices", params={"limit": 1})["data"]
-        built.append(Account(token, path, sub["id"], sub["current_period_start"], sub["current_period_end"],
-                             invoices[0]["id"] if invoices else ""))
+        built.append(
+            Account(
+                token,
+                path,
+                sub["id"],
+                sub["current_period_start"],
+                sub["current_period_end"],
+                invoices[0]["id"] if invoices else "",
+            )
+        )
     return built
 
 
 def build(svc: Service, n: int) -> list[Account]:
     sizes = [min(ACCOUNTS_PER_WORKSPACE, n - start) for start in range(0, n, ACCOUNTS_PER_WORKSPACE)]
     with ThreadPoolExecutor(BUILD_CLIENTS) as pool:
-        return [a for accounts in pool.map(lambda args: build_workspace(svc, *args), enumerate(sizes))
-                for a in accounts]
+        return [
+            a for accounts in pool.map(lambda args: build_workspace(svc, *args), enumerate(sizes)) for a in accounts
+        ]
 
 
 def renewed(session: requests.Session, base: str, account: Account) -> bool:
@@ -435,8 +455,12 @@ class UserWrites:
     def _slot(self) -> str:
         with self._lock:
             if not self._slots:
-                ws = _call(_session(self._token), "POST", f"{self._svc.base()}/workspaces",
-                           json={"name": "Growing", "billing_mode": "pooled"})["id"]
+                ws = _call(
+                    _session(self._token),
+                    "POST",
+                    f"{self._svc.base()}/workspaces",
+                    json={"name": "Growing", "billing_mode": "pooled"},
+                )["id"]
                 self._slots = [ws] * ACCOUNTS_PER_WORKSPACE
             return self._slots.pop()
 
@@ -444,14 +468,18 @@ class UserWrites:
         if number % 2:
             session = _session(self._token)
             name, ws = "POST account", self._slot()
-            method, url, body = "POST", f"{self._svc.base()}/workspaces/{ws}/billing-accounts", {
-                "name": f"New {number}", "email": f"n{number}@storm.test", "address": {"country": "US"}}
+            method, url, body = (
+                "POST",
+                f"{self._svc.base()}/workspaces/{ws}/billing-accounts",
+                {"name": f"New {number}", "email": f"n{number}@storm.test", "address": {"country": "US"}},
+            )
         else:
             account = self._targets[(number // 2) % len(self._targets)]
             session = _session(account.token)
             with self._lock:
                 quantity = self._quantity[account.subscription] = max(
-                    1, self._quantity.get(account.subscription, START_QUANTITY) - 1)
+                    1, self._quantity.get(account.subscription, START_QUANTITY) - 1
+                )
             name, method, body = "PATCH subscription", "PATCH", {"product_quantities": {"users": quantity}}
             url = f"{self._svc.base()}{account.path}/subscriptions/{account.subscription}"
         started = time.monotonic()
@@ -488,8 +516,9 @@ def _write_figures(writes: Writes) -> dict[str, Any]:
         "writes": total,
         "429": sum(c for (_, s), c in writes.statuses.items() if s == 429),
         "other non-2xx": sum(c for (_, s), c in writes.statuses.items() if not 200 <= s < 300 and s != 429),
-        "p50 ms": pct(all_latency, .5), "p99 ms": pct(all_latency, .99),
-        "by kind": {name: (len(v), pct(v, .5), pct(v, .99)) for name, v in writes.latency.items()},
+        "p50 ms": pct(all_latency, 0.5),
+        "p99 ms": pct(all_latency, 0.99),
+        "by kind": {name: (len(v), pct(v, 0.5), pct(v, 0.99)) for name, v in writes.latency.items()},
         "statuses": dict(writes.statuses),
     }
 
@@ -505,8 +534,12 @@ def _database(database_url: str) -> Database:
 def emulator_pending(database_url: str) -> int:
     """Events the emulator recorded and has not yet posted to the relay."""
     with _database(database_url).read() as session:
-        return int(session.scalar(select(func.count()).select_from(SandboxWebhookDelivery)
-                                  .where(SandboxWebhookDelivery.pending.is_(True))) or 0)
+        return int(
+            session.scalar(
+                select(func.count()).select_from(SandboxWebhookDelivery).where(SandboxWebhookDelivery.pending.is_(True))
+            )
+            or 0
+        )
 
 
 def _wait_for_emulator(database_url: str, delivery: Delivery, timeout: float) -> None:
@@ -553,6 +586,7 @@ def _applied(svc: Service, token: str) -> bool:
 @dataclass
 class Phase:
     """What one way of running the storm hands to the figures."""
+
     writes: Writes
     started: float  # readable times count from here
     advanced: float  # "stale at 75 s" counts from here
@@ -569,8 +603,9 @@ def _merge(parts: list[Writes]) -> Writes:
     return merged
 
 
-def live_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites,
-               database_url: str, timeout: float) -> Phase:
+def live_storm(
+    svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, database_url: str, timeout: float
+) -> Phase:
     """The advance and the deliveries together: events go out as the emulator makes them
     (at the emulator's pace, on the same cores as the service)."""
     stop_writes, stop_polls = threading.Event(), threading.Event()
@@ -607,12 +642,13 @@ def live_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: 
     stop_polls.set()
     writer.join()
     poller.join()
-    figures["poll sweep s"] = (pct(sweeps, .5), max(sweeps) if sweeps else float("nan"))
+    figures["poll sweep s"] = (pct(sweeps, 0.5), max(sweeps) if sweeps else float("nan"))
     return Phase(storm_writes[0] if storm_writes else Writes(), storm_started, advanced, figures)
 
 
-def _burst(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float,
-           poll: bool) -> tuple[Writes, float, float, int, list[float]]:
+def _burst(
+    svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float, poll: bool
+) -> tuple[Writes, float, float, int, list[float]]:
     """Release what the emulator made meanwhile, all at once, with the user's writes (and the
     renewals' poller): until every event is delivered and applied (and every renewal readable).
     Returns the writes, when it began, how long it took, the events released, the poll sweeps."""
@@ -645,8 +681,7 @@ def _burst(svc: Service, accounts: list[Account], delivery: Delivery, user: User
     return box[0] if box else Writes(), started, ended - started, released, sweeps
 
 
-def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites,
-                timeout: float) -> Phase:
+def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float) -> Phase:
     """As Stripe's renewals reach a webhook endpoint: the subscriptions renew at their period's
     end, each with a draft invoice (burst 1: the subscriptions' and the drafts' events, at once);
     about an hour later Stripe finalizes and charges the drafts (burst 2: the invoices' and the
@@ -660,29 +695,40 @@ def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user:
     figures["emulator 1 s"] = advance(svc.base(), token, {"seconds": max(1, int(max(ends)) + 120 - now)})
     progress(f"burst 1: {delivery.pending()} events")
     writes_1, _, figures["burst 1 s"], figures["burst 1 events"], _ = _burst(
-        svc, accounts, delivery, user, timeout, poll=False)
+        svc, accounts, delivery, user, timeout, poll=False
+    )
     delivery.hold()
     figures["emulator 2 s"] = advance(svc.base(), token, {"hours": 2})
     progress(f"burst 2: {delivery.pending()} events")
     writes_2, started, figures["burst 2 s"], figures["burst 2 events"], sweeps = _burst(
-        svc, accounts, delivery, user, timeout, poll=True)
+        svc, accounts, delivery, user, timeout, poll=True
+    )
     figures["advance s"] = figures["emulator 1 s"] + figures["emulator 2 s"]
     figures["storm s"] = figures["burst 1 s"] + figures["burst 2 s"]
-    figures["poll sweep s"] = (pct(sweeps, .5), max(sweeps) if sweeps else float("nan"))
+    figures["poll sweep s"] = (pct(sweeps, 0.5), max(sweeps) if sweeps else float("nan"))
     return Phase(_merge([writes_1, writes_2]), started, started, figures)
 
 
-def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: float, timeout: float,
-          workdir: Path, mode: str) -> dict[str, Any]:
+def storm(
+    n: int, database_url: str, web: int, workers: int, quiet_seconds: float, timeout: float, workdir: Path, mode: str
+) -> dict[str, Any]:
     figures: dict[str, Any] = {"N": n, "mode": mode}
     empty_database(database_url)
     request_log = workdir / f"requests-{n}"
     request_log.mkdir()
     delivery_box = _Box()
     with relay(delivery_box.receive) as relay_url:
-        env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "STRIPE_SANDBOX": "1",
-               "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "SANDBOX_WEBHOOK_URL": relay_url, "LOG_LEVEL": "WARNING",
-               "SANDBOX_REQUEST_LOG": str(request_log), "SANDBOX_RATE_LIMITS": ""}
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "JWT_SECRET": JWT_SECRET,
+            "STRIPE_SANDBOX": "1",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SANDBOX_WEBHOOK_URL": relay_url,
+            "LOG_LEVEL": "WARNING",
+            "SANDBOX_REQUEST_LOG": str(request_log),
+            "SANDBOX_RATE_LIMITS": "",
+        }
         env.pop("STRIPE_API_KEY", None)
         started = time.monotonic()
         with service(env, web, workers, workdir) as svc:
@@ -708,8 +754,9 @@ def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: floa
             quiet_requests = read_requests(request_log) - before
             writes_done = max(1, sum(quiet.statuses.values()))
             figures["stripe per write"] = sum(quiet_requests.values()) / writes_done
-            figures["stripe GETs per write"] = sum(c for line, c in quiet_requests.items()
-                                                   if line.startswith("GET ")) / writes_done
+            figures["stripe GETs per write"] = (
+                sum(c for line, c in quiet_requests.items() if line.startswith("GET ")) / writes_done
+            )
             delivery.stop()
             delivery = delivery_box.delivery = Delivery(svc.base)
 
@@ -732,30 +779,33 @@ def storm(n: int, database_url: str, web: int, workers: int, quiet_seconds: floa
     writes = phase.writes
     stripe_total = sum(requests_made.values())
     stripe_gets = sum(c for line, c in requests_made.items() if line.startswith("GET "))
-    figures.update({
-        "events": delivery.received,
-        "deliveries": len(attempts),
-        "first 2xx %": 100 * len(ok) / len(first) if first else float("nan"),
-        "first statuses": Counter(str(a.status) for a in first),
-        "retries 2xx": sum(1 for a in attempts if not a.first and a.status is not None and 200 <= a.status < 300),
-        "retries": sum(1 for a in attempts if not a.first),
-        "ack p50 ms": pct([a.latency * 1000 for a in attempts], .5),
-        "ack p99 ms": pct([a.latency * 1000 for a in attempts], .99),
-        "event types": Counter(a.event_type for a in first),
-        "stripe requests": stripe_total,
-        "stripe GETs": stripe_gets,
-        "stripe 429s": sum(c for line, c in requests_made.items() if line.endswith(" 429")),
-        "stripe requests of the writes": writes.stripe_requests,
-        "writes share": sum(writes.statuses.values()) * figures["stripe per write"],
-        "per renewal": (stripe_total - sum(writes.statuses.values()) * figures["stripe per write"]) / n,
-        "GETs per renewal": (stripe_gets - sum(writes.statuses.values()) * figures["stripe GETs per write"]) / n,
-        "stripe by endpoint": requests_made.most_common(12),
-        "all readable s": max(renewed_times) if len(renewed_times) == n else None,
-        "readable": len(renewed_times),
-        "stale at 75 s": sum(1 for a in accounts
-                              if a.renewed_at is None or a.renewed_at > phase.advanced + STALE_AFTER),
-        "storm writes": _write_figures(writes),
-    })
+    figures.update(
+        {
+            "events": delivery.received,
+            "deliveries": len(attempts),
+            "first 2xx %": 100 * len(ok) / len(first) if first else float("nan"),
+            "first statuses": Counter(str(a.status) for a in first),
+            "retries 2xx": sum(1 for a in attempts if not a.first and a.status is not None and 200 <= a.status < 300),
+            "retries": sum(1 for a in attempts if not a.first),
+            "ack p50 ms": pct([a.latency * 1000 for a in attempts], 0.5),
+            "ack p99 ms": pct([a.latency * 1000 for a in attempts], 0.99),
+            "event types": Counter(a.event_type for a in first),
+            "stripe requests": stripe_total,
+            "stripe GETs": stripe_gets,
+            "stripe 429s": sum(c for line, c in requests_made.items() if line.endswith(" 429")),
+            "stripe requests of the writes": writes.stripe_requests,
+            "writes share": sum(writes.statuses.values()) * figures["stripe per write"],
+            "per renewal": (stripe_total - sum(writes.statuses.values()) * figures["stripe per write"]) / n,
+            "GETs per renewal": (stripe_gets - sum(writes.statuses.values()) * figures["stripe GETs per write"]) / n,
+            "stripe by endpoint": requests_made.most_common(12),
+            "all readable s": max(renewed_times) if len(renewed_times) == n else None,
+            "readable": len(renewed_times),
+            "stale at 75 s": sum(
+                1 for a in accounts if a.renewed_at is None or a.renewed_at > phase.advanced + STALE_AFTER
+            ),
+            "storm writes": _write_figures(writes),
+        }
+    )
     return figures
 
 
@@ -799,7 +849,9 @@ def cpu_snapshot(svc: Service, database_url: str) -> dict[str, dict[int, float]]
     engine = create_engine(normalize_database_url(database_url))
     try:
         with engine.connect() as conn:
-            backends = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()
+            backends = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            ).scalars()
             snapshot["postgres"] = {pid: table[pid][1] for pid in backends if pid in table}
     finally:
         engine.dispose()
@@ -809,13 +861,13 @@ def cpu_snapshot(svc: Service, database_url: str) -> dict[str, dict[int, float]]
 
 
 def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
-    return {kind: sum(seconds - before[kind].get(pid, 0.0) for pid, seconds in after[kind].items())
-            for kind in after}
+    return {kind: sum(seconds - before[kind].get(pid, 0.0) for pid, seconds in after[kind].items()) for kind in after}
 
 
 @dataclass
 class _Box:
     """The relay outlives each service start; it hands events to the current Delivery."""
+
     delivery: Delivery | None = None
 
     def receive(self, payload: bytes) -> None:
@@ -828,11 +880,14 @@ class _Box:
 
 def report(results: list[dict[str, Any]], web: int, workers: int, database_url: str) -> str:
     worker_line = "worker: " + (procfile().get("worker") or "none in the Procfile")
-    lines = [f"renewal storm: {database_url.split('@')[-1]}, web processes {web} "
-             f"(gunicorn.conf.py: WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '2')} x 4 threads), "
-             f"{worker_line} x {workers if 'worker' in procfile() else 0}, live rate limits during the storm",
-             "", "| figure | " + " | ".join(f"N={r['N']}" for r in results) + " |",
-             "|---|" + "---:|" * len(results)]
+    lines = [
+        f"renewal storm: {database_url.split('@')[-1]}, web processes {web} "
+        f"(gunicorn.conf.py: WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '2')} x 4 threads), "
+        f"{worker_line} x {workers if 'worker' in procfile() else 0}, live rate limits during the storm",
+        "",
+        "| figure | " + " | ".join(f"N={r['N']}" for r in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
 
     def row(label: str, render: Callable[[dict[str, Any]], str]) -> None:
         lines.append(f"| {label} | " + " | ".join(render(r) for r in results) + " |")
@@ -840,36 +895,73 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
     def ms(value: float) -> str:
         return f"{value:,.0f}"
 
-    row("build (accounts+cards+subs), s", lambda r: f"{r['build s']:.0f} (+{r['build+deliver s'] - r['build s']:.0f} "
-        f"to deliver {r['build events']:,} events)")
+    row(
+        "build (accounts+cards+subs), s",
+        lambda r: (
+            f"{r['build s']:.0f} (+{r['build+deliver s'] - r['build s']:.0f} to deliver {r['build events']:,} events)"
+        ),
+    )
     row("delivery", lambda r: r["mode"])
-    row("clock advance took, s", lambda r: f"{r['advance s']:.1f}" + (
-        f" (the emulator's work, deliveries held: {r['emulator 1 s']:.0f} + {r['emulator 2 s']:.0f})"
-        if r["mode"] == "burst" else ""))
+    row(
+        "clock advance took, s",
+        lambda r: (
+            f"{r['advance s']:.1f}"
+            + (
+                f" (the emulator's work, deliveries held: {r['emulator 1 s']:.0f} + {r['emulator 2 s']:.0f})"
+                if r["mode"] == "burst"
+                else ""
+            )
+        ),
+    )
     if any(r["mode"] == "burst" for r in results):
-        row("burst 1 (period ends) / burst 2 (an hour later): events, until delivered and applied, s",
-            lambda r: f"{r['burst 1 events']:,}, {r['burst 1 s']:.0f} / {r['burst 2 events']:,}, {r['burst 2 s']:.0f}"
-            if r["mode"] == "burst" else "")
+        row(
+            "burst 1 (period ends) / burst 2 (an hour later): events, until delivered and applied, s",
+            lambda r: (
+                f"{r['burst 1 events']:,}, {r['burst 1 s']:.0f} / {r['burst 2 events']:,}, {r['burst 2 s']:.0f}"
+                if r["mode"] == "burst"
+                else ""
+            ),
+        )
     row("events delivered", lambda r: f"{r['events']:,}")
     row("first attempts answered 2xx", lambda r: f"{r['first 2xx %']:.1f}%")
     row("first attempts by status", lambda r: ", ".join(f"{k}: {v}" for k, v in sorted(r["first statuses"].items())))
     row("retries (60 s later), 2xx", lambda r: f"{r['retries']} ({r['retries 2xx']} 2xx)")
     row("ack latency p50 / p99, ms", lambda r: f"{ms(r['ack p50 ms'])} / {ms(r['ack p99 ms'])}")
-    row("Stripe requests during the storm", lambda r: f"{r['stripe requests']:,} ({r['stripe GETs']:,} GETs, "
-        f"{r['stripe 429s']:,} refused 429)")
-    row("of which the user's writes: in their requests / with their webhooks (est.)",
-        lambda r: f"{r['stripe requests of the writes']:,} / {r['writes share']:,.0f} "
-        f"({r['stripe per write']:.1f} a write, quiet window)")
-    row("Stripe requests per renewal, writes' share removed (GETs)", lambda r: f"{r['per renewal']:.1f} ({r['GETs per renewal']:.1f})")
-    row("every renewal readable after (burst: after burst 2 began), s", lambda r: f"{r['all readable s']:.0f}" if r["all readable s"] is not None
-        else f"never ({r['readable']} of {r['N']} in {r['storm s']:.0f} s)")
+    row(
+        "Stripe requests during the storm",
+        lambda r: f"{r['stripe requests']:,} ({r['stripe GETs']:,} GETs, {r['stripe 429s']:,} refused 429)",
+    )
+    row(
+        "of which the user's writes: in their requests / with their webhooks (est.)",
+        lambda r: (
+            f"{r['stripe requests of the writes']:,} / {r['writes share']:,.0f} "
+            f"({r['stripe per write']:.1f} a write, quiet window)"
+        ),
+    )
+    row(
+        "Stripe requests per renewal, writes' share removed (GETs)",
+        lambda r: f"{r['per renewal']:.1f} ({r['GETs per renewal']:.1f})",
+    )
+    row(
+        "every renewal readable after (burst: after burst 2 began), s",
+        lambda r: (
+            f"{r['all readable s']:.0f}"
+            if r["all readable s"] is not None
+            else f"never ({r['readable']} of {r['N']} in {r['storm s']:.0f} s)"
+        ),
+    )
     row("accounts without the paid renewal 75 s after the advance", lambda r: f"{r['stale at 75 s']}")
-    row("CPU s in the storm: web (with the emulator) / worker / PostgreSQL / bench",
-        lambda r: " / ".join(f"{r['cpu s'][k]:.0f}" for k in ("web", "worker", "postgres", "bench")))
+    row(
+        "CPU s in the storm: web (with the emulator) / worker / PostgreSQL / bench",
+        lambda r: " / ".join(f"{r['cpu s'][k]:.0f}" for k in ("web", "worker", "postgres", "bench")),
+    )
     row("poll sweep p50 / max, s (resolution)", lambda r: f"{r['poll sweep s'][0]:.1f} / {r['poll sweep s'][1]:.1f}")
+
     def write_rows(phase: str, label: str) -> None:
-        row(f"user writes, {label}: count, 429, other non-2xx",
-            lambda r: f"{r[phase]['writes']}, {r[phase]['429']}, {r[phase]['other non-2xx']}")
+        row(
+            f"user writes, {label}: count, 429, other non-2xx",
+            lambda r: f"{r[phase]['writes']}, {r[phase]['429']}, {r[phase]['other non-2xx']}",
+        )
         row(f"user writes, {label}: p50 / p99 ms", lambda r: f"{ms(r[phase]['p50 ms'])} / {ms(r[phase]['p99 ms'])}")
 
     write_rows("quiet", "quiet")
@@ -879,9 +971,11 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
         lines.append(f"N={r['N']}: event types {dict(r['event types'].most_common())}")
         lines.append(f"N={r['N']}: Stripe requests by endpoint {r['stripe by endpoint']}")
         for phase in ("quiet", "storm writes"):
-            lines.append(f"N={r['N']}: {phase}: by kind (count, p50, p99 ms) "
-                         f"{ {k: (c, round(a), round(b)) for k, (c, a, b) in r[phase]['by kind'].items()} }; "
-                         f"statuses {r[phase]['statuses']}")
+            lines.append(
+                f"N={r['N']}: {phase}: by kind (count, p50, p99 ms) "
+                f"{ {k: (c, round(a), round(b)) for k, (c, a, b) in r[phase]['by kind'].items()} }; "
+                f"statuses {r[phase]['statuses']}"
+            )
     return "\n".join(lines)
 
 

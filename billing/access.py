@@ -39,19 +39,19 @@ class Access:
     role: str
     user_id: str
 
-    def require_role(self, role: str) -> "Access":
+    def require_role(self, role: str) -> Access:
         """Raise 403 unless the caller's role is at least `role`."""
         if ROLE_RANK.get(self.role, -1) < ROLE_RANK[role]:  # a service token has no member role
             raise forbidden(f"This action needs the {role} role or higher.")
         return self
 
-    def require_writable(self) -> "Access":
+    def require_writable(self) -> Access:
         """Raise 409 when the workspace is archived (reads still work)."""
         if self.workspace.archived:
             raise workspace_archived()
         return self
 
-    def for_billing_write(self) -> "Access":
+    def for_billing_write(self) -> Access:
         return self.require_role("admin").require_writable()
 
 
@@ -74,7 +74,7 @@ class AccountAccess:
     def currency(self) -> str:
         return self.account.currency
 
-    def for_billing_write(self) -> "AccountAccess":
+    def for_billing_write(self) -> AccountAccess:
         self.access.for_billing_write()
         return self
 
@@ -98,7 +98,8 @@ _MEMBERSHIP_AND_ACCOUNT = _MEMBERSHIP.add_columns(BillingAccountIndex).outerjoin
 _IN_WORKSPACE = (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id"))
 _MEMBERSHIP_AND_ORGANIZATION = _MEMBERSHIP.add_columns(Organization).outerjoin(Organization, _IN_WORKSPACE)
 _WORKSPACE_AND_ORGANIZATION = (
-    select(Workspace, literal(SERVICE_ROLE), Organization).outerjoin(Organization, _IN_WORKSPACE)
+    select(Workspace, literal(SERVICE_ROLE), Organization)
+    .outerjoin(Organization, _IN_WORKSPACE)
     .where(Workspace.id == bindparam("workspace_id"))
 )
 
@@ -131,8 +132,10 @@ def organization_access(workspace_id: str, organization_id: str) -> tuple[Access
     when the caller may not read the workspace or the organization is not in it."""
     service = has_scope(USAGE_SCOPE)
     with current().db.read() as session:
-        row = session.execute(_WORKSPACE_AND_ORGANIZATION if service else _MEMBERSHIP_AND_ORGANIZATION, {
-            "workspace_id": workspace_id, "user_id": g.user_id, "organization_id": organization_id}).first()
+        row = session.execute(
+            _WORKSPACE_AND_ORGANIZATION if service else _MEMBERSHIP_AND_ORGANIZATION,
+            {"workspace_id": workspace_id, "user_id": g.user_id, "organization_id": organization_id},
+        ).first()
     if row is None:
         raise not_found("workspace")
     if row[2] is None:
@@ -144,8 +147,9 @@ def account_access(workspace_id: str, customer_id: str) -> AccountAccess:
     """The caller's access and the billing account, in one query; 404 when the
     caller is not a member or the account is not (or no longer) in the workspace."""
     with current().db.read() as session:
-        row = session.execute(_MEMBERSHIP_AND_ACCOUNT, {
-            "workspace_id": workspace_id, "user_id": g.user_id, "customer_id": customer_id}).first()
+        row = session.execute(
+            _MEMBERSHIP_AND_ACCOUNT, {"workspace_id": workspace_id, "user_id": g.user_id, "customer_id": customer_id}
+        ).first()
     if row is None:
         raise not_found("workspace")
     if row[2] is None:

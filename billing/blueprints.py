@@ -21,10 +21,12 @@ class ApiBlueprint(Blueprint):  # type: ignore[misc]
     (the default) is 422 when none is sent: webargs reads a missing body as `{}`,
     which made a PATCH without a body a 200 that changed nothing."""
 
-    def arguments(self, schema: Any, *, location: str = "json", required: bool = True,
-                  **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def arguments(
+        self, schema: Any, *, location: str = "json", required: bool = True, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         parse: Callable[[Callable[..., Any]], Callable[..., Any]] = super().arguments(
-            schema, location=location, required=required, **kwargs)
+            schema, location=location, required=required, **kwargs
+        )
         if location != "json" or not required:
             return parse
 

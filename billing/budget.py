@@ -14,8 +14,8 @@ only when the second is full do they wait for the next one rather than earn a
 the second has room below its share (the limits less `user_reserve`), and
 otherwise sleeps until the next second, up to a deadline after which it raises
 `BudgetExhausted`. Any rate-limit 429 (a user request's too: it says the
-second is over-full) pauses every process's background work for Stripe's `Retry-After` (1 s without one), then it retries;
-user requests are not paused.
+second is over-full) pauses every process's background work for Stripe's
+`Retry-After` (1 s without one), then it retries; user requests are not paused.
 
 Old windows are deleted by `cleanup()`, which each process runs at most once a
 minute while it counts (and which may be scheduled).
@@ -154,8 +154,10 @@ RETURNING bucket, count
 """
 # Background requests: only below each bucket's background cap, and not while cooling down
 # (checked for a first row of the second too, which is inserted rather than updated).
-_COOLING_DOWN = ("EXISTS (SELECT 1 FROM stripe_budget_windows AS cool "
-                 "WHERE cool.bucket = :cool_down AND cool.window_start_second > :window)")
+_COOLING_DOWN = (
+    "EXISTS (SELECT 1 FROM stripe_budget_windows AS cool "
+    "WHERE cool.bucket = :cool_down AND cool.window_start_second > :window)"
+)
 
 
 def _statement(buckets: int, *, capped: bool) -> Any:
@@ -174,8 +176,9 @@ _STATEMENTS = {(n, capped): _statement(n, capped=capped) for n in (1, 2) for cap
 class StripeBudget:
     """The budget of one Stripe account (one API key), kept in `db`."""
 
-    def __init__(self, db: Database, api_key: str, limits: Limits, *,
-                 user_reserve: float = DEFAULT_USER_RESERVE) -> None:
+    def __init__(
+        self, db: Database, api_key: str, limits: Limits, *, user_reserve: float = DEFAULT_USER_RESERVE
+    ) -> None:
         if not 0 <= user_reserve < 1:
             raise ValueError("user_reserve is a fraction of the limits, from 0 to below 1")
         self.limits = limits
@@ -185,8 +188,9 @@ class StripeBudget:
         self.per_endpoint = int(limits.per_endpoint * PLANNED_SHARE) if limits.per_endpoint else None
         # Background may fill the second up to this; the rest is the users' reserve.
         self.background_total = max(1, math.floor(self.total * (1 - user_reserve)))
-        self.background_per_endpoint = (max(1, math.floor(self.per_endpoint * (1 - user_reserve)))
-                                        if self.per_endpoint else None)
+        self.background_per_endpoint = (
+            max(1, math.floor(self.per_endpoint * (1 - user_reserve))) if self.per_endpoint else None
+        )
         self._db = db
         # SQLite: BEGIN IMMEDIATE (billing.db), so concurrent writers queue instead of failing.
         self._sqlite_engine = db.engine.execution_options(write_lock=True) if db.is_sqlite else None
@@ -224,7 +228,7 @@ class StripeBudget:
             window = int(now())
             if work is None:
                 counts = self._count(buckets, window, None)
-                if all(counts[bucket] <= limit for bucket, limit in zip(buckets, limits)):
+                if all(counts[bucket] <= limit for bucket, limit in zip(buckets, limits, strict=True)):
                     break
             elif self._count_background(buckets, caps, window):
                 break
@@ -260,8 +264,9 @@ class StripeBudget:
 
     def _give_back(self, connection: Connection, buckets: list[str], window: int) -> None:
         w = StripeBudgetWindow
-        connection.execute(update(w).where(w.bucket.in_(buckets), w.window_start_second == window)
-                           .values(count=w.count - 1))
+        connection.execute(
+            update(w).where(w.bucket.in_(buckets), w.window_start_second == window).values(count=w.count - 1)
+        )
 
     # -- Stripe's answers --------------------------------------------------------
 
@@ -283,8 +288,11 @@ class StripeBudget:
         """Hold every process's background work for `seconds` (whole seconds, rounded up)."""
         until = math.ceil(now() + min(seconds, MAX_COOL_DOWN_SECONDS))
         insert: Any = sqlite_insert if self._db.is_sqlite else postgresql_insert
-        statement = insert(StripeBudgetWindow).values(
-            bucket=self.cool_down_bucket, window_start_second=until, count=0).on_conflict_do_nothing()
+        statement = (
+            insert(StripeBudgetWindow)
+            .values(bucket=self.cool_down_bucket, window_start_second=until, count=0)
+            .on_conflict_do_nothing()
+        )
         with self._connection() as connection:
             connection.execute(statement)
 
@@ -312,4 +320,3 @@ def _retry_after(headers: Mapping[str, str] | None) -> float:
         return max(float(value), 0.0) if value is not None else 1.0
     except ValueError:
         return 1.0
-

@@ -13,7 +13,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 
@@ -22,6 +22,9 @@ from billing.config import CURRENCIES
 from billing.errors import ApiError
 from billing.gateway import StripeGateway
 from billing.stripe_ids import id_of, named_id
+
+if TYPE_CHECKING:
+    from billing.db import Database
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 PRODUCTS = ("locations", "users", "sso")
@@ -37,39 +40,41 @@ def all_lookup_keys() -> list[str]:
     return [lookup_key(p, c, i) for p in PRODUCTS for c in CURRENCIES for i in INTERVALS]
 
 
-def product_of_price(price: dict[str, Any]) -> str | None:
-    """The catalog product a price sells, known by its Stripe Product's
-    `billing_api_product` metadata: a price that lost its lookup key to a newer
-    one (a catalog change) still counts as its product. Prices of products the
-    catalog never made fall back to their lookup key `{product}_{currency}_{interval}`."""
-    product = price.get("product")
-    key = (product.get("metadata") or {}).get(PRODUCT_KEY) if isinstance(product, dict) else None
-    product = named_id(product)
-    if key is None and isinstance(product, str):
-        key = _known_products.get(product) or _catalog_products().get(product)
-    if key is None:
-        key = (price.get("lookup_key") or "").split("_", 1)[0]
-    return key if key in PRODUCTS else None
-
-
-_known_products: dict[str, str] = {}
-
-
-def _catalog_products() -> dict[str, str]:
+class CatalogProducts:
     """Stripe product id -> catalog product, from the service's copy of Stripe (a
-    product's catalog key never changes, so what is known stays known)."""
-    from billing.models import StripeCopy
-    from billing.state import current
+    product's catalog key never changes, so what is known stays known). One per
+    process, on the app's state."""
 
-    from sqlalchemy import select
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._known: dict[str, str] = {}
 
-    with current().db.read() as session:
-        rows = session.execute(select(StripeCopy.id, StripeCopy.data).where(StripeCopy.object_type == "product"))
-        for product_id, data in rows:
-            key = (data.get("metadata") or {}).get(PRODUCT_KEY)
-            if key:
-                _known_products[product_id] = key
-    return _known_products
+    def of_price(self, price: dict[str, Any]) -> str | None:
+        """The catalog product a price sells, known by its Stripe Product's
+        `billing_api_product` metadata: a price that lost its lookup key to a newer
+        one (a catalog change) still counts as its product. Prices of products the
+        catalog never made fall back to their lookup key `{product}_{currency}_{interval}`."""
+        product = price.get("product")
+        key = (product.get("metadata") or {}).get(PRODUCT_KEY) if isinstance(product, dict) else None
+        product = named_id(product)
+        if key is None and isinstance(product, str):
+            key = self._known.get(product) or self._from_copy().get(product)
+        if key is None:
+            key = (price.get("lookup_key") or "").split("_", 1)[0]
+        return key if key in PRODUCTS else None
+
+    def _from_copy(self) -> dict[str, str]:
+        from sqlalchemy import select
+
+        from billing.models import StripeCopy
+
+        with self.db.read() as session:
+            rows = session.execute(select(StripeCopy.id, StripeCopy.data).where(StripeCopy.object_type == "product"))
+            for product_id, data in rows:
+                key = (data.get("metadata") or {}).get(PRODUCT_KEY)
+                if key:
+                    self._known[product_id] = key
+        return self._known
 
 
 def load_catalog(path: Path = CATALOG_FILE) -> dict[str, Any]:
@@ -127,9 +132,7 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
     (billing.budget): users' requests go first."""
     catalog = catalog or load_catalog()
     report = SyncReport()
-    products = {
-        p.metadata.to_dict().get(PRODUCT_KEY): p for p in gateway.iter_products() if p.metadata and p.active
-    }
+    products = {p.metadata.to_dict().get(PRODUCT_KEY): p for p in gateway.iter_products() if p.metadata and p.active}
     existing = gateway.prices_by_lookup_key(all_lookup_keys())
     for product_key, entry in catalog.items():
         product = products.get(product_key)
@@ -140,8 +143,9 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
             )
             report.products_created.append(product_key)
         elif product.name != entry["name"]:
-            gateway.update_product(product.id, {"name": entry["name"]},
-                                   idempotency_key=f"catalog:product:{product_key}:{entry['name']}")
+            gateway.update_product(
+                product.id, {"name": entry["name"]}, idempotency_key=f"catalog:product:{product_key}:{entry['name']}"
+            )
         for interval in INTERVALS:
             for currency, amount in entry.get(interval, {}).items():
                 key = lookup_key(product_key, currency, interval)
@@ -150,14 +154,19 @@ def sync_catalog(gateway: StripeGateway, catalog: dict[str, Any] | None = None) 
                     report.unchanged += 1
                     continue
                 gateway.create_price(
-                    {"product": product.id, "currency": currency, "unit_amount": int(amount),
-                     "recurring": {"interval": interval}, "lookup_key": key, "transfer_lookup_key": True,
-                     "nickname": f"{entry['name']} ({currency.upper()}/{interval})"},
+                    {
+                        "product": product.id,
+                        "currency": currency,
+                        "unit_amount": int(amount),
+                        "recurring": {"interval": interval},
+                        "lookup_key": key,
+                        "transfer_lookup_key": True,
+                        "nickname": f"{entry['name']} ({currency.upper()}/{interval})",
+                    },
                     idempotency_key=f"catalog:price:{key}:{amount}:{product.id}",
                 )
                 if current is not None:
-                    gateway.update_price(current.id, {"active": False},
-                                         idempotency_key=f"catalog:retire:{current.id}")
+                    gateway.update_price(current.id, {"active": False}, idempotency_key=f"catalog:retire:{current.id}")
                     report.prices_replaced.append(key)
                 else:
                     report.prices_created.append(key)

@@ -10,9 +10,9 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from billing.tokens import mint_token
 from billing.models import Member, Workspace, utcnow
 from billing.state import current
+from billing.tokens import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
 # `flask reconcile`'s exit status when it went through but some objects failed
@@ -63,7 +63,7 @@ def reconcile_command(full: bool) -> None:
     """Repair the index and the copy of Stripe: catch up from Stripe's events (or --full)."""
     from billing.reconcile import reconcile
 
-    report = reconcile(full=full)
+    report = reconcile(current(), full=full)
     click.echo(json.dumps(report.__dict__, indent=2))
     if report.failed:  # done with everything else; these wait for an operator (README)
         raise SystemExit(RECONCILE_INCOMPLETE)
@@ -104,9 +104,18 @@ def events_parked(limit: int) -> None:
     from billing.webhooks import inbox
 
     for event in inbox.parked(current().db, limit):
-        click.echo(json.dumps({"id": event.id, "type": event.type, "object": event.object_key,
-                               "attempts": event.attempts, "received_at": event.received_at.isoformat(),
-                               "last_error": event.last_error}))
+        click.echo(
+            json.dumps(
+                {
+                    "id": event.id,
+                    "type": event.type,
+                    "object": event.object_key,
+                    "attempts": event.attempts,
+                    "received_at": event.received_at.isoformat(),
+                    "last_error": event.last_error,
+                }
+            )
+        )
 
 
 @events.command("replay")
@@ -162,6 +171,7 @@ def _demo_workspace(user_id: str) -> str:
             workspace = Workspace(name="Demo workspace", billing_mode="pooled", created_at=now, updated_at=now)
             session.add(workspace)
             session.flush()
-            session.add(Member(workspace_id=workspace.id, user_id=user_id, role="owner",
-                               created_at=now, updated_at=now))
+            session.add(
+                Member(workspace_id=workspace.id, user_id=user_id, role="owner", created_at=now, updated_at=now)
+            )
         return workspace.id

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 CURRENCIES = ("usd", "zar", "eur", "gbp", "aud")
 # Every error body's `doc_url` is this followed by the error's code (API.md, Errors).
@@ -108,7 +108,7 @@ class Config:
         return "live" if is_live_key(self.stripe_api_key) else "test"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Raises ConfigError for the first setting (in this order) that cannot start a service."""
         env = dict(os.environ if env is None else env)
         stripe_key = _stripe_key(env)
@@ -162,8 +162,9 @@ def _stripe_key(env: Mapping[str, str]) -> str | None:
     stripe_key = env.get("STRIPE_API_KEY") or None
     if stripe_key is None and env.get("STRIPE_SANDBOX") != "1":
         # A production deploy that forgot its key must never take payments in a simulation.
-        raise ConfigError("STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
-                          "the built-in Stripe sandbox")
+        raise ConfigError(
+            "STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on the built-in Stripe sandbox"
+        )
     return stripe_key
 
 

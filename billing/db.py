@@ -21,7 +21,6 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session
 
-
 log = logging.getLogger("billing.db")
 
 
@@ -33,7 +32,7 @@ def normalize_database_url(url: str) -> str:
     """Heroku writes `postgres://`; SQLAlchemy wants a driver-qualified URL."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

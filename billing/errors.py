@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import stripe
 from flask import Flask, Response, current_app, g, jsonify
@@ -105,9 +106,13 @@ def _bad_stripe_answer(what: str, cause: BaseException) -> ApiError:
     calls = getattr(g, "stripe_calls", None)
     # A missing key's name is ours to log; another error's message might hold data.
     missing = cause.args[0] if isinstance(cause, (KeyError, AttributeError)) and cause.args else None
-    log.error("stripe answered %s that the service can't read (%s: %s)", what, type(cause).__name__,
-              str(missing)[:80] if missing is not None else "-",
-              extra={"stripe_request_ids": list(calls.request_ids) if calls else []})
+    log.error(
+        "stripe answered %s that the service can't read (%s: %s)",
+        what,
+        type(cause).__name__,
+        str(missing)[:80] if missing is not None else "-",
+        extra={"stripe_request_ids": list(calls.request_ids) if calls else []},
+    )
     return ApiError(502, "stripe_error", "The payment provider answered with an object the service can't read.")
 
 
@@ -146,8 +151,11 @@ def for_status(status: int) -> ApiError:
 
 
 def error_response(error: ApiError) -> Response:
-    response = jsonify(envelope(error, getattr(g, "request_id", None),
-                                current_app.config.get("ERRORS_DOC_URL", DEFAULT_ERRORS_DOC_URL)))
+    response = jsonify(
+        envelope(
+            error, getattr(g, "request_id", None), current_app.config.get("ERRORS_DOC_URL", DEFAULT_ERRORS_DOC_URL)
+        )
+    )
     response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -245,8 +253,14 @@ def register_error_handlers(app: Flask) -> None:
     def _database_unavailable(error: Exception) -> Response:
         # The database is down or restarting: the client (Stripe too) should retry.
         log.error("database unavailable (%s)", type(error).__name__)
-        return error_response(ApiError(503, "database_unavailable", "The service's database is unavailable; "
-                                       "retry shortly.", headers={"Retry-After": "5"}))
+        return error_response(
+            ApiError(
+                503,
+                "database_unavailable",
+                "The service's database is unavailable; retry shortly.",
+                headers={"Retry-After": "5"},
+            )
+        )
 
     @app.errorhandler(StripeAnswerInvalid)
     def _stripe_answer_invalid(error: StripeAnswerInvalid) -> Response:

@@ -84,8 +84,9 @@ def _discard(obj: stripe.StripeObject, stamp: int) -> None:
 
 
 class StripeGateway:
-    def __init__(self, client: stripe.StripeClient, keep: Keeper = _discard,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: stripe.StripeClient, keep: Keeper = _discard, clock: Callable[[], float] = time.time
+    ) -> None:
         self.client = client
         self.keep = keep
         # Stripe's clock (unix seconds), the one events' `created` is on: ours in
@@ -126,9 +127,9 @@ class StripeGateway:
     def update_customer(
         self, customer_id: str, params: CustomerUpdateParams, *, idempotency_key: str
     ) -> stripe.Customer:
-        return self._kept(lambda: self.client.v1.customers.update(
-            customer_id, params, {"idempotency_key": idempotency_key}
-        ))
+        return self._kept(
+            lambda: self.client.v1.customers.update(customer_id, params, {"idempotency_key": idempotency_key})
+        )
 
     def delete_customer(self, customer_id: str, *, idempotency_key: str) -> None:
         try:
@@ -148,35 +149,38 @@ class StripeGateway:
 
     def list_subscriptions(self, customer_id: str) -> list[stripe.Subscription]:
         """All of a customer's subscriptions, canceled ones included."""
-        return self._kept_list(lambda: self.client.v1.subscriptions.list(
-            {"customer": customer_id, "status": "all", "limit": 100}
-        ).auto_paging_iter())
+        return self._kept_list(
+            lambda: self.client.v1.subscriptions.list(
+                {"customer": customer_id, "status": "all", "limit": 100}
+            ).auto_paging_iter()
+        )
 
-    def create_subscription(
-        self, params: SubscriptionCreateParams, *, idempotency_key: str
-    ) -> stripe.Subscription:
+    def create_subscription(self, params: SubscriptionCreateParams, *, idempotency_key: str) -> stripe.Subscription:
         return self._kept(lambda: self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key}))
 
     def retrieve_subscription(self, subscription_id: str) -> stripe.Subscription | None:
         """With its latest invoice, which the copy keeps too: a renewal's subscription
         and new invoice cost one read."""
-        return _unless_missing(lambda: self._kept(lambda: self.client.v1.subscriptions.retrieve(
-            subscription_id, {"expand": LATEST_INVOICE_EXPANSIONS})))
+        return _unless_missing(
+            lambda: self._kept(
+                lambda: self.client.v1.subscriptions.retrieve(subscription_id, {"expand": LATEST_INVOICE_EXPANSIONS})
+            )
+        )
 
     def update_subscription(
         self, subscription_id: str, params: SubscriptionUpdateParams, *, idempotency_key: str
     ) -> stripe.Subscription:
-        return self._kept(lambda: self.client.v1.subscriptions.update(
-            subscription_id, params, {"idempotency_key": idempotency_key}
-        ))
+        return self._kept(
+            lambda: self.client.v1.subscriptions.update(subscription_id, params, {"idempotency_key": idempotency_key})
+        )
 
     def resume_subscription(
         self, subscription_id: str, params: SubscriptionResumeParams, *, idempotency_key: str
     ) -> stripe.Subscription:
         """Resume a subscription whose status is `paused` (a trial that ended without a card)."""
-        return self._kept(lambda: self.client.v1.subscriptions.resume(
-            subscription_id, params, {"idempotency_key": idempotency_key}
-        ))
+        return self._kept(
+            lambda: self.client.v1.subscriptions.resume(subscription_id, params, {"idempotency_key": idempotency_key})
+        )
 
     # -- payment methods ---------------------------------------------------
 
@@ -192,30 +196,32 @@ class StripeGateway:
     def set_default_payment_method(
         self, customer_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> stripe.Customer:
-        return self._kept(lambda: self.client.v1.customers.update(
-            customer_id,
-            {"invoice_settings": {"default_payment_method": payment_method_id}},
-            {"idempotency_key": idempotency_key},
-        ))
+        return self._kept(
+            lambda: self.client.v1.customers.update(
+                customer_id,
+                {"invoice_settings": {"default_payment_method": payment_method_id}},
+                {"idempotency_key": idempotency_key},
+            )
+        )
 
     def attach_payment_method(
         self, payment_method: str, customer_id: str, *, idempotency_key: str
     ) -> stripe.PaymentMethod:
-        return self._kept(lambda: self.client.v1.payment_methods.attach(
-            payment_method, {"customer": customer_id}, {"idempotency_key": idempotency_key}
-        ))
+        return self._kept(
+            lambda: self.client.v1.payment_methods.attach(
+                payment_method, {"customer": customer_id}, {"idempotency_key": idempotency_key}
+            )
+        )
 
     def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> stripe.PaymentMethod:
-        return self._kept(lambda: self.client.v1.payment_methods.detach(
-            payment_method_id, None, {"idempotency_key": idempotency_key}
-        ))
+        return self._kept(
+            lambda: self.client.v1.payment_methods.detach(payment_method_id, None, {"idempotency_key": idempotency_key})
+        )
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> stripe.PaymentIntent | None:
         return _unless_missing(lambda: self._kept(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id)))
 
-    def create_setup_intent(
-        self, params: SetupIntentCreateParams, *, idempotency_key: str
-    ) -> stripe.SetupIntent:
+    def create_setup_intent(self, params: SetupIntentCreateParams, *, idempotency_key: str) -> stripe.SetupIntent:
         return self.client.v1.setup_intents.create(params, {"idempotency_key": idempotency_key})
 
     def retrieve_setup_intent(self, setup_intent_id: str) -> stripe.SetupIntent:
@@ -242,8 +248,7 @@ class StripeGateway:
     def retrieve_invoice(self, invoice_id: str) -> stripe.Invoice | None:
         """The invoice with every line, kept; None when Stripe has no such invoice."""
         stamp = now_stamp()
-        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(
-            invoice_id, {"expand": INVOICE_EXPANSIONS}))
+        invoice = _unless_missing(lambda: self.client.v1.invoices.retrieve(invoice_id, {"expand": INVOICE_EXPANSIONS}))
         return None if invoice is None else self._keep_invoice(invoice, stamp)
 
     def _keep_invoice(self, invoice: stripe.Invoice, stamp: int) -> stripe.Invoice:
@@ -251,8 +256,12 @@ class StripeGateway:
             self.keep(invoice, stamp)
             return invoice
         data = invoice.to_dict()
-        data["lines"] = {"object": "list", "data": [line.to_dict() for line in self.invoice_lines(invoice)],
-                         "has_more": False, "url": f"/v1/invoices/{invoice.id}/lines"}
+        data["lines"] = {
+            "object": "list",
+            "data": [line.to_dict() for line in self.invoice_lines(invoice)],
+            "has_more": False,
+            "url": f"/v1/invoices/{invoice.id}/lines",
+        }
         complete = stripe.Invoice.construct_from(data, None)
         self.keep(complete, stamp)
         return complete
@@ -262,9 +271,7 @@ class StripeGateway:
         lines = list(invoice.lines.data)
         has_more = invoice.lines.has_more
         while has_more and invoice.id:
-            page = self.client.v1.invoices.line_items.list(
-                invoice.id, {"limit": 100, "starting_after": lines[-1].id}
-            )
+            page = self.client.v1.invoices.line_items.list(invoice.id, {"limit": 100, "starting_after": lines[-1].id})
             lines.extend(page.data)
             has_more = page.has_more
         return lines
@@ -287,7 +294,9 @@ class StripeGateway:
         return _unless_missing(lambda: self._kept(lambda: self.client.v1.products.retrieve(product_id)))
 
     def update_product(self, product_id: str, params: ProductUpdateParams, *, idempotency_key: str) -> stripe.Product:
-        return self._kept(lambda: self.client.v1.products.update(product_id, params, {"idempotency_key": idempotency_key}))
+        return self._kept(
+            lambda: self.client.v1.products.update(product_id, params, {"idempotency_key": idempotency_key})
+        )
 
     def update_price(self, price_id: str, params: PriceUpdateParams, *, idempotency_key: str) -> stripe.Price:
         return self.client.v1.prices.update(price_id, params, {"idempotency_key": idempotency_key})

@@ -18,10 +18,8 @@ from billing.state import current
 
 log = logging.getLogger("billing.health")
 
-# A readiness probe every few seconds should not cost a Stripe request each time.
+# A readiness probe every few seconds should not cost a Stripe request each time (state.readiness).
 STRIPE_CHECK_TTL = 30.0
-_stripe_ok_at = 0.0
-_missing_prices: list[str] = []
 
 blp = Blueprint("health", __name__, description="Process and dependency health.")
 
@@ -31,22 +29,34 @@ class HealthSchema(Schema):
 
 
 class EventsBacklogSchema(Schema):
-    pending = fields.Integer(required=True, metadata={"description": "Stripe events received and not yet applied to the copy."})
-    oldest_pending_seconds = fields.Float(required=True, metadata={"description": "Age of the oldest of them (0 when none): "
-                                                                   "how stale the copy may be."})
-    parked = fields.Integer(required=True, metadata={"description": "Events that kept failing, set aside until an operator "
-                                                     "replays them (`flask events replay`)."})
+    pending = fields.Integer(
+        required=True, metadata={"description": "Stripe events received and not yet applied to the copy."}
+    )
+    oldest_pending_seconds = fields.Float(
+        required=True, metadata={"description": "Age of the oldest of them (0 when none): how stale the copy may be."}
+    )
+    parked = fields.Integer(
+        required=True,
+        metadata={
+            "description": "Events that kept failing, set aside until an operator replays them (`flask events replay`)."
+        },
+    )
 
 
 class ReadinessSchema(Schema):
     status = fields.String(validate=validate.OneOf(["ready", "unavailable"]))
-    stripe_mode = fields.String(validate=validate.OneOf(["sandbox", "test", "live"]), metadata={
-        "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."})
+    stripe_mode = fields.String(
+        validate=validate.OneOf(["sandbox", "test", "live"]),
+        metadata={
+            "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."
+        },
+    )
     database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     events = fields.Nested(EventsBacklogSchema, metadata={"description": "Present when the database answers."})
-    catalog = fields.String(metadata={"description": "Present when Stripe answers: `ok`, or which prices are "
-                                                     "missing (run sync-catalog)."})
+    catalog = fields.String(
+        metadata={"description": "Present when Stripe answers: `ok`, or which prices are missing (run sync-catalog)."}
+    )
 
 
 @blp.route("/healthz")
@@ -77,20 +87,22 @@ class Ready(MethodView):
         except Exception as error:  # any failure means "not ready", never a 500
             log.warning("readiness: database unavailable (%s)", type(error).__name__)
             checks["database"] = "unavailable"
-        global _stripe_ok_at, _missing_prices
+        seen = state.readiness
         try:
-            if time.monotonic() - _stripe_ok_at > STRIPE_CHECK_TTL:
+            if time.monotonic() - seen.checked_at > STRIPE_CHECK_TTL:
                 # Reaches Stripe and checks the catalog at once: without it every subscription is a 422.
-                _missing_prices = missing_prices(state.gateway)
-                _stripe_ok_at = time.monotonic()
+                seen.missing_prices = missing_prices(state.gateway)
+                seen.checked_at = time.monotonic()
             checks["stripe"] = "ok"
         except stripe.StripeError as error:
-            _stripe_ok_at = 0.0
+            seen.checked_at = 0.0
             log.warning("readiness: stripe unavailable (%s)", type(error).__name__)
             checks["stripe"] = "unavailable"
         if checks["stripe"] == "ok":
-            checks["catalog"] = "ok" if not _missing_prices else \
-                f"missing {len(_missing_prices)} prices (run sync-catalog), e.g. {_missing_prices[0]}"
-        ready = checks["database"] == "ok" and checks["stripe"] == "ok" and not _missing_prices
+            missing = seen.missing_prices
+            checks["catalog"] = (
+                "ok" if not missing else f"missing {len(missing)} prices (run sync-catalog), e.g. {missing[0]}"
+            )
+        ready = checks["database"] == "ok" and checks["stripe"] == "ok" and not seen.missing_prices
         checks["status"] = "ready" if ready else "unavailable"
         return checks, 200 if ready else 503

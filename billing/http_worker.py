@@ -36,8 +36,8 @@ import re
 import selectors
 import socket
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -119,7 +119,7 @@ def _chunked_state(data: bytes | bytearray, position: int, head_limit: int, body
         position = line_end + 2 + int(size, 16) + 2
         if position > len(data):
             return WAIT
-        if data[position - 2:position] != b"\r\n":
+        if data[position - 2 : position] != b"\r\n":
             return CUT
 
 
@@ -131,7 +131,8 @@ def wants_continue(data: bytes | bytearray) -> bool:
     lines = bytes(data[:end]).lower().split(b"\r\n")
     return lines[0].endswith(b"http/1.1") and any(
         name.strip() == b"expect" and value.strip(b" \t") == b"100-continue"
-        for name, _, value in (line.partition(b":") for line in lines[1:]))
+        for name, _, value in (line.partition(b":") for line in lines[1:])
+    )
 
 
 def error_answer(status: int) -> bytes:
@@ -142,9 +143,11 @@ def error_answer(status: int) -> bytes:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Error"
-    return (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n"
-            "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n\r\n").encode("latin-1") + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n"
+        "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n\r\n"
+    ).encode("latin-1") + body
 
 
 @dataclass
@@ -228,13 +231,17 @@ class BufferingThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn shi
     def state_of(self, reading: _Reading) -> str:
         if reading.body_limit is None and self.body_limit_for is not None and b"\r\n\r\n" in reading.data:
             reading.body_limit = self._route_body_limit(reading.data)
-        return request_state(reading.data, line_limit=self.line_limit, head_limit=self.head_limit,
-                             body_limit=reading.body_limit or self.body_limit)
+        return request_state(
+            reading.data,
+            line_limit=self.line_limit,
+            head_limit=self.head_limit,
+            body_limit=reading.body_limit or self.body_limit,
+        )
 
     def _route_body_limit(self, data: bytes | bytearray) -> int:
         assert self.body_limit_for is not None
         start = 2 if data[:2] == b"\r\n" else 0
-        parts = bytes(data[start:data.find(b"\r\n", start)]).split(b" ")
+        parts = bytes(data[start : data.find(b"\r\n", start)]).split(b" ")
         if len(parts) != 3:
             return int(self.body_limit)  # gunicorn's parser refuses the line
         return self.body_limit_for(parts[0].decode("latin-1"), parts[1].decode("latin-1"))

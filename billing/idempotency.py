@@ -110,11 +110,18 @@ def _claim(db: Database, scope: str, key: str, fingerprint: str, locked: bool) -
             if record is None:
                 if running_elsewhere:  # its first request is starting, or letting go of a retryable answer
                     raise _in_use()
-                session.add(IdempotencyRecord(scope=scope, key=key, fingerprint=fingerprint, state="running",
-                                              created_at=now, locked_until=now + RUNNING_LOCK))
+                session.add(
+                    IdempotencyRecord(
+                        scope=scope,
+                        key=key,
+                        fingerprint=fingerprint,
+                        state="running",
+                        created_at=now,
+                        locked_until=now + RUNNING_LOCK,
+                    )
+                )
             elif record.fingerprint != fingerprint:
-                raise ApiError(409, "idempotency_key_reused",
-                               "This Idempotency-Key was used with a different request.")
+                raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used with a different request.")
             elif record.state == "done":
                 return _replay(record)
             elif running_elsewhere:
@@ -127,13 +134,20 @@ def _claim(db: Database, scope: str, key: str, fingerprint: str, locked: bool) -
 
 
 def _in_use() -> ApiError:
-    return ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still being processed.",
-                    headers={"Retry-After": "1"})
+    return ApiError(
+        409,
+        "idempotency_key_in_use",
+        "A request with this Idempotency-Key is still being processed.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _replay(record: IdempotencyRecord) -> Response:
-    response = Response(record.response_body or "", status=record.response_status or 200,
-                        mimetype=record.response_type or "application/json")
+    response = Response(
+        record.response_body or "",
+        status=record.response_status or 200,
+        mimetype=record.response_type or "application/json",
+    )
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -162,9 +176,13 @@ def finish(response: Response) -> Response:
             session.execute(delete(IdempotencyRecord).where(condition))
         else:
             session.execute(
-                update(IdempotencyRecord).where(condition).values(
-                    state="done", response_status=response.status_code,
-                    response_body=response.get_data(as_text=True), response_type=response.mimetype,
+                update(IdempotencyRecord)
+                .where(condition)
+                .values(
+                    state="done",
+                    response_status=response.status_code,
+                    response_body=response.get_data(as_text=True),
+                    response_type=response.mimetype,
                 )
             )
     if lock is not None:

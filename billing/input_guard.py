@@ -57,8 +57,11 @@ def json_too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
 
 def _bad_strings(value: Any, where: str) -> dict[str, list[str]]:
     if isinstance(value, str):
-        return {where or "_schema": ["Control characters and lone surrogates are not allowed."]} \
-            if _FORBIDDEN_IN_TEXT.search(value) else {}
+        return (
+            {where or "_schema": ["Control characters and lone surrogates are not allowed."]}
+            if _FORBIDDEN_IN_TEXT.search(value)
+            else {}
+        )
     found: dict[str, list[str]] = {}
     if isinstance(value, dict):
         for key, item in value.items():
@@ -75,8 +78,9 @@ def _bad_strings(value: Any, where: str) -> dict[str, list[str]]:
 def check_request() -> None:
     """The before-request hook; raises the contract's error for bad input."""
     if _FORBIDDEN_IN_URL.search(request.path) or any(
-            _FORBIDDEN_IN_URL.search(key) or _FORBIDDEN_IN_URL.search(value)
-            for key, value in request.args.items(multi=True)):
+        _FORBIDDEN_IN_URL.search(key) or _FORBIDDEN_IN_URL.search(value)
+        for key, value in request.args.items(multi=True)
+    ):
         raise validation_error({"_path": ["Control characters and lone surrogates are not allowed in the URL."]})
     if request.method not in _BODY_METHODS:
         return

@@ -100,13 +100,27 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
             if calls is not None:
                 calls.end(request_id)
 
-    def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
-                *, _usage: list[str] | None = None) -> tuple[str, int, Mapping[str, str]]:
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
         """One attempt (the library retries around it), counted in the budget."""
         return self._within_budget(method, url, lambda: self.inner.request(method, url, headers, post_data))
 
-    def request_stream(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None,
-                       *, _usage: list[str] | None = None) -> tuple[Any, int, Mapping[str, str]]:
+    def request_stream(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[Any, int, Mapping[str, str]]:
         return self._within_budget(method, url, lambda: self.inner.request_stream(method, url, headers, post_data))
 
     def _within_budget(self, method: str, url: str, attempt: Callable[[], R]) -> R:
@@ -122,4 +136,3 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
 
     def close(self) -> None:
         self.inner.close()  # type: ignore[no-untyped-call]
-

@@ -45,8 +45,9 @@ def queue_storage(config: Config) -> Huey:
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     # A task is a nudge, not the record (the inbox is): its commit needn't wait for
     # the disk. One lost in a crash of PostgreSQL is queued again by the sweep.
-    return PostgresHuey("billing", dsn=dsn, results=False, utc=True, read_timeout=1,
-                        options="-c synchronous_commit=off")
+    return PostgresHuey(
+        "billing", dsn=dsn, results=False, utc=True, read_timeout=1, options="-c synchronous_commit=off"
+    )
 
 
 class JobQueue:
@@ -59,8 +60,7 @@ class JobQueue:
         self._apply: TaskWrapper = huey.task(name="apply_stripe_events")(self._apply_task)
         huey.periodic_task(crontab(minute="*"), name="sweep")(self._sweep_task)
         if reconcile_every_minutes > 0:
-            huey.periodic_task(crontab(minute=f"*/{reconcile_every_minutes}"), name="reconcile")(
-                self._reconcile_task)
+            huey.periodic_task(crontab(minute=f"*/{reconcile_every_minutes}"), name="reconcile")(self._reconcile_task)
 
     # -- asking -------------------------------------------------------------
 
@@ -89,10 +89,11 @@ class JobQueue:
         from billing.webhooks.service import apply_object
 
         with self.app.app_context():
-            db = current().db
+            state = current()
+            db = state.db
             db.begin_request()  # the task's reads share one connection, as a request's do
             try:
-                retry_in = apply_object(object_key)
+                retry_in = apply_object(state, object_key)
             finally:
                 db.end_request()
         if retry_in is not None:
@@ -110,8 +111,9 @@ class JobQueue:
 
         with self.app.app_context():
             try:
-                with lease(current().db, RECONCILE_LEASE, ttl=3600, wait=0):
-                    report = reconcile()
+                state = current()
+                with lease(state.db, RECONCILE_LEASE, ttl=3600, wait=0):
+                    report = reconcile(state)
             except ApiError:  # another worker is reconciling
                 return
         (log.warning if report.failed else log.info)("reconcile", extra={"event": "reconcile", **report.__dict__})
@@ -129,8 +131,14 @@ class JobQueue:
 
     def consumer(self, workers: int) -> Any:
         # TERM is Heroku's (and systemd's) stop signal: finish the tasks in hand first.
-        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
-                                         max_delay=1.0, check_worker_health=True, graceful_signal="TERM")
+        return self.huey.create_consumer(
+            workers=workers,
+            worker_type="thread",
+            periodic=True,
+            max_delay=1.0,
+            check_worker_health=True,
+            graceful_signal="TERM",
+        )
 
 
 def sweep() -> list[str]:
@@ -160,9 +168,10 @@ def apply_due() -> int:
     from billing.webhooks import inbox
     from billing.webhooks.service import apply_object
 
+    state = current()
     worked = 0
-    while keys := inbox.due_keys(current().db):
+    while keys := inbox.due_keys(state.db):
         for key in keys:
-            apply_object(key)
+            apply_object(state, key)
         worked += len(keys)
     return worked

@@ -30,7 +30,9 @@ _TRACEBACK = "Traceback (most recent call last):"
 # Stripe keys and webhook secrets, JWTs (bearer tokens), a URL's password, a DSN's password.
 _SECRETS = re.compile(
     r"\b(?:sk|rk|pk)_(?:live|test)_\w+|\bwhsec_\w+|\beyJ[\w-]*\.[\w-]+\.[\w-]*"
-    r"|(?<=://)[^/\s:@]*:[^/\s@]*(?=@)|(?<=password=)\S+", re.IGNORECASE)
+    r"|(?<=://)[^/\s:@]*:[^/\s@]*(?=@)|(?<=password=)\S+",
+    re.IGNORECASE,
+)
 
 
 def _masked(text: str) -> str:
@@ -78,8 +80,7 @@ class SummaryJsonFormatter(JsonFormatter):
     def formatStack(self, stack_info: str) -> str:
         return ""
 
-    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
-                   message_dict: dict[str, Any]) -> None:
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         message_dict.pop("exc_info", None)
         message_dict.pop("stack_info", None)
         super().add_fields(log_data, record, message_dict)
@@ -125,8 +126,12 @@ def log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit or args.exc_value is None:
         return
     name = args.thread.name if args.thread is not None else "unknown"
-    _uncaught.error("uncaught %s in thread %s", args.exc_type.__name__, name,
-                    exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+    _uncaught.error(
+        "uncaught %s in thread %s",
+        args.exc_type.__name__,
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def _install_hooks() -> None:

@@ -36,8 +36,12 @@ WAIT_SECONDS = 15.0  # how long a request waits for another holder before 409 op
 
 def busy() -> ApiError:
     """The refusal when the object stays busy: a retry shortly (same key) runs again."""
-    return ApiError(409, "operation_in_progress", "Another change to this object is in progress; retry shortly.",
-                    headers={"Retry-After": "1"})
+    return ApiError(
+        409,
+        "operation_in_progress",
+        "Another change to this object is in progress; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
 
 
 # The leases the request running here holds. Taking one again within that

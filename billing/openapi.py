@@ -29,28 +29,29 @@ from schemas.common import NonEmptySchema, Permanent
 PATH_PARAMETER_PATTERN = f"^[^{CONTROL_IN_URL}/]+$"
 
 # Swagger UI's files, from the pinned swagger-ui-bundle package (nothing loaded from another host).
-docs_assets = Blueprint("docs_assets", __name__, static_folder=str(swagger_ui_path),
-                        static_url_path="/docs/assets")
+docs_assets = Blueprint("docs_assets", __name__, static_folder=str(swagger_ui_path), static_url_path="/docs/assets")
 
 # The published document's title, description and server (seeds/000: the OpenAPI fragment); the
 # first server is the one serving this document, so the docs page and tools call it, not production.
 TITLE = "Altostrat Workspaces API"
-DESCRIPTION = "\n".join([
-    "The Altostrat Workspaces API is the microservice responsible for tenancy, billing, user identity, and "
-    "organizational hierarchy.",
-    "It serves as the foundational layer for all multi-tenancy and subscription logic within the Altostrat SDX "
-    "platform, enabling the secure separation of customer data and resources for SD-WAN, network automation, and "
-    "agentic AI features.",
-    "This API allows you to programmatically manage:",
-    "- **Workspaces:** The top-level containers for all tenant resources, users, and billing configurations.",
-    "- **Organizations:** Hierarchical entities used to model customer tenants or business units, track resource "
-    "usage, and apply limits.",
-    "- **Billing & Subscriptions:** The financial accounts and Stripe-powered subscriptions that govern access to "
-    "Altostrat SDX features and resources.",
-    "- **Members & Access:** The users and their specific roles (Owner, Admin, Viewer) within a workspace.",
-    "Developers use this API to build the structural foundation and manage the billing lifecycle upon which all "
-    "other Altostrat SDX automation and AI features operate.",
-])
+DESCRIPTION = "\n".join(
+    [
+        "The Altostrat Workspaces API is the microservice responsible for tenancy, billing, user identity, and "
+        "organizational hierarchy.",
+        "It serves as the foundational layer for all multi-tenancy and subscription logic within the Altostrat SDX "
+        "platform, enabling the secure separation of customer data and resources for SD-WAN, network automation, and "
+        "agentic AI features.",
+        "This API allows you to programmatically manage:",
+        "- **Workspaces:** The top-level containers for all tenant resources, users, and billing configurations.",
+        "- **Organizations:** Hierarchical entities used to model customer tenants or business units, track resource "
+        "usage, and apply limits.",
+        "- **Billing & Subscriptions:** The financial accounts and Stripe-powered subscriptions that govern access to "
+        "Altostrat SDX features and resources.",
+        "- **Members & Access:** The users and their specific roles (Owner, Admin, Viewer) within a workspace.",
+        "Developers use this API to build the structural foundation and manage the billing lifecycle upon which all "
+        "other Altostrat SDX automation and AI features operate.",
+    ]
+)
 SERVERS = [
     {"url": "/", "description": "This server (the one serving this document)"},
     {"url": "https://v1.api.altostrat.io", "description": "Production API Server"},
@@ -59,8 +60,10 @@ SERVERS = [
 # Path parameters: description and example (the first two as published, seeds/000 and 001).
 PATH_PARAMETERS = {
     "workspaceId": ("The ID of the workspace.", "ws_a1b2c3d4e5f6g7h8"),
-    "billingAccountId": ("The ID of the billing account, which corresponds to a Stripe Customer ID (cus_...).",
-                         "cus_a1b2c3d4e5f6g7h8"),
+    "billingAccountId": (
+        "The ID of the billing account, which corresponds to a Stripe Customer ID (cus_...).",
+        "cus_a1b2c3d4e5f6g7h8",
+    ),
     "subscriptionId": ("The ID of the subscription, a Stripe Subscription ID (sub_...).", "sub_a1b2c3d4e5f6g7h8"),
     "paymentMethodId": ("The ID of the payment method, a Stripe PaymentMethod ID (pm_...).", "pm_a1b2c3d4e5f6g7h8"),
     "organizationId": ("The ID of the organization.", "org_a1b2c3d4e5f6g7h8"),
@@ -72,7 +75,7 @@ FORBIDDEN = {
     "FORBIDDEN_VIEWER": "A viewer can't write: it needs the admin or owner role in the workspace.",
     "FORBIDDEN_NOT_OWNER": "Only an owner archives a workspace.",
     "FORBIDDEN_MEMBERS": "Managing members needs admin or owner (a viewer may only remove themself); only an "
-                         "owner grants, changes or removes the owner role.",
+    "owner grants, changes or removes the owner role.",
 }
 FORBIDDEN_BY_ROLE: dict[Role, str] = {"admin": "FORBIDDEN_VIEWER", "owner": "FORBIDDEN_NOT_OWNER"}
 
@@ -104,8 +107,14 @@ View = TypeVar("View", bound=Callable[..., Any])
 FACTS = "route_facts"  # the attribute a view's facts are kept in
 
 
-def route_facts(operation_id: str, *, role: Role | None, calls_stripe: bool = False, charges: bool = False,
-                forbidden: str | None = None) -> Callable[[View], View]:
+def route_facts(
+    operation_id: str,
+    *,
+    role: Role | None,
+    calls_stripe: bool = False,
+    charges: bool = False,
+    forbidden: str | None = None,
+) -> Callable[[View], View]:
     """Declares a view's facts where the route is defined (the document reads
     them from the app's views; a route without them cannot be documented)."""
     facts = RouteFacts(operation_id, role, calls_stripe, charges, forbidden)
@@ -147,15 +156,18 @@ class IdempotencyKeyDocs(BasePlugin):
     """Documents the optional Idempotency-Key header on every write of the API."""
 
     PARAMETER = {
-        "in": "header", "name": "Idempotency-Key", "required": False,
+        "in": "header",
+        "name": "Idempotency-Key",
+        "required": False,
         "description": "Retry safely: the same key with the same request within 24 h replays the first "
-                       "response (Idempotent-Replayed: true).",
+        "response (Idempotent-Replayed: true).",
         # Not blank: a whitespace-only key is refused (400 invalid_idempotency_key).
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "\\S"},
     }
 
-    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
-                         **kwargs: Any) -> None:
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if not operations or (path or "").startswith("/webhooks"):
             return
         for method in ("post", "put", "patch", "delete"):
@@ -166,8 +178,9 @@ class IdempotencyKeyDocs(BasePlugin):
 class OperationIds(RouteFactsReader):
     """Names every operation from its view's facts."""
 
-    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
-                         **kwargs: Any) -> None:
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         for method, operation in (operations or {}).items():
             operation["operationId"] = self.facts(kwargs.get("rule"), method, path).operation_id
 
@@ -201,12 +214,17 @@ class ErrorResponses(RouteFactsReader):
     def init_spec(self, spec: Any) -> None:
         super().init_spec(spec)
         for name, needed in FORBIDDEN.items():
-            spec.components.response(name, {
-                "description": f"Forbidden (`permission_error`): {needed}",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+            spec.components.response(
+                name,
+                {
+                    "description": f"Forbidden (`permission_error`): {needed}",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            )
 
-    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
-                         **kwargs: Any) -> None:
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         for method, operation in (operations or {}).items():
             facts = self.facts(kwargs.get("rule"), method, path)
             responses = operation.setdefault("responses", {})
@@ -225,15 +243,51 @@ class ErrorResponses(RouteFactsReader):
 # apply): the document says so, so generated clients type them as present. Not
 # LimitsMap (also a request body's partial map), Readiness (a check is left out
 # when Stripe is down) nor the error envelope (`errors` on validation only).
-COMPLETE_RESPONSES = frozenset({
-    "Address", "AdvancedClock", "AuthenticationResult", "BillingAccount", "BillingAccountList", "Branding",
-    "BrandingColors", "Capacity", "Clock",
-    "Descendants", "Health", "Invoice", "InvoiceLine", "InvoiceList", "InvoicePreview", "LimitContext",
-    "LimitEntry", "Member", "MemberList", "Message", "Organization", "OrganizationLimits", "OrganizationList",
-    "PaymentMethod", "PaymentMethodList", "PendingPayment", "Pool", "PoolProduct", "PoolProducts", "PublicBranding",
-    "ProductCounts", "ProductQuantity", "SetupIntent", "SetupIntentResult", "Subscription", "SubscriptionList",
-    "TrialEligibility", "TrialInfo", "Usage", "Workspace", "WorkspaceList",
-})
+COMPLETE_RESPONSES = frozenset(
+    {
+        "Address",
+        "AdvancedClock",
+        "AuthenticationResult",
+        "BillingAccount",
+        "BillingAccountList",
+        "Branding",
+        "BrandingColors",
+        "Capacity",
+        "Clock",
+        "Descendants",
+        "Health",
+        "Invoice",
+        "InvoiceLine",
+        "InvoiceList",
+        "InvoicePreview",
+        "LimitContext",
+        "LimitEntry",
+        "Member",
+        "MemberList",
+        "Message",
+        "Organization",
+        "OrganizationLimits",
+        "OrganizationList",
+        "PaymentMethod",
+        "PaymentMethodList",
+        "PendingPayment",
+        "Pool",
+        "PoolProduct",
+        "PoolProducts",
+        "PublicBranding",
+        "ProductCounts",
+        "ProductQuantity",
+        "SetupIntent",
+        "SetupIntentResult",
+        "Subscription",
+        "SubscriptionList",
+        "TrialEligibility",
+        "TrialInfo",
+        "Usage",
+        "Workspace",
+        "WorkspaceList",
+    }
+)
 
 
 class ObjectRules(BasePlugin):
@@ -263,8 +317,13 @@ class ObjectRules(BasePlugin):
             extra["description"] = f"{definition['description']} {notes}" if definition.get("description") else notes
         return extra
 
-    def path_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
-                    parameters: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
+    def path_helper(
+        self,
+        path: str | None = None,
+        operations: dict[str, Any] | None = None,
+        parameters: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         for parameter in parameters or []:
             if parameter.get("in") == "path":
                 schema = parameter.setdefault("schema", {"type": "string"})
@@ -281,8 +340,12 @@ def object_keywords(self: Any, field: fields.Field[Any], ret: dict[str, Any], **
     whose keys are an enum lists them as its only properties."""
     if not isinstance(field, fields.Dict) and not (isinstance(field, fields.Nested) and not field.many):
         return {}
-    for wrong, right in (("minLength", "minProperties"), ("maxLength", "maxProperties"),
-                         ("minItems", "minProperties"), ("maxItems", "maxProperties")):
+    for wrong, right in (
+        ("minLength", "minProperties"),
+        ("maxLength", "maxProperties"),
+        ("minItems", "minProperties"),
+        ("maxItems", "maxProperties"),
+    ):
         if wrong in ret:
             ret[right] = ret.pop(wrong)
     if isinstance(field, fields.Dict) and field.key_field is not None:
@@ -310,8 +373,13 @@ def nullable_object(self: Any, field: fields.Field[Any], ret: dict[str, Any], **
 RATE_LIMITED = "RATE_LIMITED"
 _RATE_LIMITED_RESPONSE = {
     "description": "Too many requests from this client address.",
-    "headers": {"Retry-After": {"description": "Seconds to wait before the next request from this address.",
-                                "required": True, "schema": {"type": "integer", "minimum": 1}}},
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before the next request from this address.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 

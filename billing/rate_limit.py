@@ -32,8 +32,14 @@ from billing.errors import ApiError
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int = 60, burst: int = 20, *, max_clients: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int = 60,
+        burst: int = 20,
+        *,
+        max_clients: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = 60.0 / per_minute  # seconds between requests at the sustained rate
         self.tolerance = self.interval * (max(1, burst) - 1)
         self.max_clients = max_clients
@@ -51,8 +57,9 @@ class RateLimiter:
                 return ready_at - self.tolerance - now
             self._ready_at[key] = ready_at + self.interval
             self._ready_at.move_to_end(key)
-            while self._ready_at and (len(self._ready_at) > self.max_clients
-                                      or next(iter(self._ready_at.values())) <= now):
+            while self._ready_at and (
+                len(self._ready_at) > self.max_clients or next(iter(self._ready_at.values())) <= now
+            ):
                 self._ready_at.popitem(last=False)  # forgotten clients are as good as new ones
             return 0.0
 
@@ -80,5 +87,9 @@ def throttle(limiter: RateLimiter, route: str) -> None:
     wait = limiter.wait(f"{route} {client_key(request.remote_addr)}")
     if wait > 0:
         seconds = max(1, math.ceil(wait))
-        raise ApiError(429, "rate_limited", f"Too many requests from this address; retry in {seconds} s.",
-                       headers={"Retry-After": str(seconds)})
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests from this address; retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )

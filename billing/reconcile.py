@@ -19,26 +19,26 @@ what stops every object (Stripe or the database unreachable) ends it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
+import stripe
+from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from billing.billing_accounts.service import REFERENCE_KEY, forget_account
-import stripe
-from flask import current_app
-
 from billing import replica
+from billing.billing_accounts.service import REFERENCE_KEY, forget_account
 from billing.budget import BudgetExhausted, background
 from billing.models import BillingAccountIndex, ReplicaCursor, Workspace, utcnow
-from billing.state import current
 from billing.payment_methods.service import ensure_default_payment_method
+from billing.state import BillingState
 
 log = logging.getLogger("billing.reconcile")
 
@@ -62,8 +62,14 @@ class ReconcileReport:
 
 
 # Failures that stop every object, not one: the run ends (the next one starts over).
-SYSTEMIC = (stripe.APIConnectionError, stripe.AuthenticationError, stripe.PermissionError,
-            OperationalError, InterfaceError, BudgetExhausted)
+SYSTEMIC = (
+    stripe.APIConnectionError,
+    stripe.AuthenticationError,
+    stripe.PermissionError,
+    OperationalError,
+    InterfaceError,
+    BudgetExhausted,
+)
 
 
 def _each(report: ReconcileReport, step: str, object_id: str, work: Callable[[], object]) -> bool:
@@ -86,33 +92,38 @@ def _failed(report: ReconcileReport, step: str, object_id: str, error: BaseExcep
 
 
 @background("reconcile")
-def reconcile(*, full: bool = False) -> ReconcileReport:
+def reconcile(state: BillingState, *, full: bool = False) -> ReconcileReport:
     """Runs in an app context (the CLI command's). Background work: it leaves
     Stripe's request budget to users first (billing.budget)."""
     report = ReconcileReport()
     if not full:
-        _catch_up_events(report)
-    customers = list(current().gateway.iter_customers())
+        _catch_up_events(state, report)
+    customers = list(state.gateway.iter_customers())
     report.scanned = len(customers)
-    seen = _rebuild_index(report, customers)
+    seen = _rebuild_index(state, report, customers)
     if full:
-        _copy_everything(report)
+        _copy_everything(state, report)
     else:  # accounts restored just now, or older than the copy
-        with current().db.read() as session:
-            uncopied = list(session.scalars(select(BillingAccountIndex).where(
-                BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None))))
+        with state.db.read() as session:
+            uncopied = list(
+                session.scalars(
+                    select(BillingAccountIndex).where(
+                        BillingAccountIndex.copied_at.is_(None), BillingAccountIndex.customer_id.is_not(None)
+                    )
+                )
+            )
         for account in uncopied:
-            if _each(report, "copy", str(account.customer_id), lambda: replica.ensure_copied([account])):
+            if _each(report, "copy", str(account.customer_id), partial(replica.ensure_copied, state, [account])):
                 report.copied_customers += 1
     # What a missed payment_method.attached webhook left undone.
     for customer in customers:
         if customer.id in seen and not (customer.invoice_settings and customer.invoice_settings.default_payment_method):
-            _each(report, "default", customer.id, lambda: _set_default(report, customer.id))
+            _each(report, "default", customer.id, partial(_set_default, state, report, customer.id))
     return report
 
 
-def _set_default(report: ReconcileReport, customer_id: str) -> None:
-    if ensure_default_payment_method(customer_id):
+def _set_default(state: BillingState, report: ReconcileReport, customer_id: str) -> None:
+    if ensure_default_payment_method(state, customer_id):
         report.defaults_set.append(customer_id)
 
 
@@ -121,7 +132,7 @@ EVENTS_OVERLAP_SECONDS = 300
 EVENTS_KEPT_SECONDS = 30 * 86400
 
 
-def _catch_up_events(report: ReconcileReport) -> None:
+def _catch_up_events(state: BillingState, report: ReconcileReport) -> None:
     """Put every event since the last run into the inbox, as its delivery
     would have (events already there are skipped), then apply what waits.
     Stripe's list is read page by page as it goes: order doesn't matter, the
@@ -130,12 +141,12 @@ def _catch_up_events(report: ReconcileReport) -> None:
     from billing.webhooks import inbox
     from billing.webhooks.service import object_key
 
-    state = current()
     with state.db.read() as session:
         cursor = session.get(ReplicaCursor, "events")
     since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else int(state.gateway.clock()) - EVENTS_KEPT_SECONDS
     latest = cursor.value if cursor else since
     for event in state.gateway.iter_events(since):
+
         def store(event: stripe.Event = event) -> None:
             data = json.loads(json.dumps(event.to_dict(), default=str))
             if inbox.store(state.db, data, object_key(data)).new:
@@ -159,25 +170,29 @@ COPY_WORKERS = 8
 RATE_LIMIT_TRIES = 6
 
 
-def _copy_everything(report: ReconcileReport) -> None:
+def _copy_everything(state: BillingState, report: ReconcileReport) -> None:
     """Re-copy every indexed customer's subscriptions, payment methods and
     invoices (the customers themselves were just listed, and kept)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    with current().db.read() as session:
-        customer_ids = [str(c) for c in session.scalars(
-            select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None)))]
+    with state.db.read() as session:
+        customer_ids = [
+            str(c)
+            for c in session.scalars(
+                select(BillingAccountIndex.customer_id).where(BillingAccountIndex.customer_id.is_not(None))
+            )
+        ]
 
     def copy(customer_id: str) -> BaseException | None:
         with app.app_context(), background("reconcile"):  # a context variable: each thread enters it
             for attempt in range(RATE_LIMIT_TRIES):
                 try:
-                    replica.copy_customer(customer_id, with_customer=False)
+                    replica.copy_customer(state, customer_id, with_customer=False)
                     return None
                 except stripe.RateLimitError:
                     # The stripe library leaves 429s to us: a batch job backs off and goes on.
                     if attempt == RATE_LIMIT_TRIES - 1:
                         raise
-                    time.sleep(0.5 * 2 ** attempt)
+                    time.sleep(0.5 * 2**attempt)
                 except SYSTEMIC:
                     raise
                 except Exception as error:  # this customer's own: reported, the others go on
@@ -185,24 +200,24 @@ def _copy_everything(report: ReconcileReport) -> None:
         return None
 
     with ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="reconcile") as pool:
-        for customer_id, error in zip(customer_ids, pool.map(copy, customer_ids)):
+        for customer_id, error in zip(customer_ids, pool.map(copy, customer_ids), strict=True):
             if error is None:
                 report.copied_customers += 1
             else:
                 _failed(report, "copy", customer_id, error)
-    for _ in current().gateway.iter_products():
+    for _ in state.gateway.iter_products():
         pass
 
 
-def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) -> set[str]:
+def _rebuild_index(state: BillingState, report: ReconcileReport, customers: list[stripe.Customer]) -> set[str]:
     """Pair customers with index rows; restore, activate, release and remove rows.
     Returns the ids of the customers that are ours."""
-    index = _IndexRepair.load(report)
+    index = _IndexRepair.load(state, report)
     for customer in customers:
-        _each(report, "index", customer.id, lambda: index.pair(customer))
+        _each(report, "index", customer.id, partial(index.pair, customer))
     stale = utcnow() - PENDING_GRACE
     for row in index.rows:
-        _each(report, "index", row.customer_id or f"reservation {row.reference}", lambda: index.settle(row, stale))
+        _each(report, "index", row.customer_id or f"reservation {row.reference}", partial(index.settle, row, stale))
     return index.seen
 
 
@@ -210,6 +225,7 @@ def _rebuild_index(report: ReconcileReport, customers: list[stripe.Customer]) ->
 class _IndexRepair:
     """The index as it stood before the repair, and what the repair has met so far."""
 
+    state: BillingState
     report: ReconcileReport
     workspace_ids: set[str]
     rows: list[BillingAccountIndex]
@@ -219,12 +235,18 @@ class _IndexRepair:
     settled: set[int] = field(default_factory=set)  # reservations a customer was found for
 
     @classmethod
-    def load(cls, report: ReconcileReport) -> _IndexRepair:
-        with current().db.read() as session:
+    def load(cls, state: BillingState, report: ReconcileReport) -> _IndexRepair:
+        with state.db.read() as session:
             workspace_ids = set(session.scalars(select(Workspace.id)))
             rows = list(session.scalars(select(BillingAccountIndex)))
-        return cls(report, workspace_ids, rows, by_customer={r.customer_id: r for r in rows if r.customer_id},
-                   by_reference={r.reference: r for r in rows})
+        return cls(
+            state,
+            report,
+            workspace_ids,
+            rows,
+            by_customer={r.customer_id: r for r in rows if r.customer_id},
+            by_reference={r.reference: r for r in rows},
+        )
 
     def pair(self, customer: stripe.Customer) -> None:
         """A customer of one of our workspaces: checked against its row, or given one."""
@@ -237,8 +259,12 @@ class _IndexRepair:
             self.seen.add(customer.id)
             if row.workspace_id != workspace_id:
                 self.report.conflicts.append(customer.id)
-                log.error("customer %s: index says %s, Stripe says %s; left alone",
-                          customer.id, row.workspace_id, workspace_id)
+                log.error(
+                    "customer %s: index says %s, Stripe says %s; left alone",
+                    customer.id,
+                    row.workspace_id,
+                    workspace_id,
+                )
             return
         self._index(customer, workspace_id, metadata)
 
@@ -247,7 +273,7 @@ class _IndexRepair:
         reference = metadata.get(REFERENCE_KEY) or ""
         pending = self.by_reference.get(reference)
         reservation = pending if pending is not None and pending.customer_id is None else None
-        with current().db.write() as session:
+        with self.state.db.write() as session:
             if reservation is not None:
                 session.execute(
                     update(BillingAccountIndex)
@@ -277,12 +303,12 @@ class _IndexRepair:
         deleted; a reservation older than `stale` released (the create never happened)."""
         if row.customer_id and row.customer_id not in self.seen:
             # Listed customers exclude deleted ones; confirm one by one before dropping.
-            if current().gateway.retrieve_customer(row.customer_id) is None:
-                forget_account(row.customer_id)
+            if self.state.gateway.retrieve_customer(row.customer_id) is None:
+                forget_account(self.state, row.customer_id)
                 self.report.removed.append(row.customer_id)
         elif row.customer_id is None and row.id not in self.settled and row.created_at < stale:
             # No customer carries its reference: the create never happened.
-            with current().db.write() as session:
+            with self.state.db.write() as session:
                 session.execute(
                     delete(BillingAccountIndex).where(
                         BillingAccountIndex.id == row.id, BillingAccountIndex.customer_id.is_(None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 from sqlalchemy import BigInteger, Select, bindparam, case, func, literal, select, tuple_, update
@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session
 
 from billing.db import Database
 from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, now_stamp, seconds_of, stamp_of, utcnow
-from billing.state import current
 from billing.stripe_ids import id_of, intent_id
+
+if TYPE_CHECKING:
+    from billing.state import BillingState
 
 COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
 
@@ -112,12 +114,16 @@ def _upsert(session: Session, row: dict[str, Any], seen: int) -> None:
     # to, so a 404 for it is decided without asking Stripe (lists filter on the document).
     changes["customer_id"] = func.coalesce(statement.excluded.customer_id, StripeCopy.customer_id)
     if "data" in row:
-        changes["changed_at"] = case((StripeCopy.data != statement.excluded.data, literal(seen, BigInteger())),
-                                     else_=StripeCopy.changed_at)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[StripeCopy.id], set_=changes,
-        where=StripeCopy.fetched_at < statement.excluded.fetched_at,
-    ))
+        changes["changed_at"] = case(
+            (StripeCopy.data != statement.excluded.data, literal(seen, BigInteger())), else_=StripeCopy.changed_at
+        )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[StripeCopy.id],
+            set_=changes,
+            where=StripeCopy.fetched_at < statement.excluded.fetched_at,
+        )
+    )
 
 
 # -- reads -----------------------------------------------------------------------
@@ -128,26 +134,26 @@ def _upsert(session: Session, row: dict[str, Any], seen: int) -> None:
 Document = dict[str, Any]
 
 
-def _stored(object_type: str, object_id: str) -> StripeCopy | None:
-    with current().db.read() as session:
+def _stored(db: Database, object_type: str, object_id: str) -> StripeCopy | None:
+    with db.read() as session:
         row = session.get(StripeCopy, object_id)
     return row if row is not None and row.object_type == object_type else None
 
 
-def stored_view(object_type: str, object_id: str) -> StripeCopy | None:
+def stored_view(db: Database, object_type: str, object_id: str) -> StripeCopy | None:
     """The copy's row for an object (its document, stamp, deleted flag), in one read."""
-    return _stored(object_type, object_id)
+    return _stored(db, object_type, object_id)
 
 
-def customer(customer_id: str) -> Document | None:
+def customer(db: Database, customer_id: str) -> Document | None:
     """The customer, or None when it is deleted (or was never copied)."""
-    row = _stored("customer", customer_id)
+    row = _stored(db, "customer", customer_id)
     return None if row is None or row.deleted else row.data
 
 
-def customers(customer_ids: Iterable[str]) -> dict[str, StripeCopy]:
+def customers(db: Database, customer_ids: Iterable[str]) -> dict[str, StripeCopy]:
     ids = list(customer_ids)
-    with current().db.read() as session:
+    with db.read() as session:
         rows = session.scalars(select(StripeCopy).where(StripeCopy.id.in_(ids), StripeCopy.object_type == "customer"))
         return {row.id: row for row in rows}
 
@@ -159,31 +165,34 @@ def _document(data: Document, changed_at: int | None) -> Document:
     return {**data, CHANGED_AT: seconds_of(changed_at)} if changed_at else data
 
 
-def _of_customer(object_type: str, customer_id: str) -> list[Document]:
+def _of_customer(db: Database, object_type: str, customer_id: str) -> list[Document]:
     """Newest first, as Stripe lists them."""
-    with current().db.read() as session:
+    with db.read() as session:
         rows = session.execute(
             select(StripeCopy.data, StripeCopy.changed_at)
-            .where(StripeCopy.customer_id == customer_id, StripeCopy.object_type == object_type,
-                   StripeCopy.deleted.is_(False))
+            .where(
+                StripeCopy.customer_id == customer_id,
+                StripeCopy.object_type == object_type,
+                StripeCopy.deleted.is_(False),
+            )
             .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
         )
         return [_document(data, changed_at) for data, changed_at in rows]
 
 
-def subscriptions(customer_id: str) -> list[Document]:
-    return _of_customer("subscription", customer_id)
+def subscriptions(db: Database, customer_id: str) -> list[Document]:
+    return _of_customer(db, "subscription", customer_id)
 
 
-def subscription(subscription_id: str) -> stripe.Subscription | None:
+def subscription(db: Database, subscription_id: str) -> stripe.Subscription | None:
     """As a stripe object: the services reason about one subscription's items."""
-    row = _stored("subscription", subscription_id)
+    row = _stored(db, "subscription", subscription_id)
     return None if row is None else stripe.Subscription.construct_from(_document(row.data, row.changed_at), None)
 
 
-def subscription_document(subscription_id: str) -> Document | None:
+def subscription_document(db: Database, subscription_id: str) -> Document | None:
     """The stored subscription as the API shows it."""
-    row = _stored("subscription", subscription_id)
+    row = _stored(db, "subscription", subscription_id)
     return None if row is None else _document(row.data, row.changed_at)
 
 
@@ -200,12 +209,19 @@ def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict
     query = (
         select(StripeCopy.data, CapacityHold.quantities)
         .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
-        .outerjoin(CapacityHold, (CapacityHold.subscription_id == StripeCopy.id)
-                   & (CapacityHold.workspace_id == bindparam("workspace_id"))
-                   & (CapacityHold.expires_at > bindparam("now")))
-        .where(BillingAccountIndex.workspace_id == bindparam("workspace_id"), BillingAccountIndex.state == "active",
-               StripeCopy.object_type == "subscription", StripeCopy.status.in_(bindparam("statuses", expanding=True)),
-               StripeCopy.deleted.is_(False))
+        .outerjoin(
+            CapacityHold,
+            (CapacityHold.subscription_id == StripeCopy.id)
+            & (CapacityHold.workspace_id == bindparam("workspace_id"))
+            & (CapacityHold.expires_at > bindparam("now")),
+        )
+        .where(
+            BillingAccountIndex.workspace_id == bindparam("workspace_id"),
+            BillingAccountIndex.state == "active",
+            StripeCopy.object_type == "subscription",
+            StripeCopy.status.in_(bindparam("statuses", expanding=True)),
+            StripeCopy.deleted.is_(False),
+        )
     )
     return query.where(StripeCopy.customer_id == bindparam("customer_id")) if of_customer else query
 
@@ -218,33 +234,35 @@ def subscriptions_params(workspace_id: str, statuses: Iterable[str], customer_id
 _SUBSCRIPTIONS = {of_customer: subscriptions_statement(of_customer=of_customer) for of_customer in (False, True)}
 
 
-def workspace_subscriptions(session: Session, workspace_id: str, statuses: Iterable[str],
-                            customer_id: str | None = None) -> list[tuple[Document, dict[str, int] | None]]:
+def workspace_subscriptions(
+    session: Session, workspace_id: str, statuses: Iterable[str], customer_id: str | None = None
+) -> list[tuple[Document, dict[str, int] | None]]:
     """`subscriptions_statement`'s rows, read in the caller's transaction."""
-    rows = session.execute(_SUBSCRIPTIONS[customer_id is not None],
-                           subscriptions_params(workspace_id, statuses, customer_id))
+    rows = session.execute(
+        _SUBSCRIPTIONS[customer_id is not None], subscriptions_params(workspace_id, statuses, customer_id)
+    )
     return [(data, held) for data, held in rows]
 
 
-def payment_methods(customer_id: str) -> list[Document]:
+def payment_methods(db: Database, customer_id: str) -> list[Document]:
     """The customer's attached payment methods, newest first."""
-    return [m for m in _of_customer("payment_method", customer_id) if customer_of(m) == customer_id]
+    return [m for m in _of_customer(db, "payment_method", customer_id) if customer_of(m) == customer_id]
 
 
-def former_owner(payment_method_id: str) -> str | None:
+def former_owner(db: Database, payment_method_id: str) -> str | None:
     """The customer a payment method is, or last was, attached to (as far as the copy saw)."""
-    row = _stored("payment_method", payment_method_id)
+    row = _stored(db, "payment_method", payment_method_id)
     return None if row is None else row.customer_id
 
 
-def payment_method(payment_method_id: str) -> Document | None:
-    row = _stored("payment_method", payment_method_id)
+def payment_method(db: Database, payment_method_id: str) -> Document | None:
+    row = _stored(db, "payment_method", payment_method_id)
     return None if row is None else row.data
 
 
-def default_payment_method(customer_id: str) -> str | None:
+def default_payment_method(db: Database, customer_id: str) -> str | None:
     """The customer's default payment method id, from the stored customer."""
-    data = customer(customer_id)
+    data = customer(db, customer_id)
     settings = (data or {}).get("invoice_settings") or {}
     return id_of(settings.get("default_payment_method"))
 
@@ -254,24 +272,29 @@ def customer_of(data: dict[str, Any]) -> str | None:
     return id_of(data.get("customer"))
 
 
-def invoice(invoice_id: str) -> dict[str, Any] | None:
-    row = _stored("invoice", invoice_id)
+def invoice(db: Database, invoice_id: str) -> dict[str, Any] | None:
+    row = _stored(db, "invoice", invoice_id)
     return None if row is None or row.deleted else row.data
 
 
-def payment_intent(payment_intent_id: str) -> dict[str, Any] | None:
-    row = _stored("payment_intent", payment_intent_id)
+def payment_intent(db: Database, payment_intent_id: str) -> dict[str, Any] | None:
+    row = _stored(db, "payment_intent", payment_intent_id)
     return None if row is None else row.data
 
 
-def open_invoice_paid_with(customer_id: str, payment_intent_id: str) -> StripeCopy | None:
+def open_invoice_paid_with(db: Database, customer_id: str, payment_intent_id: str) -> StripeCopy | None:
     """The customer's open invoice that this PaymentIntent pays. The copy relates
     them by the invoice's confirmation secret (current API versions show no
     invoice on the intent); a customer has few open invoices."""
-    with current().db.read() as session:
-        rows = session.scalars(select(StripeCopy).where(
-            StripeCopy.customer_id == customer_id, StripeCopy.object_type == "invoice",
-            StripeCopy.status == "open", StripeCopy.deleted.is_(False)))
+    with db.read() as session:
+        rows = session.scalars(
+            select(StripeCopy).where(
+                StripeCopy.customer_id == customer_id,
+                StripeCopy.object_type == "invoice",
+                StripeCopy.status == "open",
+                StripeCopy.deleted.is_(False),
+            )
+        )
         for row in rows:
             secret = (row.data.get("confirmation_secret") or {}).get("client_secret") or ""
             if intent_id(secret) == payment_intent_id:
@@ -279,20 +302,21 @@ def open_invoice_paid_with(customer_id: str, payment_intent_id: str) -> StripeCo
     return None
 
 
-def invoices_page(customer_id: str, limit: int, *, after: str | None = None,
-                  before: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+def invoices_page(
+    db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """One page of a customer's invoices, newest first, after or before a
     cursor invoice (keyset on created, id); and whether more lie beyond it."""
     c = StripeCopy
     query = select(c).where(c.customer_id == customer_id, c.object_type == "invoice", c.deleted.is_(False))
-    cursor = _stored("invoice", after or before or "") if (after or before) else None
+    cursor = _stored(db, "invoice", after or before or "") if (after or before) else None
     key = (c.created, c.first_seen, c.id)
     if cursor is not None:
         at = (cursor.created, cursor.first_seen, cursor.id)
         query = query.where(tuple_(*key) < tuple_(*at) if after else tuple_(*key) > tuple_(*at))
     newest_first = before is None
     order = [k.desc() for k in key] if newest_first else [k.asc() for k in key]
-    with current().db.read() as session:
+    with db.read() as session:
         rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -301,26 +325,27 @@ def invoices_page(customer_id: str, limit: int, *, after: str | None = None,
     return [row.data for row in rows], more
 
 
-def product_names(product_ids: set[str]) -> dict[str, str]:
-    with current().db.read() as session:
-        rows = session.scalars(select(StripeCopy).where(StripeCopy.id.in_(product_ids),
-                                                        StripeCopy.object_type == "product"))
+def product_names(db: Database, product_ids: set[str]) -> dict[str, str]:
+    with db.read() as session:
+        rows = session.scalars(
+            select(StripeCopy).where(StripeCopy.id.in_(product_ids), StripeCopy.object_type == "product")
+        )
         return {row.id: str(row.data.get("name")) for row in rows}
 
 
 # -- copying ---------------------------------------------------------------------
 
 
-def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
+def copy_customer(state: BillingState, customer_id: str, *, with_customer: bool = True) -> None:
     """Copy a customer and everything of it the API shows (the gateway keeps
     what it fetches); mark its account copied. For an account older than the
     copy, on its first read, and for `reconcile --full`."""
-    gateway = current().gateway
+    gateway, db = state.gateway, state.db
     if with_customer and gateway.retrieve_customer(customer_id) is None:
         return  # gone from Stripe (the copy says so): nothing more to copy
     gateway.list_subscriptions(customer_id)
     listed = {method.id for method in gateway.list_payment_methods(customer_id)}
-    for stale in payment_methods(customer_id):  # detached while we weren't told
+    for stale in payment_methods(db, customer_id):  # detached while we weren't told
         if stale["id"] not in listed:
             gateway.retrieve_payment_method(stale["id"])
     for invoice in gateway.iter_invoices(customer_id):
@@ -328,20 +353,21 @@ def copy_customer(customer_id: str, *, with_customer: bool = True) -> None:
         secret = confirmation.client_secret if confirmation else None
         if invoice.status == "open" and secret:  # what an open invoice waits for (pending_payment's reason)
             gateway.retrieve_payment_intent(intent_id(str(secret)))
-    mark_copied([customer_id])
+    mark_copied(db, [customer_id])
 
 
-def mark_copied(customer_ids: Iterable[str]) -> None:
+def mark_copied(db: Database, customer_ids: Iterable[str]) -> None:
     ids = list(customer_ids)
     if not ids:
         return
-    with current().db.write() as session:
-        session.execute(update(BillingAccountIndex).where(BillingAccountIndex.customer_id.in_(ids))
-                        .values(copied_at=utcnow()))
+    with db.write() as session:
+        session.execute(
+            update(BillingAccountIndex).where(BillingAccountIndex.customer_id.in_(ids)).values(copied_at=utcnow())
+        )
 
 
-def ensure_copied(accounts: Iterable[BillingAccountIndex]) -> None:
+def ensure_copied(state: BillingState, accounts: Iterable[BillingAccountIndex]) -> None:
     """Copy the accounts that are older than the copy (once per account, ever)."""
     for account in accounts:
         if account.copied_at is None and account.customer_id:
-            copy_customer(account.customer_id)
+            copy_customer(state, account.customer_id)

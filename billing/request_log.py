@@ -42,8 +42,11 @@ def _copy_lag() -> dict[str, Any]:
         backlog = current().queue.backlog()
     except Exception:  # the database is down: the line still gets written
         return {}
-    return {"events_pending": backlog.pending, "oldest_pending_event_s": backlog.oldest_pending_seconds,
-            "events_parked": backlog.parked}
+    return {
+        "events_pending": backlog.pending,
+        "oldest_pending_event_s": backlog.oldest_pending_seconds,
+        "events_parked": backlog.parked,
+    }
 
 
 def finish(response: Response) -> Response:
@@ -62,18 +65,21 @@ def finish(response: Response) -> Response:
         f'app;dur={(duration - stripe_seconds) * 1000:.2f}, stripe;dur={stripe_seconds * 1000:.2f};desc="{count}"'
     )
     if log.isEnabledFor(logging.INFO):
-        log.info("request", extra={
-            "event": "request",
-            "method": request.method,
-            "route": request.url_rule.rule if request.url_rule else None,
-            "status": response.status_code,
-            "duration_ms": round(duration * 1000, 2),
-            "stripe_ms": round(stripe_seconds * 1000, 2),
-            "stripe_calls": calls.count if calls else 0,
-            "stripe_request_ids": calls.request_ids if calls else [],
-            "request_id": g.request_id,
-            "workspace_id": (request.view_args or {}).get("workspaceId"),
-            "user_id": getattr(g, "user_id", None),
-            **_copy_lag(),
-        })
+        log.info(
+            "request",
+            extra={
+                "event": "request",
+                "method": request.method,
+                "route": request.url_rule.rule if request.url_rule else None,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 2),
+                "stripe_ms": round(stripe_seconds * 1000, 2),
+                "stripe_calls": calls.count if calls else 0,
+                "stripe_request_ids": calls.request_ids if calls else [],
+                "request_id": g.request_id,
+                "workspace_id": (request.view_args or {}).get("workspaceId"),
+                "user_id": getattr(g, "user_id", None),
+                **_copy_lag(),
+            },
+        )
     return response

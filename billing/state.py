@@ -11,7 +11,7 @@ from typing import Protocol
 
 from flask import current_app
 
-from billing.catalog import PriceBook
+from billing.catalog import CatalogProducts, PriceBook
 from billing.config import Config
 from billing.db import Database
 from billing.gateway import StripeGateway
@@ -56,6 +56,15 @@ class SandboxWebhooks(Protocol):
 
 
 @dataclass
+class StripeReadiness:
+    """The readiness probe's last look at Stripe: a probe every few seconds
+    should not cost a Stripe request each time."""
+
+    checked_at: float = 0.0  # time.monotonic() of the last answer; 0: ask Stripe next time
+    missing_prices: list[str] = field(default_factory=list)
+
+
+@dataclass
 class BillingState:
     config: Config
     db: Database
@@ -63,8 +72,11 @@ class BillingState:
     verifier: TokenVerifier
     prices: PriceBook
     queue: JobQueue
+    # Stripe product id -> catalog product (this process's cache).
+    products: CatalogProducts
     # The public routes' per-client budget (in this process's memory).
     public_limiter: RateLimiter = field(default_factory=RateLimiter)
+    readiness: StripeReadiness = field(default_factory=StripeReadiness)
     # Sandbox mode only.
     sandbox_clock: SandboxClock | None = None
     webhooks: SandboxWebhooks | None = None

@@ -103,7 +103,11 @@ def has_scope(scope: str) -> bool:
 
 
 def mint_token(
-    config: Config, user_id: str, *, ttl_seconds: int = 86400, now: int | None = None,
+    config: Config,
+    user_id: str,
+    *,
+    ttl_seconds: int = 86400,
+    now: int | None = None,
     scope: str | None = None,
 ) -> str:
     """A token for `user_id` signed with JWT_SECRET (for development and tests)."""

@@ -29,8 +29,13 @@ def include_name(name: str | None, type_: str, _parents: object) -> bool:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=database_url(), target_metadata=Base.metadata, literal_binds=True,
-                      render_as_batch=True, include_name=include_name)
+    context.configure(
+        url=database_url(),
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        include_name=include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -38,8 +43,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(database_url())
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
-                          include_name=include_name)
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, render_as_batch=True, include_name=include_name
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

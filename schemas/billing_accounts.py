@@ -48,8 +48,9 @@ class AddressSchema(Schema):
 
 class AddressInputSchema(Schema):
     # The document lists the upper-case codes; the service also takes lower case.
-    country = fields.String(required=True, validate=_validate_country,
-                            metadata={"enum": COUNTRY_CODES, **_doc("country")})
+    country = fields.String(
+        required=True, validate=_validate_country, metadata={"enum": COUNTRY_CODES, **_doc("country")}
+    )
     line1 = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("line1"))
     line2 = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("line2"))
     city = Text(allow_none=True, validate=validate.Length(max=200), metadata=_doc("city"))
@@ -64,19 +65,34 @@ class AddressInputSchema(Schema):
 
 class BillingAccountSchema(Schema):
     # The published BillingAccount's descriptions and examples (seeds/000).
-    id = fields.String(metadata={
-        "description": "Unique identifier for the billing account (Stripe Customer ID), prefixed with `cus_`.",
-        "example": "cus_a1b2c3d4e5f6g7h8"})
-    workspace_id = fields.String(metadata={"description": "The ID of the workspace this billing account belongs to.",
-                                           "example": "ws_a1b2c3d4e5f6g7h8"})
+    id = fields.String(
+        metadata={
+            "description": "Unique identifier for the billing account (Stripe Customer ID), prefixed with `cus_`.",
+            "example": "cus_a1b2c3d4e5f6g7h8",
+        }
+    )
+    workspace_id = fields.String(
+        metadata={
+            "description": "The ID of the workspace this billing account belongs to.",
+            "example": "ws_a1b2c3d4e5f6g7h8",
+        }
+    )
     name = fields.String(metadata={"description": "The name of the billing account.", "example": "ACME Corp Billing"})
     email = fields.Email(metadata={"description": "The primary billing email address.", "example": "billing@acme.com"})
-    phone = fields.String(allow_none=True, metadata={"description": "The billing contact phone number.",
-                                                     "example": "+15551234567"})
-    description = fields.String(allow_none=True, metadata={
-        "description": "An optional description for the billing account.", "example": "For US-based operations"})
-    currency = fields.String(validate=validate.OneOf(CURRENCIES), metadata={
-        "description": "The three-letter ISO currency code for the billing account.", "example": "usd"})
+    phone = fields.String(
+        allow_none=True, metadata={"description": "The billing contact phone number.", "example": "+15551234567"}
+    )
+    description = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "An optional description for the billing account.",
+            "example": "For US-based operations",
+        },
+    )
+    currency = fields.String(
+        validate=validate.OneOf(CURRENCIES),
+        metadata={"description": "The three-letter ISO currency code for the billing account.", "example": "usd"},
+    )
     address = fields.Nested(AddressSchema)
     created_at = Timestamp(metadata={"description": "The timestamp when the billing account was created."})
     updated_at = Timestamp(metadata={"description": "The timestamp when the billing account was last updated."})
@@ -107,19 +123,46 @@ class BillingAccountSchema(Schema):
 
 class BillingAccountCreateSchema(Schema):
     # The published create's descriptions and example body (seeds/003).
-    name = StrictString(required=True, validate=validate.Length(max=100), metadata={
-        "description": "The name for the new billing account. Maximum 100 characters.", "example": "ACME Corp (EU)"})
-    email = fields.Email(required=True, validate=validate.Length(max=150), metadata={
-        "description": "The primary billing email address. Maximum 150 characters.",
-        "example": "billing-eu@acme.com"})
-    phone = Text(allow_none=True, validate=validate.Length(max=50), metadata={
-        "description": "The billing contact phone number. Maximum 50 characters.", "example": "+442071234567"})
-    description = Text(allow_none=True, validate=validate.Length(max=200), metadata={
-        "description": "An optional description for the billing account. Maximum 200 characters.",
-        "example": "For all European operations."})
-    currency = fields.String(validate=validate.OneOf(CURRENCIES), metadata={
-        "description": "The three-letter ISO currency code. If not provided, it will default based on the "
-                       "workspace or system settings.", "example": "eur"})
+    name = StrictString(
+        required=True,
+        validate=validate.Length(max=100),
+        metadata={
+            "description": "The name for the new billing account. Maximum 100 characters.",
+            "example": "ACME Corp (EU)",
+        },
+    )
+    email = fields.Email(
+        required=True,
+        validate=validate.Length(max=150),
+        metadata={
+            "description": "The primary billing email address. Maximum 150 characters.",
+            "example": "billing-eu@acme.com",
+        },
+    )
+    phone = Text(
+        allow_none=True,
+        validate=validate.Length(max=50),
+        metadata={
+            "description": "The billing contact phone number. Maximum 50 characters.",
+            "example": "+442071234567",
+        },
+    )
+    description = Text(
+        allow_none=True,
+        validate=validate.Length(max=200),
+        metadata={
+            "description": "An optional description for the billing account. Maximum 200 characters.",
+            "example": "For all European operations.",
+        },
+    )
+    currency = fields.String(
+        validate=validate.OneOf(CURRENCIES),
+        metadata={
+            "description": "The three-letter ISO currency code. If not provided, it will default based on the "
+            "workspace or system settings.",
+            "example": "eur",
+        },
+    )
     address = fields.Nested(AddressInputSchema, required=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from marshmallow import Schema, ValidationError, fields, validates_schema
@@ -40,10 +40,10 @@ def from_stripe(object_type: str) -> Callable[[Reshape], Reshape]:
 
 
 def _object_id(data: Any) -> str | None:
-    """The id of the object being reshaped (an invoice comes in a view that holds it)."""
+    """The id of the object being reshaped (an invoice or a subscription comes in a view that holds it)."""
     if not isinstance(data, dict):
         data = {"id": getattr(data, "id", None)}
-    inner = data.get("invoice")
+    inner = data.get("invoice") or data.get("subscription")
     found = data.get("id") or (inner.get("id") if isinstance(inner, dict) else None)
     return str(found) if found else None
 
@@ -51,8 +51,8 @@ def _object_id(data: Any) -> str | None:
 def format_timestamp(value: datetime | int | float) -> str:
     """RFC 3339 UTC with microseconds and `Z`, as the contract writes times."""
     if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, tz=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        value = datetime.fromtimestamp(value, tz=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Timestamp(fields.Field[datetime]):
@@ -118,9 +118,14 @@ class ErrorSchema(Schema):
     message = fields.String(required=True)
     errors = fields.Dict(metadata={"description": "Per-field messages (validation failures only)."})
     request_id = fields.String(allow_none=True)
-    doc_url = fields.String(required=True, metadata={
-        "format": "uri", "example": "https://docs.altostrat.io/errors/validation_failed",
-        "description": "The error's documentation: ERRORS_DOC_URL followed by its code."})
+    doc_url = fields.String(
+        required=True,
+        metadata={
+            "format": "uri",
+            "example": "https://docs.altostrat.io/errors/validation_failed",
+            "description": "The error's documentation: ERRORS_DOC_URL followed by its code.",
+        },
+    )
 
 
 class MessageSchema(Schema):

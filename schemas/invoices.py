@@ -9,7 +9,6 @@ from marshmallow import Schema, ValidationError, fields, pre_dump, validate, val
 from billing.catalog import INTERVALS, PRODUCTS
 from schemas.common import URL_PATTERN, Text, format_timestamp, from_stripe
 
-
 INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")  # Stripe's (API.md, Invoices)
 
 
@@ -128,14 +127,22 @@ class InvoiceListQuerySchema(Schema):
         description = "Send `after` or `before`, not both; a cursor is one of this account's invoice ids."
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=200))
-    after = fields.String(validate=validate.Length(min=1, max=255),
-                          metadata={"pattern": URL_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
-                                    "description": "An invoice id: the page after it (older invoices). "
-                                                   "Not with `before`."})
-    before = fields.String(validate=validate.Length(min=1, max=255),
-                           metadata={"pattern": URL_PATTERN, "example": "in_1Q0PsIJvEtkwdCNY",
-                                     "description": "An invoice id: the page before it (newer invoices). "
-                                                    "Not with `after`."})
+    after = fields.String(
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "pattern": URL_PATTERN,
+            "example": "in_1Q0PsIJvEtkwdCNY",
+            "description": "An invoice id: the page after it (older invoices). Not with `before`.",
+        },
+    )
+    before = fields.String(
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "pattern": URL_PATTERN,
+            "example": "in_1Q0PsIJvEtkwdCNY",
+            "description": "An invoice id: the page before it (newer invoices). Not with `after`.",
+        },
+    )
 
     @validates_schema
     def _one_cursor(self, data: dict[str, Any], **_: Any) -> None:
@@ -145,20 +152,27 @@ class InvoiceListQuerySchema(Schema):
 
 class PreviewItemSchema(Schema):
     product_type = fields.String(required=True, validate=validate.OneOf(PRODUCTS), metadata={"example": "users"})
-    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=100_000),
-                              metadata={"example": 3, "description": "The new quantity; 0 removes the product."})
+    quantity = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=0, max=100_000),
+        metadata={"example": 3, "description": "The new quantity; 0 removes the product."},
+    )
     interval = fields.String(validate=validate.OneOf(INTERVALS))
 
 
 class InvoicePreviewRequestSchema(Schema):
     class Meta:
-        description = ("Without `subscription_id`: a new subscription (at least one item with a quantity). "
-                       "`cancel_subscription` needs a `subscription_id` and no `items`. "
-                       "Each `product_type` may appear once in `items`.")
+        description = (
+            "Without `subscription_id`: a new subscription (at least one item with a quantity). "
+            "`cancel_subscription` needs a `subscription_id` and no `items`. "
+            "Each `product_type` may appear once in `items`."
+        )
 
     subscription_id = Text(validate=validate.Length(min=1, max=255), metadata={"example": "sub_a1b2c3d4e5f6g7h8"})
-    items = fields.List(fields.Nested(PreviewItemSchema),
-                        metadata={"example": [{"product_type": "users", "quantity": 3}]})
+    items = fields.List(
+        fields.Nested(PreviewItemSchema), metadata={"example": [{"product_type": "users", "quantity": 3}]}
+    )
     cancel_subscription = fields.Boolean(load_default=False)
 
     @validates_schema

@@ -21,17 +21,26 @@ def _products_schema(name: str, field: Any) -> type[Schema]:
     return Schema.from_dict({product: field() for product in PRODUCTS}, name=name)
 
 
-LimitsMapSchema = _products_schema("LimitsMap", lambda: fields.Integer(
-    strict=True, allow_none=True, validate=validate.Range(min=0, max=MAX_LIMIT),
-    metadata={"description": "At most this much in the subtree; 0 disables the product, null: no limit.",
-              "example": 10}))
+LimitsMapSchema = _products_schema(
+    "LimitsMap",
+    lambda: fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(min=0, max=MAX_LIMIT),
+        metadata={
+            "description": "At most this much in the subtree; 0 disables the product, null: no limit.",
+            "example": 10,
+        },
+    ),
+)
 QuantitiesMapSchema = _products_schema("ProductCounts", lambda: fields.Integer(metadata={"example": 3}))
 
 
 class UsageSchema(Schema):
     usage = fields.Nested(QuantitiesMapSchema, metadata={"description": "This organization's own usage."})
-    subtree_usage = fields.Nested(QuantitiesMapSchema,
-                                  metadata={"description": "Its usage and that of every organization below it."})
+    subtree_usage = fields.Nested(
+        QuantitiesMapSchema, metadata={"description": "Its usage and that of every organization below it."}
+    )
 
 
 class BrandingColorsSchema(Schema):
@@ -45,8 +54,10 @@ class BrandingSchema(Schema):
     colors = fields.Nested(BrandingColorsSchema)
 
 
-_PICTURE_SHOWN = ("A URL of the organization's logo: the HTTPS URL it was given, or, for an uploaded image, "
-                  "the service's own (public, no token; it changes when the picture does). Null: none.")
+_PICTURE_SHOWN = (
+    "A URL of the organization's logo: the HTTPS URL it was given, or, for an uploaded image, "
+    "the service's own (public, no token; it changes when the picture does). Null: none."
+)
 
 
 class OrganizationSchema(Schema):
@@ -58,8 +69,14 @@ class OrganizationSchema(Schema):
     path = fields.String(metadata={"description": '"#"-joined ancestor ids, root first; "" for a root.'})
     depth = fields.Integer()
     billing_account_id = fields.String(allow_none=True, metadata={"description": "The root's billing account."})
-    picture = fields.String(allow_none=True, metadata={
-        "format": "uri", "description": _PICTURE_SHOWN, "example": "https://cdn.altostrat.io/logos/engineering.png"})
+    picture = fields.String(
+        allow_none=True,
+        metadata={
+            "format": "uri",
+            "description": _PICTURE_SHOWN,
+            "example": "https://cdn.altostrat.io/logos/engineering.png",
+        },
+    )
     limits = fields.Nested(LimitsMapSchema)
     usage = fields.Nested(UsageSchema)
     branding = fields.Nested(BrandingSchema, allow_none=True, metadata={"description": "Null: none set."})
@@ -69,21 +86,31 @@ class OrganizationSchema(Schema):
     @pre_dump
     def _from_model(self, org: Organization, **_: Any) -> dict[str, Any]:
         return {
-            "id": org.id, "workspace_id": org.workspace_id, "name": org.name, "external_id": org.external_id,
-            "parent_org_id": org.parent_id, "path": org.path, "depth": org.depth,
-            "billing_account_id": org.billing_account_id, "picture": picture_of(org),
+            "id": org.id,
+            "workspace_id": org.workspace_id,
+            "name": org.name,
+            "external_id": org.external_id,
+            "parent_org_id": org.parent_id,
+            "path": org.path,
+            "depth": org.depth,
+            "billing_account_id": org.billing_account_id,
+            "picture": picture_of(org),
             "limits": {p: org.limit(p) for p in PRODUCTS},
-            "usage": {"usage": {p: org.usage(p) for p in PRODUCTS},
-                      "subtree_usage": {p: org.subtree_usage(p) for p in PRODUCTS}},
+            "usage": {
+                "usage": {p: org.usage(p) for p in PRODUCTS},
+                "subtree_usage": {p: org.subtree_usage(p) for p in PRODUCTS},
+            },
             "branding": stored_branding(org.branding),
-            "created_at": org.created_at, "updated_at": org.updated_at,
+            "created_at": org.created_at,
+            "updated_at": org.updated_at,
         }
 
 
 class PublicBrandingSchema(Schema):
     organization_id = fields.String(metadata={"example": "org_a1b2c3d4e5f6g7h8"})
-    display_name = fields.String(metadata={"description": "The branding's display name, else the organization's name.",
-                                           "example": "ACME Corp"})
+    display_name = fields.String(
+        metadata={"description": "The branding's display name, else the organization's name.", "example": "ACME Corp"}
+    )
     picture = fields.String(allow_none=True, metadata={"format": "uri", "description": _PICTURE_SHOWN})
     login_hint = fields.String(allow_none=True, metadata={"example": "acme-corp"})
     colors = fields.Nested(BrandingColorsSchema)
@@ -113,8 +140,8 @@ class Picture(Text):
         metadata = {
             "maxLength": pictures.MAX_LENGTH,
             "description": "A public https:// URL of an image (stored as given, never fetched), or a base64 data "
-                           "URI of a JPEG, PNG or GIF of at most 2 MB (2 MiB), which the service decodes, keeps "
-                           "and serves from its own URL. Null: no picture.",
+            "URI of a JPEG, PNG or GIF of at most 2 MB (2 MiB), which the service decodes, keeps "
+            "and serves from its own URL. Null: no picture.",
             "example": "https://cdn.acme.com/logo.png",
         }
         super().__init__(allow_none=True, metadata=metadata, **kwargs)
@@ -128,8 +155,11 @@ class Picture(Text):
 
 
 def _color() -> fields.String:
-    return fields.String(allow_none=True, validate=validate.Regexp(
-        "^#[0-9A-Fa-f]{6}$", error="A colour is #RRGGBB (hexadecimal digits)."), metadata={"example": "#007bff"})
+    return fields.String(
+        allow_none=True,
+        validate=validate.Regexp("^#[0-9A-Fa-f]{6}$", error="A colour is #RRGGBB (hexadecimal digits)."),
+        metadata={"example": "#007bff"},
+    )
 
 
 class BrandingColorsInputSchema(Schema):
@@ -138,23 +168,29 @@ class BrandingColorsInputSchema(Schema):
 
 
 class BrandingInputSchema(Schema):
-    display_name = StrictString(allow_none=True, validate=validate.Length(max=255),
-                                metadata={"example": "ACME Inc."})
+    display_name = StrictString(allow_none=True, validate=validate.Length(max=255), metadata={"example": "ACME Inc."})
     login_hint = StrictString(allow_none=True, validate=validate.Length(max=255), metadata={"example": "acme-inc"})
     colors = fields.Nested(BrandingColorsInputSchema, allow_none=True)
 
 
 def _branding() -> fields.Nested:
-    return fields.Nested(BrandingInputSchema, allow_none=True, metadata={
-        "description": "Replaces the whole branding (a field left out or null is unset); null removes it."})
+    return fields.Nested(
+        BrandingInputSchema,
+        allow_none=True,
+        metadata={"description": "Replaces the whole branding (a field left out or null is unset); null removes it."},
+    )
 
 
 class OrganizationCreateSchema(Schema):
     name = _name()
     billing_account_id = Text(
-        allow_none=True, validate=validate.Length(min=1, max=64),
-        metadata={"description": "Required in single and assigned mode (an account of this workspace); "
-                                 "absent or null in pooled mode."})
+        allow_none=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={
+            "description": "Required in single and assigned mode (an account of this workspace); "
+            "absent or null in pooled mode."
+        },
+    )
     limits = fields.Nested(LimitsMapSchema)
     picture = Picture()
     branding = _branding()
@@ -170,8 +206,10 @@ class ChildCreateSchema(Schema):
 class OrganizationUpdateSchema(NonEmptySchema):
     name = StrictString(validate=validate.Length(max=50))
     billing_account_id = Text(
-        allow_none=True, validate=validate.Length(min=1, max=64),
-        metadata={"description": "Roots only, single and assigned mode: reassigns the subtree."})
+        allow_none=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "Roots only, single and assigned mode: reassigns the subtree."},
+    )
     limits = fields.Nested(LimitsMapSchema, metadata={"description": "Merged: a key set to null removes that limit."})
     picture = Picture()
     branding = _branding()
@@ -184,10 +222,12 @@ def _non_zero(value: int) -> None:
 
 class UsageReportSchema(Schema):
     product = fields.String(required=True, validate=validate.OneOf(PRODUCTS))
-    delta = fields.Integer(strict=True, required=True,
-                           validate=[validate.Range(min=-MAX_DELTA, max=MAX_DELTA), _non_zero],
-                           metadata={"description": "Positive takes capacity, negative releases it.", "example": 1,
-                                     "not": {"enum": [0]}})
+    delta = fields.Integer(
+        strict=True,
+        required=True,
+        validate=[validate.Range(min=-MAX_DELTA, max=MAX_DELTA), _non_zero],
+        metadata={"description": "Positive takes capacity, negative releases it.", "example": 1, "not": {"enum": [0]}},
+    )
 
 
 class LimitEntrySchema(Schema):
@@ -208,8 +248,9 @@ class OrganizationLimitsSchema(Schema):
     organization_id = fields.String()
     organization_name = fields.String()
     limits = fields.List(fields.Nested(LimitEntrySchema))
-    context = fields.Nested(LimitContextSchema, allow_none=True,
-                            metadata={"description": "What binds the product with the least free."})
+    context = fields.Nested(
+        LimitContextSchema, allow_none=True, metadata={"description": "What binds the product with the least free."}
+    )
 
 
 class PoolProductSchema(Schema):
@@ -222,8 +263,9 @@ PoolProductsSchema = _products_schema("PoolProducts", lambda: fields.Nested(Pool
 
 
 class PoolSchema(Schema):
-    billing_account_id = fields.String(allow_none=True,
-                                       metadata={"description": "null: the workspace's one pool (single, pooled)."})
+    billing_account_id = fields.String(
+        allow_none=True, metadata={"description": "null: the workspace's one pool (single, pooled)."}
+    )
     products = fields.Nested(PoolProductsSchema)
 
 

@@ -46,7 +46,12 @@ class PaymentMethodListSchema(Schema):
 
 
 class SetupIntentSchema(Schema):
-    id = fields.String(required=True, metadata={"example": "seti_1Q0PsIJvEtkwdCNY",
-                                                "description": "The SetupIntent's id (the sandbox's confirm route takes it)."})
+    id = fields.String(
+        required=True,
+        metadata={
+            "example": "seti_1Q0PsIJvEtkwdCNY",
+            "description": "The SetupIntent's id (the sandbox's confirm route takes it).",
+        },
+    )
     client_secret = fields.String(required=True)
     publishable_key = fields.String(required=True)

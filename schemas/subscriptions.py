@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import stripe
-from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_dump, validate
 
-from billing.catalog import INTERVALS, PRODUCTS, product_of_price
+from billing.catalog import INTERVALS, PRODUCTS
 from billing.config import CURRENCIES
 from billing.subscriptions.active import STATUSES, subscription_status
-from billing.subscriptions.pending import REASONS, pending_payment
+from billing.subscriptions.pending import REASONS
 from schemas.common import NonEmptySchema, Text, format_timestamp, from_stripe
 
 # Metadata keys the service keeps for itself on Stripe objects; never shown.
@@ -27,11 +26,14 @@ class PendingPaymentSchema(Schema):
     invoice_id = fields.String(metadata={"example": "in_1Q0PsIJvEtkwdCNY"})
     amount_due = fields.Integer()
     currency = fields.String()
-    reason = fields.String(validate=validate.OneOf(REASONS), metadata={
-        "description": "`authentication_required`: the customer must complete 3-D Secure (client_secret); "
-                       "`payment_failed`: the payment was refused."})
-    client_secret = fields.String(
-        allow_none=True, metadata={"description": "Confirm with Stripe.js (3-D Secure)."})
+    reason = fields.String(
+        validate=validate.OneOf(REASONS),
+        metadata={
+            "description": "`authentication_required`: the customer must complete 3-D Secure (client_secret); "
+            "`payment_failed`: the payment was refused."
+        },
+    )
+    client_secret = fields.String(allow_none=True, metadata={"description": "Confirm with Stripe.js (3-D Secure)."})
     hosted_invoice_url = fields.String(allow_none=True)
 
 
@@ -46,9 +48,14 @@ class SubscriptionSchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES), metadata={"example": "active"})
     currency = fields.String(validate=validate.OneOf(CURRENCIES), metadata={"example": "usd"})
     product_quantities = fields.Dict(
-        keys=fields.String(validate=validate.OneOf(PRODUCTS)), values=fields.Nested(ProductQuantitySchema),
-        metadata={"example": {"locations": {"price_id": "price_123abc", "quantity": 10, "interval": "month"},
-                              "users": {"price_id": "price_456def", "quantity": 50, "interval": "month"}}},
+        keys=fields.String(validate=validate.OneOf(PRODUCTS)),
+        values=fields.Nested(ProductQuantitySchema),
+        metadata={
+            "example": {
+                "locations": {"price_id": "price_123abc", "quantity": 10, "interval": "month"},
+                "users": {"price_id": "price_456def", "quantity": 50, "interval": "month"},
+            }
+        },
     )
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"example": {"order_id": "6735"}})
     current_period_start = fields.String(allow_none=True, metadata=_time("2025-10-15T00:00:00.000000Z"))
@@ -60,20 +67,20 @@ class SubscriptionSchema(Schema):
     cancel_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     canceled_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     pending_payment = fields.Nested(
-        PendingPaymentSchema, allow_none=True,
-        metadata={"description": "Money owed that needs the customer; null when nothing is owed."})
+        PendingPaymentSchema,
+        allow_none=True,
+        metadata={"description": "Money owed that needs the customer; null when nothing is owed."},
+    )
 
     @pre_dump
     @from_stripe("subscription")
-    def _from_subscription(
-        self, subscription: stripe.Subscription | dict[str, Any], **_: Any
-    ) -> dict[str, Any]:
-        data = subscription.to_dict() if isinstance(subscription, stripe.StripeObject) else subscription
+    def _from_subscription(self, view: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """`view`: billing.subscriptions.service.subscription_view (everything shown, read there)."""
+        data = view["subscription"]
         items = (data.get("items") or {}).get("data") or []
         quantities: dict[str, dict[str, Any]] = {}
-        for item in items:
+        for item, product in zip(items, view["products"], strict=True):
             price = item.get("price") or {}
-            product = product_of_price(price)
             if product is None:
                 continue
             quantities[product] = {
@@ -95,16 +102,12 @@ class SubscriptionSchema(Schema):
 
         return {
             "id": data["id"],
-            "billing_account_id": data["customer"]
-            if isinstance(data["customer"], str)
-            else data["customer"]["id"],
+            "billing_account_id": data["customer"] if isinstance(data["customer"], str) else data["customer"]["id"],
             "status": subscription_status(data),
             "currency": data.get("currency"),
             "product_quantities": quantities,
             "metadata": {
-                k: v
-                for k, v in (data.get("metadata") or {}).items()
-                if not k.startswith(RESERVED_METADATA_PREFIX)
+                k: v for k, v in (data.get("metadata") or {}).items() if not k.startswith(RESERVED_METADATA_PREFIX)
             },
             "current_period_start": ts(min(starts) if starts else None),
             "current_period_end": ts(max(ends) if ends else None),
@@ -114,7 +117,7 @@ class SubscriptionSchema(Schema):
             "cancel_at_period_end": bool(data.get("cancel_at_period_end")),
             "cancel_at": ts(data.get("cancel_at")),
             "canceled_at": ts(data.get("canceled_at")),
-            "pending_payment": pending_payment(data),  # from the service's copy of the invoice
+            "pending_payment": view["pending_payment"],
         }
 
 
@@ -140,11 +143,15 @@ def _metadata(*, removable: bool = False) -> fields.Dict:
     return fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=40)),
         values=Text(allow_none=removable, validate=validate.Length(max=500)),
-        validate=[validate.Length(max=MAX_METADATA_PAIRS, error=f"At most {MAX_METADATA_PAIRS} metadata pairs."),
-                  _reserved_keys],
-        metadata={"description": f"String pairs: keys of 1 to 40 characters, not starting with "
-                                 f"{RESERVED_METADATA_PREFIX!r}; values of at most 500{note}.",
-                  "example": {"order_id": "6735"}},
+        validate=[
+            validate.Length(max=MAX_METADATA_PAIRS, error=f"At most {MAX_METADATA_PAIRS} metadata pairs."),
+            _reserved_keys,
+        ],
+        metadata={
+            "description": f"String pairs: keys of 1 to 40 characters, not starting with "
+            f"{RESERVED_METADATA_PREFIX!r}; values of at most 500{note}.",
+            "example": {"order_id": "6735"},
+        },
     )
 
 
@@ -167,18 +174,18 @@ class SubscriptionCreateSchema(Schema):
 
 class SubscriptionUpdateSchema(NonEmptySchema):
     class Meta:
-        description = ("Exactly one operation: `action`, `product_quantities` (replaces the whole set), "
-                       "`add_products` or `remove_products`; `metadata` may come alone or with "
-                       "`product_quantities`. More than one operation is 422 `multiple_operations`.")
+        description = (
+            "Exactly one operation: `action`, `product_quantities` (replaces the whole set), "
+            "`add_products` or `remove_products`; `metadata` may come alone or with "
+            "`product_quantities`. More than one operation is 422 `multiple_operations`."
+        )
 
     EMPTY_MESSAGE = "Send one operation: action, product_quantities, add_products or remove_products."
 
     action = fields.String(validate=validate.OneOf(("pause", "resume", "sync")))
     product_quantities = _quantities()
     add_products = _quantities()
-    remove_products = fields.List(
-        fields.String(validate=validate.OneOf(PRODUCTS)), validate=validate.Length(min=1)
-    )
+    remove_products = fields.List(fields.String(validate=validate.OneOf(PRODUCTS)), validate=validate.Length(min=1))
     metadata = _metadata(removable=True)
 
 

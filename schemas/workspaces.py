@@ -20,9 +20,14 @@ class WorkspaceSchema(Schema):
     name = fields.String()
     description = fields.String(allow_none=True)
     billing_mode = fields.String(validate=validate.OneOf(BILLING_MODES))
-    pooled_seat_limit = fields.Integer(allow_none=True, metadata={
-        "description": "In `pooled` mode, the pool's `users` capacity (the sum of `users` over the workspace's "
-                       "subscriptions that provide capacity); null in the other modes.", "example": 50})
+    pooled_seat_limit = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "In `pooled` mode, the pool's `users` capacity (the sum of `users` over the workspace's "
+            "subscriptions that provide capacity); null in the other modes.",
+            "example": 50,
+        },
+    )
     archived = fields.Boolean()
     created_at = Timestamp()
     updated_at = Timestamp()
@@ -31,10 +36,17 @@ class WorkspaceSchema(Schema):
     @pre_dump
     def _with_seat_limit(self, shown: ShownWorkspace, **_: Any) -> dict[str, Any]:
         workspace, seat_limit = shown.workspace, shown.pooled_seat_limit
-        return {"id": workspace.id, "name": workspace.name, "description": workspace.description,
-                "billing_mode": workspace.billing_mode, "pooled_seat_limit": seat_limit,
-                "archived": workspace.archived, "created_at": workspace.created_at,
-                "updated_at": workspace.updated_at, "archived_at": workspace.archived_at}
+        return {
+            "id": workspace.id,
+            "name": workspace.name,
+            "description": workspace.description,
+            "billing_mode": workspace.billing_mode,
+            "pooled_seat_limit": seat_limit,
+            "archived": workspace.archived,
+            "created_at": workspace.created_at,
+            "updated_at": workspace.updated_at,
+            "archived_at": workspace.archived_at,
+        }
 
 
 class WorkspaceCreateSchema(Schema):

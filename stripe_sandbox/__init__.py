@@ -22,10 +22,10 @@ limits, counted in the database so that processes share them (`rate_limits`).
 
 from stripe_sandbox.authentication import SandboxAuthenticator
 from stripe_sandbox.clock import ClockAdvancing, ClockReading, SandboxClock
+from stripe_sandbox.database import SessionSource, SqlSessions, install
 from stripe_sandbox.http_client import SandboxHTTPClient
 from stripe_sandbox.models import SANDBOX_TABLES, create_sandbox_tables, drop_sandbox_tables
 from stripe_sandbox.payment_methods import TEST_TOKENS
-from stripe_sandbox.database import SessionSource, SqlSessions, install
 from stripe_sandbox.webhooks import WebhookSender
 
 __all__ = [

@@ -19,8 +19,18 @@ from stripe_sandbox import (
 )
 from stripe_sandbox.router import Router
 
-RESOURCES = (customers, products, prices, coupons, subscriptions, payment_methods, setup_intents, payment_intents, invoices,
-             events)
+RESOURCES = (
+    customers,
+    products,
+    prices,
+    coupons,
+    subscriptions,
+    payment_methods,
+    setup_intents,
+    payment_intents,
+    invoices,
+    events,
+)
 
 
 def build_router() -> Router:

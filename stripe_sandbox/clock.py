@@ -43,9 +43,9 @@ from sqlalchemy.orm import Session
 
 from stripe_sandbox import dunning
 from stripe_sandbox.api import build_router
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.models import SandboxClockState, SandboxObject, insert_if_absent
 from stripe_sandbox.router import Router
-from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import DEFAULT_PUBLIC_URL, Store
 
 if TYPE_CHECKING:  # webhooks.py reads sandbox time from here
@@ -130,9 +130,16 @@ def _row_of_run(session: Session, run_id: str) -> SandboxClockState | None:
 class SandboxClock:
     """Read and advance the sandbox clock shared by every process using `database`."""
 
-    def __init__(self, database: SessionSource, *, router: Router | None = None,
-                 webhooks: WebhookSender | None = None, lease_seconds: float = 30.0, workers: int = 4,
-                 public_url: str = DEFAULT_PUBLIC_URL) -> None:
+    def __init__(
+        self,
+        database: SessionSource,
+        *,
+        router: Router | None = None,
+        webhooks: WebhookSender | None = None,
+        lease_seconds: float = 30.0,
+        workers: int = 4,
+        public_url: str = DEFAULT_PUBLIC_URL,
+    ) -> None:
         dunning.settings()  # a SANDBOX_RETRY_* the sandbox can't use stops it at start, not at a renewal
         self._database = database
         self._router = router
@@ -158,8 +165,11 @@ class SandboxClock:
         with self._database.read() as session:
             row = session.get(SandboxClockState, _ROW_ID)
             real_now = time.time()
-            return ClockReading(int(real_now + (row.offset_seconds if row else 0)), _run_status(row, real_now),
-                                row.advanced_to if row else None)
+            return ClockReading(
+                int(real_now + (row.offset_seconds if row else 0)),
+                _run_status(row, real_now),
+                row.advanced_to if row else None,
+            )
 
     def advance(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
         """Move the clock forward; returns the new sandbox time."""
@@ -178,16 +188,16 @@ class SandboxClock:
                 row.offset_seconds += math.ceil(behind)
             return int(time.time()) + row.offset_seconds
 
-    def advance_and_process(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0,
-                            days: float = 0) -> int:
+    def advance_and_process(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
         """Move the clock forward and run everything that came due; returns the new sandbox time."""
         now = self.advance(seconds, minutes=minutes, hours=hours, days=days)
         if not self.process_due() and self._webhooks is not None:
             self._webhooks.notify()  # nothing ran, but failed deliveries' retries may have come due
         return now
 
-    def advance_in_background(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0,
-                              days: float = 0) -> ClockReading:
+    def advance_in_background(
+        self, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0
+    ) -> ClockReading:
         """Move the clock forward now and run what came due on a thread; answers `advancing` at once.
 
         Raises `ClockAdvancing` while an earlier background advance is running.
@@ -270,8 +280,10 @@ class SandboxClock:
                 errors.append(error)
                 stop.set()
 
-        threads = [threading.Thread(target=work, args=((k, self._workers),), name=f"sandbox-clock-{k}", daemon=True)
-                   for k in range(1, self._workers)]
+        threads = [
+            threading.Thread(target=work, args=((k, self._workers),), name=f"sandbox-clock-{k}", daemon=True)
+            for k in range(1, self._workers)
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -285,8 +297,14 @@ class SandboxClock:
         if errors:
             raise errors[0]
 
-    def _process_share(self, router: Router, share: tuple[int, int] | None, heartbeat: Callable[[], None] | None,
-                       stop: threading.Event, ran: _Count) -> None:
+    def _process_share(
+        self,
+        router: Router,
+        share: tuple[int, int] | None,
+        heartbeat: Callable[[], None] | None,
+        stop: threading.Event,
+        ran: _Count,
+    ) -> None:
         beaten = monotonic()
         while not stop.is_set() and self._process_next(router, share):
             if ran.add() >= MAX_TRANSITIONS:
@@ -304,11 +322,14 @@ class SandboxClock:
             if share is not None:  # PostgreSQL: this worker's customers (see process_due)
                 index, workers = share
                 due_rows = due_rows.where(
-                    func.abs(func.mod(func.hashtext(func.coalesce(o.customer, "")), workers)) == index)
+                    func.abs(func.mod(func.hashtext(func.coalesce(o.customer, "")), workers)) == index
+                )
             row = session.scalars(
-                due_rows.order_by(o.due_at, o.id).limit(1)
+                due_rows.order_by(o.due_at, o.id)
+                .limit(1)
                 # Another process advancing at the same time takes other rows.
-                .with_for_update(skip_locked=True)).first()
+                .with_for_update(skip_locked=True)
+            ).first()
             if row is None:
                 return False
             due = row.due_at

@@ -45,8 +45,11 @@ def create(req: Request) -> Document:
         raise SandboxError(400, "You must pass currency when passing amount_off.", param="currency")
     duration = params.get("duration", "once")
     if (duration == "repeating") != ("duration_in_months" in params):
-        raise SandboxError(400, "`duration_in_months` is required with, and only with, `duration=repeating`.",
-                           param="duration_in_months")
+        raise SandboxError(
+            400,
+            "`duration_in_months` is required with, and only with, `duration=repeating`.",
+            param="duration_in_months",
+        )
     coupon_id = params.get("id") or random_token(8)
     if store.get(OBJECT_TYPE, coupon_id, include_deleted=True) is not None:
         raise SandboxError(400, "Coupon already exists.", code="resource_already_exists", param="id")
@@ -83,8 +86,10 @@ def list_(req: Request) -> Document:
 
 # -- discounts ------------------------------------------------------------------------
 
-def apply(store: Store, specs: list[dict[str, Any]], *, customer_id: str, subscription_id: str,
-          param: str = "discounts") -> list[str]:
+
+def apply(
+    store: Store, specs: list[dict[str, Any]], *, customer_id: str, subscription_id: str, param: str = "discounts"
+) -> list[str]:
     """`discounts[]` of a subscription create or update: a discount (id) per coupon."""
     found = []
     for index, spec in enumerate(specs):
@@ -94,23 +99,30 @@ def apply(store: Store, specs: list[dict[str, Any]], *, customer_id: str, subscr
         if row is None:
             raise resource_missing("coupon", spec["coupon"], param=f"{param}[{index}][coupon]", status=400)
         coupon = row.data
-        end = add_interval(store.now, "month", coupon["duration_in_months"]) if coupon["duration"] == "repeating" \
+        end = (
+            add_interval(store.now, "month", coupon["duration_in_months"])
+            if coupon["duration"] == "repeating"
             else None
-        discount = store.insert(DISCOUNT, {
-            "id": store.new_id(DISCOUNT),
-            "object": DISCOUNT,
-            "checkout_session": None,
-            "customer": customer_id,
-            "customer_account": None,
-            "end": end,
-            "invoice": None,
-            "invoice_item": None,
-            "promotion_code": None,
-            "source": {"coupon": coupon["id"], "type": "coupon"},
-            "start": store.now,
-            "subscription": subscription_id,
-            "subscription_item": None,
-        }, customer=customer_id)
+        )
+        discount = store.insert(
+            DISCOUNT,
+            {
+                "id": store.new_id(DISCOUNT),
+                "object": DISCOUNT,
+                "checkout_session": None,
+                "customer": customer_id,
+                "customer_account": None,
+                "end": end,
+                "invoice": None,
+                "invoice_item": None,
+                "promotion_code": None,
+                "source": {"coupon": coupon["id"], "type": "coupon"},
+                "start": store.now,
+                "subscription": subscription_id,
+                "subscription_item": None,
+            },
+            customer=customer_id,
+        )
         store.update(row, {**row.data, "times_redeemed": row.data["times_redeemed"] + 1})
         found.append(discount.id)
     return found
@@ -137,8 +149,10 @@ def discount_amounts(lines: list[Document], applying: list[tuple[str, Document]]
         discountable = [line for line in lines if line["discountable"] and line["amount"] > 0]
         base = sum(line["amount"] for line in discountable)
         if coupon["percent_off"] is not None:
-            shares = [_round(decimal.Decimal(line["amount"]) * decimal.Decimal(str(coupon["percent_off"])) / 100)
-                      for line in discountable]
+            shares = [
+                _round(decimal.Decimal(line["amount"]) * decimal.Decimal(str(coupon["percent_off"])) / 100)
+                for line in discountable
+            ]
         elif coupon["currency"] == currency and base > 0:
             off = min(int(coupon["amount_off"]), base)
             shares = [_round(decimal.Decimal(off) * line["amount"] / base) for line in discountable]
@@ -175,5 +189,3 @@ def register(router: Router) -> None:
     router.add("POST", URL, create, CouponCreateParams)
     router.add("GET", URL, list_, CouponListParams)
     router.add("GET", URL + "/{coupon}", retrieve, CouponRetrieveParams)
-
-

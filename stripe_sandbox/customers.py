@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any
+
 from stripe.params import (
     CustomerCreateParams,
     CustomerDeleteParams,
@@ -61,8 +62,7 @@ def _invoice_settings(current: dict[str, Any], value: dict[str, Any]) -> dict[st
     settings = dict(current)
     if "custom_fields" in value:
         fields = value["custom_fields"]
-        settings["custom_fields"] = (
-            [{"name": f["name"], "value": f["value"]} for f in fields] if fields else None)
+        settings["custom_fields"] = [{"name": f["name"], "value": f["value"]} for f in fields] if fields else None
     if "default_payment_method" in value:
         # Checked against the customer's attached payment methods by the caller.
         settings["default_payment_method"] = value["default_payment_method"] or None
@@ -70,10 +70,14 @@ def _invoice_settings(current: dict[str, Any], value: dict[str, Any]) -> dict[st
         settings["footer"] = value["footer"] or None
     if "rendering_options" in value:
         options = value["rendering_options"]
-        settings["rendering_options"] = {
-            "amount_tax_display": options.get("amount_tax_display") or None,
-            "template": options.get("template") or None,
-        } if options else None
+        settings["rendering_options"] = (
+            {
+                "amount_tax_display": options.get("amount_tax_display") or None,
+                "template": options.get("template") or None,
+            }
+            if options
+            else None
+        )
     return settings
 
 
@@ -94,13 +98,13 @@ def _apply(data: Document, params: dict[str, Any]) -> None:
         data["tax_exempt"] = params["tax_exempt"] or "none"
     if "invoice_prefix" in params:
         if not _INVOICE_PREFIX.match(params["invoice_prefix"]):
-            raise SandboxError(400, "Invalid invoice_prefix: must be 1 to 12 uppercase letters or numbers.",
-                               param="invoice_prefix")
+            raise SandboxError(
+                400, "Invalid invoice_prefix: must be 1 to 12 uppercase letters or numbers.", param="invoice_prefix"
+            )
         data["invoice_prefix"] = params["invoice_prefix"]
     if "next_invoice_sequence" in params:
         if params["next_invoice_sequence"] < 1:
-            raise SandboxError(400, "This value must be greater than or equal to 1.",
-                               param="next_invoice_sequence")
+            raise SandboxError(400, "This value must be greater than or equal to 1.", param="next_invoice_sequence")
         data["next_invoice_sequence"] = params["next_invoice_sequence"]
     if "invoice_settings" in params:
         data["invoice_settings"] = _invoice_settings(data["invoice_settings"], params["invoice_settings"])
@@ -214,8 +218,9 @@ def list_(req: Request) -> Document:
 
 
 def search_(req: Request) -> Document:
-    return search.search(req.store, req.params, OBJECT_TYPE, URL + "/search",
-                         {"created", "email", "metadata", "name", "phone"})
+    return search.search(
+        req.store, req.params, OBJECT_TYPE, URL + "/search", {"created", "email", "metadata", "name", "phone"}
+    )
 
 
 def register(router: Router) -> None:

@@ -78,7 +78,7 @@ def normalize_url(url: str) -> str:
     """`postgres://` / `postgresql://` -> SQLAlchemy's psycopg (3) driver."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -103,9 +103,9 @@ def _configure_sqlite(engine: Engine) -> None:
 class SqlSessions:
     """A `SessionSource` over its own engine, for running the emulator standalone.
 
-        sessions = SqlSessions("sqlite:///stripe.sqlite3")
-        install(sessions)
-        client = stripe.StripeClient("sk_test_x", http_client=SandboxHTTPClient(sessions))
+    sessions = SqlSessions("sqlite:///stripe.sqlite3")
+    install(sessions)
+    client = stripe.StripeClient("sk_test_x", http_client=SandboxHTTPClient(sessions))
     """
 
     def __init__(self, url: str) -> None:
@@ -121,7 +121,9 @@ class SqlSessions:
             _configure_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(write_lock=True)
         # Reads on PostgreSQL skip BEGIN/ROLLBACK: nothing to hold between statements.
-        self._read_engine = self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_engine = (
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:

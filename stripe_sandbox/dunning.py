@@ -29,11 +29,21 @@ DAY = 86400
 END_STATES = ("cancel", "unpaid", "past_due")
 # The decline codes Stripe does not retry (smart-retries#non-retryable-decline-codes): the card
 # is gone or the issuer said never.
-HARD_DECLINES = frozenset({
-    "incorrect_number", "lost_card", "pickup_card", "stolen_card", "revocation_of_authorization",
-    "revocation_of_all_authorizations", "authentication_required", "highest_risk_level",
-    "transaction_not_allowed", "do_not_try_again", "fraudulent",
-})
+HARD_DECLINES = frozenset(
+    {
+        "incorrect_number",
+        "lost_card",
+        "pickup_card",
+        "stolen_card",
+        "revocation_of_authorization",
+        "revocation_of_all_authorizations",
+        "authentication_required",
+        "highest_risk_level",
+        "transaction_not_allowed",
+        "do_not_try_again",
+        "fraudulent",
+    }
+)
 
 
 class RetrySettingsError(ValueError):
@@ -61,19 +71,23 @@ def _schedule(raw: str) -> tuple[int, ...]:
         try:
             tries, days = (int(part) for part in raw.split(":")[1:])
         except ValueError:
-            raise RetrySettingsError("SANDBOX_RETRY_SCHEDULE must be smart, smart:<tries>:<days> or days "
-                                     "like 3,5,7") from None
+            raise RetrySettingsError(
+                "SANDBOX_RETRY_SCHEDULE must be smart, smart:<tries>:<days> or days like 3,5,7"
+            ) from None
         if not 2 <= tries <= 8 or not 1 <= days <= 60:
             raise RetrySettingsError("SANDBOX_RETRY_SCHEDULE smart:<tries>:<days>: 2-8 tries within 1-60 days")
         return _smart(tries, days)
     try:
         gaps = [int(part) for part in raw.split(",")]
     except ValueError:
-        raise RetrySettingsError("SANDBOX_RETRY_SCHEDULE must be smart, smart:<tries>:<days> or days "
-                                 "like 3,5,7") from None
+        raise RetrySettingsError(
+            "SANDBOX_RETRY_SCHEDULE must be smart, smart:<tries>:<days> or days like 3,5,7"
+        ) from None
     if not 1 <= len(gaps) <= 3 or any(gap < 1 for gap in gaps):
-        raise RetrySettingsError("SANDBOX_RETRY_SCHEDULE: a custom schedule is 1 to 3 retries, each at least "
-                                 "1 day after the previous attempt")
+        raise RetrySettingsError(
+            "SANDBOX_RETRY_SCHEDULE: a custom schedule is 1 to 3 retries, each at least "
+            "1 day after the previous attempt"
+        )
     moments, total = [], 0
     for gap in gaps:
         total += gap * DAY

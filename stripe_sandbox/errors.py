@@ -94,9 +94,15 @@ def idempotency_error(message: str) -> SandboxError:
     return SandboxError(400, message, type="idempotency_error")
 
 
-def card_declined(decline_code: str, payment_method: dict[str, Any] | None, *, code: str = "card_declined",
-                  message: str = "Your card was declined.", param: str | None = None,
-                  extra: dict[str, Any] | None = None) -> SandboxError:
+def card_declined(
+    decline_code: str,
+    payment_method: dict[str, Any] | None,
+    *,
+    code: str = "card_declined",
+    message: str = "Your card was declined.",
+    param: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SandboxError:
     """A charge or card check refused by the card's issuer: HTTP 402, which the library raises as CardError."""
     fields: dict[str, Any] = {"decline_code": decline_code, **(extra or {})}
     if payment_method is not None:
@@ -107,15 +113,20 @@ def card_declined(decline_code: str, payment_method: dict[str, Any] | None, *, c
 def requires_action(payment_intent: dict[str, Any] | None = None) -> SandboxError:
     """An invoice payment that needs the customer's authentication (3-D Secure), paid off-session."""
     return SandboxError(
-        402, "This payment requires additional user action before it can be completed successfully. Payment can "
+        402,
+        "This payment requires additional user action before it can be completed successfully. Payment can "
         "be completed using the PaymentIntent associated with the invoice. For more details see: "
-        "https://stripe.com/docs/billing/subscriptions/overview#requires-action", type="card_error",
+        "https://stripe.com/docs/billing/subscriptions/overview#requires-action",
+        type="card_error",
         code="invoice_payment_intent_requires_action",
-        extra={"payment_intent": payment_intent} if payment_intent is not None else None)
+        extra={"payment_intent": payment_intent} if payment_intent is not None else None,
+    )
 
 
 def no_payment_method() -> SandboxError:
     return SandboxError(
-        400, "This customer has no attached payment source or default payment method. Please "
+        400,
+        "This customer has no attached payment source or default payment method. Please "
         "consider adding a default payment method. For more information, visit "
-        "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority.")
+        "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority.",
+    )

@@ -102,6 +102,7 @@ def diff(before: Any, after: Any) -> Document:
 
 # -- routes -------------------------------------------------------------------------
 
+
 def retrieve(req: Request) -> Document:
     return req.store.present(req.store.require(OBJECT_TYPE, req.path_params["id"]))
 
@@ -121,8 +122,9 @@ def list_(req: Request) -> Document:
     if "delivery_success" in params:
         # false: still being retried or given up (Stripe: "unsuccessfully delivered").
         undelivered = select(SandboxWebhookDelivery.event_id).where(SandboxWebhookDelivery.delivered_at.is_(None))
-        where.append(SandboxObject.id.not_in(undelivered) if params["delivery_success"]
-                     else SandboxObject.id.in_(undelivered))
+        where.append(
+            SandboxObject.id.not_in(undelivered) if params["delivery_success"] else SandboxObject.id.in_(undelivered)
+        )
     return list_endpoint(req.store, params, OBJECT_TYPE, URL, where=where)
 
 

@@ -32,8 +32,9 @@ def _cannot_expand(path: str) -> SandboxError:
 
 
 def _too_deep(path: str) -> SandboxError:
-    return SandboxError(400, f"You cannot expand more than {MAX_DEPTH} levels of a property. Property: {path}",
-                        param="expand")
+    return SandboxError(
+        400, f"You cannot expand more than {MAX_DEPTH} levels of a property. Property: {path}", param="expand"
+    )
 
 
 def _resolve(store: Store, value: str, path: str) -> Document:
@@ -65,8 +66,9 @@ def _field(cls: type | None, key: str) -> tuple[bool, type | None]:
         return False, None
     args = _flatten(hint)
     # ExpandableField[X] is Union[str, X]: a string or the object (a forward reference or the class).
-    expandable = str in args and any(isinstance(a, typing.ForwardRef) or
-                                     (isinstance(a, type) and issubclass(a, StripeObject)) for a in args)
+    expandable = str in args and any(
+        isinstance(a, typing.ForwardRef) or (isinstance(a, type) and issubclass(a, StripeObject)) for a in args
+    )
     nested = next((a for a in args if isinstance(a, type) and issubclass(a, StripeObject)), None)
     return expandable, nested
 

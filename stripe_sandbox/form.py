@@ -19,7 +19,7 @@ def _split_key(key: str) -> list[str]:
     head, bracket, _ = key.partition("[")
     if not bracket:
         return [key]
-    rest = key[len(head):]
+    rest = key[len(head) :]
     segments = _SEGMENT.findall(rest)
     # Anything not made of whole `[...]` groups is kept as a literal name, so it
     # surfaces as an unknown parameter instead of being silently reshaped.

@@ -14,10 +14,10 @@ import hmac
 from html import escape
 from typing import Any
 
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.invoice_engine import HOSTED_TOKEN, INVOICE, format_date, format_money
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.pdf import Line, document
-from stripe_sandbox.database import SessionSource
 from stripe_sandbox.store import INTERNAL, Document
 
 
@@ -35,14 +35,17 @@ def find(database: SessionSource, invoice_id: str, token: str) -> Document | Non
 
 # -- what the pages say ---------------------------------------------------------------
 
+
 def _money(amount: int, currency: str) -> str:
     return format_money(decimal.Decimal(amount), currency)
 
 
 def _facts(invoice: Document) -> list[tuple[str, str]]:
     transitions = invoice["status_transitions"]
-    facts = [("Invoice number", str(invoice["number"])),
-             ("Date of issue", format_date(transitions["finalized_at"] or invoice["created"]))]
+    facts = [
+        ("Invoice number", str(invoice["number"])),
+        ("Date of issue", format_date(transitions["finalized_at"] or invoice["created"])),
+    ]
     if invoice["due_date"]:
         facts.append(("Date due", format_date(invoice["due_date"])))
     if transitions["paid_at"]:
@@ -58,9 +61,11 @@ def _totals(invoice: Document) -> list[tuple[str, str]]:
     discount = sum(d["amount"] for d in invoice["total_discount_amounts"] or [])
     if discount:
         rows.append(("Discount", "-" + _money(discount, currency)))
-    rows += [("Total", _money(invoice["total"], currency)),
-             ("Amount paid", _money(invoice["amount_paid"], currency)),
-             ("Amount remaining", _money(invoice["amount_remaining"], currency))]
+    rows += [
+        ("Total", _money(invoice["total"], currency)),
+        ("Amount paid", _money(invoice["amount_paid"], currency)),
+        ("Amount remaining", _money(invoice["amount_remaining"], currency)),
+    ]
     return rows
 
 
@@ -78,14 +83,17 @@ def html(invoice: Document) -> str:
     rows = "".join(
         f"<tr><td>{escape(line['description'] or '')}</td><td class=n>{line['quantity']}</td>"
         f"<td class=n>{escape(_money(line['amount'], currency))}</td></tr>"
-        for line in _lines(invoice))
+        for line in _lines(invoice)
+    )
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _facts(invoice))
-    totals = "".join(f"<tr><th colspan=2>{escape(k)}</th><td class=n>{escape(v)}</td></tr>"
-                     for k, v in _totals(invoice))
+    totals = "".join(
+        f"<tr><th colspan=2>{escape(k)}</th><td class=n>{escape(v)}</td></tr>" for k, v in _totals(invoice)
+    )
     billed = "<br>".join(escape(value) for value in _billed_to(invoice))
-    headline = {"open": f"{_money(invoice['amount_remaining'], currency)} due",
-                "paid": f"{_money(invoice['amount_paid'], currency)} paid"}.get(
-        invoice["status"], _money(invoice["total"], currency))
+    headline = {
+        "open": f"{_money(invoice['amount_remaining'], currency)} due",
+        "paid": f"{_money(invoice['amount_paid'], currency)} paid",
+    }.get(invoice["status"], _money(invoice["total"], currency))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -115,15 +123,26 @@ td, th {{ padding: .4rem 0; border-bottom: 1px solid #e3e8ee; text-align: left; 
 def pdf(invoice: Document) -> bytes:
     """The invoice as a PDF file."""
     currency = invoice["currency"]
-    lines = [Line(((0, f"Invoice {invoice['number']}"),), size=18, bold=True),
-             Line(((0, f"{invoice['account_name'] or ''} - Stripe sandbox (test mode)"),)),
-             Line(((0, f"Status: {invoice['status']}"),)), Line(((0, ""),))]
+    lines = [
+        Line(((0, f"Invoice {invoice['number']}"),), size=18, bold=True),
+        Line(((0, f"{invoice['account_name'] or ''} - Stripe sandbox (test mode)"),)),
+        Line(((0, f"Status: {invoice['status']}"),)),
+        Line(((0, ""),)),
+    ]
     lines += [Line(((0, label), (140, value))) for label, value in _facts(invoice)]
     lines += [Line(((0, ""),)), Line(((0, "Billed to"),), bold=True)]
     lines += [Line(((0, value),)) for value in _billed_to(invoice)]
     lines += [Line(((0, ""),)), Line(((0, "Description"), (340, "Qty"), (400, "Amount")), bold=True)]
-    lines += [Line(((0, (line["description"] or "")[:70]), (340, str(line["quantity"])),
-                    (400, _money(line["amount"], currency)))) for line in _lines(invoice)]
+    lines += [
+        Line(
+            (
+                (0, (line["description"] or "")[:70]),
+                (340, str(line["quantity"])),
+                (400, _money(line["amount"], currency)),
+            )
+        )
+        for line in _lines(invoice)
+    ]
     lines.append(Line(((0, ""),)))
     lines += [Line(((240, label), (400, value)), bold=label == "Amount remaining") for label, value in _totals(invoice)]
     return document(lines, title=f"Invoice {invoice['number']}")

@@ -47,19 +47,29 @@ def api_key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def claim(session: Session, scope: str, key: str, method: str, path: str, params_fingerprint: str,
-          request_id: str) -> StoredResponse | None:
+def claim(
+    session: Session, scope: str, key: str, method: str, path: str, params_fingerprint: str, request_id: str
+) -> StoredResponse | None:
     """Reserve `key` (of API key hash `scope`) for this request, or return the response to replay."""
     if len(key) > MAX_KEY_LENGTH:
         raise SandboxError(
-            400, f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters long.",
-            param="Idempotency-Key")
+            400, f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters long.", param="Idempotency-Key"
+        )
     now = time.time()
     # Expired keys are forgotten (an index range on `created_real`, usually empty).
     expired = SandboxIdempotencyKey.created_real < now - KEY_TTL_SECONDS
     session.execute(delete(SandboxIdempotencyKey).where(expired))
-    values = {"api_key_hash": scope, "key": key, "method": method, "path": path, "fingerprint": params_fingerprint,
-              "status": None, "body": None, "request_id": request_id, "created_real": now}
+    values = {
+        "api_key_hash": scope,
+        "key": key,
+        "method": method,
+        "path": path,
+        "fingerprint": params_fingerprint,
+        "status": None,
+        "body": None,
+        "request_id": request_id,
+        "created_real": now,
+    }
     if insert_if_absent(session, SandboxIdempotencyKey, values):
         return None
     row = session.get(SandboxIdempotencyKey, (scope, key), with_for_update=True, populate_existing=True)
@@ -70,17 +80,22 @@ def claim(session: Session, scope: str, key: str, method: str, path: str, params
         raise idempotency_error(
             "Keys for idempotent requests can only be used for the same endpoint they were first "
             f"used for ('{row.method.upper()} {row.path}' vs '{method.upper()} {path}'). Try using a "
-            f"key other than '{key}' if you meant to execute a different request.")
+            f"key other than '{key}' if you meant to execute a different request."
+        )
     if row.fingerprint != params_fingerprint:
         raise idempotency_error(
             "Keys for idempotent requests can only be used with the same parameters they were first "
-            f"used with. Try using a key other than '{key}' if you meant to execute a different request.")
+            f"used with. Try using a key other than '{key}' if you meant to execute a different request."
+        )
     if row.status is None or row.body is None:
         # Only reachable if a transaction committed the key without its response.
         raise SandboxError(
-            409, "There is currently another in-progress request using this Idempotent Key (that "
+            409,
+            "There is currently another in-progress request using this Idempotent Key (that "
             "probably means you submitted twice, and the other request is still going through): "
-            f"{key}. Please try again later.", type="idempotency_error")
+            f"{key}. Please try again later.",
+            type="idempotency_error",
+        )
     return StoredResponse(row.status, row.body, row.request_id)
 
 

@@ -40,8 +40,24 @@ EMBEDDED_LINES = 10  # what an invoice object carries of its lines
 DAY = 86400
 
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$", "jpy": "¥"}
-_ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-                 "xaf", "xof", "xpf"}
+_ZERO_DECIMAL = {
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
+}
 
 
 def _present_invoice(store: Store, data: Document) -> Document:
@@ -75,12 +91,18 @@ def _payments(store: Store, invoice: Document) -> Document:
 
 
 # Stripe shows an invoice's payment (and the secret to confirm it) only when expanded.
-INVOICE_KIND = ObjectKind(object_type=INVOICE, id_prefix="in", noun="invoice", present=_present_invoice,
-                          includable={"confirmation_secret": _confirmation_secret, "payments": _payments})
+INVOICE_KIND = ObjectKind(
+    object_type=INVOICE,
+    id_prefix="in",
+    noun="invoice",
+    present=_present_invoice,
+    includable={"confirmation_secret": _confirmation_secret, "payments": _payments},
+)
 ITEM_KIND = ObjectKind(object_type=ITEM, id_prefix="ii", noun="invoiceitem")
 
 
 # -- money and wording ------------------------------------------------------------------
+
 
 def to_decimal(value: Any) -> decimal.Decimal:
     return decimal.Decimal(str(value)) if value is not None else decimal.Decimal(0)
@@ -121,6 +143,7 @@ def product_name(store: Store, product_id: str) -> str:
 
 # -- lines --------------------------------------------------------------------------------
 
+
 def _pricing(price: Document | None, unit_amount_decimal: decimal.Decimal) -> Document:
     return {
         "price_details": {"price": price["id"], "product": price["product"]} if price is not None else None,
@@ -129,9 +152,20 @@ def _pricing(price: Document | None, unit_amount_decimal: decimal.Decimal) -> Do
     }
 
 
-def _line(*, amount: int, currency: str, description: str | None, quantity: int, price: Document | None,
-          unit_amount_decimal: decimal.Decimal, period: tuple[int, int], parent: Document,
-          subscription_id: str | None, metadata: dict[str, str], discountable: bool = True) -> Document:
+def _line(
+    *,
+    amount: int,
+    currency: str,
+    description: str | None,
+    quantity: int,
+    price: Document | None,
+    unit_amount_decimal: decimal.Decimal,
+    period: tuple[int, int],
+    parent: Document,
+    subscription_id: str | None,
+    metadata: dict[str, str],
+    discountable: bool = True,
+) -> Document:
     return {
         "id": f"il_{random_token()}",
         "object": "line_item",
@@ -156,8 +190,15 @@ def _line(*, amount: int, currency: str, description: str | None, quantity: int,
     }
 
 
-def subscription_line(store: Store, subscription: Document, item: Document, price: Document,
-                      period: tuple[int, int], *, trial: bool = False) -> Document:
+def subscription_line(
+    store: Store,
+    subscription: Document,
+    item: Document,
+    price: Document,
+    period: tuple[int, int],
+    *,
+    trial: bool = False,
+) -> Document:
     """The line billing one subscription item for `period` (in advance, as Stripe does)."""
     quantity = item["quantity"] or 0
     unit = to_decimal(price["unit_amount_decimal"])
@@ -167,8 +208,10 @@ def subscription_line(store: Store, subscription: Document, item: Document, pric
         amount, description = 0, f"Trial period for {name}"
     else:
         amount = round_amount(unit * quantity)
-        description = (f"{quantity} × {name} (at {format_money(unit, price['currency'])} / "
-                       f"{interval_text(recurring['interval'], recurring['interval_count'])})")
+        description = (
+            f"{quantity} × {name} (at {format_money(unit, price['currency'])} / "
+            f"{interval_text(recurring['interval'], recurring['interval_count'])})"
+        )
     parent = {
         "invoice_item_details": None,
         "subscription_item_details": {
@@ -180,9 +223,18 @@ def subscription_line(store: Store, subscription: Document, item: Document, pric
         },
         "type": "subscription_item_details",
     }
-    return _line(amount=amount, currency=price["currency"], description=description, quantity=quantity, price=price,
-                 unit_amount_decimal=unit, period=period, parent=parent, subscription_id=subscription["id"],
-                 metadata=dict(subscription["metadata"]))
+    return _line(
+        amount=amount,
+        currency=price["currency"],
+        description=description,
+        quantity=quantity,
+        price=price,
+        unit_amount_decimal=unit,
+        period=period,
+        parent=parent,
+        subscription_id=subscription["id"],
+        metadata=dict(subscription["metadata"]),
+    )
 
 
 def item_line(item: Document) -> Document:
@@ -191,31 +243,59 @@ def item_line(item: Document) -> Document:
     subscription_id, subscription_item = details.get("subscription"), details.get("subscription_item")
     common = {"invoice_item": item["id"], "proration": item["proration"], "proration_details": {"credited_items": None}}
     if subscription_item:
-        parent = {"invoice_item_details": None,
-                  "subscription_item_details": {**common, "subscription": subscription_id,
-                                                "subscription_item": subscription_item},
-                  "type": "subscription_item_details"}
+        parent = {
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                **common,
+                "subscription": subscription_id,
+                "subscription_item": subscription_item,
+            },
+            "type": "subscription_item_details",
+        }
     else:
-        parent = {"invoice_item_details": {**common, "subscription": subscription_id},
-                  "subscription_item_details": None, "type": "invoice_item_details"}
+        parent = {
+            "invoice_item_details": {**common, "subscription": subscription_id},
+            "subscription_item_details": None,
+            "type": "invoice_item_details",
+        }
     price_details = item["pricing"]["price_details"] if item["pricing"] else None
     price = {"id": price_details["price"], "product": price_details["product"]} if price_details else None
-    return _line(amount=item["amount"], currency=item["currency"], description=item["description"],
-                 quantity=item["quantity"], price=price,
-                 unit_amount_decimal=to_decimal(item["pricing"]["unit_amount_decimal"] if item["pricing"] else 0),
-                 period=(item["period"]["start"], item["period"]["end"]), parent=parent,
-                 subscription_id=subscription_id, metadata=dict(item["metadata"] or {}),
-                 discountable=item["discountable"])
+    return _line(
+        amount=item["amount"],
+        currency=item["currency"],
+        description=item["description"],
+        quantity=item["quantity"],
+        price=price,
+        unit_amount_decimal=to_decimal(item["pricing"]["unit_amount_decimal"] if item["pricing"] else 0),
+        period=(item["period"]["start"], item["period"]["end"]),
+        parent=parent,
+        subscription_id=subscription_id,
+        metadata=dict(item["metadata"] or {}),
+        discountable=item["discountable"],
+    )
 
 
 # -- invoice items ----------------------------------------------------------------------
 
-def create_item(store: Store, *, customer_id: str, currency: str, quantity: int, unit_amount_decimal: decimal.Decimal,
-                description: str | None, period: tuple[int, int], price: Document | None = None,
-                amount: int | None = None, subscription_id: str | None = None,
-                subscription_item_id: str | None = None, proration: bool = False,
-                metadata: dict[str, str] | None = None, invoice_id: str | None = None,
-                discountable: bool | None = None) -> SandboxObject:
+
+def create_item(
+    store: Store,
+    *,
+    customer_id: str,
+    currency: str,
+    quantity: int,
+    unit_amount_decimal: decimal.Decimal,
+    description: str | None,
+    period: tuple[int, int],
+    price: Document | None = None,
+    amount: int | None = None,
+    subscription_id: str | None = None,
+    subscription_item_id: str | None = None,
+    proration: bool = False,
+    metadata: dict[str, str] | None = None,
+    invoice_id: str | None = None,
+    discountable: bool | None = None,
+) -> SandboxObject:
     """A pending invoice item (or one on a draft invoice), recording invoiceitem.created."""
     if amount is None:
         amount = round_amount(unit_amount_decimal * quantity)
@@ -236,8 +316,12 @@ def create_item(store: Store, *, customer_id: str, currency: str, quantity: int,
         "livemode": False,
         "metadata": metadata or {},
         "net_amount": amount,
-        "parent": {"subscription_details": {"subscription": subscription_id, "subscription_item": subscription_item_id},
-                   "type": "subscription_details"} if subscription_id else None,
+        "parent": {
+            "subscription_details": {"subscription": subscription_id, "subscription_item": subscription_item_id},
+            "type": "subscription_details",
+        }
+        if subscription_id
+        else None,
         "period": {"end": period[1], "start": period[0]},
         "pricing": _pricing(price, unit_amount_decimal),
         "proration": proration,
@@ -258,17 +342,23 @@ def item_subscription(item: Document) -> str | None:
     return str(value) if value else None
 
 
-def pending_items(store: Store, customer_id: str, *, subscription_id: str | None,
-                  include_unattached: bool = True) -> list[SandboxObject]:
+def pending_items(
+    store: Store, customer_id: str, *, subscription_id: str | None, include_unattached: bool = True
+) -> list[SandboxObject]:
     """The customer's uninvoiced items for an invoice of `subscription_id` (oldest first)."""
     o = SandboxObject
     rows = store.session.scalars(
         select(o)
-        .where(o.customer == customer_id, o.object_type == ITEM, o.deleted.is_(False),
-               o.data["invoice"].as_string().is_(None))
+        .where(
+            o.customer == customer_id,
+            o.object_type == ITEM,
+            o.deleted.is_(False),
+            o.data["invoice"].as_string().is_(None),
+        )
         .order_by(o.seq, o.id)
         .with_for_update()
-        .execution_options(populate_existing=True))  # re-read under the lock (see Store.get)
+        .execution_options(populate_existing=True)
+    )  # re-read under the lock (see Store.get)
     found = []
     for row in rows:
         owner = item_subscription(row.data)
@@ -278,6 +368,7 @@ def pending_items(store: Store, customer_id: str, *, subscription_id: str | None
 
 
 # -- invoices ---------------------------------------------------------------------------
+
 
 def _customer_fields(customer: Document) -> Document:
     return {
@@ -301,14 +392,28 @@ def _totals(data: Document, balance: int) -> None:
     data["amount_remaining"] = data["amount_due"] - data["amount_paid"]
 
 
-def create_invoice(store: Store, *, customer: SandboxObject, subscription: Document | None, billing_reason: str,
-                   collection_method: str, days_until_due: int | None, currency: str, lines: list[Document],
-                   pending: Iterable[SandboxObject] = (), period: tuple[int, int] | None = None,
-                   invoice_id: str | None = None, description: str | None = None,
-                   metadata: dict[str, str] | None = None, auto_advance: bool = True,
-                   default_payment_method: str | None = None, proration_date: int | None = None,
-                   due_date: int | None = None, finalizes_at: int | None = None,
-                   discounts: list[str] | None = None) -> SandboxObject:
+def create_invoice(
+    store: Store,
+    *,
+    customer: SandboxObject,
+    subscription: Document | None,
+    billing_reason: str,
+    collection_method: str,
+    days_until_due: int | None,
+    currency: str,
+    lines: list[Document],
+    pending: Iterable[SandboxObject] = (),
+    period: tuple[int, int] | None = None,
+    invoice_id: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, str] | None = None,
+    auto_advance: bool = True,
+    default_payment_method: str | None = None,
+    proration_date: int | None = None,
+    due_date: int | None = None,
+    finalizes_at: int | None = None,
+    discounts: list[str] | None = None,
+) -> SandboxObject:
     """A draft invoice of `lines` plus the `pending` invoice items (which it takes), recording invoice.created.
 
     Lines are ordered as Stripe orders them: invoice items newest first, then
@@ -320,39 +425,43 @@ def create_invoice(store: Store, *, customer: SandboxObject, subscription: Docum
     start, end = period or (store.now, store.now)
     discounted = coupons.discount_amounts(all_lines, coupons.in_force(store, discounts or []), currency)
     data = copy.deepcopy(_NEW_INVOICE)
-    data.update({
-        "id": invoice_id,
-        "auto_advance": auto_advance,
-        "automatically_finalizes_at": finalizes_at,
-        "billing_reason": billing_reason,
-        "collection_method": collection_method,
-        "created": store.now,
-        "currency": currency,
-        "customer": customer.id,
-        **_customer_fields(customer.data),
-        "default_payment_method": default_payment_method,
-        "description": description,
-        "discounts": [discount["discount"] for discount in discounted],
-        # send_invoice: due `days_until_due` days after creation.
-        "due_date": (due_date or store.now + DAY * (days_until_due or 0)) if collection_method == "send_invoice"
-        else None,
-        "lines": {"object": "list", "data": all_lines},
-        "metadata": metadata or {},
-        "next_payment_attempt": finalizes_at if collection_method == "charge_automatically" else None,
-        "parent": _subscription_parent(subscription, proration_date) if subscription is not None else None,
-        "period_end": end,
-        "period_start": start,
-        "total_discount_amounts": discounted,
-        "webhooks_delivered_at": store.now,
-    })
+    data.update(
+        {
+            "id": invoice_id,
+            "auto_advance": auto_advance,
+            "automatically_finalizes_at": finalizes_at,
+            "billing_reason": billing_reason,
+            "collection_method": collection_method,
+            "created": store.now,
+            "currency": currency,
+            "customer": customer.id,
+            **_customer_fields(customer.data),
+            "default_payment_method": default_payment_method,
+            "description": description,
+            "discounts": [discount["discount"] for discount in discounted],
+            # send_invoice: due `days_until_due` days after creation.
+            "due_date": (due_date or store.now + DAY * (days_until_due or 0))
+            if collection_method == "send_invoice"
+            else None,
+            "lines": {"object": "list", "data": all_lines},
+            "metadata": metadata or {},
+            "next_payment_attempt": finalizes_at if collection_method == "charge_automatically" else None,
+            "parent": _subscription_parent(subscription, proration_date) if subscription is not None else None,
+            "period_end": end,
+            "period_start": start,
+            "total_discount_amounts": discounted,
+            "webhooks_delivered_at": store.now,
+        }
+    )
     _totals(data, int(customer.data.get("balance") or 0))
     row = store.insert(INVOICE, data, customer=customer.id, due_at=due_at(data))
     events.created(store, row)
     return row
 
 
-def _take_lines(store: Store, invoice_id: str, lines: list[Document],
-                pending: Iterable[SandboxObject]) -> list[Document]:
+def _take_lines(
+    store: Store, invoice_id: str, lines: list[Document], pending: Iterable[SandboxObject]
+) -> list[Document]:
     """The invoice's lines, ordered as Stripe orders them; the pending invoice items become the invoice's."""
     taken = list(pending)
     all_lines = [item_line(row.data) for row in reversed(taken)] + list(reversed(lines))
@@ -366,8 +475,11 @@ def _take_lines(store: Store, invoice_id: str, lines: list[Document],
 def _subscription_parent(subscription: Document, proration_date: int | None) -> Document:
     return {
         "quote_details": None,
-        "subscription_details": {"metadata": dict(subscription["metadata"]), "subscription": subscription["id"],
-                                 "subscription_proration_date": proration_date},
+        "subscription_details": {
+            "metadata": dict(subscription["metadata"]),
+            "subscription": subscription["id"],
+            "subscription_proration_date": proration_date,
+        },
         "type": "subscription_details",
     }
 
@@ -391,8 +503,7 @@ _NEW_INVOICE: Document = {
     "attempt_count": 0,
     "attempted": False,
     "auto_advance": None,
-    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
-                      "status": None},
+    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None, "status": None},
     "automatically_finalizes_at": None,
     "billing_reason": None,
     "collection_method": None,
@@ -401,8 +512,17 @@ _NEW_INVOICE: Document = {
     "custom_fields": None,
     "customer": None,
     "customer_account": None,
-    **{name: None for name in ("customer_address", "customer_email", "customer_name", "customer_phone",
-                               "customer_shipping", "customer_tax_exempt", "customer_tax_ids")},
+    **dict.fromkeys(
+        (
+            "customer_address",
+            "customer_email",
+            "customer_name",
+            "customer_phone",
+            "customer_shipping",
+            "customer_tax_exempt",
+            "customer_tax_ids",
+        )
+    ),
     "default_payment_method": None,
     "default_source": None,
     "default_tax_rates": [],
@@ -438,8 +558,7 @@ _NEW_INVOICE: Document = {
     "statement_descriptor": None,
     "status": "draft",
     "status_details": None,
-    "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None,
-                           "voided_at": None},
+    "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None},
     "subtotal": 0,
     "subtotal_excluding_tax": 0,
     "test_clock": None,
@@ -485,28 +604,39 @@ def finalize(store: Store, row: SandboxObject) -> None:
     ending_balance = data["total"] + balance - data["amount_due"]
     token = random_token(40)
     page = store.public_url.rstrip("/") + HOSTED_PATH.format(invoice=data["id"], token=token)
-    data.update(status="open", effective_at=now, ending_balance=ending_balance, hosted_invoice_url=page,
-                invoice_pdf=page + "/pdf")
+    data.update(
+        status="open",
+        effective_at=now,
+        ending_balance=ending_balance,
+        hosted_invoice_url=page,
+        invoice_pdf=page + "/pdf",
+    )
     data[INTERNAL] = {**data.get(INTERNAL, {}), HOSTED_TOKEN: token}
     data["status_transitions"]["finalized_at"] = now
     # The clock's collection (billing_cycle) schedules any retry; finalizing waits no more.
     data.update(automatically_finalizes_at=None, next_payment_attempt=None)
     if data["amount_due"] > 0:
         intent = payment_intents.create_for_invoice(store, data)
-        data[INTERNAL] = {**data.get(INTERNAL, {}), "payment_intent": intent.id, "payments": [{
-            "id": f"inpay_{random_token()}",
-            "object": "invoice_payment",
-            "amount_paid": None,
-            "amount_requested": data["amount_due"],
-            "created": now,
-            "currency": data["currency"],
-            "invoice": data["id"],
-            "is_default": True,
-            "livemode": False,
-            "payment": {"payment_intent": intent.id, "type": "payment_intent"},
-            "status": "open",
-            "status_transitions": {"canceled_at": None, "paid_at": None},
-        }]}
+        data[INTERNAL] = {
+            **data.get(INTERNAL, {}),
+            "payment_intent": intent.id,
+            "payments": [
+                {
+                    "id": f"inpay_{random_token()}",
+                    "object": "invoice_payment",
+                    "amount_paid": None,
+                    "amount_requested": data["amount_due"],
+                    "created": now,
+                    "currency": data["currency"],
+                    "invoice": data["id"],
+                    "is_default": True,
+                    "livemode": False,
+                    "payment": {"payment_intent": intent.id, "type": "payment_intent"},
+                    "status": "open",
+                    "status_transitions": {"canceled_at": None, "paid_at": None},
+                }
+            ],
+        }
     if customer is not None:
         before = store.present(customer)
         customer_data = copy.deepcopy(customer.data)
@@ -580,7 +710,9 @@ def subscription_of(invoice: Document) -> str | None:
     return str(value) if value else None
 
 
-def attempt_payment(store: Store, row: SandboxObject, payment_method: SandboxObject | None = None) -> SandboxError | None:
+def attempt_payment(
+    store: Store, row: SandboxObject, payment_method: SandboxObject | None = None
+) -> SandboxError | None:
     """Collect an open invoice off-session: confirm its PaymentIntent with `payment_method`, else
     the payment method charges use now. None when the invoice is now paid, else the error met:
     a card error, or `invoice_payment_intent_requires_action` when the card needs 3-D Secure.

@@ -46,14 +46,46 @@ ITEMS_URL = "/v1/invoiceitems"
 
 # Known to Stripe, not emulated: each changes amounts, parties or documents.
 _UNSUPPORTED_CREATE = (
-    "account_tax_ids", "application_fee_amount", "automatically_finalizes_at", "customer_account", "default_source",
-    "default_tax_rates", "discounts", "effective_at", "from_invoice", "issuer", "number", "on_behalf_of",
-    "payment_settings", "rendering", "shipping_cost", "shipping_details", "statement_descriptor", "transfer_data",
+    "account_tax_ids",
+    "application_fee_amount",
+    "automatically_finalizes_at",
+    "customer_account",
+    "default_source",
+    "default_tax_rates",
+    "discounts",
+    "effective_at",
+    "from_invoice",
+    "issuer",
+    "number",
+    "on_behalf_of",
+    "payment_settings",
+    "rendering",
+    "shipping_cost",
+    "shipping_details",
+    "statement_descriptor",
+    "transfer_data",
 )
-_UNSUPPORTED_ITEM = ("customer_account", "discounts", "price_data", "quantity_decimal", "tax_behavior", "tax_code",
-                     "tax_rates")
-_UNSUPPORTED_PREVIEW = ("automatic_tax", "currency", "customer_account", "customer_details", "discounts",
-                        "invoice_items", "issuer", "on_behalf_of", "schedule", "schedule_details")
+_UNSUPPORTED_ITEM = (
+    "customer_account",
+    "discounts",
+    "price_data",
+    "quantity_decimal",
+    "tax_behavior",
+    "tax_code",
+    "tax_rates",
+)
+_UNSUPPORTED_PREVIEW = (
+    "automatic_tax",
+    "currency",
+    "customer_account",
+    "customer_details",
+    "discounts",
+    "invoice_items",
+    "issuer",
+    "on_behalf_of",
+    "schedule",
+    "schedule_details",
+)
 
 
 def _reject(params: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -67,6 +99,7 @@ def _require_invoice(store: Store, invoice_id: str) -> SandboxObject:
 
 
 # -- invoice items --------------------------------------------------------------------
+
 
 def create_item(req: Request) -> Document:
     params, store = req.params, req.store
@@ -92,8 +125,12 @@ def create_item(req: Request) -> Document:
         price = store.present(price_row)
         currency = str(price["currency"])
         if params.get("currency", currency).lower() != currency:
-            raise SandboxError(400, f"The currency of the price ({currency}) must match the invoice item's "
-                               f"currency ({params['currency'].lower()}).", param="currency")
+            raise SandboxError(
+                400,
+                f"The currency of the price ({currency}) must match the invoice item's "
+                f"currency ({params['currency'].lower()}).",
+                param="currency",
+            )
         unit = invoice_engine.to_decimal(price["unit_amount_decimal"])
         description = params.get("description") or invoice_engine.product_name(store, price["product"])
     else:
@@ -114,8 +151,9 @@ def create_item(req: Request) -> Document:
         if invoice_row is None or invoice_row.data["customer"] != customer.id:
             raise resource_missing("invoice", params["invoice"], param="invoice", status=400)
         if invoice_row.data["status"] != "draft":
-            raise SandboxError(400, "You can only add invoice items to draft invoices.", param="invoice",
-                               code="invoice_not_editable")
+            raise SandboxError(
+                400, "You can only add invoice items to draft invoices.", param="invoice", code="invoice_not_editable"
+            )
     subscription_id = None
     if params.get("subscription"):
         subscription = store.get("subscription", params["subscription"])
@@ -124,10 +162,20 @@ def create_item(req: Request) -> Document:
         subscription_id = subscription.id
     period = params.get("period")
     row = invoice_engine.create_item(
-        store, customer_id=customer.id, currency=currency, quantity=quantity, unit_amount_decimal=unit, amount=amount,
-        description=description, period=(period["start"], period["end"]) if period else (req.now, req.now),
-        price=price, subscription_id=subscription_id, metadata=metadata.initial(params.get("metadata")),
-        invoice_id=invoice_row.id if invoice_row is not None else None, discountable=params.get("discountable"))
+        store,
+        customer_id=customer.id,
+        currency=currency,
+        quantity=quantity,
+        unit_amount_decimal=unit,
+        amount=amount,
+        description=description,
+        period=(period["start"], period["end"]) if period else (req.now, req.now),
+        price=price,
+        subscription_id=subscription_id,
+        metadata=metadata.initial(params.get("metadata")),
+        invoice_id=invoice_row.id if invoice_row is not None else None,
+        discountable=params.get("discountable"),
+    )
     if invoice_row is not None:
         invoice_engine.add_lines(store, invoice_row, [row])
     return store.present(row)
@@ -152,6 +200,7 @@ def list_items(req: Request) -> Document:
 
 # -- invoices -------------------------------------------------------------------------
 
+
 def create(req: Request) -> Document:
     params, store = req.params, req.store
     _reject(params, _UNSUPPORTED_CREATE)
@@ -163,17 +212,20 @@ def create(req: Request) -> Document:
     collection_method = params.get("collection_method", "charge_automatically")
     if collection_method == "send_invoice":
         if "days_until_due" not in params and "due_date" not in params:
-            raise SandboxError(400, "Invoices with `collection_method=send_invoice` must have either "
-                               "`days_until_due` or `due_date` set.", param="days_until_due")
+            raise SandboxError(
+                400,
+                "Invoices with `collection_method=send_invoice` must have either `days_until_due` or `due_date` set.",
+                param="days_until_due",
+            )
     else:
         for name in ("days_until_due", "due_date"):
             if name in params:
-                raise SandboxError(400, f"`{name}` can only be set when `collection_method=send_invoice`.",
-                                   param=name)
+                raise SandboxError(400, f"`{name}` can only be set when `collection_method=send_invoice`.", param=name)
     default_payment_method = None
     if params.get("default_payment_method"):
         default_payment_method = payment_methods.require_attached(
-            store, customer.id, params["default_payment_method"], param="default_payment_method").id
+            store, customer.id, params["default_payment_method"], param="default_payment_method"
+        ).id
     subscription: Document | None = None
     if params.get("subscription"):
         row = store.get("subscription", params["subscription"])
@@ -182,18 +234,35 @@ def create(req: Request) -> Document:
         subscription = row.data
     pending: list[SandboxObject] = []
     if params.get("pending_invoice_items_behavior", "exclude") == "include":
-        pending = invoice_engine.pending_items(store, customer.id,
-                                          subscription_id=subscription["id"] if subscription else None,
-                                          include_unattached=subscription is None)
-    currency = (params.get("currency") or (pending[0].data["currency"] if pending else None)
-                or customer.data.get("currency") or "usd").lower()
+        pending = invoice_engine.pending_items(
+            store,
+            customer.id,
+            subscription_id=subscription["id"] if subscription else None,
+            include_unattached=subscription is None,
+        )
+    currency = (
+        params.get("currency")
+        or (pending[0].data["currency"] if pending else None)
+        or customer.data.get("currency")
+        or "usd"
+    ).lower()
     pending = [row for row in pending if row.data["currency"] == currency]
     row = invoice_engine.create_invoice(
-        store, customer=customer, subscription=subscription, billing_reason="manual",
-        collection_method=collection_method, days_until_due=params.get("days_until_due"), currency=currency,
-        lines=[], pending=pending, description=params.get("description") or None,
-        metadata=metadata.initial(params.get("metadata")), auto_advance=params.get("auto_advance", False),
-        default_payment_method=default_payment_method, due_date=params.get("due_date"))
+        store,
+        customer=customer,
+        subscription=subscription,
+        billing_reason="manual",
+        collection_method=collection_method,
+        days_until_due=params.get("days_until_due"),
+        currency=currency,
+        lines=[],
+        pending=pending,
+        description=params.get("description") or None,
+        metadata=metadata.initial(params.get("metadata")),
+        auto_advance=params.get("auto_advance", False),
+        default_payment_method=default_payment_method,
+        due_date=params.get("due_date"),
+    )
     extra = {}
     if params.get("footer"):
         extra["footer"] = params["footer"]
@@ -248,20 +317,26 @@ def list_lines(req: Request) -> Document:
         start = max(0, end - limit)
         return list_object(url, lines[start:end], start > 0)
     start = positions[params["starting_after"]] + 1 if params.get("starting_after") else 0
-    return list_object(url, lines[start:start + limit], start + limit < len(lines))
+    return list_object(url, lines[start : start + limit], start + limit < len(lines))
 
 
 def finalize(req: Request) -> Document:
     store = req.store
     row = _require_invoice(store, req.path_params["invoice"])
     if row.data["status"] != "draft":
-        raise SandboxError(400, "This invoice is already finalized, you can't re-finalize a non-draft invoice.",
-                           code="invoice_not_editable")
+        raise SandboxError(
+            400,
+            "This invoice is already finalized, you can't re-finalize a non-draft invoice.",
+            code="invoice_not_editable",
+        )
     if "auto_advance" in req.params:
         store.update(row, {**row.data, "auto_advance": req.params["auto_advance"]})
     invoice_engine.finalize(store, row)
-    if (row.data["status"] == "open" and row.data["auto_advance"]
-            and row.data["collection_method"] == "charge_automatically"):
+    if (
+        row.data["status"] == "open"
+        and row.data["auto_advance"]
+        and row.data["collection_method"] == "charge_automatically"
+    ):
         # Automatic collection, at once: a failure stays recorded, the request succeeds.
         if invoice_engine.attempt_payment(store, row) is None:
             subscriptions.invoice_paid(store, row.data)
@@ -285,8 +360,9 @@ def pay(req: Request) -> Document:
         else:
             method = None
             if params.get("payment_method"):
-                method = payment_methods.resolve(store, params["payment_method"], param="payment_method",
-                                                 for_update=True)
+                method = payment_methods.resolve(
+                    store, params["payment_method"], param="payment_method", for_update=True
+                )
                 payment_methods.attach(store, method, row.data["customer"])
             error = invoice_engine.attempt_payment(store, row, method)
             if error is not None:
@@ -299,8 +375,11 @@ def pay(req: Request) -> Document:
 def void(req: Request) -> Document:
     row = _require_invoice(req.store, req.path_params["invoice"])
     if row.data["status"] not in ("open", "uncollectible"):
-        raise SandboxError(400, f"You can only void invoices that are open or uncollectible; this invoice is "
-                           f"{row.data['status']}.", code="invoice_not_open")
+        raise SandboxError(
+            400,
+            f"You can only void invoices that are open or uncollectible; this invoice is {row.data['status']}.",
+            code="invoice_not_open",
+        )
     invoice_engine.void(req.store, row)
     return req.store.present(row)
 
@@ -308,8 +387,11 @@ def void(req: Request) -> Document:
 def mark_uncollectible(req: Request) -> Document:
     row = _require_invoice(req.store, req.path_params["invoice"])
     if row.data["status"] != "open":
-        raise SandboxError(400, f"You can only mark open invoices as uncollectible; this invoice is "
-                           f"{row.data['status']}.", code="invoice_not_open")
+        raise SandboxError(
+            400,
+            f"You can only mark open invoices as uncollectible; this invoice is {row.data['status']}.",
+            code="invoice_not_open",
+        )
     invoice_engine.mark_uncollectible(req.store, row)
     return req.store.present(row)
 
@@ -336,7 +418,7 @@ def create_preview(req: Request) -> Document:
         line["id"] = f"il_tmp_{random_token()}"
         line["invoice"] = preview_id
     document["id"] = preview_id
-    document["lines"]["data"] = full_lines[:invoice_engine.EMBEDDED_LINES]
+    document["lines"]["data"] = full_lines[: invoice_engine.EMBEDDED_LINES]
     document["lines"]["url"] = f"{URL}/{preview_id}/lines"
     document["webhooks_delivered_at"] = None
     return document

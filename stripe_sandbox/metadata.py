@@ -14,17 +14,25 @@ MAX_VALUE_LENGTH = 500
 def _check(metadata: dict[str, str], param: str) -> dict[str, str]:
     if len(metadata) > MAX_KEYS:
         raise SandboxError(
-            400, f"Invalid {param}: metadata can have up to {MAX_KEYS} keys, but you passed in "
-            f"{len(metadata)} keys.", param=param)
+            400,
+            f"Invalid {param}: metadata can have up to {MAX_KEYS} keys, but you passed in {len(metadata)} keys.",
+            param=param,
+        )
     for key, value in metadata.items():
         if len(key) > MAX_KEY_LENGTH:
             raise SandboxError(
-                400, f"Metadata keys can have up to {MAX_KEY_LENGTH} characters, but you passed in a "
-                f"key that is {len(key)} characters. Invalid key: '{key}'", param=f"{param}[{key}]")
+                400,
+                f"Metadata keys can have up to {MAX_KEY_LENGTH} characters, but you passed in a "
+                f"key that is {len(key)} characters. Invalid key: '{key}'",
+                param=f"{param}[{key}]",
+            )
         if len(value) > MAX_VALUE_LENGTH:
             raise SandboxError(
-                400, f"Metadata values can have up to {MAX_VALUE_LENGTH} characters, but you passed "
-                f"in a value that is {len(value)} characters.", param=f"{param}[{key}]")
+                400,
+                f"Metadata values can have up to {MAX_VALUE_LENGTH} characters, but you passed "
+                f"in a value that is {len(value)} characters.",
+                param=f"{param}[{key}]",
+            )
     return metadata
 
 

@@ -78,9 +78,9 @@ def _shape(tp: Any) -> _Shape:
                     enums.append(literal)
         elif is_typeddict(member):
             typed_dict = typed_dict or member
-        elif origin in (list, typing.List):
+        elif origin in (list, list):
             list_item = args[0]
-        elif origin in (dict, typing.Dict):
+        elif origin in (dict, dict):
             map_value = args[1]
         elif origin is UntypedStripeObject:
             map_value = args[0]
@@ -122,8 +122,7 @@ def _kind(shape: _Shape) -> str:
         return "object"
     if shape.list_item is not None:
         return "array"
-    for scalar, name in ((int, "integer"), (bool, "boolean"), (float, "decimal"),
-                         (decimal.Decimal, "decimal")):
+    for scalar, name in ((int, "integer"), (bool, "boolean"), (float, "decimal"), (decimal.Decimal, "decimal")):
         if scalar in shape.scalars:
             return name
     return "string"

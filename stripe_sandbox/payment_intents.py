@@ -26,8 +26,11 @@ URL = "/v1/payment_intents"
 KIND = ObjectKind(object_type=OBJECT_TYPE, id_prefix="pi", noun="payment_intent")
 
 # What Billing writes on the intents of subscription invoices, by billing_reason.
-_DESCRIPTIONS = {"subscription_create": "Subscription creation", "subscription_cycle": "Subscription update",
-                 "subscription_update": "Subscription update"}
+_DESCRIPTIONS = {
+    "subscription_create": "Subscription creation",
+    "subscription_cycle": "Subscription update",
+    "subscription_update": "Subscription update",
+}
 AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
 
 
@@ -69,8 +72,12 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
         "payment_method": None,
         "payment_method_configuration_details": None,
         "payment_method_options": {
-            "card": {"installments": None, "mandate_options": None, "network": None,
-                     "request_three_d_secure": "automatic"},
+            "card": {
+                "installments": None,
+                "mandate_options": None,
+                "network": None,
+                "request_three_d_secure": "automatic",
+            },
             "us_bank_account": {"verification_method": "automatic"},
         },
         "payment_method_types": ["card", "us_bank_account"],
@@ -98,8 +105,12 @@ def _three_d_secure(data: Document) -> Document:
     """The next_action Stripe.js handles with its 3-D Secure challenge."""
     return {
         "type": "use_stripe_sdk",
-        "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": f"https://hooks.stripe.com/3d_secure_2/"
-                           f"hosted?merchant=acct_sandbox&payment_intent={data['id']}", "source": None},
+        "use_stripe_sdk": {
+            "type": "three_d_secure_redirect",
+            "stripe_js": f"https://hooks.stripe.com/3d_secure_2/"
+            f"hosted?merchant=acct_sandbox&payment_intent={data['id']}",
+            "source": None,
+        },
     }
 
 
@@ -109,8 +120,9 @@ def _save(store: Store, row: SandboxObject, data: Document, event: str) -> None:
 
 
 def _failed(store: Store, row: SandboxObject, data: Document, error: SandboxError) -> None:
-    data.update(status="requires_payment_method", payment_method=None, next_action=None,
-                last_payment_error=error.hash())
+    data.update(
+        status="requires_payment_method", payment_method=None, next_action=None, last_payment_error=error.hash()
+    )
     _save(store, row, data, "payment_failed")
 
 
@@ -142,8 +154,12 @@ def authenticate(store: Store, row: SandboxObject, method: SandboxObject, succee
     data["payment_method"] = method.id
     if payment_methods.needs_authentication(method) and not succeed:
         error = SandboxError(
-            402, "We are unable to authenticate your payment method. Please choose a different payment method and "
-            "try again.", code=AUTHENTICATION_FAILURE, extra={"payment_method": store.present(method)})
+            402,
+            "We are unable to authenticate your payment method. Please choose a different payment method and "
+            "try again.",
+            code=AUTHENTICATION_FAILURE,
+            extra={"payment_method": store.present(method)},
+        )
         _failed(store, row, data, error)
         return
     _charge(store, row, data, method)
@@ -152,12 +168,18 @@ def authenticate(store: Store, row: SandboxObject, method: SandboxObject, succee
 def cancel(store: Store, row: SandboxObject, reason: str) -> None:
     if row.data["status"] in ("succeeded", "canceled"):
         return
-    data = {**copy.deepcopy(row.data), "status": "canceled", "canceled_at": store.now,
-            "cancellation_reason": reason, "next_action": None}
+    data = {
+        **copy.deepcopy(row.data),
+        "status": "canceled",
+        "canceled_at": store.now,
+        "cancellation_reason": reason,
+        "next_action": None,
+    }
     _save(store, row, data, "canceled")
 
 
 # -- routes -------------------------------------------------------------------------
+
 
 def retrieve(req: Request) -> Document:
     return req.store.present(req.store.require(OBJECT_TYPE, req.path_params["intent"]))

@@ -83,14 +83,24 @@ TEST_CARDS = {
     "pm_card_chargeDeclinedStolenCard": _TestCard("visa", "visa", "9979", _STOLEN),
     "pm_card_visa_chargeDeclinedStolenCard": _TestCard("visa", "visa", "9979", _STOLEN),
     "pm_card_chargeDeclinedExpiredCard": _TestCard(
-        "visa", "visa", "0069", Decline("expired_card", "expired_card", "Your card has expired.", "exp_month")),
+        "visa", "visa", "0069", Decline("expired_card", "expired_card", "Your card has expired.", "exp_month")
+    ),
     "pm_card_chargeDeclinedIncorrectCvc": _TestCard(
-        "visa", "visa", "0127",
-        Decline("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect.", "cvc")),
+        "visa",
+        "visa",
+        "0127",
+        Decline("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect.", "cvc"),
+    ),
     "pm_card_chargeDeclinedProcessingError": _TestCard(
-        "visa", "visa", "0119",
-        Decline("processing_error", "processing_error",
-                "An error occurred while processing your card. Try again in a little bit.")),
+        "visa",
+        "visa",
+        "0119",
+        Decline(
+            "processing_error",
+            "processing_error",
+            "An error occurred while processing your card. Try again in a little bit.",
+        ),
+    ),
     "pm_card_chargeDeclinedFraudulent": _TestCard("visa", "visa", "0019", Decline("fraudulent")),
     "pm_card_chargeCustomerFail": _TestCard("visa", "visa", "0341", _GENERIC, declines_at_attach=False),
 }
@@ -100,7 +110,7 @@ TEST_TOKENS = (*TEST_CARDS, US_BANK_ACCOUNT_TOKEN)
 
 def _billing_details() -> Document:
     return {
-        "address": {field: None for field in ("city", "country", "line1", "line2", "postal_code", "state")},
+        "address": dict.fromkeys(("city", "country", "line1", "line2", "postal_code", "state")),
         "email": None,
         "name": None,
         "phone": None,
@@ -176,8 +186,12 @@ def require_attached(store: Store, customer_id: str, value: str, *, param: str) 
         raise resource_missing(NOUN, value, param=param, status=400)
     if row is None or row.data["customer"] != customer_id:
         raise SandboxError(
-            400, f"The customer does not have a payment method with the ID {value}. The payment method must "
-            "be attached to the customer.", code="resource_missing", param=param)
+            400,
+            f"The customer does not have a payment method with the ID {value}. The payment method must "
+            "be attached to the customer.",
+            code="resource_missing",
+            param=param,
+        )
     return row
 
 
@@ -195,8 +209,14 @@ def test_card(row: SandboxObject) -> _TestCard | None:
 
 
 def decline_error(store: Store, row: SandboxObject, decline: Decline, **extra: object) -> SandboxError:
-    return card_declined(decline.decline_code, store.present(row), code=decline.code, message=decline.message,
-                         param=decline.param, extra=dict(extra))
+    return card_declined(
+        decline.decline_code,
+        store.present(row),
+        code=decline.code,
+        message=decline.message,
+        param=decline.param,
+        extra=dict(extra),
+    )
 
 
 def charge_error(store: Store, row: SandboxObject) -> SandboxError | None:
@@ -245,12 +265,16 @@ def attach(store: Store, row: SandboxObject, customer_id: str) -> None:
     if owner == customer_id:
         return
     if owner is not None:
-        raise SandboxError(400, "The payment method you provided has already been attached to a customer.",
-                           param="customer")
+        raise SandboxError(
+            400, "The payment method you provided has already been attached to a customer.", param="customer"
+        )
     if row.data.get(INTERNAL, {}).get("detached"):
         raise SandboxError(
-            400, "This PaymentMethod was previously used without being attached to a Customer or was detached "
-            "from a Customer, and may not be used again.", param="payment_method")
+            400,
+            "This PaymentMethod was previously used without being attached to a Customer or was detached "
+            "from a Customer, and may not be used again.",
+            param="payment_method",
+        )
     refused = check_with_issuer(store, row)
     if refused is not None:
         raise refused
@@ -262,12 +286,12 @@ def attach(store: Store, row: SandboxObject, customer_id: str) -> None:
 
 # -- routes -------------------------------------------------------------------------
 
+
 def attach_route(req: Request) -> Document:
     store = req.store
     customer_id = req.params.get("customer")
     if "customer_account" in req.params:
-        raise SandboxError(400, "The Stripe sandbox does not support `customer_account` yet.",
-                           param="customer_account")
+        raise SandboxError(400, "The Stripe sandbox does not support `customer_account` yet.", param="customer_account")
     if not customer_id:
         raise parameter_missing("customer")
     customer = store.require("customer", customer_id, param="customer", status=400)
@@ -281,8 +305,9 @@ def detach_route(req: Request) -> Document:
     row = store.require(OBJECT_TYPE, req.path_params["payment_method"], for_update=True)
     customer_id = row.data["customer"]
     if customer_id is None:
-        raise SandboxError(400, "The payment method you provided is not attached to a customer so detachment "
-                           "is impossible.")
+        raise SandboxError(
+            400, "The payment method you provided is not attached to a customer so detachment is impossible."
+        )
     before = store.present(row)
     internal = {**row.data.get(INTERNAL, {}), "detached": True}
     store.update(row, {**copy.deepcopy(row.data), "customer": None, INTERNAL: internal})
@@ -314,8 +339,7 @@ def _list(req: Request, customer: str | None, url: str) -> Document:
 
 def list_(req: Request) -> Document:
     if "customer_account" in req.params:
-        raise SandboxError(400, "The Stripe sandbox does not support `customer_account` yet.",
-                           param="customer_account")
+        raise SandboxError(400, "The Stripe sandbox does not support `customer_account` yet.", param="customer_account")
     customer = req.params.get("customer")
     if customer:
         req.store.require("customer", customer, param="customer", status=400)
@@ -343,5 +367,9 @@ def register(router: Router) -> None:
     router.add("POST", URL + "/{payment_method}/attach", attach_route, PaymentMethodAttachParams)
     router.add("POST", URL + "/{payment_method}/detach", detach_route, PaymentMethodDetachParams)
     router.add("GET", "/v1/customers/{customer}/payment_methods", customer_list, CustomerPaymentMethodListParams)
-    router.add("GET", "/v1/customers/{customer}/payment_methods/{payment_method}", customer_retrieve,
-               CustomerPaymentMethodRetrieveParams)
+    router.add(
+        "GET",
+        "/v1/customers/{customer}/payment_methods/{payment_method}",
+        customer_retrieve,
+        CustomerPaymentMethodRetrieveParams,
+    )

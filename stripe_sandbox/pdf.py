@@ -77,13 +77,17 @@ def document(lines: Sequence[Line], *, title: str) -> bytes:
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(pages)),
-        *(b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /Encoding /WinAnsiEncoding >>" % name.encode()
-          for name in FONTS.values()),
+        *(
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /Encoding /WinAnsiEncoding >>" % name.encode()
+            for name in FONTS.values()
+        ),
     ]
     for index, page in enumerate(pages):
         content = _content(page)
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R "
-                       b"/F2 4 0 R >> >> /Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, first_page + 2 * index + 1))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R "
+            b"/F2 4 0 R >> >> /Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, first_page + 2 * index + 1)
+        )
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
     objects.append(b"<< /Title %s /Producer (Stripe sandbox) >>" % _string(title))
     info = len(objects)
@@ -98,5 +102,8 @@ def document(lines: Sequence[Line], *, title: str) -> bytes:
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
     out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, info, xref)
+        len(objects) + 1,
+        info,
+        xref,
+    )
     return bytes(out)

@@ -47,14 +47,16 @@ def _amounts(params: dict[str, Any], prefix: str) -> tuple[int | None, str | Non
     if "unit_amount" in params:
         amount = params["unit_amount"]
         if amount < 0:
-            raise SandboxError(400, "This value must be greater than or equal to 0.",
-                               param=_name(prefix, "unit_amount"))
+            raise SandboxError(
+                400, "This value must be greater than or equal to 0.", param=_name(prefix, "unit_amount")
+            )
         return amount, str(amount)
     if "unit_amount_decimal" in params:
         exact = params["unit_amount_decimal"]
         if exact < 0:
-            raise SandboxError(400, "This value must be greater than or equal to 0.",
-                               param=_name(prefix, "unit_amount_decimal"))
+            raise SandboxError(
+                400, "This value must be greater than or equal to 0.", param=_name(prefix, "unit_amount_decimal")
+            )
         return (int(exact) if exact == exact.to_integral_value() else None), _decimal_string(exact)
     return None, None
 
@@ -68,8 +70,11 @@ def _recurring(value: dict[str, Any] | None, prefix: str) -> dict[str, Any] | No
     count = value.get("interval_count", 1)
     if not 1 <= count <= _MAX_INTERVAL_COUNT[interval]:
         raise SandboxError(
-            400, "Invalid recurring[interval_count]: the maximum billing interval is three years and the "
-            "minimum is one interval.", param=_name(prefix, "recurring[interval_count]"))
+            400,
+            "Invalid recurring[interval_count]: the maximum billing interval is three years and the "
+            "minimum is one interval.",
+            param=_name(prefix, "recurring[interval_count]"),
+        )
     return {
         "interval": interval,
         "interval_count": count,
@@ -100,8 +105,7 @@ def _release_lookup_key(store: Store, lookup_key: str, price_id: str) -> None:
         store.session.delete(owner)
 
 
-def create_price(store: Store, params: dict[str, Any], *, param_prefix: str = "",
-                 active: bool = True) -> SandboxObject:
+def create_price(store: Store, params: dict[str, Any], *, param_prefix: str = "", active: bool = True) -> SandboxObject:
     """Insert a price; also serves `default_price_data` and subscription `price_data`."""
     p = param_prefix
     for name in ("currency_options", "tiers", "tiers_mode", "transform_quantity"):
@@ -139,7 +143,9 @@ def create_price(store: Store, params: dict[str, Any], *, param_prefix: str = ""
             "maximum": custom.get("maximum"),
             "minimum": custom.get("minimum"),
             "preset": custom.get("preset"),
-        } if custom and custom.get("enabled") else None,
+        }
+        if custom and custom.get("enabled")
+        else None,
         "livemode": False,
         "lookup_key": params.get("lookup_key") or None,
         "metadata": metadata.initial(params.get("metadata"), _name(p, "metadata")),
@@ -203,8 +209,11 @@ def list_(req: Request) -> Document:
         keys = params["lookup_keys"]
         if len(keys) > MAX_LOOKUP_KEYS:
             raise SandboxError(400, f"You can pass up to {MAX_LOOKUP_KEYS} lookup keys.", param="lookup_keys")
-        ids = list(req.store.session.scalars(
-            select(SandboxPriceLookupKey.price_id).where(SandboxPriceLookupKey.lookup_key.in_(keys))))
+        ids = list(
+            req.store.session.scalars(
+                select(SandboxPriceLookupKey.price_id).where(SandboxPriceLookupKey.lookup_key.in_(keys))
+            )
+        )
         if not ids:
             return list_object(URL, [], False)
         where.append(o.id.in_(ids))

@@ -36,8 +36,10 @@ def _package_dimensions(value: Any) -> dict[str, float] | None:
 def _tax_details(value: Any) -> dict[str, Any] | None:
     if not value:
         return None
-    return {"performance_location": value.get("performance_location") or None,
-            "tax_code": value.get("tax_code") or None}
+    return {
+        "performance_location": value.get("performance_location") or None,
+        "tax_code": value.get("tax_code") or None,
+    }
 
 
 def _apply(data: Document, params: dict[str, Any]) -> None:
@@ -62,8 +64,12 @@ def create_product(store: Store, params: dict[str, Any], *, param_prefix: str = 
     """Insert a product; also serves `product_data` on price creation."""
     product_id = params.get("id") or store.new_id(OBJECT_TYPE)
     if store.session.get(SandboxObject, product_id) is not None:
-        raise SandboxError(400, "Product already exists.", code="resource_already_exists",
-                           param=f"{param_prefix}[id]" if param_prefix else "id")
+        raise SandboxError(
+            400,
+            "Product already exists.",
+            code="resource_already_exists",
+            param=f"{param_prefix}[id]" if param_prefix else "id",
+        )
     data: Document = {
         "id": product_id,
         "object": OBJECT_TYPE,
@@ -100,7 +106,8 @@ def create(req: Request) -> Document:
         from stripe_sandbox import prices
 
         price = prices.create_price(
-            req.store, {**params["default_price_data"], "product": row.id}, param_prefix="default_price_data")
+            req.store, {**params["default_price_data"], "product": row.id}, param_prefix="default_price_data"
+        )
         req.store.update(row, {**row.data, "default_price": price.id})
     return req.store.present(row)
 
@@ -121,8 +128,10 @@ def update(req: Request) -> Document:
         price = req.store.get("price", params["default_price"])
         if price is None or price.data["product"] != row.id:
             raise SandboxError(
-                400, f"The price `{params['default_price']}` does not belong to product `{row.id}`.",
-                param="default_price")
+                400,
+                f"The price `{params['default_price']}` does not belong to product `{row.id}`.",
+                param="default_price",
+            )
         data["default_price"] = price.id
     data["updated"] = req.now
     req.store.update(row, data)
@@ -135,7 +144,8 @@ def delete(req: Request) -> Document:
     has_prices = req.store.session.scalar(
         select(SandboxObject.id)
         .where(SandboxObject.object_type == "price", SandboxObject.data["product"].as_string() == row.id)
-        .limit(1))
+        .limit(1)
+    )
     if has_prices is not None:
         raise SandboxError(400, "This product cannot be deleted because it has one or more user-created prices.")
     stub = {"id": row.id, "object": OBJECT_TYPE, "deleted": True}

@@ -28,13 +28,12 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from stripe_sandbox.database import SessionSource
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.idempotency import api_key_hash
 from stripe_sandbox.models import SandboxRateWindow
-from stripe_sandbox.database import SessionSource
 
-MESSAGE = ("Too many requests hit the API too quickly. We recommend an exponential backoff of your "
-           "requests.")
+MESSAGE = "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests."
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,8 @@ def _increment(session: Session, bucket: str, window: int) -> int:
     values = {"bucket": bucket, "window_start_second": window, "count": 1}
     # Both dialects' inserts have the same upsert, under different types.
     insert: Any = (postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(w)
-    upsert = insert.values(**values).on_conflict_do_update(index_elements=[w.bucket, w.window_start_second],
-                                                           set_={"count": w.count + 1})
+    upsert = insert.values(**values).on_conflict_do_update(
+        index_elements=[w.bucket, w.window_start_second], set_={"count": w.count + 1}
+    )
     count = session.execute(upsert.returning(w.count)).scalar_one()
     return int(count)

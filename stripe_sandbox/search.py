@@ -26,7 +26,8 @@ from stripe_sandbox.store import Document, Store
 
 _CLAUSE = re.compile(
     r"""\s*(?P<neg>-)?(?P<field>[a-z_]+)(?:\[['"](?P<key>[^'"]+)['"]\])?\s*"""
-    r"""(?P<op>>=|<=|:|~|>|<)\s*(?:['"](?P<text>[^'"]*)['"]|(?P<number>-?\d+))\s*""")
+    r"""(?P<op>>=|<=|:|~|>|<)\s*(?:['"](?P<text>[^'"]*)['"]|(?P<number>-?\d+))\s*"""
+)
 
 
 def _bad_query(query: str) -> SandboxError:
@@ -40,8 +41,9 @@ def _clause(match: re.Match[str], fields: set[str], query: str) -> Predicate:
     field, key, op = match["field"], match["key"], match["op"]
     text, number = match["text"], match["number"]
     if field not in fields or (key is not None) != (field == "metadata"):
-        raise SandboxError(400, f"Field `{field}` is an unsupported search field for resource `customers`.",
-                           param="query")
+        raise SandboxError(
+            400, f"Field `{field}` is an unsupported search field for resource `customers`.", param="query"
+        )
     if field == "created":
         if number is None:
             raise _bad_query(query)
@@ -89,10 +91,11 @@ def search(store: Store, params: Document, object_type: str, url: str, fields: s
         except ValueError:
             raise SandboxError(400, "Invalid page token.", param="page") from None
     o = SandboxObject
-    rows = store.session.scalars(select(o).where(o.object_type == object_type, o.deleted.is_(False))
-                                 .order_by(o.seq.desc(), o.id.desc()))
+    rows = store.session.scalars(
+        select(o).where(o.object_type == object_type, o.deleted.is_(False)).order_by(o.seq.desc(), o.id.desc())
+    )
     found = [row for row in rows if matches(row.data)]
-    page = found[offset:offset + limit]
+    page = found[offset : offset + limit]
     has_more = len(found) > offset + limit
     return {
         "object": "search_result",

@@ -39,9 +39,17 @@ KIND = ObjectKind(object_type=OBJECT_TYPE, id_prefix="seti", noun="setupintent")
 
 # Known to Stripe, not emulated: each changes what confirming means.
 _UNSUPPORTED_CREATE = (
-    "attach_to_self", "confirmation_token", "customer_account",
-    "excluded_payment_method_types", "flow_directions", "mandate_data", "on_behalf_of", "payment_method_configuration",
-    "payment_method_data", "payment_method_options", "single_use",
+    "attach_to_self",
+    "confirmation_token",
+    "customer_account",
+    "excluded_payment_method_types",
+    "flow_directions",
+    "mandate_data",
+    "on_behalf_of",
+    "payment_method_configuration",
+    "payment_method_data",
+    "payment_method_options",
+    "single_use",
 )
 _UNSUPPORTED_CONFIRM = ("confirmation_token", "mandate_data", "payment_method_data", "payment_method_options")
 
@@ -55,9 +63,11 @@ def _reject(params: dict[str, Any], names: tuple[str, ...]) -> None:
 def _unexpected_state(data: Document, action: str) -> SandboxError:
     allowed = ", ".join(_CONFIRMABLE)
     return SandboxError(
-        400, f"You cannot {action} this SetupIntent because it has a status of {data['status']}. Only a SetupIntent "
+        400,
+        f"You cannot {action} this SetupIntent because it has a status of {data['status']}. Only a SetupIntent "
         f"with one of the following statuses may be {'canceled' if action == 'cancel' else 'confirmed'}: {allowed}.",
-        code="setup_intent_unexpected_state")
+        code="setup_intent_unexpected_state",
+    )
 
 
 def _payment_method_options(types: list[str]) -> Document | None:
@@ -76,31 +86,52 @@ def _confirm(store: Store, row: SandboxObject, payment_method: str | None) -> No
     value = payment_method or data["payment_method"]
     if not value:
         raise SandboxError(
-            400, "You cannot confirm this SetupIntent because it's missing a payment method. You can either update "
+            400,
+            "You cannot confirm this SetupIntent because it's missing a payment method. You can either update "
             "the SetupIntent with a payment method and then confirm it again, or confirm it again directly with a "
-            "payment method.", code="setup_intent_unexpected_state", param="payment_method")
+            "payment method.",
+            code="setup_intent_unexpected_state",
+            param="payment_method",
+        )
     method = payment_methods.resolve(store, value, param="payment_method", for_update=True)
     if method.data["type"] not in data["payment_method_types"]:
         raise SandboxError(
-            400, f"The provided PaymentMethod's type ({method.data['type']}) is not allowed for this SetupIntent. "
-            f"Allowed types: {', '.join(data['payment_method_types'])}.", param="payment_method")
+            400,
+            f"The provided PaymentMethod's type ({method.data['type']}) is not allowed for this SetupIntent. "
+            f"Allowed types: {', '.join(data['payment_method_types'])}.",
+            param="payment_method",
+        )
     if data["customer"] is None and method.data["customer"] is not None:
-        raise SandboxError(400, "The provided PaymentMethod was previously attached to a Customer; pass that "
-                           "customer to use it.", param="payment_method")
+        raise SandboxError(
+            400,
+            "The provided PaymentMethod was previously attached to a Customer; pass that customer to use it.",
+            param="payment_method",
+        )
     refused = payment_methods.check_with_issuer(store, method)
     if refused is not None:
-        data.update(status="requires_payment_method", payment_method=None, next_action=None,
-                    last_setup_error=refused.hash())
+        data.update(
+            status="requires_payment_method", payment_method=None, next_action=None, last_setup_error=refused.hash()
+        )
         store.update(row, data)
         events.record(store, "setup_intent.setup_failed", store.present(row))
         refused.extra["setup_intent"] = store.present(row)
         refused.keep_changes = True  # the failed attempt is part of the intent's history
         raise refused
     if payment_methods.setup_needs_authentication(method):
-        data.update(status="requires_action", payment_method=method.id, last_setup_error=None, next_action={
-            "type": "use_stripe_sdk",
-            "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": "https://hooks.stripe.com/3d_secure_2/"
-                               f"hosted?merchant=acct_sandbox&setup_intent={data['id']}", "source": None}})
+        data.update(
+            status="requires_action",
+            payment_method=method.id,
+            last_setup_error=None,
+            next_action={
+                "type": "use_stripe_sdk",
+                "use_stripe_sdk": {
+                    "type": "three_d_secure_redirect",
+                    "stripe_js": "https://hooks.stripe.com/3d_secure_2/"
+                    f"hosted?merchant=acct_sandbox&setup_intent={data['id']}",
+                    "source": None,
+                },
+            },
+        )
         store.update(row, data)
         events.record(store, "setup_intent.requires_action", store.present(row))
         return
@@ -121,13 +152,19 @@ def authenticate(store: Store, row: SandboxObject, succeeded: bool) -> None:
     data = copy.deepcopy(row.data)
     method = store.require(payment_methods.OBJECT_TYPE, data["payment_method"], for_update=True)
     if not succeeded:
-        data.update(status="requires_payment_method", payment_method=None, next_action=None, last_setup_error={
-            "code": "setup_intent_authentication_failure",
-            "doc_url": "https://stripe.com/docs/error-codes/setup-intent-authentication-failure",
-            "message": "We are unable to authenticate your payment method. Please choose a different payment "
-                       "method and try again.",
-            "payment_method": store.present(method),
-            "type": "invalid_request_error"})
+        data.update(
+            status="requires_payment_method",
+            payment_method=None,
+            next_action=None,
+            last_setup_error={
+                "code": "setup_intent_authentication_failure",
+                "doc_url": "https://stripe.com/docs/error-codes/setup-intent-authentication-failure",
+                "message": "We are unable to authenticate your payment method. Please choose a different payment "
+                "method and try again.",
+                "payment_method": store.present(method),
+                "type": "invalid_request_error",
+            },
+        )
         store.update(row, data)
         events.record(store, "setup_intent.setup_failed", store.present(row))
         return
@@ -154,8 +191,9 @@ def create(req: Request) -> Document:
         customer = store.require("customer", params["customer"], param="customer", status=400).id
     # Automatic payment methods are on unless turned off, as in current API versions.
     wanted = params.get("automatic_payment_methods", {"enabled": True})
-    automatic = {"allow_redirects": wanted.get("allow_redirects", "always"), "enabled": True} if wanted["enabled"] \
-        else None
+    automatic = (
+        {"allow_redirects": wanted.get("allow_redirects", "always"), "enabled": True} if wanted["enabled"] else None
+    )
     allowed = _allowed(params)
     types = allowed or (list(AUTOMATIC_TYPES) if automatic else ["card"])
     setup_intent_id = store.new_id(OBJECT_TYPE)
@@ -209,8 +247,15 @@ def confirm(req: Request) -> Document:
     row = req.store.require(OBJECT_TYPE, req.path_params["intent"], for_update=True)
     allowed = _allowed(req.params)
     if allowed is not None:
-        req.store.update(row, {**row.data, "allowed_payment_method_types": allowed, "payment_method_types": allowed,
-                               "payment_method_options": _payment_method_options(allowed)})
+        req.store.update(
+            row,
+            {
+                **row.data,
+                "allowed_payment_method_types": allowed,
+                "payment_method_types": allowed,
+                "payment_method_options": _payment_method_options(allowed),
+            },
+        )
     _confirm(req.store, row, req.params.get("payment_method"))
     return req.store.present(row)
 
@@ -220,8 +265,11 @@ def cancel(req: Request) -> Document:
     row = store.require(OBJECT_TYPE, req.path_params["intent"], for_update=True)
     if row.data["status"] not in _CONFIRMABLE:
         raise _unexpected_state(row.data, "cancel")
-    data = {**copy.deepcopy(row.data), "status": "canceled",
-            "cancellation_reason": req.params.get("cancellation_reason") or None}
+    data = {
+        **copy.deepcopy(row.data),
+        "status": "canceled",
+        "cancellation_reason": req.params.get("cancellation_reason") or None,
+    }
     store.update(row, data)
     events.record(store, "setup_intent.canceled", store.present(row))
     return store.present(row)

@@ -67,9 +67,17 @@ _sequence = _Sequence()
 
 
 class Store:
-    def __init__(self, session: Session, kinds: Mapping[str, ObjectKind], now: float, *,
-                 request_id: str | None = None, idempotency_key: str | None = None,
-                 recorded_at: float | None = None, public_url: str = DEFAULT_PUBLIC_URL) -> None:
+    def __init__(
+        self,
+        session: Session,
+        kinds: Mapping[str, ObjectKind],
+        now: float,
+        *,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+        recorded_at: float | None = None,
+        public_url: str = DEFAULT_PUBLIC_URL,
+    ) -> None:
         self.session = session
         self.kinds = kinds
         self.now = int(now)
@@ -88,22 +96,25 @@ class Store:
     def new_id(self, object_type: str) -> str:
         return f"{self.kinds[object_type].id_prefix}_{random_token()}"
 
-    def get(self, object_type: str, object_id: str, *, for_update: bool = False,
-            include_deleted: bool = False) -> SandboxObject | None:
+    def get(
+        self, object_type: str, object_id: str, *, for_update: bool = False, include_deleted: bool = False
+    ) -> SandboxObject | None:
         """The row; `for_update` locks it and re-reads it, so what a caller rewrites is current.
 
         Without `populate_existing` the session would hand back a row it loaded
         earlier in the request, unlocked, as it was then: writing that back
         would undo a concurrent request's committed change (a lost update).
         """
-        row = self.session.get(SandboxObject, object_id, with_for_update=for_update or None,
-                               populate_existing=for_update)
+        row = self.session.get(
+            SandboxObject, object_id, with_for_update=for_update or None, populate_existing=for_update
+        )
         if row is None or row.object_type != object_type or (row.deleted and not include_deleted):
             return None
         return row
 
-    def require(self, object_type: str, object_id: str, *, param: str = "id", status: int = 404,
-                for_update: bool = False) -> SandboxObject:
+    def require(
+        self, object_type: str, object_id: str, *, param: str = "id", status: int = 404, for_update: bool = False
+    ) -> SandboxObject:
         row = self.get(object_type, object_id, for_update=for_update)
         if row is None:
             raise resource_missing(self.kinds[object_type].noun, object_id, param=param, status=status)
@@ -111,8 +122,9 @@ class Store:
 
     # -- writes --------------------------------------------------------------
 
-    def insert(self, object_type: str, data: Document, *, customer: str | None = None,
-               due_at: int | None = None) -> SandboxObject:
+    def insert(
+        self, object_type: str, data: Document, *, customer: str | None = None, due_at: int | None = None
+    ) -> SandboxObject:
         row = SandboxObject(
             id=data["id"],
             object_type=object_type,

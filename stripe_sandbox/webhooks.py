@@ -50,8 +50,8 @@ from sqlalchemy.orm import Session
 
 from stripe_sandbox import events
 from stripe_sandbox.clock import sandbox_time
-from stripe_sandbox.models import SandboxObject, SandboxWebhookDelivery
 from stripe_sandbox.database import SessionSource
+from stripe_sandbox.models import SandboxObject, SandboxWebhookDelivery
 from stripe_sandbox.store import Store
 from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS, TEST_MODE_RETRY_DELAYS, next_attempt_at
 
@@ -76,12 +76,24 @@ class _Claimed:
 
 
 class WebhookSender:
-    def __init__(self, database: SessionSource, secret: str, transport: Transport, *, background: bool = False,
-                 concurrency: int = 32, ordered: bool = False, rng: random.Random | int | None = None,
-                 timeout_seconds: float = DELIVERY_TIMEOUT_SECONDS,
-                 retry_delays: Sequence[float] = TEST_MODE_RETRY_DELAYS,
-                 after_run: Callable[[], None] | None = None, lease_seconds: float = 60.0,
-                 poll_seconds: float = 1.0, retry_seconds: float = 2.0, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        database: SessionSource,
+        secret: str,
+        transport: Transport,
+        *,
+        background: bool = False,
+        concurrency: int = 32,
+        ordered: bool = False,
+        rng: random.Random | int | None = None,
+        timeout_seconds: float = DELIVERY_TIMEOUT_SECONDS,
+        retry_delays: Sequence[float] = TEST_MODE_RETRY_DELAYS,
+        after_run: Callable[[], None] | None = None,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
+        retry_seconds: float = 2.0,
+        batch_size: int = 500,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._database = database
@@ -163,7 +175,7 @@ class WebhookSender:
                 return delivered
             for index, item in enumerate(claimed):
                 if not self._attempt(item):
-                    self._release([c.event_id for c in claimed[index + 1:]])
+                    self._release([c.event_id for c in claimed[index + 1 :]])
                     self._last_run_failed = True
                     return delivered
                 delivered += 1
@@ -212,9 +224,15 @@ class WebhookSender:
             d = SandboxWebhookDelivery
             due = or_(d.next_attempt_at.is_(None), d.next_attempt_at <= sandbox_time(session))
             free = or_(d.lease_until.is_(None), d.lease_until <= now)
-            rows = list(session.scalars(
-                select(d).where(d.pending.is_(True), due, free).order_by(d.seq, d.event_id).limit(self._batch_size)
-                .with_for_update(skip_locked=True)))
+            rows = list(
+                session.scalars(
+                    select(d)
+                    .where(d.pending.is_(True), due, free)
+                    .order_by(d.seq, d.event_id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            )
             # Long enough for every one to time out, `concurrency` at a time.
             lease = self._lease_seconds + math.ceil(len(rows) / self.concurrency) * self.timeout_seconds
             return self._lease(session, rows, now + lease)
@@ -223,9 +241,15 @@ class WebhookSender:
         now = time.time()
         with self._database.write() as session:
             d = SandboxWebhookDelivery
-            rows = list(session.scalars(
-                select(d).where(d.pending.is_(True)).order_by(d.seq, d.event_id).limit(self._batch_size)
-                .with_for_update()))
+            rows = list(
+                session.scalars(
+                    select(d)
+                    .where(d.pending.is_(True))
+                    .order_by(d.seq, d.event_id)
+                    .limit(self._batch_size)
+                    .with_for_update()
+                )
+            )
             taken = []
             for row in rows:
                 if row.lease_until is not None and row.lease_until > now:
@@ -282,9 +306,11 @@ class WebhookSender:
         if not event_ids:
             return
         with self._database.write() as session:
-            for row in session.scalars(select(SandboxWebhookDelivery)
-                                       .where(SandboxWebhookDelivery.event_id.in_(event_ids)).with_for_update()):
+            for row in session.scalars(
+                select(SandboxWebhookDelivery).where(SandboxWebhookDelivery.event_id.in_(event_ids)).with_for_update()
+            ):
                 row.lease_until = None
+
     # -- triggering -------------------------------------------------------------------
 
     def notify(self) -> None:

@@ -4,34 +4,40 @@ with Stripe served by the built-in sandbox through the real `stripe` library."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import responses
+import stripe
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
-from billing.tokens import mint_token
 from billing.catalog import ensure_catalog
 from billing.cli import run_migrations
-from billing.config import DEFAULT_ERRORS_DOC_URL, Config
-from billing.db import Base, normalize_database_url
+from billing.config import Config
+from billing.db import normalize_database_url
+from billing.gateway import StripeGateway, build_client
+from billing.replica import Keeper
 from billing.state import BillingState
-from stripe_sandbox import SANDBOX_TABLES
-
-TEST_ENV = {
-    "JWT_SECRET": "test-secret-that-is-long-enough-for-hs256-0123456789",
-    "JWT_ISSUER": "https://issuer.test/",
-    "JWT_AUDIENCE": "billing-api",
-    "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
-    "LOG_LEVEL": "WARNING",
-    "STRIPE_SANDBOX": "1",
-}
+from billing.tokens import mint_token
+from stripe_sandbox import SandboxHTTPClient
+from tests import helpers
+from tests.helpers import (
+    FAULTS_API_KEY,
+    LIVE_API_KEY,
+    STRIPE_URL,
+    TEST_ENV,
+    Api,
+    FakeStripe,
+    synchronous_webhooks,
+    wipe,
+)
 
 
 def _fresh_database_url(tmp_dir: str) -> str:
@@ -69,20 +75,6 @@ def config(database_url: str) -> Config:
     return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url})
 
 
-def synchronous_webhooks(holder: dict[str, Flask]) -> Any:
-    """The sandbox's events, posted to the app's webhook route as they happen."""
-
-    def post(payload: bytes, headers: Any) -> int:
-        app = holder.get("app")
-        if app is None:  # still being created: Stripe would retry later, and so does the sandbox
-            return 503
-        # A fresh app context: a nested request would otherwise share the outer one's `g`.
-        with app.app_context():
-            return int(app.test_client().post("/webhooks/stripe", data=payload, headers=dict(headers)).status_code)
-
-    return post
-
-
 def apply_after_delivery(app: Flask) -> None:
     """After each synchronous delivery run of the sandbox, the queue's work is
     done too, here (the sender's `after_run`): the tasks queued through Huey,
@@ -118,28 +110,6 @@ def session_app(config: Config) -> Flask:
     return app
 
 
-CATALOG_TABLES = {"sandbox_price_lookup_keys"}
-CATALOG_OBJECTS = ("product", "price")
-
-
-def wipe(app: Flask, *, keep_catalog: bool = True) -> None:
-    """Empty every table (the service's and the sandbox's), but for the catalog
-    the sandbox starts with, which every test would otherwise rebuild."""
-    state: BillingState = app.extensions["billing"]
-    with state.db.write() as session:
-        for table in [*reversed(Base.metadata.sorted_tables), *SANDBOX_TABLES]:
-            if keep_catalog and table.name in CATALOG_TABLES:
-                continue
-            if keep_catalog and table.name == "stripe_copies":  # the service's copy of the catalog
-                session.execute(table.delete().where(table.c.object_type != "product"))
-                continue
-            if keep_catalog and table.name == "sandbox_objects":
-                session.execute(table.delete().where(table.c.object_type.not_in(CATALOG_OBJECTS)))
-                continue
-            session.execute(table.delete())
-    state.queue.huey.flush()
-
-
 @pytest.fixture
 def app(session_app: Flask) -> Iterator[Flask]:
     state: BillingState = session_app.extensions["billing"]
@@ -152,21 +122,6 @@ def app(session_app: Flask) -> Iterator[Flask]:
 @pytest.fixture
 def state(app: Flask) -> BillingState:
     return app.extensions["billing"]  # type: ignore[no-any-return]
-
-
-def count_stripe_requests(monkeypatch: Any) -> list[str]:
-    """Every Stripe request the service makes from here on, as "GET /v1/..." (no host, no query)."""
-    from billing.instrumentation import InstrumentedHTTPClient
-
-    seen: list[str] = []
-    original = InstrumentedHTTPClient.request_with_retries
-
-    def counting(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(f"{method.upper()} {url.split('api.stripe.com', 1)[-1].split('?', 1)[0]}")
-        return original(self, method, url, *args, **kwargs)
-
-    monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", counting)
-    return seen
 
 
 @pytest.fixture
@@ -198,113 +153,17 @@ def auth(config: Config) -> Any:
     return headers
 
 
-class Api:
-    """A thin client for the contract's calls, as one user."""
-
-    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
-        self.client = client
-        self.headers = headers
-
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(path, headers=self.headers, **kw)
-
-    def post(self, path: str, json: Any = None, **kw: Any) -> Any:
-        return self.client.post(path, json=json, headers=self.headers, **kw)
-
-    def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
-        return self.client.patch(path, json=json, headers=self.headers, **kw)
-
-    def delete(self, path: str, **kw: Any) -> Any:
-        return self.client.delete(path, headers=self.headers, **kw)
-
-    def workspace(self, mode: str = "pooled", name: str = "Acme") -> str:
-        response = self.post("/workspaces", {"name": name, "billing_mode": mode})
-        assert response.status_code == 201, response.json
-        return str(response.json["id"])
-
-    def account(self, workspace_id: str, **overrides: Any) -> dict[str, Any]:
-        body = {
-            "name": "ACME Corp Billing",
-            "email": "billing@acme.com",
-            "address": {"country": "US"},
-            **overrides,
-        }
-        response = self.post(f"/workspaces/{workspace_id}/billing-accounts", body)
-        assert response.status_code == 201, response.json
-        return dict(response.json)
-
-    def account_without_trial(self) -> dict[str, Any]:
-        """A pooled workspace with two accounts (so no trial), and the first
-        account with its path: {"alice", "ws", "account", "acc"}."""
-        ws = self.workspace("pooled")
-        account = self.account(ws)
-        self.account(ws, name="Second")
-        return {"alice": self, "ws": ws, "account": account, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
-
-    def advance_clock(self, amount: dict[str, int]) -> dict[str, Any]:
-        """POST /sandbox/clock/advance, then poll GET /sandbox/clock until `ready`, as a
-        client of Stripe's test clocks does; returns that last reading."""
-        response = self.post("/sandbox/clock/advance", amount)
-        assert response.status_code == 202, response.json
-        deadline = time.monotonic() + 60
-        while (clock := self.get("/sandbox/clock").json)["status"] == "advancing" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert clock["status"] == "ready", clock
-        return dict(clock)
-
-    def add_member(self, workspace_id: str, user_id: str, role: str) -> None:
-        response = self.post(f"/workspaces/{workspace_id}/members", {"user_id": user_id, "role": role})
-        assert response.status_code == 201, response.json
-
-
 @pytest.fixture
 def as_user(client: FlaskClient, auth: Any) -> Any:
     """as_user("alice") -> an Api acting as alice."""
     return lambda user_id: Api(client, auth(user_id))
 
 
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is the contract's error envelope with this status and code."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    body = response.json
-    assert body["code"] == code, body
-    assert body["type"]
-    assert body["message"]
-    assert body["request_id"].startswith("req_")
-    assert set(body) <= {"type", "code", "message", "errors", "request_id", "doc_url"}
-    assert body["doc_url"] == DEFAULT_ERRORS_DOC_URL + code, body  # the published envelope's
-    return dict(body)
-
-
 @pytest.fixture
-def subscribe(state: BillingState) -> Any:
-    """subscribe(customer_id, {"users": 3}) -> a Stripe subscription made through
-    the gateway (creating subscriptions through the API is the next issue)."""
-    import uuid
-
-    prices: dict[str, Any] = {}
-
-    def make(customer_id: str, quantities: dict[str, int], interval: str = "month",
-             currency: str = "usd", **extra: Any) -> Any:
-        items = []
-        for product, quantity in quantities.items():
-            key = f"{product}_{currency}_{interval}"
-            if key not in prices:
-                found = state.gateway.prices_by_lookup_key([key])
-                prices[key] = found.get(key) or state.gateway.create_price(
-                    {"currency": currency, "unit_amount": 1500, "recurring": {"interval": interval},
-                     "product_data": {"name": product}, "lookup_key": key},
-                    idempotency_key=uuid.uuid4().hex,
-                )
-            items.append({"price": prices[key].id, "quantity": quantity})
-        params = {"customer": customer_id, "items": items, "collection_method": "send_invoice",
-                  "days_until_due": 30, **extra}
-        if "trial_period_days" in extra:
-            params.pop("collection_method")
-            params.pop("days_until_due")
-        return state.gateway.create_subscription(params, idempotency_key=uuid.uuid4().hex)
-
-    return make
+def subscribe_in_stripe(state: BillingState) -> Any:
+    """subscribe_in_stripe(customer_id, {"users": 3}) -> a Stripe subscription made
+    through the gateway, not the API (see helpers.subscribe_in_stripe)."""
+    return functools.partial(helpers.subscribe_in_stripe, state.gateway, {})
 
 
 @pytest.fixture
@@ -317,9 +176,6 @@ def webhooks_lost(state: BillingState, monkeypatch: Any) -> None:
 def webhooks_ignored(state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks are acknowledged unread (for bulk set-up that doesn't need them)."""
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)
-
-
-LIVE_API_KEY = "sk_test_51SecretKeyThatMustNeverLeak"
 
 
 @pytest.fixture
@@ -347,7 +203,6 @@ def mocked() -> Iterator[Any]:
         yield rsps
 
 
-
 @pytest.fixture
 def reconcile_now(app: Flask) -> Any:
     """reconcile_now() -> `flask reconcile`'s report, run as the CLI runs it (in an app context)."""
@@ -355,7 +210,7 @@ def reconcile_now(app: Flask) -> Any:
 
     def run(full: bool = False) -> Any:
         with app.app_context():
-            return reconcile(full=full)
+            return reconcile(app.extensions["billing"], full=full)
 
     return run
 
@@ -387,3 +242,39 @@ def reads_cost_stripe_nothing(request: Any, monkeypatch: Any) -> Iterator[list[s
     monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", guarded)
     yield violations
     assert violations == [], f"GETs that called Stripe: {violations}"
+
+
+@pytest.fixture
+def frozen_sandbox_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's clock stands still (at a whole second) while the test runs."""
+    import time
+
+    import stripe_sandbox.clock
+
+    now = float(int(time.time()))
+
+    class Frozen:
+        @staticmethod
+        def time() -> float:
+            return now
+
+    monkeypatch.setattr(stripe_sandbox.clock, "time", Frozen)
+
+
+@pytest.fixture
+def stripe_world(session_app: Flask, database_url: str, monkeypatch: Any) -> Iterator[dict[str, Any]]:
+    """The service with a (fake) live key against a fake api.stripe.com answered by the
+    sandbox, faults injected on `fake.plan`: {"app", "fake", "brain" (a gateway on the sandbox)}."""
+    monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
+    state = session_app.extensions["billing"]
+    brain = SandboxHTTPClient(state.db)
+    fake = FakeStripe(brain)
+    app = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": FAULTS_API_KEY}))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for method in ("GET", "POST", "DELETE"):
+            mock.add_callback(method, STRIPE_URL, callback=fake)
+        ensure_catalog(app.extensions["billing"].gateway)
+        # Changes made behind the service's back reach its copy as webhooks would bring them.
+        brain_gateway = StripeGateway(build_client("sk_test_sandbox", http_client=brain), keep=Keeper(state.db))
+        yield {"app": app, "fake": fake, "brain": brain_gateway}
+    wipe(session_app)

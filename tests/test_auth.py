@@ -6,24 +6,31 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
-from jwt.warnings import InsecureKeyLengthWarning
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.warnings import InsecureKeyLengthWarning
 
 from app import create_app
 from billing.config import Config
-from tests.conftest import TEST_ENV, assert_error
+from tests.helpers import TEST_ENV, assert_error
 
 SECRET = TEST_ENV["JWT_SECRET"]
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"sub": "alice", "iat": now, "exp": now + 600, "iss": TEST_ENV["JWT_ISSUER"], "aud": TEST_ENV["JWT_AUDIENCE"]}
+    base = {
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 600,
+        "iss": TEST_ENV["JWT_ISSUER"],
+        "aud": TEST_ENV["JWT_AUDIENCE"],
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -53,7 +60,9 @@ def test_valid_token_is_accepted(client: Any) -> None:
         pytest.param(None, id="missing"),
         pytest.param("not-a-jwt", id="malformed"),
         pytest.param(jwt.encode(claims(exp=int(time.time()) - 120), SECRET, algorithm="HS256"), id="expired"),
-        pytest.param(jwt.encode(claims(), "another-secret-of-sufficient-length-000000", algorithm="HS256"), id="forged"),
+        pytest.param(
+            jwt.encode(claims(), "another-secret-of-sufficient-length-000000", algorithm="HS256"), id="forged"
+        ),
         pytest.param(jwt.encode(claims(iss="https://evil.test/"), SECRET, algorithm="HS256"), id="wrong-issuer"),
         pytest.param(jwt.encode(claims(aud="someone-else"), SECRET, algorithm="HS256"), id="wrong-audience"),
         pytest.param(jwt.encode(claims(exp=None), SECRET, algorithm="HS256"), id="no-exp"),
@@ -91,7 +100,7 @@ class _JwksServer:
         body = json.dumps(jwks).encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

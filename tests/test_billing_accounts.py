@@ -7,38 +7,24 @@ import uuid
 from typing import Any
 
 import pytest
-
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from billing.models import BillingAccountIndex
-from tests.conftest import assert_error
+from tests.helpers import FULL, assert_error, index_rows
 
-FULL = {
-    "name": "ACME Corp (EU)",
-    "email": "billing-eu@acme.com",
-    "phone": "+442071234567",
-    "description": "For all European operations.",
-    "currency": "eur",
-    "address": {
-        "country": "US",
-        "line1": "123 Main Street",
-        "line2": "Suite 456",
-        "city": "San Francisco",
-        "state": "CA",
-        "postal_code": "94105",
-    },
-}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-SEED_KEYS = {"id", "workspace_id", "name", "email", "phone", "description", "currency", "address",
-             "created_at", "updated_at"}
-
-
-def index_rows(state: Any, workspace_id: str | None = None) -> list[BillingAccountIndex]:
-    with state.db.read() as session:
-        query = select(BillingAccountIndex)
-        if workspace_id:
-            query = query.where(BillingAccountIndex.workspace_id == workspace_id)
-        return list(session.scalars(query))
+SEED_KEYS = {
+    "id",
+    "workspace_id",
+    "name",
+    "email",
+    "phone",
+    "description",
+    "currency",
+    "address",
+    "created_at",
+    "updated_at",
+}
 
 
 def test_create_returns_seed_shape_and_creates_customer(as_user: Any, state: Any) -> None:
@@ -67,8 +53,14 @@ def test_create_minimal_defaults(as_user: Any) -> None:
     body = alice.account(ws, address={"country": "za"})
     assert body["currency"] == "usd"
     assert body["phone"] is None and body["description"] is None
-    assert body["address"] == {"country": "ZA", "line1": None, "line2": None, "city": None, "state": None,
-                               "postal_code": None}
+    assert body["address"] == {
+        "country": "ZA",
+        "line1": None,
+        "line2": None,
+        "city": None,
+        "state": None,
+        "postal_code": None,
+    }
 
 
 def test_create_validation_changes_nothing(as_user: Any, state: Any) -> None:
@@ -116,7 +108,9 @@ def test_list_does_not_scan_the_stripe_account(as_user: Any, state: Any, monkeyp
         state.gateway.client.v1.customers.create({"name": f"other {i}"})
     calls: list[str] = []
     original = state.gateway.client.v1.customers.list
-    monkeypatch.setattr(state.gateway.client.v1.customers, "list", lambda *a, **k: calls.append("list") or original(*a, **k))
+    monkeypatch.setattr(
+        state.gateway.client.v1.customers, "list", lambda *a, **k: calls.append("list") or original(*a, **k)
+    )
     listed = alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]
     assert [a["id"] for a in listed] == [mine["id"]]
     assert calls == []
@@ -154,8 +148,9 @@ def test_update_mirrors_to_stripe(as_user: Any, state: Any) -> None:
     ws = alice.workspace()
     created = alice.post(f"/workspaces/{ws}/billing-accounts", FULL).json
     path = f"/workspaces/{ws}/billing-accounts/{created['id']}"
-    response = alice.patch(path, {"name": "New name", "phone": None, "description": None,
-                                  "address": {"country": "GB", "city": "London"}})
+    response = alice.patch(
+        path, {"name": "New name", "phone": None, "description": None, "address": {"country": "GB", "city": "London"}}
+    )
     assert response.status_code == 200, response.json
     body = response.json
     assert body["name"] == "New name" and body["phone"] is None and body["description"] is None
@@ -196,11 +191,11 @@ def test_delete_removes_customer_and_index(as_user: Any, state: Any) -> None:
     alice.account(ws)  # the single slot is free again
 
 
-def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe: Any) -> None:
+def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe_in_stripe: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    subscription = subscribe(account["id"], {"users": 3})
+    subscription = subscribe_in_stripe(account["id"], {"users": 3})
     path = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     assert_error(alice.delete(path), 422, "active_subscriptions_exist")
     assert len(index_rows(state, ws)) == 1
@@ -209,8 +204,9 @@ def test_delete_guard_active_subscription(as_user: Any, state: Any, subscribe: A
     assert alice.delete(path).status_code == 204
 
 
-def test_customer_deleted_in_stripe_disappears(as_user: Any, state: Any, webhooks_lost: None,
-                                               reconcile_now: Any) -> None:
+def test_customer_deleted_in_stripe_disappears(
+    as_user: Any, state: Any, webhooks_lost: None, reconcile_now: Any
+) -> None:
     """Reads cost Stripe nothing, so a deletion whose webhook never arrived shows
     only once `reconcile` has caught up; then the index row is gone too."""
     alice = as_user("alice")
@@ -247,8 +243,9 @@ def test_customer_whose_metadata_names_another_workspace_is_not_shown(as_user: A
     workspace_id = alice.workspace()
     kept = alice.account(workspace_id, name="Kept")
     moved = alice.account(workspace_id, name="Moved")
-    state.gateway.update_customer(moved["id"], {"metadata": {"workspace_id": "ws_someoneelse000000"}},
-                                  idempotency_key="test-move-metadata")
+    state.gateway.update_customer(
+        moved["id"], {"metadata": {"workspace_id": "ws_someoneelse000000"}}, idempotency_key="test-move-metadata"
+    )
     assert [a["id"] for a in alice.get(f"/workspaces/{workspace_id}/billing-accounts").json["data"]] == [kept["id"]]
     assert_error(alice.get(f"/workspaces/{workspace_id}/billing-accounts/{moved['id']}"), 404, "not_found")
     assert alice.get(f"/workspaces/{workspace_id}/billing-accounts/{kept['id']}").status_code == 200
@@ -258,11 +255,18 @@ def _crashed_reservation(state: Any, ws: str, *, reached_stripe: bool) -> str:
     """What a request that died between reserving a slot and activating it leaves:
     a pending row with its parameters (and, maybe, the customer made at Stripe)."""
     reference = uuid.uuid4().hex
-    params = {"name": "Crashed", "email": "c@x.co", "address": {"country": "US"},
-              "metadata": {"workspace_id": ws, "currency": "usd", "billing_api_reference": reference}}
+    params = {
+        "name": "Crashed",
+        "email": "c@x.co",
+        "address": {"country": "US"},
+        "metadata": {"workspace_id": ws, "currency": "usd", "billing_api_reference": reference},
+    }
     with state.db.write() as session:
-        session.add(BillingAccountIndex(workspace_id=ws, reference=reference, currency="usd", state="pending",
-                                        create_params=params))
+        session.add(
+            BillingAccountIndex(
+                workspace_id=ws, reference=reference, currency="usd", state="pending", create_params=params
+            )
+        )
     if reached_stripe:
         state.gateway.client.v1.customers.create(params, {"idempotency_key": f"billing-account:{reference}"})
     return reference
@@ -271,7 +275,8 @@ def _crashed_reservation(state: Any, ws: str, *, reached_stripe: bool) -> str:
 @pytest.mark.stripe_reads  # the list settles the dead reservation: a Stripe create, once
 @pytest.mark.parametrize("reached_stripe", [True, False])
 def test_a_reservation_whose_request_died_is_settled_the_next_time_it_matters(
-        as_user: Any, state: Any, reached_stripe: bool) -> None:
+    as_user: Any, state: Any, reached_stripe: bool
+) -> None:
     alice = as_user("alice")
     ws = alice.workspace("single")
     _crashed_reservation(state, ws, reached_stripe=reached_stripe)
@@ -289,8 +294,11 @@ def test_a_dead_reservation_refused_by_stripe_frees_its_slot(as_user: Any, state
     ws = alice.workspace("single")
     reference = _crashed_reservation(state, ws, reached_stripe=False)
     with state.db.write() as session:  # parameters Stripe refuses outright
-        session.execute(update(BillingAccountIndex).where(BillingAccountIndex.reference == reference)
-                        .values(create_params={"name": "x", "no_such_parameter": "y"}))
+        session.execute(
+            update(BillingAccountIndex)
+            .where(BillingAccountIndex.reference == reference)
+            .values(create_params={"name": "x", "no_such_parameter": "y"})
+        )
     response = alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert response.status_code == 201, response.json
     assert [r.customer_id for r in index_rows(state, ws)] == [response.json["id"]]

@@ -40,9 +40,17 @@ from stripe_sandbox.models import SandboxRateWindow
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
-    "--disable-extensions", "--disable-sync", "--no-first-run", "--metrics-recording-only",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-sync",
+    "--no-first-run",
+    "--metrics-recording-only",
 ]
 
 
@@ -63,7 +71,7 @@ PAGE = b"<!doctype html><meta charset=utf-8><title>front end</title><p>a front e
 
 
 class PageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(PAGE)))
@@ -169,17 +177,22 @@ class FrontEnd:
         assert browser.execute_script("return location.origin") == origin
 
     def fetch(self, method: str, path: str, body: Any = None, **headers: str) -> dict[str, Any]:
-        sent = {"Authorization": self.bearer, **({"Content-Type": "application/json"} if body is not None else {}),
-                **{name.replace("_", "-"): value for name, value in headers.items()}}
-        result: dict[str, Any] = self.browser.execute_async_script(FETCH, self.stack.api.base + path, method,
-                                                                   sent, body)
+        sent = {
+            "Authorization": self.bearer,
+            **({"Content-Type": "application/json"} if body is not None else {}),
+            **{name.replace("_", "-"): value for name, value in headers.items()},
+        }
+        result: dict[str, Any] = self.browser.execute_async_script(
+            FETCH, self.stack.api.base + path, method, sent, body
+        )
         return result
 
 
 def workspaces_of(stack: Stack, user_id: str) -> list[dict[str, Any]]:
     """What the service holds, asked outside the browser."""
-    response = requests.get(f"{stack.api.base}/workspaces", timeout=10,
-                            headers={"Authorization": f"Bearer {stack.token(user_id)}"})
+    response = requests.get(
+        f"{stack.api.base}/workspaces", timeout=10, headers={"Authorization": f"Bearer {stack.token(user_id)}"}
+    )
     assert response.status_code == 200
     return list(response.json()["data"])
 
@@ -188,16 +201,18 @@ def test_a_front_end_on_an_allowed_origin_reads_answers_and_exposed_headers(brow
     page = FrontEnd(browser, stack, stack.allowed.origin, "browser-user")
     key = secrets.token_hex(8)
 
-    created = page.fetch("POST", "/workspaces", {"name": "From a browser", "billing_mode": "single"},
-                         Idempotency_Key=key)
+    created = page.fetch(
+        "POST", "/workspaces", {"name": "From a browser", "billing_mode": "single"}, Idempotency_Key=key
+    )
     assert created.get("status") == 201, created
     workspace = created["body"]
     assert workspace["name"] == "From a browser" and workspace["id"]
     assert created["headers"]["x-request-id"].startswith("req_")
     assert created["headers"]["idempotent-replayed"] is None
 
-    replayed = page.fetch("POST", "/workspaces", {"name": "From a browser", "billing_mode": "single"},
-                          Idempotency_Key=key)
+    replayed = page.fetch(
+        "POST", "/workspaces", {"name": "From a browser", "billing_mode": "single"}, Idempotency_Key=key
+    )
     assert replayed.get("status") == 201, replayed
     assert replayed["body"] == workspace and replayed["headers"]["idempotent-replayed"] == "true"
     assert [w["id"] for w in workspaces_of(stack, "browser-user")] == [workspace["id"]]  # made once
@@ -208,8 +223,12 @@ def test_a_front_end_on_an_allowed_origin_reads_answers_and_exposed_headers(brow
     assert read["headers"]["x-request-id"] == "page-req-1"
 
     accounts = f"/workspaces/{workspace['id']}/billing-accounts"
-    account = page.fetch("POST", accounts, {"name": "Browser billing", "email": "b@browser.test",
-                                            "address": {"country": "US"}}, Idempotency_Key=secrets.token_hex(8))
+    account = page.fetch(
+        "POST",
+        accounts,
+        {"name": "Browser billing", "email": "b@browser.test", "address": {"country": "US"}},
+        Idempotency_Key=secrets.token_hex(8),
+    )
     assert account.get("status") == 201, account
     account_path = f"{accounts}/{account['body']['id']}"
 
@@ -222,7 +241,7 @@ def test_a_front_end_on_an_allowed_origin_reads_answers_and_exposed_headers(brow
     assert renamed.get("status") == 200 and renamed["body"]["name"] == "Renamed"
 
 
-class customer_updates_spent:  # noqa: N801 (a context manager, used like a function)
+class customer_updates_spent:
     """Stripe's per-endpoint quota for customer updates, spent for the next minute:
     the sandbox counts requests per second in its database (stripe_sandbox.rate_limits)."""
 
@@ -235,10 +254,13 @@ class customer_updates_spent:  # noqa: N801 (a context manager, used like a func
     def __enter__(self) -> None:
         now = int(time.time())
         with self.engine.begin() as conn:
-            conn.execute(insert(SandboxRateWindow), [
-                {"bucket": self.bucket, "window_start_second": second, "count": 25}
-                for second in range(now - 1, now + 60)
-            ])
+            conn.execute(
+                insert(SandboxRateWindow),
+                [
+                    {"bucket": self.bucket, "window_start_second": second, "count": 25}
+                    for second in range(now - 1, now + 60)
+                ],
+            )
 
     def __exit__(self, *exc: object) -> None:
         with self.engine.begin() as conn:
@@ -249,14 +271,17 @@ class customer_updates_spent:  # noqa: N801 (a context manager, used like a func
 def test_a_page_from_another_origin_cannot_read_the_api(browser: Any, stack: Stack) -> None:
     page = FrontEnd(browser, stack, stack.other.origin, "stranger")
 
-    write = page.fetch("POST", "/workspaces", {"name": "Cross-site", "billing_mode": "single"},
-                       Idempotency_Key=secrets.token_hex(8))
+    write = page.fetch(
+        "POST", "/workspaces", {"name": "Cross-site", "billing_mode": "single"}, Idempotency_Key=secrets.token_hex(8)
+    )
     assert write == {"rejected": "TypeError: Failed to fetch"}
     assert workspaces_of(stack, "stranger") == []  # refused at the preflight: the POST was never sent
 
     # Even a request without a preflight (no custom header) is answered, but the page cannot read it.
     simple = browser.execute_async_script(
         "const [url, done] = arguments; fetch(url).then(r => done({status: r.status}))"
-        ".catch(e => done({rejected: String(e)}));", stack.api.base + "/healthz")
+        ".catch(e => done({rejected: String(e)}));",
+        stack.api.base + "/healthz",
+    )
     assert simple == {"rejected": "TypeError: Failed to fetch"}
     assert requests.get(stack.api.base + "/healthz", timeout=10).status_code == 200

@@ -28,7 +28,7 @@ from billing.models import StripeBudgetWindow
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
 from stripe_sandbox.api import build_router
-from tests.conftest import TEST_ENV, Api, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, synchronous_webhooks, wipe
 
 SECOND = 2_000_000_000
 
@@ -88,7 +88,7 @@ def state_of(app: Flask) -> BillingState:
 
 
 def budget_of(app: Flask) -> StripeBudget:
-    http_client = state_of(app).gateway.client._requestor._client  # type: ignore[attr-defined]
+    http_client = state_of(app).gateway.client._requestor._client
     assert isinstance(http_client, InstrumentedHTTPClient) and http_client.budget is not None
     return http_client.budget
 
@@ -98,8 +98,11 @@ def counted(app: Flask, bucket_suffix: str = "") -> int:
     b = budget_of(app)
     bucket = f"{b.scope} {bucket_suffix}" if bucket_suffix else b.scope
     with state_of(app).db.read() as session:
-        count = session.scalar(select(StripeBudgetWindow.count).where(
-            StripeBudgetWindow.bucket == bucket, StripeBudgetWindow.window_start_second == int(budget.now())))
+        count = session.scalar(
+            select(StripeBudgetWindow.count).where(
+                StripeBudgetWindow.bucket == bucket, StripeBudgetWindow.window_start_second == int(budget.now())
+            )
+        )
     return int(count or 0)
 
 
@@ -189,8 +192,9 @@ def test_per_endpoint_share_in_live_mode(limited: Callable[[str], Flask], clock:
 # -- Stripe's 429 --------------------------------------------------------------------
 
 
-def test_a_429_pauses_background_work_everywhere_but_not_users(limited: Callable[[str], Flask], clock: Clock,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_429_pauses_background_work_everywhere_but_not_users(
+    limited: Callable[[str], Flask], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Someone else on the account (the Dashboard, another integration) spent the second:
     Stripe answers the budget's request 429. Background work in every process waits out
     the cool-down (1 s: Stripe sends no Retry-After), then sends again; users don't wait."""
@@ -198,7 +202,7 @@ def test_a_429_pauses_background_work_everywhere_but_not_users(limited: Callable
     clock.second += 10
     sandbox = budget_of(one)  # the same account: one budget in the database
     answers: list[int] = []
-    inner = state_of(one).gateway.client._requestor._client.inner  # type: ignore[attr-defined]
+    inner = state_of(one).gateway.client._requestor._client.inner
     original = inner.request
 
     def noted(*args: Any, **kwargs: Any) -> Any:
@@ -238,7 +242,7 @@ def test_a_429_pauses_background_work_everywhere_but_not_users(limited: Callable
 def test_a_user_request_answered_429_is_not_sent_again(limited: Callable[[str], Flask], clock: Clock) -> None:
     app = limited("test")
     clock.second += 10
-    inner = state_of(app).gateway.client._requestor._client.inner  # type: ignore[attr-defined]
+    inner = state_of(app).gateway.client._requestor._client.inner
     elsewhere = stripe.StripeClient("sk_test_sandbox", http_client=inner)
     for _ in range(25):
         elsewhere.v1.customers.list()
@@ -257,12 +261,14 @@ SCALED_LIVE = budget.Limits(total=40, per_endpoint=10)
 
 
 def test_user_writes_never_meet_a_429_while_background_work_saturates(
-        limited: Callable[[str], Flask], auth: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    limited: Callable[[str], Flask], auth: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Live limits, real time: background threads send as fast as the budget lets them
     (each endpoint below its limit, and the total); a user's writes meanwhile (a
     billing account, a subscription, its quantity changed) are all answered."""
-    monkeypatch.setitem(rate_limits.MODES, "live", rate_limits.Limits(total=SCALED_LIVE.total,
-                                                                      per_endpoint=SCALED_LIVE.per_endpoint))
+    monkeypatch.setitem(
+        rate_limits.MODES, "live", rate_limits.Limits(total=SCALED_LIVE.total, per_endpoint=SCALED_LIVE.per_endpoint)
+    )
     monkeypatch.setattr(budget, "LIVE", SCALED_LIVE)
     app = limited("live")
     assert budget_of(app).limits == SCALED_LIVE
@@ -290,8 +296,10 @@ def test_user_writes_never_meet_a_429_while_background_work_saturates(
     statuses: list[int] = []
     try:
         time.sleep(0.3)
-        account = alice.post(f"/workspaces/{workspace}/billing-accounts",
-                             {"name": "Storm", "email": "a@example.com", "address": {"country": "US"}})
+        account = alice.post(
+            f"/workspaces/{workspace}/billing-accounts",
+            {"name": "Storm", "email": "a@example.com", "address": {"country": "US"}},
+        )
         statuses.append(account.status_code)
         path = f"/workspaces/{workspace}/billing-accounts/{account.json['id']}/subscriptions"
         sub = alice.post(path, {"product_quantities": {"users": 2}})
@@ -301,8 +309,10 @@ def test_user_writes_never_meet_a_429_while_background_work_saturates(
             users += 1
             patched = alice.patch(f"{path}/{sub.json['id']}", {"product_quantities": {"users": users}})
             statuses.append(patched.status_code)
-            another = alice.post(f"/workspaces/{alice.workspace()}/billing-accounts",
-                                 {"name": f"Storm {users}", "email": "a@example.com", "address": {"country": "US"}})
+            another = alice.post(
+                f"/workspaces/{alice.workspace()}/billing-accounts",
+                {"name": f"Storm {users}", "email": "a@example.com", "address": {"country": "US"}},
+            )
             statuses.append(another.status_code)
     finally:
         stop.set()
@@ -311,8 +321,12 @@ def test_user_writes_never_meet_a_429_while_background_work_saturates(
     assert statuses and set(statuses) <= {200, 201}, statuses
     b = budget_of(app)
     with state_of(app).db.read() as session:
-        busiest = session.scalar(select(StripeBudgetWindow.count).where(StripeBudgetWindow.bucket == b.scope)
-                                 .order_by(StripeBudgetWindow.count.desc()).limit(1))
+        busiest = session.scalar(
+            select(StripeBudgetWindow.count)
+            .where(StripeBudgetWindow.bucket == b.scope)
+            .order_by(StripeBudgetWindow.count.desc())
+            .limit(1)
+        )
     # Background work really took its whole share of a second (or the test proves nothing).
     assert busiest is not None and busiest >= b.background_total, (busiest, background_answers)
 
@@ -337,7 +351,7 @@ def test_no_budget_without_sandbox_rate_limits(mode: str, limited: Callable[[str
             list_customers(app)
     finally:
         event.remove(engine, "before_cursor_execute", note)
-    http_client = state_of(app).gateway.client._requestor._client  # type: ignore[attr-defined]
+    http_client = state_of(app).gateway.client._requestor._client
     if mode:
         assert http_client.budget is not None and len(statements) >= 3
     else:
@@ -383,8 +397,9 @@ def test_the_key_is_never_stored(limited: Callable[[str], Flask], clock: Clock) 
     assert buckets and not any("sk_test" in bucket for bucket in buckets)
 
 
-def test_reconcile_and_the_catalog_sync_are_background_work(app: Flask, state: BillingState, reconcile_now: Any,
-                                                           monkeypatch: pytest.MonkeyPatch, as_user: Any) -> None:
+def test_reconcile_and_the_catalog_sync_are_background_work(
+    app: Flask, state: BillingState, reconcile_now: Any, monkeypatch: pytest.MonkeyPatch, as_user: Any
+) -> None:
     """Their Stripe requests (reconcile --full's copying threads too) give way to users'."""
     from billing import replica
     from billing.catalog import sync_catalog
@@ -398,6 +413,7 @@ def test_reconcile_and_the_catalog_sync_are_background_work(app: Flask, state: B
             work = budget.current_background()
             seen[name] = work.kind if work else None
             return original(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(state.gateway, "iter_customers", noting("customers", state.gateway.iter_customers))

@@ -9,15 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from sqlalchemy import delete, text, update
 
 from billing.models import Organization
 from billing.organizations import routes
 from billing.organizations.capacity import holding, lock_workspace
 from billing.tokens import mint_token
-from tests.conftest import Api, assert_error
-from tests.test_organizations import make_child, make_root, orgs
+from tests.helpers import Api, account_path, assert_error, make_child, make_root, orgs, subscribe_with_card
 
 
 @pytest.fixture
@@ -25,26 +23,12 @@ def alice(as_user: Any) -> Any:
     return as_user("alice")
 
 
-def account_path(ws: str, account: str) -> str:
-    return f"/workspaces/{ws}/billing-accounts/{account}"
-
-
 def two_accounts(api: Any, ws: str, first: dict[str, int], second: dict[str, int]) -> tuple[str, str, dict[str, Any]]:
     """Two accounts, each subscribed to its quantities: (first, second, the first's subscription)."""
     first_id, second_id = api.account(ws)["id"], api.account(ws, name="Second")["id"]
-    subscription = subscribe(api, ws, first_id, first)
-    subscribe(api, ws, second_id, second)
+    subscription = subscribe_with_card(api, ws, first_id, first)
+    subscribe_with_card(api, ws, second_id, second)
     return first_id, second_id, subscription
-
-
-def subscribe(api: Any, ws: str, account: str, quantities: dict[str, int]) -> dict[str, Any]:
-    """A subscription paid by card (a trial when the workspace is eligible)."""
-    acc = account_path(ws, account)
-    if not api.get(f"{acc}/payment-methods").json["data"]:
-        assert api.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
-    response = api.post(f"{acc}/subscriptions", {"product_quantities": quantities})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
 
 
 def report(api: Any, ws: str, org: str, product: str, delta: int, **kw: Any) -> Any:
@@ -85,16 +69,28 @@ def usage_of(api: Any, ws: str, org: str) -> dict[str, Any]:
 def test_single_one_account_funds_every_organization(alice: Any) -> None:
     ws = alice.workspace("single", name="Solo")
     account = alice.account(ws, name="Solo Billing")["id"]
-    subscribe(alice, ws, account, {"users": 3, "locations": 1})
+    subscribe_with_card(alice, ws, account, {"users": 3, "locations": 1})
     first, second = make_root(alice, ws, billing_account_id=account), make_root(alice, ws, billing_account_id=account)
     assert report(alice, ws, first["id"], "users", 2).json == {
-        "type": "users", "used": 2, "direct": 2, "free": 1, "org_limit": None, "total": 3}
+        "type": "users",
+        "used": 2,
+        "direct": 2,
+        "free": 1,
+        "org_limit": None,
+        "total": 3,
+    }
     assert_error(report(alice, ws, second["id"], "users", 2), 409, "capacity_exceeded")
     assert report(alice, ws, second["id"], "users", 1).status_code == 200
-    assert pools(alice, ws) == [{"billing_account_id": None, "products": {
-        "locations": {"capacity": 1, "used": 0, "free": 1},
-        "users": {"capacity": 3, "used": 3, "free": 0},
-        "sso": {"capacity": 0, "used": 0, "free": 0}}}]
+    assert pools(alice, ws) == [
+        {
+            "billing_account_id": None,
+            "products": {
+                "locations": {"capacity": 1, "used": 0, "free": 1},
+                "users": {"capacity": 3, "used": 3, "free": 0},
+                "sso": {"capacity": 0, "used": 0, "free": 0},
+            },
+        }
+    ]
     read = limits(alice, ws, second["id"])
     assert read["organization_id"] == second["id"] and read["organization_name"] == "Root"
     assert [e["type"] for e in read["limits"]] == ["locations", "users", "sso"]
@@ -108,10 +104,16 @@ def test_pooled_every_account_feeds_one_pool(alice: Any) -> None:
     assert report(alice, ws, root["id"], "users", 5).json["free"] == 0
     error = assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
     assert "users" in error["message"] and "requested 1" in error["message"] and "free 0" in error["message"]
-    assert pools(alice, ws) == [{"billing_account_id": None, "products": {
-        "locations": {"capacity": 0, "used": 0, "free": 0},
-        "users": {"capacity": 5, "used": 5, "free": 0},
-        "sso": {"capacity": 1, "used": 0, "free": 1}}}]
+    assert pools(alice, ws) == [
+        {
+            "billing_account_id": None,
+            "products": {
+                "locations": {"capacity": 0, "used": 0, "free": 0},
+                "users": {"capacity": 5, "used": 5, "free": 0},
+                "sso": {"capacity": 1, "used": 0, "free": 1},
+            },
+        }
+    ]
     assert limits(alice, ws, root["id"])["context"] == {"type": "workspace", "name": "Pool party"}
 
 
@@ -125,12 +127,22 @@ def test_assigned_each_root_draws_on_its_own_account(alice: Any) -> None:
     assert report(alice, ws, child["id"], "users", 2).status_code == 200
     assert report(alice, ws, on_first["id"], "users", 3).status_code == 200
     assert pools(alice, ws) == [
-        {"billing_account_id": first, "products": {
-            "locations": {"capacity": 0, "used": 0, "free": 0}, "users": {"capacity": 3, "used": 3, "free": 0},
-            "sso": {"capacity": 0, "used": 0, "free": 0}}},
-        {"billing_account_id": second, "products": {
-            "locations": {"capacity": 0, "used": 0, "free": 0}, "users": {"capacity": 2, "used": 2, "free": 0},
-            "sso": {"capacity": 0, "used": 0, "free": 0}}},
+        {
+            "billing_account_id": first,
+            "products": {
+                "locations": {"capacity": 0, "used": 0, "free": 0},
+                "users": {"capacity": 3, "used": 3, "free": 0},
+                "sso": {"capacity": 0, "used": 0, "free": 0},
+            },
+        },
+        {
+            "billing_account_id": second,
+            "products": {
+                "locations": {"capacity": 0, "used": 0, "free": 0},
+                "users": {"capacity": 2, "used": 2, "free": 0},
+                "sso": {"capacity": 0, "used": 0, "free": 0},
+            },
+        },
     ]
     assert limits(alice, ws, child["id"])["context"] == {"type": "billing_account", "name": "Second"}
 
@@ -149,7 +161,7 @@ def test_capacity_lists_all_three_products_with_nothing_provided(alice: Any, mod
 
 def test_limits_inherit_downward_and_the_tightest_wins(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 5, "locations": 5})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 5, "locations": 5})
     root = make_root(alice, ws, name="HQ", limits={"users": 6})
     team = make_child(alice, ws, root["id"], name="Team", limits={"users": 4})
     squad = make_child(alice, ws, team["id"], name="Squad")
@@ -157,26 +169,46 @@ def test_limits_inherit_downward_and_the_tightest_wins(alice: Any) -> None:
     assert report(alice, ws, other["id"], "users", 1).status_code == 200
     # Squad: the pool has 9, HQ 5, Team 4 -> Team binds.
     assert entry(alice, ws, squad["id"], "users") == {
-        "type": "users", "used": 0, "direct": 0, "free": 4, "org_limit": 4, "total": 4}
+        "type": "users",
+        "used": 0,
+        "direct": 0,
+        "free": 4,
+        "org_limit": 4,
+        "total": 4,
+    }
     # The context names what binds the product with the least free (users, here).
     assert limits(alice, ws, squad["id"])["context"] == {"type": "parent", "name": "Team"}
     assert_error(report(alice, ws, squad["id"], "users", 5), 409, "capacity_exceeded")
     assert report(alice, ws, squad["id"], "users", 3).status_code == 200
     # Team's own read: used is its subtree's, direct its own; its own limit binds.
     assert report(alice, ws, team["id"], "users", 1).json == {
-        "type": "users", "used": 4, "direct": 1, "free": 0, "org_limit": 4, "total": 4}
+        "type": "users",
+        "used": 4,
+        "direct": 1,
+        "free": 0,
+        "org_limit": 4,
+        "total": 4,
+    }
     assert limits(alice, ws, team["id"])["context"] == {"type": "organization", "name": "Team"}
     # HQ: 6 - 5 used = 1.
     assert entry(alice, ws, root["id"], "users") == {
-        "type": "users", "used": 5, "direct": 0, "free": 1, "org_limit": 6, "total": 6}
-    assert usage_of(alice, ws, root["id"]) == {"usage": {"locations": 0, "users": 0, "sso": 0},
-                                               "subtree_usage": {"locations": 0, "users": 5, "sso": 0}}
+        "type": "users",
+        "used": 5,
+        "direct": 0,
+        "free": 1,
+        "org_limit": 6,
+        "total": 6,
+    }
+    assert usage_of(alice, ws, root["id"]) == {
+        "usage": {"locations": 0, "users": 0, "sso": 0},
+        "subtree_usage": {"locations": 0, "users": 5, "sso": 0},
+    }
     assert usage_of(alice, ws, squad["id"])["usage"]["users"] == 3
 
 
 def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 2})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10, "sso": 2})
     root = make_root(alice, ws, limits={"sso": 0})
     assert entry(alice, ws, root["id"], "sso")["free"] == 0
     assert_error(report(alice, ws, root["id"], "sso", 1), 409, "capacity_exceeded")
@@ -184,7 +216,13 @@ def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any
     response = alice.patch(f"{orgs(ws)}/{root['id']}", {"limits": {"users": 2}})
     assert response.status_code == 200 and response.json["usage"]["usage"]["users"] == 5
     assert entry(alice, ws, root["id"], "users") == {
-        "type": "users", "used": 5, "direct": 5, "free": 0, "org_limit": 2, "total": 5}
+        "type": "users",
+        "used": 5,
+        "direct": 5,
+        "free": 0,
+        "org_limit": 2,
+        "total": 5,
+    }
     assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", -4).json["used"] == 1
     assert report(alice, ws, root["id"], "users", 1).json["free"] == 0
@@ -192,24 +230,38 @@ def test_zero_disables_and_a_limit_below_usage_only_refuses_increases(alice: Any
 
 def test_a_release_never_goes_below_zero(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10})
     root = make_root(alice, ws)
     child = make_child(alice, ws, root["id"])
     report(alice, ws, root["id"], "users", 2)
     report(alice, ws, child["id"], "users", 3)
     assert report(alice, ws, child["id"], "users", -7).json == {
-        "type": "users", "used": 0, "direct": 0, "free": 8, "org_limit": None, "total": 8}
+        "type": "users",
+        "used": 0,
+        "direct": 0,
+        "free": 8,
+        "org_limit": None,
+        "total": 8,
+    }
     assert usage_of(alice, ws, root["id"])["subtree_usage"]["users"] == 2  # the root's own usage stays
 
 
-@pytest.mark.parametrize("body", [
-    {"product": "users", "delta": 0}, {"product": "seats", "delta": 1}, {"product": "users"},
-    {"delta": 1}, {"product": "users", "delta": "1"}, {"product": "users", "delta": 1.5},
-    {"product": "users", "delta": 10**9}, {"product": "users", "delta": 1, "org": "x"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"product": "users", "delta": 0},
+        {"product": "seats", "delta": 1},
+        {"product": "users"},
+        {"delta": 1},
+        {"product": "users", "delta": "1"},
+        {"product": "users", "delta": 1.5},
+        {"product": "users", "delta": 10**9},
+        {"product": "users", "delta": 1, "org": "x"},
+    ],
+)
 def test_bad_usage_reports_are_422_and_change_nothing(alice: Any, body: dict[str, Any]) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 10})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 10})
     root = make_root(alice, ws)
     assert_error(alice.post(f"{orgs(ws)}/{root['id']}/usage", body), 422, "validation_failed")
     assert usage_of(alice, ws, root["id"])["usage"] == {"locations": 0, "users": 0, "sso": 0}
@@ -230,7 +282,13 @@ def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any, mode:
     alice.advance_clock({"days": 15})
     assert alice.get(f"{acc}/subscriptions/{sub['id']}").json["status"] == "paused"
     assert entry(alice, ws, root["id"], "users") == {
-        "type": "users", "used": 2, "direct": 2, "free": 0, "org_limit": None, "total": 2}
+        "type": "users",
+        "used": 2,
+        "direct": 2,
+        "free": 0,
+        "org_limit": None,
+        "total": 2,
+    }
     assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 0, "used": 2, "free": 0}
     assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", -1).json["used"] == 1  # releasing still works
@@ -240,7 +298,7 @@ def test_a_trial_that_pauses_keeps_usage_and_refuses_increases(alice: Any, mode:
 def test_a_subscription_that_ends_elsewhere_leaves_usage(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 3})
+    sub = subscribe_with_card(alice, ws, account, {"users": 3})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
     state.gateway.client.v1.subscriptions.cancel(sub["id"])  # e.g. from the Dashboard; the webhook tells us
@@ -258,14 +316,16 @@ def test_an_account_deleted_elsewhere_leaves_its_pool_in_use(alice: Any, state: 
     with it) leaves its roots' usage; the capacity read still shows that pool."""
     ws = alice.workspace("assigned")
     gone, kept = alice.account(ws, name="Gone")["id"], alice.account(ws, name="Kept")["id"]
-    subscribe(alice, ws, gone, {"users": 3})
-    subscribe(alice, ws, kept, {"users": 1})
+    subscribe_with_card(alice, ws, gone, {"users": 3})
+    subscribe_with_card(alice, ws, kept, {"users": 1})
     root = root_in(alice, ws, "assigned", gone)
     report(alice, ws, root["id"], "users", 2)
     state.gateway.client.v1.customers.delete(gone)  # the webhook removes the account
     assert [a["id"] for a in alice.get(f"/workspaces/{ws}/billing-accounts").json["data"]] == [kept]
     assert [(p["billing_account_id"], p["products"]["users"]) for p in pools(alice, ws)] == [
-        (kept, {"capacity": 1, "used": 0, "free": 1}), (gone, {"capacity": 0, "used": 2, "free": 0})]
+        (kept, {"capacity": 1, "used": 0, "free": 1}),
+        (gone, {"capacity": 0, "used": 2, "free": 0}),
+    ]
     assert entry(alice, ws, root["id"], "users")["free"] == 0
     assert_error(report(alice, ws, root["id"], "users", 1), 409, "capacity_exceeded")
 
@@ -279,25 +339,35 @@ def _quantity(api: Any, ws: str, account: str, sub: str, product: str) -> int | 
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("change", [
-    {"product_quantities": {"users": 2, "sso": 1}}, {"remove_products": ["users"]},
-    {"product_quantities": {"sso": 1}},
-])
-def test_lowering_below_usage_is_would_underprovision(alice: Any, state: Any, change: dict[str, Any],
-                                                      mode: str) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"product_quantities": {"users": 2, "sso": 1}},
+        {"remove_products": ["users"]},
+        {"product_quantities": {"sso": 1}},
+    ],
+)
+def test_lowering_below_usage_is_would_underprovision(
+    alice: Any, state: Any, change: dict[str, Any], mode: str
+) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 5, "sso": 1})
+    sub = subscribe_with_card(alice, ws, account, {"users": 5, "sso": 1})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 3)
-    error = assert_error(alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409,
-                         "would_underprovision")
+    error = assert_error(
+        alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}", change), 409, "would_underprovision"
+    )
     assert "users" in error["message"] and "3" in error["message"]
     assert state.gateway.client.v1.subscriptions.retrieve(sub["id"])["items"].data[0].quantity == 5
     assert _quantity(alice, ws, account, sub["id"], "users") == 5
     # Down to exactly the usage is fine.
-    assert alice.patch(f"{account_path(ws, account)}/subscriptions/{sub['id']}",
-                       {"product_quantities": {"users": 3, "sso": 1}}).status_code == 200
+    assert (
+        alice.patch(
+            f"{account_path(ws, account)}/subscriptions/{sub['id']}", {"product_quantities": {"users": 3, "sso": 1}}
+        ).status_code
+        == 200
+    )
     assert _quantity(alice, ws, account, sub["id"], "users") == 3
 
 
@@ -323,8 +393,12 @@ def test_in_assigned_mode_only_the_accounts_own_pool_counts(alice: Any) -> None:
     on_second = make_root(alice, ws, billing_account_id=second)
     report(alice, ws, on_second["id"], "users", 5)
     # Usage drawn on the second account doesn't hold the first one's subscription.
-    assert alice.patch(f"{account_path(ws, first)}/subscriptions/{sub['id']}",
-                       {"product_quantities": {"users": 1}}).status_code == 200
+    assert (
+        alice.patch(
+            f"{account_path(ws, first)}/subscriptions/{sub['id']}", {"product_quantities": {"users": 1}}
+        ).status_code
+        == 200
+    )
 
 
 def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, state: Any) -> None:
@@ -332,8 +406,8 @@ def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, sta
     change that doesn't lower that product further."""
     ws = alice.workspace("pooled")
     account = alice.account(ws)["id"]
-    first = subscribe(alice, ws, account, {"users": 3})
-    second = subscribe(alice, ws, account, {"locations": 2, "users": 1})
+    first = subscribe_with_card(alice, ws, account, {"users": 3})
+    second = subscribe_with_card(alice, ws, account, {"locations": 2, "users": 1})
     root = make_root(alice, ws)
     report(alice, ws, root["id"], "users", 4)
     state.gateway.client.v1.subscriptions.cancel(first["id"])  # users fall to 1 without our API
@@ -346,7 +420,7 @@ def test_a_change_that_does_not_lower_a_short_product_is_allowed(alice: Any, sta
 def test_pausing_below_usage_is_refused(alice: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 3})
+    sub = subscribe_with_card(alice, ws, account, {"users": 3})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "users", 1)
     path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
@@ -361,7 +435,7 @@ def test_pausing_below_usage_is_refused(alice: Any, mode: str) -> None:
 def test_cancelling_the_only_subscription_below_usage_is_refused(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 2, "sso": 1})
+    sub = subscribe_with_card(alice, ws, account, {"users": 2, "sso": 1})
     root = root_in(alice, ws, mode, account)
     report(alice, ws, root["id"], "sso", 1)
     path = f"{account_path(ws, account)}/subscriptions/{sub['id']}"
@@ -387,7 +461,7 @@ def test_cancelling_below_usage_names_product_usage_and_capacity_left(alice: Any
 def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    subscribe(alice, ws, account, {"users": 5})
+    subscribe_with_card(alice, ws, account, {"users": 5})
     root = root_in(alice, ws, mode, account)
     child = make_child(alice, ws, root["id"])
     grandchild = make_child(alice, ws, child["id"])
@@ -403,7 +477,7 @@ def test_deleting_an_organization_with_usage_is_refused(alice: Any, state: Any, 
 def test_an_account_a_root_is_assigned_to_cannot_be_deleted(alice: Any, state: Any, mode: str) -> None:
     ws = alice.workspace(mode)
     account = alice.account(ws)["id"]
-    subscribe(alice, ws, account, {"users": 1})
+    subscribe_with_card(alice, ws, account, {"users": 1})
     root = make_root(alice, ws, billing_account_id=account)
     child = make_child(alice, ws, root["id"])
     # Checked before the active-subscription guard.
@@ -419,7 +493,7 @@ def test_in_pooled_mode_organizations_hold_no_account(alice: Any, state: Any) ->
     """Pooled roots name no account, so none stops an account's deletion."""
     ws = alice.workspace("pooled")
     account, spare = alice.account(ws)["id"], alice.account(ws, name="Spare")["id"]
-    subscribe(alice, ws, account, {"users": 2})
+    subscribe_with_card(alice, ws, account, {"users": 2})
     root = make_root(alice, ws)
     report(alice, ws, root["id"], "users", 2)
     assert alice.delete(account_path(ws, spare)).status_code == 204
@@ -434,8 +508,9 @@ def test_reassigning_a_root_needs_room_in_the_new_pool(alice: Any) -> None:
     already = make_root(alice, ws, billing_account_id=second)
     report(alice, ws, child["id"], "users", 2)
     report(alice, ws, already["id"], "users", 2)
-    error = assert_error(alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": second}), 409,
-                         "capacity_exceeded")
+    error = assert_error(
+        alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": second}), 409, "capacity_exceeded"
+    )
     assert "users" in error["message"]
     assert alice.get(f"{orgs(ws)}/{child['id']}").json["billing_account_id"] == first
     report(alice, ws, already["id"], "users", -1)
@@ -449,9 +524,9 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
     report that fits only the old capacity is refused."""
     ws = alice.workspace("pooled")
     account = alice.account(ws)["id"]
-    sub = subscribe(alice, ws, account, {"users": 5})
+    sub = subscribe_with_card(alice, ws, account, {"users": 5})
     root = make_root(alice, ws)
-    with app.app_context(), holding(ws, account, sub["id"], {"users": 2}, cancelling=False):
+    with app.app_context(), holding(state, ws, account, sub["id"], {"users": 2}, cancelling=False):
         assert entry(alice, ws, root["id"], "users")["free"] == 2
         assert_error(report(alice, ws, root["id"], "users", 3), 409, "capacity_exceeded")
     assert report(alice, ws, root["id"], "users", 3).status_code == 200
@@ -462,16 +537,22 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
 
 def test_a_service_token_reports_and_reads_in_any_workspace(alice: Any, client: Any, config: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     root = make_root(alice, ws)
-    service = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='read billing:usage')}"})
+    service = Api(
+        client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='read billing:usage')}"}
+    )
     assert report(service, ws, root["id"], "users", 2).json["used"] == 2
     assert entry(service, ws, root["id"], "users")["free"] == 2
     assert pools(service, ws)[0]["products"]["users"]["used"] == 2
     # Nothing else: the token is not a member.
-    for response in (service.get(f"{orgs(ws)}/{root['id']}"), service.get(orgs(ws)),
-                     service.post(orgs(ws), {"name": "No"}), service.patch(f"{orgs(ws)}/{root['id']}", {"name": "N"}),
-                     service.get(f"/workspaces/{ws}")):
+    for response in (
+        service.get(f"{orgs(ws)}/{root['id']}"),
+        service.get(orgs(ws)),
+        service.post(orgs(ws), {"name": "No"}),
+        service.patch(f"{orgs(ws)}/{root['id']}", {"name": "N"}),
+        service.get(f"/workspaces/{ws}"),
+    ):
         assert_error(response, 404, "not_found")
     # Scope is space-separated words: a look-alike is not the scope.
     other = Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-x', scope='billing:usage:read')}"})
@@ -492,9 +573,9 @@ def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state
     """The organization is read with the caller's access, its path a statement
     later: a delete in between (its subtree with it) answers 404, not a 500."""
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     child = make_child(alice, ws, make_root(alice, ws)["id"])
-    found = routes.organization_access
+    found = routes.organization_access  # type: ignore[attr-defined]
 
     def deleted_meanwhile(workspace_id: str, org_id: str) -> Any:
         access = found(workspace_id, org_id)
@@ -508,25 +589,27 @@ def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state
 
 def test_a_retried_report_is_counted_once(alice: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     root = make_root(alice, ws)
     headers = {**alice.headers, "Idempotency-Key": "usage-report-1"}
-    first = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
-                              headers=headers)
-    again = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1},
-                              headers=headers)
+    first = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1}, headers=headers)
+    again = alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 1}, headers=headers)
     assert first.status_code == again.status_code == 200
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json == first.json
     assert usage_of(alice, ws, root["id"])["usage"]["users"] == 1
-    assert_error(alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 2},
-                                   headers=headers), 409, "idempotency_key_reused")
+    assert_error(
+        alice.client.post(f"{orgs(ws)}/{root['id']}/usage", json={"product": "users", "delta": 2}, headers=headers),
+        409,
+        "idempotency_key_reused",
+    )
 
 
 # -- concurrency -------------------------------------------------------------------------
 
 
-def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]],
-                  threads: int | None = None) -> list[Any]:
+def _concurrently(
+    app: Any, headers: dict[str, str], calls: list[tuple[str, dict[str, Any]]], threads: int | None = None
+) -> list[Any]:
     def run(call: tuple[str, dict[str, Any]]) -> Any:
         with app.test_client() as client:
             return client.post(call[0], json=call[1], headers=headers)
@@ -537,7 +620,7 @@ def _concurrently(app: Any, headers: dict[str, str], calls: list[tuple[str, dict
 
 def test_concurrent_reports_never_overshoot_the_pool(app: Any, alice: Any, auth: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 12})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 12})
     root = make_root(alice, ws)
     kids = [make_child(alice, ws, root["id"], name=f"Kid {i}") for i in range(3)]
     calls = [(f"{orgs(ws)}/{kids[i % 3]['id']}/usage", {"product": "users", "delta": 1}) for i in range(40)]
@@ -552,7 +635,7 @@ def test_concurrent_reports_never_overshoot_the_pool(app: Any, alice: Any, auth:
 
 def test_concurrent_reports_never_overshoot_a_limit_on_the_path(app: Any, alice: Any, auth: Any) -> None:
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 50})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 50})
     root = make_root(alice, ws)
     team = make_child(alice, ws, root["id"], name="Team", limits={"users": 7})
     members = [make_child(alice, ws, team["id"], name=f"M{i}") for i in range(2)]
@@ -570,11 +653,15 @@ def test_concurrent_reports_never_overshoot_the_organizations_own_limit(app: Any
     once on a root limited to 10 (the pool has 50) take exactly 10, and children
     with limits of their own under a limited parent hold each bound too."""
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 50})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 50})
     root = make_root(alice, ws, limits={"users": 10})
     # 20 threads: each request holds up to two of the app's 28 pooled connections.
-    responses = _concurrently(app, auth("alice"), [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1})
-                                                   for _ in range(40)], threads=20)
+    responses = _concurrently(
+        app,
+        auth("alice"),
+        [(f"{orgs(ws)}/{root['id']}/usage", {"product": "users", "delta": 1}) for _ in range(40)],
+        threads=20,
+    )
     assert sorted(r.status_code for r in responses) == [200] * 10 + [409] * 30
     assert sorted(r.get_json()["used"] for r in responses if r.status_code == 200) == list(range(1, 11))
     assert usage_of(alice, ws, root["id"])["usage"]["users"] == 10
@@ -593,9 +680,14 @@ def test_concurrent_reports_never_overshoot_the_organizations_own_limit(app: Any
 def blocked_on_a_lock(state: Any) -> bool:
     """PostgreSQL: some other session of this database waits for a lock."""
     with state.db.read() as session:
-        return bool(session.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")))
+        return bool(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            )
+        )
 
 
 def while_locked(app: Any, state: Any, ws: str, change: Any, request: Any) -> Any:
@@ -632,10 +724,14 @@ def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice:
     full = make_root(alice, ws, name="Full", billing_account_id=small)
     assert report(alice, ws, full["id"], "users", 2).status_code == 200  # the small pool is full
     response = while_locked(
-        app, state, ws,
-        lambda session: session.execute(update(Organization).where(Organization.id == root["id"])
-                                        .values(billing_account_id=small)),  # as update_organization does
-        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 1))
+        app,
+        state,
+        ws,
+        lambda session: session.execute(
+            update(Organization).where(Organization.id == root["id"]).values(billing_account_id=small)
+        ),  # as update_organization does
+        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 1),
+    )
     assert_error(response, 409, "capacity_exceeded")
     assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
 
@@ -644,11 +740,15 @@ def test_a_delete_waiting_on_a_report_sees_its_usage(app: Any, alice: Any, auth:
     """Deleting reads the organization's usage after the workspace lock: usage
     reported while it waited refuses the delete."""
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 5})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
     root = make_root(alice, ws)
     response = while_locked(
-        app, state, ws,
-        lambda session: session.execute(update(Organization).where(Organization.id == root["id"])
-                                        .values(usage_users=1, subtree_users=1)),  # as report_usage does
-        lambda: Api(app.test_client(), auth("alice")).delete(f"{orgs(ws)}/{root['id']}"))
+        app,
+        state,
+        ws,
+        lambda session: session.execute(
+            update(Organization).where(Organization.id == root["id"]).values(usage_users=1, subtree_users=1)
+        ),  # as report_usage does
+        lambda: Api(app.test_client(), auth("alice")).delete(f"{orgs(ws)}/{root['id']}"),
+    )
     assert_error(response, 409, "organization_has_usage")

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from billing.catalog import all_lookup_keys, load_catalog, sync_catalog
-from tests.conftest import wipe
+from tests.helpers import wipe
 
 
 def _count(state: Any, kind: str) -> int:

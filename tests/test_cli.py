@@ -9,7 +9,7 @@ from typing import Any
 
 from app import create_app
 from billing.config import Config
-from tests.conftest import TEST_ENV
+from tests.helpers import TEST_ENV
 
 
 def test_mint_token_is_accepted(app: Any, client: Any) -> None:
@@ -49,8 +49,9 @@ def test_reconcile_command_prints_a_report(app: Any) -> None:
     assert json.loads(result.output)["scanned"] == 0
 
 
-def test_reconcile_with_a_failed_object_says_so_in_its_exit_status(app: Any, as_user: Any, state: Any,
-                                                                   webhooks_lost: None) -> None:
+def test_reconcile_with_a_failed_object_says_so_in_its_exit_status(
+    app: Any, as_user: Any, state: Any, webhooks_lost: None
+) -> None:
     """Went through, but an object waits for an operator: exit 3 (1 is for a run that
     could not happen), and the report lists it."""
     from billing.billing_accounts.service import REFERENCE_KEY
@@ -86,7 +87,9 @@ def test_migrate_on_a_new_database_starts_quietly(tmp_path: Any, caplog: Any) ->
         assert app.test_cli_runner().invoke(args=["migrate"]).exit_code == 0
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "SANDBOX" not in r.getMessage()]
+        return [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "SANDBOX" not in r.getMessage()
+        ]
 
     assert warnings() == [] and sent == []
     with caplog.at_level(logging.WARNING):

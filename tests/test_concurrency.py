@@ -9,22 +9,24 @@ from typing import Any
 import pytest
 
 from billing.stripe_ids import intent_id
-from tests.test_billing_accounts import FULL, index_rows
+from tests.helpers import FULL, index_rows
 
 
 def _create_concurrently(app: Any, headers: dict[str, str], ws: str, n: int) -> list[Any]:
     def create(i: int) -> Any:
         with app.test_client() as client:
-            return client.post(f"/workspaces/{ws}/billing-accounts", json={**FULL, "name": f"Racer {i}"},
-                               headers=headers)
+            return client.post(
+                f"/workspaces/{ws}/billing-accounts", json={**FULL, "name": f"Racer {i}"}, headers=headers
+            )
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(create, range(n)))
 
 
 @pytest.mark.parametrize("mode,limit", [("single", 1), ("pooled", 10)])
-def test_concurrent_creates_respect_the_limit(app: Any, as_user: Any, auth: Any, state: Any,
-                                              mode: str, limit: int) -> None:
+def test_concurrent_creates_respect_the_limit(
+    app: Any, as_user: Any, auth: Any, state: Any, mode: str, limit: int
+) -> None:
     ws = as_user("alice").workspace(mode)
     responses = _create_concurrently(app, auth("alice"), ws, 20)
     statuses = sorted(r.status_code for r in responses)
@@ -50,22 +52,27 @@ def _pooled_subscription(as_user: Any, auth: Any) -> tuple[Any, str, dict[str, A
     return alice, acc, sub, auth("alice")
 
 
-def test_concurrent_increments_of_one_subscription_are_never_lost(app: Any, as_user: Any, auth: Any,
-                                                                  state: Any) -> None:
+def test_concurrent_increments_of_one_subscription_are_never_lost(
+    app: Any, as_user: Any, auth: Any, state: Any
+) -> None:
     """Twenty concurrent `add_products: {users: 1}`: each applies to the state the
     previous one left (or is refused with 409), and what is charged matches."""
     alice, acc, sub, headers = _pooled_subscription(as_user, auth)
 
     def increment(_: int) -> Any:
         with app.test_client() as client:
-            return client.patch(f"{acc}/subscriptions/{sub['id']}", json={"add_products": {"users": 1}},
-                                headers=headers)
+            return client.patch(
+                f"{acc}/subscriptions/{sub['id']}", json={"add_products": {"users": 1}}, headers=headers
+            )
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(increment, range(20)))
     ok = [r for r in responses if r.status_code == 200]
-    assert all(r.status_code == 409 and r.get_json()["code"] == "operation_in_progress"
-               for r in responses if r.status_code != 200), [r.get_json() for r in responses]
+    assert all(
+        r.status_code == 409 and r.get_json()["code"] == "operation_in_progress"
+        for r in responses
+        if r.status_code != 200
+    ), [r.get_json() for r in responses]
     assert len(ok) >= 10
     stripe_sub = state.gateway.client.v1.subscriptions.retrieve(sub["id"])
     assert stripe_sub["items"].data[0].quantity == 2 + len(ok)
@@ -93,14 +100,18 @@ def test_the_payment_method_limit_holds_at_attach_time(app: Any, as_user: Any, a
             return client.post(f"{acc}/payment-methods", headers=headers)
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        intents = [intent_id(r.get_json()["client_secret"])
-                   for r in pool.map(setup_intent, range(20)) if r.status_code == 201]
+        intents = [
+            intent_id(r.get_json()["client_secret"]) for r in pool.map(setup_intent, range(20)) if r.status_code == 201
+        ]
     assert len(intents) == 20
 
     def confirm(intent: str) -> Any:
         with app.test_client() as client:
-            return client.post(f"/sandbox{acc}/setup-intents/{intent}/confirm", json={"payment_method": "pm_card_visa"},
-                               headers=headers)
+            return client.post(
+                f"/sandbox{acc}/setup-intents/{intent}/confirm",
+                json={"payment_method": "pm_card_visa"},
+                headers=headers,
+            )
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         assert {r.status_code for r in pool.map(confirm, intents)} == {200}
@@ -113,8 +124,7 @@ def test_the_payment_method_limit_holds_at_attach_time(app: Any, as_user: Any, a
     assert sixth.status_code == 409 and sixth.json["code"] == "payment_method_limit_reached"
 
 
-def test_concurrent_attaches_through_the_sandbox_never_pass_five(app: Any, as_user: Any, auth: Any,
-                                                                  state: Any) -> None:
+def test_concurrent_attaches_through_the_sandbox_never_pass_five(app: Any, as_user: Any, auth: Any, state: Any) -> None:
     """Twelve attaches at once through `/sandbox/.../payment-methods`, a path the
     service drives itself: the count and the attach run under the customer's lease,
     so five are attached (201) and seven refused (409) before reaching Stripe."""
@@ -126,8 +136,9 @@ def test_concurrent_attaches_through_the_sandbox_never_pass_five(app: Any, as_us
 
     def attach(_: int) -> Any:
         with app.test_client() as client:
-            return client.post(f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"},
-                               headers=headers)
+            return client.post(
+                f"/sandbox{acc}/payment-methods", json={"payment_method": "pm_card_visa"}, headers=headers
+            )
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         responses = list(pool.map(attach, range(12)))
@@ -139,8 +150,9 @@ def test_concurrent_attaches_through_the_sandbox_never_pass_five(app: Any, as_us
     assert sum(r.get_json()["is_default"] for r in responses if r.status_code == 201) == 1
 
 
-def test_each_concurrent_change_answers_with_its_own_increment(app: Any, as_user: Any, auth: Any,
-                                                               state: Any, webhooks_lost: None) -> None:
+def test_each_concurrent_change_answers_with_its_own_increment(
+    app: Any, as_user: Any, auth: Any, state: Any, webhooks_lost: None
+) -> None:
     """Twenty concurrent `add_products: {users: 1}` while the queue worker keeps
     re-reading the subscription (as it does for each event): a re-read that
     started during a change but read Stripe before it may be stored over the
@@ -158,8 +170,9 @@ def test_each_concurrent_change_answers_with_its_own_increment(app: Any, as_user
 
     def increment(_: int) -> Any:
         with app.test_client() as client:
-            return client.patch(f"{acc}/subscriptions/{sub['id']}", json={"add_products": {"users": 1}},
-                                headers=headers)
+            return client.patch(
+                f"{acc}/subscriptions/{sub['id']}", json={"add_products": {"users": 1}}, headers=headers
+            )
 
     with ThreadPoolExecutor(max_workers=1) as rereader, ThreadPoolExecutor(max_workers=10) as pool:
         reads = rereader.submit(worker_rereads)
@@ -168,22 +181,24 @@ def test_each_concurrent_change_answers_with_its_own_increment(app: Any, as_user
         finally:
             done.set()
         assert reads.result() > 0
-    answered = sorted(r.get_json()["product_quantities"]["users"]["quantity"] for r in responses
-                      if r.status_code == 200)
+    answered = sorted(
+        r.get_json()["product_quantities"]["users"]["quantity"] for r in responses if r.status_code == 200
+    )
     assert answered == list(range(3, 3 + len(answered))), answered  # each its own: no answer repeats another's
     stripe_sub = state.gateway.client.v1.subscriptions.retrieve(sub["id"])
     assert stripe_sub["items"].data[0].quantity == 2 + len(answered)
 
 
-def test_a_change_overtaken_by_an_older_read_still_answers_with_itself(as_user: Any, state: Any,
-                                                                       monkeypatch: Any, webhooks_lost: None) -> None:
+def test_a_change_overtaken_by_an_older_read_still_answers_with_itself(
+    as_user: Any, state: Any, monkeypatch: Any, webhooks_lost: None
+) -> None:
     """The interleaving, made certain: a queue worker's re-read starts while a
     change is at Stripe, reads the subscription before the change, and is
     stored with its later stamp over the change's view. The change's answer
     and the copy still show the change, at the cost of one more read."""
     from billing.gateway import LATEST_INVOICE_EXPANSIONS
     from billing.models import now_stamp
-    from tests.conftest import count_stripe_requests
+    from tests.helpers import count_stripe_requests
 
     paying = as_user("alice").account_without_trial()
     alice, acc = paying["alice"], paying["acc"]
@@ -232,8 +247,9 @@ def test_concurrent_member_adds_stop_at_100(app: Any, as_user: Any, auth: Any, s
     def add(i: int) -> Any:
         with app.test_client() as client:
             barrier.wait(10)
-            return client.post(f"/workspaces/{ws}/members", json={"user_id": f"racer-{i}", "role": "viewer"},
-                               headers=headers)
+            return client.post(
+                f"/workspaces/{ws}/members", json={"user_id": f"racer-{i}", "role": "viewer"}, headers=headers
+            )
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(add, range(20)))

@@ -18,9 +18,8 @@ from app import create_app
 from billing.config import Config
 from billing.json_logging import json_handler
 from billing.workspaces import service as workspace_service
-from tests.conftest import Api, assert_error, synchronous_webhooks, wipe
 from tests.db_proxy import DatabaseProxy
-from tests.test_webhooks import deliver, event
+from tests.helpers import Api, assert_error, deliver, event, synchronous_webhooks, wipe
 
 
 @pytest.fixture
@@ -58,8 +57,9 @@ def assert_json_lines(records: list[logging.LogRecord]) -> None:
         assert isinstance(json.loads(line), dict)
 
 
-def test_reads_and_writes_answer_503_while_the_database_is_down(outage_app: Flask, proxy: DatabaseProxy,
-                                                                 auth: Any, caplog: Any) -> None:
+def test_reads_and_writes_answer_503_while_the_database_is_down(
+    outage_app: Flask, proxy: DatabaseProxy, auth: Any, caplog: Any
+) -> None:
     alice = Api(outage_app.test_client(), auth("alice"))
     ws = alice.workspace()
     account = alice.account(ws)
@@ -75,8 +75,9 @@ def test_reads_and_writes_answer_503_while_the_database_is_down(outage_app: Flas
         assert_unavailable(alice.post("/workspaces", {"name": "Beta", "billing_mode": "pooled"}))
         # A write that calls Stripe (the sandbox's Stripe shares the database), with a key.
         assert_unavailable(alice.client.post(f"/workspaces/{ws}/billing-accounts", json=new_account, headers=keyed))
-        assert_unavailable(deliver(alice.client, event("customer.updated", {"id": account["id"], "object": "customer"},
-                                                       "evt_outage")))
+        assert_unavailable(
+            deliver(alice.client, event("customer.updated", {"id": account["id"], "object": "customer"}, "evt_outage"))
+        )
     assert_json_lines(caplog.records)
 
     proxy.restore()
@@ -86,8 +87,9 @@ def test_reads_and_writes_answer_503_while_the_database_is_down(outage_app: Flas
     assert created.status_code == 201 and "Idempotent-Replayed" not in created.headers
 
 
-def test_a_database_lost_in_the_middle_of_a_request_is_503(outage_app: Flask, proxy: DatabaseProxy, auth: Any,
-                                                          monkeypatch: Any) -> None:
+def test_a_database_lost_in_the_middle_of_a_request_is_503(
+    outage_app: Flask, proxy: DatabaseProxy, auth: Any, monkeypatch: Any
+) -> None:
     alice = Api(outage_app.test_client(), auth("alice"))
     ws = alice.workspace()
     update = workspace_service.update_workspace
@@ -103,7 +105,8 @@ def test_a_database_lost_in_the_middle_of_a_request_is_503(outage_app: Flask, pr
 
 
 def test_the_sandboxs_webhook_sender_logs_one_json_line_in_an_outage(
-        outage_app: Flask, proxy: DatabaseProxy, auth: Any, caplog: Any, monkeypatch: Any) -> None:
+    outage_app: Flask, proxy: DatabaseProxy, auth: Any, caplog: Any, monkeypatch: Any
+) -> None:
     state = outage_app.extensions["billing"]
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)  # events stay pending
     alice = Api(outage_app.test_client(), auth("alice"))

@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event
 
-from tests.conftest import assert_error
-from tests.test_capacity import subscribe
-from tests.test_organizations import make_child, make_root, orgs
+from tests.helpers import assert_error, make_child, make_root, orgs, subscribe_with_card
 
 
 @pytest.fixture
@@ -33,11 +31,12 @@ def all_back(state: Any, taken: list[Connection]) -> bool:
     return all(connection.closed for connection in taken) and state.db.engine.pool.checkedout() == 0
 
 
-def test_a_limits_read_takes_one_connection_on_postgresql(as_user: Any, state: Any,
-                                                         checkouts: list[Connection]) -> None:
+def test_a_limits_read_takes_one_connection_on_postgresql(
+    as_user: Any, state: Any, checkouts: list[Connection]
+) -> None:
     alice = as_user("alice")
     ws = alice.workspace("pooled")
-    subscribe(alice, ws, alice.account(ws)["id"], {"users": 4})
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
     child = make_child(alice, ws, make_root(alice, ws)["id"])
     checkouts.clear()
     assert alice.get(f"{orgs(ws)}/{child['id']}/limits").status_code == 200
@@ -53,7 +52,7 @@ def test_every_connection_a_request_takes_goes_back(as_user: Any, state: Any, ch
     ws = alice.workspace("pooled")
     # Creating an account and subscribing deliver webhooks in-process: requests inside requests.
     account = alice.account(ws)["id"]
-    subscribe(alice, ws, account, {"users": 4})
+    subscribe_with_card(alice, ws, account, {"users": 4})
     assert checkouts and all_back(state, checkouts)
     assert alice.get(f"/workspaces/{ws}/billing-accounts/{account}/subscriptions").status_code == 200
     assert_error(alice.get(f"{orgs(ws)}/org_doesnotexist00000/limits"), 404, "not_found")

@@ -19,8 +19,7 @@ from billing import jobs
 from billing.models import IdempotencyRecord, Lease, StripeEvent, utcnow
 from billing.webhooks import inbox
 from billing.webhooks import service as webhook_service
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver, event
+from tests.helpers import assert_error, count_stripe_requests, deliver, event
 
 
 @pytest.fixture
@@ -29,13 +28,18 @@ def stripe_requests(monkeypatch: Any) -> list[str]:
 
 
 @pytest.fixture
-def paying(as_user: Any, subscribe: Any, state: Any) -> dict[str, Any]:
+def paying(as_user: Any, subscribe_in_stripe: Any, state: Any) -> dict[str, Any]:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    sub = subscribe(account["id"], {"users": 2})
-    return {"alice": alice, "ws": ws, "customer": account["id"], "sub": sub.id,
-            "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}"}
+    sub = subscribe_in_stripe(account["id"], {"users": 2})
+    return {
+        "alice": alice,
+        "ws": ws,
+        "customer": account["id"],
+        "sub": sub.id,
+        "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}",
+    }
 
 
 def rows(state: Any) -> dict[str, StripeEvent]:
@@ -45,9 +49,16 @@ def rows(state: Any) -> dict[str, StripeEvent]:
 
 def subscription_event(state: Any, paying: dict[str, Any], event_id: str, created: int | None = None) -> bytes:
     obj = {"id": paying["sub"], "object": "subscription", "customer": paying["customer"]}
-    return json.dumps({"id": event_id, "object": "event", "type": "customer.subscription.updated",
-                       "created": int(state.gateway.clock()) if created is None else created,
-                       "data": {"object": obj}, "livemode": False}).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": "customer.subscription.updated",
+            "created": int(state.gateway.clock()) if created is None else created,
+            "data": {"object": obj},
+            "livemode": False,
+        }
+    ).encode()
 
 
 def later(monkeypatch: Any, seconds: float) -> None:
@@ -59,8 +70,9 @@ def later(monkeypatch: Any, seconds: float) -> None:
 # -- acknowledging ---------------------------------------------------------------
 
 
-def test_the_ack_stores_and_calls_no_stripe(paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None,
-                                            stripe_requests: list[str], apply_now: Any) -> None:
+def test_the_ack_stores_and_calls_no_stripe(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str], apply_now: Any
+) -> None:
     response = deliver(client, subscription_event(state, paying, "evt_ack"))
     assert response.status_code == 200 and response.json == {"received": True, "duplicate": False}
     assert stripe_requests == []
@@ -71,9 +83,9 @@ def test_the_ack_stores_and_calls_no_stripe(paying: dict[str, Any], state: Any, 
     assert rows(state)["evt_ack"].state == "applied"
 
 
-def test_concurrent_duplicates_are_stored_once_and_applied_once(paying: dict[str, Any], state: Any, app: Any,
-                                                                webhooks_lost: None, stripe_requests: list[str],
-                                                                apply_now: Any) -> None:
+def test_concurrent_duplicates_are_stored_once_and_applied_once(
+    paying: dict[str, Any], state: Any, app: Any, webhooks_lost: None, stripe_requests: list[str], apply_now: Any
+) -> None:
     payload = subscription_event(state, paying, "evt_dup")
 
     def post(_: int) -> Any:
@@ -106,9 +118,9 @@ def test_database_down_is_503_and_stripe_retries(client: Any, state: Any, monkey
     assert response.headers["Retry-After"] == "5"
 
 
-def test_a_failed_enqueue_still_acknowledges_and_the_sweep_queues_it(paying: dict[str, Any], state: Any,
-                                                                      client: Any, webhooks_lost: None,
-                                                                      monkeypatch: Any) -> None:
+def test_a_failed_enqueue_still_acknowledges_and_the_sweep_queues_it(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("queue unreachable")
 
@@ -125,10 +137,15 @@ def test_a_failed_enqueue_still_acknowledges_and_the_sweep_queues_it(paying: dic
 # -- coalescing ------------------------------------------------------------------
 
 
-def test_events_about_one_object_that_wait_together_cost_one_read(paying: dict[str, Any], state: Any,
-                                                                  client: Any, webhooks_lost: None,
-                                                                  stripe_requests: list[str], apply_now: Any,
-                                                                  monkeypatch: Any) -> None:
+def test_events_about_one_object_that_wait_together_cost_one_read(
+    paying: dict[str, Any],
+    state: Any,
+    client: Any,
+    webhooks_lost: None,
+    stripe_requests: list[str],
+    apply_now: Any,
+    monkeypatch: Any,
+) -> None:
     for n in range(5):
         assert deliver(client, subscription_event(state, paying, f"evt_c{n}")).status_code == 200
     assert apply_now() >= 1
@@ -136,18 +153,18 @@ def test_events_about_one_object_that_wait_together_cost_one_read(paying: dict[s
     assert {row.state for row in rows(state).values()} == {"applied"}
 
 
-def test_the_apply_task_is_put_off_so_that_one_change_costs_one_read(paying: dict[str, Any], state: Any,
-                                                                      client: Any, webhooks_lost: None,
-                                                                      monkeypatch: Any) -> None:
+def test_the_apply_task_is_put_off_so_that_one_change_costs_one_read(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any
+) -> None:
     asked: list[tuple[str, float]] = []
     monkeypatch.setattr(state.queue, "apply_later", lambda key, delay=0.0: asked.append((key, delay)))
     deliver(client, subscription_event(state, paying, "evt_later"))
     assert asked == [(f"subscription:{paying['sub']}", webhook_service.COALESCE_SECONDS)]
 
 
-def test_an_event_whose_object_already_waits_for_its_task_queues_none(paying: dict[str, Any], state: Any,
-                                                                     client: Any, webhooks_lost: None,
-                                                                     monkeypatch: Any, apply_now: Any) -> None:
+def test_an_event_whose_object_already_waits_for_its_task_queues_none(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any, apply_now: Any
+) -> None:
     """In a storm each ack costs one insert: the first untried event's task takes the rest."""
     asked: list[str] = []
     queueing = state.queue.apply_later
@@ -162,8 +179,9 @@ def test_an_event_whose_object_already_waits_for_its_task_queues_none(paying: di
     assert {row.state for row in rows(state).values()} == {"applied"}
 
 
-def test_an_event_stored_while_its_task_was_claiming_gets_a_task(paying: dict[str, Any], state: Any, client: Any,
-                                                                 webhooks_lost: None, monkeypatch: Any) -> None:
+def test_an_event_stored_while_its_task_was_claiming_gets_a_task(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any
+) -> None:
     """The race the ack's shortcut opens: an event that saw an untried sibling (so queued no
     task) just as the sibling's task claimed without it. The task, once done, queues it."""
     key = f"subscription:{paying['sub']}"
@@ -171,8 +189,8 @@ def test_an_event_stored_while_its_task_was_claiming_gets_a_task(paying: dict[st
     applying = webhook_service.apply_events
     asked: list[tuple[str, float]] = []
 
-    def apply_while_a_sibling_lands(object_key: str, events: Any) -> None:
-        applying(object_key, events)
+    def apply_while_a_sibling_lands(billing_state: Any, object_key: str, events: Any) -> None:
+        applying(billing_state, object_key, events)
         # Stored as the ack stores it when its sibling looked untried: no task of its own.
         inbox.store(state.db, json.loads(subscription_event(state, paying, "evt_raced")), key)
 
@@ -189,9 +207,9 @@ def test_an_event_stored_while_its_task_was_claiming_gets_a_task(paying: dict[st
     assert asked == []
 
 
-def test_lifecycle_steps_of_an_invoice_already_paid_cost_no_read(as_user: Any, state: Any, client: Any,
-                                                                 stripe_requests: list[str], apply_now: Any,
-                                                                 monkeypatch: Any) -> None:
+def test_lifecycle_steps_of_an_invoice_already_paid_cost_no_read(
+    as_user: Any, state: Any, client: Any, stripe_requests: list[str], apply_now: Any, monkeypatch: Any
+) -> None:
     """Delivered late and out of order (a storm shuffles them): the step events
     of an invoice whose stored view is paid have nothing newer to say; any other
     event about it is read again."""
@@ -218,8 +236,9 @@ def state_app(state: Any) -> Any:
     return state.queue.app.app_context()
 
 
-def test_a_renewal_costs_at_most_two_stripe_reads(as_user: Any, state: Any, monkeypatch: Any,
-                                                  stripe_requests: list[str]) -> None:
+def test_a_renewal_costs_at_most_two_stripe_reads(
+    as_user: Any, state: Any, monkeypatch: Any, stripe_requests: list[str]
+) -> None:
     """Subscription renewed and paid by card at the period's end: the copy is
     brought up to date with a read of the subscription and one of its invoice."""
     alice = as_user("alice")
@@ -242,10 +261,10 @@ def test_a_renewal_costs_at_most_two_stripe_reads(as_user: Any, state: Any, monk
 # -- failures: retries with backoff, parking, replay ---------------------------
 
 
-def test_a_failing_object_is_retried_with_backoff_then_parked(paying: dict[str, Any], state: Any, client: Any,
-                                                              webhooks_lost: None, monkeypatch: Any,
-                                                              apply_now: Any) -> None:
-    def unreachable(object_type: str, object_id: str, *stored: Any) -> Any:
+def test_a_failing_object_is_retried_with_backoff_then_parked(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any, apply_now: Any
+) -> None:
+    def unreachable(billing_state: Any, object_type: str, object_id: str, *stored: Any) -> Any:
         raise stripe.APIConnectionError("Stripe could not be reached")
 
     monkeypatch.setattr(webhook_service, "_refetch", unreachable)
@@ -267,9 +286,9 @@ def test_a_failing_object_is_retried_with_backoff_then_parked(paying: dict[str, 
     assert inbox.backoff(1) == 5 and inbox.backoff(3) == 20 and inbox.backoff(20) == 3600
 
 
-def test_an_object_gone_from_stripe_is_parked_at_once_and_blocks_nothing(paying: dict[str, Any], state: Any,
-                                                                         client: Any, webhooks_lost: None,
-                                                                         apply_now: Any) -> None:
+def test_an_object_gone_from_stripe_is_parked_at_once_and_blocks_nothing(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, apply_now: Any
+) -> None:
     gone = {"id": "pm_gone", "object": "payment_method", "customer": paying["customer"]}
     assert deliver(client, event("payment_method.updated", gone, "evt_gone")).status_code == 200
     assert deliver(client, subscription_event(state, paying, "evt_other")).status_code == 200
@@ -282,8 +301,9 @@ def test_an_object_gone_from_stripe_is_parked_at_once_and_blocks_nothing(paying:
         assert state.queue.backlog(max_age=0).parked == 1
 
 
-def test_parked_events_are_listed_and_replayed_from_the_cli(paying: dict[str, Any], state: Any, client: Any,
-                                                             app: Any, webhooks_lost: None, apply_now: Any) -> None:
+def test_parked_events_are_listed_and_replayed_from_the_cli(
+    paying: dict[str, Any], state: Any, client: Any, app: Any, webhooks_lost: None, apply_now: Any
+) -> None:
     gone = {"id": "pm_gone", "object": "payment_method", "customer": paying["customer"]}
     deliver(client, event("payment_method.updated", gone, "evt_gone"))
     apply_now()
@@ -304,9 +324,9 @@ def test_parked_events_are_listed_and_replayed_from_the_cli(paying: dict[str, An
     assert rows(state)["evt_gone"].state == "parked"  # still gone: parked again
 
 
-def test_a_killed_workers_claim_lapses_and_the_sweep_recovers_it(paying: dict[str, Any], state: Any, client: Any,
-                                                                 webhooks_lost: None, monkeypatch: Any,
-                                                                 apply_now: Any) -> None:
+def test_a_killed_workers_claim_lapses_and_the_sweep_recovers_it(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any, apply_now: Any
+) -> None:
     key = f"subscription:{paying['sub']}"
     deliver(client, subscription_event(state, paying, "evt_killed"))
     assert [c.id for c in inbox.claim(state.db, key)] == ["evt_killed"]  # ... and the worker dies here
@@ -323,8 +343,9 @@ def test_a_killed_workers_claim_lapses_and_the_sweep_recovers_it(paying: dict[st
 # -- the queue itself ------------------------------------------------------------
 
 
-def test_a_huey_consumer_applies_delivered_events(paying: dict[str, Any], state: Any, client: Any,
-                                                  webhooks_lost: None) -> None:
+def test_a_huey_consumer_applies_delivered_events(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None
+) -> None:
     """Through the real queue: the route queues a task, a consumer thread runs it."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     consumer = state.queue.consumer(workers=2)
@@ -349,12 +370,31 @@ def test_the_sweep_cleans_up_what_outlived_its_guarantee(state: Any, client: Any
     deliver(client, event("charge.succeeded", {"id": "ch_new", "object": "charge"}, "evt_new"))
     now = utcnow()
     with state.db.write() as session:
-        session.execute(update(StripeEvent).where(StripeEvent.id.like("evt_old%"))
-                        .values(received_at=now - timedelta(days=3, minutes=1)))
-        session.add(IdempotencyRecord(scope="user:a", key="old", fingerprint="f", state="done",
-                                      created_at=now - timedelta(hours=25), locked_until=now))
-        session.add(IdempotencyRecord(scope="user:a", key="new", fingerprint="f", state="done",
-                                      created_at=now - timedelta(hours=23), locked_until=now))
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id.like("evt_old%"))
+            .values(received_at=now - timedelta(days=3, minutes=1))
+        )
+        session.add(
+            IdempotencyRecord(
+                scope="user:a",
+                key="old",
+                fingerprint="f",
+                state="done",
+                created_at=now - timedelta(hours=25),
+                locked_until=now,
+            )
+        )
+        session.add(
+            IdempotencyRecord(
+                scope="user:a",
+                key="new",
+                fingerprint="f",
+                state="done",
+                created_at=now - timedelta(hours=23),
+                locked_until=now,
+            )
+        )
         session.add(Lease(name="dead", token="t", expires_at=now - timedelta(seconds=1)))
         session.add(Lease(name="live", token="t", expires_at=now + timedelta(seconds=60)))
     with state_app(state):
@@ -365,8 +405,9 @@ def test_the_sweep_cleans_up_what_outlived_its_guarantee(state: Any, client: Any
         assert list(session.scalars(select(Lease.name))) == ["live"]
 
 
-def test_readiness_says_how_stale_the_copy_may_be(paying: dict[str, Any], state: Any, client: Any,
-                                                  webhooks_lost: None, monkeypatch: Any) -> None:
+def test_readiness_says_how_stale_the_copy_may_be(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any
+) -> None:
     deliver(client, subscription_event(state, paying, "evt_waiting"))
     later(monkeypatch, 42)
     events = client.get("/readyz").json["events"]
@@ -374,10 +415,10 @@ def test_readiness_says_how_stale_the_copy_may_be(paying: dict[str, Any], state:
     assert events["oldest_pending_seconds"] == pytest.approx(42, abs=5)
 
 
-def test_a_database_blip_while_applying_is_retried_not_parked(paying: dict[str, Any], state: Any, client: Any,
-                                                              webhooks_lost: None, monkeypatch: Any,
-                                                              apply_now: Any) -> None:
-    def blip(object_type: str, object_id: str, *stored: Any) -> Any:
+def test_a_database_blip_while_applying_is_retried_not_parked(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any, apply_now: Any
+) -> None:
+    def blip(billing_state: Any, object_type: str, object_id: str, *stored: Any) -> Any:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(webhook_service, "_refetch", blip)
@@ -391,16 +432,16 @@ def test_a_database_blip_while_applying_is_retried_not_parked(paying: dict[str, 
     assert rows(state)["evt_blip"].state == "applied"
 
 
-def test_applying_is_background_work_and_waits_for_the_budget(paying: dict[str, Any], state: Any, client: Any,
-                                                              webhooks_lost: None, monkeypatch: Any,
-                                                              apply_now: Any) -> None:
+def test_applying_is_background_work_and_waits_for_the_budget(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, monkeypatch: Any, apply_now: Any
+) -> None:
     """Re-reads use only what users leave of Stripe's rate limit; when there is
     no room, the events are put off without using up a try."""
     from billing import budget
 
     kinds: list[str | None] = []
 
-    def no_room(object_type: str, object_id: str, *stored: Any) -> Any:
+    def no_room(billing_state: Any, object_type: str, object_id: str, *stored: Any) -> Any:
         current = budget.current_background()
         kinds.append(current.kind if current else None)
         raise budget.BudgetExhausted("webhook", 20.0)
@@ -414,9 +455,9 @@ def test_applying_is_background_work_and_waits_for_the_budget(paying: dict[str, 
     assert (row.next_attempt_at - utcnow()).total_seconds() == pytest.approx(20, abs=3)
 
 
-def test_a_subscription_read_brings_its_latest_invoice(paying: dict[str, Any], state: Any, client: Any,
-                                                       webhooks_lost: None, stripe_requests: list[str],
-                                                       apply_now: Any) -> None:
+def test_a_subscription_read_brings_its_latest_invoice(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str], apply_now: Any
+) -> None:
     """A renewal's subscription and its new invoice, delivered together: the
     subscription's read keeps its latest invoice too, so the invoice's event
     (received before that read) costs nothing."""
@@ -440,8 +481,15 @@ def _invoice_updated(state: Any, paying: dict[str, Any], invoice_id: str, event_
 
 @pytest.mark.parametrize("invoices_second_full", [False, True])
 def test_a_renewal_invoice_is_read_through_its_subscription_when_the_invoices_second_is_full(
-        paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str],
-        apply_now: Any, monkeypatch: Any, invoices_second_full: bool) -> None:
+    paying: dict[str, Any],
+    state: Any,
+    client: Any,
+    webhooks_lost: None,
+    stripe_requests: list[str],
+    apply_now: Any,
+    monkeypatch: Any,
+    invoices_second_full: bool,
+) -> None:
     """Stripe counts each endpoint's second apart: a subscription's latest invoice
     comes with the subscription's read too, so when the invoices' endpoint has no
     room left, the read goes there instead of waiting for the next second."""
@@ -452,7 +500,7 @@ def test_a_renewal_invoice_is_read_through_its_subscription_when_the_invoices_se
     deliver(client, subscription_event(state, paying, "evt_sub_first"))
     apply_now()  # the copy holds the subscription and its latest invoice
     with state_app(state):
-        before = replica.stored_view("invoice", invoice_id).fetched_at
+        before = replica.stored_view(state.db, "invoice", invoice_id).fetched_at
     within = InstrumentedHTTPClient._within_budget
 
     def invoices_full(self: Any, method: str, url: str, attempt: Any) -> Any:
@@ -469,23 +517,31 @@ def test_a_renewal_invoice_is_read_through_its_subscription_when_the_invoices_se
     assert stripe_requests == expected
     assert rows(state)["evt_invoice_updated"].state == "applied"
     with state_app(state):
-        assert replica.stored_view("invoice", invoice_id).fetched_at > before
+        assert replica.stored_view(state.db, "invoice", invoice_id).fetched_at > before
 
 
 def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
-        paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str],
-        apply_now: Any, monkeypatch: Any) -> None:
-    from billing import budget
+    paying: dict[str, Any],
+    state: Any,
+    client: Any,
+    webhooks_lost: None,
+    stripe_requests: list[str],
+    apply_now: Any,
+    monkeypatch: Any,
+) -> None:
+    from billing import budget, replica
     from billing.instrumentation import InstrumentedHTTPClient
     from billing.webhooks.service import _renewing_subscription
-    from billing import replica
 
     invoice_id = state.gateway.client.v1.subscriptions.retrieve(paying["sub"]).latest_invoice
     deliver(client, subscription_event(state, paying, "evt_sub_first"))
     apply_now()
     with state_app(state):
-        assert _renewing_subscription(invoice_id, replica.stored_view("invoice", invoice_id)) == paying["sub"]
-        assert _renewing_subscription("in_another", replica.stored_view("invoice", invoice_id)) is None
+        assert (
+            _renewing_subscription(state, invoice_id, replica.stored_view(state.db, "invoice", invoice_id))
+            == paying["sub"]
+        )
+        assert _renewing_subscription(state, "in_another", replica.stored_view(state.db, "invoice", invoice_id)) is None
     within = InstrumentedHTTPClient._within_budget
 
     def invoices_full(self: Any, method: str, url: str, attempt: Any) -> Any:
@@ -496,16 +552,16 @@ def test_an_invoice_that_is_not_its_subscriptions_latest_is_read_as_itself(
 
     monkeypatch.setattr(InstrumentedHTTPClient, "_within_budget", invoices_full)
     with state_app(state):  # the copy no longer says the invoice is the subscription's latest
-        monkeypatch.setattr(replica, "subscription_document", lambda _id: {"latest_invoice": "in_newer"})
+        monkeypatch.setattr(replica, "subscription_document", lambda _db, _id: {"latest_invoice": "in_newer"})
         deliver(client, _invoice_updated(state, paying, invoice_id, "evt_old_invoice"))
         stripe_requests.clear()
         apply_now()
     assert stripe_requests == [f"GET /v1/invoices/{invoice_id}"]
 
 
-def test_a_created_event_that_comes_after_a_read_costs_nothing(paying: dict[str, Any], state: Any, client: Any,
-                                                              webhooks_lost: None, stripe_requests: list[str],
-                                                              apply_now: Any) -> None:
+def test_a_created_event_that_comes_after_a_read_costs_nothing(
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str], apply_now: Any
+) -> None:
     """A renewal's `invoice.created` delivered after its subscription's read (which brought the
     new invoice): it says only that the invoice exists, which the copy knows. Any other event
     about it, delivered as late, is read."""
@@ -526,8 +582,8 @@ def test_a_created_event_that_comes_after_a_read_costs_nothing(paying: dict[str,
 
 
 def test_a_new_invoice_whose_events_come_first_applies_its_subscriptions_first(
-        paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str],
-        apply_now: Any) -> None:
+    paying: dict[str, Any], state: Any, client: Any, webhooks_lost: None, stripe_requests: list[str], apply_now: Any
+) -> None:
     """A renewal in a storm: the new invoice's `invoice.created` is delivered before the
     subscription's event. Its task applies the subscription's waiting event first, whose read
     brings the invoice: one read for both, whichever task runs first."""
@@ -535,18 +591,23 @@ def test_a_new_invoice_whose_events_come_first_applies_its_subscriptions_first(
     from billing.models import StripeCopy
 
     sub = state.gateway.client.v1.subscriptions.retrieve(paying["sub"])
-    invoice = {"id": sub.latest_invoice, "object": "invoice", "customer": paying["customer"], "status": "draft",
-               "parent": {"subscription_details": {"subscription": paying["sub"]}}}
+    invoice = {
+        "id": sub.latest_invoice,
+        "object": "invoice",
+        "customer": paying["customer"],
+        "status": "draft",
+        "parent": {"subscription_details": {"subscription": paying["sub"]}},
+    }
     with state.db.write() as session:  # as if the copy had never seen this invoice
-        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.id == sub.latest_invoice))  # type: ignore[attr-defined]
     deliver(client, event("invoice.created", invoice, "evt_invoice_first"))
     deliver(client, subscription_event(state, paying, "evt_subscription_second"))
     stripe_requests.clear()
     with state_app(state):
-        assert webhook_service.apply_object(f"invoice:{sub.latest_invoice}") is None
+        assert webhook_service.apply_object(state, f"invoice:{sub.latest_invoice}") is None
     assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]
     assert {row.state for row in rows(state).values()} == {"applied"}
     with state_app(state):
-        assert replica.stored_view("invoice", sub.latest_invoice) is not None
+        assert replica.stored_view(state.db, "invoice", sub.latest_invoice) is not None
     apply_now()  # the subscription's own task: nothing left to do
     assert stripe_requests == [f"GET /v1/subscriptions/{paying['sub']}"]

@@ -24,14 +24,31 @@ from bench.run import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_NOTICE = "running on the built-in SANDBOX emulator"
 # What the environment of this test run may set that a newcomer's shell does not.
-CLEARED = ("DATABASE_URL", "CORS_ORIGINS", "STRIPE_API_KEY", "STRIPE_SANDBOX", "STRIPE_WEBHOOK_SECRET", "LOG_LEVEL",
-           "JWT_SECRET", "JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE", "PORT", "TEST_DATABASE_URL")
+CLEARED = (
+    "DATABASE_URL",
+    "CORS_ORIGINS",
+    "STRIPE_API_KEY",
+    "STRIPE_SANDBOX",
+    "STRIPE_WEBHOOK_SECRET",
+    "LOG_LEVEL",
+    "JWT_SECRET",
+    "JWT_JWKS_URL",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "PORT",
+    "TEST_DATABASE_URL",
+)
 
 
 def fresh_copy(target: Path) -> Path:
     """The project as cloned, with a .venv that is this one (stamped as installed: no pip)."""
-    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "instance", "__pycache__", ".mypy_cache", ".pytest_cache", "*.pyc"))
+    shutil.copytree(
+        ROOT,
+        target,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "instance", "__pycache__", ".mypy_cache", ".pytest_cache", "*.pyc"
+        ),
+    )
     bin_dir = target / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     real = Path(sys.executable).parent
@@ -44,11 +61,17 @@ def fresh_copy(target: Path) -> Path:
 
 
 def preflight(port: int, origin: str) -> str | None:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/workspaces", method="OPTIONS", headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization, Content-Type"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/workspaces",
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return response.headers.get("Access-Control-Allow-Origin")
+        return response.headers.get("Access-Control-Allow-Origin")  # type: ignore[no-any-return]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the copy's .venv is made of shell scripts")
@@ -57,8 +80,15 @@ def test_first_start_prints_no_harmless_warnings_before_the_token(tmp_path: Path
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env["PORT"] = str(port)
-    process = subprocess.Popen([sys.executable, "dev.py", "serve"], cwd=project, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "dev.py", "serve"],
+        cwd=project,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     lines: list[str] = []
     token = threading.Event()
 
@@ -73,7 +103,7 @@ def test_first_start_prints_no_harmless_warnings_before_the_token(tmp_path: Path
     reader.start()
     try:
         assert token.wait(300), "\n".join(lines)
-        before = lines[:next(i for i, line in enumerate(lines) if line.startswith("Bearer token for"))]
+        before = lines[: next(i for i, line in enumerate(lines) if line.startswith("Bearer token for"))]
         noise = [line for line in before if "WARNING" in line.upper() and SANDBOX_NOTICE not in line]
         assert noise == [], "\n".join(before)
         assert any(SANDBOX_NOTICE in line for line in before)

@@ -38,9 +38,24 @@ def generated(session_app: Flask, tmp_path_factory: pytest.TempPathFactory) -> I
     # No post hooks: formatting the generated code (ruff) is not what we test.
     (root / "config.yaml").write_text(f"package_name_override: {PACKAGE}\npost_hooks: []\n")
     result = subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", "openapi.json",
-         "--config", "config.yaml", "--meta", "none", "--output-path", PACKAGE],
-        cwd=root, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            "openapi.json",
+            "--config",
+            "config.yaml",
+            "--meta",
+            "none",
+            "--output-path",
+            PACKAGE,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     # The generator reports schemas it could not turn into code as warnings, and still succeeds.
     assert result.returncode == 0 and "Warning" not in result.stdout + result.stderr, result.stdout + result.stderr
@@ -70,7 +85,8 @@ def model(name: str, cls: str) -> Any:
 def api_client(generated: Path, app: Flask, config: Config) -> Any:
     client_module = module("client")
     return client_module.AuthenticatedClient(
-        base_url="http://billing.test", token=mint_token(config, "frontend-dev"),
+        base_url="http://billing.test",
+        token=mint_token(config, "frontend-dev"),
         httpx_args={"transport": httpx.WSGITransport(app=app)},
     )
 
@@ -83,9 +99,9 @@ def test_the_main_flow_through_the_generated_client(api_client: Any) -> None:
     list_subscriptions = operation("subscriptions", "list_subscriptions")
 
     workspace_body = model("workspace_create", "WorkspaceCreate")(
-        name="Front end", billing_mode=model("workspace_create_billing_mode", "WorkspaceCreateBillingMode")("single"))
-    created = create_workspace.sync_detailed(client=api_client, body=workspace_body,
-                                             idempotency_key=str(uuid.uuid4()))
+        name="Front end", billing_mode=model("workspace_create_billing_mode", "WorkspaceCreateBillingMode")("single")
+    )
+    created = create_workspace.sync_detailed(client=api_client, body=workspace_body, idempotency_key=str(uuid.uuid4()))
     assert created.status_code == 201, created.content
     workspace = created.parsed
     assert type(workspace).__name__ == "Workspace" and workspace.name == "Front end"
@@ -94,9 +110,11 @@ def test_the_main_flow_through_the_generated_client(api_client: Any) -> None:
     country = model("address_input_country", "AddressInputCountry")("ZA")  # the document lists the codes
     address = model("address_input", "AddressInput")(country=country, city="Cape Town")
     account_body = model("billing_account_create", "BillingAccountCreate")(
-        name="Front end billing", email="billing@frontend.test", address=address)
-    created = create_billing_account.sync_detailed(workspace.id, client=api_client, body=account_body,
-                                                   idempotency_key=str(uuid.uuid4()))
+        name="Front end billing", email="billing@frontend.test", address=address
+    )
+    created = create_billing_account.sync_detailed(
+        workspace.id, client=api_client, body=account_body, idempotency_key=str(uuid.uuid4())
+    )
     assert created.status_code == 201, created.content
     account = created.parsed
     assert type(account).__name__ == "BillingAccount"
@@ -106,8 +124,9 @@ def test_the_main_flow_through_the_generated_client(api_client: Any) -> None:
     # The document lists the products, so the map is a model with one field per product.
     quantities = model("subscription_create_product_quantities", "SubscriptionCreateProductQuantities")(users=3)
     subscription_body = model("subscription_create", "SubscriptionCreate")(product_quantities=quantities)
-    created = create_subscription.sync_detailed(workspace.id, account.id, client=api_client,
-                                                body=subscription_body, idempotency_key=str(uuid.uuid4()))
+    created = create_subscription.sync_detailed(
+        workspace.id, account.id, client=api_client, body=subscription_body, idempotency_key=str(uuid.uuid4())
+    )
     assert created.status_code == 201, created.content
     subscription = created.parsed
     assert type(subscription).__name__ == "Subscription"

@@ -24,8 +24,11 @@ class Worker:
 
 
 def test_request_limits_are_set_once() -> None:
-    assert (CONF["limit_request_line"], CONF["limit_request_fields"], CONF["limit_request_field_size"]) == \
-        (8190, 100, 8190)
+    assert (CONF["limit_request_line"], CONF["limit_request_fields"], CONF["limit_request_field_size"]) == (
+        8190,
+        100,
+        8190,
+    )
     # gthread's threads, each request read whole before one gets it (tests/test_http_worker.py)
     assert CONF["worker_class"] == "billing.http_worker.BufferingThreadWorker" and CONF["threads"] == 4
 

@@ -34,9 +34,9 @@ def test_a_request_is_handed_over_once_its_head_and_body_are_in() -> None:
     assert state(b"GET /healthz HTTP/1.1\r\nHost: x\r\n") == WAIT
     assert state(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") == WHOLE
     assert state(b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") == WHOLE  # one empty line first is allowed
-    assert state(HEAD + b"Content-Length: 5\r\n\r\n{\"a\"") == WAIT
-    assert state(HEAD + b"Content-Length: 5\r\n\r\n{\"a\"}") == WHOLE
-    assert state(HEAD + b"Content-Length: 5\r\n\r\n{\"a\"}GET / HTTP/1.1\r\n") == WHOLE  # the next one may follow
+    assert state(HEAD + b'Content-Length: 5\r\n\r\n{"a"') == WAIT
+    assert state(HEAD + b'Content-Length: 5\r\n\r\n{"a"}') == WHOLE
+    assert state(HEAD + b'Content-Length: 5\r\n\r\n{"a"}GET / HTTP/1.1\r\n') == WHOLE  # the next one may follow
     chunked = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
     assert state(chunked + b"3\r\nabc\r\n") == WAIT
     assert state(chunked + b"3;ext=1\r\nabc\r\n0\r\n") == WAIT
@@ -98,8 +98,10 @@ def test_the_service_answers_while_60_slow_clients_hold_connections_open(server:
         for i in range(60):
             sock = socket.create_connection(address(server), timeout=GENEROUS)
             if i % 2:
-                sock.sendall(b"POST /workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: 100\r\n\r\n{")
+                sock.sendall(
+                    b"POST /workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\n\r\n{"
+                )
             else:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
             held.append(sock)
@@ -114,15 +116,27 @@ def test_the_service_answers_while_60_slow_clients_hold_connections_open(server:
             sock.close()
 
 
-@pytest.mark.parametrize("request_bytes, status, code", [
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400, "bad_request"),  # a control byte
-    (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400, "bad_request"),
-    (b"GET /" + b"a" * 8191 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 100 + b"\r\n", 431, "request_header_fields_too_large"),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"b" * 8191 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
-])
-def test_gunicorns_own_refusals_come_in_the_contracts_envelope(server: Server, request_bytes: bytes, status: int,
-                                                               code: str) -> None:
+@pytest.mark.parametrize(
+    "request_bytes, status, code",
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400, "bad_request"),  # a control byte
+        (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400, "bad_request"),
+        (b"GET /" + b"a" * 8191 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 100 + b"\r\n",
+            431,
+            "request_header_fields_too_large",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"b" * 8191 + b"\r\n\r\n",
+            431,
+            "request_header_fields_too_large",
+        ),
+    ],
+)
+def test_gunicorns_own_refusals_come_in_the_contracts_envelope(
+    server: Server, request_bytes: bytes, status: int, code: str
+) -> None:
     head, _, body = exchange(server, request_bytes).partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0].startswith(f"HTTP/1.1 {status} ".encode())
     assert b"content-type: application/json" in head.lower()
@@ -133,21 +147,28 @@ def test_gunicorns_own_refusals_come_in_the_contracts_envelope(server: Server, r
 
 
 def test_a_body_over_the_limit_is_refused_without_waiting_for_it(server: Server) -> None:
-    head, _, body = exchange(server, b"POST /workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                     b"Content-Length: 2000000\r\n\r\n{").partition(b"\r\n\r\n")
+    head, _, body = exchange(
+        server,
+        b"POST /workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n{",
+    ).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 ")
     assert json.loads(body)["code"] == "payload_too_large"
 
 
 def test_pipelined_chunked_and_100_continue_requests_are_answered(server: Server) -> None:
-    answer = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                              b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                              b"2\r\n{}\r\n0\r\n\r\n"
-                              b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = exchange(
+        server,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"404", b"200"]
     with socket.create_connection(address(server), timeout=GENEROUS) as sock:
-        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
-                     b"Connection: close\r\n\r\n")
+        sock.sendall(
+            b"POST /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\n"
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"{}")
         answer = b""
@@ -166,11 +187,13 @@ def test_a_route_that_takes_a_picture_has_its_larger_body_read_whole(server: Ser
     ws = client.call("POST", "/workspaces", json={"name": "Pictures", "billing_mode": "pooled"})["id"]
     org = client.call("POST", f"/workspaces/{ws}/organizations", json={"name": "Root"})["id"]
     big = "data:image/png;base64," + "A" * MAX_BASE64_CHARS  # 2.8 MB: decodes to zeros, no PNG
-    response = client.session.patch(f"{server.base}/workspaces/{ws}/organizations/{org}", json={"picture": big},
-                                     timeout=GENEROUS)
+    response = client.session.patch(
+        f"{server.base}/workspaces/{ws}/organizations/{org}", json={"picture": big}, timeout=GENEROUS
+    )
     assert response.status_code == 422 and "picture" in response.json()["errors"]  # read whole, then judged
-    response = client.session.post(f"{server.base}/workspaces", json={"name": "x", "description": big},
-                                   timeout=GENEROUS)
+    response = client.session.post(
+        f"{server.base}/workspaces", json={"name": "x", "description": big}, timeout=GENEROUS
+    )
     assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
 
 
@@ -181,8 +204,10 @@ def test_slow_picture_uploads_hold_no_thread(server: Server) -> None:
     try:
         for _ in range(40):
             sock = socket.create_connection(address(server), timeout=GENEROUS)
-            sock.sendall(b"PATCH /workspaces/ws_a/organizations/org_b HTTP/1.1\r\nHost: x\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n{\"picture\": \"data:")
+            sock.sendall(
+                b"PATCH /workspaces/ws_a/organizations/org_b HTTP/1.1\r\nHost: x\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n{"picture": "data:'
+            )
             held.append(sock)
         for _ in range(10):
             response = requests.get(f"{server.base}/healthz", timeout=GENEROUS, headers={"Connection": "close"})
@@ -196,9 +221,17 @@ def test_the_body_limit_is_the_routes(session_app: object) -> None:
     limit_for = session_app.config["BODY_LIMIT_FOR"]  # type: ignore[attr-defined]
     org = "/workspaces/ws_a/organizations/org_b"
     assert limit_for("PATCH", org) == limit_for("POST", "/workspaces/ws_a/organizations") == 4 * 1024 * 1024
-    assert limit_for("POST", org + "/children?x=1") == limit_for("PATCH", "/workspaces/ws_a/organization%73/org_b") \
+    assert (
+        limit_for("POST", org + "/children?x=1")
+        == limit_for("PATCH", "/workspaces/ws_a/organization%73/org_b")
         == 4 * 1024 * 1024
+    )
     assert limit_for("PATCH", "http://api.example/workspaces/ws_a/organizations/org_b") == 4 * 1024 * 1024
-    for method, target in [("GET", org), ("POST", org + "/usage"), ("POST", "/workspaces"), ("PATCH", "/nowhere"),
-                           ("POST", "/workspaces/ws_a/billing-accounts")]:
+    for method, target in [
+        ("GET", org),
+        ("POST", org + "/usage"),
+        ("POST", "/workspaces"),
+        ("PATCH", "/nowhere"),
+        ("POST", "/workspaces/ws_a/billing-accounts"),
+    ]:
         assert limit_for(method, target) == 1024 * 1024, (method, target)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import requests
@@ -11,9 +11,7 @@ import responses
 
 from app import create_app
 from billing.idempotency import lock_name
-from tests.conftest import assert_error
-from tests.test_billing_accounts import FULL, index_rows
-from tests.test_stripe_http import CUSTOMERS, customer_json
+from tests.helpers import CUSTOMERS, FULL, assert_error, customer_json, index_rows
 
 
 def test_same_key_same_body_replays(as_user: Any, state: Any) -> None:
@@ -26,7 +24,7 @@ def test_same_key_same_body_replays(as_user: Any, state: Any) -> None:
     assert second.json == first.json
     assert second.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
     assert len(index_rows(state, ws)) == 1
-    assert len([c for c in state.gateway.iter_customers()]) == 1
+    assert len(list(state.gateway.iter_customers())) == 1
 
 
 def test_same_key_other_body_is_409(as_user: Any, state: Any) -> None:
@@ -63,7 +61,10 @@ def test_another_user_cannot_replay_my_response(as_user: Any) -> None:
     ws = alice.workspace()
     alice.add_member(ws, "bob", "admin")
     key = {"Idempotency-Key": "shared"}
-    assert alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**alice.headers, **key}).status_code == 201
+    assert (
+        alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**alice.headers, **key}).status_code
+        == 201
+    )
     response = bob.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers={**bob.headers, **key})
     assert response.status_code == 201 and "Idempotent-Replayed" not in response.headers  # bob's own request
 
@@ -101,8 +102,11 @@ def test_a_key_on_a_long_unknown_workspace_is_404_not_stored(as_user: Any, state
 
 def test_invalid_key_is_400(as_user: Any) -> None:
     alice = as_user("alice")
-    response = alice.client.post("/workspaces", json={"name": "x", "billing_mode": "single"},
-                                 headers={**alice.headers, "Idempotency-Key": "k" * 256})
+    response = alice.client.post(
+        "/workspaces",
+        json={"name": "x", "billing_mode": "single"},
+        headers={**alice.headers, "Idempotency-Key": "k" * 256},
+    )
     assert_error(response, 400, "invalid_idempotency_key")
     assert alice.get("/workspaces").json["data"] == []
 
@@ -140,8 +144,11 @@ def test_retry_after_stripe_failure_is_a_retry_at_stripe(live_alice: Any, live_a
     ws = live_alice.workspace("single")
     headers = {**live_alice.headers, "Idempotency-Key": "flaky"}
     mocked.post(CUSTOMERS, body=requests.exceptions.ConnectionError("reset"))
-    assert_error(live_alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers), 503,
-                 "stripe_unavailable")
+    assert_error(
+        live_alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers),
+        503,
+        "stripe_unavailable",
+    )
     mocked.replace(responses.POST, CUSTOMERS, json=customer_json(workspace_id=ws, currency="usd"))
     retry = live_alice.client.post(f"/workspaces/{ws}/billing-accounts", json=FULL, headers=headers)
     assert retry.status_code == 201, retry.json
@@ -170,16 +177,27 @@ def test_key_whose_first_request_is_running_is_409(as_user: Any, state: Any) -> 
     scope = f"user:alice:workspace:{ws}"
     with state.db.write() as session:  # the same request, still running in another worker
         now = utcnow()
-        session.add(IdempotencyRecord(scope=scope, key="busy", fingerprint=digest.hexdigest(),
-                                      state="running", created_at=now, locked_until=now + timedelta(seconds=60)))
+        session.add(
+            IdempotencyRecord(
+                scope=scope,
+                key="busy",
+                fingerprint=digest.hexdigest(),
+                state="running",
+                created_at=now,
+                locked_until=now + timedelta(seconds=60),
+            )
+        )
     with ExitStack() as worker:
         if not state.db.is_sqlite:  # on PostgreSQL that worker holds the key's lock while it runs
             worker.enter_context(state.db.lock_scope())
             assert state.db.try_lock(lock_name(scope, "busy"))
             worker.callback(state.db.unlock, lock_name(scope, "busy"))
         assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
-        assert_error(alice.client.post(path, data=body.replace(b"ACME", b"Other"), headers=headers), 409,
-                     "idempotency_key_reused")
+        assert_error(
+            alice.client.post(path, data=body.replace(b"ACME", b"Other"), headers=headers),
+            409,
+            "idempotency_key_reused",
+        )
     assert index_rows(state, ws) == []
     with state.db.write() as session:  # its worker died: once the lock lapses, a retry takes over
         record = session.get(IdempotencyRecord, (scope, "busy"))
@@ -263,14 +281,25 @@ def test_a_retry_takes_over_a_killed_workers_key_at_once(as_user: Any, state: An
         digest.update(part.encode() + b"\0")
     digest.update(body)
     headers = {**alice.headers, "Idempotency-Key": "killed", "Content-Type": "application/json"}
-    holder = subprocess.Popen([sys.executable, "-c", KEY_HOLDER, state.db.url, lock_name(scope, "killed")],
-                              cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", KEY_HOLDER, state.db.url, lock_name(scope, "killed")],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
         with state.db.write() as session:  # its request, mid-way: the record says running for 90 s more
             now = utcnow()
-            session.add(IdempotencyRecord(scope=scope, key="killed", fingerprint=digest.hexdigest(), state="running",
-                                          created_at=now, locked_until=now + timedelta(seconds=90)))
+            session.add(
+                IdempotencyRecord(
+                    scope=scope,
+                    key="killed",
+                    fingerprint=digest.hexdigest(),
+                    state="running",
+                    created_at=now,
+                    locked_until=now + timedelta(seconds=90),
+                )
+            )
         assert_error(alice.client.post(path, data=body, headers=headers), 409, "idempotency_key_in_use")
     finally:
         holder.kill()

@@ -6,15 +6,33 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
 
 from stripe_sandbox.models import SandboxObject
-from tests.conftest import assert_error
+from tests.builders import Builder
+from tests.helpers import assert_error
 from tests.pdf_reading import pdf_text
 
-INVOICE_KEYS = {"id", "customer_id", "number", "status", "currency", "amount_due", "amount_paid", "subtotal",
-                "total", "tax", "discount_amount", "discount_names", "lines", "due_date", "hosted_invoice_url",
-                "invoice_pdf", "created_at"}
+INVOICE_KEYS = {
+    "id",
+    "customer_id",
+    "number",
+    "status",
+    "currency",
+    "amount_due",
+    "amount_paid",
+    "subtotal",
+    "total",
+    "tax",
+    "discount_amount",
+    "discount_names",
+    "lines",
+    "due_date",
+    "hosted_invoice_url",
+    "invoice_pdf",
+    "created_at",
+}
 LINE_KEYS = {"id", "description", "amount", "currency", "quantity", "price_id", "unit_amount", "product_name"}
 
 
@@ -28,14 +46,30 @@ def billed(as_user: Any, state: Any) -> dict[str, Any]:
     ids = []
     for n in range(7):
         for i in range(12):
-            client.v1.invoice_items.create({"customer": account["id"], "amount": 100 * n + i, "currency": "usd",
-                                            "description": f"Invoice {n} item {i}"})
-        invoice = client.v1.invoices.create({"customer": account["id"], "pending_invoice_items_behavior": "include",
-                                             "collection_method": "send_invoice", "days_until_due": 30})
+            client.v1.invoice_items.create(
+                {
+                    "customer": account["id"],
+                    "amount": 100 * n + i,
+                    "currency": "usd",
+                    "description": f"Invoice {n} item {i}",
+                }
+            )
+        invoice = client.v1.invoices.create(
+            {
+                "customer": account["id"],
+                "pending_invoice_items_behavior": "include",
+                "collection_method": "send_invoice",
+                "days_until_due": 30,
+            }
+        )
         client.v1.invoices.finalize_invoice(invoice.id)
         ids.append(invoice.id)
-    return {"alice": alice, "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}", "ids": ids[::-1],
-            "account": account}
+    return {
+        "alice": alice,
+        "acc": f"/workspaces/{ws}/billing-accounts/{account['id']}",
+        "ids": ids[::-1],
+        "account": account,
+    }
 
 
 def test_list_shape_and_all_lines(billed: dict[str, Any]) -> None:
@@ -75,8 +109,9 @@ def test_bad_queries(as_user: Any, query: str) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    assert_error(alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/invoices?{query}"), 422,
-                 "validation_failed")
+    assert_error(
+        alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/invoices?{query}"), 422, "validation_failed"
+    )
 
 
 def test_cursor_of_another_customer_is_refused(billed: dict[str, Any], as_user: Any, state: Any) -> None:
@@ -84,24 +119,30 @@ def test_cursor_of_another_customer_is_refused(billed: dict[str, Any], as_user: 
     ws = bob.workspace()
     other = bob.account(ws)
     state.gateway.client.v1.invoice_items.create({"customer": other["id"], "amount": 5, "currency": "usd"})
-    theirs = state.gateway.client.v1.invoices.create({"customer": other["id"],
-                                                       "pending_invoice_items_behavior": "include"})
+    theirs = state.gateway.client.v1.invoices.create(
+        {"customer": other["id"], "pending_invoice_items_behavior": "include"}
+    )
     assert_error(billed["alice"].get(f"{billed['acc']}/invoices?after={theirs.id}"), 422, "validation_failed")
 
 
 def sandbox_counts(state: Any) -> dict[str, int]:
     with state.db.read() as session:
-        return dict(session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all())  # type: ignore[arg-type]
+        return dict(
+            session.execute(select(SandboxObject.object_type, func.count()).group_by(SandboxObject.object_type)).all()
+        )
 
 
 @pytest.fixture
-def subscribed(as_user: Any) -> dict[str, Any]:
-    alice = as_user("alice")
-    ws = alice.workspace("pooled")
-    account, _ = alice.account(ws, currency="gbp"), alice.account(ws)
+def subscribed(as_user: Any, app: Flask) -> dict[str, Any]:
+    """Through the services: a pooled workspace of two accounts (no trial), the first in
+    GBP with a Visa and 4 users and 1 SSO; then five days on the sandbox's clock."""
+    alice, build = as_user("alice"), Builder(app, "alice")
+    with build.webhooks_at_the_end():
+        ws = build.workspace("pooled")
+        account, _ = build.account(ws, currency="gbp"), build.account(ws)
+        build.card(ws, account["id"], "pm_card_visa")
+        sub = build.subscription(ws, account["id"], {"users": 4, "sso": 1})
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
-    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 4, "sso": 1}}).json
     alice.advance_clock({"days": 5})
     return {"alice": alice, "acc": acc, "sub": sub}
 
@@ -109,8 +150,9 @@ def subscribed(as_user: Any) -> dict[str, Any]:
 def test_preview_new_subscription(subscribed: dict[str, Any], state: Any) -> None:
     alice, acc = subscribed["alice"], subscribed["acc"]
     before = sandbox_counts(state)
-    response = alice.post(f"{acc}/invoices/preview", {"items": [{"product_type": "locations", "quantity": 3,
-                                                                 "interval": "year"}]})
+    response = alice.post(
+        f"{acc}/invoices/preview", {"items": [{"product_type": "locations", "quantity": 3, "interval": "year"}]}
+    )
     assert response.status_code == 200, response.json
     preview = response.json
     assert "id" not in preview and set(preview) == INVOICE_KEYS - {"id"}
@@ -125,11 +167,19 @@ def test_a_change_preview_cannot_switch_the_interval(subscribed: dict[str, Any],
     """No PATCH switches a subscription's interval, so no preview pretends to."""
     alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
     before = sandbox_counts(state)
-    error = assert_error(alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 5, "interval": "year"}]}), 422, "validation_failed")
+    error = assert_error(
+        alice.post(
+            f"{acc}/invoices/preview",
+            {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5, "interval": "year"}]},
+        ),
+        422,
+        "validation_failed",
+    )
     assert "month" in error["errors"]["items"][0]
-    same = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 5, "interval": "month"}]})
+    same = alice.post(
+        f"{acc}/invoices/preview",
+        {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5, "interval": "month"}]},
+    )
     assert same.status_code == 200, same.json
     assert sandbox_counts(state) == before
 
@@ -137,13 +187,19 @@ def test_a_change_preview_cannot_switch_the_interval(subscribed: dict[str, Any],
 def test_preview_change_and_cancellation(subscribed: dict[str, Any], state: Any) -> None:
     alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
     before = sandbox_counts(state)
-    change = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 6}, {"product_type": "sso", "quantity": 0}]})
+    change = alice.post(
+        f"{acc}/invoices/preview",
+        {
+            "subscription_id": sub["id"],
+            "items": [{"product_type": "users", "quantity": 6}, {"product_type": "sso", "quantity": 0}],
+        },
+    )
     assert change.status_code == 200, change.json
     assert 0 < change.json["total"]  # the prorated increase, charged now
     assert any(line["product_name"] == "Users" for line in change.json["lines"])
-    cut = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 1}]})
+    cut = alice.post(
+        f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 1}]}
+    )
     assert cut.status_code == 200, cut.json
     users_line = next(line for line in cut.json["lines"] if line["product_name"] == "Users")
     assert users_line["quantity"] == 1 and users_line["amount"] > 0  # next period at the new quantity, no credit
@@ -157,17 +213,21 @@ def test_preview_change_and_cancellation(subscribed: dict[str, Any], state: Any)
     assert current["cancel_at_period_end"] is False
 
 
-@pytest.mark.parametrize("body,field", [
-    ({}, "items"),
-    ({"items": [{"product_type": "users", "quantity": 0}]}, "items"),
-    ({"items": [{"product_type": "nope", "quantity": 1}]}, "items"),
-    ({"items": [{"product_type": "users", "quantity": -1}]}, "items"),
-    ({"items": [{"product_type": "users", "quantity": 1}, {"product_type": "users", "quantity": 2}]}, "items"),
-    ({"cancel_subscription": True}, "cancel_subscription"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({}, "items"),
+        ({"items": [{"product_type": "users", "quantity": 0}]}, "items"),
+        ({"items": [{"product_type": "nope", "quantity": 1}]}, "items"),
+        ({"items": [{"product_type": "users", "quantity": -1}]}, "items"),
+        ({"items": [{"product_type": "users", "quantity": 1}, {"product_type": "users", "quantity": 2}]}, "items"),
+        ({"cancel_subscription": True}, "cancel_subscription"),
+    ],
+)
 def test_preview_validation(subscribed: dict[str, Any], body: dict[str, Any], field: str) -> None:
-    error = assert_error(subscribed["alice"].post(f"{subscribed['acc']}/invoices/preview", body), 422,
-                         "validation_failed")
+    error = assert_error(
+        subscribed["alice"].post(f"{subscribed['acc']}/invoices/preview", body), 422, "validation_failed"
+    )
     assert field in error["errors"]
 
 
@@ -176,7 +236,9 @@ def test_preview_of_another_accounts_subscription_is_404(subscribed: dict[str, A
     ws = bob.workspace("pooled")
     account = bob.account(ws)
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
-    response = bob.post(f"{acc}/invoices/preview", {"subscription_id": subscribed["sub"]["id"], "cancel_subscription": True})
+    response = bob.post(
+        f"{acc}/invoices/preview", {"subscription_id": subscribed["sub"]["id"], "cancel_subscription": True}
+    )
     assert_error(response, 404, "not_found")
 
 
@@ -184,13 +246,21 @@ def test_preview_and_patch_share_one_change_plan(subscribed: dict[str, Any], sta
     """Quantity 0 removes in the preview; removing every product is refused by
     both, with the same error (one plan serves PATCH and the preview)."""
     alice, acc, sub = subscribed["alice"], subscribed["acc"], subscribed["sub"]
-    everything = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 0}, {"product_type": "sso", "quantity": 0}]})
+    everything = alice.post(
+        f"{acc}/invoices/preview",
+        {
+            "subscription_id": sub["id"],
+            "items": [{"product_type": "users", "quantity": 0}, {"product_type": "sso", "quantity": 0}],
+        },
+    )
     patched = alice.patch(f"{acc}/subscriptions/{sub['id']}", {"remove_products": ["users", "sso"]})
-    assert assert_error(everything, 422, "cannot_remove_last_product")["message"] == \
-        assert_error(patched, 422, "cannot_remove_last_product")["message"]
-    drop_sso = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "sso", "quantity": 0}]})
+    assert (
+        assert_error(everything, 422, "cannot_remove_last_product")["message"]
+        == assert_error(patched, 422, "cannot_remove_last_product")["message"]
+    )
+    drop_sso = alice.post(
+        f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [{"product_type": "sso", "quantity": 0}]}
+    )
     assert drop_sso.status_code == 200, drop_sso.json
     assert {line["product_name"] for line in drop_sso.json["lines"]} == {"Users"}  # next period without sso
 
@@ -202,8 +272,9 @@ def test_discounts_are_shown_with_their_names(subscribed: dict[str, Any], state:
     stripe_client = state.gateway.client.v1
     coupon = stripe_client.coupons.create({"percent_off": 20, "duration": "forever", "name": "Partner 20%"})
     stripe_client.subscriptions.update(sub["id"], {"discounts": [{"coupon": coupon.id}]})
-    preview = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 3}]}).json  # a decrease: the next period's invoice
+    preview = alice.post(
+        f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 3}]}
+    ).json  # a decrease: the next period's invoice
     assert preview["discount_names"] == ["Partner 20%"]
     assert preview["discount_amount"] == preview["subtotal"] // 5 and preview["total"] == preview["subtotal"] * 4 // 5
     alice.advance_clock({"days": 27})
@@ -213,8 +284,7 @@ def test_discounts_are_shown_with_their_names(subscribed: dict[str, Any], state:
     assert (first["discount_names"], first["discount_amount"]) == ([], None)
 
 
-def test_hosted_invoice_page_and_pdf_are_served_on_the_services_origin(as_user: Any, client: Any,
-                                                                        config: Any) -> None:
+def test_hosted_invoice_page_and_pdf_are_served_on_the_services_origin(as_user: Any, client: Any, config: Any) -> None:
     """The sandbox's hosted_invoice_url and invoice_pdf: a page and a PDF the service itself serves,
     without a token (as Stripe's: the URL is the key), and nothing for a URL that isn't one."""
     alice = as_user("alice")

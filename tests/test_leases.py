@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from billing import leases
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +39,11 @@ def test_a_killed_holders_lease_is_taken_over_at_once(as_user: Any, state: Any, 
     assert alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
     path = f"{acc}/subscriptions/{sub['id']}"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, state.db.url, leases.subscription_lease_name(sub["id"])],
-                              cwd=ROOT, stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, state.db.url, leases.subscription_lease_name(sub["id"])],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
         with monkeypatch.context() as short:  # while the holder lives, a change waits for it, then is refused
@@ -78,9 +81,15 @@ def test_one_holder_per_name(state: Any, monkeypatch: Any) -> None:
 
 def advisory_locks(state: Any) -> int:
     with state.db.read() as session:
-        return int(session.scalar(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")) or 0)
+        return int(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            )
+            or 0
+        )
 
 
 def test_a_lock_left_held_goes_with_its_connection(state: Any) -> None:

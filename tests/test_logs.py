@@ -30,7 +30,7 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
 def one_line(record: logging.LogRecord) -> dict[str, Any]:
     line = json_handler().format(record)
-    assert "\n" not in line and "Traceback" not in line and "File \"" not in line, line
+    assert "\n" not in line and "Traceback" not in line and 'File "' not in line, line
     assert SECRET_KEY not in line and TOKEN not in line and "hunter2" not in line, line
     parsed = json.loads(line)
     assert isinstance(parsed, dict)
@@ -42,7 +42,7 @@ def logged(caplog: Any, call: Any, logger: str = "test.logs") -> logging.LogReco
     with caplog.at_level(logging.DEBUG, logger=logger):
         call(logging.getLogger(logger))
     [record] = [r for r in caplog.records if r.name == logger]
-    return record
+    return record  # type: ignore[no-any-return]
 
 
 def test_an_exception_is_a_field_not_a_traceback(caplog: Any) -> None:
@@ -84,8 +84,9 @@ def test_a_password_in_a_url_or_dsn_is_masked(caplog: Any) -> None:
         except ConnectionError:
             log.warning("connect failed", exc_info=True)
 
-    assert one_line(logged(caplog, fail))["error"]["message"] == \
-        "postgresql://***@db:5432/x refused; password=*** host=db"
+    assert (
+        one_line(logged(caplog, fail))["error"]["message"] == "postgresql://***@db:5432/x refused; password=*** host=db"
+    )
 
 
 def test_a_traceback_written_into_the_message_is_cut_to_its_last_line(caplog: Any) -> None:
@@ -167,7 +168,7 @@ def test_gunicorns_own_log_is_json_lines(monkeypatch: Any) -> None:
 def test_a_failing_queue_task_is_one_line(app: Any, caplog: Any, monkeypatch: Any) -> None:
     from billing.webhooks import service as webhook_service
 
-    def down(key: str) -> None:
+    def down(billing_state: Any, key: str) -> None:
         raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
 
     monkeypatch.setattr(webhook_service, "apply_object", down)
@@ -177,9 +178,11 @@ def test_a_failing_queue_task_is_one_line(app: Any, caplog: Any, monkeypatch: An
     [failed] = [r for r in caplog.records if r.name == "huey" and r.exc_info]
     line = one_line(failed)
     assert line["message"].startswith("Unhandled exception in task")
-    assert line["error"] == {"type": "sqlalchemy.exc.OperationalError",
-                             "message": "server closed the connection unexpectedly",
-                             "where": line["error"]["where"]}
+    assert line["error"] == {
+        "type": "sqlalchemy.exc.OperationalError",
+        "message": "server closed the connection unexpectedly",
+        "where": line["error"]["where"],
+    }
 
 
 @pytest.mark.parametrize("formatter", [SummaryJsonFormatter()])

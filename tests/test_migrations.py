@@ -12,8 +12,13 @@ from billing.cli import ROOT, run_migrations
 from billing.db import Base
 from stripe_sandbox import SANDBOX_TABLES, create_sandbox_tables
 
-OLD_SANDBOX_TABLES = {"sandbox_objects", "sandbox_idempotency", "sandbox_clock", "sandbox_price_lookup_keys",
-                      "sandbox_webhook_deliveries"}
+OLD_SANDBOX_TABLES = {
+    "sandbox_objects",
+    "sandbox_idempotency",
+    "sandbox_clock",
+    "sandbox_price_lookup_keys",
+    "sandbox_webhook_deliveries",
+}
 
 
 def _tables(url: str) -> set[str]:

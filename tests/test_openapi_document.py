@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 PRODUCTS = {"locations", "users", "sso"}
 WRITES = {"post", "put", "patch", "delete"}
@@ -22,8 +22,12 @@ def spec(session_app: Any) -> dict[str, Any]:
 
 
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(method, path, operation) for path, item in spec["paths"].items()
-            for method, operation in item.items() if method != "parameters"]
+    return [
+        (method, path, operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters"
+    ]
 
 
 def resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -92,11 +96,15 @@ def test_the_probes_need_no_token_and_say_what_they_check(spec: dict[str, Any]) 
 
 def test_product_maps_list_the_products_and_nothing_else(spec: dict[str, Any]) -> None:
     create, update = schema(spec, "SubscriptionCreate"), schema(spec, "SubscriptionUpdate")
-    for field in (create["properties"]["product_quantities"], update["properties"]["product_quantities"],
-                  update["properties"]["add_products"]):
+    for field in (
+        create["properties"]["product_quantities"],
+        update["properties"]["product_quantities"],
+        update["properties"]["add_products"],
+    ):
         assert set(field["properties"]) == PRODUCTS
-        assert all(value == {"type": "integer", "minimum": 1, "maximum": 100_000}
-                   for value in field["properties"].values())
+        assert all(
+            value == {"type": "integer", "minimum": 1, "maximum": 100_000} for value in field["properties"].values()
+        )
         assert field["minProperties"] == 1 and field["additionalProperties"] is False
         assert "minLength" not in field
         assert field["example"] == {"users": 3, "locations": 1}
@@ -125,15 +133,29 @@ def test_permanent_fields_are_not_offered(spec: dict[str, Any]) -> None:
 
 
 def test_blank_and_control_characters_are_refused_by_the_patterns(spec: dict[str, Any]) -> None:
-    strict = [schema(spec, "WorkspaceCreate")["properties"]["name"], schema(spec, "MemberCreate")["properties"]["user_id"],
-              schema(spec, "BillingAccountCreate")["properties"]["name"]]
+    strict = [
+        schema(spec, "WorkspaceCreate")["properties"]["name"],
+        schema(spec, "MemberCreate")["properties"]["user_id"],
+        schema(spec, "BillingAccountCreate")["properties"]["name"],
+    ]
     for field in strict:
         pattern = field["pattern"]
-        assert [matches(pattern, value) for value in ("", " ", "\t\n", "\x85", "a\x01b", "Acme", " a b ")] \
-            == [False, False, False, False, False, True, True]
+        assert [matches(pattern, value) for value in ("", " ", "\t\n", "\x85", "a\x01b", "Acme", " a b ")] == [
+            False,
+            False,
+            False,
+            False,
+            False,
+            True,
+            True,
+        ]
     text = schema(spec, "BillingAccountCreate")["properties"]["description"]["pattern"]
-    assert [matches(text, value) for value in ("", "two\nlines\tand a tab", "a\x00", "a\x1b")] \
-        == [True, True, False, False]
+    assert [matches(text, value) for value in ("", "two\nlines\tand a tab", "a\x00", "a\x1b")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_countries_are_iso_codes(spec: dict[str, Any]) -> None:
@@ -145,8 +167,12 @@ def test_countries_are_iso_codes(spec: dict[str, Any]) -> None:
 
 def test_lengths_enums_and_metadata_limits(spec: dict[str, Any]) -> None:
     account = schema(spec, "BillingAccountCreate")["properties"]
-    assert (account["name"]["maxLength"], account["email"]["maxLength"], account["phone"]["maxLength"],
-            account["description"]["maxLength"]) == (100, 150, 50, 200)
+    assert (
+        account["name"]["maxLength"],
+        account["email"]["maxLength"],
+        account["phone"]["maxLength"],
+        account["description"]["maxLength"],
+    ) == (100, 150, 50, 200)
     assert account["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
     assert schema(spec, "WorkspaceCreate")["properties"]["billing_mode"]["enum"] == ["single", "pooled", "assigned"]
     assert schema(spec, "MemberCreate")["properties"]["role"]["enum"] == ["owner", "admin", "viewer"]
@@ -158,7 +184,7 @@ def test_lengths_enums_and_metadata_limits(spec: dict[str, Any]) -> None:
 
 
 def test_headers_and_query_parameters(spec: dict[str, Any]) -> None:
-    for method, path, operation in operations(spec):
+    for _method, _path, operation in operations(spec):
         for parameter in operation.get("parameters", []):
             if parameter["name"] == "Idempotency-Key":
                 assert parameter["schema"]["maxLength"] == 255 and parameter["schema"]["minLength"] == 1
@@ -194,43 +220,52 @@ def unchanged(world: dict[str, Any]) -> None:
     assert alice.get(f"{path}/subscriptions").json["data"] == [world["sub"]]
 
 
-@pytest.mark.parametrize("method, where, body", [
-    ("post", "/workspaces", {"name": "", "billing_mode": "single"}),
-    ("post", "/workspaces", {"name": "   ", "billing_mode": "single"}),
-    ("post", "/workspaces", {"name": "Acme", "billing_mode": "solo"}),
-    ("post", "/workspaces", {"name": "x" * 51, "billing_mode": "single"}),
-    ("patch", "{ws}", {"name": " \t "}),
-    ("patch", "{ws}", {"billing_mode": "pooled"}),
-    ("post", "{ws}/members", {"user_id": "  ", "role": "admin"}),
-    ("post", "{ws}/members", {"user_id": "bob", "role": "boss"}),
-    ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {"country": ""}}),
-    ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {"country": "XX"}}),
-    ("post", "{ws}/billing-accounts", {"name": " ", "email": "b@b.test", "address": {"country": "US"}}),
-    ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {}}),
-    ("patch", "{acc}", {"currency": "eur"}),
-    ("patch", "{acc}", {"address": {"country": ""}}),
-    ("patch", "{acc}", {"phone": "1" * 51}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"widgets": 1}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 0}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": "3"}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "interval": "week"}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {f"k{i}": "v" for i in range(11)}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"k" * 41: "v"}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"": "v"}}),
-    ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"k": "v" * 501}}),
-    ("patch", "{sub}", {}),
-    ("patch", "{sub}", {"add_products": {}}),
-    ("patch", "{sub}", {"product_quantities": {}}),
-    ("patch", "{sub}", {"remove_products": []}),
-    ("patch", "{sub}", {"action": "explode"}),
-    ("post", "{acc}/invoices/preview", {"items": [{"product_type": "users", "quantity": -1}]}),
-    ("post", "{acc}/invoices/preview", {"items": [{"product_type": "widgets", "quantity": 1}]}),
-])
+@pytest.mark.parametrize(
+    "method, where, body",
+    [
+        ("post", "/workspaces", {"name": "", "billing_mode": "single"}),
+        ("post", "/workspaces", {"name": "   ", "billing_mode": "single"}),
+        ("post", "/workspaces", {"name": "Acme", "billing_mode": "solo"}),
+        ("post", "/workspaces", {"name": "x" * 51, "billing_mode": "single"}),
+        ("patch", "{ws}", {"name": " \t "}),
+        ("patch", "{ws}", {"billing_mode": "pooled"}),
+        ("post", "{ws}/members", {"user_id": "  ", "role": "admin"}),
+        ("post", "{ws}/members", {"user_id": "bob", "role": "boss"}),
+        ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {"country": ""}}),
+        ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {"country": "XX"}}),
+        ("post", "{ws}/billing-accounts", {"name": " ", "email": "b@b.test", "address": {"country": "US"}}),
+        ("post", "{ws}/billing-accounts", {"name": "B", "email": "b@b.test", "address": {}}),
+        ("patch", "{acc}", {"currency": "eur"}),
+        ("patch", "{acc}", {"address": {"country": ""}}),
+        ("patch", "{acc}", {"phone": "1" * 51}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {}}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"widgets": 1}}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"users": 0}}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"users": "3"}}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "interval": "week"}),
+        (
+            "post",
+            "{acc}/subscriptions",
+            {"product_quantities": {"users": 1}, "metadata": {f"k{i}": "v" for i in range(11)}},
+        ),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"k" * 41: "v"}}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"": "v"}}),
+        ("post", "{acc}/subscriptions", {"product_quantities": {"users": 1}, "metadata": {"k": "v" * 501}}),
+        ("patch", "{sub}", {}),
+        ("patch", "{sub}", {"add_products": {}}),
+        ("patch", "{sub}", {"product_quantities": {}}),
+        ("patch", "{sub}", {"remove_products": []}),
+        ("patch", "{sub}", {"action": "explode"}),
+        ("post", "{acc}/invoices/preview", {"items": [{"product_type": "users", "quantity": -1}]}),
+        ("post", "{acc}/invoices/preview", {"items": [{"product_type": "widgets", "quantity": 1}]}),
+    ],
+)
 def test_what_the_document_refuses_is_422_and_changes_nothing(
-        world: dict[str, Any], method: str, where: str, body: dict[str, Any]) -> None:
-    path = where.format(ws=f"/workspaces/{world['ws']}", acc=world["path"],
-                        sub=f"{world['path']}/subscriptions/{world['sub']['id']}")
+    world: dict[str, Any], method: str, where: str, body: dict[str, Any]
+) -> None:
+    path = where.format(
+        ws=f"/workspaces/{world['ws']}", acc=world["path"], sub=f"{world['path']}/subscriptions/{world['sub']['id']}"
+    )
     response = getattr(world["alice"], method)(path, body)
     assert_error(response, 422, "validation_failed")
     unchanged(world)
@@ -244,8 +279,11 @@ def test_refused_query_parameters_are_422(world: dict[str, Any], query: str) -> 
 @pytest.mark.parametrize("key", ["k" * 256, "   "])
 def test_refused_idempotency_keys_are_400_and_change_nothing(world: dict[str, Any], key: str) -> None:
     alice = world["alice"]
-    response = alice.client.post("/workspaces", json={"name": "Other", "billing_mode": "single"},
-                                 headers={**alice.headers, "Idempotency-Key": key})
+    response = alice.client.post(
+        "/workspaces",
+        json={"name": "Other", "billing_mode": "single"},
+        headers={**alice.headers, "Idempotency-Key": key},
+    )
     assert_error(response, 400, "invalid_idempotency_key")
     unchanged(world)
 
@@ -286,7 +324,7 @@ def _request_strings(spec: dict[str, Any], node: dict[str, Any], where: str) -> 
 def test_every_string_a_body_takes_says_what_it_refuses(spec: dict[str, Any]) -> None:
     """The input guard refuses control characters in any string: the document says so for each."""
     unsaid = []
-    for method, path, operation in operations(spec):
+    for _method, path, operation in operations(spec):
         if "requestBody" not in operation or path == "/webhooks/stripe":
             continue
         for where, field in _request_strings(spec, body_schema(spec, operation), operation["operationId"]):
@@ -320,9 +358,12 @@ def test_every_response_shape_says_its_properties_are_always_there(spec: dict[st
         _referenced(spec, operation.get("requestBody", {}), requests)
         _referenced(spec, operation.get("responses", {}), responses)
     answered = {name for name in responses - requests if "properties" in spec["components"]["schemas"][name]}
-    complete = {name for name in answered
-                if set(spec["components"]["schemas"][name].get("required", [])) ==
-                set(spec["components"]["schemas"][name]["properties"])}
+    complete = {
+        name
+        for name in answered
+        if set(spec["components"]["schemas"][name].get("required", []))
+        == set(spec["components"]["schemas"][name]["properties"])
+    }
     assert answered - complete == {"Readiness"}  # (the error envelope is declared through components.responses)
     subscription = schema(spec, "Subscription")
     assert "pending_payment" in subscription["required"] and "trial_end" in subscription["required"]
@@ -334,37 +375,62 @@ def test_every_response_shape_says_its_properties_are_always_there(spec: dict[st
 def test_the_published_title_description_and_servers(spec: dict[str, Any]) -> None:
     assert spec["info"]["title"] == "Altostrat Workspaces API" and spec["info"]["version"] == "1.0.0"
     description = spec["info"]["description"]
-    assert description.startswith("The Altostrat Workspaces API is the microservice responsible for tenancy, "
-                                  "billing, user identity, and organizational hierarchy.\nIt serves as")
+    assert description.startswith(
+        "The Altostrat Workspaces API is the microservice responsible for tenancy, "
+        "billing, user identity, and organizational hierarchy.\nIt serves as"
+    )
     assert "- **Members & Access:** The users and their specific roles (Owner, Admin, Viewer)" in description
     # The server serving the document first (the docs page calls it), then the published one.
-    assert spec["servers"] == [{"url": "/", "description": "This server (the one serving this document)"},
-                               {"url": "https://v1.api.altostrat.io", "description": "Production API Server"}]
+    assert spec["servers"] == [
+        {"url": "/", "description": "This server (the one serving this document)"},
+        {"url": "https://v1.api.altostrat.io", "description": "Production API Server"},
+    ]
 
 
 def test_path_parameters_are_named_as_published(spec: dict[str, Any]) -> None:
     names = {parameter["name"] for item in spec["paths"].values() for parameter in item.get("parameters", [])}
-    assert {"workspaceId", "billingAccountId", "subscriptionId", "paymentMethodId", "organizationId",
-            "memberId"} <= names and not {"orgId", "userId"} & names
+    assert {
+        "workspaceId",
+        "billingAccountId",
+        "subscriptionId",
+        "paymentMethodId",
+        "organizationId",
+        "memberId",
+    } <= names and not {"orgId", "userId"} & names
     assert "/workspaces/{workspaceId}/members/{memberId}" in spec["paths"]
     assert "/workspaces/{workspaceId}/organizations/{organizationId}/limits" in spec["paths"]
     [workspace, account] = spec["paths"]["/workspaces/{workspaceId}/billing-accounts/{billingAccountId}"]["parameters"]
-    assert (workspace["description"], workspace["schema"]["example"]) == ("The ID of the workspace.",
-                                                                          "ws_a1b2c3d4e5f6g7h8")
-    assert account["description"] == ("The ID of the billing account, which corresponds to a Stripe Customer ID "
-                                      "(cus_...).") and account["schema"]["example"] == "cus_a1b2c3d4e5f6g7h8"
+    assert (workspace["description"], workspace["schema"]["example"]) == (
+        "The ID of the workspace.",
+        "ws_a1b2c3d4e5f6g7h8",
+    )
+    assert (
+        account["description"]
+        == ("The ID of the billing account, which corresponds to a Stripe Customer ID (cus_...).")
+        and account["schema"]["example"] == "cus_a1b2c3d4e5f6g7h8"
+    )
 
 
 def test_enums_say_what_each_answer_can_hold(spec: dict[str, Any]) -> None:
     subscription = schema(spec, "Subscription")["properties"]
-    assert subscription["status"]["enum"] == ["trialing", "active", "past_due", "unpaid", "canceled", "incomplete",
-                                              "incomplete_expired", "paused"]
+    assert subscription["status"]["enum"] == [
+        "trialing",
+        "active",
+        "past_due",
+        "unpaid",
+        "canceled",
+        "incomplete",
+        "incomplete_expired",
+        "paused",
+    ]
     assert subscription["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
     invoice_status = schema(spec, "Invoice")["properties"]["status"]
     assert invoice_status["enum"] == ["draft", "open", "paid", "uncollectible", "void"]
     assert "nullable" not in invoice_status  # a nullable enum makes generated clients' types a union of copies
-    assert schema(spec, "PendingPayment")["properties"]["reason"]["enum"] == ["authentication_required",
-                                                                              "payment_failed"]
+    assert schema(spec, "PendingPayment")["properties"]["reason"]["enum"] == [
+        "authentication_required",
+        "payment_failed",
+    ]
 
 
 def test_a_nullable_object_is_its_schema_or_null(spec: dict[str, Any]) -> None:
@@ -391,33 +457,61 @@ def test_the_published_examples(spec: dict[str, Any]) -> None:
         return {key: field.get("example") for key, field in schema(spec, name)["properties"].items()}
 
     assert examples("BillingAccount") == {
-        "id": "cus_a1b2c3d4e5f6g7h8", "workspace_id": "ws_a1b2c3d4e5f6g7h8", "name": "ACME Corp Billing",
-        "email": "billing@acme.com", "phone": "+15551234567", "description": "For US-based operations",
-        "currency": "usd", "address": None, "created_at": "2025-10-29T00:40:06.000000Z",
-        "updated_at": "2025-10-29T00:40:06.000000Z"}
-    assert examples("Address") == {"country": "US", "line1": "123 Main Street", "line2": "Suite 456",
-                                   "city": "San Francisco", "state": "CA", "postal_code": "94105"}
+        "id": "cus_a1b2c3d4e5f6g7h8",
+        "workspace_id": "ws_a1b2c3d4e5f6g7h8",
+        "name": "ACME Corp Billing",
+        "email": "billing@acme.com",
+        "phone": "+15551234567",
+        "description": "For US-based operations",
+        "currency": "usd",
+        "address": None,
+        "created_at": "2025-10-29T00:40:06.000000Z",
+        "updated_at": "2025-10-29T00:40:06.000000Z",
+    }
+    assert examples("Address") == {
+        "country": "US",
+        "line1": "123 Main Street",
+        "line2": "Suite 456",
+        "city": "San Francisco",
+        "state": "CA",
+        "postal_code": "94105",
+    }
     create = examples("BillingAccountCreate")
     assert {key: create[key] for key in ("name", "email", "phone", "description", "currency")} == {
-        "name": "ACME Corp (EU)", "email": "billing-eu@acme.com", "phone": "+442071234567",
-        "description": "For all European operations.", "currency": "eur"}
+        "name": "ACME Corp (EU)",
+        "email": "billing-eu@acme.com",
+        "phone": "+442071234567",
+        "description": "For all European operations.",
+        "currency": "eur",
+    }
     subscription = examples("Subscription")
     assert (subscription["id"], subscription["status"], subscription["metadata"]) == (
-        "sub_a1b2c3d4e5f6g7h8", "active", {"order_id": "6735"})
-    assert subscription["product_quantities"]["locations"] == {"price_id": "price_123abc", "quantity": 10,
-                                                               "interval": "month"}
+        "sub_a1b2c3d4e5f6g7h8",
+        "active",
+        {"order_id": "6735"},
+    )
+    assert subscription["product_quantities"]["locations"] == {
+        "price_id": "price_123abc",
+        "quantity": 10,
+        "interval": "month",
+    }
 
 
 # -- a route's facts, declared on the route (issue 21) -------------------------------
 
 # Endpoints outside the API's document, so with no operation and no facts: the document and its
 # page, Swagger UI's files, and what browsers load (an uploaded picture, the sandbox's hosted invoices).
-UNDOCUMENTED = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui", "docs_assets.static", "pictures.picture",
-                "sandbox_hosted_invoices.hosted_invoice_page", "sandbox_hosted_invoices.hosted_invoice_pdf"}
+UNDOCUMENTED = {
+    "api-docs.openapi_json",
+    "api-docs.openapi_swagger_ui",
+    "docs_assets.static",
+    "pictures.picture",
+    "sandbox_hosted_invoices.hosted_invoice_page",
+    "sandbox_hosted_invoices.hosted_invoice_pdf",
+}
 
 
-def test_every_route_declares_its_facts_and_the_document_says_them(session_app: Any,
-                                                                  spec: dict[str, Any]) -> None:
+def test_every_route_declares_its_facts_and_the_document_says_them(session_app: Any, spec: dict[str, Any]) -> None:
     """A new route can't forget its operationId, role or Stripe facts: each is on
     the view (@route_facts), and its operation in the document is what they say."""
     from billing.openapi import view_facts

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from billing.models import Organization, utcnow
-from tests.conftest import assert_error
+from tests.helpers import assert_error, make_child, make_root, orgs
 
 
 @pytest.fixture
@@ -15,25 +15,9 @@ def alice(as_user: Any) -> Any:
     return as_user("alice")
 
 
-def orgs(ws: str) -> str:
-    return f"/workspaces/{ws}/organizations"
-
-
-def make_root(api: Any, ws: str, **body: Any) -> dict[str, Any]:
-    response = api.post(orgs(ws), {"name": "Root", **body})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
-
-
-def make_child(api: Any, ws: str, parent: str, **body: Any) -> dict[str, Any]:
-    response = api.post(f"{orgs(ws)}/{parent}/children", {"name": "Child", **body})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
-
-
 def stored(state: Any, org_id: str) -> Organization | None:
     with state.db.read() as session:
-        return session.get(Organization, org_id)
+        return session.get(Organization, org_id)  # type: ignore[no-any-return]
 
 
 # -- the shape and the tree ---------------------------------------------------------
@@ -47,8 +31,10 @@ def test_a_root_and_its_children_in_the_published_shape(alice: Any) -> None:
     assert root["workspace_id"] == ws and root["parent_org_id"] is None
     assert root["path"] == "" and root["depth"] == 0 and root["billing_account_id"] == account
     assert root["limits"] == {"locations": None, "users": 5, "sso": None}
-    assert root["usage"] == {"usage": {"locations": 0, "users": 0, "sso": 0},
-                             "subtree_usage": {"locations": 0, "users": 0, "sso": 0}}
+    assert root["usage"] == {
+        "usage": {"locations": 0, "users": 0, "sso": 0},
+        "subtree_usage": {"locations": 0, "users": 0, "sso": 0},
+    }
     assert len(root["external_id"]) == 36 and root["created_at"].endswith("Z")
     child = make_child(alice, ws, root["id"], name="Team")
     grandchild = make_child(alice, ws, child["id"], name="Squad")
@@ -113,15 +99,45 @@ def test_names_with_like_wildcards_do_not_leak_into_other_subtrees(alice: Any, s
     twin_id = root["id"].replace("_", "X", 1)
     with state.db.write() as session:
         now = utcnow()
-        session.add(Organization(id=twin_id, workspace_id=ws, parent_id=None, path="", depth=0, name="Twin",
-                                 external_id="00000000-0000-4000-8000-000000000000", created_at=now,
-                                 updated_at=now))
-        session.add(Organization(id="orgXtwinchild00000", workspace_id=ws, parent_id=twin_id, path=twin_id,
-                                 depth=1, name="Twin's child", external_id="00000000-0000-4000-8000-000000000001",
-                                 created_at=now, updated_at=now))
-        session.add(Organization(id="orgXtwingrandchild", workspace_id=ws, parent_id="orgXtwinchild00000",
-                                 path=f"{twin_id}#orgXtwinchild00000", depth=2, name="Twin's grandchild",
-                                 external_id="00000000-0000-4000-8000-000000000002", created_at=now, updated_at=now))
+        session.add(
+            Organization(
+                id=twin_id,
+                workspace_id=ws,
+                parent_id=None,
+                path="",
+                depth=0,
+                name="Twin",
+                external_id="00000000-0000-4000-8000-000000000000",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.add(
+            Organization(
+                id="orgXtwinchild00000",
+                workspace_id=ws,
+                parent_id=twin_id,
+                path=twin_id,
+                depth=1,
+                name="Twin's child",
+                external_id="00000000-0000-4000-8000-000000000001",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.add(
+            Organization(
+                id="orgXtwingrandchild",
+                workspace_id=ws,
+                parent_id="orgXtwinchild00000",
+                path=f"{twin_id}#orgXtwinchild00000",
+                depth=2,
+                name="Twin's grandchild",
+                external_id="00000000-0000-4000-8000-000000000002",
+                created_at=now,
+                updated_at=now,
+            )
+        )
     assert [o["id"] for o in alice.get(f"{orgs(ws)}/{root['id']}/descendants").json["data"]] == [child["id"]]
     assert alice.delete(f"{orgs(ws)}/{root['id']}").status_code == 204
     assert stored(state, "orgXtwingrandchild") is not None
@@ -135,9 +151,12 @@ def test_a_root_needs_an_account_of_this_workspace(alice: Any, as_user: Any, sta
     ws = alice.workspace(mode)
     bob = as_user("bob")
     bobs = bob.account(bob.workspace(mode))["id"]
-    for body, field in [({}, "billing_account_id"), ({"billing_account_id": None}, "billing_account_id"),
-                        ({"billing_account_id": bobs}, "billing_account_id"),
-                        ({"billing_account_id": "cus_nope"}, "billing_account_id")]:
+    for body, field in [
+        ({}, "billing_account_id"),
+        ({"billing_account_id": None}, "billing_account_id"),
+        ({"billing_account_id": bobs}, "billing_account_id"),
+        ({"billing_account_id": "cus_nope"}, "billing_account_id"),
+    ]:
         error = assert_error(alice.post(orgs(ws), {"name": "Root", **body}), 422, "validation_failed")
         assert field in error["errors"]
     assert alice.get(orgs(ws)).json["data"] == []
@@ -148,8 +167,9 @@ def test_a_root_needs_an_account_of_this_workspace(alice: Any, as_user: Any, sta
 def test_pooled_roots_have_no_account(alice: Any) -> None:
     ws = alice.workspace("pooled")
     account = alice.account(ws)["id"]
-    error = assert_error(alice.post(orgs(ws), {"name": "Root", "billing_account_id": account}), 422,
-                         "validation_failed")
+    error = assert_error(
+        alice.post(orgs(ws), {"name": "Root", "billing_account_id": account}), 422, "validation_failed"
+    )
     assert "billing_account_id" in error["errors"]
     root = make_root(alice, ws, billing_account_id=None)
     assert root["billing_account_id"] is None
@@ -160,11 +180,13 @@ def test_children_take_no_account(alice: Any) -> None:
     ws = alice.workspace("single")
     account = alice.account(ws)["id"]
     root = make_root(alice, ws, billing_account_id=account)
-    assert_error(alice.post(f"{orgs(ws)}/{root['id']}/children", {"name": "Kid", "billing_account_id": account}),
-                 422, "validation_failed")
+    assert_error(
+        alice.post(f"{orgs(ws)}/{root['id']}/children", {"name": "Kid", "billing_account_id": account}),
+        422,
+        "validation_failed",
+    )
     child = make_child(alice, ws, root["id"])
-    assert_error(alice.patch(f"{orgs(ws)}/{child['id']}", {"billing_account_id": account}), 422,
-                 "validation_failed")
+    assert_error(alice.patch(f"{orgs(ws)}/{child['id']}", {"billing_account_id": account}), 422, "validation_failed")
     assert len(alice.get(orgs(ws)).json["data"]) == 2
 
 
@@ -179,11 +201,20 @@ def test_reassigning_a_root_moves_its_subtree(alice: Any) -> None:
     assert alice.get(f"{orgs(ws)}/{child['id']}").json["billing_account_id"] == second
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"name": ""}, {"name": "   "}, {"name": "x" * 51}, {"name": "A", "limits": {"seats": 1}},
-    {"name": "A", "limits": {"users": -1}}, {"name": "A", "limits": {"users": "5"}},
-    {"name": "A", "limits": {"users": 1.5}}, {"name": "A", "parent_org_id": "org_x"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 51},
+        {"name": "A", "limits": {"seats": 1}},
+        {"name": "A", "limits": {"users": -1}},
+        {"name": "A", "limits": {"users": "5"}},
+        {"name": "A", "limits": {"users": 1.5}},
+        {"name": "A", "parent_org_id": "org_x"},
+    ],
+)
 def test_bad_organization_bodies_are_422_and_create_nothing(alice: Any, body: dict[str, Any]) -> None:
     ws = alice.workspace("pooled")
     assert_error(alice.post(orgs(ws), body), 422, "validation_failed")
@@ -199,8 +230,9 @@ def test_depth_is_at_most_nine(alice: Any) -> None:
     for _ in range(9):
         node = make_child(alice, ws, node["id"])
     assert node["depth"] == 9
-    assert_error(alice.post(f"{orgs(ws)}/{node['id']}/children", {"name": "Too deep"}), 409,
-                 "organization_limit_reached")
+    assert_error(
+        alice.post(f"{orgs(ws)}/{node['id']}/children", {"name": "Too deep"}), 409, "organization_limit_reached"
+    )
     assert len(alice.get(orgs(ws)).json["data"]) == 10
 
 
@@ -208,10 +240,18 @@ def _insert_children(state: Any, ws: str, parent: dict[str, Any] | None, count: 
     now = utcnow()
     with state.db.write() as session:
         for i in range(count):
-            session.add(Organization(
-                workspace_id=ws, parent_id=parent["id"] if parent else None,
-                path=parent["id"] if parent else "", depth=1 if parent else 0, name=f"Bulk {i}",
-                external_id=f"00000000-0000-4000-8000-{i:012d}", created_at=now, updated_at=now))
+            session.add(
+                Organization(
+                    workspace_id=ws,
+                    parent_id=parent["id"] if parent else None,
+                    path=parent["id"] if parent else "",
+                    depth=1 if parent else 0,
+                    name=f"Bulk {i}",
+                    external_id=f"00000000-0000-4000-8000-{i:012d}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
 
 
 def test_at_most_one_hundred_children(alice: Any, state: Any) -> None:
@@ -219,8 +259,7 @@ def test_at_most_one_hundred_children(alice: Any, state: Any) -> None:
     root = make_root(alice, ws)
     _insert_children(state, ws, root, 99)
     make_child(alice, ws, root["id"])
-    assert_error(alice.post(f"{orgs(ws)}/{root['id']}/children", {"name": "101st"}), 409,
-                 "organization_limit_reached")
+    assert_error(alice.post(f"{orgs(ws)}/{root['id']}/children", {"name": "101st"}), 409, "organization_limit_reached")
     assert len(alice.get(f"{orgs(ws)}/{root['id']}/descendants").json["data"]) == 100
 
 
@@ -230,8 +269,9 @@ def test_at_most_one_thousand_per_workspace(alice: Any, state: Any) -> None:
     make_root(alice, ws, name="The thousandth")
     assert_error(alice.post(orgs(ws), {"name": "One too many"}), 409, "organization_limit_reached")
     root = alice.get(orgs(ws)).json["data"][0]
-    assert_error(alice.post(f"{orgs(ws)}/{root['id']}/children", {"name": "Nor a child"}), 409,
-                 "organization_limit_reached")
+    assert_error(
+        alice.post(f"{orgs(ws)}/{root['id']}/children", {"name": "Nor a child"}), 409, "organization_limit_reached"
+    )
     assert len(alice.get(orgs(ws)).json["data"]) == 1000
 
 
@@ -245,13 +285,22 @@ def test_viewers_read_admins_write(alice: Any, as_user: Any) -> None:
     vera, adam = as_user("vera"), as_user("adam")
     root = make_root(adam, ws)
     path = f"{orgs(ws)}/{root['id']}"
-    for response in (vera.get(orgs(ws)), vera.get(path), vera.get(f"{path}/descendants"),
-                     vera.get(f"{path}/limits"), vera.get(f"/workspaces/{ws}/capacity")):
+    for response in (
+        vera.get(orgs(ws)),
+        vera.get(path),
+        vera.get(f"{path}/descendants"),
+        vera.get(f"{path}/limits"),
+        vera.get(f"/workspaces/{ws}/capacity"),
+    ):
         assert response.status_code == 200, response.json
     assert vera.get(f"{path}/parent").status_code == 204
-    for response in (vera.post(orgs(ws), {"name": "No"}), vera.post(f"{path}/children", {"name": "No"}),
-                     vera.patch(path, {"name": "No"}), vera.delete(path),
-                     vera.post(f"{path}/usage", {"product": "users", "delta": -1})):
+    for response in (
+        vera.post(orgs(ws), {"name": "No"}),
+        vera.post(f"{path}/children", {"name": "No"}),
+        vera.patch(path, {"name": "No"}),
+        vera.delete(path),
+        vera.post(f"{path}/usage", {"product": "users", "delta": -1}),
+    ):
         assert_error(response, 403, "permission_denied")
     assert alice.get(path).json["name"] == "Root"
     assert adam.delete(path).status_code == 204
@@ -263,9 +312,13 @@ def test_archived_workspace_reads_but_refuses_writes(alice: Any) -> None:
     assert alice.delete(f"/workspaces/{ws}").status_code == 204
     path = f"{orgs(ws)}/{root['id']}"
     assert alice.get(path).status_code == 200
-    for response in (alice.post(orgs(ws), {"name": "No"}), alice.post(f"{path}/children", {"name": "No"}),
-                     alice.patch(path, {"name": "No"}), alice.delete(path),
-                     alice.post(f"{path}/usage", {"product": "users", "delta": -1})):
+    for response in (
+        alice.post(orgs(ws), {"name": "No"}),
+        alice.post(f"{path}/children", {"name": "No"}),
+        alice.patch(path, {"name": "No"}),
+        alice.delete(path),
+        alice.post(f"{path}/usage", {"product": "users", "delta": -1}),
+    ):
         assert_error(response, 409, "workspace_archived")
     assert alice.get(path).json["name"] == "Root"
 

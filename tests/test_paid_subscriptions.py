@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture
@@ -20,7 +20,9 @@ def paying(as_user: Any) -> dict[str, Any]:
 
 
 def active_count(state: Any, customer_id: str) -> int:
-    return sum(s.status not in ("canceled", "incomplete_expired") for s in state.gateway.list_subscriptions(customer_id))
+    return sum(
+        s.status not in ("canceled", "incomplete_expired") for s in state.gateway.list_subscriptions(customer_id)
+    )
 
 
 def test_paid_subscription_is_active_and_charged(paying: dict[str, Any]) -> None:
@@ -56,13 +58,15 @@ def test_declined_card_is_402_and_leaves_nothing(as_user: Any, state: Any) -> No
 def test_at_most_three_active_subscriptions(paying: dict[str, Any], state: Any) -> None:
     alice, acc = paying["alice"], paying["acc"]
     subs = [alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).json for _ in range(3)]
-    assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
-                 "subscription_limit_reached")
+    assert_error(
+        alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409, "subscription_limit_reached"
+    )
     assert active_count(state, paying["account"]["id"]) == 3
     # Scheduled to cancel still counts; actually canceled frees the slot.
     alice.delete(f"{acc}/subscriptions/{subs[0]['id']}")
-    assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
-                 "subscription_limit_reached")
+    assert_error(
+        alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409, "subscription_limit_reached"
+    )
     state.gateway.client.v1.subscriptions.cancel(subs[0]["id"])
     assert alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).status_code == 201
 
@@ -72,8 +76,7 @@ def test_limit_holds_under_concurrency(paying: dict[str, Any], app: Any, state: 
 
     def create(_: int) -> Any:
         with app.test_client() as client:
-            return client.post(f"{acc}/subscriptions", json={"product_quantities": {"users": 1}},
-                               headers=alice.headers)
+            return client.post(f"{acc}/subscriptions", json={"product_quantities": {"users": 1}}, headers=alice.headers)
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(pool.map(create, range(6)))
@@ -145,8 +148,9 @@ def test_card_attached_before_its_webhook_arrives_is_used(as_user: Any, state: A
     assert state.gateway.client.v1.customers.retrieve(account["id"]).invoice_settings.default_payment_method == card.id
 
 
-def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str, Any], state: Any,
-                                                               subscribe: Any) -> None:
+def test_account_delete_waits_for_a_subscription_being_created(
+    paying: dict[str, Any], state: Any, subscribe_in_stripe: Any
+) -> None:
     """Delete checks for subscriptions under the account's lease, which creation holds too."""
     import threading
     import time
@@ -160,7 +164,7 @@ def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str,
         with lease(state.db, account_lease_name(account["id"])):
             created.set()
             time.sleep(0.3)  # the create is still talking to Stripe...
-            subscribe(account["id"], {"users": 1})
+            subscribe_in_stripe(account["id"], {"users": 1})
 
     worker = threading.Thread(target=in_flight_create)
     worker.start()
@@ -171,8 +175,9 @@ def test_account_delete_waits_for_a_subscription_being_created(paying: dict[str,
     assert not getattr(state.gateway.client.v1.customers.retrieve(account["id"]), "deleted", None)
 
 
-def test_archive_after_a_subscription_in_flight_is_refused(paying: dict[str, Any], state: Any,
-                                                           subscribe: Any) -> None:
+def test_archive_after_a_subscription_in_flight_is_refused(
+    paying: dict[str, Any], state: Any, subscribe_in_stripe: Any
+) -> None:
     import threading
     import time
 
@@ -185,7 +190,7 @@ def test_archive_after_a_subscription_in_flight_is_refused(paying: dict[str, Any
         with lease(state.db, account_lease_name(account["id"])):
             started.set()
             time.sleep(0.3)
-            subscribe(account["id"], {"users": 1})
+            subscribe_in_stripe(account["id"], {"users": 1})
 
     worker = threading.Thread(target=in_flight_create)
     worker.start()
@@ -201,5 +206,7 @@ def test_archive_refused_names_the_account_and_its_subscriptions(paying: dict[st
     first = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).json
     second = alice.post(f"{acc}/subscriptions", {"product_quantities": {"sso": 1}}).json
     body = assert_error(alice.delete(f"/workspaces/{paying['ws']}"), 409, "workspace_not_empty")
-    assert body["message"] == (f'Cancel the active subscriptions first: billing account "ACME Corp Billing" '
-                               f"({account['id']}) has {second['id']}, {first['id']}.")
+    assert body["message"] == (
+        f'Cancel the active subscriptions first: billing account "ACME Corp Billing" '
+        f"({account['id']}) has {second['id']}, {first['id']}."
+    )

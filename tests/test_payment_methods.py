@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture
@@ -33,10 +33,17 @@ def test_list_all_types_with_default(acct: dict[str, Any]) -> None:
     card = attach(acct, "pm_card_visa")
     bank = attach(acct, "pm_usBankAccount")
     listed = {m["id"]: m for m in alice.get(f"{acc}/payment-methods").json["data"]}
-    assert listed[card["id"]] == {"id": card["id"], "type": "card", "is_default": True, "brand": "visa",
-                                  "last4": "4242", "exp_month": listed[card["id"]]["exp_month"],
-                                  "exp_year": listed[card["id"]]["exp_year"], "name": listed[card["id"]]["name"],
-                                  "bank_name": None}
+    assert listed[card["id"]] == {
+        "id": card["id"],
+        "type": "card",
+        "is_default": True,
+        "brand": "visa",
+        "last4": "4242",
+        "exp_month": listed[card["id"]]["exp_month"],
+        "exp_year": listed[card["id"]]["exp_year"],
+        "name": listed[card["id"]]["name"],
+        "bank_name": None,
+    }
     assert listed[card["id"]]["exp_year"] > 2000
     assert listed[bank["id"]]["type"] == "us_bank_account" and listed[bank["id"]]["is_default"] is False
     assert listed[bank["id"]]["bank_name"] == "STRIPE TEST BANK" and listed[bank["id"]]["brand"] is None
@@ -112,8 +119,9 @@ def attached_in_stripe(state: Any, acct: dict[str, Any], token: str) -> dict[str
     return dict(state.gateway.client.v1.payment_methods.attach(token, {"customer": acct["account"]["id"]}).to_dict())
 
 
-def test_the_first_card_the_service_attaches_is_the_default_at_once(acct: dict[str, Any], state: Any,
-                                                                    webhooks_lost: None) -> None:
+def test_the_first_card_the_service_attaches_is_the_default_at_once(
+    acct: dict[str, Any], state: Any, webhooks_lost: None
+) -> None:
     """Whatever the attach's own answer tells the service shows at once, before
     any webhook: the 201, the list, trial eligibility and a create agree."""
     alice, acc = acct["alice"], acct["acc"]
@@ -121,8 +129,9 @@ def test_the_first_card_the_service_attaches_is_the_default_at_once(acct: dict[s
     card = attach(acct, "pm_card_visa")
     assert card["is_default"] is True
     assert default_of(state, acct["account"]["id"]) == card["id"]
-    assert [(m["id"], m["is_default"]) for m in alice.get(f"{acc}/payment-methods").json["data"]] == \
-        [(card["id"], True)]
+    assert [(m["id"], m["is_default"]) for m in alice.get(f"{acc}/payment-methods").json["data"]] == [
+        (card["id"], True)
+    ]
     eligibility = alice.get(f"{acc}/trial-eligibility").json
     assert (eligibility["has_payment_method"], eligibility["can_create_subscription"]) == (True, True)
     assert alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}).status_code == 201
@@ -130,7 +139,9 @@ def test_the_first_card_the_service_attaches_is_the_default_at_once(acct: dict[s
     assert second["is_default"] is False
 
 
-def test_reconcile_sets_a_missing_default(reconcile_now: Any, acct: dict[str, Any], state: Any, webhooks_lost: None) -> None:
+def test_reconcile_sets_a_missing_default(
+    reconcile_now: Any, acct: dict[str, Any], state: Any, webhooks_lost: None
+) -> None:
     card = attached_in_stripe(state, acct, "pm_card_visa")
     assert default_of(state, acct["account"]["id"]) is None  # the webhook never came
     report = reconcile_now()
@@ -147,13 +158,15 @@ def test_detached_method_of_someone_else_is_404(acct: dict[str, Any], state: Any
     state.gateway.client.v1.payment_methods.detach(theirs["id"])
     attach(acct, "pm_card_visa")
     attach(acct, "pm_card_amex")
-    response = alice.client.delete(f"{acct['acc']}/payment-methods/{theirs['id']}",
-                                   headers={**alice.headers, "Idempotency-Key": "guess"})
+    response = alice.client.delete(
+        f"{acct['acc']}/payment-methods/{theirs['id']}", headers={**alice.headers, "Idempotency-Key": "guess"}
+    )
     assert_error(response, 404, "not_found")
 
 
-def test_reconcile_restores_a_default_lost_twice(reconcile_now: Any, acct: dict[str, Any], state: Any,
-                                                 webhooks_lost: None) -> None:
+def test_reconcile_restores_a_default_lost_twice(
+    reconcile_now: Any, acct: dict[str, Any], state: Any, webhooks_lost: None
+) -> None:
     """Each repair is a new Stripe call: a key reused from the last repair would
     make Stripe replay that call instead of setting the default again."""
     card = attached_in_stripe(state, acct, "pm_card_visa")

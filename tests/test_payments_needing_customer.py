@@ -10,8 +10,7 @@ import pytest
 
 from billing.models import StripeCopy
 from billing.stripe_ids import intent_id
-from tests.conftest import assert_error
-from tests.test_preview_truth import frozen_sandbox_time  # noqa: F401  (a fixture)
+from tests.helpers import assert_error, subscribe
 
 PENDING_KEYS = {"invoice_id", "amount_due", "currency", "reason", "client_secret", "hosted_invoice_url"}
 
@@ -24,12 +23,6 @@ def acct(as_user: Any) -> dict[str, Any]:
 
 def card(acct: dict[str, Any], token: str) -> dict[str, Any]:
     response = acct["alice"].post(f"/sandbox{acct['acc']}/payment-methods", {"payment_method": token})
-    assert response.status_code == 201, response.json
-    return dict(response.json)
-
-
-def subscribe(acct: dict[str, Any], users: int = 2) -> dict[str, Any]:
-    response = acct["alice"].post(f"{acct['acc']}/subscriptions", {"product_quantities": {"users": users}})
     assert response.status_code == 201, response.json
     return dict(response.json)
 
@@ -48,7 +41,7 @@ def authenticate(acct: dict[str, Any], secret: str, outcome: str) -> Any:
 def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any], state: Any) -> None:
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct)
+    created = subscribe(alice, acc, {"users": 2})
     pending = created["pending_payment"]
     assert created["status"] == "incomplete" and set(pending) == PENDING_KEYS
     assert pending["reason"] == "authentication_required" and pending["currency"] == "usd"
@@ -68,27 +61,28 @@ def test_first_payment_needing_3ds_is_incomplete_then_active(acct: dict[str, Any
 def test_failed_authentication_stays_incomplete_until_it_expires(acct: dict[str, Any], state: Any) -> None:
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    first = subscribe(acct)
+    first = subscribe(alice, acc, {"users": 2})
     failed = authenticate(acct, first["pending_payment"]["client_secret"], "fail")
     assert failed.status_code == 200 and failed.json == {"status": "requires_payment_method"}
     after = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert after["status"] == "incomplete"
     assert after["pending_payment"] == first["pending_payment"]  # still authentication_required
     # Incomplete ones count toward the limit of three ...
-    subscribe(acct), subscribe(acct)
-    assert_error(alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409,
-                 "subscription_limit_reached")
+    subscribe(alice, acc, {"users": 2}), subscribe(alice, acc, {"users": 2})
+    assert_error(
+        alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 1}}), 409, "subscription_limit_reached"
+    )
     # ... until, unpaid 23 hours later, they are incomplete_expired.
     alice.advance_clock({"hours": 23, "minutes": 1})
     expired = alice.get(f"{acc}/subscriptions/{first['id']}").json
     assert (expired["status"], expired["pending_payment"]) == ("incomplete_expired", None)
     assert state.gateway.client.v1.invoices.retrieve(first["pending_payment"]["invoice_id"]).status == "void"
-    assert subscribe(acct)["status"] == "incomplete"
+    assert subscribe(alice, acc, {"users": 2})["status"] == "incomplete"
 
 
 def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_user: Any) -> None:
     card(acct, "pm_card_authenticationRequired")
-    secret = subscribe(acct)["pending_payment"]["client_secret"]
+    secret = subscribe(acct["alice"], acct["acc"], {"users": 2})["pending_payment"]["client_secret"]
     bob = as_user("bob")
     ws = bob.workspace("pooled")
     other = bob.account(ws)
@@ -98,8 +92,11 @@ def test_authenticating_someone_elses_payment_is_404(acct: dict[str, Any], as_us
     assert_error(authenticate(acct, intent_id(secret) + "_secret_nope", "succeed"), 404, "not_found")
     acct["alice"].add_member(acct["ws"], "vera", "viewer")
     vera = as_user("vera")
-    assert_error(vera.post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": "succeed"}),
-                 403, "permission_denied")
+    assert_error(
+        vera.post(f"/sandbox{acct['acc']}/authenticate", {"client_secret": secret, "outcome": "succeed"}),
+        403,
+        "permission_denied",
+    )
     assert_error(authenticate(acct, secret, "maybe"), 422, "validation_failed")
     assert acct["alice"].get(f"{acct['acc']}/subscriptions").json["data"][0]["status"] == "incomplete"
 
@@ -117,18 +114,21 @@ def test_declining_cards_are_refused_when_saved(acct: dict[str, Any], token: str
 def test_card_set_up_with_3ds_pays_later_without_it(acct: dict[str, Any]) -> None:
     alice, acc = acct["alice"], acct["acc"]
     secret = alice.post(f"{acc}/payment-methods").json["client_secret"]
-    confirmed = alice.post(f"/sandbox{acc}/setup-intents/{intent_id(secret)}/confirm",
-                           {"payment_method": "pm_card_authenticationRequiredOnSetup"})
+    confirmed = alice.post(
+        f"/sandbox{acc}/setup-intents/{intent_id(secret)}/confirm",
+        {"payment_method": "pm_card_authenticationRequiredOnSetup"},
+    )
     assert confirmed.json["status"] == "requires_action"
     assert alice.get(f"{acc}/payment-methods").json["data"] == []
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
     [method] = alice.get(f"{acc}/payment-methods").json["data"]
     assert method["is_default"] and method["last4"] == "3155"
-    created = subscribe(acct)
+    created = subscribe(alice, acc, {"users": 2})
     assert (created["status"], created["pending_payment"]) == ("active", None)
 
 
 # -- renewals -------------------------------------------------------------------------
+
 
 def until_renewal_collected(acct: dict[str, Any], subscription: dict[str, Any], state: Any) -> None:
     """Past the period's end and the hour Stripe waits before collecting the renewal invoice."""
@@ -147,7 +147,7 @@ def make_default(acct: dict[str, Any], token: str) -> dict[str, Any]:
 def subscribed_then_default(acct: dict[str, Any], token: str) -> tuple[dict[str, Any], str]:
     """Subscribed on a Visa, then `token` made the default card: the subscription and its path."""
     card(acct, "pm_card_visa")
-    sub = subscribe(acct)
+    sub = subscribe(acct["alice"], acct["acc"], {"users": 2})
     make_default(acct, token)
     return sub, f"{acct['acc']}/subscriptions/{sub['id']}"
 
@@ -205,9 +205,9 @@ def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state
 @pytest.mark.stripe_reads
 def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], state: Any, reconcile_now: Any) -> None:
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct)
+    created = subscribe(acct["alice"], acct["acc"], {"users": 2})
     with state.db.write() as session:  # the copy lost (an outage longer than Stripe keeps events)
-        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))
+        session.execute(StripeCopy.__table__.delete().where(StripeCopy.object_type != "product"))  # type: ignore[attr-defined]
     reconcile_now(full=True)
     after = acct["alice"].get(f"{acct['acc']}/subscriptions/{created['id']}").json
     assert after["pending_payment"] == created["pending_payment"]
@@ -215,12 +215,15 @@ def test_a_rebuilt_copy_still_knows_why_a_payment_waits(acct: dict[str, Any], st
 
 # -- increases (Stripe's pending updates) ---------------------------------------------------
 
+
 def test_an_increase_needing_3ds_applies_once_the_customer_authenticates(
-        acct: dict[str, Any], state: Any, frozen_sandbox_time: None) -> None:
+    acct: dict[str, Any], state: Any, frozen_sandbox_time: None
+) -> None:
     alice, acc = acct["alice"], acct["acc"]
     sub, path = subscribed_then_default(acct, "pm_card_authenticationRequired")
-    preview = alice.post(f"{acc}/invoices/preview",
-                         {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5}]}).json
+    preview = alice.post(
+        f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5}]}
+    ).json
     changed = alice.patch(path, {"product_quantities": {"users": 5}, "metadata": {"seats": "five"}})
     assert changed.status_code == 200, changed.json
     # Unchanged, and what the customer must do to make the change: the previewed amount, with 3-D Secure.
@@ -278,17 +281,17 @@ def _says_what_it_waits_for(subscription: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("first", ["invoice", "payment_intent", "subscription"])
 def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
-        acct: dict[str, Any], state: Any, app: Any, client: Any, webhooks_lost: None, apply_now: Any,
-        first: str) -> None:
+    acct: dict[str, Any], state: Any, app: Any, client: Any, webhooks_lost: None, apply_now: Any, first: str
+) -> None:
     """Stripe's events about the authenticated payment (its PaymentIntent, the
     invoice it paid, the subscription made active) are applied one object at a
     time, in any order: after each, the subscription says what it waits for."""
     from billing.webhooks.service import apply_object
-    from tests.test_webhooks import deliver
+    from tests.helpers import deliver
 
     alice, acc = acct["alice"], acct["acc"]
     card(acct, "pm_card_authenticationRequired")
-    created = subscribe(acct)
+    created = subscribe(alice, acc, {"users": 2})
     path = f"{acc}/subscriptions/{created['id']}"
     secret = created["pending_payment"]["client_secret"]
     assert authenticate(acct, secret, "succeed").json == {"status": "succeeded"}
@@ -297,12 +300,14 @@ def test_after_3ds_succeeds_the_subscription_never_contradicts_itself(
     events = state.gateway.client.v1.events.list({"limit": 100}).data
     for event in reversed(events):
         assert deliver(client, json.dumps(event.to_dict(), default=str).encode()).status_code == 200
-    keys = {"invoice": f"invoice:{created['pending_payment']['invoice_id']}",
-            "payment_intent": f"payment_intent:{intent_id(secret)}",
-            "subscription": f"subscription:{created['id']}"}
+    keys = {
+        "invoice": f"invoice:{created['pending_payment']['invoice_id']}",
+        "payment_intent": f"payment_intent:{intent_id(secret)}",
+        "subscription": f"subscription:{created['id']}",
+    }
     for name in [first, *sorted(set(keys) - {first})]:
         with app.app_context():
-            apply_object(keys[name])
+            apply_object(state, keys[name])
         _says_what_it_waits_for(alice.get(path).json)
     apply_now()
     after = alice.get(path).json

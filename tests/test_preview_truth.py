@@ -16,24 +16,11 @@ from typing import Any
 
 import pytest
 
-import stripe_sandbox.clock
 from billing.catalog import PRODUCTS
 
 CASES = 14
 LINE_FIELDS = ("description", "amount", "currency", "quantity", "price_id", "unit_amount", "product_name")
 TOTALS = ("currency", "amount_due", "subtotal", "total", "created_at")
-
-
-@pytest.fixture
-def frozen_sandbox_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = float(int(time.time()))
-
-    class Frozen:
-        @staticmethod
-        def time() -> float:
-            return now
-
-    monkeypatch.setattr(stripe_sandbox.clock, "time", Frozen)
 
 
 def _seconds(timestamp: str) -> int:
@@ -67,13 +54,16 @@ def _change(rng: random.Random, current: dict[str, int]) -> tuple[str, dict[str,
 
 
 def _comparable(invoice: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: invoice[k] for k in TOTALS},
-            "lines": sorted(tuple(line[f] for f in LINE_FIELDS) for line in invoice["lines"])}
+    return {
+        **{k: invoice[k] for k in TOTALS},
+        "lines": sorted(tuple(line[f] for f in LINE_FIELDS) for line in invoice["lines"]),
+    }
 
 
 @pytest.mark.parametrize("seed", range(CASES))
-def test_preview_is_the_invoice_the_change_makes(seed: int, as_user: Any, state: Any,
-                                                 frozen_sandbox_time: None) -> None:
+def test_preview_is_the_invoice_the_change_makes(
+    seed: int, as_user: Any, state: Any, frozen_sandbox_time: None
+) -> None:
     rng = random.Random(seed)
     trial, interval = rng.random() < 0.4, rng.choice(["month", "year"])
     alice = as_user("alice")
@@ -118,15 +108,17 @@ def test_raise_during_a_trial_falls_due_at_trial_end(as_user: Any, frozen_sandbo
     acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
     alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 3}}).json
-    preview = alice.post(f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [
-        {"product_type": "users", "quantity": 5}]}).json
+    preview = alice.post(
+        f"{acc}/invoices/preview", {"subscription_id": sub["id"], "items": [{"product_type": "users", "quantity": 5}]}
+    ).json
     assert preview["created_at"] == sub["trial_end"]
     [line] = preview["lines"]
     assert line["quantity"] == 5 and preview["amount_due"] == 5 * line["unit_amount"]
 
 
 def test_a_new_subscription_on_a_trial_account_previews_the_trial_end_invoice(
-        as_user: Any, state: Any, monkeypatch: pytest.MonkeyPatch, frozen_sandbox_time: None) -> None:
+    as_user: Any, state: Any, monkeypatch: pytest.MonkeyPatch, frozen_sandbox_time: None
+) -> None:
     """The account the trial applies to: the create charges nothing now and the
     full period when the trial ends; the preview says that invoice, and when."""
     monkeypatch.setattr(state.gateway, "clock", state.sandbox_clock.now)  # Stripe's clock, frozen too
@@ -137,8 +129,10 @@ def test_a_new_subscription_on_a_trial_account_previews_the_trial_end_invoice(
     alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
     assert alice.get(f"{acc}/trial-eligibility").json["trial_eligible"] is True
     quantities = {"users": 3, "sso": 1}
-    preview = alice.post(f"{acc}/invoices/preview", {"items": [
-        {"product_type": product, "quantity": quantity} for product, quantity in quantities.items()]})
+    preview = alice.post(
+        f"{acc}/invoices/preview",
+        {"items": [{"product_type": product, "quantity": quantity} for product, quantity in quantities.items()]},
+    )
     assert preview.status_code == 200, preview.json
     sub = alice.post(f"{acc}/subscriptions", {"product_quantities": quantities}).json
     assert sub["status"] == "trialing"

@@ -11,23 +11,28 @@ from typing import Any
 
 import pytest
 import stripe
+from flask import Flask
 from sqlalchemy import delete
 
 from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import StripeCopy
-from tests.conftest import assert_error, count_stripe_requests
-from tests.test_webhooks import deliver
+from tests.builders import Builder
+from tests.helpers import assert_error, count_stripe_requests, deliver
 
 
 @pytest.fixture
-def paying(as_user: Any) -> dict[str, Any]:
-    """A pooled workspace, an account with a Visa card as default and a subscription of 2 users."""
-    found = as_user("alice").account_without_trial()
-    alice, ws, account, acc = found["alice"], found["ws"], found["account"], found["acc"]
-    card = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"}).json
-    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}})
-    assert sub.status_code == 201, sub.json
-    return {"alice": alice, "ws": ws, "acc": acc, "customer": account["id"], "sub": sub.json["id"], "card": card["id"]}
+def paying(as_user: Any, app: Flask) -> dict[str, Any]:
+    """A pooled workspace, an account with a Visa card as default and a subscription of 2
+    users (made through the services: the tests are about the copy, not the set-up)."""
+    alice, build = as_user("alice"), Builder(app, "alice")
+    with build.webhooks_at_the_end():
+        ws = build.workspace("pooled")
+        account = build.account(ws)
+        build.account(ws, name="Second")  # two accounts: no trial
+        card = build.card(ws, account["id"], "pm_card_visa")
+        sub = build.subscription(ws, account["id"], {"users": 2})
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    return {"alice": alice, "ws": ws, "acc": acc, "customer": account["id"], "sub": sub["id"], "card": card["id"]}
 
 
 def users(alice: Any, acc: str, sub: str) -> int:
@@ -43,8 +48,9 @@ def change_behind_our_back(state: Any, sub: str, quantity: int) -> None:
     """A change made directly in Stripe (as from the Dashboard)."""
     client = state.gateway.client
     item = client.v1.subscriptions.retrieve(sub)["items"].data[0]
-    client.v1.subscriptions.update(sub, {"items": [{"id": item.id, "quantity": quantity}],
-                                         "proration_behavior": "none"})
+    client.v1.subscriptions.update(
+        sub, {"items": [{"id": item.id, "quantity": quantity}], "proration_behavior": "none"}
+    )
 
 
 def test_webhooks_bring_changes_made_elsewhere(paying: dict[str, Any], state: Any) -> None:
@@ -53,9 +59,9 @@ def test_webhooks_bring_changes_made_elsewhere(paying: dict[str, Any], state: An
     assert users(alice, acc, sub) == 7
 
 
-def test_out_of_order_and_concurrent_webhooks_end_at_the_newest(paying: dict[str, Any], state: Any, client: Any,
-                                                                 app: Any, webhooks_lost: None,
-                                                                 apply_now: Any) -> None:
+def test_out_of_order_and_concurrent_webhooks_end_at_the_newest(
+    paying: dict[str, Any], state: Any, client: Any, app: Any, webhooks_lost: None, apply_now: Any
+) -> None:
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
     for quantity in (3, 4, 5):
         change_behind_our_back(state, sub, quantity)
@@ -98,9 +104,9 @@ def test_an_older_view_never_overwrites_a_newer_one(paying: dict[str, Any], stat
     assert users(alice, acc, sub) == 99
 
 
-def test_duplicate_and_older_events_cost_no_stripe_request(paying: dict[str, Any], state: Any, client: Any,
-                                                           monkeypatch: Any, webhooks_lost: None,
-                                                           apply_now: Any) -> None:
+def test_duplicate_and_older_events_cost_no_stripe_request(
+    paying: dict[str, Any], state: Any, client: Any, monkeypatch: Any, webhooks_lost: None, apply_now: Any
+) -> None:
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
     change_behind_our_back(state, sub, 6)
     [event] = sub_events(state, sub)[:1]
@@ -122,8 +128,9 @@ def test_duplicate_and_older_events_cost_no_stripe_request(paying: dict[str, Any
     assert users(alice, acc, sub) == 6
 
 
-def test_a_missed_webhook_is_healed_by_reconcile(paying: dict[str, Any], state: Any, webhooks_lost: None,
-                                                 reconcile_now: Any) -> None:
+def test_a_missed_webhook_is_healed_by_reconcile(
+    paying: dict[str, Any], state: Any, webhooks_lost: None, reconcile_now: Any
+) -> None:
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
     change_behind_our_back(state, sub, 9)
     assert users(alice, acc, sub) == 2
@@ -134,10 +141,17 @@ def test_a_missed_webhook_is_healed_by_reconcile(paying: dict[str, Any], state: 
 
 
 def test_reconcile_full_rebuilds_the_whole_copy(paying: dict[str, Any], state: Any, reconcile_now: Any) -> None:
-    alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]
-    pages = {path: alice.get(path).json for path in (
-        f"/workspaces/{paying['ws']}/billing-accounts", f"{acc}/subscriptions", f"{acc}/payment-methods",
-        f"{acc}/invoices", f"{acc}/trial-eligibility")}
+    alice, acc = paying["alice"], paying["acc"]
+    pages = {
+        path: alice.get(path).json
+        for path in (
+            f"/workspaces/{paying['ws']}/billing-accounts",
+            f"{acc}/subscriptions",
+            f"{acc}/payment-methods",
+            f"{acc}/invoices",
+            f"{acc}/trial-eligibility",
+        )
+    }
     with state.db.write() as session:
         session.execute(delete(StripeCopy).where(StripeCopy.object_type != "product"))
     report = reconcile_now(full=True)
@@ -149,8 +163,9 @@ def test_reconcile_full_rebuilds_the_whole_copy(paying: dict[str, Any], state: A
             return {**page, "data": [{k: v for k, v in item.items() if k != "updated_at"} for item in page["data"]]}
         return page
 
-    assert {path: without_change_times(alice.get(path).json) for path in pages} == \
-        {path: without_change_times(page) for path, page in pages.items()}
+    assert {path: without_change_times(alice.get(path).json) for path in pages} == {
+        path: without_change_times(page) for path, page in pages.items()
+    }
 
 
 def test_stripe_down_reads_go_on_writes_are_503(paying: dict[str, Any], monkeypatch: Any) -> None:
@@ -160,15 +175,20 @@ def test_stripe_down_reads_go_on_writes_are_503(paying: dict[str, Any], monkeypa
         raise stripe.APIConnectionError("Stripe is down")
 
     monkeypatch.setattr(InstrumentedHTTPClient, "request_with_retries", down)
-    for path in (f"/workspaces/{paying['ws']}/billing-accounts", acc, f"{acc}/subscriptions",
-                 f"{acc}/subscriptions/{sub}", f"{acc}/payment-methods", f"{acc}/invoices",
-                 f"{acc}/trial-eligibility"):
+    for path in (
+        f"/workspaces/{paying['ws']}/billing-accounts",
+        acc,
+        f"{acc}/subscriptions",
+        f"{acc}/subscriptions/{sub}",
+        f"{acc}/payment-methods",
+        f"{acc}/invoices",
+        f"{acc}/trial-eligibility",
+    ):
         response = alice.get(path)
         assert response.status_code == 200, (path, response.json)
     assert users(alice, acc, sub) == 2
     assert_error(alice.patch(acc, {"name": "Renamed"}), 503, "stripe_unavailable")
-    assert_error(alice.patch(f"{acc}/subscriptions/{sub}", {"add_products": {"users": 1}}), 503,
-                 "stripe_unavailable")
+    assert_error(alice.patch(f"{acc}/subscriptions/{sub}", {"add_products": {"users": 1}}), 503, "stripe_unavailable")
 
 
 def test_read_your_writes_after_each_write(paying: dict[str, Any], webhooks_lost: None) -> None:
@@ -255,8 +275,8 @@ def test_updated_at_moves_when_a_renewal_fails_in_stripe(paying: dict[str, Any],
 
 
 def test_after_the_sandbox_clock_moves_a_view_fetched_since_an_event_arrived_costs_nothing(
-        paying: dict[str, Any], state: Any, client: Any, monkeypatch: Any, webhooks_lost: None,
-        apply_now: Any) -> None:
+    paying: dict[str, Any], state: Any, client: Any, monkeypatch: Any, webhooks_lost: None, apply_now: Any
+) -> None:
     """One clock, ours: a view fetched after the event reached us holds its change
     (an advance dates its events in the past, so their `created` can't say)."""
     alice, acc, sub = paying["alice"], paying["acc"], paying["sub"]

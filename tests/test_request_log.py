@@ -7,10 +7,9 @@ import logging
 from typing import Any
 
 from app import create_app
-from billing.json_logging import json_handler
 from billing.config import Config
-from tests.conftest import TEST_ENV
-from tests.test_billing_accounts import FULL
+from billing.json_logging import json_handler
+from tests.helpers import FULL, TEST_ENV
 
 
 def request_lines(caplog: Any) -> list[dict[str, Any]]:
@@ -88,21 +87,32 @@ def test_no_token_or_secret_in_logs(as_user: Any, caplog: Any) -> None:
 def test_cors_for_configured_origins(database_url: str) -> None:
     config = Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "CORS_ORIGINS": "https://app.example.com"})
     client = create_app(config).test_client()
-    preflight = client.options("/workspaces", headers={
-        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization, Idempotency-Key"})
+    preflight = client.options(
+        "/workspaces",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Idempotency-Key",
+        },
+    )
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "idempotency-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
     other = client.get("/healthz", headers={"Origin": "https://evil.example.com"})
     assert "Access-Control-Allow-Origin" not in other.headers
     # A preflight to any route of the API is answered without a token (browsers send none).
-    for path, method in (("/workspaces/ws_x/billing-accounts", "POST"),
-                         ("/workspaces/ws_x/billing-accounts/cus_x/subscriptions/sub_x", "PATCH"),
-                         ("/workspaces/ws_x/billing-accounts/cus_x/payment-methods/pm_x", "DELETE")):
-        answer = client.options(path, headers={"Origin": "https://app.example.com",
-                                               "Access-Control-Request-Method": method,
-                                               "Access-Control-Request-Headers": "Authorization, Content-Type, "
-                                                                                 "Idempotency-Key, X-Request-Id"})
+    for path, method in (
+        ("/workspaces/ws_x/billing-accounts", "POST"),
+        ("/workspaces/ws_x/billing-accounts/cus_x/subscriptions/sub_x", "PATCH"),
+        ("/workspaces/ws_x/billing-accounts/cus_x/payment-methods/pm_x", "DELETE"),
+    ):
+        answer = client.options(
+            path,
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "Authorization, Content-Type, Idempotency-Key, X-Request-Id",
+            },
+        )
         assert answer.status_code in (200, 204), (path, answer.status_code)
         assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
         assert method in answer.headers["Access-Control-Allow-Methods"]
@@ -120,13 +130,19 @@ def test_cors_origins_on_any_port(database_url: str) -> None:
     client = create_app(config).test_client()
 
     def allowed(origin: str) -> str | None:
-        return client.options("/workspaces", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
-                              ).headers.get("Access-Control-Allow-Origin")
+        return client.options(
+            "/workspaces", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        ).headers.get("Access-Control-Allow-Origin")
 
     for origin in ("http://localhost:5173", "http://localhost", "http://LOCALHOST:8080"):
         assert allowed(origin) == origin
-    for origin in ("http://localhost.evil.test", "http://localhost:5173.evil.test", "https://localhost:5173",
-                   "http://127.0.0.1:5173", "http://localhost:"):
+    for origin in (
+        "http://localhost.evil.test",
+        "http://localhost:5173.evil.test",
+        "https://localhost:5173",
+        "http://127.0.0.1:5173",
+        "http://localhost:",
+    ):
         assert allowed(origin) is None, origin
 
 

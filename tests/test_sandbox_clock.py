@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from billing.sandbox_routes import service
 from tests.clock_runs import hold_runs
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 DAY = 86400
 
@@ -27,8 +26,9 @@ def trialing(as_user: Any) -> dict[str, Any]:
     return {"alice": alice, "path": f"{acc}/subscriptions/{sub.json['id']}"}
 
 
-def test_advance_answers_before_the_transitions_run(trialing: dict[str, Any], state: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_advance_answers_before_the_transitions_run(
+    trialing: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice, path = trialing["alice"], trialing["path"]
     release = hold_runs(monkeypatch, state.sandbox_clock)
     before = alice.get("/sandbox/clock").json
@@ -45,8 +45,9 @@ def test_advance_answers_before_the_transitions_run(trialing: dict[str, Any], st
     assert alice.get(path).json["status"] == "paused"
 
 
-def test_a_second_advance_while_advancing_is_409(trialing: dict[str, Any], state: Any,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_advance_while_advancing_is_409(
+    trialing: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = trialing["alice"]
     release = hold_runs(monkeypatch, state.sandbox_clock)
     first = alice.post("/sandbox/clock/advance", {"days": 1}).json
@@ -57,8 +58,9 @@ def test_a_second_advance_while_advancing_is_409(trialing: dict[str, Any], state
     assert alice.advance_clock({"days": 1})["status"] == "ready"
 
 
-def test_ready_waits_for_the_webhooks_delivered(trialing: dict[str, Any], state: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ready_waits_for_the_webhooks_delivered(
+    trialing: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice, path = trialing["alice"], trialing["path"]
     transport = state.webhooks._transport
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)  # the service is down
@@ -76,9 +78,9 @@ def test_ready_waits_for_the_webhooks_delivered(trialing: dict[str, Any], state:
     assert alice.get(path).json["status"] == "paused"
 
 
-def test_ready_waits_for_the_service_to_apply_what_it_received(trialing: dict[str, Any], state: Any,
-                                                               monkeypatch: pytest.MonkeyPatch,
-                                                               apply_now: Any) -> None:
+def test_ready_waits_for_the_service_to_apply_what_it_received(
+    trialing: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch, apply_now: Any
+) -> None:
     """Delivered (acknowledged into the inbox) is not applied: `ready` waits for the workers."""
     alice, path = trialing["alice"], trialing["path"]
     monkeypatch.setattr(state.webhooks, "after_run", None)  # no worker runs
@@ -92,8 +94,9 @@ def test_ready_waits_for_the_service_to_apply_what_it_received(trialing: dict[st
     assert alice.get(path).json["status"] == "paused"
 
 
-def test_a_failed_run_reads_internal_failure(trialing: dict[str, Any], state: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_run_reads_internal_failure(
+    trialing: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = trialing["alice"]
 
     def broken(*args: object) -> bool:
@@ -105,11 +108,12 @@ def test_a_failed_run_reads_internal_failure(trialing: dict[str, Any], state: An
     assert alice.get("/sandbox/clock").json["status"] == "internal_failure"
 
 
-def test_traffic_after_the_advance_does_not_hold_ready(trialing: dict[str, Any], state: Any, client: Any,
-                                                       apply_now: Any) -> None:
+def test_traffic_after_the_advance_does_not_hold_ready(
+    trialing: dict[str, Any], state: Any, client: Any, apply_now: Any
+) -> None:
     """Only what the advance made counts: events users cause meanwhile (dated
     after the time it moved to) may wait for the workers without holding `ready`."""
-    from tests.test_webhooks import deliver, event
+    from tests.helpers import deliver, event
 
     alice = trialing["alice"]
     reading = alice.post("/sandbox/clock/advance", {"days": 15}).json

@@ -9,7 +9,7 @@ import jsonschema_rs
 import pytest
 
 from tests.clock_runs import hold_runs
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,9 @@ def assert_conforms(spec: dict[str, Any], path: str, method: str, response: Any)
     assert errors == [], (response.json, errors)
 
 
-def test_the_clock_answers_its_documented_shape(as_user: Any, spec: dict[str, Any], state: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_clock_answers_its_documented_shape(
+    as_user: Any, spec: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = as_user("alice")
     assert_conforms(spec, "/sandbox/clock", "get", alice.get("/sandbox/clock"))  # ready
     release = hold_runs(monkeypatch, state.sandbox_clock)
@@ -42,8 +43,9 @@ def test_the_clock_answers_its_documented_shape(as_user: Any, spec: dict[str, An
     assert_conforms(spec, "/sandbox/clock", "get", alice.get("/sandbox/clock"))
 
 
-def test_a_failed_clock_answers_its_documented_shape(as_user: Any, spec: dict[str, Any], state: Any,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_clock_answers_its_documented_shape(
+    as_user: Any, spec: dict[str, Any], state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object) -> bool:
         raise RuntimeError("a transition failed")
 
@@ -56,8 +58,9 @@ def test_a_failed_clock_answers_its_documented_shape(as_user: Any, spec: dict[st
     assert_conforms(spec, "/sandbox/clock", "get", failed)
 
 
-@pytest.mark.parametrize("amount", [{"seconds": 1.5}, {"days": 1.5}, {"seconds": "1"}, {"hours": True},
-                                    {"minutes": 1.0}, {"seconds": None}])
+@pytest.mark.parametrize(
+    "amount", [{"seconds": 1.5}, {"days": 1.5}, {"seconds": "1"}, {"hours": True}, {"minutes": 1.0}, {"seconds": None}]
+)
 def test_advance_takes_whole_numbers_only(as_user: Any, amount: dict[str, Any]) -> None:
     alice = as_user("alice")
     before = alice.get("/sandbox/clock").json["now"]

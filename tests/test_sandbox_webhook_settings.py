@@ -10,7 +10,7 @@ from app import build_stripe, http_webhook_transport
 from billing.config import Config, ConfigError
 from billing.db import Database
 from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS
-from tests.conftest import TEST_ENV
+from tests.helpers import TEST_ENV
 
 
 def test_defaults_deliver_as_stripe() -> None:
@@ -30,8 +30,9 @@ def test_concurrency_must_be_a_positive_number(value: str) -> None:
 
 
 def test_the_sender_is_built_from_the_settings(database_url: str) -> None:
-    config = Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "SANDBOX_WEBHOOK_CONCURRENCY": "5",
-                              "SANDBOX_WEBHOOK_ORDERED": "1"})
+    config = Config.from_env(
+        {**TEST_ENV, "DATABASE_URL": database_url, "SANDBOX_WEBHOOK_CONCURRENCY": "5", "SANDBOX_WEBHOOK_ORDERED": "1"}
+    )
     db = Database(config.database_url)
     try:
         sender = build_stripe(config, db, webhook_transport=lambda payload, headers: 200)["webhooks"]
@@ -55,4 +56,8 @@ def test_the_http_transport_gives_up_at_the_senders_timeout(monkeypatch: Any) ->
     monkeypatch.setattr(requests, "post", post)
     assert http_webhook_transport("http://127.0.0.1:9/webhooks/stripe", 12.5)(b"{}", {"A": "b"}) == 204
     assert (seen["url"], seen["timeout"], seen["data"], seen["headers"]) == (
-        "http://127.0.0.1:9/webhooks/stripe", 12.5, b"{}", {"A": "b"})
+        "http://127.0.0.1:9/webhooks/stripe",
+        12.5,
+        b"{}",
+        {"A": "b"},
+    )

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, assert_error
-from tests.test_stripe_faults import stripe_world  # noqa: F401  (the fixture)
+from tests.helpers import Api, assert_error
 
 
 def answered_without(world: dict[str, Any], monkeypatch: Any, method: str, path: str, field: str) -> list[str]:
@@ -34,16 +33,33 @@ def answered_without(world: dict[str, Any], monkeypatch: Any, method: str, path:
     return ids
 
 
-@pytest.mark.parametrize("method,path,field,route", [
-    # The reshaping of a customer into a billing account reads `created`.
-    ("POST", "/v1/customers", "created", lambda ws: (f"/workspaces/{ws}/billing-accounts",
-                                                      {"name": "A", "email": "a@x.co", "address": {"country": "US"}})),
-    # The service reads the SetupIntent's `client_secret` (a Stripe object's attribute).
-    ("POST", "/v1/setup_intents", "client_secret", None),
-])
+@pytest.mark.parametrize(
+    "method,path,field,route",
+    [
+        # The reshaping of a customer into a billing account reads `created`.
+        (
+            "POST",
+            "/v1/customers",
+            "created",
+            lambda ws: (
+                f"/workspaces/{ws}/billing-accounts",
+                {"name": "A", "email": "a@x.co", "address": {"country": "US"}},
+            ),
+        ),
+        # The service reads the SetupIntent's `client_secret` (a Stripe object's attribute).
+        ("POST", "/v1/setup_intents", "client_secret", None),
+    ],
+)
 def test_a_stripe_object_missing_a_field_is_a_502_with_the_request_id_logged(
-        stripe_world: dict[str, Any], auth: Any, monkeypatch: Any, caplog: Any, method: str, path: str,
-        field: str, route: Any) -> None:
+    stripe_world: dict[str, Any],
+    auth: Any,
+    monkeypatch: Any,
+    caplog: Any,
+    method: str,
+    path: str,
+    field: str,
+    route: Any,
+) -> None:
     alice = Api(stripe_world["app"].test_client(), auth("alice"))
     ws = alice.workspace("pooled")
     if route is None:
@@ -61,3 +77,27 @@ def test_a_stripe_object_missing_a_field_is_a_502_with_the_request_id_logged(
     assert request_id in record.stripe_request_ids
     assert field in record.getMessage() and "Traceback" not in record.getMessage()
     assert error["message"]
+
+
+def test_a_subscription_in_another_shape_is_a_502(stripe_world: dict[str, Any], auth: Any, monkeypatch: Any) -> None:
+    """What a subscription shows is read by the service before the schema reshapes it
+    (subscription_view): a Stripe answer of another shape there is Stripe's fault too."""
+    alice = Api(stripe_world["app"].test_client(), auth("alice"))
+    ws = alice.workspace("single")
+    account = alice.account(ws)
+    brain = stripe_world["fake"].brain
+    request = brain.request
+
+    def items_as_text(verb: str, url: str, headers: Any, body: Any) -> Any:
+        text, status, answer_headers = request(verb, url, headers, body)
+        if verb.upper() == "POST" and url.split("?")[0].endswith("/v1/subscriptions") and status == 200:
+            data = json.loads(text)
+            data["items"] = {"object": "list", "data": ["si_not_an_object"]}
+            text = json.dumps(data)
+        return text, status, answer_headers
+
+    monkeypatch.setattr(brain, "request", items_as_text)
+    response = alice.post(
+        f"/workspaces/{ws}/billing-accounts/{account['id']}/subscriptions", {"product_quantities": {"users": 1}}
+    )
+    assert_error(response, 502, "stripe_error")

@@ -11,87 +11,26 @@ duplicating anything at Stripe.
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import requests
-import responses
-import stripe
 from flask import Flask
 from sqlalchemy import select
 
-from app import create_app
-from billing.catalog import ensure_catalog
-from billing.config import Config
 from billing.db import Base
-from billing.gateway import StripeGateway, build_client
-from billing.replica import Keeper
-from stripe_sandbox import SandboxHTTPClient
-from tests.conftest import TEST_ENV, Api, wipe
+from tests.helpers import FAULTS_API_KEY as API_KEY
+from tests.helpers import Api, Plan, wipe
 
-API_KEY = "sk_test_faults_0123456789"
-STRIPE = re.compile(r"https://api\.stripe\.com/.*")
-EXPECTED = {"500": (502, "stripe_unavailable"), "429": (429, "rate_limited"), "timeout": (503, "stripe_unavailable"),
-            "reset": (503, "stripe_unavailable"), "malformed": (502, "stripe_unavailable"),
-            "lost": (503, "stripe_unavailable")}
-
-
-@dataclass
-class Plan:
-    fail_from: int | None = None  # 1-based number of the first HTTP request that fails
-    kind: str = "500"
-    seen: int = 0
-
-
-class FakeStripe:
-    """api.stripe.com, answered by the sandbox, with faults injected on plan."""
-
-    def __init__(self, brain: SandboxHTTPClient) -> None:
-        self.brain = brain
-        self.plan = Plan()
-
-    def __call__(self, request: Any) -> Any:
-        self.plan.seen += 1
-        failing = self.plan.fail_from is not None and self.plan.seen >= self.plan.fail_from
-        kind = self.plan.kind
-        if failing and kind == "timeout":
-            raise requests.exceptions.ReadTimeout("read timed out")
-        if failing and kind == "reset":
-            raise requests.exceptions.ConnectionError("connection reset by peer")
-        if failing and kind == "500":
-            return 500, {"Request-Id": "req_fault"}, json.dumps({"error": {"type": "api_error", "message": "boom"}})
-        if failing and kind == "429":
-            return 429, {"Request-Id": "req_fault"}, json.dumps(
-                {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "slow down"}})
-        if failing and kind == "malformed":
-            return 200, {"Request-Id": "req_fault"}, "<html>upstream proxy error</html>"
-        body = request.body.decode() if isinstance(request.body, bytes) else request.body
-        text, status, headers = self.brain.request(request.method, request.url, dict(request.headers), body)
-        if failing and kind == "lost":  # Stripe did it; the answer never arrived
-            raise requests.exceptions.ConnectionError("connection reset after the request was sent")
-        return status, dict(headers), text
-
-
-@pytest.fixture
-def stripe_world(session_app: Flask, database_url: str, monkeypatch: Any) -> Iterator[dict[str, Any]]:
-    monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
-    state = session_app.extensions["billing"]
-    brain = SandboxHTTPClient(state.db)
-    fake = FakeStripe(brain)
-    app = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": API_KEY}))
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        for method in ("GET", "POST", "DELETE"):
-            mock.add_callback(method, STRIPE, callback=fake)
-        ensure_catalog(app.extensions["billing"].gateway)
-        # Changes made behind the service's back reach its copy as webhooks would bring them.
-        brain_gateway = StripeGateway(build_client("sk_test_sandbox", http_client=brain), keep=Keeper(state.db))
-        yield {"app": app, "fake": fake, "brain": brain_gateway}
-    wipe(session_app)
+EXPECTED = {
+    "500": (502, "stripe_unavailable"),
+    "429": (429, "rate_limited"),
+    "timeout": (503, "stripe_unavailable"),
+    "reset": (503, "stripe_unavailable"),
+    "malformed": (502, "stripe_unavailable"),
+    "lost": (503, "stripe_unavailable"),
+}
 
 
 def build(world: dict[str, Any], auth: Any) -> dict[str, Any]:
@@ -108,25 +47,50 @@ def build(world: dict[str, Any], auth: Any) -> dict[str, Any]:
     assert sub.status_code == 201, sub.json
     ws2 = alice.workspace("pooled", name="Empty")
     c = alice.account(ws2, name="C")  # the workspace's only account, never subscribed: a trial
-    return {"acc_c": f"/workspaces/{ws2}/billing-accounts/{c['id']}", "c": c["id"],"alice": alice, "ws": ws, "ws2": ws2, "a": a["id"], "b": b["id"], "acc_a": acc_a,
-            "acc_b": f"/workspaces/{ws}/billing-accounts/{b['id']}", "sub": sub.json["id"], "pm": second.id}
+    return {
+        "acc_c": f"/workspaces/{ws2}/billing-accounts/{c['id']}",
+        "c": c["id"],
+        "alice": alice,
+        "ws": ws,
+        "ws2": ws2,
+        "a": a["id"],
+        "b": b["id"],
+        "acc_a": acc_a,
+        "acc_b": f"/workspaces/{ws}/billing-accounts/{b['id']}",
+        "sub": sub.json["id"],
+        "pm": second.id,
+    }
 
 
 ROUTES: list[tuple[str, Callable[[dict[str, Any]], tuple[str, str, Any]]]] = [
     ("list accounts", lambda w: ("GET", f"/workspaces/{w['ws']}/billing-accounts", None)),
-    ("create account", lambda w: ("POST", f"/workspaces/{w['ws']}/billing-accounts",
-                                  {"name": "New", "email": "n@x.co", "address": {"country": "US"}})),
+    (
+        "create account",
+        lambda w: (
+            "POST",
+            f"/workspaces/{w['ws']}/billing-accounts",
+            {"name": "New", "email": "n@x.co", "address": {"country": "US"}},
+        ),
+    ),
     ("get account", lambda w: ("GET", w["acc_b"], None)),
     ("update account", lambda w: ("PATCH", w["acc_b"], {"name": "Renamed"})),
     ("delete account", lambda w: ("DELETE", w["acc_b"], None)),
     ("archive workspace", lambda w: ("DELETE", f"/workspaces/{w['ws2']}", None)),
     ("list subscriptions", lambda w: ("GET", f"{w['acc_a']}/subscriptions", None)),
     ("create subscription", lambda w: ("POST", f"{w['acc_a']}/subscriptions", {"product_quantities": {"sso": 1}})),
-    ("create trial subscription", lambda w: ("POST", f"{w['acc_c']}/subscriptions",
-                                             {"product_quantities": {"users": 3}})),
+    (
+        "create trial subscription",
+        lambda w: ("POST", f"{w['acc_c']}/subscriptions", {"product_quantities": {"users": 3}}),
+    ),
     ("get subscription", lambda w: ("GET", f"{w['acc_a']}/subscriptions/{w['sub']}", None)),
-    ("change subscription", lambda w: ("PATCH", f"{w['acc_a']}/subscriptions/{w['sub']}",
-                                       {"product_quantities": {"users": 1, "locations": 2}})),
+    (
+        "change subscription",
+        lambda w: (
+            "PATCH",
+            f"{w['acc_a']}/subscriptions/{w['sub']}",
+            {"product_quantities": {"users": 1, "locations": 2}},
+        ),
+    ),
     ("cancel subscription", lambda w: ("DELETE", f"{w['acc_a']}/subscriptions/{w['sub']}", None)),
     ("trial eligibility", lambda w: ("GET", f"{w['acc_a']}/trial-eligibility", None)),
     ("list payment methods", lambda w: ("GET", f"{w['acc_a']}/payment-methods", None)),
@@ -134,8 +98,14 @@ ROUTES: list[tuple[str, Callable[[dict[str, Any]], tuple[str, str, Any]]]] = [
     ("set default", lambda w: ("PUT", f"{w['acc_a']}/payment-methods/{w['pm']}", None)),
     ("detach", lambda w: ("DELETE", f"{w['acc_a']}/payment-methods/{w['pm']}", None)),
     ("list invoices", lambda w: ("GET", f"{w['acc_a']}/invoices", None)),
-    ("preview", lambda w: ("POST", f"{w['acc_a']}/invoices/preview", {"subscription_id": w["sub"], "items": [
-        {"product_type": "users", "quantity": 5}]})),
+    (
+        "preview",
+        lambda w: (
+            "POST",
+            f"{w['acc_a']}/invoices/preview",
+            {"subscription_id": w["sub"], "items": [{"product_type": "users", "quantity": 5}]},
+        ),
+    ),
 ]
 
 
@@ -147,8 +117,12 @@ def service_state(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
         for table in Base.metadata.sorted_tables:
             # The copy of Stripe holds what Stripe answered, even to a request that then failed;
             # the request budget counts every attempt.
-            if table.name.startswith("sandbox_") or table.name in ("idempotency_keys", "stripe_events",
-                                                                   "stripe_copies", "stripe_budget_windows"):
+            if table.name.startswith("sandbox_") or table.name in (
+                "idempotency_keys",
+                "stripe_events",
+                "stripe_copies",
+                "stripe_budget_windows",
+            ):
                 continue
             columns = [c for c in table.columns if c.name not in ("updated_at",)]
             snapshot[table.name] = sorted(map(tuple, session.execute(select(*columns)).all()), key=repr)
@@ -158,11 +132,19 @@ def service_state(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
 def stripe_state(world: dict[str, Any], w: dict[str, Any]) -> dict[str, Any]:
     """What matters at Stripe: customers, subscriptions with quantities, payment methods, setup intents."""
     client = world["brain"].client
-    customers = sorted((c.id, c.name, (c.invoice_settings.default_payment_method if c.invoice_settings else None))
-                       for c in client.v1.customers.list({"limit": 100}).auto_paging_iter())
-    subs = sorted((s.id, s.status, bool(s.cancel_at_period_end),
-                   tuple(sorted((i.price.lookup_key, i.quantity) for i in s["items"].data)))
-                  for s in client.v1.subscriptions.list({"status": "all", "limit": 100}).auto_paging_iter())
+    customers = sorted(
+        (c.id, c.name, (c.invoice_settings.default_payment_method if c.invoice_settings else None))
+        for c in client.v1.customers.list({"limit": 100}).auto_paging_iter()
+    )
+    subs = sorted(
+        (
+            s.id,
+            s.status,
+            bool(s.cancel_at_period_end),
+            tuple(sorted((i.price.lookup_key, i.quantity) for i in s["items"].data)),
+        )
+        for s in client.v1.subscriptions.list({"status": "all", "limit": 100}).auto_paging_iter()
+    )
     methods = sorted(m.id for m in client.v1.payment_methods.list({"customer": w["a"], "limit": 100}).data)
     intents = len(client.v1.setup_intents.list({"customer": w["a"], "limit": 100}).data)
     return {"customers": customers, "subscriptions": subs, "payment_methods": methods, "setup_intents": intents}
@@ -175,9 +157,14 @@ def send(w: dict[str, Any], method: str, path: str, body: Any, key: str) -> Any:
 
 
 @pytest.mark.parametrize("name,route", ROUTES, ids=[r[0] for r in ROUTES])
-def test_faults_at_every_stripe_call(stripe_world: dict[str, Any], session_app: Flask, auth: Any, name: str,
-                                     monkeypatch: Any,
-                                     route: Callable[[dict[str, Any]], tuple[str, str, Any]]) -> None:
+def test_faults_at_every_stripe_call(
+    stripe_world: dict[str, Any],
+    session_app: Flask,
+    auth: Any,
+    name: str,
+    monkeypatch: Any,
+    route: Callable[[dict[str, Any]], tuple[str, str, Any]],
+) -> None:
     fake, app = stripe_world["fake"], stripe_world["app"]
     real_time, later = time.time, 0.0
 
@@ -238,7 +225,7 @@ def test_faults_at_every_stripe_call(stripe_world: dict[str, Any], session_app: 
             # (anything stamped with the time differs): it works, once.
             fake.plan = Plan()
             later += 1.5
-            monkeypatch.setattr(time, "time", lambda: real_time() + later)
+            monkeypatch.setattr(time, "time", lambda shift=later: real_time() + shift)
             retry = send(w, method, path, body, f"retry-{k}-{kind}")
             assert retry.status_code < 300, (where, "retry", retry.status_code, retry.get_json())
             if method != "GET":
@@ -246,10 +233,12 @@ def test_faults_at_every_stripe_call(stripe_world: dict[str, Any], session_app: 
                 assert again.headers.get("Idempotent-Replayed") == "true", where
                 assert again.status_code == retry.status_code, where
             after_stripe = stripe_state(stripe_world, w)
-            assert len(after_stripe["customers"]) == len(before_stripe["customers"]) + (name == "create account") \
-                - (name == "delete account"), where
+            assert len(after_stripe["customers"]) == len(before_stripe["customers"]) + (name == "create account") - (
+                name == "delete account"
+            ), where
             assert len(after_stripe["subscriptions"]) == len(before_stripe["subscriptions"]) + (
-                name in ("create subscription", "create trial subscription")), where
+                name in ("create subscription", "create trial subscription")
+            ), where
             assert after_stripe["setup_intents"] == before_stripe["setup_intents"] + (name == "setup intent"), where
             if name == "change subscription":
                 [sub] = [s for s in after_stripe["subscriptions"] if s[0] == w["sub"]]

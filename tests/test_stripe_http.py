@@ -4,8 +4,8 @@ error mapping, retries, the idempotency key and API version that reach Stripe.""
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 import requests
@@ -16,21 +16,18 @@ from sqlalchemy import delete, update
 
 from billing.gateway import STRIPE_API_VERSION
 from billing.models import BillingAccountIndex, StripeCopy
-from tests.conftest import LIVE_API_KEY as API_KEY
-from tests.conftest import TEST_ENV, Api, assert_error
-from tests.test_billing_accounts import FULL, index_rows
-
-CUSTOMERS = "https://api.stripe.com/v1/customers"
-
-
-def customer_json(customer_id: str = "cus_Real123", **metadata: str) -> dict[str, Any]:
-    return {
-        "id": customer_id, "object": "customer", "created": 1761698406, "livemode": False,
-        "name": FULL["name"], "email": FULL["email"], "phone": None, "description": None,
-        "address": {"country": "US", "line1": None, "line2": None, "city": None, "state": None,
-                    "postal_code": None},
-        "metadata": metadata, "currency": None, "invoice_settings": {"default_payment_method": None},
-    }
+from tests.helpers import (
+    CUSTOMERS,
+    FULL,
+    TEST_ENV,
+    Api,
+    assert_error,
+    customer_json,
+    index_rows,
+)
+from tests.helpers import (
+    LIVE_API_KEY as API_KEY,
+)
 
 
 def _no_secret(response: Any) -> None:
@@ -79,8 +76,11 @@ def test_stripe_500_after_retries_is_502(live_alice: Api, mocked: Any) -> None:
 
 def test_stripe_rate_limit_is_429_with_retry_after(live_alice: Api, live_app: Flask, mocked: Any) -> None:
     ws = live_alice.workspace()
-    mocked.post(CUSTOMERS, status=429, json={"error": {"type": "invalid_request_error", "code": "rate_limit",
-                                                       "message": "Too many requests"}})
+    mocked.post(
+        CUSTOMERS,
+        status=429,
+        json={"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests"}},
+    )
     response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     body = assert_error(response, 429, "rate_limited")
     assert body["type"] == "rate_limit_error"
@@ -91,8 +91,18 @@ def test_stripe_rate_limit_is_429_with_retry_after(live_alice: Api, live_app: Fl
 def test_stripe_invalid_request_is_not_echoed(live_alice: Api, live_app: Flask, mocked: Any) -> None:
     ws = live_alice.workspace()
     secret_text = "Invalid email for sk_test_51SecretKeyThatMustNeverLeak"
-    mocked.post(CUSTOMERS, status=400, json={"error": {"type": "invalid_request_error", "code": "email_invalid",
-                                                       "param": "email", "message": secret_text}})
+    mocked.post(
+        CUSTOMERS,
+        status=400,
+        json={
+            "error": {
+                "type": "invalid_request_error",
+                "code": "email_invalid",
+                "param": "email",
+                "message": secret_text,
+            }
+        },
+    )
     response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert_error(response, 502, "stripe_request_failed")
     assert secret_text not in response.get_data(as_text=True)
@@ -101,8 +111,11 @@ def test_stripe_invalid_request_is_not_echoed(live_alice: Api, live_app: Flask, 
 
 def test_bad_api_key_is_502_without_the_key(live_alice: Api, mocked: Any) -> None:
     ws = live_alice.workspace()
-    mocked.post(CUSTOMERS, status=401, json={"error": {"type": "invalid_request_error",
-                                                       "message": f"Invalid API Key provided: {API_KEY}"}})
+    mocked.post(
+        CUSTOMERS,
+        status=401,
+        json={"error": {"type": "invalid_request_error", "message": f"Invalid API Key provided: {API_KEY}"}},
+    )
     response = live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
     assert_error(response, 502, "stripe_unavailable")
     _no_secret(response)
@@ -118,7 +131,8 @@ def test_card_error_is_402_with_the_cardholder_message(live_app: Flask) -> None:
 
 @pytest.mark.stripe_reads
 def test_account_older_than_the_copy_is_copied_once_and_a_missing_customer_is_404(
-        live_alice: Api, live_app: Flask, mocked: Any) -> None:
+    live_alice: Api, live_app: Flask, mocked: Any
+) -> None:
     """An account indexed before the service kept its copy of Stripe is copied on
     its first read; a customer Stripe no longer has is 404 and its index row goes."""
     state = live_app.extensions["billing"]
@@ -128,9 +142,18 @@ def test_account_older_than_the_copy_is_copied_once_and_a_missing_customer_is_40
     with state.db.write() as session:  # as it was before the copy existed
         session.execute(update(BillingAccountIndex).values(copied_at=None))
         session.execute(delete(StripeCopy))
-    mocked.get(f"{CUSTOMERS}/{created['id']}", status=404,
-               json={"error": {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
-                               "message": "No such customer: 'cus_Real123'"}})
+    mocked.get(
+        f"{CUSTOMERS}/{created['id']}",
+        status=404,
+        json={
+            "error": {
+                "type": "invalid_request_error",
+                "code": "resource_missing",
+                "param": "id",
+                "message": "No such customer: 'cus_Real123'",
+            }
+        },
+    )
     mocked.calls.reset()
     assert_error(live_alice.get(f"/workspaces/{ws}/billing-accounts/{created['id']}"), 404, "not_found")
     assert [c.request.url for c in mocked.calls] == [f"{CUSTOMERS}/{created['id']}"]
@@ -164,8 +187,11 @@ def test_no_key_or_secret_in_logs_on_the_live_path(live_alice: Api, mocked: Any,
     import logging
 
     ws = live_alice.workspace()
-    mocked.post(CUSTOMERS, status=401, json={"error": {"type": "invalid_request_error",
-                                                       "message": f"Invalid API Key provided: {API_KEY}"}})
+    mocked.post(
+        CUSTOMERS,
+        status=401,
+        json={"error": {"type": "invalid_request_error", "message": f"Invalid API Key provided: {API_KEY}"}},
+    )
     with caplog.at_level(logging.DEBUG):
         live_alice.post(f"/workspaces/{ws}/billing-accounts", FULL)
         mocked.replace(responses.POST, CUSTOMERS, status=500, json={"error": {"message": API_KEY}})

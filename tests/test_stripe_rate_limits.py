@@ -14,7 +14,7 @@ from app import create_app
 from billing.config import Config, ConfigError
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
-from tests.conftest import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
 
 
 class Clock:
@@ -89,8 +89,9 @@ def test_sandbox_rate_limits_mean_nothing_with_a_real_key() -> None:
     assert Config.from_env(env).sandbox_rate_limits == ""
 
 
-def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(tmp_path: Any, clock: Clock,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(
+    tmp_path: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each worker loads the catalog at start-up; the 25 requests a second of test
     mode refuse part of it, and the load waits them out instead of stopping half-way."""
     from billing import catalog
@@ -99,7 +100,7 @@ def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(tmp_path: 
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     run_migrations(url)
     waits: list[float] = []
-    monkeypatch.setattr(catalog.time, "sleep", lambda seconds: (waits.append(seconds), clock.next_second()))
+    monkeypatch.setattr(catalog.time, "sleep", lambda seconds: (waits.append(seconds), clock.next_second()))  # type: ignore[attr-defined]
     fresh = create_app(Config.from_env({**TEST_ENV, "DATABASE_URL": url, "SANDBOX_RATE_LIMITS": "test"}))
     clock.next_second()
     state: BillingState = fresh.extensions["billing"]

@@ -13,7 +13,7 @@ from flask import Flask
 from app import create_app
 from billing.config import Config
 from stripe_sandbox.request_log import read_requests
-from tests.conftest import TEST_ENV, Api, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, synchronous_webhooks, wipe
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 def test_trial_to_cancellation_story(as_user: Any, state: Any) -> None:
@@ -30,7 +30,8 @@ def test_trial_to_cancellation_story(as_user: Any, state: Any) -> None:
     assert card.status_code == 201, card.json
     methods = alice.get(f"{acc}/payment-methods").json["data"]
     assert [(m["id"], m["is_default"], m["brand"], m["last4"]) for m in methods] == [
-        (card.json["id"], True, "visa", "4242")]
+        (card.json["id"], True, "visa", "4242")
+    ]
     resumed = alice.patch(path, {"action": "resume"})
     assert resumed.status_code == 200, resumed.json
     assert resumed.json["status"] == "active"

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from billing.catalog import lookup_key
 from billing.models import Workspace
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 def subs_path(ws: str, account_id: str, sub_id: str = "") -> str:
@@ -38,7 +38,10 @@ def test_first_subscription_is_a_trial_without_payment_method(trial_setup: dict[
     assert body["status"] == "trialing" and body["currency"] == "eur"
     assert body["metadata"] == {"order_id": "6735"}
     assert body["product_quantities"]["users"] == {
-        "price_id": stripe_price(state, "users", "eur").id, "quantity": 5, "interval": "month"}
+        "price_id": stripe_price(state, "users", "eur").id,
+        "quantity": 5,
+        "interval": "month",
+    }
     assert body["product_quantities"]["locations"]["quantity"] == 2
     sub = state.gateway.client.v1.subscriptions.retrieve(body["id"])
     assert sub.trial_end - sub.trial_start == 14 * 86400
@@ -60,8 +63,9 @@ def test_no_trial_with_two_accounts(as_user: Any, state: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace("pooled")
     first, _second = alice.account(ws), alice.account(ws)
-    assert_error(alice.post(subs_path(ws, first["id"]), {"product_quantities": {"users": 1}}), 422,
-                 "payment_method_required")
+    assert_error(
+        alice.post(subs_path(ws, first["id"]), {"product_quantities": {"users": 1}}), 422, "payment_method_required"
+    )
     assert state.gateway.list_subscriptions(first["id"]) == []
 
 
@@ -73,8 +77,9 @@ def test_trial_is_once_per_workspace(trial_setup: dict[str, Any], state: Any) ->
     fresh = alice.account(ws)
     eligibility = alice.get(f"/workspaces/{ws}/billing-accounts/{fresh['id']}/trial-eligibility").json
     assert eligibility["trial_eligible"] is False
-    assert_error(alice.post(subs_path(ws, fresh["id"]), {"product_quantities": {"users": 1}}), 422,
-                 "payment_method_required")
+    assert_error(
+        alice.post(subs_path(ws, fresh["id"]), {"product_quantities": {"users": 1}}), 422, "payment_method_required"
+    )
 
 
 @pytest.mark.parametrize(
@@ -113,7 +118,10 @@ def test_missing_price_is_price_not_configured(trial_setup: dict[str, Any], stat
 def test_yearly_interval(trial_setup: dict[str, Any], state: Any) -> None:
     body = trial_setup["alice"].post(trial_setup["path"], {"product_quantities": {"sso": 1}, "interval": "year"}).json
     assert body["product_quantities"]["sso"] == {
-        "price_id": stripe_price(state, "sso", "eur", "year").id, "quantity": 1, "interval": "year"}
+        "price_id": stripe_price(state, "sso", "eur", "year").id,
+        "quantity": 1,
+        "interval": "year",
+    }
 
 
 def test_changes_on_a_trial(trial_setup: dict[str, Any], state: Any) -> None:
@@ -127,7 +135,9 @@ def test_changes_on_a_trial(trial_setup: dict[str, Any], state: Any) -> None:
     body = alice.patch(path, {"remove_products": ["sso"]}).json
     assert {p: v["quantity"] for p, v in body["product_quantities"].items()} == {"users": 7}
 
-    body = alice.patch(path, {"product_quantities": {"locations": 3, "users": 2}, "metadata": {"b": "2", "a": None}}).json
+    body = alice.patch(
+        path, {"product_quantities": {"locations": 3, "users": 2}, "metadata": {"b": "2", "a": None}}
+    ).json
     assert {p: v["quantity"] for p, v in body["product_quantities"].items()} == {"locations": 3, "users": 2}
     assert body["metadata"] == {"b": "2"}
 
@@ -137,7 +147,9 @@ def test_changes_on_a_trial(trial_setup: dict[str, Any], state: Any) -> None:
     assert_error(alice.patch(path, {"remove_products": ["locations", "users"]}), 422, "cannot_remove_last_product")
     stripe_sub = state.gateway.client.v1.subscriptions.retrieve(sub["id"])
     assert sorted((i.price.lookup_key, i.quantity) for i in stripe_sub["items"].data) == [
-        ("locations_eur_month", 3), ("users_eur_month", 2)]
+        ("locations_eur_month", 3),
+        ("users_eur_month", 2),
+    ]
     assert alice.get(path).json["product_quantities"] == body["product_quantities"]
 
 
@@ -162,8 +174,15 @@ def test_patch_validation(trial_setup: dict[str, Any]) -> None:
     alice, ws, account = trial_setup["alice"], trial_setup["ws"], trial_setup["account"]
     sub = alice.post(trial_setup["path"], {"product_quantities": {"users": 5}}).json
     path = subs_path(ws, account["id"], sub["id"])
-    for body in ({}, {"action": "explode"}, {"add_products": {"users": 0}}, {"remove_products": []},
-                 {"remove_products": ["widgets"]}, {"product_quantities": {}}):
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"action": "explode"},
+        {"add_products": {"users": 0}},
+        {"remove_products": []},
+        {"remove_products": ["widgets"]},
+        {"product_quantities": {}},
+    ]
+    for body in bodies:
         assert_error(alice.patch(path, body), 422, "validation_failed")
     assert alice.get(path).json == sub
 
@@ -209,11 +228,11 @@ def test_canceled_subscription_cannot_change(trial_setup: dict[str, Any], state:
     assert alice.delete(path).json["status"] == "canceled"
 
 
-def test_subscription_of_another_account_is_404(as_user: Any, subscribe: Any) -> None:
+def test_subscription_of_another_account_is_404(as_user: Any, subscribe_in_stripe: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace("pooled")
     a, b = alice.account(ws), alice.account(ws)
-    sub_b = subscribe(b["id"], {"users": 1})
+    sub_b = subscribe_in_stripe(b["id"], {"users": 1})
     for method in ("get", "delete"):
         assert_error(getattr(alice, method)(subs_path(ws, a["id"], sub_b.id)), 404, "not_found")
     assert_error(alice.patch(subs_path(ws, a["id"], sub_b.id), {"action": "pause"}), 404, "not_found")

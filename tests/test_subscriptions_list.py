@@ -5,19 +5,33 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-KEYS = {"id", "billing_account_id", "status", "currency", "product_quantities", "metadata",
-        "current_period_start", "current_period_end", "created_at", "updated_at",
-        "trial_end", "cancel_at_period_end", "cancel_at", "canceled_at", "pending_payment"}
+KEYS = {
+    "id",
+    "billing_account_id",
+    "status",
+    "currency",
+    "product_quantities",
+    "metadata",
+    "current_period_start",
+    "current_period_end",
+    "created_at",
+    "updated_at",
+    "trial_end",
+    "cancel_at_period_end",
+    "cancel_at",
+    "canceled_at",
+    "pending_payment",
+}
 
 
-def test_list_reshapes_stripe_subscriptions(as_user: Any, subscribe: Any) -> None:
+def test_list_reshapes_stripe_subscriptions(as_user: Any, subscribe_in_stripe: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    sub = subscribe(account["id"], {"locations": 10, "users": 50}, metadata={"order_id": "6735"})
+    sub = subscribe_in_stripe(account["id"], {"locations": 10, "users": 50}, metadata={"order_id": "6735"})
     response = alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/subscriptions")
     assert response.status_code == 200
     body = response.json
@@ -47,14 +61,14 @@ def _ts(value: int) -> str:
     return format_timestamp(value)
 
 
-def test_list_newest_first_includes_canceled_and_trials(as_user: Any, subscribe: Any, state: Any) -> None:
+def test_list_newest_first_includes_canceled_and_trials(as_user: Any, subscribe_in_stripe: Any, state: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    first = subscribe(account["id"], {"users": 1})
+    first = subscribe_in_stripe(account["id"], {"users": 1})
     state.gateway.client.v1.subscriptions.cancel(first.id)
-    second = subscribe(account["id"], {"sso": 1}, interval="year")
-    third = subscribe(account["id"], {"users": 2}, trial_period_days=14)
+    second = subscribe_in_stripe(account["id"], {"sso": 1}, interval="year")
+    third = subscribe_in_stripe(account["id"], {"users": 2}, trial_period_days=14)
     data = alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/subscriptions").json["data"]
     assert {d["id"] for d in data} == {first.id, second.id, third.id}
     assert [d["created_at"] for d in data] == sorted((d["created_at"] for d in data), reverse=True)
@@ -64,20 +78,20 @@ def test_list_newest_first_includes_canceled_and_trials(as_user: Any, subscribe:
     assert by_id[third.id]["status"] == "trialing" and by_id[third.id]["trial_end"]
 
 
-def test_paused_collection_reads_paused(as_user: Any, subscribe: Any, state: Any) -> None:
+def test_paused_collection_reads_paused(as_user: Any, subscribe_in_stripe: Any, state: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
-    sub = subscribe(account["id"], {"users": 1})
+    sub = subscribe_in_stripe(account["id"], {"users": 1})
     state.gateway.client.v1.subscriptions.update(sub.id, {"pause_collection": {"behavior": "void"}})
     data = alice.get(f"/workspaces/{ws}/billing-accounts/{account['id']}/subscriptions").json["data"]
     assert data[0]["status"] == "paused"
 
 
-def test_other_accounts_subscriptions_are_not_listed(as_user: Any, subscribe: Any) -> None:
+def test_other_accounts_subscriptions_are_not_listed(as_user: Any, subscribe_in_stripe: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     a, b = alice.account(ws), alice.account(ws)
-    subscribe(b["id"], {"users": 1})
+    subscribe_in_stripe(b["id"], {"users": 1})
     assert alice.get(f"/workspaces/{ws}/billing-accounts/{a['id']}/subscriptions").json["data"] == []
     assert_error(alice.get(f"/workspaces/{ws}/billing-accounts/cus_unknown/subscriptions"), 404, "not_found")

@@ -9,9 +9,11 @@ from typing import Any
 
 import jwt
 import pytest
+from flask import Flask
 
 from billing.stripe_ids import intent_id
-from tests.conftest import TEST_ENV, assert_error
+from tests.builders import Builder
+from tests.helpers import TEST_ENV, assert_error
 
 VALID_BODIES = {
     ("POST", "subscriptions"): {"product_quantities": {"users": 1}},
@@ -89,28 +91,50 @@ def call(api: Any, method: str, kind: str, path: str) -> Any:
 
 
 @pytest.fixture
-def tenants(as_user: Any, state: Any) -> dict[str, Any]:
+def tenants(as_user: Any, app: Flask) -> dict[str, Any]:
+    """Alice's workspace and account; Bob's workspace with everything the routes name (a
+    subscription, a card, a SetupIntent, organizations with usage), made through the
+    services (the tests are about the routes, not their set-up)."""
     alice, bob = as_user("alice"), as_user("bob")
-    ws_a = alice.workspace(name="A")
-    ws_b = bob.workspace("single", name="B")
-    bob.add_member(ws_b, "victor", "viewer")
-    acc_a = alice.account(ws_a, name="A's account")
-    acc_b = bob.account(ws_b, name="B's account")
+    build_a, build_b = Builder(app, "alice"), Builder(app, "bob")
+    with build_b.webhooks_at_the_end():
+        ws_a = build_a.workspace(name="A")
+        ws_b = build_b.workspace("single", name="B")
+        build_b.add_member(ws_b, "victor", "viewer")
+        acc_a = build_a.account(ws_a, name="A's account")
+        acc_b = build_b.account(ws_b, name="B's account")
+        sub_b = build_b.subscription(ws_b, acc_b["id"], {"users": 1})
+        pm_b = build_b.card(ws_b, acc_b["id"], "pm_card_visa")
+        seti_b = intent_id(build_b.setup_intent(ws_b, acc_b["id"])["client_secret"])
+        root_b = build_b.organization(ws_b, name="B root", billing_account_id=acc_b["id"])
+        org_b = build_b.organization(ws_b, root_b["id"], name="B team")
+        build_b.usage(ws_b, org_b["id"], "users", 1)
     b = f"/workspaces/{ws_b}/billing-accounts/{acc_b['id']}"
-    sub_b = bob.post(f"{b}/subscriptions", {"product_quantities": {"users": 1}}).json
-    pm_b = bob.post(f"/sandbox{b}/payment-methods", {"payment_method": "pm_card_visa"}).json
-    seti_b = intent_id(bob.post(f"{b}/payment-methods").json["client_secret"])
-    root_b = bob.post(f"/workspaces/{ws_b}/organizations", {"name": "B root", "billing_account_id": acc_b["id"]}).json
-    org_b = bob.post(f"/workspaces/{ws_b}/organizations/{root_b['id']}/children", {"name": "B team"}).json
-    assert bob.post(f"/workspaces/{ws_b}/organizations/{org_b['id']}/usage",
-                    {"product": "users", "delta": 1}).status_code == 200
-    return {"alice": alice, "bob": bob, "ws_a": ws_a, "ws_b": ws_b, "acc_a": acc_a, "acc_b": acc_b,
-            "sub_b": sub_b, "pm_b": pm_b, "seti_b": seti_b, "b": b, "org_b": org_b}
+    return {
+        "alice": alice,
+        "bob": bob,
+        "ws_a": ws_a,
+        "ws_b": ws_b,
+        "acc_a": acc_a,
+        "acc_b": acc_b,
+        "sub_b": sub_b,
+        "pm_b": pm_b,
+        "seti_b": seti_b,
+        "b": b,
+        "org_b": org_b,
+    }
 
 
 def fill(template: str, t: dict[str, Any], ws: str, user: str) -> str:
-    return template.format(ws=ws, acc=t["acc_b"]["id"], user=user, sub=t["sub_b"]["id"], pm=t["pm_b"]["id"],
-                           seti=t["seti_b"], org=t["org_b"]["id"])
+    return template.format(
+        ws=ws,
+        acc=t["acc_b"]["id"],
+        user=user,
+        sub=t["sub_b"]["id"],
+        pm=t["pm_b"]["id"],
+        seti=t["seti_b"],
+        org=t["org_b"]["id"],
+    )
 
 
 def _b_unchanged(t: dict[str, Any], state: Any) -> None:
@@ -133,8 +157,9 @@ def _b_unchanged(t: dict[str, Any], state: Any) -> None:
 
 
 @pytest.mark.parametrize("method,kind,template", ROUTES, ids=[f"{m} {p}" for m, _, p in ROUTES])
-def test_non_member_gets_404_on_other_workspace(tenants: dict[str, Any], state: Any,
-                                                 method: str, kind: str, template: str) -> None:
+def test_non_member_gets_404_on_other_workspace(
+    tenants: dict[str, Any], state: Any, method: str, kind: str, template: str
+) -> None:
     t = tenants
     path = fill(template, t, t["ws_b"], "victor")
     assert_error(call(t["alice"], method, kind, path), 404, "not_found")
@@ -142,8 +167,9 @@ def test_non_member_gets_404_on_other_workspace(tenants: dict[str, Any], state: 
 
 
 @pytest.mark.parametrize("method,kind,template", ACCOUNT_ROUTES, ids=[f"{m} {p}" for m, _, p in ACCOUNT_ROUTES])
-def test_other_workspaces_account_under_own_workspace_is_404(tenants: dict[str, Any], state: Any,
-                                                              method: str, kind: str, template: str) -> None:
+def test_other_workspaces_account_under_own_workspace_is_404(
+    tenants: dict[str, Any], state: Any, method: str, kind: str, template: str
+) -> None:
     t = tenants
     path = fill(template, t, t["ws_a"], "alice")
     assert_error(call(t["alice"], method, kind, path), 404, "not_found")
@@ -151,8 +177,9 @@ def test_other_workspaces_account_under_own_workspace_is_404(tenants: dict[str, 
 
 
 @pytest.mark.parametrize("method,kind,template", WRITES, ids=[f"{m} {p}" for m, _, p in WRITES])
-def test_viewer_gets_403_on_writes(tenants: dict[str, Any], as_user: Any, state: Any,
-                                   method: str, kind: str, template: str) -> None:
+def test_viewer_gets_403_on_writes(
+    tenants: dict[str, Any], as_user: Any, state: Any, method: str, kind: str, template: str
+) -> None:
     t = tenants
     victor = as_user("victor")
     path = fill(template, t, t["ws_b"], "bob")
@@ -161,8 +188,15 @@ def test_viewer_gets_403_on_writes(tenants: dict[str, Any], as_user: Any, state:
 
 
 # The path parameters of the routes (their rules) as this matrix's templates name them.
-TEMPLATE_NAMES = {"workspaceId": "ws", "billingAccountId": "acc", "memberId": "user", "subscriptionId": "sub",
-                  "paymentMethodId": "pm", "setupIntentId": "seti", "organizationId": "org"}
+TEMPLATE_NAMES = {
+    "workspaceId": "ws",
+    "billingAccountId": "acc",
+    "memberId": "user",
+    "subscriptionId": "sub",
+    "paymentMethodId": "pm",
+    "setupIntentId": "seti",
+    "organizationId": "org",
+}
 
 
 def test_the_matrix_checks_the_role_every_route_declares(session_app: Any) -> None:
@@ -197,20 +231,21 @@ def _tokens() -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize("method,kind,template", ROUTES, ids=[f"{m} {p}" for m, _, p in ROUTES])
-def test_bad_tokens_get_401_everywhere(tenants: dict[str, Any], client: Any, state: Any,
-                                       method: str, kind: str, template: str) -> None:
+def test_bad_tokens_get_401_everywhere(
+    tenants: dict[str, Any], client: Any, state: Any, method: str, kind: str, template: str
+) -> None:
     t = tenants
     path = fill(template, t, t["ws_b"], "victor")
-    for name, headers in _tokens().items():
+    for headers in _tokens().values():
         response = client.open(path, method=method, json=VALID_BODIES.get((method, kind)), headers=headers)
         assert_error(response, 401, "authentication_required")
     _b_unchanged(t, state)
 
 
-@pytest.mark.parametrize("method,kind,template", [r for r in ROUTES if r[0] == "GET" or (r[0], r[1]) in READS],
-                         ids=lambda v: str(v))
-def test_viewer_reads_everything(tenants: dict[str, Any], as_user: Any, method: str, kind: str,
-                                 template: str) -> None:
+@pytest.mark.parametrize(
+    "method,kind,template", [r for r in ROUTES if r[0] == "GET" or (r[0], r[1]) in READS], ids=lambda v: str(v)
+)
+def test_viewer_reads_everything(tenants: dict[str, Any], as_user: Any, method: str, kind: str, template: str) -> None:
     response = call(as_user("victor"), method, kind, fill(template, tenants, tenants["ws_b"], "bob"))
     assert response.status_code == 200, response.json
 
@@ -257,8 +292,9 @@ def targets_of(template: str, t: dict[str, Any]) -> dict[str, str]:
     return {"foreign": t["sub_b"]["id"], "random": "sub_" + secrets.token_hex(12)}
 
 
-def stripe_counts_of_404s(t: dict[str, Any], method: str, template: str, body: Any,
-                          targets: dict[str, str]) -> dict[str, str]:
+def stripe_counts_of_404s(
+    t: dict[str, Any], method: str, template: str, body: Any, targets: dict[str, str]
+) -> dict[str, str]:
     alice = t["alice"]
     counts = {}
     for name, target in targets.items():
@@ -272,7 +308,8 @@ def stripe_counts_of_404s(t: dict[str, Any], method: str, template: str, body: A
 
 @pytest.mark.parametrize("method,template,body", PROBES, ids=[f"{m} {p} {b}" for m, p, b in PROBES])
 def test_a_404_costs_the_same_stripe_calls_whether_the_object_exists(
-        tenants: dict[str, Any], state: Any, method: str, template: str, body: Any) -> None:
+    tenants: dict[str, Any], state: Any, method: str, template: str, body: Any
+) -> None:
     """Server-Timing counts Stripe calls: another tenant's object and an id that exists
     nowhere must cost the same, or the count would tell which ids exist. Both cost
     none: tenancy is checked before Stripe is asked anything."""
@@ -288,6 +325,7 @@ def test_a_detached_cards_404_costs_what_an_unknown_ids_does(tenants: dict[str, 
     detached = next(m["id"] for m in bob.get(f"{b}/payment-methods").json["data"] if m["id"] != t["pm_b"]["id"])
     assert bob.delete(f"{b}/payment-methods/{detached}").status_code == 204
     template = "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{id}"
-    counts = stripe_counts_of_404s(t, "DELETE", template, None,
-                                   {"detached": detached, "random": "pm_" + secrets.token_hex(12)})
+    counts = stripe_counts_of_404s(
+        t, "DELETE", template, None, {"detached": detached, "random": "pm_" + secrets.token_hex(12)}
+    )
     assert counts["detached"] == counts["random"], counts

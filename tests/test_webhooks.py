@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -13,27 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from billing.models import StripeEvent
-from tests.conftest import TEST_ENV, assert_error
-from tests.test_billing_accounts import index_rows
-
-SECRET = TEST_ENV["STRIPE_WEBHOOK_SECRET"]
-
-
-def sign(payload: bytes, secret: str = SECRET, at: int | None = None) -> str:
-    timestamp = int(time.time()) if at is None else at
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def event(type_: str, obj: dict[str, Any], event_id: str = "evt_test_1") -> bytes:
-    return json.dumps({"id": event_id, "object": "event", "type": type_, "created": int(time.time()),
-                       "data": {"object": obj}, "livemode": False}).encode()
-
-
-def deliver(client: Any, payload: bytes, signature: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    headers["Stripe-Signature"] = signature if signature is not None else sign(payload)
-    return client.post("/webhooks/stripe", data=payload, headers=headers)
+from tests.helpers import WEBHOOK_SECRET as SECRET
+from tests.helpers import assert_error, deliver, event, index_rows, sign
 
 
 def processed(state: Any) -> list[str]:
@@ -79,8 +58,9 @@ def test_stale_timestamp_is_400(client: Any, state: Any) -> None:
 
 
 def test_rotated_secrets_both_verify(client: Any, state: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr(state, "config", dataclasses.replace(state.config,
-                                                             stripe_webhook_secrets=("whsec_new", SECRET)))
+    monkeypatch.setattr(
+        state, "config", dataclasses.replace(state.config, stripe_webhook_secrets=("whsec_new", SECRET))
+    )
     old = event("customer.updated", {"id": "cus_x"}, "evt_old")
     new = event("customer.updated", {"id": "cus_x"}, "evt_new")
     assert deliver(client, old, sign(old, SECRET)).status_code == 200
@@ -88,8 +68,9 @@ def test_rotated_secrets_both_verify(client: Any, state: Any, monkeypatch: Any) 
     assert sorted(processed(state)) == ["evt_new", "evt_old"]
 
 
-def test_customer_deleted_removes_the_index_row(as_user: Any, client: Any, state: Any, webhooks_lost: None,
-                                                apply_now: Any) -> None:
+def test_customer_deleted_removes_the_index_row(
+    as_user: Any, client: Any, state: Any, webhooks_lost: None, apply_now: Any
+) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
     account = alice.account(ws)
@@ -102,8 +83,7 @@ def test_customer_deleted_removes_the_index_row(as_user: Any, client: Any, state
     assert index_rows(state, ws) == []
 
 
-def test_out_of_order_delete_is_checked_against_stripe(as_user: Any, client: Any, state: Any,
-                                                       apply_now: Any) -> None:
+def test_out_of_order_delete_is_checked_against_stripe(as_user: Any, client: Any, state: Any, apply_now: Any) -> None:
     """A forged or stale 'deleted' payload for a live customer changes nothing."""
     alice = as_user("alice")
     ws = alice.workspace()
@@ -120,8 +100,9 @@ def test_not_an_event_is_400(client: Any) -> None:
     assert_error(deliver(client, b"{nope", sign(b"{nope")), 400, "invalid_json")
 
 
-def test_out_of_order_attach_events_still_pick_the_first_method(as_user: Any, client: Any, state: Any,
-                                                                 monkeypatch: Any, apply_now: Any) -> None:
+def test_out_of_order_attach_events_still_pick_the_first_method(
+    as_user: Any, client: Any, state: Any, monkeypatch: Any, apply_now: Any
+) -> None:
     """Stripe's events for two attachments, delivered newest first: the first
     attached method still becomes the default, since handlers re-read Stripe."""
     alice = as_user("alice")
@@ -133,7 +114,7 @@ def test_out_of_order_attach_events_still_pick_the_first_method(as_user: Any, cl
     second = alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_amex"}).json
     # Deliver by hand, in reverse; the sandbox's own deliveries are acknowledged unread meanwhile.
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)
-    events = [e for e in state.gateway.client.v1.events.list({"type": "payment_method.attached", "limit": 10}).data]
+    events = list(state.gateway.client.v1.events.list({"type": "payment_method.attached", "limit": 10}).data)
     assert [e.data.object.id for e in events] == [second["id"], first["id"]]  # newest first
     for stripe_event in events:
         payload = json.dumps(stripe_event.to_dict()).encode()

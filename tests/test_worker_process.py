@@ -18,34 +18,55 @@ from sqlalchemy import func, select
 from billing import jobs
 from billing.models import StripeEvent, utcnow
 from billing.webhooks import inbox
-from tests.conftest import TEST_ENV
-from tests.test_webhooks import deliver
+from tests.helpers import TEST_ENV, deliver
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def states(state: Any) -> dict[str, int]:
     with state.db.read() as session:
-        return dict(session.execute(select(StripeEvent.state, func.count()).where(StripeEvent.id.like("evt_k%"))
-                                    .group_by(StripeEvent.state)).all())
+        return dict(
+            session.execute(
+                select(StripeEvent.state, func.count()).where(StripeEvent.id.like("evt_k%")).group_by(StripeEvent.state)
+            ).all()
+        )
 
 
-def test_a_worker_killed_mid_batch_loses_nothing(as_user: Any, state: Any, client: Any, config: Any,
-                                                 webhooks_lost: None, apply_now: Any, monkeypatch: Any) -> None:
+def test_a_worker_killed_mid_batch_loses_nothing(
+    as_user: Any, state: Any, client: Any, config: Any, webhooks_lost: None, apply_now: Any, monkeypatch: Any
+) -> None:
     alice = as_user("alice")
     workspaces = [alice.workspace(name=f"Acme {n}") for n in range(3)]
     customers = [alice.account(workspaces[n % 3], name=f"Account {n}")["id"] for n in range(24)]
-    env = {**os.environ, **TEST_ENV, "DATABASE_URL": config.database_url, "LOG_LEVEL": "ERROR",
-           # Each Stripe read takes a while: the kill lands while reads are in flight.
-           "SANDBOX_LATENCY_MS": "500", "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused"}
-    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--threads", "2"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        "DATABASE_URL": config.database_url,
+        "LOG_LEVEL": "ERROR",
+        # Each Stripe read takes a while: the kill lands while reads are in flight.
+        "SANDBOX_LATENCY_MS": "500",
+        "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "worker", "--threads", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         created = int(state.gateway.clock()) - 60  # no reason to put the tasks off: queued at once
         for n, customer in enumerate(customers):
-            payload = json.dumps({"id": f"evt_k{n:02d}", "object": "event", "type": "customer.updated",
-                                  "created": created, "livemode": False,
-                                  "data": {"object": {"id": customer, "object": "customer"}}}).encode()
+            payload = json.dumps(
+                {
+                    "id": f"evt_k{n:02d}",
+                    "object": "event",
+                    "type": "customer.updated",
+                    "created": created,
+                    "livemode": False,
+                    "data": {"object": {"id": customer, "object": "customer"}},
+                }
+            ).encode()
             assert deliver(client, payload).status_code == 200
         deadline = time.monotonic() + 60
         while states(state).get("applied", 0) < 2 and time.monotonic() < deadline:

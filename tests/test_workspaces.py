@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from billing.models import Member, Workspace
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -31,12 +31,19 @@ def test_create_workspace_makes_caller_owner(as_user: Any, state: Any) -> None:
 
 def test_create_workspace_validation(as_user: Any, state: Any) -> None:
     alice = as_user("alice")
-    body = assert_error(alice.post("/workspaces", {"name": "x" * 51, "billing_mode": "weird"}), 422, "validation_failed")
+    body = assert_error(
+        alice.post("/workspaces", {"name": "x" * 51, "billing_mode": "weird"}), 422, "validation_failed"
+    )
     assert set(body["errors"]) == {"name", "billing_mode"}
     assert_error(alice.post("/workspaces", {"billing_mode": "single"}), 422, "validation_failed")
-    assert_error(alice.post("/workspaces", {"name": "a", "billing_mode": "single", "extra": 1}), 422, "validation_failed")
-    assert_error(alice.post("/workspaces", {"name": "a", "billing_mode": "single", "description": "d" * 201}), 422,
-                 "validation_failed")
+    assert_error(
+        alice.post("/workspaces", {"name": "a", "billing_mode": "single", "extra": 1}), 422, "validation_failed"
+    )
+    assert_error(
+        alice.post("/workspaces", {"name": "a", "billing_mode": "single", "description": "d" * 201}),
+        422,
+        "validation_failed",
+    )
     with state.db.read() as session:
         assert session.scalars(select(Workspace)).all() == []
 
@@ -76,9 +83,13 @@ def test_archive_rules(as_user: Any) -> None:
     assert alice.get(f"/workspaces/{ws}/members").status_code == 200
     assert alice.get(f"/workspaces/{ws}/billing-accounts").status_code == 200
     assert_error(alice.patch(f"/workspaces/{ws}", {"name": "x"}), 409, "workspace_archived")
-    assert_error(alice.post(f"/workspaces/{ws}/members", {"user_id": "dan", "role": "viewer"}), 409, "workspace_archived")
     assert_error(
-        alice.post(f"/workspaces/{ws}/billing-accounts", {"name": "a", "email": "a@b.co", "address": {"country": "US"}}),
+        alice.post(f"/workspaces/{ws}/members", {"user_id": "dan", "role": "viewer"}), 409, "workspace_archived"
+    )
+    assert_error(
+        alice.post(
+            f"/workspaces/{ws}/billing-accounts", {"name": "a", "email": "a@b.co", "address": {"country": "US"}}
+        ),
         409,
         "workspace_archived",
     )
@@ -101,7 +112,9 @@ def test_member_lifecycle(as_user: Any) -> None:
     ws = alice.workspace()
     response = alice.post(f"/workspaces/{ws}/members", {"user_id": "bob", "role": "viewer"})
     assert response.status_code == 201
-    assert response.json["user_id"] == "bob" and response.json["workspace_id"] == ws and response.json["role"] == "viewer"
+    assert (
+        response.json["user_id"] == "bob" and response.json["workspace_id"] == ws and response.json["role"] == "viewer"
+    )
     assert_error(alice.post(f"/workspaces/{ws}/members", {"user_id": "bob", "role": "admin"}), 409, "member_exists")
     members = bob.get(f"/workspaces/{ws}/members").json["data"]
     assert {(m["user_id"], m["role"]) for m in members} == {("alice", "owner"), ("bob", "viewer")}
@@ -129,7 +142,9 @@ def test_viewer_cannot_manage_members_but_can_leave(as_user: Any) -> None:
     ws = alice.workspace()
     alice.add_member(ws, "carol", "viewer")
     alice.add_member(ws, "dan", "viewer")
-    assert_error(carol.post(f"/workspaces/{ws}/members", {"user_id": "eve", "role": "viewer"}), 403, "permission_denied")
+    assert_error(
+        carol.post(f"/workspaces/{ws}/members", {"user_id": "eve", "role": "viewer"}), 403, "permission_denied"
+    )
     assert_error(carol.delete(f"/workspaces/{ws}/members/dan"), 403, "permission_denied")
     assert_error(carol.patch(f"/workspaces/{ws}/members/carol", {"role": "admin"}), 403, "permission_denied")
     assert carol.delete(f"/workspaces/{ws}/members/carol").status_code == 204
@@ -150,7 +165,9 @@ def test_last_owner_is_kept(as_user: Any) -> None:
 def test_member_validation(as_user: Any) -> None:
     alice = as_user("alice")
     ws = alice.workspace()
-    body = assert_error(alice.post(f"/workspaces/{ws}/members", {"user_id": "", "role": "boss"}), 422, "validation_failed")
+    body = assert_error(
+        alice.post(f"/workspaces/{ws}/members", {"user_id": "", "role": "boss"}), 422, "validation_failed"
+    )
     assert set(body["errors"]) == {"user_id", "role"}
     assert len(alice.get(f"/workspaces/{ws}/members").json["data"]) == 1
 
@@ -162,8 +179,11 @@ def test_a_workspace_holds_at_most_100_members(as_user: Any, state: Any) -> None
     with state.db.write() as session:  # 98 members at once: the API's own adds are the last ones
         session.add_all(Member(workspace_id=ws, user_id=f"user-{i}", role="viewer") for i in range(98))
     alice.add_member(ws, "number-100", "viewer")
-    body = assert_error(alice.post(f"/workspaces/{ws}/members", {"user_id": "number-101", "role": "viewer"}),
-                        409, "member_limit_reached")
+    body = assert_error(
+        alice.post(f"/workspaces/{ws}/members", {"user_id": "number-101", "role": "viewer"}),
+        409,
+        "member_limit_reached",
+    )
     assert "100" in body["message"]
     assert len(alice.get(f"/workspaces/{ws}/members").json["data"]) == 100
     assert alice.delete(f"/workspaces/{ws}/members/user-0").status_code == 204  # room again
@@ -178,8 +198,10 @@ def test_pooled_seat_limit_is_the_pools_users_capacity(as_user: Any) -> None:
     assert alice.get(f"/workspaces/{pooled}").json["pooled_seat_limit"] == 0
     assert alice.get(f"/workspaces/{single}").json["pooled_seat_limit"] is None
     first = alice.account(pooled)
-    trial = alice.post(f"/workspaces/{pooled}/billing-accounts/{first['id']}/subscriptions",
-                       {"product_quantities": {"users": 7, "locations": 2}})
+    trial = alice.post(
+        f"/workspaces/{pooled}/billing-accounts/{first['id']}/subscriptions",
+        {"product_quantities": {"users": 7, "locations": 2}},
+    )
     assert trial.status_code == 201 and trial.json["status"] == "trialing"
     second = f"/workspaces/{pooled}/billing-accounts/{alice.account(pooled, name='Second')['id']}"
     assert alice.post(f"/sandbox{second}/payment-methods", {"payment_method": "pm_card_visa"}).status_code == 201
@@ -189,6 +211,15 @@ def test_pooled_seat_limit_is_the_pools_users_capacity(as_user: Any) -> None:
     assert listed == {pooled: 10, single: None}
     assert alice.patch(f"/workspaces/{pooled}", {"name": "Renamed"}).json["pooled_seat_limit"] == 10
     created = alice.post("/workspaces", {"name": "New", "billing_mode": "assigned"}).json
-    assert list(created) == ["id", "name", "description", "billing_mode", "pooled_seat_limit", "archived",
-                             "created_at", "updated_at", "archived_at"]  # API.md's Workspace shape, in order
+    assert list(created) == [
+        "id",
+        "name",
+        "description",
+        "billing_mode",
+        "pooled_seat_limit",
+        "archived",
+        "created_at",
+        "updated_at",
+        "archived_at",
+    ]  # API.md's Workspace shape, in order
     assert created["pooled_seat_limit"] is None

@@ -24,13 +24,13 @@ from stripe.params import (
     CustomerUpdateParams,
 )
 
+from billing import replica
 from billing.access import Access, AccountAccess
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
-from billing import replica
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.organizations.capacity import refuse_if_assigned
-from billing.state import current
+from billing.state import BillingState
 from billing.subscriptions.active import has_active_subscription
 
 log = logging.getLogger("billing.billing_accounts")
@@ -62,10 +62,10 @@ def _address_params(address: dict[str, Any]) -> CustomerCreateParamsAddress:
     return params
 
 
-def list_billing_accounts(access: Access) -> list[replica.Document]:
+def list_billing_accounts(state: BillingState, access: Access) -> list[replica.Document]:
     """The workspace's accounts, oldest first, from the copy of Stripe."""
-    settle_pending(access.workspace.id)
-    with current().db.read() as session:
+    settle_pending(state, access.workspace.id)
+    with state.db.read() as session:
         rows = list(
             session.scalars(
                 select(BillingAccountIndex)
@@ -76,13 +76,13 @@ def list_billing_accounts(access: Access) -> list[replica.Document]:
                 .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)
             )
         )
-    replica.ensure_copied(rows)
-    copies = replica.customers(str(r.customer_id) for r in rows)
+    replica.ensure_copied(state, rows)
+    copies = replica.customers(state.db, (str(r.customer_id) for r in rows))
     customers = []
     for row in rows:
         copy = copies.get(str(row.customer_id))
         if copy is None or copy.deleted:
-            forget_account(str(row.customer_id))
+            forget_account(state, str(row.customer_id))
             continue
         if _belongs(copy.data, access.workspace.id):
             customers.append(copy.data)
@@ -98,30 +98,31 @@ def _belongs(customer: replica.Document, workspace_id: str) -> bool:
     return True
 
 
-def forget_account(customer_id: str) -> None:
+def forget_account(state: BillingState, customer_id: str) -> None:
     """Drop a billing account's index row (its customer is deleted, or gone from Stripe)."""
-    with current().db.write() as session:
+    with state.db.write() as session:
         session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.customer_id == customer_id))
     log.info("customer %s: index row removed", customer_id)
 
 
-def get_billing_account(ctx: AccountAccess) -> replica.Document:
-    replica.ensure_copied([ctx.account])
-    customer = replica.customer(ctx.customer_id)
+def get_billing_account(state: BillingState, ctx: AccountAccess) -> replica.Document:
+    replica.ensure_copied(state, [ctx.account])
+    customer = replica.customer(state.db, ctx.customer_id)
     if customer is None:
-        forget_account(ctx.customer_id)
+        forget_account(state, ctx.customer_id)
         raise not_found("billing account")
     if not _belongs(customer, ctx.workspace_id):
         raise not_found("billing account")
     return customer
 
 
-def _reserve_slot(access: Access, currency: str, reference: str,
-                  params: CustomerCreateParams) -> BillingAccountIndex:
+def _reserve_slot(
+    state: BillingState, access: Access, currency: str, reference: str, params: CustomerCreateParams
+) -> BillingAccountIndex:
     """Count and reserve under the workspace's write lock, so concurrent
     creates cannot both pass the limit. A retry of the same request (same
     reference) finds its own reservation instead of taking a second slot."""
-    with current().db.write() as session:
+    with state.db.write() as session:
         workspace = session.get(Workspace, access.workspace.id, with_for_update=True)
         if workspace is None:
             raise not_found("workspace")
@@ -161,12 +162,14 @@ def _reservation_lease(reference: str) -> str:
     return f"reservation:{reference}"
 
 
-def create_billing_account(access: Access, data: dict[str, Any], request_key: str | None = None) -> stripe.Customer:
+def create_billing_account(
+    state: BillingState, access: Access, data: dict[str, Any], request_key: str | None = None
+) -> stripe.Customer:
     """`request_key` (from an Idempotency-Key) makes a retry reuse the first
     attempt's reservation and Stripe idempotency key."""
     access.for_billing_write()
-    settle_pending(access.workspace.id)  # a slot held by a request that died is freed or filled first
-    currency = data.get("currency") or current().config.default_currency
+    settle_pending(state, access.workspace.id)  # a slot held by a request that died is freed or filled first
+    currency = data.get("currency") or state.config.default_currency
     reference = hashlib.sha256(request_key.encode()).hexdigest()[:32] if request_key else uuid.uuid4().hex
     params: CustomerCreateParams = {
         "name": data["name"],
@@ -182,46 +185,52 @@ def create_billing_account(access: Access, data: dict[str, Any], request_key: st
         params["phone"] = data["phone"]
     if data.get("description"):
         params["description"] = data["description"]
-    row = _reserve_slot(access, currency, reference, params)
-    with lease(current().db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS):
-        return _create_reserved(row, params)
+    row = _reserve_slot(state, access, currency, reference, params)
+    with lease(state.db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS):
+        return _create_reserved(state, row, params)
 
 
-def _create_reserved(row: BillingAccountIndex, params: CustomerCreateParams) -> stripe.Customer:
+def _create_reserved(state: BillingState, row: BillingAccountIndex, params: CustomerCreateParams) -> stripe.Customer:
     """The Stripe create of a reservation, then its activation (or its release)."""
     try:
-        customer = current().gateway.create_customer(params, idempotency_key=f"billing-account:{row.reference}")
+        customer = state.gateway.create_customer(params, idempotency_key=f"billing-account:{row.reference}")
     except stripe.StripeError as error:
         if _outcome_unknown(error):
             # Stripe may have created it: keep the reservation; it is settled later.
             log.warning("customer create for reservation %s has an unknown outcome", row.reference)
         else:
-            _release(row)
+            _release(state, row)
         raise
     except BaseException:
-        _release(row)
+        _release(state, row)
         raise
-    _activate(row, customer.id)
+    _activate(state, row, customer.id)
     return customer
 
 
-def settle_pending(workspace_id: str) -> None:
+def settle_pending(state: BillingState, workspace_id: str) -> None:
     """Settle the workspace's reservations whose request died mid-way (no one
     holds their lease): replay the Stripe create under the reservation's own
     idempotency key (Stripe answers with the customer if it made one), then
     activate, or release on a definite refusal. An unknown outcome stays pending."""
-    with current().db.read() as session:
-        rows = list(session.scalars(select(BillingAccountIndex).where(
-            BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "pending",
-            BillingAccountIndex.create_params.is_not(None))))
+    with state.db.read() as session:
+        rows = list(
+            session.scalars(
+                select(BillingAccountIndex).where(
+                    BillingAccountIndex.workspace_id == workspace_id,
+                    BillingAccountIndex.state == "pending",
+                    BillingAccountIndex.create_params.is_not(None),
+                )
+            )
+        )
     for row in rows:
         try:
-            with lease(current().db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS, wait=0):
-                with current().db.read() as session:
+            with lease(state.db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS, wait=0):
+                with state.db.read() as session:
                     fresh = session.get(BillingAccountIndex, row.id)
                 if fresh is None or fresh.state != "pending":
                     continue  # settled meanwhile
-                _create_reserved(fresh, cast(CustomerCreateParams, fresh.create_params))
+                _create_reserved(state, fresh, cast(CustomerCreateParams, fresh.create_params))
                 log.info("reservation %s settled", row.reference)
         except ApiError as error:
             if error.code != "operation_in_progress":
@@ -231,8 +240,8 @@ def settle_pending(workspace_id: str) -> None:
             continue  # Stripe can't say yet: still pending
 
 
-def _activate(row: BillingAccountIndex, customer_id: str) -> None:
-    with current().db.write() as session:
+def _activate(state: BillingState, row: BillingAccountIndex, customer_id: str) -> None:
+    with state.db.write() as session:
         session.execute(
             update(BillingAccountIndex)
             .where(BillingAccountIndex.id == row.id)
@@ -244,12 +253,14 @@ def _outcome_unknown(error: stripe.StripeError) -> bool:
     return isinstance(error, (stripe.APIConnectionError, stripe.APIError)) or (error.http_status or 0) >= 500
 
 
-def _release(row: BillingAccountIndex) -> None:
-    with current().db.write() as session:
+def _release(state: BillingState, row: BillingAccountIndex) -> None:
+    with state.db.write() as session:
         session.execute(delete(BillingAccountIndex).where(BillingAccountIndex.id == row.id))
 
 
-def update_billing_account(ctx: AccountAccess, data: dict[str, Any], request_key: str) -> stripe.Customer:
+def update_billing_account(
+    state: BillingState, ctx: AccountAccess, data: dict[str, Any], request_key: str
+) -> stripe.Customer:
     ctx.for_billing_write()
     params: CustomerUpdateParams = {"metadata": {"updated_at": str(int(time.time()))}}
     if "name" in data:
@@ -267,24 +278,23 @@ def update_billing_account(ctx: AccountAccess, data: dict[str, Any], request_key
     # new updated_at, which under the old key would be Stripe's idempotency_error.
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     try:
-        return current().gateway.update_customer(ctx.customer_id, params,
-                                                 idempotency_key=f"{request_key}:update:{digest}")
+        return state.gateway.update_customer(ctx.customer_id, params, idempotency_key=f"{request_key}:update:{digest}")
     except stripe.InvalidRequestError as error:
         if error.code == "resource_missing":
-            forget_account(ctx.customer_id)
+            forget_account(state, ctx.customer_id)
             raise not_found("billing account") from None
         raise
 
 
-def delete_billing_account(ctx: AccountAccess, request_key: str) -> None:
+def delete_billing_account(state: BillingState, ctx: AccountAccess, request_key: str) -> None:
     ctx.for_billing_write()
     customer_id = ctx.customer_id
     # Under the account's lease: no subscription can be created between the check and the delete.
-    with lease(current().db, account_lease_name(customer_id)):
-        refuse_if_assigned(ctx.workspace_id, customer_id)
-        if has_active_subscription(customer_id):
+    with lease(state.db, account_lease_name(customer_id)):
+        refuse_if_assigned(state, ctx.workspace_id, customer_id)
+        if has_active_subscription(state.db, customer_id):
             raise ApiError(
                 422, "active_subscriptions_exist", "Cancel the account's active subscriptions before deleting it."
             )
-        current().gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
-    forget_account(customer_id)
+        state.gateway.delete_customer(customer_id, idempotency_key=f"{request_key}:delete")
+    forget_account(state, customer_id)

@@ -10,6 +10,7 @@ from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
 from billing.invoices import service
 from billing.openapi import route_facts
+from billing.state import current
 from schemas.invoices import (
     InvoiceListQuerySchema,
     InvoiceListSchema,
@@ -32,7 +33,7 @@ class Invoices(MethodView):
     @blp.response(200, InvoiceListSchema)
     def get(self, query: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """List invoices, newest first, with every line"""
-        return service.list_invoices(account_access(workspaceId, billingAccountId), query)
+        return service.list_invoices(current(), account_access(workspaceId, billingAccountId), query)
 
 
 @blp.route("/preview")
@@ -42,4 +43,4 @@ class InvoicePreview(MethodView):
     @blp.response(200, InvoicePreviewSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Preview the invoice of a new subscription, a change or a cancellation (changes nothing)"""
-        return service.preview_invoice(account_access(workspaceId, billingAccountId), data)
+        return service.preview_invoice(current(), account_access(workspaceId, billingAccountId), data)

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, or_, select
 
 from billing.errors import not_found
 from billing.models import Organization, OrganizationPicture
-from billing.state import current
+from billing.state import BillingState
 
 PICTURE_ENDPOINT = "pictures.picture"
 
@@ -45,20 +45,29 @@ def picture_of(org: Organization) -> str | None:
     return picture_url(org.id, org.picture_url, org.picture_digest)
 
 
-_PUBLIC = select(Organization.id, Organization.name, Organization.picture_url, Organization.picture_digest,
-                 Organization.branding).where(
-    or_(Organization.id == bindparam("key"), Organization.external_id == bindparam("key")))
+_PUBLIC = select(
+    Organization.id, Organization.name, Organization.picture_url, Organization.picture_digest, Organization.branding
+).where(or_(Organization.id == bindparam("key"), Organization.external_id == bindparam("key")))
 # What an unknown id's answer is built from, so that it costs what a known one's does.
-_NOBODY: tuple[Any, ...] = ("org_0000000000000000", "nobody", None, "0" * 64,
-           {"display_name": "nobody", "login_hint": "nobody", "colors": {"primary": None, "page_background": None}})
-_UNSET: dict[str, Any] = {"display_name": None, "login_hint": None, "colors": {"primary": None, "page_background": None}}
+_NOBODY: tuple[Any, ...] = (
+    "org_0000000000000000",
+    "nobody",
+    None,
+    "0" * 64,
+    {"display_name": "nobody", "login_hint": "nobody", "colors": {"primary": None, "page_background": None}},
+)
+_UNSET: dict[str, Any] = {
+    "display_name": None,
+    "login_hint": None,
+    "colors": {"primary": None, "page_background": None},
+}
 
 
-def public_branding(key: str) -> dict[str, Any]:
+def public_branding(state: BillingState, key: str) -> dict[str, Any]:
     """`{organization_id, display_name, picture, login_hint, colors}` of the
     organization whose id or external_id is `key`; nothing about billing.
     `display_name` falls back to the organization's name. 404 when none."""
-    with current().db.read() as session:
+    with state.db.read() as session:
         row = session.execute(_PUBLIC, {"key": key}).first()
     org_id, name, url, digest, branding = tuple(row) if row is not None else _NOBODY
     shown = branding or _UNSET
@@ -76,13 +85,14 @@ def public_branding(key: str) -> dict[str, Any]:
 
 _PICTURE = select(OrganizationPicture.content_type, OrganizationPicture.data).where(
     OrganizationPicture.organization_id == bindparam("organization_id"),
-    OrganizationPicture.digest == bindparam("digest"))
+    OrganizationPicture.digest == bindparam("digest"),
+)
 
 
-def stored_picture(organization_id: str, digest: str) -> tuple[str, bytes]:
+def stored_picture(state: BillingState, organization_id: str, digest: str) -> tuple[str, bytes]:
     """(content type, bytes) of the organization's picture if `digest` names
     its current one; 404 otherwise (a replaced picture's URL is gone)."""
-    with current().db.read() as session:
+    with state.db.read() as session:
         row = session.execute(_PICTURE, {"organization_id": organization_id, "digest": digest}).first()
     if row is None:
         raise not_found("picture")

@@ -23,16 +23,16 @@ from typing import Any
 
 from sqlalchemy import JSON, FunctionElement, Select, Subquery, bindparam, case, delete, func, select, true, update
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billing import replica
 from billing.access import Access, workspace_archived
-from billing.catalog import PRODUCTS, product_of_price
+from billing.catalog import PRODUCTS, CatalogProducts
 from billing.db import Database
 from billing.errors import ApiError, not_found
 from billing.models import BillingAccountIndex, CapacityHold, Organization, Workspace, utcnow
-from billing.state import current
+from billing.state import BillingState
 from billing.subscriptions.active import PROVIDING, provides_capacity
 
 Quantities = dict[str, int]
@@ -40,7 +40,7 @@ HOLD_SECONDS = 120  # longer than any Stripe call a hold covers (it is removed w
 
 
 def zero() -> Quantities:
-    return {product: 0 for product in PRODUCTS}
+    return dict.fromkeys(PRODUCTS, 0)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ _LOCK = select(Workspace).where(Workspace.id == bindparam("workspace_id")).with_
 # for the lock, so the organization's row is as it was then: only its id and
 # path, which never change, may be used. `Limits` reads every row again.
 _LOCK_WITH_PATH = _LOCK.add_columns(Organization).outerjoin(
-    Organization, (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id")))
+    Organization, (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id"))
+)
 
 
 def _locked(session: Session, statement: Select[Any], params: dict[str, str], writable: bool) -> Sequence[Any]:
@@ -100,11 +101,11 @@ def _lock_with_path(session: Session, workspace_id: str, org_id: str) -> tuple[W
     return row[0], row[1]
 
 
-def subscription_quantities(data: dict[str, Any]) -> Quantities:
+def subscription_quantities(products: CatalogProducts, data: dict[str, Any]) -> Quantities:
     """A subscription document's quantities by product."""
     found = zero()
     for item in (data.get("items") or {}).get("data") or []:
-        product = product_of_price(item.get("price") or {})
+        product = products.of_price(item.get("price") or {})
         if product is not None:
             found[product] += int(item.get("quantity") or 0)
     return found
@@ -113,12 +114,14 @@ def subscription_quantities(data: dict[str, Any]) -> Quantities:
 Held = tuple[dict[str, Any], dict[str, int] | None]  # a subscription and a live hold on it (if any)
 
 
-def provided_by_account(session: Session, workspace_id: str, account_id: str | None = None) -> dict[str, Quantities]:
+def provided_by_account(
+    products: CatalogProducts, session: Session, workspace_id: str, account_id: str | None = None
+) -> dict[str, Quantities]:
     """What the providing subscriptions of each account (or of one) give."""
-    return _provided(replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id))
+    return _provided(products, replica.workspace_subscriptions(session, workspace_id, PROVIDING, account_id))
 
 
-def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
+def _provided(products: CatalogProducts, subscriptions: Iterable[Held]) -> dict[str, Quantities]:
     """By account: each providing subscription counted at the lower of its
     quantities and any live hold on it."""
     counted: dict[str, tuple[str, Quantities]] = {}
@@ -126,7 +129,8 @@ def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
         if not provides_capacity(data):
             continue
         account, quantities = counted.setdefault(
-            str(data["id"]), (str(replica.customer_of(data)), subscription_quantities(data)))
+            str(data["id"]), (str(replica.customer_of(data)), subscription_quantities(products, data))
+        )
         if held is not None:  # two holds on one subscription: the lower of each
             for product in PRODUCTS:
                 quantities[product] = min(quantities[product], held.get(product, 0))
@@ -136,14 +140,17 @@ def _provided(subscriptions: Iterable[Held]) -> dict[str, Quantities]:
     return totals
 
 
-def provided(session: Session, workspace_id: str, pool: Pool) -> Quantities:
-    return _sum(provided_by_account(session, workspace_id, pool.account_id).values())
+def provided(products: CatalogProducts, session: Session, workspace_id: str, pool: Pool) -> Quantities:
+    return _sum(provided_by_account(products, session, workspace_id, pool.account_id).values())
 
 
-def pooled_seat_limits(session: Session, workspaces: Iterable[Workspace]) -> dict[str, int]:
+def pooled_seat_limits(products: CatalogProducts, session: Session, workspaces: Iterable[Workspace]) -> dict[str, int]:
     """The `pooled_seat_limit` of each pooled workspace: its one pool's `users` capacity."""
-    return {workspace.id: provided(session, workspace.id, Pool(None))["users"]
-            for workspace in workspaces if workspace.billing_mode == "pooled"}
+    return {
+        workspace.id: provided(products, session, workspace.id, Pool(None))["users"]
+        for workspace in workspaces
+        if workspace.billing_mode == "pooled"
+    }
 
 
 def _sum(parts: Iterable[Quantities]) -> Quantities:
@@ -157,8 +164,10 @@ def _sum(parts: Iterable[Quantities]) -> Quantities:
 # The usage of every root's subtree, by the root's billing account: the one
 # statement a pool's usage is summed from (params: workspace_id).
 _USED_BY_ACCOUNT = (
-    select(Organization.billing_account_id.label("account_id"),
-           *(func.sum(getattr(Organization, f"subtree_{p}")).label(p) for p in PRODUCTS))
+    select(
+        Organization.billing_account_id.label("account_id"),
+        *(func.sum(getattr(Organization, f"subtree_{p}")).label(p) for p in PRODUCTS),
+    )
     .where(Organization.workspace_id == bindparam("workspace_id"), Organization.parent_id.is_(None))
     .group_by(Organization.billing_account_id)
 )
@@ -183,12 +192,12 @@ def _pool_params(workspace_id: str, pool: Pool) -> dict[str, Any]:
 def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Quantities]:
     """The usage of every root's subtree, by the root's billing account."""
     rows = session.execute(_USED_BY_ACCOUNT, {"workspace_id": workspace_id})
-    return {row[0]: dict(zip(PRODUCTS, (int(v or 0) for v in row[1:]))) for row in rows}
+    return {row[0]: dict(zip(PRODUCTS, (int(v or 0) for v in row[1:]), strict=True)) for row in rows}
 
 
 def used(session: Session, workspace_id: str, pool: Pool) -> Quantities:
     row = session.execute(_POOL_USED[pool.account_id is not None], _pool_params(workspace_id, pool)).one()
-    return dict(zip(PRODUCTS, (int(v) for v in row)))
+    return dict(zip(PRODUCTS, (int(v) for v in row), strict=True))
 
 
 # -- the entitlement read ---------------------------------------------------------
@@ -249,18 +258,23 @@ _PATH_AND_POOL = {of_account: _path_and_pool(of_account) for of_account in (Fals
 class Limits:
     """The limits read of one organization: computed once, in one transaction."""
 
-    def __init__(self, session: Session, workspace: Workspace, org: Organization) -> None:
+    def __init__(self, state: BillingState, session: Session, workspace: Workspace, org: Organization) -> None:
         """`org` names the organization and its path (which never change);
         its rows, the organization's own included, are read again here (over
         what the session holds), with the pool's usage and subscriptions."""
-        self.workspace = workspace
+        self.state, self.workspace = state, workspace
         account_id = org.billing_account_id
         while True:
             pool = pool_of(workspace, account_id)
-            rows = session.execute(_PATH_AND_POOL[pool.account_id is not None].execution_options(
-                populate_existing=True), {
-                "ids": [org.id, *org.ancestor_ids], "organization_id": org.id, **_pool_params(workspace.id, pool),
-                **replica.subscriptions_params(workspace.id, PROVIDING, pool.account_id)}).all()
+            rows = session.execute(
+                _PATH_AND_POOL[pool.account_id is not None].execution_options(populate_existing=True),
+                {
+                    "ids": [org.id, *org.ancestor_ids],
+                    "organization_id": org.id,
+                    **_pool_params(workspace.id, pool),
+                    **replica.subscriptions_params(workspace.id, PROVIDING, pool.account_id),
+                },
+            ).all()
             nodes = {row[0].id: row for row in rows}
             if org.id not in nodes:  # deleted since `org` was read (its subtree goes with it)
                 raise not_found("organization")
@@ -270,14 +284,17 @@ class Limits:
         self.path: list[Organization] = [nodes[i][0] for i in (org.id, *reversed(org.ancestor_ids))]  # nearest first
         self.org: Organization = self.path[0]
         *usage, subscriptions = nodes[org.id][1:]
-        self.pool_used = dict(zip(PRODUCTS, (int(v) for v in usage)))
-        self.capacity = _sum(_provided(subscriptions or []).values())
+        self.pool_used = dict(zip(PRODUCTS, (int(v) for v in usage), strict=True))
+        self.capacity = _sum(_provided(state.products, subscriptions or []).values())
 
     def binding(self, product: str) -> Headroom:
         """The constraint with the least headroom: limits on the path, nearest
         first, then the pool (the first of equals binds)."""
-        found = [Headroom(limit - node.subtree_usage(product), node)
-                 for node in self.path if (limit := node.limit(product)) is not None]
+        found = [
+            Headroom(limit - node.subtree_usage(product), node)
+            for node in self.path
+            if (limit := node.limit(product)) is not None
+        ]
         found.append(Headroom(self.capacity[product] - self.pool_used[product], None))
         return min(found, key=lambda h: h.free)
 
@@ -287,8 +304,14 @@ class Limits:
     def entry(self, product: str) -> dict[str, Any]:
         limits = [limit for n in self.path if (limit := n.limit(product)) is not None]
         used_here, free = self.org.subtree_usage(product), self.free(product)
-        return {"type": product, "used": used_here, "direct": self.org.usage(product), "free": free,
-                "org_limit": min(limits) if limits else None, "total": used_here + free}
+        return {
+            "type": product,
+            "used": used_here,
+            "direct": self.org.usage(product),
+            "free": free,
+            "org_limit": min(limits) if limits else None,
+            "total": used_here + free,
+        }
 
     def context(self, headroom: Headroom) -> dict[str, str]:
         if headroom.node is self.org:
@@ -297,13 +320,17 @@ class Limits:
             return {"type": "parent", "name": headroom.node.name}
         if self.workspace.billing_mode == "pooled":
             return {"type": "workspace", "name": self.workspace.name}
-        customer = replica.customer(self.org.billing_account_id or "") or {}
+        customer = replica.customer(self.state.db, self.org.billing_account_id or "") or {}
         return {"type": "billing_account", "name": str(customer.get("name") or self.org.billing_account_id)}
 
     def document(self) -> dict[str, Any]:
         tightest = min((self.binding(product) for product in PRODUCTS), key=lambda h: h.free)
-        return {"organization_id": self.org.id, "organization_name": self.org.name,
-                "limits": [self.entry(product) for product in PRODUCTS], "context": self.context(tightest)}
+        return {
+            "organization_id": self.org.id,
+            "organization_name": self.org.name,
+            "limits": [self.entry(product) for product in PRODUCTS],
+            "context": self.context(tightest),
+        }
 
 
 def organization_in(session: Session, workspace_id: str, org_id: str, *, fresh: bool = False) -> Organization:
@@ -314,60 +341,78 @@ def organization_in(session: Session, workspace_id: str, org_id: str, *, fresh: 
     return org
 
 
-def limits(access: Access, org: Organization) -> dict[str, Any]:
+def limits(state: BillingState, access: Access, org: Organization) -> dict[str, Any]:
     """The limits read (`access` and `org` from `organization_access`)."""
-    with current().db.read() as session:
-        return Limits(session, access.workspace, org).document()
+    with state.db.read() as session:
+        return Limits(state, session, access.workspace, org).document()
 
 
-def capacity(workspace: Workspace) -> dict[str, Any]:
+def capacity(state: BillingState, workspace: Workspace) -> dict[str, Any]:
     """Every pool of the workspace: capacity, use and what is free, per product."""
-    with current().db.read() as session:
-        by_account = provided_by_account(session, workspace.id)
+    with state.db.read() as session:
+        by_account = provided_by_account(state.products, session, workspace.id)
         use = used_by_account(session, workspace.id)
         if workspace.billing_mode == "assigned":
-            accounts = list(session.scalars(
-                select(BillingAccountIndex.customer_id).where(
-                    BillingAccountIndex.workspace_id == workspace.id, BillingAccountIndex.state == "active",
-                    BillingAccountIndex.customer_id.is_not(None))
-                .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)))
+            accounts = list(
+                session.scalars(
+                    select(BillingAccountIndex.customer_id)
+                    .where(
+                        BillingAccountIndex.workspace_id == workspace.id,
+                        BillingAccountIndex.state == "active",
+                        BillingAccountIndex.customer_id.is_not(None),
+                    )
+                    .order_by(BillingAccountIndex.created_at, BillingAccountIndex.id)
+                )
+            )
             # An account gone outside our API (its customer deleted in the Dashboard)
             # still has roots drawing on it: its pool shows, with nothing provided.
             accounts += sorted(account for account in use if account is not None and account not in accounts)
-            pools = [(account, by_account.get(str(account), zero()), use.get(account, zero()))
-                     for account in accounts]
+            pools = [(account, by_account.get(str(account), zero()), use.get(account, zero())) for account in accounts]
         else:
             pools = [(None, _sum(by_account.values()), _sum(use.values()))]
-    return {"pools": [
-        {"billing_account_id": account, "products": {
-            p: {"capacity": cap[p], "used": u[p], "free": max(0, cap[p] - u[p])} for p in PRODUCTS}}
-        for account, cap, u in pools
-    ]}
+    return {
+        "pools": [
+            {
+                "billing_account_id": account,
+                "products": {p: {"capacity": cap[p], "used": u[p], "free": max(0, cap[p] - u[p])} for p in PRODUCTS},
+            }
+            for account, cap, u in pools
+        ]
+    }
 
 
 # -- taking and giving back ----------------------------------------------------------
 
 
-def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
+def report_usage(state: BillingState, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
     """Take (`delta` > 0) or release capacity for an organization; answers its
     limits entry for the product. 409 capacity_exceeded past the pool or any
     limit on the path; a release never takes usage below 0."""
-    with current().db.write() as session:
-        read = Limits(session, *_lock_with_path(session, workspace_id, org_id))
+    with state.db.write() as session:
+        read = Limits(state, session, *_lock_with_path(session, workspace_id, org_id))
         org = read.org
         if delta > 0:
             free = read.free(product)
             if delta > free:
-                raise ApiError(409, "capacity_exceeded",
-                               f"Not enough {product} capacity: requested {delta}, free {free}.")
+                raise ApiError(
+                    409, "capacity_exceeded", f"Not enough {product} capacity: requested {delta}, free {free}."
+                )
             change = delta
         else:
             change = -min(-delta, org.usage(product))
         if change:
             usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
-            session.execute(update(Organization).where(Organization.id.in_([n.id for n in read.path])).values({
-                usage: usage + case((Organization.id == org.id, change), else_=0), subtree: subtree + change,
-            }).execution_options(synchronize_session=False))
+            session.execute(
+                update(Organization)
+                .where(Organization.id.in_([n.id for n in read.path]))
+                .values(
+                    {
+                        usage: usage + case((Organization.id == org.id, change), else_=0),
+                        subtree: subtree + change,
+                    }
+                )
+                .execution_options(synchronize_session=False)
+            )
             # The answer is computed from what was read, moved by the change (no re-read).
             set_committed_value(org, f"usage_{product}", org.usage(product) + change)
             for node in read.path:  # the organization and its ancestors
@@ -376,49 +421,70 @@ def report_usage(workspace_id: str, org_id: str, product: str, delta: int) -> di
         return read.entry(product)
 
 
-def check_room_for_subtree(session: Session, workspace: Workspace, root: Organization, account_id: str) -> None:
+def check_room_for_subtree(
+    products: CatalogProducts, session: Session, workspace: Workspace, root: Organization, account_id: str
+) -> None:
     """Reassigning a root: the new account's pool must hold the subtree's usage
     on top of what it already carries."""
     pool = pool_of(workspace, account_id)
     if pool.account_id is None or root.billing_account_id == account_id:
         return  # the same pool
-    cap, use = provided(session, workspace.id, pool), used(session, workspace.id, pool)
+    cap, use = provided(products, session, workspace.id, pool), used(session, workspace.id, pool)
     for product in PRODUCTS:
         needed = root.subtree_usage(product)
         if needed and use[product] + needed > cap[product]:
-            raise ApiError(409, "capacity_exceeded",
-                           f"The billing account's pool has {max(0, cap[product] - use[product])} {product} free; "
-                           f"this organization's subtree uses {needed}.")
+            raise ApiError(
+                409,
+                "capacity_exceeded",
+                f"The billing account's pool has {max(0, cap[product] - use[product])} {product} free; "
+                f"this organization's subtree uses {needed}.",
+            )
 
 
 @contextmanager
-def holding(workspace_id: str, account_id: str, subscription_id: str, after: Quantities, *,
-            cancelling: bool) -> Iterator[None]:
+def holding(
+    state: BillingState,
+    workspace_id: str,
+    account_id: str,
+    subscription_id: str,
+    after: Quantities,
+    *,
+    cancelling: bool,
+) -> Iterator[None]:
     """Hold a subscription at its quantities-to-be while the change that lowers
     it is sent to Stripe; 409 first if that would leave its pool below usage
     (a product already below usage is refused only if the change lowers it)."""
-    with current().db.write() as session:
+    with state.db.write() as session:
         workspace = lock_workspace(session, workspace_id, writable=False)
         pool = pool_of(workspace, account_id)
-        before = provided(session, workspace_id, pool)
-        hold = CapacityHold(workspace_id=workspace_id, subscription_id=subscription_id,
-                            quantities={p: after.get(p, 0) for p in PRODUCTS},
-                            expires_at=utcnow() + timedelta(seconds=HOLD_SECONDS))
+        before = provided(state.products, session, workspace_id, pool)
+        hold = CapacityHold(
+            workspace_id=workspace_id,
+            subscription_id=subscription_id,
+            quantities={p: after.get(p, 0) for p in PRODUCTS},
+            expires_at=utcnow() + timedelta(seconds=HOLD_SECONDS),
+        )
         session.add(hold)
         session.flush()
-        left, use = provided(session, workspace_id, pool), used(session, workspace_id, pool)
+        left, use = provided(state.products, session, workspace_id, pool), used(session, workspace_id, pool)
         for product in PRODUCTS:
             if left[product] < before[product] and left[product] < use[product]:
                 if cancelling:
-                    raise ApiError(409, "cancellation_would_underprovision",
-                                   f"Cancelling would leave {left[product]} {product} for {use[product]} in use.")
-                raise ApiError(409, "would_underprovision",
-                               f"This change would leave {left[product]} {product} for {use[product]} in use.")
+                    raise ApiError(
+                        409,
+                        "cancellation_would_underprovision",
+                        f"Cancelling would leave {left[product]} {product} for {use[product]} in use.",
+                    )
+                raise ApiError(
+                    409,
+                    "would_underprovision",
+                    f"This change would leave {left[product]} {product} for {use[product]} in use.",
+                )
         hold_id = hold.id
     try:
         yield
     finally:
-        with current().db.write() as session:
+        with state.db.write() as session:
             session.execute(delete(CapacityHold).where(CapacityHold.id == hold_id))
 
 
@@ -428,15 +494,24 @@ def refuse_if_in_use(session: Session, workspace_id: str) -> None:
         raise ApiError(409, "workspace_not_empty", "Organizations of this workspace still use capacity.")
 
 
-def refuse_if_assigned(workspace_id: str, account_id: str) -> None:
+def refuse_if_assigned(state: BillingState, workspace_id: str, account_id: str) -> None:
     """Deleting an account: 409 while a root organization is assigned to it."""
-    with current().db.read() as session:
-        assigned = session.scalar(select(Organization.id).where(
-            Organization.workspace_id == workspace_id, Organization.parent_id.is_(None),
-            Organization.billing_account_id == account_id).limit(1))
+    with state.db.read() as session:
+        assigned = session.scalar(
+            select(Organization.id)
+            .where(
+                Organization.workspace_id == workspace_id,
+                Organization.parent_id.is_(None),
+                Organization.billing_account_id == account_id,
+            )
+            .limit(1)
+        )
     if assigned is not None:
-        raise ApiError(409, "billing_account_in_use",
-                       "Organizations are assigned to this billing account; reassign or delete them first.")
+        raise ApiError(
+            409,
+            "billing_account_in_use",
+            "Organizations are assigned to this billing account; reassign or delete them first.",
+        )
 
 
 def delete_expired_holds(db: Database) -> int:

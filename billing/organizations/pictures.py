@@ -50,13 +50,16 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 # anything a browser would rewrite.
 _HTTPS_URL = re.compile(
     r"https://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
-    r"(?P<rest>[/?#][!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*)?")
+    r"(?P<rest>[/?#][!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*)?"
+)
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # What the OpenAPI document says a picture may be (the checks here say more).
-PATTERN = (r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*)?"
-           r"|data:image/(jpeg|png|gif);base64,[A-Za-z0-9+/]*={0,2})$")
+PATTERN = (
+    r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*)?"
+    r"|data:image/(jpeg|png|gif);base64,[A-Za-z0-9+/]*={0,2})$"
+)
 MAX_LENGTH = max(MAX_URL_LENGTH, len("data:image/jpeg;base64,") + MAX_BASE64_CHARS)
 
 
@@ -93,7 +96,7 @@ def _data_uri(value: str) -> DataUri:
     prefix = DATA_URI_PREFIX.match(value)
     if prefix is None:
         raise PictureRefused("A data URI must be data:image/jpeg, image/png or image/gif, ;base64, then the image.")
-    text = value[prefix.end():]
+    text = value[prefix.end() :]
     if len(text) > MAX_BASE64_CHARS:  # before decoding anything
         raise PictureRefused(f"The image is larger than {MAX_BYTES // (1024 * 1024)} MB.")
     if not text:
@@ -114,8 +117,12 @@ def check_https_url(url: str) -> str:
         raise PictureRefused("A picture must be an https:// URL (ASCII, no credentials or spaces) or a data URI.")
     host, port, rest = match["host"], match["port"], match["rest"] or ""
     labels = host.split(".")
-    if (len(host) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels)
-            or labels[-1].isdigit()):
+    if (
+        len(host) > 253
+        or len(labels) < 2
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
         raise PictureRefused("A picture URL's host must be a public host name (not an IP address or localhost).")
     if port is not None and not 0 < int(port) < 65536:
         raise PictureRefused("A picture URL's port must be from 1 to 65535.")
@@ -145,7 +152,7 @@ def decode(upload: DataUri) -> StoredPicture:
         raise PictureRefused(f"The data is not a {expected} image, as its data URI says.") from None
     except Image.DecompressionBombError:
         raise PictureRefused(f"The image has more than {MAX_PIXELS:,} pixels.") from None
-    except Exception:  # noqa: BLE001 - any failure of a decoder fed untrusted bytes (truncated, corrupt) is a refusal
+    except Exception:
         raise PictureRefused(f"The {expected} image could not be decoded (truncated or corrupt).") from None
 
 

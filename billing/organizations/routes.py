@@ -31,7 +31,9 @@ from schemas.organizations import (
 )
 
 blp = authenticated_blueprint(
-    "organizations", __name__, url_prefix="/workspaces/<workspaceId>",
+    "organizations",
+    __name__,
+    url_prefix="/workspaces/<workspaceId>",
     description="Hierarchical organizations: they consume the capacity subscriptions provide.",
 )
 
@@ -52,14 +54,14 @@ class Organizations(MethodView):
     @blp.response(200, OrganizationListSchema)
     def get(self, workspaceId: str) -> dict[str, Any]:
         """List the workspace's organizations"""
-        return {"data": service.list_organizations(workspace_access(workspaceId)), "has_more": False}
+        return {"data": service.list_organizations(current(), workspace_access(workspaceId)), "has_more": False}
 
     @route_facts("createOrganization", role="admin")
     @blp.arguments(OrganizationCreateSchema)
     @blp.response(201, OrganizationSchema)
     def post(self, data: dict[str, Any], workspaceId: str) -> Any:
         """Create a root organization"""
-        return service.create_organization(workspace_access(workspaceId), data)
+        return service.create_organization(current(), workspace_access(workspaceId), data)
 
 
 @blp.route("/organizations/<organizationId>")
@@ -68,20 +70,20 @@ class OrganizationById(MethodView):
     @blp.response(200, OrganizationSchema)
     def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve an organization"""
-        return service.get_organization(workspace_access(workspaceId), organizationId)
+        return service.get_organization(current(), workspace_access(workspaceId), organizationId)
 
     @route_facts("updateOrganization", role="admin")
     @blp.arguments(OrganizationUpdateSchema)
     @blp.response(200, OrganizationSchema)
     def patch(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Update an organization's name, limits or (a root's) billing account"""
-        return service.update_organization(workspace_access(workspaceId), organizationId, data)
+        return service.update_organization(current(), workspace_access(workspaceId), organizationId, data)
 
     @route_facts("deleteOrganization", role="admin")
     @blp.response(204)
     def delete(self, workspaceId: str, organizationId: str) -> None:
         """Delete an organization and its descendants"""
-        service.delete_organization(workspace_access(workspaceId), organizationId)
+        service.delete_organization(current(), workspace_access(workspaceId), organizationId)
 
 
 @blp.route("/organizations/<organizationId>/children")
@@ -91,7 +93,7 @@ class Children(MethodView):
     @blp.response(201, OrganizationSchema)
     def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Create a child organization"""
-        return service.create_organization(workspace_access(workspaceId), data, parent_id=organizationId)
+        return service.create_organization(current(), workspace_access(workspaceId), data, parent_id=organizationId)
 
 
 @blp.route("/organizations/<organizationId>/parent")
@@ -101,7 +103,7 @@ class Parent(MethodView):
     @blp.alt_response(204, description="A root has no parent.")
     def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve an organization's parent"""
-        parent = service.get_parent(workspace_access(workspaceId), organizationId)
+        parent = service.get_parent(current(), workspace_access(workspaceId), organizationId)
         return Response(status=204) if parent is None else parent
 
 
@@ -111,7 +113,7 @@ class Descendants(MethodView):
     @blp.response(200, DescendantsSchema)
     def get(self, workspaceId: str, organizationId: str) -> dict[str, Any]:
         """List an organization's descendants, depth-first"""
-        return {"data": service.descendants(workspace_access(workspaceId), organizationId)}
+        return {"data": service.descendants(current(), workspace_access(workspaceId), organizationId)}
 
 
 @blp.route("/organizations/<organizationId>/limits")
@@ -120,7 +122,7 @@ class Limits(MethodView):
     @blp.response(200, OrganizationLimitsSchema)
     def get(self, workspaceId: str, organizationId: str) -> Any:
         """Retrieve what an organization may still use, per product"""
-        return capacity.limits(*organization_access(workspaceId, organizationId))
+        return capacity.limits(current(), *organization_access(workspaceId, organizationId))
 
 
 @blp.route("/organizations/<organizationId>/usage")
@@ -131,7 +133,7 @@ class Usage(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Report usage: take (positive delta) or release capacity"""
         access = usage_access(workspaceId, write=True)
-        return capacity.report_usage(access.workspace.id, organizationId, data["product"], data["delta"])
+        return capacity.report_usage(current(), access.workspace.id, organizationId, data["product"], data["delta"])
 
 
 @blp.route("/capacity")
@@ -140,17 +142,26 @@ class Capacity(MethodView):
     @blp.response(200, CapacitySchema)
     def get(self, workspaceId: str) -> Any:
         """Retrieve the workspace's capacity pools"""
-        return capacity.capacity(usage_access(workspaceId, write=False).workspace)
+        return capacity.capacity(current(), usage_access(workspaceId, write=False).workspace)
 
 
 # -- public: no token -------------------------------------------------------------------
 
-public_blp = Blueprint("Public", __name__,
-                       description="Unauthenticated endpoints for retrieving public organization information.")
+public_blp = Blueprint(
+    "Public", __name__, description="Unauthenticated endpoints for retrieving public organization information."
+)
 
-@public_blp.route("/organizations/<organizationId>/branding", parameters=[{
-    "in": "path", "name": "organizationId",
-    "description": "The organization's id (org_...) or its external_id (a UUID)."}])
+
+@public_blp.route(
+    "/organizations/<organizationId>/branding",
+    parameters=[
+        {
+            "in": "path",
+            "name": "organizationId",
+            "description": "The organization's id (org_...) or its external_id (a UUID).",
+        }
+    ],
+)
 class PublicBranding(MethodView):
     @route_facts("retrievePublicBranding", role=None)
     @public_blp.doc(security=[])
@@ -158,8 +169,9 @@ class PublicBranding(MethodView):
     @public_blp.alt_response(429, response=RATE_LIMITED)
     def get(self, organizationId: str) -> Any:
         """Retrieve an organization's public branding (by its id or external_id)"""
-        throttle(current().public_limiter, "branding")
-        return branding.public_branding(organizationId)
+        state = current()
+        throttle(state.public_limiter, "branding")
+        return branding.public_branding(state, organizationId)
 
 
 # The uploaded pictures the `picture` URLs point at: loaded by browsers (an
@@ -178,8 +190,9 @@ _PICTURE_HEADERS = {
 
 @pictures_blp.get("/organizations/<organizationId>/pictures/<pictureId>")
 def picture(organizationId: str, pictureId: str) -> Any:
-    throttle(current().public_limiter, "picture")
-    content_type, data = branding.stored_picture(organizationId, pictureId)
+    state = current()
+    throttle(state.public_limiter, "picture")
+    content_type, data = branding.stored_picture(state, organizationId, pictureId)
     response = Response(data, mimetype=content_type, headers=_PICTURE_HEADERS)
     response.set_etag(pictureId)
     return response.make_conditional(request)

@@ -4,9 +4,9 @@ account a root draws on in each billing mode (capacity itself: `capacity`)."""
 from __future__ import annotations
 
 import uuid
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from billing.models import BillingAccountIndex, Organization, OrganizationPictur
 from billing.organizations import pictures
 from billing.organizations.branding import stored_branding
 from billing.organizations.capacity import check_room_for_subtree, lock_organization, lock_workspace, organization_in
-from billing.state import current
+from billing.state import BillingState
 
 MAX_ORGANIZATIONS = 1000
 MAX_DEPTH = 9
@@ -30,20 +30,24 @@ def _limit_reached(message: str) -> ApiError:
     return ApiError(409, "organization_limit_reached", message)
 
 
-def list_organizations(access: Access) -> list[Organization]:
-    with current().db.read() as session:
-        return list(session.scalars(
-            select(Organization).where(Organization.workspace_id == access.workspace.id)
-            .order_by(Organization.created_at, Organization.id)))
+def list_organizations(state: BillingState, access: Access) -> list[Organization]:
+    with state.db.read() as session:
+        return list(
+            session.scalars(
+                select(Organization)
+                .where(Organization.workspace_id == access.workspace.id)
+                .order_by(Organization.created_at, Organization.id)
+            )
+        )
 
 
-def get_organization(access: Access, org_id: str) -> Organization:
-    with current().db.read() as session:
+def get_organization(state: BillingState, access: Access, org_id: str) -> Organization:
+    with state.db.read() as session:
         return organization_in(session, access.workspace.id, org_id)
 
 
-def get_parent(access: Access, org_id: str) -> Organization | None:
-    with current().db.read() as session:
+def get_parent(state: BillingState, access: Access, org_id: str) -> Organization | None:
+    with state.db.read() as session:
         org = organization_in(session, access.workspace.id, org_id)
         return None if org.parent_id is None else session.get(Organization, org.parent_id)
 
@@ -51,14 +55,19 @@ def get_parent(access: Access, org_id: str) -> Organization | None:
 def _subtree(session: Session, org: Organization) -> list[Organization]:
     """The organization's descendants (not itself)."""
     prefix = org.subtree_prefix
-    return list(session.scalars(select(Organization).where(
-        Organization.workspace_id == org.workspace_id,
-        or_(Organization.path == prefix, Organization.path.startswith(prefix + "#", autoescape=True)))))
+    return list(
+        session.scalars(
+            select(Organization).where(
+                Organization.workspace_id == org.workspace_id,
+                or_(Organization.path == prefix, Organization.path.startswith(prefix + "#", autoescape=True)),
+            )
+        )
+    )
 
 
-def descendants(access: Access, org_id: str) -> list[Organization]:
+def descendants(state: BillingState, access: Access, org_id: str) -> list[Organization]:
     """Depth-first: each organization followed by its own subtree, siblings in creation order."""
-    with current().db.read() as session:
+    with state.db.read() as session:
         org = organization_in(session, access.workspace.id, org_id)
         below = _subtree(session, org)
     children: dict[str | None, list[Organization]] = {}
@@ -73,7 +82,7 @@ def descendants(access: Access, org_id: str) -> list[Organization]:
     return ordered
 
 
-def _account_rule(access: Access, data: dict[str, Any], *, root: bool) -> str | None:
+def _account_rule(state: BillingState, access: Access, data: dict[str, Any], *, root: bool) -> str | None:
     """The billing account a root names, by the workspace's mode (422 otherwise)."""
     account_id = data.get("billing_account_id")
     mode = access.workspace.billing_mode
@@ -83,24 +92,33 @@ def _account_rule(access: Access, data: dict[str, Any], *, root: bool) -> str | 
         return None
     if mode == "pooled":
         if account_id is not None:
-            raise validation_error({"billing_account_id": ["In pooled mode organizations draw on the "
-                                                           "workspace's pool: leave billing_account_id out."]})
+            raise validation_error(
+                {
+                    "billing_account_id": [
+                        "In pooled mode organizations draw on the workspace's pool: leave billing_account_id out."
+                    ]
+                }
+            )
         return None
     if account_id is None:
         raise validation_error({"billing_account_id": [f"Required in {mode} mode."]})
-    with current().db.read() as session:
-        known = session.scalar(select(BillingAccountIndex.id).where(
-            BillingAccountIndex.workspace_id == access.workspace.id, BillingAccountIndex.customer_id == account_id,
-            BillingAccountIndex.state == "active"))
+    with state.db.read() as session:
+        known = session.scalar(
+            select(BillingAccountIndex.id).where(
+                BillingAccountIndex.workspace_id == access.workspace.id,
+                BillingAccountIndex.customer_id == account_id,
+                BillingAccountIndex.state == "active",
+            )
+        )
     if known is None:  # another workspace's account reads the same as none at all
         raise validation_error({"billing_account_id": ["No such billing account in this workspace."]})
     return str(account_id)
 
 
-def _account_lease(account_id: str | None) -> ContextManager[None]:
+def _account_lease(state: BillingState, account_id: str | None) -> AbstractContextManager[None]:
     """Assigning a root to an account holds the account's lease: deleting the
     account (which holds it too) can't miss the assignment."""
-    return lease(current().db, account_lease_name(account_id)) if account_id else nullcontext()
+    return lease(state.db, account_lease_name(account_id)) if account_id else nullcontext()
 
 
 def _limits_columns(limits: dict[str, Any]) -> dict[str, Any]:
@@ -135,22 +153,34 @@ def _set_picture(session: Session, org: Organization, picture: _Picture) -> None
     if picture.upload is None:
         session.execute(delete(OrganizationPicture).where(OrganizationPicture.organization_id == org.id))
         return
-    session.merge(OrganizationPicture(organization_id=org.id, digest=picture.upload.digest,
-                                      content_type=picture.upload.content_type, data=picture.upload.data,
-                                      created_at=utcnow()))
+    session.merge(
+        OrganizationPicture(
+            organization_id=org.id,
+            digest=picture.upload.digest,
+            content_type=picture.upload.content_type,
+            data=picture.upload.data,
+            created_at=utcnow(),
+        )
+    )
 
 
-def create_organization(access: Access, data: dict[str, Any], parent_id: str | None = None) -> Organization:
+def create_organization(
+    state: BillingState, access: Access, data: dict[str, Any], parent_id: str | None = None
+) -> Organization:
     """A root (`parent_id` None) or a child; 409 organization_limit_reached past
     1,000 per workspace, depth 9 or 100 children."""
     access.for_billing_write()
-    account_id = _account_rule(access, data, root=parent_id is None)
+    account_id = _account_rule(state, access, data, root=parent_id is None)
     picture = _picture(data)
     now = utcnow()
-    with _account_lease(account_id), current().db.write() as session:
+    with _account_lease(state, account_id), state.db.write() as session:
         lock_workspace(session, access.workspace.id)
-        count = session.scalar(select(func.count()).select_from(Organization).where(
-            Organization.workspace_id == access.workspace.id)) or 0
+        count = (
+            session.scalar(
+                select(func.count()).select_from(Organization).where(Organization.workspace_id == access.workspace.id)
+            )
+            or 0
+        )
         if count >= MAX_ORGANIZATIONS:
             raise _limit_reached(f"A workspace can have at most {MAX_ORGANIZATIONS} organizations.")
         path, depth = "", 0
@@ -158,16 +188,31 @@ def create_organization(access: Access, data: dict[str, Any], parent_id: str | N
             parent = organization_in(session, access.workspace.id, parent_id)
             if parent.depth >= MAX_DEPTH:
                 raise _limit_reached(f"Organizations nest at most {MAX_DEPTH} levels below a root.")
-            siblings = session.scalar(select(func.count()).select_from(Organization).where(
-                Organization.workspace_id == access.workspace.id, Organization.parent_id == parent.id)) or 0
+            siblings = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Organization)
+                    .where(Organization.workspace_id == access.workspace.id, Organization.parent_id == parent.id)
+                )
+                or 0
+            )
             if siblings >= MAX_CHILDREN:
                 raise _limit_reached(f"An organization can have at most {MAX_CHILDREN} direct children.")
             path, depth, account_id = parent.subtree_prefix, parent.depth + 1, parent.billing_account_id
         org = Organization(
-            id=new_organization_id(), workspace_id=access.workspace.id, parent_id=parent_id, path=path,
-            depth=depth, name=data["name"], external_id=str(uuid.uuid4()), billing_account_id=account_id,
-            branding=stored_branding(data.get("branding")), created_at=now, updated_at=now,
-            **{f"usage_{p}": 0 for p in PRODUCTS}, **{f"subtree_{p}": 0 for p in PRODUCTS},
+            id=new_organization_id(),
+            workspace_id=access.workspace.id,
+            parent_id=parent_id,
+            path=path,
+            depth=depth,
+            name=data["name"],
+            external_id=str(uuid.uuid4()),
+            billing_account_id=account_id,
+            branding=stored_branding(data.get("branding")),
+            created_at=now,
+            updated_at=now,
+            **{f"usage_{p}": 0 for p in PRODUCTS},
+            **{f"subtree_{p}": 0 for p in PRODUCTS},
             **_limits_columns(data.get("limits") or {}),
         )
         session.add(org)
@@ -179,7 +224,7 @@ def create_organization(access: Access, data: dict[str, Any], parent_id: str | N
     return org
 
 
-def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Organization:
+def update_organization(state: BillingState, access: Access, org_id: str, data: dict[str, Any]) -> Organization:
     """Name, limits (null removes one; a limit below usage only refuses new
     increases), picture, branding and, for a root outside pooled mode, its
     billing account."""
@@ -187,18 +232,26 @@ def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Or
     picture = _picture(data)
     account_id: str | None = None
     if "billing_account_id" in data:
-        with current().db.read() as session:
+        with state.db.read() as session:
             is_root = organization_in(session, access.workspace.id, org_id).parent_id is None
-        account_id = _account_rule(access, data, root=is_root)
-    with _account_lease(account_id), current().db.write() as session:
+        account_id = _account_rule(state, access, data, root=is_root)
+    with _account_lease(state, account_id), state.db.write() as session:
         workspace, org = lock_organization(session, access.workspace.id, org_id)
         if account_id is not None and account_id != org.billing_account_id:
-            check_room_for_subtree(session, workspace, org, account_id)
-            session.execute(update(Organization).where(
-                Organization.workspace_id == org.workspace_id,
-                or_(Organization.id == org.id, Organization.path == org.subtree_prefix,
-                    Organization.path.startswith(org.subtree_prefix + "#", autoescape=True)),
-            ).values(billing_account_id=account_id).execution_options(synchronize_session=False))
+            check_room_for_subtree(state.products, session, workspace, org, account_id)
+            session.execute(
+                update(Organization)
+                .where(
+                    Organization.workspace_id == org.workspace_id,
+                    or_(
+                        Organization.id == org.id,
+                        Organization.path == org.subtree_prefix,
+                        Organization.path.startswith(org.subtree_prefix + "#", autoescape=True),
+                    ),
+                )
+                .values(billing_account_id=account_id)
+                .execution_options(synchronize_session=False)
+            )
             org.billing_account_id = account_id
         if "name" in data:
             org.name = data["name"]
@@ -212,13 +265,14 @@ def update_organization(access: Access, org_id: str, data: dict[str, Any]) -> Or
     return org
 
 
-def delete_organization(access: Access, org_id: str) -> None:
+def delete_organization(state: BillingState, access: Access, org_id: str) -> None:
     """Delete it and its descendants; 409 while any of them uses capacity."""
     access.for_billing_write()
-    with current().db.write() as session:
+    with state.db.write() as session:
         org = lock_organization(session, access.workspace.id, org_id)[1]
         if any(org.subtree_usage(product) for product in PRODUCTS):
-            raise ApiError(409, "organization_has_usage",
-                           "This organization or one below it uses capacity; release it first.")
+            raise ApiError(
+                409, "organization_has_usage", "This organization or one below it uses capacity; release it first."
+            )
         ids = [org.id] + [node.id for node in _subtree(session, org)]
         session.execute(delete(Organization).where(Organization.id.in_(ids)))

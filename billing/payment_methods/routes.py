@@ -11,6 +11,7 @@ from billing.blueprints import authenticated_blueprint
 from billing.idempotency import stripe_key
 from billing.openapi import route_facts
 from billing.payment_methods import service
+from billing.state import current
 from schemas.common import MessageSchema
 from schemas.payment_methods import PaymentMethodListSchema, SetupIntentSchema
 
@@ -28,13 +29,16 @@ class PaymentMethods(MethodView):
     @blp.response(200, PaymentMethodListSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
         """List payment methods (all types)"""
-        return {"data": service.list_payment_methods(account_access(workspaceId, billingAccountId)), "has_more": False}
+        return {
+            "data": service.list_payment_methods(current(), account_access(workspaceId, billingAccountId)),
+            "has_more": False,
+        }
 
     @route_facts("createSetupIntent", role="admin", calls_stripe=True)
     @blp.response(201, SetupIntentSchema)
     def post(self, workspaceId: str, billingAccountId: str) -> Any:
         """Start adding a payment method: a SetupIntent for Stripe.js"""
-        return service.create_setup_intent(account_access(workspaceId, billingAccountId), stripe_key())
+        return service.create_setup_intent(current(), account_access(workspaceId, billingAccountId), stripe_key())
 
 
 @blp.route("/<paymentMethodId>")
@@ -43,11 +47,11 @@ class PaymentMethodById(MethodView):
     @blp.response(200, MessageSchema)
     def put(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> Any:
         """Make a payment method the default"""
-        service.set_default(account_access(workspaceId, billingAccountId), paymentMethodId, stripe_key())
+        service.set_default(current(), account_access(workspaceId, billingAccountId), paymentMethodId, stripe_key())
         return {"message": "Default payment method updated"}
 
     @route_facts("detachPaymentMethod", role="admin", calls_stripe=True)
     @blp.response(204)
     def delete(self, workspaceId: str, billingAccountId: str, paymentMethodId: str) -> None:
         """Detach a payment method"""
-        service.detach(account_access(workspaceId, billingAccountId), paymentMethodId, stripe_key())
+        service.detach(current(), account_access(workspaceId, billingAccountId), paymentMethodId, stripe_key())

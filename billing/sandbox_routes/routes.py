@@ -10,16 +10,19 @@ from marshmallow import Schema, fields, validate
 
 from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
-from billing.sandbox_routes import service
 from billing.idempotency import stripe_key
 from billing.openapi import route_facts
+from billing.sandbox_routes import service
+from billing.state import current
 from schemas.common import StrictString
 from schemas.payment_methods import PaymentMethodSchema
 from stripe_sandbox import TEST_TOKENS, hosted_invoices
 from stripe_sandbox.invoice_engine import HOSTED_PATH
 
 blp = authenticated_blueprint(
-    "sandbox", __name__, url_prefix="/sandbox",
+    "sandbox",
+    __name__,
+    url_prefix="/sandbox",
     description="Sandbox-only tools (absent when a real Stripe key is configured).",
 )
 ACCOUNT = "/workspaces/<workspaceId>/billing-accounts/<billingAccountId>"
@@ -30,10 +33,16 @@ CLOCK_STATUSES = ("advancing", "ready", "internal_failure")
 
 class ClockSchema(Schema):
     now = fields.Integer(metadata={"description": "Sandbox time, unix seconds."})
-    status = fields.String(validate=validate.OneOf(CLOCK_STATUSES), metadata={"description": (
-        "As Stripe's test clocks: `advancing` while what came due is being run, its webhooks delivered "
-        "and applied; `ready` once it is all readable through the API; `internal_failure` if running "
-        "it failed (a new advance retries what is left).")})
+    status = fields.String(
+        validate=validate.OneOf(CLOCK_STATUSES),
+        metadata={
+            "description": (
+                "As Stripe's test clocks: `advancing` while what came due is being run, its webhooks delivered "
+                "and applied; `ready` once it is all readable through the API; `internal_failure` if running "
+                "it failed (a new advance retries what is left)."
+            )
+        },
+    )
 
 
 class AdvancedClockSchema(ClockSchema):
@@ -73,7 +82,7 @@ class Clock(MethodView):
     @blp.response(200, ClockSchema)
     def get(self) -> Any:
         """The sandbox's clock"""
-        return service.clock_now()
+        return service.clock_now(current())
 
 
 @blp.route("/clock/advance")
@@ -87,7 +96,7 @@ class ClockAdvance(MethodView):
         Answers at once with `status: advancing`; poll GET /sandbox/clock until `status` is `ready`.
         While an earlier advance still runs, 409 `clock_advancing`.
         """
-        return service.advance_clock(data)
+        return service.advance_clock(current(), data)
 
 
 @blp.route(ACCOUNT + "/payment-methods")
@@ -98,7 +107,7 @@ class TestPaymentMethods(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Attach one of Stripe's test payment methods (pm_card_visa, pm_card_chargeDeclined, ...)"""
         return service.attach_test_payment_method(
-            account_access(workspaceId, billingAccountId), data["payment_method"], stripe_key()
+            current(), account_access(workspaceId, billingAccountId), data["payment_method"], stripe_key()
         )
 
 
@@ -110,7 +119,11 @@ class ConfirmSetupIntent(MethodView):
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, setupIntentId: str) -> Any:
         """Confirm a SetupIntent with a test payment method, as Stripe.js would"""
         return service.confirm_setup_intent(
-            account_access(workspaceId, billingAccountId), setupIntentId, data["payment_method"], stripe_key()
+            current(),
+            account_access(workspaceId, billingAccountId),
+            setupIntentId,
+            data["payment_method"],
+            stripe_key(),
         )
 
 
@@ -121,8 +134,12 @@ class Authenticate(MethodView):
     @blp.response(200, AuthenticationResultSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Complete (or fail) a pending 3-D Secure authentication, as Stripe.js would"""
-        return service.authenticate(account_access(workspaceId, billingAccountId), data["client_secret"],
-                                    data["outcome"] == "succeed")
+        return service.authenticate(
+            current(),
+            account_access(workspaceId, billingAccountId),
+            data["client_secret"],
+            data["outcome"] == "succeed",
+        )
 
 
 # What an invoice's hosted_invoice_url and invoice_pdf serve: public, as Stripe's are (the URL's
@@ -133,14 +150,20 @@ HOSTED_RULE = HOSTED_PATH.replace("{", "<").replace("}", ">")
 
 @hosted_invoices_blp.get(HOSTED_RULE)
 def hosted_invoice_page(invoice: str, token: str) -> Response:
-    page = hosted_invoices.html(service.hosted_invoice(invoice, token))
+    page = hosted_invoices.html(service.hosted_invoice(current(), invoice, token))
     # Nothing but the page itself and its inline style.
-    return Response(page, mimetype="text/html", headers={
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"})
+    return Response(
+        page,
+        mimetype="text/html",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"},
+    )
 
 
 @hosted_invoices_blp.get(HOSTED_RULE + "/pdf")
 def hosted_invoice_pdf(invoice: str, token: str) -> Response:
-    data = service.hosted_invoice(invoice, token)
-    return Response(hosted_invoices.pdf(data), mimetype="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="Invoice-{data["number"]}.pdf"'})
+    data = service.hosted_invoice(current(), invoice, token)
+    return Response(
+        hosted_invoices.pdf(data),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="Invoice-{data["number"]}.pdf"'},
+    )

@@ -9,6 +9,7 @@ from typing import Any
 import stripe
 
 from billing import replica
+from billing.db import Database
 
 # Every status the API shows (API.md, Subscriptions): Stripe's, and `paused` for a paused collection.
 STATUSES = ("trialing", "active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused")
@@ -33,10 +34,10 @@ def is_active(subscription: stripe.Subscription | dict[str, Any]) -> bool:
     return subscription["status"] not in ACTIVE_EXCLUDED
 
 
-def active_subscription_ids(customer_id: str) -> list[str]:
+def active_subscription_ids(db: Database, customer_id: str) -> list[str]:
     """The customer's active subscriptions, newest first."""
-    return [str(s["id"]) for s in replica.subscriptions(customer_id) if is_active(s)]
+    return [str(s["id"]) for s in replica.subscriptions(db, customer_id) if is_active(s)]
 
 
-def has_active_subscription(customer_id: str) -> bool:
-    return bool(active_subscription_ids(customer_id))
+def has_active_subscription(db: Database, customer_id: str) -> bool:
+    return bool(active_subscription_ids(db, customer_id))

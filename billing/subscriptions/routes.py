@@ -10,6 +10,7 @@ from billing.access import account_access
 from billing.blueprints import authenticated_blueprint
 from billing.idempotency import stripe_key
 from billing.openapi import route_facts
+from billing.state import current
 from billing.subscriptions import service
 from schemas.subscriptions import (
     SubscriptionCreateSchema,
@@ -33,14 +34,17 @@ class Subscriptions(MethodView):
     @blp.response(200, SubscriptionListSchema)
     def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
         """List a billing account's subscriptions, newest first"""
-        return {"data": service.list_subscriptions(account_access(workspaceId, billingAccountId)), "has_more": False}
+        return {
+            "data": service.list_subscriptions(current(), account_access(workspaceId, billingAccountId)),
+            "has_more": False,
+        }
 
     @route_facts("createSubscription", role="admin", calls_stripe=True, charges=True)
     @blp.arguments(SubscriptionCreateSchema)
     @blp.response(201, SubscriptionSchema)
     def post(self, data: dict[str, Any], workspaceId: str, billingAccountId: str) -> Any:
         """Create a subscription (a 14-day trial for a workspace's first one)"""
-        return service.create_subscription(account_access(workspaceId, billingAccountId), data, stripe_key())
+        return service.create_subscription(current(), account_access(workspaceId, billingAccountId), data, stripe_key())
 
 
 @blp.route("/subscriptions/<subscriptionId>")
@@ -49,7 +53,7 @@ class SubscriptionById(MethodView):
     @blp.response(200, SubscriptionSchema)
     def get(self, workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
         """Retrieve a subscription"""
-        return service.get_subscription(account_access(workspaceId, billingAccountId), subscriptionId)
+        return service.get_subscription(current(), account_access(workspaceId, billingAccountId), subscriptionId)
 
     @route_facts("updateSubscription", role="admin", calls_stripe=True, charges=True)
     @blp.arguments(SubscriptionUpdateSchema)
@@ -57,14 +61,16 @@ class SubscriptionById(MethodView):
     def patch(self, data: dict[str, Any], workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
         """Change a subscription: one operation per call"""
         return service.update_subscription(
-            account_access(workspaceId, billingAccountId), subscriptionId, data, stripe_key()
+            current(), account_access(workspaceId, billingAccountId), subscriptionId, data, stripe_key()
         )
 
     @route_facts("cancelSubscription", role="admin", calls_stripe=True)
     @blp.response(200, SubscriptionSchema)
     def delete(self, workspaceId: str, billingAccountId: str, subscriptionId: str) -> Any:
         """Cancel a subscription at the end of its current period"""
-        return service.cancel_subscription(account_access(workspaceId, billingAccountId), subscriptionId, stripe_key())
+        return service.cancel_subscription(
+            current(), account_access(workspaceId, billingAccountId), subscriptionId, stripe_key()
+        )
 
 
 @blp.route("/trial-eligibility")
@@ -73,4 +79,4 @@ class TrialEligibility(MethodView):
     @blp.response(200, TrialEligibilitySchema)
     def get(self, workspaceId: str, billingAccountId: str) -> Any:
         """Whether a new subscription would start with a trial, and what it needs"""
-        return service.trial_eligibility(account_access(workspaceId, billingAccountId))
+        return service.trial_eligibility(current(), account_access(workspaceId, billingAccountId))

@@ -10,8 +10,8 @@ both use it).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import stripe
@@ -25,16 +25,16 @@ from stripe.params import (
 
 from billing import replica
 from billing.access import AccountAccess, workspace_archived
-from billing.catalog import product_of_price
-from billing.errors import ApiError, not_found
+from billing.errors import ApiError, StripeAnswerInvalid, not_found
 from billing.gateway import LATEST_INVOICE_EXPANSIONS
 from billing.leases import account_lease_name, lease, subscription_lease_name
 from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.organizations.capacity import holding
 from billing.payment_methods.service import charging_method
-from billing.state import current
+from billing.state import BillingState
 from billing.stripe_ids import intent_id
 from billing.subscriptions.active import is_active
+from billing.subscriptions.pending import pending_payment
 
 log = logging.getLogger("billing.subscriptions")
 T = TypeVar("T")
@@ -45,42 +45,63 @@ REQUEST_KEY = "billing_api_request"
 TRIAL_DAYS = 14
 
 
-def list_subscriptions(ctx: AccountAccess) -> list[replica.Document]:
+# What SubscriptionSchema shows: the subscription (Stripe's wire form), the catalog
+# product of each item's price, in the items' order, and what is owed (the copy's
+# invoice): all read here, so the schema only reshapes.
+SubscriptionView = dict[str, Any]
+
+
+def subscription_view(state: BillingState, subscription: stripe.Subscription | replica.Document) -> SubscriptionView:
+    data = subscription.to_dict() if isinstance(subscription, stripe.StripeObject) else subscription
+    try:
+        items = (data.get("items") or {}).get("data") or []
+        products = [state.products.of_price(item.get("price") or {}) for item in items]
+        owed = pending_payment(state.db, data)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:  # Stripe's answer, not ours (as the schema's)
+        raise StripeAnswerInvalid("subscription", data.get("id") if isinstance(data, dict) else None, error) from None
+    return {"subscription": data, "products": products, "pending_payment": owed}
+
+
+def list_subscriptions(state: BillingState, ctx: AccountAccess) -> list[SubscriptionView]:
     """The account's subscriptions, newest first."""
-    replica.ensure_copied([ctx.account])
-    return replica.subscriptions(ctx.customer_id)
+    replica.ensure_copied(state, [ctx.account])
+    return [subscription_view(state, s) for s in replica.subscriptions(state.db, ctx.customer_id)]
 
 
-def get_subscription(ctx: AccountAccess, subscription_id: str) -> stripe.Subscription:
+def get_subscription(state: BillingState, ctx: AccountAccess, subscription_id: str) -> SubscriptionView:
+    return subscription_view(state, owned_subscription(state, ctx, subscription_id))
+
+
+def owned_subscription(state: BillingState, ctx: AccountAccess, subscription_id: str) -> stripe.Subscription:
     """The subscription, if it is this account's (404 otherwise)."""
-    replica.ensure_copied([ctx.account])
-    subscription = replica.subscription(subscription_id)
+    replica.ensure_copied(state, [ctx.account])
+    subscription = replica.subscription(state.db, subscription_id)
     if subscription is None or subscription.customer != ctx.customer_id:
         raise not_found("subscription")
     return subscription
 
 
-def trial_eligible(workspace_id: str, subscriptions: list[replica.Document]) -> bool:
+def trial_eligible(state: BillingState, workspace_id: str, subscriptions: list[replica.Document]) -> bool:
     """Exactly one billing account in the workspace, and never a subscription:
     then a new subscription starts with a TRIAL_DAYS trial (the create, the
     eligibility answer and the new subscription's preview all ask here)."""
     if subscriptions:
         return False
-    with current().db.read() as session:
+    with state.db.read() as session:
         workspace = session.get(Workspace, workspace_id)
         accounts = session.scalar(
-            select(func.count()).select_from(BillingAccountIndex).where(
-                BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active"
-            )
+            select(func.count())
+            .select_from(BillingAccountIndex)
+            .where(BillingAccountIndex.workspace_id == workspace_id, BillingAccountIndex.state == "active")
         )
     return workspace is not None and workspace.first_subscription_at is None and accounts == 1
 
 
-def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
-    replica.ensure_copied([ctx.account])
-    subscriptions = replica.subscriptions(ctx.customer_id)
-    eligible = trial_eligible(ctx.workspace_id, subscriptions)
-    has_method = replica.default_payment_method(ctx.customer_id) is not None
+def trial_eligibility(state: BillingState, ctx: AccountAccess) -> dict[str, Any]:
+    replica.ensure_copied(state, [ctx.account])
+    subscriptions = replica.subscriptions(state.db, ctx.customer_id)
+    eligible = trial_eligible(state, ctx.workspace_id, subscriptions)
+    has_method = replica.default_payment_method(state.db, ctx.customer_id) is not None
     below_limit = sum(is_active(s) for s in subscriptions) < MAX_ACTIVE_SUBSCRIPTIONS
     return {
         "trial_eligible": eligible,
@@ -93,34 +114,42 @@ def trial_eligibility(ctx: AccountAccess) -> dict[str, Any]:
         }
         if eligible
         else None,
-        "requirements": {} if eligible or has_method else {
-            "add_payment_method": "Add a payment method to this billing account before subscribing."
-        },
+        "requirements": {}
+        if eligible or has_method
+        else {"add_payment_method": "Add a payment method to this billing account before subscribing."},
     }
 
 
-def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: str) -> stripe.Subscription:
+def create_subscription(
+    state: BillingState, ctx: AccountAccess, data: dict[str, Any], request_key: str
+) -> SubscriptionView:
+    return subscription_view(state, _create(state, ctx, data, request_key))
+
+
+def _create(state: BillingState, ctx: AccountAccess, data: dict[str, Any], request_key: str) -> stripe.Subscription:
     ctx.for_billing_write()
-    prices = current().prices
+    prices = state.prices
 
     def priced_items() -> list[SubscriptionCreateParamsItem]:
-        return [{"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
-                for product, quantity in data["product_quantities"].items()]
+        return [
+            {"price": prices.price_id(product, ctx.currency, data["interval"]), "quantity": quantity}
+            for product, quantity in data["product_quantities"].items()
+        ]
 
     items = priced_items()  # 422 price_not_configured before any write
-    state = current()
     with lease(state.db, account_lease_name(ctx.customer_id)):
         with state.db.read() as session:  # archived meanwhile? (archiving takes this lease too)
             if session.scalar(select(Workspace.archived_at).where(Workspace.id == ctx.workspace_id)):
                 raise workspace_archived()
-        replica.ensure_copied([ctx.account])
-        subscriptions = replica.subscriptions(ctx.customer_id)
+        replica.ensure_copied(state, [ctx.account])
+        subscriptions = replica.subscriptions(state.db, ctx.customer_id)
         mine = [s for s in subscriptions if (s.get("metadata") or {}).get(REQUEST_KEY) == request_key]
         if mine:  # this very request, retried after its answer was lost: the same result
             return stripe.Subscription.construct_from(mine[0], None)
         if sum(is_active(s) for s in subscriptions) >= MAX_ACTIVE_SUBSCRIPTIONS:
             raise ApiError(
-                409, "subscription_limit_reached",
+                409,
+                "subscription_limit_reached",
                 f"A billing account can have at most {MAX_ACTIVE_SUBSCRIPTIONS} active subscriptions.",
             )
         params: SubscriptionCreateParams = {
@@ -132,22 +161,24 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
             "payment_behavior": "error_if_incomplete",
             "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
-        if trial_eligible(ctx.workspace_id, subscriptions):
+        if trial_eligible(state, ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
-        elif charging_method(ctx.customer_id) is None:
+        elif charging_method(state, ctx.customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before subscribing.")
         try:
             subscription = _with_fresh_prices(
+                state,
                 lambda: state.gateway.create_subscription(params, idempotency_key=f"{request_key}:create-subscription"),
                 lambda: state.gateway.create_subscription(
                     {**params, "items": priced_items()},
-                    idempotency_key=f"{request_key}:create-subscription:fresh-prices"),
+                    idempotency_key=f"{request_key}:create-subscription:fresh-prices",
+                ),
             )
         except stripe.CardError as error:
             if error.code != REQUIRES_ACTION:
                 raise
-            subscription = _create_awaiting_authentication(params, request_key)
+            subscription = _create_awaiting_authentication(state, params, request_key)
         with state.db.write() as session:
             session.execute(
                 update(Workspace)
@@ -160,7 +191,9 @@ def create_subscription(ctx: AccountAccess, data: dict[str, Any], request_key: s
 REQUIRES_ACTION = "invoice_payment_intent_requires_action"  # Stripe's 402 when 3-D Secure is needed
 
 
-def _create_awaiting_authentication(params: SubscriptionCreateParams, request_key: str) -> stripe.Subscription:
+def _create_awaiting_authentication(
+    state: BillingState, params: SubscriptionCreateParams, request_key: str
+) -> stripe.Subscription:
     """The first payment needs the customer's authentication (3-D Secure), which no server can give.
 
     allow_incomplete is Stripe's documented way to create it anyway: `incomplete`, its first
@@ -168,14 +201,15 @@ def _create_awaiting_authentication(params: SubscriptionCreateParams, request_ke
     Stripe makes it active once paid and incomplete_expired after 23 hours. Only this case
     gets it: a plain decline stays error_if_incomplete's 402 with nothing created.
     """
-    subscription = current().gateway.create_subscription(
+    subscription = state.gateway.create_subscription(
         {**params, "payment_behavior": "allow_incomplete"},
-        idempotency_key=f"{request_key}:create-subscription:authenticate")
-    _copy_why_it_waits(subscription)
+        idempotency_key=f"{request_key}:create-subscription:authenticate",
+    )
+    _copy_why_it_waits(state, subscription)
     return subscription
 
 
-def _with_fresh_prices(call: Callable[[], T], again: Callable[[], T]) -> T:
+def _with_fresh_prices(state: BillingState, call: Callable[[], T], again: Callable[[], T]) -> T:
     """Another worker's sync-catalog may have retired a price this worker still
     has cached (Stripe refuses inactive prices): reload the prices and try once more."""
     try:
@@ -184,7 +218,7 @@ def _with_fresh_prices(call: Callable[[], T], again: Callable[[], T]) -> T:
         if not (error.param or "").endswith("[price]"):
             raise
         log.info("a cached price was refused (%s); prices reloaded", error.param)
-        current().prices.clear()
+        state.prices.clear()
         return again()
 
 
@@ -200,12 +234,12 @@ class CurrentItem:
     interval: str
 
 
-def current_items(subscription: stripe.Subscription) -> dict[str, CurrentItem]:
+def current_items(state: BillingState, subscription: stripe.Subscription) -> dict[str, CurrentItem]:
     """The subscription's items by product."""
     found = {}
     for item in subscription["items"].data:
         price = item.price.to_dict()
-        product = product_of_price(price)
+        product = state.products.of_price(price)
         if product:
             interval = (price.get("recurring") or {}).get("interval", "month")
             found[product] = CurrentItem(item.id, item.quantity or 0, interval)
@@ -232,21 +266,24 @@ class ChangePlan:
     cuts: list[ItemChange] = field(default_factory=list)
 
 
-def plan_change(subscription: stripe.Subscription, currency: str, desired: dict[str, int]) -> ChangePlan:
+def plan_change(
+    state: BillingState, subscription: stripe.Subscription, currency: str, desired: dict[str, int]
+) -> ChangePlan:
     """What it takes to go from the subscription's quantities to `desired`
     (product -> quantity; a product left out, or at 0, is removed).
     422 when nothing would be left, or a new product has no price."""
-    existing = current_items(subscription)
+    existing = current_items(state, subscription)
     interval = next(iter(existing.values())).interval if existing else "month"
     wanted = {product: quantity for product, quantity in desired.items() if quantity > 0}
     if not wanted:
-        raise ApiError(422, "cannot_remove_last_product",
-                       "A subscription needs at least one product; cancel it instead.")
+        raise ApiError(
+            422, "cannot_remove_last_product", "A subscription needs at least one product; cancel it instead."
+        )
     plan = ChangePlan(interval)
     for product, quantity in wanted.items():
         item = existing.get(product)
         if item is None:
-            price = current().prices.price_id(product, currency, interval)
+            price = state.prices.price_id(product, currency, interval)
             plan.raises.append(ItemChange(product, quantity, price=price))
         elif quantity > item.quantity:
             plan.raises.append(ItemChange(product, quantity, item_id=item.item_id))
@@ -258,8 +295,10 @@ def plan_change(subscription: stripe.Subscription, currency: str, desired: dict[
     return plan
 
 
-def _desired_quantities(subscription: stripe.Subscription, data: dict[str, Any], operation: str | None) -> dict[str, int]:
-    existing = {product: item.quantity for product, item in current_items(subscription).items()}
+def _desired_quantities(
+    state: BillingState, subscription: stripe.Subscription, data: dict[str, Any], operation: str | None
+) -> dict[str, int]:
+    existing = {product: item.quantity for product, item in current_items(state, subscription).items()}
     if operation == "product_quantities":
         return dict(data["product_quantities"])
     if operation == "add_products":
@@ -271,7 +310,7 @@ def _desired_quantities(subscription: stripe.Subscription, data: dict[str, Any],
     return existing
 
 
-def _answer(result: stripe.Subscription) -> stripe.Subscription | replica.Document:
+def _answer(state: BillingState, result: stripe.Subscription) -> stripe.Subscription | replica.Document:
     """A change's answer, still under the subscription's lease: the copy's view
     (which knows when it changed) once it holds what the change returned.
 
@@ -280,35 +319,43 @@ def _answer(result: stripe.Subscription) -> stripe.Subscription | replica.Docume
     than the change's own view, so it may be stored over it. Then the
     subscription is read once more: that read starts after the change, so the
     copy, and the answer, show the change."""
-    stored = replica.subscription_document(result.id)
+    stored = replica.subscription_document(state.db, result.id)
     if stored is None or not replica.holds(stored, result):
-        current().gateway.retrieve_subscription(result.id)
-        stored = replica.subscription_document(result.id)
+        state.gateway.retrieve_subscription(result.id)
+        stored = replica.subscription_document(state.db, result.id)
     return stored or result
 
 
 def update_subscription(
-    ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str
-) -> stripe.Subscription | replica.Document:
+    state: BillingState, ctx: AccountAccess, subscription_id: str, data: dict[str, Any], request_key: str
+) -> SubscriptionView:
     """One operation (or metadata), under the subscription's lease; answered as `_answer` says."""
     ctx.for_billing_write()
     operations = [name for name in OPERATIONS if name in data]
     if len(operations) > 1 or ("metadata" in data and operations and operations != ["product_quantities"]):
         raise ApiError(
-            422, "multiple_operations",
+            422,
+            "multiple_operations",
             "Send exactly one operation (metadata may only accompany product_quantities).",
         )
-    get_subscription(ctx, subscription_id)  # 404 unless it is this account's
+    owned_subscription(state, ctx, subscription_id)  # 404 unless it is this account's
     operation = operations[0] if operations else None
-    with lease(current().db, subscription_lease_name(subscription_id)):
-        return _answer(_change(ctx, subscription_id, data, operation, request_key))
+    with lease(state.db, subscription_lease_name(subscription_id)):
+        answer = _answer(state, _change(state, ctx, subscription_id, data, operation, request_key))
+    return subscription_view(state, answer)
 
 
-def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], operation: str | None,
-            request_key: str) -> stripe.Subscription:
+def _change(
+    state: BillingState,
+    ctx: AccountAccess,
+    subscription_id: str,
+    data: dict[str, Any],
+    operation: str | None,
+    request_key: str,
+) -> stripe.Subscription:
     """The change, under the subscription's lease."""
     # Re-read from Stripe under the lease: the copy may not hold the previous change's answer yet.
-    subscription = current().gateway.retrieve_subscription(subscription_id)
+    subscription = state.gateway.retrieve_subscription(subscription_id)
     if subscription is None:
         raise not_found("subscription")
     if data.get("action") == "sync":
@@ -317,23 +364,36 @@ def _change(ctx: AccountAccess, subscription_id: str, data: dict[str, Any], oper
         raise ApiError(409, "subscription_not_active", f"The subscription is {subscription.status}.")
     if operation == "action":
         if data["action"] == "pause":  # a paused subscription provides nothing
-            with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=False):
-                return _pause(subscription, request_key)
-        return _resume(subscription, ctx.customer_id, request_key)
-    desired = _desired_quantities(subscription, data, operation)
-    plan = plan_change(subscription, ctx.currency, desired)
+            with holding(state, ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=False):
+                return _pause(state, subscription, request_key)
+        return _resume(state, subscription, ctx.customer_id, request_key)
+    desired = _desired_quantities(state, subscription, data, operation)
+    plan = plan_change(state, subscription, ctx.currency, desired)
     if plan.cuts:
-        with holding(ctx.workspace_id, ctx.customer_id, subscription.id, desired, cancelling=False):
-            return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
-    return _apply_plan(subscription, plan, ctx.currency, desired, data, request_key)
+        with holding(state, ctx.workspace_id, ctx.customer_id, subscription.id, desired, cancelling=False):
+            return _apply_plan(state, subscription, plan, ctx.currency, desired, data, request_key)
+    return _apply_plan(state, subscription, plan, ctx.currency, desired, data, request_key)
 
 
-def _apply_plan(subscription: stripe.Subscription, plan: ChangePlan, currency: str, desired: dict[str, int],
-                data: dict[str, Any], request_key: str) -> stripe.Subscription:
+def _apply_plan(
+    state: BillingState,
+    subscription: stripe.Subscription,
+    plan: ChangePlan,
+    currency: str,
+    desired: dict[str, int],
+    data: dict[str, Any],
+    request_key: str,
+) -> stripe.Subscription:
     return _with_fresh_prices(
-        lambda: _apply(subscription, plan, data.get("metadata"), request_key),
-        lambda: _apply(subscription, plan_change(subscription, currency, desired), data.get("metadata"),
-                       f"{request_key}:fresh-prices"),
+        state,
+        lambda: _apply(state, subscription, plan, data.get("metadata"), request_key),
+        lambda: _apply(
+            state,
+            subscription,
+            plan_change(state, subscription, currency, desired),
+            data.get("metadata"),
+            f"{request_key}:fresh-prices",
+        ),
     )
 
 
@@ -345,11 +405,16 @@ def _update_item(change: ItemChange) -> SubscriptionUpdateParamsItem:
     return {"id": change.item_id, "quantity": change.quantity}
 
 
-def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[str, Any] | None,
-           request_key: str) -> stripe.Subscription:
+def _apply(
+    state: BillingState,
+    subscription: stripe.Subscription,
+    plan: ChangePlan,
+    metadata: dict[str, Any] | None,
+    request_key: str,
+) -> stripe.Subscription:
     """Increases go first: if the card declines, nothing has changed; if it needs the
     customer's authentication, the increase waits for it (the rest is made now)."""
-    gateway = current().gateway
+    gateway = state.gateway
     meta_params = {k: ("" if v is None else v) for k, v in (metadata or {}).items()}
     result = subscription
     if plan.raises:
@@ -367,7 +432,7 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
         except stripe.CardError as error:
             if error.code != REQUIRES_ACTION:
                 raise
-            result = _increase_awaiting_authentication(subscription.id, params, request_key)
+            result = _increase_awaiting_authentication(state, subscription.id, params, request_key)
     if plan.cuts or meta_params:
         params = {"proration_behavior": "none"}
         if plan.cuts:
@@ -378,8 +443,9 @@ def _apply(subscription: stripe.Subscription, plan: ChangePlan, metadata: dict[s
     return result
 
 
-def _increase_awaiting_authentication(subscription_id: str, params: SubscriptionUpdateParams,
-                                      request_key: str) -> stripe.Subscription:
+def _increase_awaiting_authentication(
+    state: BillingState, subscription_id: str, params: SubscriptionUpdateParams, request_key: str
+) -> stripe.Subscription:
     """The increase's payment needs the customer's authentication (3-D Secure), which no server can give.
 
     pending_if_incomplete is Stripe's documented way for an update: the subscription keeps its
@@ -388,43 +454,50 @@ def _increase_awaiting_authentication(subscription_id: str, params: Subscription
     applies once that invoice is paid and discards (voiding it) when it expires: 23 hours later at
     most. Only this case gets it: a plain decline stays error_if_incomplete's 402, nothing changed.
     """
-    gateway = current().gateway
+    gateway = state.gateway
     result = gateway.update_subscription(
-        subscription_id, {**params, "payment_behavior": "pending_if_incomplete"},
-        idempotency_key=f"{request_key}:increase:authenticate")
-    _copy_why_it_waits(result)
+        subscription_id,
+        {**params, "payment_behavior": "pending_if_incomplete"},
+        idempotency_key=f"{request_key}:increase:authenticate",
+    )
+    _copy_why_it_waits(state, result)
     return result
 
 
-def _copy_why_it_waits(subscription: stripe.Subscription) -> None:
+def _copy_why_it_waits(state: BillingState, subscription: stripe.Subscription) -> None:
     """The copy learns why the latest invoice waits (pending_payment's reason) without waiting for the webhook."""
     invoice = subscription.latest_invoice
     secret = getattr(getattr(invoice, "confirmation_secret", None), "client_secret", None)
     if secret:
-        current().gateway.retrieve_payment_intent(intent_id(secret))
+        state.gateway.retrieve_payment_intent(intent_id(secret))
 
 
-def _pause(subscription: stripe.Subscription, request_key: str) -> stripe.Subscription:
+def _pause(state: BillingState, subscription: stripe.Subscription, request_key: str) -> stripe.Subscription:
     if subscription.pause_collection or subscription.status == "paused":
         return subscription
-    return current().gateway.update_subscription(
+    return state.gateway.update_subscription(
         subscription.id, {"pause_collection": {"behavior": "void"}}, idempotency_key=f"{request_key}:pause"
     )
 
 
-def _resume(subscription: stripe.Subscription, customer_id: str, request_key: str) -> stripe.Subscription:
+def _resume(
+    state: BillingState, subscription: stripe.Subscription, customer_id: str, request_key: str
+) -> stripe.Subscription:
     """Undo a pause (of collection, or of a trial that ended without a card) and
     any scheduled cancellation."""
-    gateway = current().gateway
+    gateway = state.gateway
     result = subscription
     if subscription.status == "paused":
-        if charging_method(customer_id) is None:
+        if charging_method(state, customer_id) is None:
             raise ApiError(422, "payment_method_required", "Add a default payment method before resuming.")
         result = gateway.resume_subscription(
             subscription.id,
             # A new period starts now and is charged now; a decline leaves it paused.
-            {"billing_cycle_anchor": {"type": "now"}, "proration_behavior": "none",
-             "payment_behavior": "resume_on_payment_success"},
+            {
+                "billing_cycle_anchor": {"type": "now"},
+                "proration_behavior": "none",
+                "payment_behavior": "resume_on_payment_success",
+            },
             idempotency_key=f"{request_key}:resume",
         )
     params: SubscriptionUpdateParams = {}
@@ -439,16 +512,23 @@ def _resume(subscription: stripe.Subscription, customer_id: str, request_key: st
     return result
 
 
-def cancel_subscription(ctx: AccountAccess, subscription_id: str,
-                        request_key: str) -> stripe.Subscription | replica.Document:
+def cancel_subscription(
+    state: BillingState, ctx: AccountAccess, subscription_id: str, request_key: str
+) -> SubscriptionView:
+    return subscription_view(state, _cancel(state, ctx, subscription_id, request_key))
+
+
+def _cancel(
+    state: BillingState, ctx: AccountAccess, subscription_id: str, request_key: str
+) -> stripe.Subscription | replica.Document:
     """Cancel at the end of the current period (for a trial: at its end)."""
     ctx.for_billing_write()
-    subscription = get_subscription(ctx, subscription_id)
-    with lease(current().db, subscription_lease_name(subscription_id)):
+    subscription = owned_subscription(state, ctx, subscription_id)
+    with lease(state.db, subscription_lease_name(subscription_id)):
         if is_active(subscription) and not subscription.cancel_at_period_end:
-            with holding(ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=True):
-                cancelled = current().gateway.update_subscription(
+            with holding(state, ctx.workspace_id, ctx.customer_id, subscription.id, {}, cancelling=True):
+                cancelled = state.gateway.update_subscription(
                     subscription.id, {"cancel_at_period_end": True}, idempotency_key=f"{request_key}:cancel"
                 )
-            return _answer(cancelled)
-    return replica.subscription_document(subscription_id) or subscription
+            return _answer(state, cancelled)
+    return replica.subscription_document(state.db, subscription_id) or subscription

@@ -20,7 +20,7 @@ from billing.stripe_ids import named_id
 
 MAX_ID_LENGTH = 255  # the inbox's id column, and Stripe's ids with room to spare
 MAX_TYPE_LENGTH = 100  # the inbox's type column; Stripe's longest type is under 60
-MAX_CREATED = 2 ** 53  # a unix time, within what JSON and the inbox's BigInteger hold exactly
+MAX_CREATED = 2**53  # a unix time, within what JSON and the inbox's BigInteger hold exactly
 # The fields of an event's object that name what the event is about (the inbox's object key, the customer).
 SUBJECT_FIELDS = ("id", "customer", "invoice", "payment_method", "subscription")
 # What the payload's text holds wherever a NUL, a surrogate or a non-finite number
@@ -58,8 +58,9 @@ def check_event(event: dict[str, Any], text: str | None = None) -> None:
     if not isinstance(kind, str) or not kind or len(kind) > MAX_TYPE_LENGTH or not is_clean_identifier(kind):
         raise _invalid("The event's type is not a Stripe event type.")
     created = event.get("created")
-    if created is not None and (isinstance(created, bool) or not isinstance(created, int)
-                                or not 0 <= created < MAX_CREATED):
+    if created is not None and (
+        isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < MAX_CREATED
+    ):
         raise _invalid("The event's created must be a unix time in whole seconds.")
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None

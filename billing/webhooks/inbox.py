@@ -73,8 +73,9 @@ class Stored:
 
 def _untried(events: Any, object_key: Any) -> Any:
     """An event about the object waits and was never tried: its task is on its way."""
-    return exists().where(events.state == PENDING, events.object_key == object_key, events.attempts == 0,
-                          events.claimed_until.is_(None))
+    return exists().where(
+        events.state == PENDING, events.object_key == object_key, events.attempts == 0, events.claimed_until.is_(None)
+    )
 
 
 def _store_statement(dialect: str) -> Any:
@@ -85,13 +86,23 @@ def _store_statement(dialect: str) -> Any:
     event_id, key = bindparam("event_id", type_=String), bindparam("object_key", type_=String)
     earlier = aliased(StripeEvent)
     waiting = _untried(earlier, key).where(earlier.id != event_id)
-    return (insert(StripeEvent)
-            .values(id=event_id, object_key=key, type=bindparam("type"), created=bindparam("created"),
-                    received_at=bindparam("received_at"), state=bindparam("state"), attempts=0,
-                    next_attempt_at=bindparam("received_at"), applied_at=bindparam("applied_at"),
-                    payload=bindparam("payload", type_=StripeEvent.payload.type))
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(StripeEvent.id, waiting.label("task_waiting")))
+    return (
+        insert(StripeEvent)
+        .values(
+            id=event_id,
+            object_key=key,
+            type=bindparam("type"),
+            created=bindparam("created"),
+            received_at=bindparam("received_at"),
+            state=bindparam("state"),
+            attempts=0,
+            next_attempt_at=bindparam("received_at"),
+            applied_at=bindparam("applied_at"),
+            payload=bindparam("payload", type_=StripeEvent.payload.type),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(StripeEvent.id, waiting.label("task_waiting"))
+    )
 
 
 _STORE = {dialect: _store_statement(dialect) for dialect in ("postgresql", "sqlite")}
@@ -103,9 +114,13 @@ def store(db: Database, event: dict[str, Any], object_key: str | None) -> Stored
     a duplicate) and needs no task."""
     now = utcnow()
     params = {
-        "event_id": str(event["id"]), "object_key": object_key, "type": str(event["type"]),
-        "created": int(event.get("created") or 0), "received_at": now,
-        "state": PENDING if object_key else APPLIED, "applied_at": None if object_key else now,
+        "event_id": str(event["id"]),
+        "object_key": object_key,
+        "type": str(event["type"]),
+        "created": int(event.get("created") or 0),
+        "received_at": now,
+        "state": PENDING if object_key else APPLIED,
+        "applied_at": None if object_key else now,
         "payload": event,
     }
     if db.is_sqlite:
@@ -126,8 +141,11 @@ def untried(db: Database, object_key: str) -> bool:
 
 
 def _claimable(now: datetime) -> Any:
-    return ((StripeEvent.state == PENDING) & (StripeEvent.next_attempt_at <= now)
-            & or_(StripeEvent.claimed_until.is_(None), StripeEvent.claimed_until < now))
+    return (
+        (StripeEvent.state == PENDING)
+        & (StripeEvent.next_attempt_at <= now)
+        & or_(StripeEvent.claimed_until.is_(None), StripeEvent.claimed_until < now)
+    )
 
 
 def claim(db: Database, object_key: str) -> list[Claimed]:
@@ -139,8 +157,9 @@ def claim(db: Database, object_key: str) -> list[Claimed]:
             update(StripeEvent)
             .where(StripeEvent.object_key == object_key, _claimable(now))
             .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), attempts=StripeEvent.attempts + 1)
-            .returning(StripeEvent.id, StripeEvent.type, StripeEvent.created, StripeEvent.received_at,
-                       StripeEvent.payload)
+            .returning(
+                StripeEvent.id, StripeEvent.type, StripeEvent.created, StripeEvent.received_at, StripeEvent.payload
+            )
         ).all()
     return [Claimed(str(i), str(t), int(c), stamp_of(r.timestamp()), dict(p)) for i, t, c, r, p in rows]
 
@@ -152,8 +171,11 @@ def finish(db: Database, ids: Sequence[str], object_key: str) -> bool:
     now = utcnow()
     with db.write() as session:
         if ids:
-            session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids))
-                            .values(state=APPLIED, applied_at=now, claimed_until=None, last_error=None))
+            session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.id.in_(ids))
+                .values(state=APPLIED, applied_at=now, claimed_until=None, last_error=None)
+            )
         return session.scalar(select(_untried(StripeEvent, object_key))) is True
 
 
@@ -167,28 +189,41 @@ def fail(db: Database, ids: Sequence[str], error: str, *, permanent: bool) -> fl
     with db.write() as session:
         attempts = max(session.scalars(select(StripeEvent.attempts).where(StripeEvent.id.in_(ids))), default=0)
         if permanent or attempts >= MAX_ATTEMPTS:
-            session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids))
-                            .values(state=PARKED, claimed_until=None, last_error=error))
+            session.execute(
+                update(StripeEvent)
+                .where(StripeEvent.id.in_(ids))
+                .values(state=PARKED, claimed_until=None, last_error=error)
+            )
             return None
         delay = backoff(attempts)
-        session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids)).values(
-            claimed_until=None, last_error=error, next_attempt_at=now + timedelta(seconds=delay)))
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id.in_(ids))
+            .values(claimed_until=None, last_error=error, next_attempt_at=now + timedelta(seconds=delay))
+        )
         return delay
 
 
 def put_off(db: Database, ids: Sequence[str], delay: float) -> float:
     """Release claimed events untried (no room for them now): the attempt doesn't count."""
     with db.write() as session:
-        session.execute(update(StripeEvent).where(StripeEvent.id.in_(ids)).values(
-            claimed_until=None, attempts=StripeEvent.attempts - 1,
-            next_attempt_at=utcnow() + timedelta(seconds=delay)))
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id.in_(ids))
+            .values(
+                claimed_until=None,
+                attempts=StripeEvent.attempts - 1,
+                next_attempt_at=utcnow() + timedelta(seconds=delay),
+            )
+        )
     return delay
 
 
 def backlog(db: Database) -> Backlog:
     with db.read() as session:
         pending, oldest = session.execute(
-            select(func.count(), func.min(StripeEvent.received_at)).where(StripeEvent.state == PENDING)).one()
+            select(func.count(), func.min(StripeEvent.received_at)).where(StripeEvent.state == PENDING)
+        ).one()
         parked = session.scalar(select(func.count()).where(StripeEvent.state == PARKED)) or 0
     age = 0.0
     if oldest is not None:
@@ -209,8 +244,14 @@ def pending_created_by(db: Database, created: int | None) -> bool:
 
 def parked(db: Database, limit: int = 100) -> list[StripeEvent]:
     with db.read() as session:
-        return list(session.scalars(select(StripeEvent).where(StripeEvent.state == PARKED)
-                                    .order_by(StripeEvent.received_at, StripeEvent.id).limit(limit)))
+        return list(
+            session.scalars(
+                select(StripeEvent)
+                .where(StripeEvent.state == PARKED)
+                .order_by(StripeEvent.received_at, StripeEvent.id)
+                .limit(limit)
+            )
+        )
 
 
 def replay(db: Database, ids: Iterable[str] | None) -> list[str]:
@@ -221,8 +262,15 @@ def replay(db: Database, ids: Iterable[str] | None) -> list[str]:
     if ids is not None:
         query = query.where(StripeEvent.id.in_(list(ids)))
     with db.write() as session:
-        keys = session.execute(query.values(state=PENDING, attempts=0, next_attempt_at=now, claimed_until=None)
-                               .returning(StripeEvent.object_key)).scalars().all()
+        keys = (
+            session.execute(
+                query.values(state=PENDING, attempts=0, next_attempt_at=now, claimed_until=None).returning(
+                    StripeEvent.object_key
+                )
+            )
+            .scalars()
+            .all()
+        )
     return sorted({str(key) for key in keys if key})
 
 
@@ -231,14 +279,22 @@ def due_keys(db: Database, *, idle_for: timedelta = timedelta(0), limit: int = 1
     `idle_for` ago: the sweep's (stranded work) and a drain's (everything)."""
     now = utcnow()
     with db.read() as session:
-        return [str(key) for key in session.scalars(
-            select(StripeEvent.object_key).where(_claimable(now), StripeEvent.received_at <= now - idle_for)
-            .group_by(StripeEvent.object_key).order_by(func.min(StripeEvent.received_at)).limit(limit))]
+        return [
+            str(key)
+            for key in session.scalars(
+                select(StripeEvent.object_key)
+                .where(_claimable(now), StripeEvent.received_at <= now - idle_for)
+                .group_by(StripeEvent.object_key)
+                .order_by(func.min(StripeEvent.received_at))
+                .limit(limit)
+            )
+        ]
 
 
 def delete_applied(db: Database) -> int:
     """Forget applied events once Stripe can no longer redeliver them."""
     with db.write() as session:
-        result = session.execute(delete(StripeEvent).where(
-            StripeEvent.state == APPLIED, StripeEvent.received_at < utcnow() - KEEP_APPLIED))
+        result = session.execute(
+            delete(StripeEvent).where(StripeEvent.state == APPLIED, StripeEvent.received_at < utcnow() - KEEP_APPLIED)
+        )
         return int(getattr(result, "rowcount", 0) or 0)

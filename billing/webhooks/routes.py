@@ -18,15 +18,20 @@ blp = Blueprint("webhooks", __name__, url_prefix="/webhooks", description="Event
 @blp.route("/stripe")
 class StripeWebhook(MethodView):
     @route_facts("receiveStripeEvent", role=None, calls_stripe=True)
-    @blp.doc(security=[], parameters=[{"in": "header", "name": "Stripe-Signature", "required": True,
-                                       "schema": {"type": "string", "minLength": 1}}])
+    @blp.doc(
+        security=[],
+        parameters=[
+            {"in": "header", "name": "Stripe-Signature", "required": True, "schema": {"type": "string", "minLength": 1}}
+        ],
+    )
     @blp.response(200)
     def post(self) -> dict[str, Any]:
         """Receive a Stripe event: signature-checked, stored once per event id, applied shortly after by a worker"""
+        state = current()
         event = service.verify_event(
             request.get_data(cache=False),
             request.headers.get("Stripe-Signature"),
-            current().config.stripe_webhook_secrets,
+            state.config.stripe_webhook_secrets,
         )
-        stored = service.receive(event)
+        stored = service.receive(state, event)
         return {"received": True, "duplicate": not stored}

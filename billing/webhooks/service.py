@@ -26,7 +26,7 @@ from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
 from billing.models import BillingAccountIndex, StripeCopy, stamp_of
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
-from billing.state import current
+from billing.state import BillingState
 from billing.stripe_ids import id_of
 from billing.subscriptions.pending import OWING
 from billing.webhooks import inbox
@@ -63,10 +63,9 @@ def verify_event(payload: bytes, signature: str | None, secrets: tuple[str, ...]
     return event
 
 
-def receive(event: dict[str, Any]) -> bool:
+def receive(state: BillingState, event: dict[str, Any]) -> bool:
     """Store a verified event and ask for it to be applied; False for a
     duplicate. Costs no Stripe call and waits on nothing but the insert."""
-    state = current()
     key = object_key(event)
     stored = inbox.store(state.db, event, key)
     if not stored.new:
@@ -101,11 +100,11 @@ class ObjectGone(Exception):
     """Stripe no longer has the object an event is about: retrying can't help."""
 
 
-def apply_object(key: str) -> float | None:
+def apply_object(state: BillingState, key: str) -> float | None:
     """Apply every event about one object that may run now. Returns the delay
     before the object's task should run again (after a failure, or for an event
     that came in meanwhile; None: nothing left)."""
-    db = current().db
+    db = state.db
     events = inbox.claim(db, key)
     if not events:
         return None
@@ -113,14 +112,19 @@ def apply_object(key: str) -> float | None:
     try:
         # Background work: Stripe requests within what users leave of the budget.
         with background("webhook", deadline_seconds=BUDGET_WAIT_SECONDS):
-            apply_events(key, events)
+            apply_events(state, key, events)
     except BudgetExhausted:  # Stripe is busy with users' requests: not a failure of these events
         return inbox.put_off(db, ids, BUDGET_WAIT_SECONDS)
     except Exception as error:  # recorded on the events; the task itself never fails
         permanent = isinstance(error, (ObjectGone, stripe.InvalidRequestError))
         delay = inbox.fail(db, ids, f"{type(error).__name__}: {_describe(error)}", permanent=permanent)
-        log.warning("events %s about %s: %s (%s)", ",".join(ids), key, type(error).__name__,
-                    "parked" if delay is None else f"retry in {delay:.0f}s")
+        log.warning(
+            "events %s about %s: %s (%s)",
+            ",".join(ids),
+            key,
+            type(error).__name__,
+            "parked" if delay is None else f"retry in {delay:.0f}s",
+        )
         return delay
     # An event that came in while these were claimed may have queued no task (store()).
     return COALESCE_SECONDS if inbox.finish(db, ids, key) else None
@@ -140,13 +144,14 @@ def _object_of(event: dict[str, Any]) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def _indexed(customer_id: str | None) -> bool:
+def _indexed(state: BillingState, customer_id: str | None) -> bool:
     if not customer_id:
         return False
-    with current().db.read() as session:
-        return session.scalar(
-            select(BillingAccountIndex.id).where(BillingAccountIndex.customer_id == customer_id)
-        ) is not None
+    with state.db.read() as session:
+        return (
+            session.scalar(select(BillingAccountIndex.id).where(BillingAccountIndex.customer_id == customer_id))
+            is not None
+        )
 
 
 def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str | None]:
@@ -163,11 +168,13 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
     return "", None, None
 
 
-def _refetch(object_type: str, object_id: str, stored: StripeCopy | None = None) -> stripe.StripeObject | None:
+def _refetch(
+    state: BillingState, object_type: str, object_id: str, stored: StripeCopy | None = None
+) -> stripe.StripeObject | None:
     """One Stripe request; the gateway keeps what it returns."""
-    gateway = current().gateway
+    gateway = state.gateway
     if object_type == "invoice":
-        return _refetch_invoice(object_id, stored)
+        return _refetch_invoice(state, object_id, stored)
     if object_type == "customer":
         return gateway.retrieve_customer(object_id)
     if object_type == "subscription":
@@ -179,17 +186,17 @@ def _refetch(object_type: str, object_id: str, stored: StripeCopy | None = None)
     return gateway.retrieve_product(object_id)
 
 
-def _refetch_invoice(invoice_id: str, stored: StripeCopy | None) -> stripe.StripeObject | None:
+def _refetch_invoice(state: BillingState, invoice_id: str, stored: StripeCopy | None) -> stripe.StripeObject | None:
     """The invoice, from whichever of two endpoints has room this second. A
     subscription's latest invoice also comes with the subscription's read
     (expanded), and Stripe counts each endpoint's requests apart (25 a second
     in live mode): when renewals' invoices fill the invoices' second, the rest
     are read through their subscriptions, and the copy catches up twice as fast."""
-    gateway = current().gateway
-    subscription_id = _renewing_subscription(invoice_id, stored)
+    gateway = state.gateway
+    subscription_id = _renewing_subscription(state, invoice_id, stored)
     if subscription_id is None:
         return gateway.retrieve_invoice(invoice_id)
-    if not _owes(subscription_id):
+    if not _owes(state, subscription_id):
         try:
             with background("webhook", deadline_seconds=0):  # no room now: raises at once
                 return gateway.retrieve_invoice(invoice_id)
@@ -205,34 +212,34 @@ def _refetch_invoice(invoice_id: str, stored: StripeCopy | None) -> stripe.Strip
     return gateway.retrieve_invoice(invoice_id)  # no longer its latest (a newer one came meanwhile), or long
 
 
-def _owes(subscription_id: str) -> bool:
+def _owes(state: BillingState, subscription_id: str) -> bool:
     """Whether the copy shows the subscription waiting on its latest invoice (pending_payment)."""
-    return (replica.subscription_document(subscription_id) or {}).get("status") in OWING
+    return (replica.subscription_document(state.db, subscription_id) or {}).get("status") in OWING
 
 
-def _read_what_it_paid(customer_id: str, payment_intent_id: str) -> None:
+def _read_what_it_paid(state: BillingState, customer_id: str, payment_intent_id: str) -> None:
     """A PaymentIntent that succeeded pays an open invoice: when that invoice is
     what an owing subscription waits for, the subscription is read too (it brings
     the invoice), so the three change together: pending_payment never says the
     payment failed, or goes, while the subscription still reads incomplete."""
-    intent = replica.payment_intent(payment_intent_id)
+    intent = replica.payment_intent(state.db, payment_intent_id)
     if intent is None or intent.get("status") != "succeeded":
         return
-    invoice = replica.open_invoice_paid_with(customer_id, payment_intent_id)
-    subscription_id = _renewing_subscription(invoice.id, invoice) if invoice is not None else None
-    if subscription_id is not None and _owes(subscription_id):
-        current().gateway.retrieve_subscription(subscription_id)
+    invoice = replica.open_invoice_paid_with(state.db, customer_id, payment_intent_id)
+    subscription_id = _renewing_subscription(state, invoice.id, invoice) if invoice is not None else None
+    if subscription_id is not None and _owes(state, subscription_id):
+        state.gateway.retrieve_subscription(subscription_id)
 
 
-def _applied_its_subscription(events: list[inbox.Claimed]) -> bool:
+def _applied_its_subscription(state: BillingState, events: list[inbox.Claimed]) -> bool:
     """A new invoice's events that came before its subscription's (a renewal in a
     storm's shuffled deliveries): apply the subscription's waiting events first,
     here. Its read brings its latest invoice, this one, so both cost one read."""
     applied = False
     for subscription_id in {_subscription_of(event) for event in events} - {None}:
         key = f"subscription:{subscription_id}"
-        if inbox.untried(current().db, key):
-            apply_object(key)
+        if inbox.untried(state.db, key):
+            apply_object(state, key)
             applied = True
     return applied
 
@@ -243,7 +250,7 @@ def _subscription_of(event: inbox.Claimed) -> str | None:
     return id_of(details.get("subscription")) if isinstance(details, dict) else None
 
 
-def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | None:
+def _renewing_subscription(state: BillingState, invoice_id: str, stored: StripeCopy | None) -> str | None:
     """The subscription whose latest invoice (as the copy knows it) is this one, if any."""
     if stored is None or stored.deleted:
         return None
@@ -251,7 +258,7 @@ def _renewing_subscription(invoice_id: str, stored: StripeCopy | None) -> str | 
     subscription_id = id_of((parent.get("subscription_details") or {}).get("subscription"))
     if subscription_id is None:
         return None
-    subscription = replica.subscription_document(subscription_id)
+    subscription = replica.subscription_document(state.db, subscription_id)
     if subscription is None or id_of(subscription.get("latest_invoice")) != invoice_id:
         return None
     return subscription_id
@@ -266,8 +273,9 @@ NEEDS_CUSTOMER = frozenset({"payment_intent.requires_action", "payment_intent.pa
 # An invoice's lifecycle: a stored view that has reached the end of it holds
 # everything these events (each about reaching a step of it) can say.
 INVOICE_ENDS = frozenset({"paid", "void", "uncollectible"})
-INVOICE_LIFECYCLE = frozenset({"invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded",
-                               "invoice_payment.paid"})
+INVOICE_LIFECYCLE = frozenset(
+    {"invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded", "invoice_payment.paid"}
+)
 
 
 def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox.Claimed]) -> bool:
@@ -285,35 +293,39 @@ def _known_since(object_type: str, stored: StripeCopy | None, events: list[inbox
         return True
     if stored.fetched_at > stamp_of(max(event.created for event in events) + CLOCK_SKEW_SECONDS):
         return True
-    return (object_type == "invoice" and not stored.deleted and stored.data.get("status") in INVOICE_ENDS
-            and {event.type for event in events} <= INVOICE_LIFECYCLE)
+    return (
+        object_type == "invoice"
+        and not stored.deleted
+        and stored.data.get("status") in INVOICE_ENDS
+        and {event.type for event in events} <= INVOICE_LIFECYCLE
+    )
 
 
-def apply_events(key: str, events: list[inbox.Claimed]) -> None:
+def apply_events(state: BillingState, key: str, events: list[inbox.Claimed]) -> None:
     """Bring the copy up to date with the object the events are about (one
     read at most), then apply the rules that follow from them (a deleted
     customer's index row, a first default payment method)."""
     object_type, object_id = key.split(":", 1)
-    stored = replica.stored_view(object_type, object_id)
+    stored = replica.stored_view(state.db, object_type, object_id)
     subjects = [_subject(event.type, _object_of(event.payload)) for event in events]
     customer_id = next((customer for _, _, customer in subjects if customer), None)
     if object_type == "invoice" and customer_id is None and stored is not None and not stored.deleted:
         customer_id = replica.customer_of(stored.data)
-    if object_type != "product" and not _indexed(customer_id):
+    if object_type != "product" and not _indexed(state, customer_id):
         return  # not one of ours
     types = {event.type for event in events}
     if object_type == "payment_intent" and stored is None and not types & NEEDS_CUSTOMER:
         return
-    if object_type == "invoice" and stored is None and _applied_its_subscription(events):
-        stored = replica.stored_view(object_type, object_id)
+    if object_type == "invoice" and stored is None and _applied_its_subscription(state, events):
+        stored = replica.stored_view(state.db, object_type, object_id)
     if not _known_since(object_type, stored, events):
-        if _refetch(object_type, object_id, stored) is None and object_type != "customer":
+        if _refetch(state, object_type, object_id, stored) is None and object_type != "customer":
             if not any(t.endswith(".deleted") for t in types):
                 raise ObjectGone(f"{object_type} {object_id} no longer exists in Stripe")
-    if object_type == "customer" and replica.customer(object_id) is None:  # deleted in Stripe
-        forget_account(object_id)
+    if object_type == "customer" and replica.customer(state.db, object_id) is None:  # deleted in Stripe
+        forget_account(state, object_id)
     if object_type == "payment_intent" and customer_id:
-        _read_what_it_paid(customer_id, object_id)
+        _read_what_it_paid(state, customer_id, object_id)
     if types & {"payment_method.attached", "setup_intent.succeeded"} and customer_id:
-        ensure_default_payment_method(customer_id)
-        enforce_limit(customer_id)
+        ensure_default_payment_method(state, customer_id)
+        enforce_limit(state, customer_id)

@@ -13,7 +13,7 @@ from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
 from billing.organizations.capacity import lock_workspace, pooled_seat_limits, refuse_if_in_use
-from billing.state import current
+from billing.state import BillingState
 from billing.subscriptions.active import active_subscription_ids
 
 MEMBER_LIMIT = 100  # members of a workspace, its owners included (API.md, Workspaces)
@@ -27,14 +27,14 @@ class ShownWorkspace:
     pooled_seat_limit: int | None  # None but in pooled mode
 
 
-def shown(workspaces: list[Workspace]) -> list[ShownWorkspace]:
+def shown(state: BillingState, workspaces: list[Workspace]) -> list[ShownWorkspace]:
     """Each workspace with its pooled_seat_limit, read from the copy of Stripe."""
-    with current().db.read() as session:
-        seats = pooled_seat_limits(session, workspaces)
+    with state.db.read() as session:
+        seats = pooled_seat_limits(state.products, session, workspaces)
     return [ShownWorkspace(workspace, seats.get(workspace.id)) for workspace in workspaces]
 
 
-def create_workspace(user_id: str, data: dict[str, Any]) -> ShownWorkspace:
+def create_workspace(state: BillingState, user_id: str, data: dict[str, Any]) -> ShownWorkspace:
     now = utcnow()
     workspace = Workspace(
         name=data["name"],
@@ -43,15 +43,15 @@ def create_workspace(user_id: str, data: dict[str, Any]) -> ShownWorkspace:
         created_at=now,
         updated_at=now,
     )
-    with current().db.write() as session:
+    with state.db.write() as session:
         session.add(workspace)
         session.flush()
         session.add(Member(workspace_id=workspace.id, user_id=user_id, role="owner", created_at=now, updated_at=now))
-    return shown([workspace])[0]
+    return shown(state, [workspace])[0]
 
 
-def list_workspaces(user_id: str) -> list[ShownWorkspace]:
-    with current().db.read() as session:
+def list_workspaces(state: BillingState, user_id: str) -> list[ShownWorkspace]:
+    with state.db.read() as session:
         workspaces = list(
             session.scalars(
                 select(Workspace)
@@ -60,16 +60,16 @@ def list_workspaces(user_id: str) -> list[ShownWorkspace]:
                 .order_by(Workspace.created_at, Workspace.id)
             )
         )
-    return shown(workspaces)
+    return shown(state, workspaces)
 
 
-def retrieve_workspace(access: Access) -> ShownWorkspace:
-    return shown([access.workspace])[0]
+def retrieve_workspace(state: BillingState, access: Access) -> ShownWorkspace:
+    return shown(state, [access.workspace])[0]
 
 
-def update_workspace(access: Access, data: dict[str, Any]) -> ShownWorkspace:
+def update_workspace(state: BillingState, access: Access, data: dict[str, Any]) -> ShownWorkspace:
     access.require_role("admin").require_writable()
-    with current().db.write() as session:
+    with state.db.write() as session:
         workspace = session.get(Workspace, access.workspace.id)
         if workspace is None:
             raise not_found("workspace")
@@ -77,13 +77,13 @@ def update_workspace(access: Access, data: dict[str, Any]) -> ShownWorkspace:
             if field in data:
                 setattr(workspace, field, data[field])
         workspace.updated_at = utcnow()
-    return shown([workspace])[0]
+    return shown(state, [workspace])[0]
 
 
-def archive_workspace(access: Access) -> None:
+def archive_workspace(state: BillingState, access: Access) -> None:
     """Soft-delete; refused while any billing account has an active subscription."""
     access.require_role("owner").require_writable()
-    with current().db.read() as session:
+    with state.db.read() as session:
         customer_ids = list(
             session.scalars(
                 select(BillingAccountIndex.customer_id).where(
@@ -93,12 +93,19 @@ def archive_workspace(access: Access) -> None:
             )
         )
     # Hold every account's lease: no subscription appears between the check and the archive.
-    with leases(current().db, (account_lease_name(str(c)) for c in customer_ids)):
-        blocking = {str(c): ids for c in customer_ids if (ids := active_subscription_ids(str(c)))}
+    with leases(state.db, (account_lease_name(str(c)) for c in customer_ids)):
+        blocking = {str(c): ids for c in customer_ids if (ids := active_subscription_ids(state.db, str(c)))}
         if blocking:
-            raise ApiError(409, "workspace_not_empty", "Cancel the active subscriptions first: " + "; ".join(
-                f"{_account_named(account)} has {', '.join(ids)}" for account, ids in blocking.items()) + ".")
-        with current().db.write() as session:
+            raise ApiError(
+                409,
+                "workspace_not_empty",
+                "Cancel the active subscriptions first: "
+                + "; ".join(
+                    f"{_account_named(state, account)} has {', '.join(ids)}" for account, ids in blocking.items()
+                )
+                + ".",
+            )
+        with state.db.write() as session:
             workspace = lock_workspace(session, access.workspace.id, writable=False)
             refuse_if_in_use(session, workspace.id)
             if workspace.archived_at is None:
@@ -107,16 +114,16 @@ def archive_workspace(access: Access) -> None:
                 workspace.updated_at = now
 
 
-def _account_named(customer_id: str) -> str:
-    name = (replica.customer(customer_id) or {}).get("name")
+def _account_named(state: BillingState, customer_id: str) -> str:
+    name = (replica.customer(state.db, customer_id) or {}).get("name")
     return f'billing account "{name}" ({customer_id})' if name else f"billing account {customer_id}"
 
 
 # -- members -------------------------------------------------------------
 
 
-def list_members(access: Access) -> list[Member]:
-    with current().db.read() as session:
+def list_members(state: BillingState, access: Access) -> list[Member]:
+    with state.db.read() as session:
         return list(
             session.scalars(
                 select(Member)
@@ -135,27 +142,27 @@ def _require_grant(access: Access, role: str) -> None:
 def _owner_count(session: Any, workspace_id: str) -> int:
     return int(
         session.scalar(
-            select(func.count()).select_from(Member).where(
-                Member.workspace_id == workspace_id, Member.role == "owner"
-            )
+            select(func.count()).select_from(Member).where(Member.workspace_id == workspace_id, Member.role == "owner")
         )
     )
 
 
-def add_member(access: Access, data: dict[str, Any]) -> Member:
+def add_member(state: BillingState, access: Access, data: dict[str, Any]) -> Member:
     access.require_writable()
     _require_grant(access, data["role"])
     now = utcnow()
-    with current().db.write() as session:
+    with state.db.write() as session:
         # The workspace's row lock first: concurrent adds count one after the other.
         session.get(Workspace, access.workspace.id, with_for_update=True)
         if session.get(Member, (access.workspace.id, data["user_id"])) is not None:
             raise ApiError(409, "member_exists", "This user is already a member of the workspace.")
-        members = session.scalar(select(func.count()).select_from(Member)
-                                 .where(Member.workspace_id == access.workspace.id))
+        members = session.scalar(
+            select(func.count()).select_from(Member).where(Member.workspace_id == access.workspace.id)
+        )
         if int(members or 0) >= MEMBER_LIMIT:
-            raise ApiError(409, "member_limit_reached",
-                           f"A workspace can have at most {MEMBER_LIMIT} members; remove one first.")
+            raise ApiError(
+                409, "member_limit_reached", f"A workspace can have at most {MEMBER_LIMIT} members; remove one first."
+            )
         member = Member(
             workspace_id=access.workspace.id,
             user_id=data["user_id"],
@@ -176,10 +183,10 @@ def _member_or_404(session: Any, workspace_id: str, user_id: str) -> Member:
     return member
 
 
-def change_member_role(access: Access, user_id: str, role: str) -> Member:
+def change_member_role(state: BillingState, access: Access, user_id: str, role: str) -> Member:
     access.require_writable()
     _require_grant(access, role)
-    with current().db.write() as session:
+    with state.db.write() as session:
         member = _member_or_404(session, access.workspace.id, user_id)
         if member.role == "owner" and access.role != "owner":
             raise ApiError(403, "permission_denied", "Only an owner can change an owner's role.")
@@ -191,12 +198,12 @@ def change_member_role(access: Access, user_id: str, role: str) -> Member:
     return member
 
 
-def remove_member(access: Access, user_id: str) -> None:
+def remove_member(state: BillingState, access: Access, user_id: str) -> None:
     """Admins remove others; anyone may remove themself; never the last owner."""
     access.require_writable()
     if user_id != access.user_id:
         access.require_role("admin")
-    with current().db.write() as session:
+    with state.db.write() as session:
         member = _member_or_404(session, access.workspace.id, user_id)
         if member.role == "owner" and user_id != access.user_id and ROLE_RANK[access.role] < ROLE_RANK["owner"]:
             raise ApiError(403, "permission_denied", "Only an owner can remove an owner.")

@@ -26,7 +26,6 @@ from stripe_sandbox.periods import add_interval, period_containing
 from stripe_sandbox.store import Document, Store
 from stripe_sandbox.subscriptions.documents import (
     BILLED,
-    ENDED as ENDED_STATUSES,
     INCOMPLETE_EXPIRES_AFTER,
     OBJECT_TYPE,
     TRIAL_WILL_END_BEFORE,
@@ -43,32 +42,65 @@ from stripe_sandbox.subscriptions.documents import (
     save,
     set_periods,
 )
-
+from stripe_sandbox.subscriptions.documents import (
+    ENDED as ENDED_STATUSES,
+)
 
 # -- invoices -----------------------------------------------------------------------
 
+
 def item_lines(store: Store, data: Document, period: tuple[int, int], *, trial: bool = False) -> list[Document]:
-    return [invoice_engine.subscription_line(store, data, item, store.present(price), period, trial=trial)
-            for item, price in zip(data["items"]["data"], item_price_rows(store, data), strict=True)]
+    return [
+        invoice_engine.subscription_line(store, data, item, store.present(price), period, trial=trial)
+        for item, price in zip(data["items"]["data"], item_price_rows(store, data), strict=True)
+    ]
 
 
-def draft_invoice(store: Store, data: Document, customer: SandboxObject, billing_reason: str,
-                  lines: list[Document], *, period: tuple[int, int], invoice_id: str | None = None,
-                  proration_date: int | None = None, finalizes_at: int | None = None) -> SandboxObject:
+def draft_invoice(
+    store: Store,
+    data: Document,
+    customer: SandboxObject,
+    billing_reason: str,
+    lines: list[Document],
+    *,
+    period: tuple[int, int],
+    invoice_id: str | None = None,
+    proration_date: int | None = None,
+    finalizes_at: int | None = None,
+) -> SandboxObject:
     """A draft invoice of `lines` and the pending items this subscription's invoices collect."""
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"])
     invoice = invoice_engine.create_invoice(
-        store, customer=customer, subscription=data, billing_reason=billing_reason,
-        collection_method=data["collection_method"], days_until_due=data["days_until_due"],
-        currency=data["currency"], lines=lines, pending=pending, period=period, invoice_id=invoice_id,
-        proration_date=proration_date, finalizes_at=finalizes_at, discounts=data["discounts"])
+        store,
+        customer=customer,
+        subscription=data,
+        billing_reason=billing_reason,
+        collection_method=data["collection_method"],
+        days_until_due=data["days_until_due"],
+        currency=data["currency"],
+        lines=lines,
+        pending=pending,
+        period=period,
+        invoice_id=invoice_id,
+        proration_date=proration_date,
+        finalizes_at=finalizes_at,
+        discounts=data["discounts"],
+    )
     if invoice.data["total_discount_amounts"]:
         data["discounts"] = coupons.used_once(store, data["discounts"])
     return invoice
 
 
-def bill(store: Store, data: Document, customer: SandboxObject, invoice: SandboxObject, *, attempt: bool = True,
-         raise_on_failure: bool = False, preview: bool = False) -> str:
+def bill(
+    store: Store,
+    data: Document,
+    customer: SandboxObject,
+    invoice: SandboxObject,
+    *,
+    attempt: bool = True,
+    raise_on_failure: bool = False,
+    preview: bool = False,
+) -> str:
     """Finalize and collect a new invoice of this subscription.
 
     Returns "paid", "sent" (send_invoice: open until paid), "unattempted"
@@ -94,12 +126,19 @@ def bill(store: Store, data: Document, customer: SandboxObject, invoice: Sandbox
     return "failed"
 
 
-def settle(store: Store, data: Document, customer: SandboxObject, invoice: SandboxObject, *, attempt: bool,
-           raise_on_failure: bool, preview: bool) -> SandboxObject:
+def settle(
+    store: Store,
+    data: Document,
+    customer: SandboxObject,
+    invoice: SandboxObject,
+    *,
+    attempt: bool,
+    raise_on_failure: bool,
+    preview: bool,
+) -> SandboxObject:
     """Bill an invoice a request made (update, resume): an unpaid one leaves the subscription past_due."""
     data["latest_invoice"] = invoice.id
-    outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure,
-                   preview=preview)
+    outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure, preview=preview)
     if outcome in ("failed", "unattempted") and data["status"] in BILLED:
         data["status"] = "past_due"
     elif outcome == "paid" and data["status"] == "past_due":
@@ -115,6 +154,7 @@ def void_open_invoice(store: Store, data: Document) -> None:
 
 
 # -- pending updates (payment_behavior=pending_if_incomplete) ------------------------------
+
 
 def apply_pending_update(store: Store, data: Document) -> None:
     """The latest invoice was paid: the changes it waited on apply now, and the pending update is cleared."""
@@ -143,8 +183,18 @@ def expire_pending_update(store: Store, data: Document) -> None:
 
 # -- prorations ------------------------------------------------------------------------
 
-def _proration_item(store: Store, data: Document, customer_id: str, item: Document, at: int, end: int,
-                    fraction: decimal.Decimal, *, credit: bool) -> SandboxObject | None:
+
+def _proration_item(
+    store: Store,
+    data: Document,
+    customer_id: str,
+    item: Document,
+    at: int,
+    end: int,
+    fraction: decimal.Decimal,
+    *,
+    credit: bool,
+) -> SandboxObject | None:
     quantity = item["quantity"] or 0
     if quantity == 0:
         return None
@@ -156,14 +206,30 @@ def _proration_item(store: Store, data: Document, customer_id: str, item: Docume
     amount = invoice_engine.round_amount(unit * quantity)
     words = "Unused time" if credit else "Remaining time"
     return invoice_engine.create_item(
-        store, customer_id=customer_id, currency=price["currency"], quantity=quantity,
-        unit_amount_decimal=-unit if credit else unit, amount=-amount if credit else amount,
+        store,
+        customer_id=customer_id,
+        currency=price["currency"],
+        quantity=quantity,
+        unit_amount_decimal=-unit if credit else unit,
+        amount=-amount if credit else amount,
         description=f"{words} on {quantity} × {name} after {invoice_engine.format_date(at)}",
-        period=(at, end), price=price, subscription_id=data["id"], subscription_item_id=item["id"], proration=True)
+        period=(at, end),
+        price=price,
+        subscription_id=data["id"],
+        subscription_item_id=item["id"],
+        proration=True,
+    )
 
 
-def prorate(store: Store, data: Document, customer_id: str, old_items: list[Document], new_items: list[Document],
-            at: int, period: tuple[int, int]) -> list[SandboxObject]:
+def prorate(
+    store: Store,
+    data: Document,
+    customer_id: str,
+    old_items: list[Document],
+    new_items: list[Document],
+    at: int,
+    period: tuple[int, int],
+) -> list[SandboxObject]:
     """Pending invoice items for the rest of `period` from `at`: a credit for each changed or removed
     item's unused time, a charge for each changed or added item's remaining time (by the second)."""
     start, end = period
@@ -191,12 +257,16 @@ def proration_date(params: dict[str, Any], period: tuple[int, int], now: int) ->
         return now
     value = int(params["proration_date"])
     if not period[0] <= value <= period[1]:
-        raise SandboxError(400, "The proration_date must be within the current billing period of the subscription.",
-                           param="proration_date")
+        raise SandboxError(
+            400,
+            "The proration_date must be within the current billing period of the subscription.",
+            param="proration_date",
+        )
     return value
 
 
 # -- periods ---------------------------------------------------------------------------
+
 
 def next_period(store: Store, data: Document, after: int) -> tuple[int, int]:
     """The billing period that starts at `after` (a period end), per the cycle anchor."""
@@ -216,8 +286,18 @@ def fresh_period(store: Store, data: Document, start: int) -> tuple[int, int]:
 
 # -- transitions -----------------------------------------------------------------------
 
-def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *, billing_reason: str,
-              attempt: bool = True, raise_on_failure: bool = False, preview: bool = False) -> SandboxObject | None:
+
+def end_trial(
+    store: Store,
+    data: Document,
+    customer: SandboxObject,
+    at: int,
+    *,
+    billing_reason: str,
+    attempt: bool = True,
+    raise_on_failure: bool = False,
+    preview: bool = False,
+) -> SandboxObject | None:
     """The trial ends at `at`: a new cycle starts, invoiced (charged an hour later when the clock
     ended it, at once when a request did).
 
@@ -244,20 +324,26 @@ def end_trial(store: Store, data: Document, customer: SandboxObject, at: int, *,
         # https://docs.stripe.com/api/invoices; billing/subscriptions/overview#invoice-lifecycle);
         # `collect()` finalizes and charges it then. The subscription is active meanwhile.
         pause = data["pause_collection"]
-        invoice = draft_invoice(store, data, customer, billing_reason, item_lines(store, data, period),
-                                period=(trial_period[0], at),
-                                finalizes_at=None if pause is not None else store.now + FINALIZES_AFTER)
+        invoice = draft_invoice(
+            store,
+            data,
+            customer,
+            billing_reason,
+            item_lines(store, data, period),
+            period=(trial_period[0], at),
+            finalizes_at=None if pause is not None else store.now + FINALIZES_AFTER,
+        )
         data["latest_invoice"] = invoice.id
         data["status"] = "active"
         if pause is not None:
             _collect_paused(store, invoice, pause["behavior"])
         return invoice
     # Ended by a request (trial_end=now): invoiced and charged within it.
-    invoice = draft_invoice(store, data, customer, billing_reason, item_lines(store, data, period),
-                            period=(trial_period[0], at))
+    invoice = draft_invoice(
+        store, data, customer, billing_reason, item_lines(store, data, period), period=(trial_period[0], at)
+    )
     data["latest_invoice"] = invoice.id
-    outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure,
-                   preview=preview)
+    outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure, preview=preview)
     data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
     return invoice
 
@@ -283,8 +369,15 @@ def renew(store: Store, data: Document, customer: SandboxObject) -> None:
     # An unpaid subscription's invoices stay drafts ("Stripe continues to generate invoices ... but
     # they remain in draft status", billing/subscriptions/overview#unpaid-subscriptions).
     waits = pause is not None or data["status"] == "unpaid"
-    invoice = draft_invoice(store, data, customer, "subscription_cycle", item_lines(store, data, period), period=old,
-                            finalizes_at=None if waits else store.now + FINALIZES_AFTER)
+    invoice = draft_invoice(
+        store,
+        data,
+        customer,
+        "subscription_cycle",
+        item_lines(store, data, period),
+        period=old,
+        finalizes_at=None if waits else store.now + FINALIZES_AFTER,
+    )
     data["latest_invoice"] = invoice.id
     if pause is not None:
         _collect_paused(store, invoice, pause["behavior"])

@@ -33,6 +33,7 @@ MAX_TRIAL_SECONDS = 730 * 86400
 
 # -- presentation -------------------------------------------------------------
 
+
 def legacy_plan(price: Document) -> Document:
     """The legacy `plan` Stripe still embeds next to a recurring price."""
     recurring = price["recurring"] or {}
@@ -77,13 +78,13 @@ def present(store: Store, data: Document) -> Document:
 def customer_subscriptions(store: Store, customer: Document) -> Document:
     """`expand[]=subscriptions` on a customer: its subscriptions that have not ended."""
     rows, has_more = store.list_page(
-        OBJECT_TYPE, limit=10, customer=customer["id"],
-        where=[SandboxObject.data["status"].as_string().not_in(ENDED)])
-    return list_object(f"/v1/customers/{customer['id']}/subscriptions",
-                       [store.present(row) for row in rows], has_more)
+        OBJECT_TYPE, limit=10, customer=customer["id"], where=[SandboxObject.data["status"].as_string().not_in(ENDED)]
+    )
+    return list_object(f"/v1/customers/{customer['id']}/subscriptions", [store.present(row) for row in rows], has_more)
 
 
 # -- state ----------------------------------------------------------------------
+
 
 def internal_state(data: Document) -> Document:
     internal: Document = data.setdefault(INTERNAL, {})
@@ -131,8 +132,14 @@ def changed(store: Store, row: SandboxObject, before: Document) -> None:
         events.record(store, "customer.subscription.resumed", store.present(row))
 
 
-def mark_canceled(data: Document, now: int, details: dict[str, Any] | None = None, *,
-                  scheduled: bool = False, reason: str = "cancellation_requested") -> None:
+def mark_canceled(
+    data: Document,
+    now: int,
+    details: dict[str, Any] | None = None,
+    *,
+    scheduled: bool = False,
+    reason: str = "cancellation_requested",
+) -> None:
     data["status"] = "canceled"
     # A scheduled cancellation keeps the time it was requested (Stripe's `canceled_at`).
     if not (scheduled and data["canceled_at"] is not None):
@@ -146,6 +153,7 @@ def mark_canceled(data: Document, now: int, details: dict[str, Any] | None = Non
 
 
 # -- customer, prices and payment ---------------------------------------------------
+
 
 def require_customer(store: Store, customer_id: str) -> SandboxObject:
     """The `customer` a request names (a 400 if there is none)."""
@@ -179,8 +187,11 @@ def cadence(price_rows: list[SandboxObject]) -> tuple[str, str, int]:
         ):
             if value != expected:
                 raise SandboxError(
-                    400, "Currency and interval fields must match across all plans on this "
-                    f"subscription. Found mismatch in {field} field.", param="items")
+                    400,
+                    "Currency and interval fields must match across all plans on this "
+                    f"subscription. Found mismatch in {field} field.",
+                    param="items",
+                )
     return first["currency"], first["recurring"]["interval"], first["recurring"]["interval_count"]
 
 
@@ -193,9 +204,9 @@ def amount_due(data: Document, price_rows: list[SandboxObject]) -> decimal.Decim
 
 def payment_method(store: Store, data: Document, customer: SandboxObject) -> SandboxObject | None:
     """The payment method charges use: the subscription's default, else the customer's (if still attached)."""
-    return (payment_methods.attached(store, customer.id, data["default_payment_method"])
-            or payment_methods.attached(store, customer.id,
-                                        customer.data.get("invoice_settings", {}).get("default_payment_method")))
+    return payment_methods.attached(store, customer.id, data["default_payment_method"]) or payment_methods.attached(
+        store, customer.id, customer.data.get("invoice_settings", {}).get("default_payment_method")
+    )
 
 
 def needs_payment_method(store: Store, data: Document) -> bool:
@@ -203,6 +214,7 @@ def needs_payment_method(store: Store, data: Document) -> bool:
 
 
 # -- periods ------------------------------------------------------------------------
+
 
 def set_periods(data: Document, start: int, end: int) -> None:
     for item in data["items"]["data"]:
@@ -220,6 +232,7 @@ def current_period_end(data: Document) -> int:
 
 
 # -- parameters and settings -----------------------------------------------------------
+
 
 def reject(params: dict[str, Any], names: tuple[str, ...], prefix: str = "") -> None:
     """Stripe parameters the emulator does not support: a clear error rather than a silent difference."""
@@ -258,8 +271,10 @@ def invoice_settings(current: Document, value: dict[str, Any]) -> Document:
         if field in value:
             settings[field] = value[field] or None
     if "issuer" in value:
-        settings["issuer"] = {"type": value["issuer"]["type"], **(
-            {"account": value["issuer"]["account"]} if "account" in value["issuer"] else {})}
+        settings["issuer"] = {
+            "type": value["issuer"]["type"],
+            **({"account": value["issuer"]["account"]} if "account" in value["issuer"] else {}),
+        }
     return settings
 
 
@@ -273,10 +288,12 @@ def billing_mode(value: dict[str, Any] | None, now: int) -> Document:
 
 def trial_settings(value: dict[str, Any] | None) -> Document:
     end_behavior = (value or {}).get("end_behavior", {})
-    return {"end_behavior": {
-        "billing_cycle_anchor": end_behavior.get("billing_cycle_anchor"),
-        "missing_payment_method": end_behavior.get("missing_payment_method", "create_invoice"),
-    }}
+    return {
+        "end_behavior": {
+            "billing_cycle_anchor": end_behavior.get("billing_cycle_anchor"),
+            "missing_payment_method": end_behavior.get("missing_payment_method", "create_invoice"),
+        }
+    }
 
 
 def pending_invoice_item_interval(value: dict[str, Any] | None) -> Document | None:
@@ -295,8 +312,9 @@ def apply_collection(data: Document, params: dict[str, Any]) -> None:
         if data["days_until_due"] is None:
             raise parameter_missing("days_until_due")
     elif "days_until_due" in params:
-        raise SandboxError(400, "`days_until_due` can only be set when `collection_method=send_invoice`.",
-                           param="days_until_due")
+        raise SandboxError(
+            400, "`days_until_due` can only be set when `collection_method=send_invoice`.", param="days_until_due"
+        )
     else:
         data["days_until_due"] = None
 
@@ -306,15 +324,25 @@ def pause_collection(value: Any, now: int) -> Document | None:
         return None
     resumes_at = value.get("resumes_at")
     if resumes_at is not None and resumes_at <= now:
-        raise SandboxError(400, "Invalid timestamp: must be an integer Unix timestamp in the future.",
-                           param="pause_collection[resumes_at]")
+        raise SandboxError(
+            400,
+            "Invalid timestamp: must be an integer Unix timestamp in the future.",
+            param="pause_collection[resumes_at]",
+        )
     return {"behavior": value["behavior"], "resumes_at": resumes_at}
 
 
 # -- a new subscription ------------------------------------------------------------------
 
-def new_document(subscription_id: str, customer_id: str, items: list[Document], default_payment_method: str | None,
-                 params: dict[str, Any], now: int) -> Document:
+
+def new_document(
+    subscription_id: str,
+    customer_id: str,
+    items: list[Document],
+    default_payment_method: str | None,
+    params: dict[str, Any],
+    now: int,
+) -> Document:
     """A new subscription as `incomplete`, before its first period is set."""
     return {
         "id": subscription_id,
@@ -344,11 +372,22 @@ def new_document(subscription_id: str, customer_id: str, items: list[Document], 
         "discounts": [],
         "ended_at": None,
         "invoice_settings": invoice_settings(
-            {"account_tax_ids": None, "custom_fields": None, "description": None, "footer": None,
-             "issuer": {"type": "self"}},
-            params.get("invoice_settings", {})),
-        "items": {"object": "list", "data": items, "has_more": False, "total_count": len(items),
-                  "url": f"/v1/subscription_items?subscription={subscription_id}"},
+            {
+                "account_tax_ids": None,
+                "custom_fields": None,
+                "description": None,
+                "footer": None,
+                "issuer": {"type": "self"},
+            },
+            params.get("invoice_settings", {}),
+        ),
+        "items": {
+            "object": "list",
+            "data": items,
+            "has_more": False,
+            "total_count": len(items),
+            "url": f"/v1/subscription_items?subscription={subscription_id}",
+        },
         "latest_invoice": None,
         "livemode": False,
         "managed_payments": None,

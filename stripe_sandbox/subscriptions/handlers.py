@@ -31,8 +31,11 @@ def retrieve(req: Request) -> Document:
     return req.store.present(req.store.require(OBJECT_TYPE, req.path_params["id"]))
 
 
-def _transition(req: Request, apply: Callable[[Store, SandboxObject, Document], object],
-                check: Callable[[SandboxObject], None] | None = None) -> Document:
+def _transition(
+    req: Request,
+    apply: Callable[[Store, SandboxObject, Document], object],
+    check: Callable[[SandboxObject], None] | None = None,
+) -> Document:
     """Change the subscription in the path (under its row lock) and emit what changed."""
     row = req.store.require(OBJECT_TYPE, req.path_params["id"], for_update=True)
     if check is not None:
@@ -74,8 +77,9 @@ def list_(req: Request) -> Document:
         where.append(o.data[("automatic_tax", "enabled")].as_boolean() == params["automatic_tax"]["enabled"])
 
     wanted_price = params.get("price") or params.get("plan")
-    period_filters = {field: params[field] for field in ("current_period_start", "current_period_end")
-                      if field in params}
+    period_filters = {
+        field: params[field] for field in ("current_period_start", "current_period_end") if field in params
+    }
 
     def matches(data: Document) -> bool:
         items = data["items"]["data"]
@@ -91,8 +95,9 @@ def list_(req: Request) -> Document:
         return True
 
     predicate = matches if wanted_price or period_filters else None
-    return list_endpoint(req.store, params, OBJECT_TYPE, URL, customer=params.get("customer"),
-                         where=where, predicate=predicate)
+    return list_endpoint(
+        req.store, params, OBJECT_TYPE, URL, customer=params.get("customer"), where=where, predicate=predicate
+    )
 
 
 KIND = ObjectKind(object_type=OBJECT_TYPE, id_prefix="sub", noun="subscription", present=present, advance=advance)

@@ -30,15 +30,17 @@ def item_price(store: Store, spec: dict[str, Any], prefix: str) -> SandboxObject
     key = named[0]
     row = store.get(prices.OBJECT_TYPE, spec[key])
     if row is None:
-        raise resource_missing("price" if key == "price" else "plan", spec[key], param=f"{prefix}[{key}]",
-                               status=400)
+        raise resource_missing("price" if key == "price" else "plan", spec[key], param=f"{prefix}[{key}]", status=400)
     if row.data["type"] != "recurring":
         raise SandboxError(
-            400, "The price specified is set to `type=one_time` but this field only accepts prices "
-            "with `type=recurring`.", param=f"{prefix}[{key}]")
+            400,
+            "The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.",
+            param=f"{prefix}[{key}]",
+        )
     if not row.data["active"]:
-        raise SandboxError(400, "The price specified is inactive. This field only accepts active prices.",
-                           param=f"{prefix}[{key}]")
+        raise SandboxError(
+            400, "The price specified is inactive. This field only accepts active prices.", param=f"{prefix}[{key}]"
+        )
     return row
 
 
@@ -79,8 +81,8 @@ def check_distinct_prices(items: list[Document]) -> None:
     for item in items:
         if item["price"] in seen:
             raise SandboxError(
-                400, f"Cannot add multiple subscription items with the same price: {item['price']}.",
-                param="items")
+                400, f"Cannot add multiple subscription items with the same price: {item['price']}.", param="items"
+            )
         seen.add(item["price"])
 
 
@@ -108,6 +110,9 @@ def apply_item_changes(store: Store, data: Document, changes: list[dict[str, Any
             item["metadata"] = metadata.merged(item["metadata"], spec["metadata"], f"{prefix}[metadata]")
     if not items:
         raise SandboxError(
-            400, "A subscription must have at least one active plan. To cancel a subscription, please use "
-            "the cancel API endpoint on /v1/subscriptions.", param="items")
+            400,
+            "A subscription must have at least one active plan. To cancel a subscription, please use "
+            "the cancel API endpoint on /v1/subscriptions.",
+            param="items",
+        )
     check_distinct_prices(items)

@@ -73,28 +73,57 @@ from stripe_sandbox.subscriptions.items import apply_item_changes, check_distinc
 # Known to Stripe, not emulated: each would change amounts, periods or
 # ownership in ways a response would have to show.
 UNSUPPORTED_CREATE = (
-    "add_invoice_items", "application_fee_percent", "backdate_start_date", "billing_cycle_anchor",
-    "billing_cycle_anchor_config", "billing_schedules", "billing_thresholds", "customer_account",
-    "default_source", "default_tax_rates", "on_behalf_of", "transfer_data",
+    "add_invoice_items",
+    "application_fee_percent",
+    "backdate_start_date",
+    "billing_cycle_anchor",
+    "billing_cycle_anchor_config",
+    "billing_schedules",
+    "billing_thresholds",
+    "customer_account",
+    "default_source",
+    "default_tax_rates",
+    "on_behalf_of",
+    "transfer_data",
 )
 UNSUPPORTED_UPDATE = (
-    "add_invoice_items", "application_fee_percent", "billing_cycle_anchor", "billing_schedules",
-    "billing_thresholds", "default_source", "default_tax_rates", "on_behalf_of",
-    "transfer_data", "trial_from_plan",
+    "add_invoice_items",
+    "application_fee_percent",
+    "billing_cycle_anchor",
+    "billing_schedules",
+    "billing_thresholds",
+    "default_source",
+    "default_tax_rates",
+    "on_behalf_of",
+    "transfer_data",
+    "trial_from_plan",
 )
 # What an update with payment_behavior=pending_if_incomplete may send (Stripe's pending updates
 # reference, "Supported attributes", with what later API versions added: metadata and discounts
 # (2026-05-27.dahlia), item discounts (2026-07-29.dahlia), cancel_at_period_end (2026-09-30.endive)).
-PENDING_UPDATE_PARAMS = frozenset({
-    "add_invoice_items", "billing_cycle_anchor", "cancel_at_period_end", "discounts", "expand", "items",
-    "metadata", "payment_behavior", "proration_behavior", "proration_date", "trial_end", "trial_from_plan",
-})
+PENDING_UPDATE_PARAMS = frozenset(
+    {
+        "add_invoice_items",
+        "billing_cycle_anchor",
+        "cancel_at_period_end",
+        "discounts",
+        "expand",
+        "items",
+        "metadata",
+        "payment_behavior",
+        "proration_behavior",
+        "proration_date",
+        "trial_end",
+        "trial_from_plan",
+    }
+)
 PENDING_UPDATE_ITEM_PARAMS = frozenset({"id", "price", "quantity", "discounts"})
 # Of those, what the sandbox does not do as a pending update (beyond UNSUPPORTED_UPDATE).
 PENDING_UPDATE_NOT_EMULATED = ("cancel_at_period_end", "discounts", "trial_end")
 
 
 # -- shared by create and update -------------------------------------------------------
+
 
 def schedule_cancel(data: Document, params: dict[str, Any], now: int) -> None:
     """`cancel_at` / `cancel_at_period_end`, shared by create and update."""
@@ -111,28 +140,33 @@ def schedule_cancel(data: Document, params: dict[str, Any], now: int) -> None:
         elif isinstance(cancel_at, str):  # min_period_end / max_period_end / max_billed_until
             data["cancel_at"] = current_period_end(data)
         elif cancel_at <= now:
-            raise SandboxError(400, "Invalid timestamp: must be an integer Unix timestamp in the future.",
-                               param="cancel_at")
+            raise SandboxError(
+                400, "Invalid timestamp: must be an integer Unix timestamp in the future.", param="cancel_at"
+            )
         else:
             data["cancel_at"] = cancel_at
     scheduled = data["cancel_at"] is not None
     data["cancellation_details"]["reason"] = "cancellation_requested" if scheduled else None
     # Stripe's canceled_at: when the (still pending) cancellation was last requested.
-    data["canceled_at"] = (now if "cancel_at" in params or "cancel_at_period_end" in params
-                           else data["canceled_at"]) if scheduled else None
+    data["canceled_at"] = (
+        (now if "cancel_at" in params or "cancel_at_period_end" in params else data["canceled_at"])
+        if scheduled
+        else None
+    )
 
 
 def future_trial_end(value: int, now: int) -> int:
     if value <= now:
-        raise SandboxError(400, "Invalid timestamp: must be an integer Unix timestamp in the future.",
-                           param="trial_end")
+        raise SandboxError(
+            400, "Invalid timestamp: must be an integer Unix timestamp in the future.", param="trial_end"
+        )
     if value > now + MAX_TRIAL_SECONDS:
-        raise SandboxError(400, "Invalid timestamp: can be no more than two years in the future.",
-                           param="trial_end")
+        raise SandboxError(400, "Invalid timestamp: can be no more than two years in the future.", param="trial_end")
     return value
 
 
 # -- create ------------------------------------------------------------------------------
+
 
 def _check_create(store: Store, params: dict[str, Any]) -> tuple[SandboxObject, str]:
     """The customer and payment_behavior of a create, or the error Stripe gives first."""
@@ -144,8 +178,11 @@ def _check_create(store: Store, params: dict[str, Any]) -> tuple[SandboxObject, 
         raise parameter_missing("items")
     behavior = params.get("payment_behavior", "allow_incomplete")
     if behavior == "pending_if_incomplete":
-        raise SandboxError(400, "`payment_behavior=pending_if_incomplete` can only be used when updating a "
-                           "subscription.", param="payment_behavior")
+        raise SandboxError(
+            400,
+            "`payment_behavior=pending_if_incomplete` can only be used when updating a subscription.",
+            param="payment_behavior",
+        )
     return customer, behavior
 
 
@@ -157,8 +194,7 @@ def _trial_end_at_creation(params: dict[str, Any], price_rows: list[SandboxObjec
     if "trial_period_days" in params:
         days = params["trial_period_days"]
         if not 0 <= days <= 730:
-            raise SandboxError(400, "Invalid trial_period_days: must be between 0 and 730.",
-                               param="trial_period_days")
+            raise SandboxError(400, "Invalid trial_period_days: must be between 0 and 730.", param="trial_period_days")
         return now + days * 86400 if days else None
     if params.get("trial_from_plan"):
         days = max((row.data["recurring"]["trial_period_days"] or 0) for row in price_rows)
@@ -174,16 +210,21 @@ def _start_trial(store: Store, data: Document, trial_end: int) -> list[Document]
     return item_lines(store, data, (now, trial_end), trial=True)
 
 
-def _start_first_period(store: Store, data: Document, customer: SandboxObject, interval: tuple[str, int], *,
-                        behavior: str, preview: bool) -> list[Document]:
+def _start_first_period(
+    store: Store, data: Document, customer: SandboxObject, interval: tuple[str, int], *, behavior: str, preview: bool
+) -> list[Document]:
     """A new subscription starts its first paid period: the lines its first invoice bills."""
     now = store.now
     period = (now, add_interval(now, *interval))
     set_periods(data, *period)
     lines = item_lines(store, data, period)
     needs_payment = needs_payment_method(store, data)
-    if (needs_payment and behavior != "default_incomplete" and not preview
-            and payment_method(store, data, customer) is None):
+    if (
+        needs_payment
+        and behavior != "default_incomplete"
+        and not preview
+        and payment_method(store, data, customer) is None
+    ):
         raise no_payment_method()
     # default_incomplete leaves the first invoice open for the customer to pay; otherwise a
     # failing charge raises (error_if_incomplete) or makes it incomplete (allow_incomplete) in `create`.
@@ -201,10 +242,12 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
     default_payment_method = None
     if params.get("default_payment_method"):
         default_payment_method = payment_methods.require_attached(
-            store, customer.id, params["default_payment_method"], param="default_payment_method").id
+            store, customer.id, params["default_payment_method"], param="default_payment_method"
+        ).id
     data = new_document(subscription_id, customer.id, items, default_payment_method, params, now)
-    data["discounts"] = coupons.apply(store, params.get("discounts") or [], customer_id=customer.id,
-                                      subscription_id=subscription_id)
+    data["discounts"] = coupons.apply(
+        store, params.get("discounts") or [], customer_id=customer.id, subscription_id=subscription_id
+    )
     apply_collection(data, params)
     price_rows = item_price_rows(store, data)
     currency, interval, interval_count = cadence(price_rows)
@@ -218,18 +261,27 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
     if trial_end is not None:
         lines = _start_trial(store, data, trial_end)
     else:
-        lines = _start_first_period(store, data, customer, (interval, interval_count), behavior=behavior,
-                                    preview=preview)
+        lines = _start_first_period(
+            store, data, customer, (interval, interval_count), behavior=behavior, preview=preview
+        )
     schedule_cancel(data, params, now)
     invoice_id = store.new_id(invoice_engine.INVOICE)
     data["latest_invoice"] = invoice_id
     # A copy: `data` goes on changing while billing (an in-place change to the stored
     # document would make the final save compare equal to it and write nothing).
     row = store.insert(OBJECT_TYPE, copy.deepcopy(data), customer=customer.id, due_at=due_at(data))
-    invoice = draft_invoice(store, data, customer, "subscription_create", lines, period=(now, now),
-                            invoice_id=invoice_id)
-    outcome = bill(store, data, customer, invoice, attempt=behavior != "default_incomplete",
-                   raise_on_failure=behavior == "error_if_incomplete", preview=preview)
+    invoice = draft_invoice(
+        store, data, customer, "subscription_create", lines, period=(now, now), invoice_id=invoice_id
+    )
+    outcome = bill(
+        store,
+        data,
+        customer,
+        invoice,
+        attempt=behavior != "default_incomplete",
+        raise_on_failure=behavior == "error_if_incomplete",
+        preview=preview,
+    )
     if outcome == "failed":
         data["status"] = "incomplete"
     save(store, row, copy.deepcopy(data))  # what billing changed (a `once` discount used up)
@@ -242,6 +294,7 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
 
 
 # -- update ------------------------------------------------------------------------------
+
 
 def _check_update(data: Document, params: dict[str, Any]) -> str:
     """The payment_behavior of an update, or the error Stripe gives first."""
@@ -257,9 +310,11 @@ def _check_update(data: Document, params: dict[str, Any]) -> str:
 def _not_pending(param: str) -> SandboxError:
     # Stripe refuses these; its exact wording is not published.
     return SandboxError(
-        400, f"`{param}` cannot be used with `payment_behavior=pending_if_incomplete`: a pending update supports "
+        400,
+        f"`{param}` cannot be used with `payment_behavior=pending_if_incomplete`: a pending update supports "
         "only the parameters listed in https://docs.stripe.com/billing/subscriptions/pending-updates-reference.",
-        param=param)
+        param=param,
+    )
 
 
 def _check_pending_update(data: Document, params: dict[str, Any]) -> None:
@@ -272,8 +327,11 @@ def _check_pending_update(data: Document, params: dict[str, Any]) -> None:
                 raise _not_pending(f"items[{index}][{name}]")
     reject(params, PENDING_UPDATE_NOT_EMULATED)
     if data["collection_method"] != "charge_automatically":
-        raise SandboxError(400, "Pending updates are not supported on subscriptions with "
-                           "`collection_method=send_invoice`.", param="payment_behavior")
+        raise SandboxError(
+            400,
+            "Pending updates are not supported on subscriptions with `collection_method=send_invoice`.",
+            param="payment_behavior",
+        )
 
 
 def _update_descriptive(store: Store, data: Document, customer: SandboxObject, params: dict[str, Any]) -> None:
@@ -288,8 +346,9 @@ def _update_descriptive(store: Store, data: Document, customer: SandboxObject, p
             value = payment_methods.require_attached(store, customer.id, value, param="default_payment_method").id
         data["default_payment_method"] = value or None
     if "discounts" in params:  # replaces them all ("" removes them)
-        data["discounts"] = coupons.apply(store, params["discounts"] or [], customer_id=customer.id,
-                                          subscription_id=data["id"])
+        data["discounts"] = coupons.apply(
+            store, params["discounts"] or [], customer_id=customer.id, subscription_id=data["id"]
+        )
     if "cancellation_details" in params:
         details = params["cancellation_details"]
         for field in ("comment", "feedback"):
@@ -314,8 +373,16 @@ def _update_settings(data: Document, params: dict[str, Any], now: int) -> None:
         data["pending_invoice_item_interval"] = pending_invoice_item_interval(params["pending_invoice_item_interval"])
 
 
-def change_items(store: Store, data: Document, customer: SandboxObject, params: dict[str, Any], *,
-                 attempt: bool, raise_on_failure: bool, preview: bool) -> SandboxObject | None:
+def change_items(
+    store: Store,
+    data: Document,
+    customer: SandboxObject,
+    params: dict[str, Any],
+    *,
+    attempt: bool,
+    raise_on_failure: bool,
+    preview: bool,
+) -> SandboxObject | None:
     """Apply `items` changes with their prorations; returns the invoice billed now, if any."""
     now = store.now
     old_items = copy.deepcopy(data["items"]["data"])
@@ -324,8 +391,12 @@ def change_items(store: Store, data: Document, customer: SandboxObject, params: 
     apply_item_changes(store, data, params["items"])
     currency, interval, interval_count = cadence(item_price_rows(store, data))
     if currency != data["currency"]:
-        raise SandboxError(400, "Currency and interval fields must match across all plans on this "
-                           "subscription. Found mismatch in currency field.", param="items")
+        raise SandboxError(
+            400,
+            "Currency and interval fields must match across all plans on this "
+            "subscription. Found mismatch in currency field.",
+            param="items",
+        )
     data["items"]["total_count"] = len(data["items"]["data"])
     behavior = params.get("proration_behavior", "create_prorations")
     at = proration_date(params, period, now)
@@ -339,8 +410,9 @@ def change_items(store: Store, data: Document, customer: SandboxObject, params: 
         new_period = fresh_period(store, data, now)
         if not billed:
             return None
-        invoice = draft_invoice(store, data, customer, "subscription_update", item_lines(store, data, new_period),
-                                period=(now, now))
+        invoice = draft_invoice(
+            store, data, customer, "subscription_update", item_lines(store, data, new_period), period=(now, now)
+        )
         return settle(store, data, customer, invoice, **billing)
     set_periods(data, *period)  # new items join the current period
     if not billed or behavior == "none":
@@ -348,20 +420,43 @@ def change_items(store: Store, data: Document, customer: SandboxObject, params: 
     prorations = prorate(store, data, customer.id, old_items, data["items"]["data"], at, period)
     if behavior != "always_invoice" or not prorations:
         return None  # create_prorations: the next invoice collects them
-    invoice = draft_invoice(store, data, customer, "subscription_update", [], period=(now, now),
-                            proration_date=at if "proration_date" in params else None)
+    invoice = draft_invoice(
+        store,
+        data,
+        customer,
+        "subscription_update",
+        [],
+        period=(now, now),
+        proration_date=at if "proration_date" in params else None,
+    )
     return settle(store, data, customer, invoice, **billing)
 
 
-def update_trial_end(store: Store, data: Document, value: Any, customer: SandboxObject, *, attempt: bool,
-                     raise_on_failure: bool, preview: bool) -> SandboxObject | None:
+def update_trial_end(
+    store: Store,
+    data: Document,
+    value: Any,
+    customer: SandboxObject,
+    *,
+    attempt: bool,
+    raise_on_failure: bool,
+    preview: bool,
+) -> SandboxObject | None:
     now = store.now
     if value == "now":
         if data["status"] != "trialing":
             return None
         trial_will_end(store, data)  # Stripe sends it when a trial is ended early too
-        return end_trial(store, data, customer, now, billing_reason="subscription_update", attempt=attempt,
-                         raise_on_failure=raise_on_failure, preview=preview)
+        return end_trial(
+            store,
+            data,
+            customer,
+            now,
+            billing_reason="subscription_update",
+            attempt=attempt,
+            raise_on_failure=raise_on_failure,
+            preview=preview,
+        )
     trial_end = future_trial_end(value, now)
     if data["status"] != "trialing":
         data["trial_start"] = now
@@ -374,12 +469,16 @@ def update_trial_end(store: Store, data: Document, value: Any, customer: Sandbox
     return None
 
 
-def _update_billing(store: Store, data: Document, customer: SandboxObject, params: dict[str, Any], *,
-                    behavior: str, preview: bool) -> SandboxObject | None:
+def _update_billing(
+    store: Store, data: Document, customer: SandboxObject, params: dict[str, Any], *, behavior: str, preview: bool
+) -> SandboxObject | None:
     """Items, trial end and scheduled cancellation: what an update may bill at once."""
     # error_if_incomplete: a failed charge fails the request, which then changes nothing.
-    billing = {"attempt": behavior != "default_incomplete", "raise_on_failure": behavior == "error_if_incomplete",
-               "preview": preview}
+    billing = {
+        "attempt": behavior != "default_incomplete",
+        "raise_on_failure": behavior == "error_if_incomplete",
+        "preview": preview,
+    }
     invoice = None
     if "items" in params:
         invoice = change_items(store, data, customer, params, **billing)
@@ -411,8 +510,9 @@ def update(store: Store, row: SandboxObject, params: dict[str, Any], *, preview:
     return invoice
 
 
-def _update_pending_if_incomplete(store: Store, row: SandboxObject, data: Document, customer: SandboxObject,
-                                  params: dict[str, Any]) -> SandboxObject | None:
+def _update_pending_if_incomplete(
+    store: Store, row: SandboxObject, data: Document, customer: SandboxObject, params: dict[str, Any]
+) -> SandboxObject | None:
     """payment_behavior=pending_if_incomplete: the change applies only if the invoice it makes is paid.
 
     Paid at once (or nothing billed now), it applies as any update. Otherwise the subscription
@@ -433,8 +533,11 @@ def _update_pending_if_incomplete(store: Store, row: SandboxObject, data: Docume
         ends.append(data["trial_end"])
     data["latest_invoice"] = invoice.id
     data["discounts"] = changed_data["discounts"]  # what the invoice used up (a `once` coupon) is used
-    new_anchor = changed_data["billing_cycle_anchor"] if changed_data["billing_cycle_anchor"] != \
-        data["billing_cycle_anchor"] else None
+    new_anchor = (
+        changed_data["billing_cycle_anchor"]
+        if changed_data["billing_cycle_anchor"] != data["billing_cycle_anchor"]
+        else None
+    )
     data["pending_update"] = {
         "billing_cycle_anchor": new_anchor,
         "cancel_at_period_end": None,
@@ -454,23 +557,29 @@ def _update_pending_if_incomplete(store: Store, row: SandboxObject, data: Docume
 
 # -- resume ------------------------------------------------------------------------------
 
+
 def check_resumable(row: SandboxObject) -> None:
     if row.data["status"] != "paused":
-        raise SandboxError(400, f"Subscription {row.id} cannot be resumed because its status is "
-                           f"{row.data['status']}; only `paused` subscriptions can be resumed.")
+        raise SandboxError(
+            400,
+            f"Subscription {row.id} cannot be resumed because its status is "
+            f"{row.data['status']}; only `paused` subscriptions can be resumed.",
+        )
 
 
 def _resume_with_new_cycle(store: Store, data: Document, customer: SandboxObject, *, raise_on_failure: bool) -> None:
     """billing_cycle_anchor=now: a new period from now, invoiced and charged at once."""
     now = store.now
     period = fresh_period(store, data, now)
-    invoice = draft_invoice(store, data, customer, "subscription_update", item_lines(store, data, period),
-                            period=(now, now))
+    invoice = draft_invoice(
+        store, data, customer, "subscription_update", item_lines(store, data, period), period=(now, now)
+    )
     settle(store, data, customer, invoice, attempt=True, raise_on_failure=raise_on_failure, preview=False)
 
 
-def _resume_in_current_cycle(store: Store, data: Document, customer: SandboxObject, params: dict[str, Any], *,
-                             raise_on_failure: bool) -> None:
+def _resume_in_current_cycle(
+    store: Store, data: Document, customer: SandboxObject, params: dict[str, Any], *, raise_on_failure: bool
+) -> None:
     """billing_cycle_anchor=unchanged: back in the period of the old anchor, prorated from now."""
     now = store.now
     _, interval, interval_count = cadence(item_price_rows(store, data))
@@ -506,6 +615,7 @@ def resume(store: Store, row: SandboxObject, params: dict[str, Any]) -> None:
 
 # -- cancel ------------------------------------------------------------------------------
 
+
 def check_cancelable(row: SandboxObject) -> None:
     if row.data["status"] in ENDED:
         # Stripe no longer finds a subscription to cancel once it has ended.
@@ -517,9 +627,16 @@ def _final_invoice(store: Store, data: Document, customer: SandboxObject) -> Non
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
     if pending:
         invoice = invoice_engine.create_invoice(
-            store, customer=customer, subscription=data, billing_reason="subscription_update",
-            collection_method=data["collection_method"], days_until_due=data["days_until_due"],
-            currency=data["currency"], lines=[], pending=pending)
+            store,
+            customer=customer,
+            subscription=data,
+            billing_reason="subscription_update",
+            collection_method=data["collection_method"],
+            days_until_due=data["days_until_due"],
+            currency=data["currency"],
+            lines=[],
+            pending=pending,
+        )
         data["latest_invoice"] = invoice.id
         bill(store, data, customer, invoice)
 
@@ -545,7 +662,8 @@ def cancel_all_for_customer(store: Store, customer_id: str) -> None:
         .where(SandboxObject.customer == customer_id, SandboxObject.object_type == OBJECT_TYPE)
         .order_by(SandboxObject.seq)
         .with_for_update()
-        .execution_options(populate_existing=True))  # re-read under the lock (see Store.get)
+        .execution_options(populate_existing=True)
+    )  # re-read under the lock (see Store.get)
     for row in rows:
         if row.data["status"] not in ENDED:
             before = store.present(row)

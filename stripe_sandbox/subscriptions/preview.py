@@ -25,8 +25,15 @@ from stripe_sandbox.subscriptions.documents import (
     require_customer,
 )
 
-UNSUPPORTED_PREVIEW_DETAILS = ("billing_cycle_anchor", "billing_mode", "billing_schedules", "default_tax_rates",
-                               "pause", "resume_at", "start_date")
+UNSUPPORTED_PREVIEW_DETAILS = (
+    "billing_cycle_anchor",
+    "billing_mode",
+    "billing_schedules",
+    "default_tax_rates",
+    "pause",
+    "resume_at",
+    "start_date",
+)
 
 
 def _upcoming_none(customer_id: str) -> SandboxError:
@@ -36,15 +43,23 @@ def _upcoming_none(customer_id: str) -> SandboxError:
 def _upcoming(store: Store, data: Document, customer: SandboxObject, *, include_pending: bool) -> SandboxObject:
     """The invoice the subscription's next renewal (or trial end) would make."""
     start, end = current_period(data)
-    if (data["status"] not in (*BILLED, "trialing") or (data["cancel_at"] is not None and data["cancel_at"] <= end)):
+    if data["status"] not in (*BILLED, "trialing") or (data["cancel_at"] is not None and data["cancel_at"] <= end):
         raise _upcoming_none(customer.id)
     period = next_period(store, data, end)
-    pending = (invoice_engine.pending_items(store, customer.id, subscription_id=data["id"]) if include_pending else [])
+    pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"]) if include_pending else []
     row = invoice_engine.create_invoice(
-        store, customer=customer, subscription=data, billing_reason="subscription_cycle",
-        collection_method=data["collection_method"], days_until_due=data["days_until_due"],
-        currency=data["currency"], lines=item_lines(store, data, period), pending=pending, period=(start, end),
-        discounts=data["discounts"])
+        store,
+        customer=customer,
+        subscription=data,
+        billing_reason="subscription_cycle",
+        collection_method=data["collection_method"],
+        days_until_due=data["days_until_due"],
+        currency=data["currency"],
+        lines=item_lines(store, data, period),
+        pending=pending,
+        period=(start, end),
+        discounts=data["discounts"],
+    )
     # As on Stripe, an upcoming invoice is dated when it will be created: the period's end.
     store.update(row, {**row.data, "created": end})
     return row
@@ -55,32 +70,50 @@ def _cancel_now(store: Store, row: SandboxObject, customer: SandboxObject, detai
     data = copy.deepcopy(row.data)
     period = current_period(data)
     if details.get("proration_behavior", "create_prorations") != "none" and data["status"] in BILLED:
-        prorate(store, data, customer.id, data["items"]["data"], [],
-                proration_date(details, period, store.now), period)
+        prorate(store, data, customer.id, data["items"]["data"], [], proration_date(details, period, store.now), period)
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
     return invoice_engine.create_invoice(
-        store, customer=customer, subscription=data, billing_reason="subscription_update",
-        collection_method=data["collection_method"], days_until_due=data["days_until_due"],
-        currency=data["currency"], lines=[], pending=pending)
+        store,
+        customer=customer,
+        subscription=data,
+        billing_reason="subscription_update",
+        collection_method=data["collection_method"],
+        days_until_due=data["days_until_due"],
+        currency=data["currency"],
+        lines=[],
+        pending=pending,
+    )
 
 
-def _existing_subscription(store: Store, subscription_id: str, customer_id: str | None, details: dict[str, Any],
-                           mode: str) -> SandboxObject:
+def _existing_subscription(
+    store: Store, subscription_id: str, customer_id: str | None, details: dict[str, Any], mode: str
+) -> SandboxObject:
     """A change to an existing subscription: what it bills now (mode `next`), else its next renewal."""
     row = store.get(OBJECT_TYPE, subscription_id, for_update=True)
     if row is None:
         raise resource_missing("subscription", subscription_id, param="subscription", status=400)
     if customer_id and customer_id != row.data["customer"]:
-        raise SandboxError(400, f"The subscription {row.id} does not belong to the customer {customer_id}.",
-                           param="subscription")
+        raise SandboxError(
+            400, f"The subscription {row.id} does not belong to the customer {customer_id}.", param="subscription"
+        )
     customer = customer_of(store, row.data)
     if row.data["status"] in ENDED:
         raise _upcoming_none(customer.id)
     if details.get("cancel_now"):
         return _cancel_now(store, row, customer, details)
     update_params: dict[str, Any] = {
-        key: details[key] for key in ("items", "proration_behavior", "proration_date", "metadata", "cancel_at",
-                                      "cancel_at_period_end", "trial_end") if key in details}
+        key: details[key]
+        for key in (
+            "items",
+            "proration_behavior",
+            "proration_date",
+            "metadata",
+            "cancel_at",
+            "cancel_at_period_end",
+            "trial_end",
+        )
+        if key in details
+    }
     immediate = lifecycle.update(store, row, update_params, preview=True)
     if immediate is not None and mode == "next":
         return immediate
@@ -90,8 +123,10 @@ def _existing_subscription(store: Store, subscription_id: str, customer_id: str 
 def _new_subscription(store: Store, customer_id: str, details: dict[str, Any], mode: str) -> SandboxObject:
     """A subscription not created yet: its first invoice (mode `next`), else its first renewal."""
     create_params: dict[str, Any] = {
-        key: details[key] for key in ("items", "metadata", "cancel_at", "cancel_at_period_end", "trial_end")
-        if key in details}
+        key: details[key]
+        for key in ("items", "metadata", "cancel_at", "cancel_at_period_end", "trial_end")
+        if key in details
+    }
     row, first = lifecycle.create(store, {"customer": customer_id, **create_params}, preview=True)
     if mode == "next":
         return first
@@ -105,11 +140,23 @@ def _pending_items(store: Store, customer_id: str) -> SandboxObject:
     customer = require_customer(store, customer_id)
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=None)
     if not pending:
-        raise SandboxError(400, f"Nothing to invoice for customer {customer.id}.",
-                           code="invoice_no_customer_line_items", param="customer")
+        raise SandboxError(
+            400,
+            f"Nothing to invoice for customer {customer.id}.",
+            code="invoice_no_customer_line_items",
+            param="customer",
+        )
     return invoice_engine.create_invoice(
-        store, customer=customer, subscription=None, billing_reason="manual", collection_method="charge_automatically",
-        days_until_due=None, currency=pending[0].data["currency"], lines=[], pending=pending)
+        store,
+        customer=customer,
+        subscription=None,
+        billing_reason="manual",
+        collection_method="charge_automatically",
+        days_until_due=None,
+        currency=pending[0].data["currency"],
+        lines=[],
+        pending=pending,
+    )
 
 
 def preview_invoice(store: Store, params: dict[str, Any]) -> SandboxObject:

@@ -52,9 +52,13 @@ def make_price(client: stripe.StripeClient, product: stripe.Product) -> Callable
     """A recurring 10.00 USD monthly price of `product`, with overrides."""
 
     def make(**params: Any) -> stripe.Price:
-        defaults: dict[str, Any] = {"product": product.id, "currency": "usd", "unit_amount": 1000,
-                                    "recurring": {"interval": "month"}}
-        return client.v1.prices.create(params={**defaults, **params})
+        defaults: dict[str, Any] = {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 1000,
+            "recurring": {"interval": "month"},
+        }
+        return client.v1.prices.create(params={**defaults, **params})  # type: ignore[typeddict-item]
 
     return make
 
@@ -72,9 +76,13 @@ def customer(client: stripe.StripeClient) -> stripe.Customer:
 @pytest.fixture
 def paying_customer(client: stripe.StripeClient) -> stripe.Customer:
     """A customer whose default payment method is a Visa test card (charges succeed)."""
-    return client.v1.customers.create(params={
-        "email": "payer@example.com", "payment_method": "pm_card_visa",
-        "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    return client.v1.customers.create(
+        params={
+            "email": "payer@example.com",
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    )
 
 
 @pytest.fixture
@@ -82,8 +90,12 @@ def customer_with(client: stripe.StripeClient) -> Callable[[str], stripe.Custome
     """customer_with("pm_card_chargeDeclined") -> a new customer whose default payment method is that test token's."""
 
     def make(token: str) -> stripe.Customer:
-        return client.v1.customers.create(params={
-            "email": "someone@example.com", "payment_method": token,
-            "invoice_settings": {"default_payment_method": token}})
+        return client.v1.customers.create(
+            params={
+                "email": "someone@example.com",
+                "payment_method": token,
+                "invoice_settings": {"default_payment_method": token},
+            }
+        )
 
     return make

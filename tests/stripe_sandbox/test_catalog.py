@@ -11,34 +11,39 @@ import stripe
 
 
 def test_product_create_retrieve_update(client: stripe.StripeClient) -> None:
-    product = client.v1.products.create(params={"name": "Team", "metadata": {"tier": "2"},
-                                                "description": "For teams"})
+    product = client.v1.products.create(params={"name": "Team", "metadata": {"tier": "2"}, "description": "For teams"})
     assert re.fullmatch(r"prod_[A-Za-z0-9]{24}", product.id)
     data = product.to_dict()
     assert (data["object"], data["active"], data["livemode"], data["type"]) == ("product", True, False, "service")
     assert data["images"] == [] and data["marketing_features"] == [] and data["default_price"] is None
     assert data["updated"] == data["created"]
     assert client.v1.products.retrieve(product.id).to_dict() == data
-    updated = client.v1.products.update(product.id, params={"active": False, "description": "",
-                                                            "metadata": {"tier": "", "x": "y"}})
+    updated = client.v1.products.update(
+        product.id, params={"active": False, "description": "", "metadata": {"tier": "", "x": "y"}}
+    )
     assert updated.active is False and updated.description is None
     assert updated.metadata.to_dict() == {"x": "y"}
 
 
 def test_product_custom_id_and_default_price(client: stripe.StripeClient) -> None:
-    product = client.v1.products.create(params={
-        "id": "pro", "name": "Pro",
-        "default_price_data": {"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"}}})
+    product = client.v1.products.create(
+        params={
+            "id": "pro",
+            "name": "Pro",
+            "default_price_data": {"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"}},
+        }
+    )
     assert product.id == "pro"
-    price = client.v1.prices.retrieve(product.default_price)
+    price = client.v1.prices.retrieve(product.default_price)  # type: ignore[arg-type]
     assert (price.product, price.unit_amount, price.recurring.interval) == ("pro", 500, "month")
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.products.create(params={"id": "pro", "name": "Again"})
     assert raised.value.code == "resource_already_exists"
 
 
-def test_product_list_and_delete(client: stripe.StripeClient, make_price: Callable[..., stripe.Price],
-                                 product: stripe.Product) -> None:
+def test_product_list_and_delete(
+    client: stripe.StripeClient, make_price: Callable[..., stripe.Price], product: stripe.Product
+) -> None:
     empty = client.v1.products.create(params={"name": "Empty", "active": False})
     assert [p.id for p in client.v1.products.list(params={"active": True}).data] == [product.id]
     make_price()
@@ -51,15 +56,27 @@ def test_product_list_and_delete(client: stripe.StripeClient, make_price: Callab
 
 
 def test_price_shape(client: stripe.StripeClient, product: stripe.Product) -> None:
-    price = client.v1.prices.create(params={
-        "product": product.id, "currency": "USD", "unit_amount": 1999, "nickname": "Monthly",
-        "recurring": {"interval": "month", "interval_count": 3}, "metadata": {"plan": "pro"}})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "USD",
+            "unit_amount": 1999,
+            "nickname": "Monthly",
+            "recurring": {"interval": "month", "interval_count": 3},
+            "metadata": {"plan": "pro"},
+        }
+    )
     assert re.fullmatch(r"price_[A-Za-z0-9]{24}", price.id)
     data = price.to_dict()
     assert data["currency"] == "usd"
     assert data["type"] == "recurring"
-    assert data["recurring"] == {"interval": "month", "interval_count": 3, "meter": None,
-                                 "trial_period_days": None, "usage_type": "licensed"}
+    assert data["recurring"] == {
+        "interval": "month",
+        "interval_count": 3,
+        "meter": None,
+        "trial_period_days": None,
+        "usage_type": "licensed",
+    }
     assert price.unit_amount_decimal == Decimal("1999")  # a string on the wire
     assert (data["billing_scheme"], data["tax_behavior"], data["lookup_key"]) == ("per_unit", "unspecified", None)
     one_time = client.v1.prices.create(params={"product": product.id, "currency": "eur", "unit_amount": 100})
@@ -67,9 +84,8 @@ def test_price_shape(client: stripe.StripeClient, product: stripe.Product) -> No
 
 
 def test_price_with_product_data(client: stripe.StripeClient) -> None:
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 100,
-                                            "product_data": {"name": "Inline"}})
-    assert client.v1.products.retrieve(price.product).name == "Inline"
+    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 100, "product_data": {"name": "Inline"}})
+    assert client.v1.products.retrieve(price.product).name == "Inline"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -78,14 +94,21 @@ def test_price_with_product_data(client: stripe.StripeClient) -> None:
         ({"currency": "usd", "unit_amount": 100}, "parameter_missing", "product"),
         ({"product": "prod_x", "unit_amount": 100}, "parameter_missing", "currency"),
         ({"product": "prod_missing", "currency": "usd", "unit_amount": 100}, "resource_missing", "product"),
-        ({"product": "{product}", "currency": "usd", "unit_amount": 100,
-          "recurring": {"interval": "fortnight"}}, None, "recurring[interval]"),
-        ({"product": "{product}", "currency": "usd", "unit_amount": "lots"}, "parameter_invalid_integer",
-         "unit_amount"),
+        (
+            {"product": "{product}", "currency": "usd", "unit_amount": 100, "recurring": {"interval": "fortnight"}},
+            None,
+            "recurring[interval]",
+        ),
+        (
+            {"product": "{product}", "currency": "usd", "unit_amount": "lots"},
+            "parameter_invalid_integer",
+            "unit_amount",
+        ),
     ],
 )
-def test_price_create_errors(client: stripe.StripeClient, product: stripe.Product, params: dict[str, object],
-                             code: str | None, param: str) -> None:
+def test_price_create_errors(
+    client: stripe.StripeClient, product: stripe.Product, params: dict[str, object], code: str | None, param: str
+) -> None:
     params = {k: (product.id if v == "{product}" else v) for k, v in params.items()}
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.prices.create(params=params)  # type: ignore[arg-type]
@@ -117,16 +140,16 @@ def test_lookup_key_unique_and_transfer(client: stripe.StripeClient, make_price:
 
 
 def test_price_update(client: stripe.StripeClient, monthly: stripe.Price) -> None:
-    updated = client.v1.prices.update(monthly.id, params={"active": False, "nickname": "Old",
-                                                          "metadata": {"a": "b"}})
+    updated = client.v1.prices.update(monthly.id, params={"active": False, "nickname": "Old", "metadata": {"a": "b"}})
     assert (updated.active, updated.nickname, updated.metadata.to_dict()) == (False, "Old", {"a": "b"})
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.prices.update(monthly.id, params={"unit_amount": 5})  # type: ignore[typeddict-unknown-key]
+        client.v1.prices.update(monthly.id, params={"unit_amount": 5})  # type: ignore[arg-type]
     assert (raised.value.code, raised.value.param) == ("parameter_unknown", "unit_amount")
 
 
-def test_price_list_filters_and_expand(client: stripe.StripeClient, product: stripe.Product,
-                                       make_price: Callable[..., stripe.Price]) -> None:
+def test_price_list_filters_and_expand(
+    client: stripe.StripeClient, product: stripe.Product, make_price: Callable[..., stripe.Price]
+) -> None:
     monthly = make_price(lookup_key="m")
     yearly = make_price(lookup_key="y", recurring={"interval": "year"}, unit_amount=10000)
     euro = make_price(currency="eur", lookup_key="e")

@@ -16,9 +16,10 @@ from stripe_sandbox.periods import add_interval
 DAY = 86400
 
 
-def _sub(client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price,
-         **params: Any) -> stripe.Subscription:
-    return client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}], **params})
+def _sub(
+    client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price, **params: Any
+) -> stripe.Subscription:
+    return client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}], **params})  # type: ignore[arg-type]
 
 
 def _invoices(client: stripe.StripeClient, subscription: stripe.Subscription) -> list[stripe.Invoice]:
@@ -27,11 +28,12 @@ def _invoices(client: stripe.StripeClient, subscription: stripe.Subscription) ->
 
 def _types(client: stripe.StripeClient) -> list[str]:
     """Event types, oldest first."""
-    return [event.type for event in client.v1.events.list(params={"limit": 100}).auto_paging_iter()][::-1]
+    return [event.type for event in client.v1.events.list(params={"limit": 100}).auto_paging_iter()][::-1]  # type: ignore[return-value]
 
 
-def test_trial_end_with_payment_method(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                       monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_trial_end_with_payment_method(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     subscription = _sub(client, paying_customer, monthly, trial_period_days=14)
     clock.advance_and_process(days=12)
     assert client.v1.subscriptions.retrieve(subscription.id).status == "trialing"
@@ -41,7 +43,7 @@ def test_trial_end_with_payment_method(client: stripe.StripeClient, paying_custo
     item = after["items"].data[0]
     assert after.status == "active"
     assert (item.current_period_start, after.billing_cycle_anchor) == (subscription.trial_end, subscription.trial_end)
-    assert item.current_period_end == add_interval(subscription.trial_end, "month", 1)
+    assert item.current_period_end == add_interval(subscription.trial_end, "month", 1)  # type: ignore[arg-type]
     first_real = _invoices(client, subscription)[0]
     assert (first_real.status, first_real.total, first_real.billing_reason) == ("paid", 1000, "subscription_cycle")
     assert first_real.created == subscription.trial_end  # dated when it happened, not when the clock ran
@@ -49,11 +51,19 @@ def test_trial_end_with_payment_method(client: stripe.StripeClient, paying_custo
     assert after.latest_invoice == first_real.id
 
 
-def test_trial_end_without_payment_method(client: stripe.StripeClient, customer: stripe.Customer,
-                                          monthly: stripe.Price, clock: SandboxClock) -> None:
-    subs = {behavior: _sub(client, customer, monthly, trial_period_days=7,
-                           trial_settings={"end_behavior": {"missing_payment_method": behavior}})
-            for behavior in ("pause", "cancel", "create_invoice")}
+def test_trial_end_without_payment_method(
+    client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
+    subs = {
+        behavior: _sub(
+            client,
+            customer,
+            monthly,
+            trial_period_days=7,
+            trial_settings={"end_behavior": {"missing_payment_method": behavior}},
+        )
+        for behavior in ("pause", "cancel", "create_invoice")
+    }
     clock.advance_and_process(days=8)
     paused = client.v1.subscriptions.retrieve(subs["pause"].id)
     assert paused.status == "paused"
@@ -72,30 +82,45 @@ def test_trial_end_without_payment_method(client: stripe.StripeClient, customer:
     assert client.v1.subscriptions.retrieve(subs["pause"].id).status == "paused"
 
 
-def test_two_periods_make_two_invoices(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                       monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_two_periods_make_two_invoices(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     subscription = _sub(client, paying_customer, monthly)
     start = subscription["items"].data[0].current_period_start
-    boundaries = [start, add_interval(start, "month", 1), add_interval(start, "month", 2),
-                  add_interval(start, "month", 3)]
+    boundaries = [
+        start,
+        add_interval(start, "month", 1),
+        add_interval(start, "month", 2),
+        add_interval(start, "month", 3),
+    ]
     clock.advance_to(boundaries[2] + DAY)
     assert clock.process_due() == 4  # each renewal, and its invoice finalized an hour later
     invoices = _invoices(client, subscription)
     assert [invoice.billing_reason for invoice in invoices] == [
-        "subscription_cycle", "subscription_cycle", "subscription_create"]
+        "subscription_cycle",
+        "subscription_cycle",
+        "subscription_create",
+    ]
     renewals = invoices[:2][::-1]
-    for invoice, (period_start, period_end) in zip(renewals, zip(boundaries[1:], boundaries[2:], strict=False),
-                                                   strict=True):
+    for invoice, (period_start, period_end) in zip(
+        renewals, zip(boundaries[1:], boundaries[2:], strict=False), strict=True
+    ):
         assert (invoice.status, invoice.total, invoice.created) == ("paid", 1000, period_start)
         assert (invoice.lines.data[0].period.start, invoice.lines.data[0].period.end) == (period_start, period_end)
     after = client.v1.subscriptions.retrieve(subscription.id)
     assert (after["items"].data[0].current_period_start, after["items"].data[0].current_period_end) == (
-        boundaries[2], boundaries[3])
+        boundaries[2],
+        boundaries[3],
+    )
     assert clock.process_due() == 0
 
 
-def test_declined_renewal_is_past_due(client: stripe.StripeClient, monthly: stripe.Price, clock: SandboxClock,
-                                      customer_with: Callable[[str], stripe.Customer]) -> None:
+def test_declined_renewal_is_past_due(
+    client: stripe.StripeClient,
+    monthly: stripe.Price,
+    clock: SandboxClock,
+    customer_with: Callable[[str], stripe.Customer],
+) -> None:
     customer = customer_with("pm_card_visa")
     subscription = _sub(client, customer, monthly)
     declined = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
@@ -108,10 +133,11 @@ def test_declined_renewal_is_past_due(client: stripe.StripeClient, monthly: stri
     assert _types(client)[-2:] == ["invoice.payment_failed", "customer.subscription.updated"]
 
 
-def test_send_invoice_renewal(client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price,
-                              clock: SandboxClock) -> None:
+def test_send_invoice_renewal(
+    client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     subscription = _sub(client, customer, monthly, collection_method="send_invoice", days_until_due=30)
-    first = client.v1.invoices.retrieve(subscription.latest_invoice)
+    first = client.v1.invoices.retrieve(subscription.latest_invoice)  # type: ignore[arg-type]
     assert (first.status, first.due_date) == ("open", first.created + 30 * DAY)
     clock.advance_and_process(days=32)
     renewal = _invoices(client, subscription)[0]
@@ -119,8 +145,9 @@ def test_send_invoice_renewal(client: stripe.StripeClient, customer: stripe.Cust
     assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
 
 
-def test_scheduled_cancellations(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                 monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_scheduled_cancellations(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     at_period_end = _sub(client, paying_customer, monthly, cancel_at_period_end=True)
     period_end = at_period_end["items"].data[0].current_period_end
     at_time = _sub(client, paying_customer, monthly)
@@ -135,19 +162,25 @@ def test_scheduled_cancellations(client: stripe.StripeClient, paying_customer: s
     assert _types(client).count("customer.subscription.deleted") == 2
 
 
-def test_incomplete_expires_after_23_hours(client: stripe.StripeClient, customer: stripe.Customer,
-                                           monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_incomplete_expires_after_23_hours(
+    client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     subscription = _sub(client, customer, monthly, payment_behavior="default_incomplete")
     clock.advance_and_process(hours=22)
     assert client.v1.subscriptions.retrieve(subscription.id).status == "incomplete"
     clock.advance_and_process(hours=2)
     expired = client.v1.subscriptions.retrieve(subscription.id)
     assert (expired.status, expired.ended_at) == ("incomplete_expired", subscription.created + 23 * 3600)
-    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "void"
+    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "void"  # type: ignore[arg-type]
 
 
-def test_only_due_rows_are_visited(client: stripe.StripeClient, database: SqlSessions, paying_customer: stripe.Customer,
-                                   monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_only_due_rows_are_visited(
+    client: stripe.StripeClient,
+    database: SqlSessions,
+    paying_customer: stripe.Customer,
+    monthly: stripe.Price,
+    clock: SandboxClock,
+) -> None:
     subscription = _sub(client, paying_customer, monthly)
     canceled = _sub(client, paying_customer, monthly)
     client.v1.subscriptions.cancel(canceled.id)
@@ -158,9 +191,13 @@ def test_only_due_rows_are_visited(client: stripe.StripeClient, database: SqlSes
     assert clock.process_due() == 0
 
 
-def test_clock_made_objects_list_after_earlier_writes(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                                      monthly: stripe.Price, clock: SandboxClock,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clock_made_objects_list_after_earlier_writes(
+    client: stripe.StripeClient,
+    paying_customer: stripe.Customer,
+    monthly: stripe.Price,
+    clock: SandboxClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(store_module, "_sequence", store_module._Sequence())  # not ahead from earlier tests
     subscription = _sub(client, paying_customer, monthly)
     clock.advance(days=40)

@@ -17,13 +17,18 @@ DAY = 86400
 
 
 def _trialing(client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price) -> stripe.Subscription:
-    return client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}],
-                                                  "trial_period_days": 7})
+    return client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 7}
+    )
 
 
 def test_advance_answers_advancing_before_the_transitions_run(
-        client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price,
-        clock: SandboxClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: stripe.StripeClient,
+    paying_customer: stripe.Customer,
+    monthly: stripe.Price,
+    clock: SandboxClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     subscription = _trialing(client, paying_customer, monthly)
     release = hold_runs(monkeypatch, clock)
     before = clock.now()
@@ -53,8 +58,12 @@ def test_a_second_advance_while_advancing_is_refused(clock: SandboxClock, monkey
 
 
 def test_a_failing_transition_is_internal_failure(
-        client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price,
-        clock: SandboxClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: stripe.StripeClient,
+    paying_customer: stripe.Customer,
+    monthly: stripe.Price,
+    clock: SandboxClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     subscription = _trialing(client, paying_customer, monthly)
 
     def broken(*args: object) -> bool:
@@ -85,8 +94,9 @@ def test_a_dead_runs_lease_expires(database: SqlSessions, monkeypatch: pytest.Mo
     assert survivor.reading().status == "ready"
 
 
-def test_a_long_run_keeps_its_lease(clock: SandboxClock, database: SqlSessions,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_run_keeps_its_lease(
+    clock: SandboxClock, database: SqlSessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow = SandboxClock(database, lease_seconds=0.3, workers=1)  # one thread: the run outlasts its lease
     steps = iter(range(12))
 
@@ -96,7 +106,7 @@ def test_a_long_run_keeps_its_lease(clock: SandboxClock, database: SqlSessions,
 
     monkeypatch.setattr(slow, "_process_next", slow_transition)
     slow.advance_in_background(days=1)
-    seen = []
+    seen: list[str] = []
     while (status := clock.reading().status) == "advancing" or not seen:
         seen.append(status)
         time.sleep(0.02)
@@ -104,8 +114,9 @@ def test_a_long_run_keeps_its_lease(clock: SandboxClock, database: SqlSessions,
     assert status == "ready", seen
 
 
-def test_a_late_end_of_an_expired_run_does_not_end_the_next(database: SqlSessions,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_late_end_of_an_expired_run_does_not_end_the_next(
+    database: SqlSessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hung = SandboxClock(database, lease_seconds=0.3)
     release_hung = hold_runs(monkeypatch, hung)
     hung.advance_in_background(days=1)
@@ -122,9 +133,13 @@ def test_a_late_end_of_an_expired_run_does_not_end_the_next(database: SqlSession
     assert later.reading().status == "ready"
 
 
-def test_each_worker_thread_takes_only_its_customers(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                                     monthly: stripe.Price, clock: SandboxClock,
-                                                     database: SqlSessions) -> None:
+def test_each_worker_thread_takes_only_its_customers(
+    client: stripe.StripeClient,
+    paying_customer: stripe.Customer,
+    monthly: stripe.Price,
+    clock: SandboxClock,
+    database: SqlSessions,
+) -> None:
     """On PostgreSQL the transitions of one customer stay with one thread, so they keep their time order."""
     if database.is_sqlite:
         pytest.skip("one writer at a time: SQLite runs the transitions on one thread")

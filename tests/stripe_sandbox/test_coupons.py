@@ -19,12 +19,18 @@ def _invoice(client: stripe.StripeClient, invoice_id: str) -> stripe.Invoice:
     return client.v1.invoices.retrieve(invoice_id, {"expand": ["discounts.source.coupon"]})
 
 
-def test_percent_off_forever_on_every_invoice(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                              price: stripe.Price, clock: SandboxClock) -> None:
+def test_percent_off_forever_on_every_invoice(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, price: stripe.Price, clock: SandboxClock
+) -> None:
     coupon = client.v1.coupons.create({"percent_off": 25, "duration": "forever", "name": "Launch 25%"})
     assert (coupon.object, coupon.valid, coupon.times_redeemed) == ("coupon", True, 0)
-    sub = client.v1.subscriptions.create({"customer": paying_customer.id, "items": [{"price": price.id, "quantity": 3}],
-                                          "discounts": [{"coupon": coupon.id}]})
+    sub = client.v1.subscriptions.create(
+        {
+            "customer": paying_customer.id,
+            "items": [{"price": price.id, "quantity": 3}],
+            "discounts": [{"coupon": coupon.id}],
+        }
+    )
     [discount_id] = sub.discounts
     assert str(discount_id).startswith("di_")
     invoice = client.v1.invoices.retrieve(str(sub.latest_invoice))
@@ -40,11 +46,13 @@ def test_percent_off_forever_on_every_invoice(client: stripe.StripeClient, payin
     assert (renewal.billing_reason, renewal.total) == ("subscription_cycle", 2250)
 
 
-def test_amount_off_once_applies_to_one_invoice(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                                price: stripe.Price, clock: SandboxClock) -> None:
+def test_amount_off_once_applies_to_one_invoice(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, price: stripe.Price, clock: SandboxClock
+) -> None:
     coupon = client.v1.coupons.create({"amount_off": 500, "currency": "usd", "id": "WELCOME"})
-    sub = client.v1.subscriptions.create({"customer": paying_customer.id, "items": [{"price": price.id}],
-                                          "discounts": [{"coupon": "WELCOME"}]})
+    sub = client.v1.subscriptions.create(
+        {"customer": paying_customer.id, "items": [{"price": price.id}], "discounts": [{"coupon": "WELCOME"}]}
+    )
     assert client.v1.invoices.retrieve(str(sub.latest_invoice)).total == 500
     assert client.v1.subscriptions.retrieve(sub.id).discounts == []  # used up
     clock.advance_and_process(days=32)
@@ -52,8 +60,9 @@ def test_amount_off_once_applies_to_one_invoice(client: stripe.StripeClient, pay
     assert coupon.duration == "once"
 
 
-def test_discount_added_later_and_bad_coupons(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                              price: stripe.Price) -> None:
+def test_discount_added_later_and_bad_coupons(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, price: stripe.Price
+) -> None:
     sub = client.v1.subscriptions.create({"customer": paying_customer.id, "items": [{"price": price.id}]})
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.subscriptions.update(sub.id, {"discounts": [{"coupon": "missing"}]})

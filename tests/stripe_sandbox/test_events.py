@@ -46,8 +46,9 @@ def _events(client: stripe.StripeClient, **params: object) -> list[stripe.Event]
 
 
 def test_event_shape_and_previous_attributes(client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(params={"name": "Ada", "metadata": {"a": "1"}},
-                                          options={"idempotency_key": "make-ada"})
+    customer = client.v1.customers.create(
+        params={"name": "Ada", "metadata": {"a": "1"}}, options={"idempotency_key": "make-ada"}
+    )
     client.v1.customers.update(customer.id, params={"name": "Grace", "metadata": {"b": "2"}})
     client.v1.customers.update(customer.id, params={"name": "Grace"})  # no change, no event
     client.v1.customers.delete(customer.id)
@@ -58,7 +59,7 @@ def test_event_shape_and_previous_attributes(client: stripe.StripeClient) -> Non
     assert (data["api_version"], data["livemode"], data["pending_webhooks"]) == (stripe.api_version, False, 1)
     assert data["created"] == customer.created
     assert data["request"]["idempotency_key"] == "make-ada"
-    assert data["request"]["id"] == customer.last_response.request_id  # type: ignore[union-attr]
+    assert data["request"]["id"] == customer.last_response.request_id
     assert data["data"]["object"] == customer.to_dict()
     assert "previous_attributes" not in data["data"]
     assert updated.data.object["name"] == "Grace"
@@ -67,16 +68,22 @@ def test_event_shape_and_previous_attributes(client: stripe.StripeClient) -> Non
     assert client.v1.events.retrieve(created.id).to_dict() == data
 
 
-def test_list_filters(client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price,
-                      clock: SandboxClock) -> None:
+def test_list_filters(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     start = clock.now()
     client.v1.subscriptions.create(params={"customer": paying_customer.id, "items": [{"price": monthly.id}]})
-    assert [e.type for e in _events(client, type="customer.subscription.created")] == [
-        "customer.subscription.created"]
+    assert [e.type for e in _events(client, type="customer.subscription.created")] == ["customer.subscription.created"]
     assert {e.type for e in _events(client, type="invoice.*")} == {
-        "invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded"}
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+    }
     assert {e.type for e in _events(client, types=["invoice.paid", "customer.created"])} == {
-        "invoice.paid", "customer.created"}
+        "invoice.paid",
+        "customer.created",
+    }
     everything = _events(client)
     page = client.v1.events.list(params={"limit": 2, "starting_after": everything[0].id})
     assert [e.id for e in page.data] == [e.id for e in everything[1:3]]
@@ -93,17 +100,22 @@ def test_list_filters(client: stripe.StripeClient, paying_customer: stripe.Custo
 def test_payment_method_and_setup_intent_events(client: stripe.StripeClient, customer: stripe.Customer) -> None:
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
     confirmed = client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_visa"})
-    client.v1.payment_methods.detach(confirmed.payment_method)
+    client.v1.payment_methods.detach(confirmed.payment_method)  # type: ignore[arg-type]
     types = [e.type for e in _events(client)][::-1]
-    assert types[-4:] == ["setup_intent.created", "payment_method.attached", "setup_intent.succeeded",
-                          "payment_method.detached"]
+    assert types[-4:] == [
+        "setup_intent.created",
+        "payment_method.attached",
+        "setup_intent.succeeded",
+        "payment_method.detached",
+    ]
     detached = _events(client, type="payment_method.detached")[0]
     # Stripe gives previous_attributes on *.updated events only: a detached event shows the object as it is now.
     assert "previous_attributes" not in detached.data and detached.data.object.customer is None
 
 
-def test_ordered_delivery_in_order_with_verifiable_signatures(client: stripe.StripeClient,
-                                                              database: SqlSessions) -> None:
+def test_ordered_delivery_in_order_with_verifiable_signatures(
+    client: stripe.StripeClient, database: SqlSessions
+) -> None:
     for name in ("a", "b", "c"):
         client.v1.customers.create(params={"name": name})
     receiver = Receiver()
@@ -136,8 +148,9 @@ def test_signature_checks(client: stripe.StripeClient, database: SqlSessions) ->
         stripe.Webhook.construct_event(payload.decode().replace("customer", "kustomer"), header, SECRET)
 
 
-def test_ordered_mode_stops_at_a_failure_and_retries_it_next_run(client: stripe.StripeClient,
-                                                                 database: SqlSessions) -> None:
+def test_ordered_mode_stops_at_a_failure_and_retries_it_next_run(
+    client: stripe.StripeClient, database: SqlSessions
+) -> None:
     for name in ("a", "b", "c"):
         client.v1.customers.create(params={"name": name})
     receiver = Receiver([200, 500, RuntimeError("connection refused")])
@@ -158,23 +171,41 @@ def test_synchronous_delivery_from_the_http_client_and_clock(database: SqlSessio
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database, webhooks=sender))
     product = client.v1.products.create(params={"name": "Pro"})
     assert receiver.types == ["product.created"]
-    price = client.v1.prices.create(params={"product": product.id, "currency": "usd", "unit_amount": 500,
-                                            "recurring": {"interval": "day"}})
-    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
-                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    price = client.v1.prices.create(
+        params={"product": product.id, "currency": "usd", "unit_amount": 500, "recurring": {"interval": "day"}}
+    )
+    customer = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
     client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     # Delivered before the call returns, in no particular order (as Stripe's).
-    assert sorted(receiver.types[-7:]) == sorted([
-        "customer.subscription.created", "invoice.created", "payment_intent.created", "invoice.finalized",
-        "payment_intent.succeeded", "invoice.paid", "invoice.payment_succeeded"])
+    assert sorted(receiver.types[-7:]) == sorted(
+        [
+            "customer.subscription.created",
+            "invoice.created",
+            "payment_intent.created",
+            "invoice.finalized",
+            "payment_intent.succeeded",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+        ]
+    )
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.customers.retrieve("cus_missing")
     delivered = len(receiver.events)
     SandboxClock(database, webhooks=sender).advance_and_process(days=1, hours=1, minutes=1)
     # The renewal's invoice is made at the period's start and collected an hour later.
-    assert sorted(receiver.types[delivered:]) == sorted([
-        "invoice.created", "customer.subscription.updated", "payment_intent.created", "invoice.finalized",
-        "payment_intent.succeeded", "invoice.paid", "invoice.payment_succeeded"])
+    assert sorted(receiver.types[delivered:]) == sorted(
+        [
+            "invoice.created",
+            "customer.subscription.updated",
+            "payment_intent.created",
+            "invoice.finalized",
+            "payment_intent.succeeded",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+        ]
+    )
     received = [event.id for event in receiver.events]
     assert len(received) == len(set(received))  # each once
     assert set(received) == {event.id for event in _events(client)}
@@ -203,10 +234,12 @@ def test_background_delivery(database: SqlSessions) -> None:
         WebhookSender(database, SECRET, receiver).start()
 
 
-def test_customer_subscription_events(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                      monthly: stripe.Price, clock: SandboxClock) -> None:
-    subscription = client.v1.subscriptions.create(params={
-        "customer": paying_customer.id, "items": [{"price": monthly.id}], "trial_period_days": 5})
+def test_customer_subscription_events(
+    client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price, clock: SandboxClock
+) -> None:
+    subscription = client.v1.subscriptions.create(
+        params={"customer": paying_customer.id, "items": [{"price": monthly.id}], "trial_period_days": 5}
+    )
     client.v1.subscriptions.update(subscription.id, params={"metadata": {"k": "v"}})
     clock.advance_and_process(days=6)
     trial_over = _events(client, type="customer.subscription.updated")[0]
@@ -217,9 +250,14 @@ def test_customer_subscription_events(client: stripe.StripeClient, paying_custom
     client.v1.subscriptions.update(subscription.id, params={"items": [{"id": item.id, "quantity": 2}]})
     client.v1.subscriptions.cancel(subscription.id)
     types = [e.type for e in _events(client, type="customer.subscription.*")][::-1]
-    assert types == ["customer.subscription.created", "customer.subscription.updated",
-                     "customer.subscription.trial_will_end", "customer.subscription.updated",
-                     "customer.subscription.updated", "customer.subscription.deleted"]
+    assert types == [
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.trial_will_end",
+        "customer.subscription.updated",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+    ]
     prorations = _events(client, type="invoiceitem.created")
     assert len(prorations) == 2 and all(e.data.object["proration"] for e in prorations)
     deleted = _events(client, type="customer.subscription.deleted")[0]

@@ -10,15 +10,22 @@ from stripe_sandbox import SandboxClock, SqlSessions
 
 def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
     """https://docs.stripe.com/api/expanding_objects: only fields labelled expandable expand."""
-    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
-                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    customer = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
     expanded = client.v1.customers.retrieve(customer.id, {"expand": ["invoice_settings.default_payment_method"]})
     assert expanded.invoice_settings.default_payment_method.object == "payment_method"
     method = client.v1.payment_methods.list({"customer": customer.id}).data[0]
     # A payment method's `customer` is expandable; a subscription item's `subscription` is not (a plain id).
     assert client.v1.payment_methods.retrieve(method.id, {"expand": ["customer"]}).customer.id == customer.id
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-                                            "product_data": {"name": "Seat"}})
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seat"},
+        }
+    )
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.subscriptions.retrieve(subscription.id, {"expand": ["items.data.subscription"]})
@@ -27,18 +34,26 @@ def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
 
 def test_expand_is_at_most_four_levels_deep(client: stripe.StripeClient) -> None:
     """https://docs.stripe.com/api/expanding_objects: "Expansions have a maximum depth of four levels"."""
-    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
-                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-                                            "product_data": {"name": "Seat"}})
+    customer = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seat"},
+        }
+    )
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     four = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice.payments.data.payment"]})
     assert four.latest_invoice.payments.data[0].payment.type == "payment_intent"
     listed = client.v1.subscriptions.list({"expand": ["data.items.data.price.product"]})  # a list's data. is free
     assert listed.data[0]["items"].data[0].price.product.name == "Seat"
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.subscriptions.retrieve(subscription.id,
-                                         {"expand": ["latest_invoice.payments.data.payment.payment_intent"]})
+        client.v1.subscriptions.retrieve(
+            subscription.id, {"expand": ["latest_invoice.payments.data.payment.payment_intent"]}
+        )
     assert "more than 4 levels" in str(raised.value.user_message)
 
 
@@ -55,10 +70,17 @@ def test_previous_attributes_only_on_updated_events(client: stripe.StripeClient)
 
 
 def test_payment_intents_always_carry_managed_payments(client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
-                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-                                            "product_data": {"name": "Seat"}})
+    customer = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seat"},
+        }
+    )
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     invoice = client.v1.invoices.retrieve(str(subscription.latest_invoice), {"expand": ["payments"]})
     intent = client.v1.payment_intents.retrieve(str(invoice.payments.data[0].payment.payment_intent))
@@ -71,7 +93,7 @@ def test_customer_search(client: stripe.StripeClient, database: SqlSessions) -> 
     bob = client.v1.customers.create(params={"email": "bob@example.org", "name": "Bob", "metadata": {"ws": "1"}})
     client.v1.customers.create(params={"email": "cy@example.org", "name": "Cy", "metadata": {"ws": "2"}})
     found = client.v1.customers.search({"query": "metadata['ws']:'1'"})
-    assert found.object == "search_result" and [c.id for c in found.data] == [bob.id, ann.id]
+    assert found.to_dict()["object"] == "search_result" and [c.id for c in found.data] == [bob.id, ann.id]
     assert [c.id for c in client.v1.customers.search({"query": "email:'ann@example.com'"}).data] == [ann.id]
     both = client.v1.customers.search({"query": "email~'example.org' AND -name:'Cy'"})
     assert [c.id for c in both.data] == [bob.id]
@@ -87,13 +109,23 @@ def test_customer_search(client: stripe.StripeClient, database: SqlSessions) -> 
 
 def test_a_failed_first_payment_is_incomplete_in_the_created_event(client: stripe.StripeClient) -> None:
     """Issue 22 row 4: with allow_incomplete, customer.subscription.created already says `incomplete`."""
-    customer = client.v1.customers.create(params={
-        "payment_method": "pm_card_chargeCustomerFail",
-        "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-                                            "product_data": {"name": "Seat"}})
-    subscription = client.v1.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": price.id}], "payment_behavior": "allow_incomplete"})
+    customer = client.v1.customers.create(
+        params={
+            "payment_method": "pm_card_chargeCustomerFail",
+            "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"},
+        }
+    )
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seat"},
+        }
+    )
+    subscription = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id}], "payment_behavior": "allow_incomplete"}
+    )
     assert subscription.status == "incomplete"
     events = client.v1.events.list({"type": "customer.subscription.*"}).data
     assert [(e.type, e.data.object.status) for e in events] == [("customer.subscription.created", "incomplete")]
@@ -103,17 +135,29 @@ def test_the_trial_end_invoice_is_a_draft_for_an_hour(client: stripe.StripeClien
     """Issue 22 row 2: Stripe finalizes and charges a subscription's cycle invoice an hour after creating it."""
 
     clock = SandboxClock(database)
-    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
-                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-                                            "product_data": {"name": "Seat"}})
-    subscription = client.v1.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 3})
+    customer = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seat"},
+        }
+    )
+    subscription = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 3}
+    )
     clock.advance_and_process(days=3)
     ended = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice"]})
     draft = ended.latest_invoice
     assert (ended.status, draft.status, draft.amount_paid, draft.billing_reason) == (
-        "active", "draft", 0, "subscription_cycle")
+        "active",
+        "draft",
+        0,
+        "subscription_cycle",
+    )
     assert draft.automatically_finalizes_at == draft.created + 3600 == draft.next_payment_attempt
     clock.advance_and_process(minutes=59)
     assert client.v1.invoices.retrieve(draft.id).status == "draft"
@@ -129,10 +173,17 @@ DAY = 86400
 
 def _renewal_failing(client: stripe.StripeClient, clock: SandboxClock) -> tuple[stripe.Subscription, str]:
     """A subscription whose first renewal fails: paid at creation, then a card that declines every charge."""
-    customer = client.v1.customers.create(params={"payment_method": "pm_card_visa",
-                                                  "invoice_settings": {"default_payment_method": "pm_card_visa"}})
-    price = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"},
-                                            "product_data": {"name": "Seat"}})
+    customer = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seat"},
+        }
+    )
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": customer.id})
     client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": failing.id}})
@@ -141,13 +192,14 @@ def _renewal_failing(client: stripe.StripeClient, clock: SandboxClock) -> tuple[
     return renewed, str(renewed.latest_invoice)
 
 
-def _attempts(client: stripe.StripeClient, invoice_id: str) -> tuple[int, int | None, str]:
+def _attempts(client: stripe.StripeClient, invoice_id: str) -> tuple[int, int | None, str | None]:
     invoice = client.v1.invoices.retrieve(invoice_id)
     return invoice.attempt_count, invoice.next_payment_attempt, invoice.status
 
 
 def test_smart_retries_by_default_8_tries_within_2_weeks_then_canceled(
-        client: stripe.StripeClient, database: SqlSessions, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: stripe.StripeClient, database: SqlSessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
 
     monkeypatch.delenv("SANDBOX_RETRY_SCHEDULE", raising=False)
     monkeypatch.delenv("SANDBOX_RETRY_END", raising=False)
@@ -170,8 +222,9 @@ def test_smart_retries_by_default_8_tries_within_2_weeks_then_canceled(
 
 
 @pytest.mark.parametrize("end", ["unpaid", "past_due"])
-def test_a_custom_schedule_and_end_state(client: stripe.StripeClient, database: SqlSessions,
-                                         monkeypatch: pytest.MonkeyPatch, end: str) -> None:
+def test_a_custom_schedule_and_end_state(
+    client: stripe.StripeClient, database: SqlSessions, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
 
     monkeypatch.setenv("SANDBOX_RETRY_SCHEDULE", "1,3")  # days after the previous attempt
     monkeypatch.setenv("SANDBOX_RETRY_END", end)
@@ -186,8 +239,9 @@ def test_a_custom_schedule_and_end_state(client: stripe.StripeClient, database: 
     assert client.v1.subscriptions.retrieve(subscription.id).status == end
 
 
-def test_a_hard_decline_is_not_retried(client: stripe.StripeClient, database: SqlSessions,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hard_decline_is_not_retried(
+    client: stripe.StripeClient, database: SqlSessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Stripe does not retry an issuer's hard decline (smart-retries#non-retryable-decline-codes)."""
     import dataclasses
 
@@ -197,20 +251,29 @@ def test_a_hard_decline_is_not_retried(client: stripe.StripeClient, database: Sq
     monkeypatch.setenv("SANDBOX_RETRY_END", "unpaid")
     # A card that attaches and is reported lost at the renewal (no Stripe test card does both).
     card = payment_methods.TEST_CARDS["pm_card_chargeCustomerFail"]
-    monkeypatch.setitem(payment_methods.TEST_CARDS, "pm_card_chargeCustomerFail",
-                        dataclasses.replace(card, decline=payment_methods.Decline("lost_card")))
+    monkeypatch.setitem(
+        payment_methods.TEST_CARDS,
+        "pm_card_chargeCustomerFail",
+        dataclasses.replace(card, decline=payment_methods.Decline("lost_card")),
+    )
     clock = SandboxClock(database)
     subscription, invoice_id = _renewal_failing(client, clock)
     assert _attempts(client, invoice_id) == (1, None, "open")
     assert client.v1.subscriptions.retrieve(subscription.id).status == "unpaid"
 
 
-@pytest.mark.parametrize(("name", "value"), [("SANDBOX_RETRY_SCHEDULE", "weekly"),
-                                              ("SANDBOX_RETRY_SCHEDULE", "1,2,3,4"),
-                                              ("SANDBOX_RETRY_SCHEDULE", "smart:9:14"),
-                                              ("SANDBOX_RETRY_END", "delete")])
-def test_unusable_retry_settings_stop_the_sandbox_at_start(database: SqlSessions, monkeypatch: pytest.MonkeyPatch,
-                                                           name: str, value: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SANDBOX_RETRY_SCHEDULE", "weekly"),
+        ("SANDBOX_RETRY_SCHEDULE", "1,2,3,4"),
+        ("SANDBOX_RETRY_SCHEDULE", "smart:9:14"),
+        ("SANDBOX_RETRY_END", "delete"),
+    ],
+)
+def test_unusable_retry_settings_stop_the_sandbox_at_start(
+    database: SqlSessions, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     from stripe_sandbox.dunning import RetrySettingsError
 
     monkeypatch.setenv(name, value)

@@ -37,8 +37,7 @@ def test_conflicting_reuse(client: stripe.StripeClient) -> None:
     assert "same endpoint" in raised.value.user_message
 
 
-def test_errors_are_replayed_but_validation_errors_are_not(client: stripe.StripeClient,
-                                                           monthly: stripe.Price) -> None:
+def test_errors_are_replayed_but_validation_errors_are_not(client: stripe.StripeClient, monthly: stripe.Price) -> None:
     params: stripe.params.SubscriptionCreateParams = {"customer": "cus_missing", "items": [{"price": monthly.id}]}
     options: stripe.RequestOptions = {"idempotency_key": "sub-1"}
     for _ in range(2):
@@ -48,15 +47,17 @@ def test_errors_are_replayed_but_validation_errors_are_not(client: stripe.Stripe
     assert raised.value.headers["Idempotent-Replayed"] == "true"
     # A request rejected by validation stores nothing: the key stays free.
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.customers.create(params={"balance": "x"}, options={"idempotency_key": "c-1"})  # type: ignore[typeddict-item]
+        client.v1.customers.create(params={"balance": "x"}, options={"idempotency_key": "c-1"})  # type: ignore[arg-type]
     assert client.v1.customers.create(params={"name": "Ok"}, options={"idempotency_key": "c-1"}).name == "Ok"
 
 
 def test_failed_request_leaves_no_partial_state(client: stripe.StripeClient) -> None:
     # product_data creates a product before the currency check fails.
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.prices.create(params={"currency": "dollars", "unit_amount": 1, "product_data": {"name": "Ghost"}},
-                                options={"idempotency_key": "ghost"})
+        client.v1.prices.create(
+            params={"currency": "dollars", "unit_amount": 1, "product_data": {"name": "Ghost"}},
+            options={"idempotency_key": "ghost"},
+        )
     assert client.v1.products.list().data == []
 
 
@@ -107,14 +108,14 @@ def test_concurrent_requests_with_one_key_create_one_object(database: SqlSession
     errors: list[BaseException] = []
 
     def create() -> None:
-        client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database),
-                                     max_network_retries=2)
+        client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database), max_network_retries=2)
         barrier.wait()
         try:
-            customer = client.v1.customers.create(params={"email": "race@example.com"},
-                                                  options={"idempotency_key": "race"})
+            customer = client.v1.customers.create(
+                params={"email": "race@example.com"}, options={"idempotency_key": "race"}
+            )
             results.append(customer.id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=create) for _ in range(threads_count)]

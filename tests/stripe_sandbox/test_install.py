@@ -12,8 +12,8 @@ import stripe
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from stripe_sandbox import SANDBOX_TABLES, SandboxClock, SandboxHTTPClient, SqlSessions, WebhookSender, install
-from stripe_sandbox.models import SandboxClockState
 from stripe_sandbox.database import normalize_url
+from stripe_sandbox.models import SandboxClockState
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_concurrent_installs_all_succeed(empty_database_url: str) -> None:
         barrier.wait()
         try:
             install(sessions)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=start, args=(sessions,)) for sessions in all_sessions]
@@ -111,10 +111,13 @@ def test_install_adds_columns_a_database_made_before_them_lacks(empty_database_u
     sessions = SqlSessions(empty_database_url)
     try:
         with sessions.write() as session:  # the table as it first shipped
-            session.execute(text(
-                "CREATE TABLE sandbox_webhook_deliveries (event_id VARCHAR(255) PRIMARY KEY, seq BIGINT NOT NULL, "
-                "pending BOOLEAN NOT NULL, attempts INTEGER NOT NULL, lease_until FLOAT, last_attempt_at FLOAT, "
-                "last_status INTEGER, delivered_at FLOAT)"))
+            session.execute(
+                text(
+                    "CREATE TABLE sandbox_webhook_deliveries (event_id VARCHAR(255) PRIMARY KEY, seq BIGINT NOT NULL, "
+                    "pending BOOLEAN NOT NULL, attempts INTEGER NOT NULL, lease_until FLOAT, last_attempt_at FLOAT, "
+                    "last_status INTEGER, delivered_at FLOAT)"
+                )
+            )
         install(sessions)
         with sessions.engine.connect() as connection:
             columns = {column["name"] for column in inspect(connection).get_columns("sandbox_webhook_deliveries")}

@@ -48,12 +48,25 @@ def _bulk_insert_customers(database: SqlSessions, count: int) -> None:
     rows = []
     for i in range(count):
         customer_id = f"cus_{random_token()}"
-        rows.append({
-            "id": customer_id, "object_type": "customer", "customer": None, "created": now,
-            "seq": now * 1_000_000 + i, "deleted": False, "due_at": None,
-            "data": {"id": customer_id, "object": "customer", "created": now, "email": f"u{i}@example.com",
-                     "metadata": {}, "livemode": False},
-        })
+        rows.append(
+            {
+                "id": customer_id,
+                "object_type": "customer",
+                "customer": None,
+                "created": now,
+                "seq": now * 1_000_000 + i,
+                "deleted": False,
+                "due_at": None,
+                "data": {
+                    "id": customer_id,
+                    "object": "customer",
+                    "created": now,
+                    "email": f"u{i}@example.com",
+                    "metadata": {},
+                    "livemode": False,
+                },
+            }
+        )
     with database.write() as session:
         session.execute(insert(SandboxObject), rows)
 
@@ -84,7 +97,7 @@ def test_listing_10000_customers_is_index_backed(database: SqlSessions, client: 
         client.v1.customers.list(params={"limit": 100, "starting_after": deep.data[-1].id})
     finally:
         event.remove(database.engine, "before_cursor_execute", capture)
-    (statement, parameters), = statements
+    ((statement, parameters),) = statements
     with database.engine.connect() as connection:
         prefix = "EXPLAIN QUERY PLAN " if database.is_sqlite else "EXPLAIN "
         plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(prefix + statement, parameters))

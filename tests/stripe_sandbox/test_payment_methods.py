@@ -15,21 +15,29 @@ def _attach(client: stripe.StripeClient, token: str, customer: stripe.Customer) 
     return client.v1.payment_methods.attach(token, params={"customer": customer.id})
 
 
-@pytest.mark.parametrize(("token", "brand", "last4"), [
-    ("pm_card_visa", "visa", "4242"),
-    ("pm_card_mastercard", "mastercard", "4444"),
-    ("pm_card_amex", "amex", "8431"),
-    ("pm_card_chargeCustomerFail", "visa", "0341"),
-    ("pm_card_authenticationRequired", "visa", "3184"),
-    ("pm_card_authenticationRequiredOnSetup", "visa", "3155"),
-])
-def test_card_tokens(client: stripe.StripeClient, customer: stripe.Customer, token: str, brand: str,
-                     last4: str) -> None:
+@pytest.mark.parametrize(
+    ("token", "brand", "last4"),
+    [
+        ("pm_card_visa", "visa", "4242"),
+        ("pm_card_mastercard", "mastercard", "4444"),
+        ("pm_card_amex", "amex", "8431"),
+        ("pm_card_chargeCustomerFail", "visa", "0341"),
+        ("pm_card_authenticationRequired", "visa", "3184"),
+        ("pm_card_authenticationRequiredOnSetup", "visa", "3155"),
+    ],
+)
+def test_card_tokens(
+    client: stripe.StripeClient, customer: stripe.Customer, token: str, brand: str, last4: str
+) -> None:
     method = _attach(client, token, customer)
     assert ID.match(method.id)
     data = method.to_dict()
     assert (data["object"], data["type"], data["customer"], data["livemode"]) == (
-        "payment_method", "card", customer.id, False)
+        "payment_method",
+        "card",
+        customer.id,
+        False,
+    )
     assert (data["card"]["brand"], data["card"]["last4"], data["card"]["funding"]) == (brand, last4, "credit")
     assert data["card"]["exp_year"] > 2000 and 1 <= data["card"]["exp_month"] <= 12
     assert data["billing_details"]["address"]["country"] is None
@@ -104,25 +112,30 @@ def test_attach_errors(client: stripe.StripeClient, customer: stripe.Customer) -
     assert "not attached to a customer" in raised.value.user_message
 
 
-def test_detach_clears_the_customer_default(client: stripe.StripeClient,
-                                            customer_with: Callable[[str], stripe.Customer]) -> None:
+def test_detach_clears_the_customer_default(
+    client: stripe.StripeClient, customer_with: Callable[[str], stripe.Customer]
+) -> None:
     customer = customer_with("pm_card_visa")
     default = customer.invoice_settings.default_payment_method
     other = _attach(client, "pm_card_amex", customer)
     client.v1.payment_methods.detach(other.id)
     assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method == default
-    detached = client.v1.payment_methods.detach(default)
+    detached = client.v1.payment_methods.detach(default)  # type: ignore[arg-type]
     assert detached.customer is None
     assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method is None
     assert client.v1.customers.payment_methods.list(customer.id).data == []
 
 
 def test_customer_create_with_payment_method(client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(params={
-        "payment_method": "pm_card_mastercard", "invoice_settings": {"default_payment_method": "pm_card_mastercard"}})
+    customer = client.v1.customers.create(
+        params={
+            "payment_method": "pm_card_mastercard",
+            "invoice_settings": {"default_payment_method": "pm_card_mastercard"},
+        }
+    )
     default = customer.invoice_settings.default_payment_method
-    assert ID.match(default)
-    assert client.v1.payment_methods.retrieve(default).customer == customer.id
+    assert ID.match(default)  # type: ignore[arg-type]
+    assert client.v1.payment_methods.retrieve(default).customer == customer.id  # type: ignore[arg-type]
     attached_only = client.v1.customers.create(params={"payment_method": "pm_card_visa"})
     assert attached_only.invoice_settings.default_payment_method is None
     assert len(client.v1.customers.payment_methods.list(attached_only.id).data) == 1
@@ -132,18 +145,25 @@ def test_customer_create_with_payment_method(client: stripe.StripeClient) -> Non
     assert len(client.v1.customers.list().data) == 2  # the failed create left nothing
 
 
-def test_default_payment_method_must_be_attached(client: stripe.StripeClient, customer: stripe.Customer,
-                                                 monthly: stripe.Price) -> None:
+def test_default_payment_method_must_be_attached(
+    client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price
+) -> None:
     theirs = _attach(client, "pm_card_visa", client.v1.customers.create())
-    for value, message in ((theirs.id, f"The customer does not have a payment method with the ID {theirs.id}"),
-                           ("pm_missing", "No such PaymentMethod: 'pm_missing'")):
+    for value, message in (
+        (theirs.id, f"The customer does not have a payment method with the ID {theirs.id}"),
+        ("pm_missing", "No such PaymentMethod: 'pm_missing'"),
+    ):
         with pytest.raises(stripe.InvalidRequestError) as raised:
             client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": value}})
-        assert (raised.value.code, raised.value.param) == ("resource_missing", "invoice_settings[default_payment_method]")
+        assert (raised.value.code, raised.value.param) == (
+            "resource_missing",
+            "invoice_settings[default_payment_method]",
+        )
         assert raised.value.user_message.startswith(message)
         with pytest.raises(stripe.InvalidRequestError) as raised:
-            client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": monthly.id}],
-                                                   "default_payment_method": value})
+            client.v1.subscriptions.create(
+                params={"customer": customer.id, "items": [{"price": monthly.id}], "default_payment_method": value}
+            )
         assert raised.value.param == "default_payment_method"
     mine = _attach(client, "pm_card_visa", customer)
     updated = client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": mine.id}})

@@ -14,12 +14,16 @@ from stripe_sandbox import SandboxAuthenticator, SandboxClock, SqlSessions
 from stripe_sandbox.authentication import intent_id
 
 HOUR = 3600
-INCREASE: dict[str, Any] = {"proration_behavior": "always_invoice", "payment_behavior": "pending_if_incomplete",
-                            "expand": ["latest_invoice.confirmation_secret"]}
+INCREASE: dict[str, Any] = {
+    "proration_behavior": "always_invoice",
+    "payment_behavior": "pending_if_incomplete",
+    "expand": ["latest_invoice.confirmation_secret"],
+}
 
 
-def subscribed(client: stripe.StripeClient, customer_with: Callable[[str], stripe.Customer], price: stripe.Price,
-               then: str) -> stripe.Subscription:
+def subscribed(
+    client: stripe.StripeClient, customer_with: Callable[[str], stripe.Customer], price: stripe.Price, then: str
+) -> stripe.Subscription:
     """A subscription of 1 paid with a Visa, whose customer's default card is then `then`."""
     customer = customer_with("pm_card_visa")
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
@@ -28,28 +32,36 @@ def subscribed(client: stripe.StripeClient, customer_with: Callable[[str], strip
     return subscription
 
 
-def increase(client: stripe.StripeClient, subscription: stripe.Subscription, quantity: int,
-             **extra: Any) -> stripe.Subscription:
+def increase(
+    client: stripe.StripeClient, subscription: stripe.Subscription, quantity: int, **extra: Any
+) -> stripe.Subscription:
     item = subscription["items"].data[0]
-    return client.v1.subscriptions.update(subscription.id, params={
-        "items": [{"id": item.id, "quantity": quantity}], **INCREASE, **extra})
+    return client.v1.subscriptions.update(
+        subscription.id,
+        params={  # type: ignore[arg-type]
+            "items": [{"id": item.id, "quantity": quantity}],
+            **INCREASE,
+            **extra,
+        },
+    )
 
 
 def event_types(client: stripe.StripeClient) -> list[str]:
     return [event.type for event in client.v1.events.list({"limit": 100}).auto_paging_iter()]
 
 
-def test_paid_at_once_it_applies_at_once(client: stripe.StripeClient, customer_with: Any,
-                                         monthly: stripe.Price) -> None:
+def test_paid_at_once_it_applies_at_once(
+    client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price
+) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_mastercard")
     changed = increase(client, subscription, 3, metadata={"plan": "bigger"})
     assert changed.pending_update is None and changed["items"].data[0].quantity == 3
     assert changed.latest_invoice.status == "paid" and changed.metadata.to_dict() == {"plan": "bigger"}
 
 
-def test_an_increase_needing_authentication_waits_for_it(client: stripe.StripeClient, customer_with: Any,
-                                                         monthly: stripe.Price, database: SqlSessions,
-                                                         clock: SandboxClock) -> None:
+def test_an_increase_needing_authentication_waits_for_it(
+    client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price, database: SqlSessions, clock: SandboxClock
+) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_authenticationRequired")
     changed = increase(client, subscription, 3, metadata={"plan": "bigger"})
     # Nothing changed but the invoice to pay; the pending update says what applies once it is paid.
@@ -74,8 +86,9 @@ def test_an_increase_needing_authentication_waits_for_it(client: stripe.StripeCl
     assert "customer.subscription.pending_update_applied" in event_types(client)
 
 
-def test_unpaid_it_expires_after_23_hours(client: stripe.StripeClient, customer_with: Any,
-                                          monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_unpaid_it_expires_after_23_hours(
+    client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_authenticationRequired")
     changed = increase(client, subscription, 3)
     clock.advance_and_process(seconds=23 * HOUR - 60)
@@ -88,8 +101,9 @@ def test_unpaid_it_expires_after_23_hours(client: stripe.StripeClient, customer_
     assert "customer.subscription.pending_update_applied" not in event_types(client)
 
 
-def test_it_expires_at_the_period_end_when_that_comes_first(client: stripe.StripeClient, customer_with: Any,
-                                                            monthly: stripe.Price, clock: SandboxClock) -> None:
+def test_it_expires_at_the_period_end_when_that_comes_first(
+    client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price, clock: SandboxClock
+) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_authenticationRequired")
     end = subscription["items"].data[0].current_period_end
     clock.advance_and_process(seconds=end - clock.now() - 2 * HOUR)
@@ -101,16 +115,14 @@ def test_it_expires_at_the_period_end_when_that_comes_first(client: stripe.Strip
     assert renewed.latest_invoice.billing_reason == "subscription_cycle"
 
 
-def test_a_declined_payment_waits_too(client: stripe.StripeClient, customer_with: Any,
-                                      monthly: stripe.Price) -> None:
+def test_a_declined_payment_waits_too(client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_chargeCustomerFail")
     changed = increase(client, subscription, 4)
     assert changed.pending_update is not None and changed["items"].data[0].quantity == 1
     assert changed.status == "active" and changed.latest_invoice.status == "open"
 
 
-def test_a_later_change_replaces_it(client: stripe.StripeClient, customer_with: Any,
-                                    monthly: stripe.Price) -> None:
+def test_a_later_change_replaces_it(client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_authenticationRequired")
     first = increase(client, subscription, 3)
     second = increase(client, subscription, 5)
@@ -119,31 +131,46 @@ def test_a_later_change_replaces_it(client: stripe.StripeClient, customer_with: 
     assert second.latest_invoice.id != first.latest_invoice.id
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"description": "more"}, "description"),
-    ({"default_payment_method": "pm_card_visa"}, "default_payment_method"),
-    ({"items": [{"price": "price_x", "quantity": 1, "metadata": {"a": "b"}}]}, "items[0][metadata]"),
-])
-def test_only_what_a_pending_update_supports(client: stripe.StripeClient, paying_customer: stripe.Customer,
-                                             monthly: stripe.Price, extra: dict[str, Any], param: str) -> None:
-    subscription = client.v1.subscriptions.create(params={"customer": paying_customer.id,
-                                                          "items": [{"price": monthly.id}]})
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"description": "more"}, "description"),
+        ({"default_payment_method": "pm_card_visa"}, "default_payment_method"),
+        ({"items": [{"price": "price_x", "quantity": 1, "metadata": {"a": "b"}}]}, "items[0][metadata]"),
+    ],
+)
+def test_only_what_a_pending_update_supports(
+    client: stripe.StripeClient,
+    paying_customer: stripe.Customer,
+    monthly: stripe.Price,
+    extra: dict[str, Any],
+    param: str,
+) -> None:
+    subscription = client.v1.subscriptions.create(
+        params={"customer": paying_customer.id, "items": [{"price": monthly.id}]}
+    )
     params = {"items": [{"id": subscription["items"].data[0].id, "quantity": 2}], **INCREASE, **extra}
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.subscriptions.update(subscription.id, params=params)
+        client.v1.subscriptions.update(subscription.id, params=params)  # type: ignore[arg-type]
     assert raised.value.param == param and "pending_if_incomplete" in str(raised.value.user_message)
     deleted = {"items": [{"id": subscription["items"].data[0].id, "deleted": True}], **INCREASE}
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.subscriptions.update(subscription.id, params=deleted)
+        client.v1.subscriptions.update(subscription.id, params=deleted)  # type: ignore[arg-type]
     assert raised.value.param == "items[0][deleted]"
     assert client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].quantity == 1
 
 
-def test_not_on_subscriptions_sending_invoices(client: stripe.StripeClient, customer: stripe.Customer,
-                                               monthly: stripe.Price) -> None:
-    subscription = client.v1.subscriptions.create(params={
-        "customer": customer.id, "items": [{"price": monthly.id}], "collection_method": "send_invoice",
-        "days_until_due": 30})
+def test_not_on_subscriptions_sending_invoices(
+    client: stripe.StripeClient, customer: stripe.Customer, monthly: stripe.Price
+) -> None:
+    subscription = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": monthly.id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        }
+    )
     with pytest.raises(stripe.InvalidRequestError) as raised:
         increase(client, subscription, 2)
     assert raised.value.param == "payment_behavior"
@@ -151,6 +178,11 @@ def test_not_on_subscriptions_sending_invoices(client: stripe.StripeClient, cust
 
 def test_not_on_create(client: stripe.StripeClient, paying_customer: stripe.Customer, monthly: stripe.Price) -> None:
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.subscriptions.create(params={"customer": paying_customer.id, "items": [{"price": monthly.id}],
-                                               "payment_behavior": "pending_if_incomplete"})
+        client.v1.subscriptions.create(
+            params={
+                "customer": paying_customer.id,
+                "items": [{"price": monthly.id}],
+                "payment_behavior": "pending_if_incomplete",
+            }
+        )
     assert raised.value.param == "payment_behavior"

@@ -44,8 +44,9 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def limited(database: SqlSessions, mode: str, api_key: str = "sk_test_sandbox") -> stripe.StripeClient:
-    return stripe.StripeClient(api_key, http_client=SandboxHTTPClient(database, rate_limits=mode),
-                               max_network_retries=2)
+    return stripe.StripeClient(
+        api_key, http_client=SandboxHTTPClient(database, rate_limits=mode), max_network_retries=2
+    )
 
 
 def assert_rate_limited(call: Callable[[], object]) -> stripe.RateLimitError:
@@ -61,8 +62,9 @@ def assert_rate_limited(call: Callable[[], object]) -> stripe.RateLimitError:
     return error
 
 
-def test_test_mode_answers_the_26th_request_of_a_second_with_429(database: SqlSessions, clock: Clock,
-                                                                  attempts: list[str]) -> None:
+def test_test_mode_answers_the_26th_request_of_a_second_with_429(
+    database: SqlSessions, clock: Clock, attempts: list[str]
+) -> None:
     client = limited(database, "test")
     for n in range(25):  # any endpoints: test mode counts requests in all
         if n % 2:
@@ -95,8 +97,7 @@ def test_a_rejected_request_uses_up_nothing(database: SqlSessions, clock: Clock)
     client.v1.products.list()
 
 
-def test_live_mode_limits_each_endpoint_to_25(database: SqlSessions, clock: Clock,
-                                              client: stripe.StripeClient) -> None:
+def test_live_mode_limits_each_endpoint_to_25(database: SqlSessions, clock: Clock, client: stripe.StripeClient) -> None:
     ids = [client.v1.customers.create({"name": f"n{n}"}).id for n in range(26)]  # unlimited client
     live = limited(database, "live")
     for customer_id in ids[:25]:  # one endpoint, whatever the id
@@ -145,7 +146,7 @@ def test_clients_on_one_database_share_the_count(database: SqlSessions, clock: C
         for _ in range(5):
             third.v1.customers.list()
         for each in (first, second, third):
-            assert_rate_limited(lambda: each.v1.customers.list())
+            assert_rate_limited(each.v1.customers.list)
     finally:
         other_database.dispose()
 

@@ -21,18 +21,21 @@ def test_each_request_is_one_line_with_its_template_and_status(database: SqlSess
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.customers.retrieve("cus_missing")
 
-    assert read_requests(tmp_path) == Counter({
-        "POST /v1/customers 200": 1,
-        "GET /v1/customers/{customer} 200": 1,
-        "POST /v1/customers/{customer} 200": 1,
-        "GET /v1/customers/{customer} 404": 1,
-    })
+    assert read_requests(tmp_path) == Counter(
+        {
+            "POST /v1/customers 200": 1,
+            "GET /v1/customers/{customer} 200": 1,
+            "POST /v1/customers/{customer} 200": 1,
+            "GET /v1/customers/{customer} 404": 1,
+        }
+    )
     # One file, named after the process that made the requests.
     assert [p.name for p in tmp_path.iterdir()] == [f"stripe-requests-{os.getpid()}.log"]
 
 
-def test_nothing_is_written_without_a_directory(database: SqlSessions, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_is_written_without_a_directory(
+    database: SqlSessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database))
     client.v1.customers.create(params={"name": "Ada"})

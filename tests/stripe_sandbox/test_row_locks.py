@@ -41,7 +41,7 @@ def _run_together(*workers: Callable[[], None]) -> None:
         barrier.wait()
         try:
             work()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(work,)) for work in workers]
@@ -52,12 +52,12 @@ def _run_together(*workers: Callable[[], None]) -> None:
     assert errors == []
 
 
-def test_billing_keeps_a_default_payment_method_set_meanwhile(database: SqlSessions, monthly: stripe.Price,
-                                                               paying_customer: stripe.Customer) -> None:
+def test_billing_keeps_a_default_payment_method_set_meanwhile(
+    database: SqlSessions, monthly: stripe.Price, paying_customer: stripe.Customer
+) -> None:
     client = _client(database)
     customer_id = paying_customer.id
-    methods = [client.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id}).id
-               for _ in range(ROUNDS)]
+    methods = [client.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id}).id for _ in range(ROUNDS)]
 
     def set_defaults() -> None:
         own = _client(database)
@@ -89,8 +89,8 @@ def test_billing_keeps_a_default_payment_method_set_meanwhile(database: SqlSessi
 
 
 def test_a_subscription_keeps_the_default_payment_method_set_while_it_is_created(
-        database: SqlSessions, monthly: stripe.Price, paying_customer: stripe.Customer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    database: SqlSessions, monthly: stripe.Price, paying_customer: stripe.Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same race, made certain: the change commits between the creation's first read and its finalization."""
     if database.is_sqlite:
         pytest.skip("SQLite serialises writers: no change can commit while the creation runs")
@@ -100,13 +100,15 @@ def test_a_subscription_keeps_the_default_payment_method_set_while_it_is_created
 
     def change_meanwhile(store: Store, customer_id: str, **kwargs: Any) -> list[SandboxObject]:
         # The creation has read the customer, unlocked; another request changes it and commits now.
-        _run_together(lambda: _client(database).v1.customers.update(
-            customer_id, {"invoice_settings": {"default_payment_method": method}}))
+        _run_together(
+            lambda: _client(database).v1.customers.update(  # type: ignore[arg-type]
+                customer_id, {"invoice_settings": {"default_payment_method": method}}
+            )
+        )
         return pending_items(store, customer_id, **kwargs)
 
     monkeypatch.setattr(invoice_engine, "pending_items", change_meanwhile)
-    subscription = client.v1.subscriptions.create({"customer": paying_customer.id,
-                                                   "items": [{"price": monthly.id}]})
+    subscription = client.v1.subscriptions.create({"customer": paying_customer.id, "items": [{"price": monthly.id}]})
     monkeypatch.undo()
 
     assert subscription.status == "active"

@@ -30,8 +30,7 @@ import stripe
 from stripe._list_object import ListObject
 from stripe._stripe_object import StripeObject, UntypedStripeObject
 
-from stripe_sandbox import SandboxAuthenticator, SandboxClock, SqlSessions
-from stripe_sandbox import authentication
+from stripe_sandbox import SandboxAuthenticator, SandboxClock, SqlSessions, authentication
 
 NONE = type(None)
 
@@ -51,13 +50,19 @@ def _namespace(module_name: str) -> dict[str, Any]:
 def fields_of(cls: type) -> dict[str, Any]:
     """The declared fields of a stripe object class (its own annotations, resolved)."""
     hints = typing.get_type_hints(cls, _namespace(cls.__module__), dict(vars(cls)))
-    return {name: hint for name, hint in hints.items()
-            if not name.startswith("_") and not name.isupper() and typing.get_origin(hint) is not typing.ClassVar}
+    return {
+        name: hint
+        for name, hint in hints.items()
+        if not name.startswith("_") and not name.isupper() and typing.get_origin(hint) is not typing.ClassVar
+    }
 
 
 def _optional(hint: Any) -> bool:
-    return hint is Any or hint is NONE or (typing.get_origin(hint) in (typing.Union, types.UnionType)
-                                           and NONE in typing.get_args(hint))
+    return (
+        hint is Any
+        or hint is NONE
+        or (typing.get_origin(hint) in (typing.Union, types.UnionType) and NONE in typing.get_args(hint))
+    )
 
 
 def drift(value: Any, hint: Any, path: str) -> list[str]:
@@ -86,8 +91,9 @@ def drift(value: Any, hint: Any, path: str) -> list[str]:
     if origin is not None and isinstance(origin, type) and issubclass(origin, ListObject):
         if not isinstance(value, dict) or value.get("object") != "list":
             return [f"{path}: not a list object"]
-        problems = [f"{path}.{k}: invented" for k in value if k not in ("object", "data", "has_more", "url",
-                                                                         "total_count")]
+        problems = [
+            f"{path}.{k}: invented" for k in value if k not in ("object", "data", "has_more", "url", "total_count")
+        ]
         return problems + [p for i, item in enumerate(value["data"]) for p in drift(item, args[0], f"{path}[{i}]")]
     if origin is not None and isinstance(origin, type) and issubclass(origin, UntypedStripeObject):
         if not isinstance(value, dict):
@@ -113,13 +119,19 @@ def drift(value: Any, hint: Any, path: str) -> list[str]:
 # Fields of API objects that Stripe sends only in some states, as its API reference says.
 _INCLUDABLE = "not included by default: only when expanded"
 ONLY_SOMETIMES: dict[str, dict[str, str]] = {
-    "*": {"deleted": "only on a deleted object's stub (\"Always true for a deleted object\")"},
-    "event": {"account": "Connect only: the connected account that originates the event",
-              "context": "only for events of another authentication context (Connect, organizations)"},
-    "customer": {name: _INCLUDABLE for name in ("cash_balance", "invoice_credit_balance", "sources",
-                                                 "subscriptions", "tax", "tax_ids")},
-    "invoice": {"confirmation_secret": _INCLUDABLE, "payments": _INCLUDABLE,
-                "threshold_reason": "only when billing_reason is subscription_threshold"},
+    "*": {"deleted": 'only on a deleted object\'s stub ("Always true for a deleted object")'},
+    "event": {
+        "account": "Connect only: the connected account that originates the event",
+        "context": "only for events of another authentication context (Connect, organizations)",
+    },
+    "customer": dict.fromkeys(
+        ("cash_balance", "invoice_credit_balance", "sources", "subscriptions", "tax", "tax_ids"), _INCLUDABLE
+    ),
+    "invoice": {
+        "confirmation_secret": _INCLUDABLE,
+        "payments": _INCLUDABLE,
+        "threshold_reason": "only when billing_reason is subscription_threshold",
+    },
     "price": {"currency_options": _INCLUDABLE, "tiers": _INCLUDABLE},
     "plan": {"tiers": _INCLUDABLE},
     "coupon": {"currency_options": _INCLUDABLE},
@@ -131,8 +143,9 @@ def _only_sometimes(document: dict[str, Any], cls: type) -> set[str]:
     if cls is stripe.PaymentMethod:
         # One hash per payment method type, only the method's own (`card` on a card, ...).
         names |= {t for t in typing.get_args(fields_of(cls)["type"]) if isinstance(t, str)} - {document.get("type")}
-        names |= {a for arg in typing.get_args(fields_of(cls)["type"])
-                  for a in typing.get_args(arg) if isinstance(a, str)} - {document.get("type")}
+        names |= {
+            a for arg in typing.get_args(fields_of(cls)["type"]) for a in typing.get_args(arg) if isinstance(a, str)
+        } - {document.get("type")}
     return names
 
 
@@ -142,8 +155,9 @@ def shape_drift(document: dict[str, Any], cls: type, path: str) -> list[str]:
         exempt = _only_sometimes(document, cls)
         problems = [f"{path}.{name}: missing" for name in declared if name not in document and name not in exempt]
     else:  # a plain hash inside one: what the library declares required
-        problems = [f"{path}.{name}: missing" for name, hint in declared.items()
-                    if name not in document and not _optional(hint)]
+        problems = [
+            f"{path}.{name}: missing" for name, hint in declared.items() if name not in document and not _optional(hint)
+        ]
     problems += [f"{path}.{name}: invented" for name in document if name not in declared]
     for name, value in document.items():
         if name in declared:
@@ -157,8 +171,9 @@ EXPAND_INVOICE = ["confirmation_secret", "payments"]
 
 
 @pytest.fixture
-def objects(client: stripe.StripeClient, database: SqlSessions,
-            make_price: Callable[..., stripe.Price]) -> list[tuple[str, dict[str, Any], type]]:
+def objects(
+    client: stripe.StripeClient, database: SqlSessions, make_price: Callable[..., stripe.Price]
+) -> list[tuple[str, dict[str, Any], type]]:
     """One of each object type the emulator returns, in each of the states the service meets."""
     raw = client.v1.customers
     price = make_price()
@@ -167,9 +182,14 @@ def objects(client: stripe.StripeClient, database: SqlSessions,
     def add(name: str, obj: Any, cls: type) -> None:
         found.append((name, obj.to_dict(), cls))
 
-    paying = client.v1.customers.create(params={
-        "email": "a@example.com", "address": {"country": "US"}, "payment_method": "pm_card_visa",
-        "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    paying = client.v1.customers.create(
+        params={
+            "email": "a@example.com",
+            "address": {"country": "US"},
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    )
     add("customer", raw.retrieve(paying.id), stripe.Customer)
     add("customer expanded", raw.retrieve(paying.id, {"expand": ["subscriptions"]}), stripe.Customer)
     add("product", client.v1.products.retrieve(str(price.product)), stripe.Product)
@@ -181,14 +201,23 @@ def objects(client: stripe.StripeClient, database: SqlSessions,
     add("invoice (paid)", paid, stripe.Invoice)
     add("invoice payment", paid.payments.data[0], stripe.InvoicePayment)
     add("invoice line", paid.lines.data[0], stripe.InvoiceLineItem)
-    add("payment intent (succeeded)", client.v1.payment_intents.retrieve(
-        str(paid.payments.data[0].payment.payment_intent)), stripe.PaymentIntent)
-    add("trial subscription", client.v1.subscriptions.create(params={
-        "customer": paying.id, "items": [{"price": price.id}], "trial_period_days": 3}), stripe.Subscription)
+    add(
+        "payment intent (succeeded)",
+        client.v1.payment_intents.retrieve(str(paid.payments.data[0].payment.payment_intent)),
+        stripe.PaymentIntent,
+    )
+    add(
+        "trial subscription",
+        client.v1.subscriptions.create(
+            params={"customer": paying.id, "items": [{"price": price.id}], "trial_period_days": 3}
+        ),
+        stripe.Subscription,
+    )
     coupon = client.v1.coupons.create({"percent_off": 20, "duration": "forever", "name": "Twenty"})
     add("coupon", coupon, stripe.Coupon)
-    discounted = client.v1.subscriptions.create(params={
-        "customer": paying.id, "items": [{"price": price.id}], "discounts": [{"coupon": coupon.id}]})
+    discounted = client.v1.subscriptions.create(
+        params={"customer": paying.id, "items": [{"price": price.id}], "discounts": [{"coupon": coupon.id}]}
+    )
     add("subscription (discounted)", discounted, stripe.Subscription)
     with_discount = client.v1.invoices.retrieve(str(discounted.latest_invoice), {"expand": ["discounts"]})
     add("invoice (discounted)", with_discount, stripe.Invoice)
@@ -196,57 +225,99 @@ def objects(client: stripe.StripeClient, database: SqlSessions,
     client.v1.invoice_items.create(params={"customer": paying.id, "amount": 300, "currency": "usd"})
     add("invoice item", client.v1.invoice_items.list({"customer": paying.id}).data[0], stripe.InvoiceItem)
 
-    strong = client.v1.customers.create(params={
-        "payment_method": "pm_card_authenticationRequired",
-        "invoice_settings": {"default_payment_method": "pm_card_authenticationRequired"}})
-    waiting = client.v1.subscriptions.create(params={
-        "customer": strong.id, "items": [{"price": price.id}], "expand": ["latest_invoice.confirmation_secret"]})
+    strong = client.v1.customers.create(
+        params={
+            "payment_method": "pm_card_authenticationRequired",
+            "invoice_settings": {"default_payment_method": "pm_card_authenticationRequired"},
+        }
+    )
+    waiting = client.v1.subscriptions.create(
+        params={"customer": strong.id, "items": [{"price": price.id}], "expand": ["latest_invoice.confirmation_secret"]}
+    )
     add("subscription (incomplete)", waiting, stripe.Subscription)
     secret = waiting.latest_invoice.confirmation_secret.client_secret
-    add("invoice (open)", client.v1.invoices.retrieve(waiting.latest_invoice.id, {"expand": EXPAND_INVOICE}),
-        stripe.Invoice)
-    add("payment intent (requires_action)", client.v1.payment_intents.retrieve(authentication.intent_id(secret)),
-        stripe.PaymentIntent)
+    add(
+        "invoice (open)",
+        client.v1.invoices.retrieve(waiting.latest_invoice.id, {"expand": EXPAND_INVOICE}),
+        stripe.Invoice,
+    )
+    add(
+        "payment intent (requires_action)",
+        client.v1.payment_intents.retrieve(authentication.intent_id(secret)),
+        stripe.PaymentIntent,
+    )
     SandboxAuthenticator(database).complete(secret, succeed=False)
-    add("payment intent (failed authentication)", client.v1.payment_intents.retrieve(authentication.intent_id(secret)),
-        stripe.PaymentIntent)
+    add(
+        "payment intent (failed authentication)",
+        client.v1.payment_intents.retrieve(authentication.intent_id(secret)),
+        stripe.PaymentIntent,
+    )
 
-    upgrading = client.v1.customers.create(params={
-        "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    upgrading = client.v1.customers.create(
+        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
     upgraded = client.v1.subscriptions.create(params={"customer": upgrading.id, "items": [{"price": price.id}]})
     needs_3ds = client.v1.payment_methods.attach("pm_card_authenticationRequired", {"customer": upgrading.id})
     client.v1.customers.update(upgrading.id, {"invoice_settings": {"default_payment_method": needs_3ds.id}})
-    add("subscription (pending update)", client.v1.subscriptions.update(upgraded.id, params={
-        "items": [{"id": upgraded["items"].data[0].id, "quantity": 2}], "proration_behavior": "always_invoice",
-        "payment_behavior": "pending_if_incomplete", "metadata": {"seats": "2"}}), stripe.Subscription)
+    add(
+        "subscription (pending update)",
+        client.v1.subscriptions.update(
+            upgraded.id,
+            params={
+                "items": [{"id": upgraded["items"].data[0].id, "quantity": 2}],
+                "proration_behavior": "always_invoice",
+                "payment_behavior": "pending_if_incomplete",
+                "metadata": {"seats": "2"},
+            },
+        ),
+        stripe.Subscription,
+    )
 
-    failing = client.v1.customers.create(params={
-        "payment_method": "pm_card_chargeCustomerFail",
-        "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+    failing = client.v1.customers.create(
+        params={
+            "payment_method": "pm_card_chargeCustomerFail",
+            "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"},
+        }
+    )
     declined = client.v1.subscriptions.create(params={"customer": failing.id, "items": [{"price": price.id}]})
-    intent_id = client.v1.invoices.retrieve(str(declined.latest_invoice), {"expand": ["payments"]}
-                                            ).payments.data[0].payment.payment_intent
+    intent_id = (
+        client.v1.invoices.retrieve(str(declined.latest_invoice), {"expand": ["payments"]})
+        .payments.data[0]
+        .payment.payment_intent
+    )
     add("payment intent (declined)", client.v1.payment_intents.retrieve(str(intent_id)), stripe.PaymentIntent)
     client.v1.subscriptions.cancel(declined.id)
     add("payment intent (canceled)", client.v1.payment_intents.retrieve(str(intent_id)), stripe.PaymentIntent)
-    add("invoice (void)", client.v1.invoices.retrieve(str(declined.latest_invoice), {"expand": EXPAND_INVOICE}),
-        stripe.Invoice)
+    add(
+        "invoice (void)",
+        client.v1.invoices.retrieve(str(declined.latest_invoice), {"expand": EXPAND_INVOICE}),
+        stripe.Invoice,
+    )
     add("subscription (canceled)", client.v1.subscriptions.retrieve(declined.id), stripe.Subscription)
 
     setup = client.v1.setup_intents.create(params={"customer": failing.id})
     add("setup intent (new)", setup, stripe.SetupIntent)
-    add("setup intent (requires_action)", client.v1.setup_intents.confirm(
-        setup.id, {"payment_method": "pm_card_authenticationRequired"}), stripe.SetupIntent)
+    add(
+        "setup intent (requires_action)",
+        client.v1.setup_intents.confirm(setup.id, {"payment_method": "pm_card_authenticationRequired"}),
+        stripe.SetupIntent,
+    )
     SandboxAuthenticator(database).complete(str(setup.client_secret), succeed=True)
     add("setup intent (succeeded)", client.v1.setup_intents.retrieve(setup.id), stripe.SetupIntent)
     refused = client.v1.setup_intents.create(params={"customer": failing.id})
     with pytest.raises(stripe.CardError):
         client.v1.setup_intents.confirm(refused.id, {"payment_method": "pm_card_chargeDeclinedExpiredCard"})
     add("setup intent (declined)", client.v1.setup_intents.retrieve(refused.id), stripe.SetupIntent)
-    add("payment method (card)", client.v1.payment_methods.retrieve(str(paying.invoice_settings.default_payment_method)),
-        stripe.PaymentMethod)
-    add("payment method (bank)", client.v1.payment_methods.attach("pm_usBankAccount", {"customer": paying.id}),
-        stripe.PaymentMethod)
+    add(
+        "payment method (card)",
+        client.v1.payment_methods.retrieve(str(paying.invoice_settings.default_payment_method)),
+        stripe.PaymentMethod,
+    )
+    add(
+        "payment method (bank)",
+        client.v1.payment_methods.attach("pm_usBankAccount", {"customer": paying.id}),
+        stripe.PaymentMethod,
+    )
 
     SandboxClock(database).advance_and_process(days=40)
     renewed = client.v1.invoices.list({"customer": paying.id, "expand": ["data.confirmation_secret"]}).data
@@ -263,10 +334,18 @@ def test_every_object_matches_the_librarys_annotations(objects: list[tuple[str, 
 
 
 def test_events_carry_objects_that_match_too(objects: list[tuple[str, dict[str, Any], type]]) -> None:
-    classes = {"customer": stripe.Customer, "subscription": stripe.Subscription, "invoice": stripe.Invoice,
-               "payment_intent": stripe.PaymentIntent, "setup_intent": stripe.SetupIntent,
-               "payment_method": stripe.PaymentMethod, "invoiceitem": stripe.InvoiceItem,
-               "product": stripe.Product, "price": stripe.Price, "coupon": stripe.Coupon}
+    classes = {
+        "customer": stripe.Customer,
+        "subscription": stripe.Subscription,
+        "invoice": stripe.Invoice,
+        "payment_intent": stripe.PaymentIntent,
+        "setup_intent": stripe.SetupIntent,
+        "payment_method": stripe.PaymentMethod,
+        "invoiceitem": stripe.InvoiceItem,
+        "product": stripe.Product,
+        "price": stripe.Price,
+        "coupon": stripe.Coupon,
+    }
     problems, seen = [], set()
     for name, document, cls in objects:
         if cls is stripe.Event:

@@ -42,11 +42,14 @@ def price(make_price: Callable[..., stripe.Price]) -> stripe.Price:
 
 
 def _subscribe(client: stripe.StripeClient, customer: str, price: stripe.Price, **params: Any) -> stripe.Subscription:
-    subscription = client.v1.subscriptions.create(params={
-        "customer": customer, "items": [{"price": price.id}], **params})
+    subscription = client.v1.subscriptions.create(
+        params={"customer": customer, "items": [{"price": price.id}], **params}  # type: ignore[arg-type]
+    )
     # Stripe expands at most 4 levels deep: the invoice's intent is expanded from the invoice.
-    subscription["latest_invoice"] = client.v1.invoices.retrieve(str(subscription.latest_invoice), params={
-        "expand": ["confirmation_secret", "payments.data.payment.payment_intent"]})
+    subscription["latest_invoice"] = client.v1.invoices.retrieve(
+        str(subscription.latest_invoice),
+        params={"expand": ["confirmation_secret", "payments.data.payment.payment_intent"]},
+    )
     return subscription
 
 
@@ -55,8 +58,9 @@ def _default(client: stripe.StripeClient, customer: stripe.Customer, method: str
 
 
 @pytest.mark.parametrize("token", APPROVED)
-def test_approved_cards_attach_set_up_and_pay(client: stripe.StripeClient, customer: stripe.Customer,
-                                              price: stripe.Price, token: str) -> None:
+def test_approved_cards_attach_set_up_and_pay(
+    client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price, token: str
+) -> None:
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
     confirmed = client.v1.setup_intents.confirm(intent.id, params={"payment_method": token})
     assert (confirmed.status, confirmed.next_action) == ("succeeded", None)
@@ -67,8 +71,9 @@ def test_approved_cards_attach_set_up_and_pay(client: stripe.StripeClient, custo
 
 
 @pytest.mark.parametrize("token", sorted(DECLINES))
-def test_decline_cards_are_refused_at_attach(client: stripe.StripeClient, customer: stripe.Customer,
-                                             token: str) -> None:
+def test_decline_cards_are_refused_at_attach(
+    client: stripe.StripeClient, customer: stripe.Customer, token: str
+) -> None:
     with pytest.raises(stripe.CardError) as raised:
         client.v1.payment_methods.attach(token, params={"customer": customer.id})
     assert (raised.value.http_status, raised.value.code, raised.value.error.decline_code) == (402, *DECLINES[token])
@@ -90,16 +95,19 @@ def test_decline_cards_fail_setup(client: stripe.StripeClient, customer: stripe.
     assert (after.last_setup_error.code, after.last_setup_error.decline_code) == DECLINES[token]
     assert client.v1.customers.payment_methods.list(customer.id).data == []
     assert [e.type for e in client.v1.events.list(params={"type": "setup_intent.setup_failed"}).data] == [
-        "setup_intent.setup_failed"]
+        "setup_intent.setup_failed"
+    ]
 
 
-def test_charge_customer_fail_attaches_then_every_charge_declines(client: stripe.StripeClient,
-                                                                  customer: stripe.Customer,
-                                                                  price: stripe.Price) -> None:
+def test_charge_customer_fail_attaches_then_every_charge_declines(
+    client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price
+) -> None:
     method = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
-    assert client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_chargeCustomerFail"}
-                                           ).status == "succeeded"
+    assert (
+        client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_chargeCustomerFail"}).status
+        == "succeeded"
+    )
     _default(client, customer, method.id)
     with pytest.raises(stripe.CardError) as raised:
         _subscribe(client, customer.id, price, payment_behavior="error_if_incomplete")
@@ -112,8 +120,8 @@ def test_charge_customer_fail_attaches_then_every_charge_declines(client: stripe
 
 
 def test_authentication_required_needs_3ds_on_setup_and_on_every_payment(
-        client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price,
-        authenticator: SandboxAuthenticator) -> None:
+    client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price, authenticator: SandboxAuthenticator
+) -> None:
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
     pending = client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_authenticationRequired"})
     assert (pending.status, pending.next_action.type) == ("requires_action", "use_stripe_sdk")
@@ -139,9 +147,12 @@ def test_authentication_required_needs_3ds_on_setup_and_on_every_payment(
         assert expected in types
 
 
-def test_failed_authentication_leaves_the_payment_to_do(client: stripe.StripeClient, price: stripe.Price,
-                                                        customer_with: Callable[[str], stripe.Customer],
-                                                        authenticator: SandboxAuthenticator) -> None:
+def test_failed_authentication_leaves_the_payment_to_do(
+    client: stripe.StripeClient,
+    price: stripe.Price,
+    customer_with: Callable[[str], stripe.Customer],
+    authenticator: SandboxAuthenticator,
+) -> None:
     customer = customer_with("pm_card_authenticationRequired")
     subscription = _subscribe(client, customer.id, price)
     secret = subscription.latest_invoice.confirmation_secret.client_secret
@@ -160,21 +171,25 @@ def test_failed_authentication_leaves_the_payment_to_do(client: stripe.StripeCli
         authenticator.complete(secret + "x", succeed=True)
 
 
-def test_authentication_required_on_setup_only_asks_once(client: stripe.StripeClient, customer: stripe.Customer,
-                                                         price: stripe.Price,
-                                                         authenticator: SandboxAuthenticator) -> None:
+def test_authentication_required_on_setup_only_asks_once(
+    client: stripe.StripeClient, customer: stripe.Customer, price: stripe.Price, authenticator: SandboxAuthenticator
+) -> None:
     # Attached without a setup, the card asks for authentication on payment ...
     direct = client.v1.payment_methods.attach("pm_card_authenticationRequiredOnSetup", params={"customer": customer.id})
     _default(client, customer, direct.id)
     assert _subscribe(client, customer.id, price).status == "incomplete"
     # ... set up with 3-D Secure, later off-session payments go through.
     intent = client.v1.setup_intents.create(params={"customer": customer.id})
-    pending = client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_authenticationRequiredOnSetup"})
+    pending = client.v1.setup_intents.confirm(
+        intent.id, params={"payment_method": "pm_card_authenticationRequiredOnSetup"}
+    )
     assert pending.status == "requires_action"
     failed = authenticator.complete(str(pending.client_secret), succeed=False)
     assert failed == "requires_payment_method"
     assert client.v1.setup_intents.retrieve(intent.id).last_setup_error.code == "setup_intent_authentication_failure"
-    again = client.v1.setup_intents.confirm(intent.id, params={"payment_method": "pm_card_authenticationRequiredOnSetup"})
+    again = client.v1.setup_intents.confirm(
+        intent.id, params={"payment_method": "pm_card_authenticationRequiredOnSetup"}
+    )
     assert authenticator.complete(str(again.client_secret), succeed=True) == "succeeded"
     _default(client, customer, str(client.v1.setup_intents.retrieve(intent.id).payment_method))
     subscription = _subscribe(client, customer.id, price, payment_behavior="error_if_incomplete")

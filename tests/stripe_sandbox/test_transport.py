@@ -16,8 +16,10 @@ from stripe_sandbox.periods import add_interval, period_containing
 
 
 def test_decode_nested_form() -> None:
-    encoded = ("metadata[workspace_id]=w1&items[0][price]=p&items[0][quantity]=2&items[1][price]=q"
-               "&expand[0]=a&expand[1]=b&lookup_keys[]=k&metadata[gone]=&phone=&email=a%2Bb%40c.d")
+    encoded = (
+        "metadata[workspace_id]=w1&items[0][price]=p&items[0][quantity]=2&items[1][price]=q"
+        "&expand[0]=a&expand[1]=b&lookup_keys[]=k&metadata[gone]=&phone=&email=a%2Bb%40c.d"
+    )
     assert decode(encoded) == {
         "metadata": {"workspace_id": "w1", "gone": ""},
         "items": [{"price": "p", "quantity": "2"}, {"price": "q"}],
@@ -35,9 +37,13 @@ def test_decode_keeps_sparse_indexes_as_keys() -> None:
 
 
 def test_validate_coerces_per_typeddict() -> None:
-    params = validate(SubscriptionCreateParams, decode(
-        "customer=cus_1&items[0][price]=p&items[0][quantity]=3&cancel_at_period_end=true&trial_end=now"
-        "&trial_settings[end_behavior][missing_payment_method]=pause"))
+    params = validate(
+        SubscriptionCreateParams,
+        decode(
+            "customer=cus_1&items[0][price]=p&items[0][quantity]=3&cancel_at_period_end=true&trial_end=now"
+            "&trial_settings[end_behavior][missing_payment_method]=pause"
+        ),
+    )
     assert params == {
         "customer": "cus_1",
         "items": [{"price": "p", "quantity": 3}],
@@ -45,8 +51,7 @@ def test_validate_coerces_per_typeddict() -> None:
         "trial_end": "now",
         "trial_settings": {"end_behavior": {"missing_payment_method": "pause"}},
     }
-    assert validate(PriceListParams, decode("created[gte]=5&active=false")) == {
-        "created": {"gte": 5}, "active": False}
+    assert validate(PriceListParams, decode("created[gte]=5&active=false")) == {"created": {"gte": 5}, "active": False}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +76,7 @@ def test_validate_rejects(typed_dict: type, encoded: str, code: str | None, para
 
 def test_error_shape_and_request_id(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.customers.create(params={"address": {"city": "Oslo", "foo": "x"}})  # type: ignore[typeddict-unknown-key]
+        client.v1.customers.create(params={"address": {"city": "Oslo", "foo": "x"}})  # type: ignore[arg-type]
     error = raised.value
     assert error.http_status == 400
     assert error.request_id and error.request_id.startswith("req_")
@@ -154,6 +159,7 @@ def test_async_client(database: SqlSessions) -> None:
 def test_request_stream_returns_a_readable_body(database: SqlSessions) -> None:
     http_client = SandboxHTTPClient(database)
     stream, status, headers = http_client.request_stream(
-        "get", "https://api.stripe.com/v1/customers?limit=1", {"Authorization": "Bearer sk_test_x"})
+        "get", "https://api.stripe.com/v1/customers?limit=1", {"Authorization": "Bearer sk_test_x"}
+    )
     assert status == 200 and headers["content-type"] == "application/json"
     assert b'"object": "list"' in stream.read()

@@ -128,7 +128,8 @@ def test_a_failing_event_holds_back_no_other(client: stripe.StripeClient, databa
 
 
 def test_retries_come_due_in_sandbox_time_on_stripes_test_mode_schedule(
-        client: stripe.StripeClient, database: SqlSessions, clock: SandboxClock) -> None:
+    client: stripe.StripeClient, database: SqlSessions, clock: SandboxClock
+) -> None:
     _customers(client, "ok", "down")
     endpoint = Endpoint(lambda name: 503 if name == "down" else 200)
     sender = WebhookSender(database, SECRET, endpoint)
@@ -159,8 +160,9 @@ def test_retries_come_due_in_sandbox_time_on_stripes_test_mode_schedule(
     assert [e.data.object["name"] for e in succeeded] == ["ok"]
 
 
-def test_advancing_the_clock_delivers_the_retries_it_brings_due(client: stripe.StripeClient,
-                                                               database: SqlSessions) -> None:
+def test_advancing_the_clock_delivers_the_retries_it_brings_due(
+    client: stripe.StripeClient, database: SqlSessions
+) -> None:
     _customers(client, "flaky")
     answers = [500, 200]
     endpoint = Endpoint(lambda name: answers.pop(0))
@@ -171,8 +173,9 @@ def test_advancing_the_clock_delivers_the_retries_it_brings_due(client: stripe.S
     assert _row(database, "flaky").delivered_at is not None
 
 
-def test_a_receiver_slower_than_the_timeout_has_failed(client: stripe.StripeClient, database: SqlSessions,
-                                                      clock: SandboxClock) -> None:
+def test_a_receiver_slower_than_the_timeout_has_failed(
+    client: stripe.StripeClient, database: SqlSessions, clock: SandboxClock
+) -> None:
     _customers(client, "slow")
     delays = [0.3, 0.0]
 
@@ -202,20 +205,26 @@ def test_ordered_mode_never_gives_up_nor_waits(client: stripe.StripeClient, data
 
 
 @pytest.mark.parametrize("ordered", [False, True])
-def test_receivers_calling_stripe_neither_deadlock_nor_get_an_event_twice(database: SqlSessions,
-                                                                         ordered: bool) -> None:
+def test_receivers_calling_stripe_neither_deadlock_nor_get_an_event_twice(database: SqlSessions, ordered: bool) -> None:
     runs: list[str] = []
     calls: list[SandboxHTTPClient] = []
 
     def answer(name: str) -> int:
         if name.startswith("parent"):  # the receiver writes to Stripe: notify() from within the run
             stripe.StripeClient("sk_test_sandbox", http_client=calls[0]).v1.customers.create(
-                params={"name": name.replace("parent", "child")})
+                params={"name": name.replace("parent", "child")}
+            )
         return 200
 
     endpoint = Endpoint(answer)
-    sender = WebhookSender(database, SECRET, endpoint, concurrency=4, ordered=ordered,
-                           after_run=lambda: runs.append(threading.current_thread().name))
+    sender = WebhookSender(
+        database,
+        SECRET,
+        endpoint,
+        concurrency=4,
+        ordered=ordered,
+        after_run=lambda: runs.append(threading.current_thread().name),
+    )
     calls.append(SandboxHTTPClient(database, webhooks=sender))
     client = stripe.StripeClient("sk_test_sandbox", http_client=SandboxHTTPClient(database))  # records only
     _customers(client, *(f"parent{i}" for i in range(6)))
@@ -259,8 +268,9 @@ def test_after_run_is_called_after_each_synchronous_run(database: SqlSessions) -
     assert len(runs) == 3
 
 
-def test_background_delivery_retries_what_the_clock_brings_due(client: stripe.StripeClient,
-                                                               database: SqlSessions, clock: SandboxClock) -> None:
+def test_background_delivery_retries_what_the_clock_brings_due(
+    client: stripe.StripeClient, database: SqlSessions, clock: SandboxClock
+) -> None:
     _customers(client, "flaky", "fine")
     flaky = [500, 200]
     endpoint = Endpoint(lambda name: flaky.pop(0) if name == "flaky" else 200)

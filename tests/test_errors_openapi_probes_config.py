@@ -1,4 +1,6 @@
-"""The service's own surface: error envelope on every path, OpenAPI, health, config."""
+"""What every route shares, tested without a resource in mind: the error envelope on every
+path, the OpenAPI document and /docs, the probes (/healthz, /readyz), the configuration
+and the start-up checks."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from billing.config import Config, ConfigError
 from billing.db import normalize_database_url
 from billing.gateway import STRIPE_API_VERSION, StripeGateway
 from billing.workspaces import service as workspace_service
-from tests.conftest import assert_error
+from tests.helpers import assert_error
 
 
 def test_unknown_route_is_404_envelope(client: Any) -> None:
@@ -40,8 +42,9 @@ def test_unexpected_error_is_500_without_trace(client: Any, auth: Any, monkeypat
 
 
 def test_oversized_body_is_413(client: Any, auth: Any) -> None:
-    response = client.post("/workspaces", data="x" * (1100 * 1024), headers={**auth("alice"),
-                                                                            "Content-Type": "application/json"})
+    response = client.post(
+        "/workspaces", data="x" * (1100 * 1024), headers={**auth("alice"), "Content-Type": "application/json"}
+    )
     assert_error(response, 413, "payload_too_large")
 
 
@@ -67,8 +70,18 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
     ):
         assert path in paths, path
     account = spec["components"]["schemas"]["BillingAccount"]["properties"]
-    assert set(account) == {"id", "workspace_id", "name", "email", "phone", "description", "currency",
-                            "address", "created_at", "updated_at"}
+    assert set(account) == {
+        "id",
+        "workspace_id",
+        "name",
+        "email",
+        "phone",
+        "description",
+        "currency",
+        "address",
+        "created_at",
+        "updated_at",
+    }
     assert account["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
     assert client.get("/docs").status_code == 200
 
@@ -76,17 +89,22 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
 def test_health_and_readiness(client: Any) -> None:
     assert client.get("/healthz").json == {"status": "ok"}
     body = client.get("/readyz").json
-    assert body == {"status": "ready", "database": "ok", "stripe": "ok", "catalog": "ok", "stripe_mode": "sandbox",
-                    "events": {"pending": 0, "oldest_pending_seconds": 0.0, "parked": 0}}
+    assert body == {
+        "status": "ready",
+        "database": "ok",
+        "stripe": "ok",
+        "catalog": "ok",
+        "stripe_mode": "sandbox",
+        "events": {"pending": 0, "oldest_pending_seconds": 0.0, "parked": 0},
+    }
 
 
 def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any) -> None:
-    from billing import health
 
     def down(keys: Any) -> None:
         raise stripe.APIConnectionError("unreachable")
 
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", down)
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["stripe"] == "unavailable"
@@ -94,10 +112,9 @@ def test_readiness_reports_stripe_down(client: Any, state: Any, monkeypatch: Any
 
 def test_readiness_reports_a_missing_catalog(client: Any, state: Any, monkeypatch: Any) -> None:
     """With a real key and no sync-catalog yet, every subscription create would be a 422: say so."""
-    from billing import health
 
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
-    monkeypatch.setattr(health, "_missing_prices", [])
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
+    monkeypatch.setattr(state.readiness, "missing_prices", [])
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: {})
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["status"] == "unavailable"
@@ -139,12 +156,15 @@ def test_web_process_refuses_to_start_in_one_line(tmp_path: Any) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path}/x.sqlite3"
-    result = subprocess.run([sys.executable, "-c", "import app; app.app"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import app; app.app"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["billing: cannot start: STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
-                     "the built-in Stripe sandbox"], result.stderr
+    assert lines == [
+        "billing: cannot start: STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
+        "the built-in Stripe sandbox"
+    ], result.stderr
 
 
 def test_the_procfiles_web_refuses_to_start_in_one_line_and_exits(tmp_path: Any) -> None:
@@ -163,12 +183,20 @@ def test_the_procfiles_web_refuses_to_start_in_one_line_and_exits(tmp_path: Any)
     listener.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
     env.update(DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3", PORT=str(port), WEB_CONCURRENCY="1")
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "app:app"], cwd=Path(__file__).resolve().parent.parent,
-                            env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "app:app"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    why = ("billing: cannot start: STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
-           "the built-in Stripe sandbox")
+    why = (
+        "billing: cannot start: STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on "
+        "the built-in Stripe sandbox"
+    )
     assert lines.count(why) == 1, result.stderr
     # Besides it, at most gunicorn's own start line (a JSON log line): nothing listened, nothing booted.
     others = [line for line in lines if line != why]
@@ -180,8 +208,9 @@ def test_config_rules() -> None:
         Config.from_env({"STRIPE_API_KEY": "sk_test_x"})  # real Stripe needs real auth config
     with pytest.raises(ConfigError):
         Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "jpy", "STRIPE_SANDBOX": "1"})
-    config = Config.from_env({"JWT_SECRET": "s", "DEFAULT_CURRENCY": "EUR", "STRIPE_WEBHOOK_SECRET": "a, b",
-                              "STRIPE_SANDBOX": "1"})
+    config = Config.from_env(
+        {"JWT_SECRET": "s", "DEFAULT_CURRENCY": "EUR", "STRIPE_WEBHOOK_SECRET": "a, b", "STRIPE_SANDBOX": "1"}
+    )
     assert config.default_currency == "eur" and config.sandbox
     assert config.stripe_webhook_secrets == ("a", "b")
 
@@ -198,10 +227,9 @@ def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:
 
 
 def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, monkeypatch: Any) -> None:
-    from billing import health
 
     pings: list[int] = []
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
+    monkeypatch.setattr(state.readiness, "checked_at", 0.0)
     real = state.gateway.prices_by_lookup_key
     monkeypatch.setattr(state.gateway, "prices_by_lookup_key", lambda keys: (pings.append(1), real(keys))[1])
     for _ in range(5):
@@ -212,15 +240,21 @@ def test_readiness_does_not_ping_stripe_on_every_probe(client: Any, state: Any, 
 def test_every_operation_has_a_stable_unique_operation_id(client: Any) -> None:
     """Generated clients (openapi-typescript, orval, openapi-python-client) name methods after them."""
     paths = client.get("/openapi.json").json["paths"]
-    ids = [(operation.get("operationId"), method, path) for path, operations in paths.items()
-           for method, operation in operations.items() if method != "parameters"]
+    ids = [
+        (operation.get("operationId"), method, path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if method != "parameters"
+    ]
     assert [entry for entry in ids if not entry[0]] == []
     assert len({entry[0] for entry in ids}) == len(ids)
     named = {(method, path): name for name, method, path in ids}
     assert named[("get", "/workspaces/{workspaceId}/billing-accounts")] == "listBillingAccounts"
     assert named[("get", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}")] == "retrieveBillingAccount"
-    assert named[("post", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions")] \
+    assert (
+        named[("post", "/workspaces/{workspaceId}/billing-accounts/{billingAccountId}/subscriptions")]
         == "createSubscription"
+    )
 
 
 def test_the_docs_page_loads_nothing_from_another_host(client: Any) -> None:
@@ -244,7 +278,7 @@ def test_probes_are_documented_as_needing_no_token(client: Any) -> None:
 
 def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, session_app: Any) -> None:
     from app import create_app
-    from tests.conftest import LIVE_API_KEY, TEST_ENV
+    from tests.helpers import LIVE_API_KEY, TEST_ENV
 
     env = {**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": LIVE_API_KEY}
     app = create_app(Config.from_env({**env, "ERRORS_DOC_URL": "https://errors.example.test/billing/"}))
@@ -255,17 +289,27 @@ def test_error_doc_url_is_the_setting_followed_by_the_code(database_url: str, se
 
 def test_readiness_says_the_keys_mode(live_app: Any, mocked: Any) -> None:
     """An sk_test_ key is test mode, not live (the conftest's key is one)."""
-    from tests.conftest import TEST_ENV
+    from tests.helpers import TEST_ENV
 
     assert live_app.test_client().get("/readyz").json["stripe_mode"] == "test"
-    modes = {key: Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": key}).stripe_mode
-             for key in ("sk_live_1", "rk_live_1", "sk_test_1", "rk_test_1")}
+    modes = {
+        key: Config.from_env({**TEST_ENV, "DATABASE_URL": "sqlite://", "STRIPE_API_KEY": key}).stripe_mode
+        for key in ("sk_live_1", "rk_live_1", "sk_test_1", "rk_test_1")
+    }
     assert modes == {"sk_live_1": "live", "rk_live_1": "live", "sk_test_1": "test", "rk_test_1": "test"}
 
 
-@pytest.mark.parametrize("path", ["/workspaces/{ws}/billing-accounts//trial-eligibility", "//workspaces",
-                                  "/workspaces//{ws}", "/workspaces/{ws}/members//", "/static//x",
-                                  "/docs/assets//index.css"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/workspaces/{ws}/billing-accounts//trial-eligibility",
+        "//workspaces",
+        "/workspaces//{ws}",
+        "/workspaces/{ws}/members//",
+        "/static//x",
+        "/docs/assets//index.css",
+    ],
+)
 def test_empty_path_segments_answer_the_json_404(as_user: Any, path: str) -> None:
     """No HTML redirect (werkzeug merges `//` with a 308 that bypasses the error
     handlers): an empty segment names nothing, so it is the envelope's 404."""
