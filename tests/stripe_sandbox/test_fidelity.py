@@ -237,6 +237,9 @@ def test_a_custom_schedule_and_end_state(
     clock.advance_and_process(days=3)
     assert _attempts(client, invoice_id) == (3, None, "open")
     assert client.v1.subscriptions.retrieve(subscription.id).status == end
+    # Paying the invoice by hand brings the subscription back, unpaid or past_due alike.
+    client.v1.invoices.pay(invoice_id, params={"payment_method": "pm_card_visa"})
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
 
 
 def test_a_hard_decline_is_not_retried(
