@@ -325,6 +325,16 @@ def invoices_page(
     return [row.data for row in rows], more
 
 
+def invoices_since(db: Database, customer_id: str, since: int) -> list[dict[str, Any]]:
+    """A customer's invoices created at `since` (Stripe's unix seconds) or later."""
+    c = StripeCopy
+    query = select(c.data).where(
+        c.customer_id == customer_id, c.object_type == "invoice", c.deleted.is_(False), c.created >= since
+    )
+    with db.read() as session:
+        return list(session.scalars(query))
+
+
 def product_names(db: Database, product_ids: set[str]) -> dict[str, str]:
     with db.read() as session:
         rows = session.scalars(

@@ -28,3 +28,11 @@ def intent_id(client_secret: str) -> str:
     """`pi_123_secret_abc` -> `pi_123`: the PaymentIntent (or SetupIntent) a
     client secret confirms, read from it as Stripe.js reads it."""
     return client_secret.split("_secret_", 1)[0]
+
+
+def invoice_subscription(invoice: dict[str, Any]) -> str | None:
+    """The subscription an invoice bills (`parent.subscription_details.subscription`
+    since Stripe's 2025 API versions), if it bills one."""
+    parent = invoice.get("parent")
+    details = parent.get("subscription_details") if isinstance(parent, dict) else None
+    return id_of(details.get("subscription")) if isinstance(details, dict) else None

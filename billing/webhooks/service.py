@@ -27,7 +27,7 @@ from billing.errors import ApiError
 from billing.models import BillingAccountIndex, StripeCopy, stamp_of
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import BillingState
-from billing.stripe_ids import id_of
+from billing.stripe_ids import id_of, invoice_subscription
 from billing.subscriptions.pending import OWING
 from billing.webhooks import inbox
 from billing.webhooks.event_checks import check_event
@@ -245,17 +245,14 @@ def _applied_its_subscription(state: BillingState, events: list[inbox.Claimed]) 
 
 
 def _subscription_of(event: inbox.Claimed) -> str | None:
-    parent = _object_of(event.payload).get("parent")
-    details = parent.get("subscription_details") if isinstance(parent, dict) else None
-    return id_of(details.get("subscription")) if isinstance(details, dict) else None
+    return invoice_subscription(_object_of(event.payload))
 
 
 def _renewing_subscription(state: BillingState, invoice_id: str, stored: StripeCopy | None) -> str | None:
     """The subscription whose latest invoice (as the copy knows it) is this one, if any."""
     if stored is None or stored.deleted:
         return None
-    parent = stored.data.get("parent") or {}
-    subscription_id = id_of((parent.get("subscription_details") or {}).get("subscription"))
+    subscription_id = invoice_subscription(stored.data)
     if subscription_id is None:
         return None
     subscription = replica.subscription_document(state.db, subscription_id)

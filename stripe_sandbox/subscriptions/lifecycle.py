@@ -68,6 +68,7 @@ from stripe_sandbox.subscriptions.documents import (
     set_periods,
     trial_settings,
 )
+from stripe_sandbox.subscriptions.invoice_limits import refuse_another_invoice
 from stripe_sandbox.subscriptions.items import apply_item_changes, check_distinct_prices, new_item
 
 # Known to Stripe, not emulated: each would change amounts, periods or
@@ -410,6 +411,8 @@ def change_items(
         new_period = fresh_period(store, data, now)
         if not billed:
             return None
+        if not preview:
+            refuse_another_invoice(store, data)
         invoice = draft_invoice(
             store, data, customer, "subscription_update", item_lines(store, data, new_period), period=(now, now)
         )
@@ -420,6 +423,8 @@ def change_items(
     prorations = prorate(store, data, customer.id, old_items, data["items"]["data"], at, period)
     if behavior != "always_invoice" or not prorations:
         return None  # create_prorations: the next invoice collects them
+    if not preview:
+        refuse_another_invoice(store, data)
     invoice = draft_invoice(
         store,
         data,
