@@ -1,7 +1,7 @@
 """Stripe's limits on one subscription's invoices (https://docs.stripe.com/rate-limits,
 "Subscriptions API"): "10 new invoices per subscription, per minute" and "20 new invoices
 per subscription, per day". An update that would make one more (`always_invoice`, a new
-billing interval) is refused with Stripe's 429 `rate_limit` error and changes nothing.
+billing interval) is refused with Stripe's 429 `rate_limit_error` and changes nothing.
 Counted on sandbox time; a day is the last 24 hours (the stricter reading)."""
 
 from __future__ import annotations
