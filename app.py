@@ -88,7 +88,11 @@ def build_stripe(
             user_reserve=config.stripe_budget_user_reserve,
         )
         client = build_client(
-            config.stripe_api_key, http_client=http_client, timeout=config.stripe_timeout, budget=budget
+            config.stripe_api_key,
+            http_client=http_client,
+            timeout=config.stripe_timeout,
+            budget=budget,
+            api_base=config.stripe_api_base,
         )
         return {"gateway": StripeGateway(client, keep=Keeper(db))}
     from stripe_sandbox import SandboxAuthenticator, SandboxClock, SandboxHTTPClient, WebhookSender, install
@@ -210,8 +214,18 @@ def create_app(
     if not config.stripe_webhook_secrets:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")
     if config.sandbox:
-        log.warning("Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves")
+        log.warning(
+            "Stripe: running on the built-in SANDBOX emulator (no STRIPE_API_KEY set); no real money moves",
+            extra={"stripe_mode": config.stripe_mode, "stripe_endpoint": config.stripe_endpoint},
+        )
         load_sandbox_catalog(db, gateway)
+    else:
+        log.info(
+            "Stripe: %s mode at %s",
+            config.stripe_mode,
+            config.stripe_endpoint,
+            extra={"stripe_mode": config.stripe_mode, "stripe_endpoint": config.stripe_endpoint},
+        )
 
     api = BillingApi(app)
     openapi.extend(api, app)

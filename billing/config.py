@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 CURRENCIES = ("usd", "zar", "eur", "gbp", "aud")
 # Every error body's `doc_url` is this followed by the error's code (API.md, Errors).
 DEFAULT_ERRORS_DOC_URL = "https://docs.altostrat.io/errors/"
+# Stripe's API, unless STRIPE_API_BASE points elsewhere (stripe-mock, `python -m stripe_sandbox`, an egress proxy).
+DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
+# What /readyz and the start-up log name as the endpoint on the built-in emulator (no HTTP at all).
+IN_PROCESS_ENDPOINT = "in-process"
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 
@@ -71,6 +77,7 @@ class Config:
     cors_origins: tuple[str, ...]
     log_level: str
     stripe_timeout: float = 20.0
+    stripe_api_base: str = DEFAULT_STRIPE_API_BASE
     sandbox_latency_ms: float = 0.0
     sandbox_rate_limits: str = ""  # Stripe's rate limits in the sandbox: "live", "test" or "" (none)
     sandbox_webhook_url: str = ""
@@ -107,12 +114,18 @@ class Config:
             return "sandbox"
         return "live" if is_live_key(self.stripe_api_key) else "test"
 
+    @property
+    def stripe_endpoint(self) -> str:
+        """Where Stripe requests go: STRIPE_API_BASE (default Stripe's own), or `in-process` on the sandbox."""
+        return IN_PROCESS_ENDPOINT if self.sandbox else self.stripe_api_base
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Raises ConfigError for the first setting (in this order) that cannot start a service."""
         env = dict(os.environ if env is None else env)
         stripe_key = _stripe_key(env)
         sandbox = stripe_key is None
+        api_base = _stripe_api_base(env, sandbox)
         database_url = _database_url(env)
         jwt_secret, jwks_url, algorithms = _jwt_keys(env, sandbox)
         currency = _default_currency(env)
@@ -136,6 +149,7 @@ class Config:
             cors_origins=_comma_separated(env.get("CORS_ORIGINS") or ""),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             stripe_timeout=float(env.get("STRIPE_TIMEOUT") or 20.0),
+            stripe_api_base=api_base,
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
             sandbox_rate_limits=rate_limits,
             worker_threads=_positive_int(env, "WORKER_THREADS", 4),
@@ -166,6 +180,50 @@ def _stripe_key(env: Mapping[str, str]) -> str | None:
             "STRIPE_API_KEY is not set; set it, or set STRIPE_SANDBOX=1 to run on the built-in Stripe sandbox"
         )
     return stripe_key
+
+
+def _stripe_api_base(env: Mapping[str, str], sandbox: bool) -> str:
+    """STRIPE_API_BASE as the `stripe` library takes it: scheme and host (and port, path prefix), no slash at
+    the end. https, but for a loopback host (a fake on this machine): keys never cross a network in clear."""
+    raw = (env.get("STRIPE_API_BASE") or "").strip()
+    if not raw:
+        return DEFAULT_STRIPE_API_BASE
+    if sandbox:
+        raise ConfigError(
+            "STRIPE_API_BASE needs STRIPE_API_KEY (an sk_test_ key for a fake such as "
+            "`python -m stripe_sandbox`); the built-in sandbox runs in the process"
+        )
+    usage = "STRIPE_API_BASE must be an https:// URL (http:// only for a loopback host), without query or credentials"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # not a number, or out of range: ValueError
+    except ValueError:
+        raise ConfigError(usage) from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("https", "http")
+        or not host
+        or port == 0
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or parts.password is not None
+    ):
+        raise ConfigError(usage)
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"STRIPE_API_BASE: http:// is only for a loopback host (a fake on this machine); use https:// for {host}"
+        )
+    return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _database_url(env: Mapping[str, str]) -> str:

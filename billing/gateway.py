@@ -67,11 +67,14 @@ def build_client(
     timeout: float = 20.0,
     latency: float = 0.0,
     budget: StripeBudget | None = None,
+    api_base: str | None = None,
 ) -> stripe.StripeClient:
-    """`budget`: every attempt is counted in this Stripe request budget first (billing.budget)."""
+    """`budget`: every attempt is counted in this Stripe request budget first (billing.budget).
+    `api_base`: where the API is (STRIPE_API_BASE), if not api.stripe.com; the library's own setting."""
     return stripe.StripeClient(
         api_key,
         stripe_version=STRIPE_API_VERSION,
+        base_addresses={"api": api_base} if api_base else {},
         max_network_retries=MAX_NETWORK_RETRIES,
         http_client=InstrumentedHTTPClient(
             http_client or stripe.RequestsClient(timeout=(5.0, timeout)), latency=latency, budget=budget

@@ -51,6 +51,12 @@ class ReadinessSchema(Schema):
             "description": "`sandbox`: the built-in emulator; else the mode of STRIPE_API_KEY (`sk_test_`: test)."
         },
     )
+    stripe_endpoint = fields.String(
+        metadata={
+            "description": "Where Stripe requests go: STRIPE_API_BASE (default `https://api.stripe.com`), or "
+            "`in-process` on the built-in emulator."
+        }
+    )
     database = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     stripe = fields.String(validate=validate.OneOf(["ok", "unavailable"]))
     events = fields.Nested(EventsBacklogSchema, metadata={"description": "Present when the database answers."})
@@ -78,7 +84,10 @@ class Ready(MethodView):
     def get(self) -> Any:
         """The database and Stripe answer, and the catalog's prices exist"""
         state = current()
-        checks: dict[str, Any] = {"stripe_mode": state.config.stripe_mode}
+        checks: dict[str, Any] = {
+            "stripe_mode": state.config.stripe_mode,
+            "stripe_endpoint": state.config.stripe_endpoint,
+        }
         try:
             with state.db.read() as session:
                 session.execute(text("SELECT 1"))

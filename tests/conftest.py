@@ -1,12 +1,24 @@
 """Fixtures: one app on a throwaway database (SQLite, or TEST_DATABASE_URL),
-with Stripe served by the built-in sandbox through the real `stripe` library."""
+with Stripe served by the built-in sandbox through the real `stripe` library.
+
+With SANDBOX_OVER_HTTP=1 the emulator runs as its own server instead (`python -m stripe_sandbox`
+on a loopback port, on the same database) and the app reaches it as it would Stripe: an
+`sk_test_` key, STRIPE_API_BASE, the library's own HTTP transport. The server posts its webhooks
+to the app, served on a loopback port too, before it answers the write that made them; the
+sandbox-only parts (its clock, `/sandbox` routes) are absent: `.ci/run` runs the end-to-end tests
+that need neither that way."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,8 +82,63 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+OVER_HTTP = os.environ.get("SANDBOX_OVER_HTTP") == "1"
+OVER_HTTP_KEY = "sk_test_51OverHttpEmulatorKey"
+
+
 @pytest.fixture(scope="session")
-def config(database_url: str) -> Config:
+def app_listener() -> Iterator[socket.socket]:
+    """Where the app answers over HTTP (SANDBOX_OVER_HTTP): the emulator's server posts its webhooks there."""
+    from tests.db_proxy import bind_local
+
+    listener = bind_local()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="session")
+def emulator_url(database_url: str, app_listener: socket.socket) -> Iterator[str]:
+    """`python -m stripe_sandbox` on a free loopback port (in LOCAL_PORT_RANGE), on the tests' database."""
+    webhook_url = f"http://127.0.0.1:{app_listener.getsockname()[1]}/webhooks/stripe"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stripe_sandbox",
+            "--port",
+            "0",
+            "--database",
+            database_url,
+            "--webhook-url",
+            webhook_url,
+            "--webhook-secret",
+            TEST_ENV["STRIPE_WEBHOOK_SECRET"],
+            "--webhooks-before-answer",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # printed once it listens
+    assert "serving on " in line, f"python -m stripe_sandbox did not start: {line!r}"
+    try:
+        yield line.split("serving on ", 1)[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def config(database_url: str, request: Any) -> Config:
+    if OVER_HTTP:
+        return Config.from_env(
+            {
+                **TEST_ENV,
+                "DATABASE_URL": database_url,
+                "STRIPE_API_KEY": OVER_HTTP_KEY,
+                "STRIPE_API_BASE": request.getfixturevalue("emulator_url"),
+            }
+        )
     return Config.from_env({**TEST_ENV, "DATABASE_URL": database_url})
 
 
@@ -95,8 +162,47 @@ def apply_after_delivery(app: Flask) -> None:
     sender.after_run = apply_all
 
 
+class WebhookFront:
+    """The app's webhook route over HTTP, for the emulator's server (SANDBOX_OVER_HTTP): each
+    delivery is then applied, as a worker would, before it is answered (what
+    `synchronous_webhooks` and `apply_after_delivery` do in process). `lost`: answered 503
+    (they stay pending in the emulator); `ignored`: 200 unread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.lost = self.ignored = False
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.lost or self.ignored:
+            start_response("503 Service Unavailable" if self.lost else "200 OK", [("Content-Length", "0")])
+            return [b""]
+        answer = list(self.app(environ, start_response))
+        from billing.jobs import apply_due
+
+        state: BillingState = self.app.extensions["billing"]
+        while True:
+            with self.app.app_context():
+                if not state.queue.run_queued() + apply_due():
+                    return answer
+
+
+def serve_over_http(app: Flask, listener: socket.socket) -> WebhookFront:
+    from werkzeug.serving import make_server
+
+    front = WebhookFront(app)
+    server = make_server("127.0.0.1", listener.getsockname()[1], front, threaded=True, fd=listener.fileno())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return front
+
+
 @pytest.fixture(scope="session")
-def session_app(config: Config) -> Flask:
+def session_app(config: Config, request: Any) -> Flask:
+    if OVER_HTTP:
+        app = create_app(config)
+        app.config["TESTING"] = False
+        app.extensions["webhook_front"] = serve_over_http(app, request.getfixturevalue("app_listener"))
+        wipe(app)
+        return app
     holder: dict[str, Flask] = {}
     # Webhooks as Stripe sends them: 32 at once, unordered, failures retried later in sandbox time.
     config = dataclasses.replace(config, sandbox_webhook_concurrency=32, sandbox_webhook_ordered=False)
@@ -167,14 +273,20 @@ def subscribe_in_stripe(state: BillingState) -> Any:
 
 
 @pytest.fixture
-def webhooks_lost(state: BillingState, monkeypatch: Any) -> None:
+def webhooks_lost(app: Flask, state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks don't reach us (they stay pending in the sandbox)."""
+    if OVER_HTTP:
+        monkeypatch.setattr(app.extensions["webhook_front"], "lost", True)
+        return
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 503)
 
 
 @pytest.fixture
-def webhooks_ignored(state: BillingState, monkeypatch: Any) -> None:
+def webhooks_ignored(app: Flask, state: BillingState, monkeypatch: Any) -> None:
     """Stripe's webhooks are acknowledged unread (for bulk set-up that doesn't need them)."""
+    if OVER_HTTP:
+        monkeypatch.setattr(app.extensions["webhook_front"], "ignored", True)
+        return
     monkeypatch.setattr(state.webhooks, "_transport", lambda payload, headers: 200)
 
 
@@ -247,7 +359,6 @@ def reads_cost_stripe_nothing(request: Any, monkeypatch: Any) -> Iterator[list[s
 @pytest.fixture
 def frozen_sandbox_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sandbox's clock stands still (at a whole second) while the test runs."""
-    import time
 
     import stripe_sandbox.clock
 

@@ -95,6 +95,7 @@ def test_health_and_readiness(client: Any) -> None:
         "stripe": "ok",
         "catalog": "ok",
         "stripe_mode": "sandbox",
+        "stripe_endpoint": "in-process",
         "events": {"pending": 0, "oldest_pending_seconds": 0.0, "parked": 0},
     }
 

@@ -90,7 +90,7 @@ def test_the_probes_need_no_token_and_say_what_they_check(spec: dict[str, Any]) 
         operation = spec["paths"][path]["get"]
         assert operation["security"] == [] and "401" not in operation["responses"]
     readiness = schema(spec, "Readiness")["properties"]
-    assert set(readiness) == {"status", "stripe_mode", "database", "stripe", "catalog", "events"}
+    assert set(readiness) == {"status", "stripe_mode", "stripe_endpoint", "database", "stripe", "catalog", "events"}
     assert readiness["status"]["enum"] == ["ready", "unavailable"]
 
 
