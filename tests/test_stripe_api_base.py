@@ -85,11 +85,8 @@ def test_sync_catalog_command_talks_to_the_stripe_api_base(tmp_path: Path, emula
 
 
 def test_readiness_and_start_up_log_name_the_endpoint_and_mode(
-    database_url: str, session_app: Any, emulator: SandboxServer, caplog: Any, monkeypatch: Any
+    database_url: str, session_app: Any, emulator: SandboxServer, caplog: Any
 ) -> None:
-    from billing import health
-
-    monkeypatch.setattr(health, "_stripe_ok_at", 0.0)
     env = {**TEST_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": TEST_KEY, "STRIPE_API_BASE": emulator.url + "/"}
     with caplog.at_level(logging.INFO, logger="billing"):
         app = create_app(Config.from_env(env))
