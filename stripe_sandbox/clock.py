@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from stripe_sandbox import dunning
 from stripe_sandbox.api import build_router
 from stripe_sandbox.database import SessionSource
 from stripe_sandbox.models import SandboxClockState, SandboxObject, insert_if_absent
@@ -139,6 +140,7 @@ class SandboxClock:
         workers: int = 4,
         public_url: str = DEFAULT_PUBLIC_URL,
     ) -> None:
+        dunning.settings()  # a SANDBOX_RETRY_* the sandbox can't use stops it at start, not at a renewal
         self._database = database
         self._router = router
         self._public_url = public_url  # the host's origin (renewal invoices' hosted pages)

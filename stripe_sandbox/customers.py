@@ -11,10 +11,11 @@ from stripe.params import (
     CustomerDeleteParams,
     CustomerListParams,
     CustomerRetrieveParams,
+    CustomerSearchParams,
     CustomerUpdateParams,
 )
 
-from stripe_sandbox import events, metadata, payment_methods, subscriptions
+from stripe_sandbox import events, metadata, payment_methods, search, subscriptions
 from stripe_sandbox.errors import SandboxError, not_supported, resource_missing
 from stripe_sandbox.listing import list_endpoint
 from stripe_sandbox.models import SandboxObject
@@ -216,10 +217,17 @@ def list_(req: Request) -> Document:
     return list_endpoint(req.store, params, OBJECT_TYPE, URL, where=where)
 
 
+def search_(req: Request) -> Document:
+    return search.search(
+        req.store, req.params, OBJECT_TYPE, URL + "/search", {"created", "email", "metadata", "name", "phone"}
+    )
+
+
 def register(router: Router) -> None:
     router.add_kind(KIND)
     router.add("POST", URL, create, CustomerCreateParams)
     router.add("GET", URL, list_, CustomerListParams)
+    router.add("GET", URL + "/search", search_, CustomerSearchParams)
     router.add("GET", URL + "/{customer}", retrieve, CustomerRetrieveParams)
     router.add("POST", URL + "/{customer}", update, CustomerUpdateParams)
     router.add("DELETE", URL + "/{customer}", delete, CustomerDeleteParams)

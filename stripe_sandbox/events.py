@@ -54,7 +54,8 @@ def record(store: Store, type: str, obj: Document, previous_attributes: Document
         "request": {"id": store.request_id, "idempotency_key": store.idempotency_key},
         "type": type,
     }
-    if previous_attributes is not None:
+    if previous_attributes is not None and type.endswith(".updated"):
+        # Stripe's Event docs: previous_attributes exists "for *.updated events" only.
         data["data"]["previous_attributes"] = previous_attributes
     row = store.insert(OBJECT_TYPE, data)
     store.session.add(SandboxWebhookDelivery(event_id=row.id, seq=row.seq, pending=True, attempts=0))

@@ -40,6 +40,7 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
     data: Document = {
         "id": intent_id,
         "object": OBJECT_TYPE,
+        "allowed_payment_method_types": None,
         "amount": invoice["amount_due"],
         "amount_capturable": 0,
         "amount_details": {"tip": {}},
@@ -58,12 +59,16 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
         "customer_account": None,
         "description": _DESCRIPTIONS.get(invoice["billing_reason"]),
         "excluded_payment_method_types": None,
+        "hooks": None,
         "last_payment_error": None,
         "latest_charge": None,
         "livemode": False,
+        # Always present (stripe-python PaymentIntent.ManagedPayments: "Set to `true` to enable Managed Payments").
+        "managed_payments": {"enabled": False},
         "metadata": {},
         "next_action": None,
         "on_behalf_of": None,
+        "payment_details": None,
         "payment_method": None,
         "payment_method_configuration_details": None,
         "payment_method_options": {
@@ -76,6 +81,8 @@ def create_for_invoice(store: Store, invoice: Document) -> SandboxObject:
             "us_bank_account": {"verification_method": "automatic"},
         },
         "payment_method_types": ["card", "us_bank_account"],
+        "payment_record": None,
+        "presentment_details": None,
         "processing": None,
         "receipt_email": None,
         "review": None,

@@ -129,6 +129,7 @@ def _from_token(store: Store, token: str) -> Document:
         "customer_account": None,
         "livemode": False,
         "metadata": {},
+        "radar_options": None,
     }
     if token == US_BANK_ACCOUNT_TOKEN:
         data["type"] = "us_bank_account"

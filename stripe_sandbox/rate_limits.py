@@ -4,7 +4,7 @@ Stripe counts requests per second per account (here: per API key). In live
 mode an account may make 100 requests a second in all and 25 a second to any
 one endpoint; in a sandbox (test mode) 25 a second in all. An endpoint is the
 operation, method and path template: `GET /v1/customers/{customer}` whatever
-the id. Past a limit Stripe answers HTTP 429 with the `rate_limit` error, and
+the id. Past a limit Stripe answers HTTP 429 with a `rate_limit_error` (no `code`), and
 the `stripe` library raises `RateLimitError`. Stripe does not ask for a retry
 (no `Stripe-Should-Retry`), so the library does not retry it: only the 429s of
 lock timeouts are retried; backing off is the integration's business.
@@ -61,7 +61,9 @@ def now() -> float:
 
 
 def rate_limited() -> SandboxError:
-    return SandboxError(429, MESSAGE, code="rate_limit")
+    # Stripe's API errors doc: type `rate_limit_error` "Too many requests hit the API too quickly";
+    # a 429 carries no `code` (https://docs.stripe.com/api/errors#errors-type, /rate-limits).
+    return SandboxError(429, MESSAGE, type="rate_limit_error")
 
 
 def admit(database: SessionSource, limits: Limits, api_key: str, endpoint: str | None) -> None:

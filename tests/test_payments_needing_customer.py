@@ -166,9 +166,10 @@ def test_failed_renewal_recovers_with_a_new_default_card(acct: dict[str, Any], s
     assert pending["hosted_invoice_url"] == hosted_page(state, pending["invoice_id"]) and pending["amount_due"] > 0
     renewal = alice.get(f"{acc}/invoices").json["data"][0]
     assert (renewal["id"], renewal["status"]) == (pending["invoice_id"], "open")
-    # The customer adds a good card and makes it the default; the retry 3 days later uses it.
+    # The customer adds a good card and makes it the default; the first retry (Smart Retries, the
+    # sandbox's default: 2 days later) uses it.
     make_default(acct, "pm_card_mastercard")
-    alice.advance_clock({"days": 2})
+    alice.advance_clock({"days": 1})
     assert alice.get(path).json["status"] == "past_due"
     alice.advance_clock({"days": 1})
     recovered = alice.get(path).json
@@ -181,13 +182,14 @@ def test_renewal_failing_every_retry_cancels(acct: dict[str, Any], state: Any) -
     sub, path = subscribed_then_default(acct, "pm_card_chargeCustomerFail")
     until_renewal_collected(acct, sub, state)
     renewal_id = alice.get(path).json["pending_payment"]["invoice_id"]
-    for days in (3, 2, 2):  # retried 3, 5 and 7 days after the first failure
+    # Smart Retries, the sandbox's default: 8 tries within 2 weeks (retries every 2 days), then canceled.
+    for _ in range(7):
         assert alice.get(path).json["status"] == "past_due"
-        alice.advance_clock({"days": days})
+        alice.advance_clock({"days": 2})
     ended = alice.get(path).json
     assert (ended["status"], ended["pending_payment"]) == ("canceled", None)
     invoice = state.gateway.client.v1.invoices.retrieve(renewal_id)
-    assert (invoice.attempt_count, invoice.next_payment_attempt) == (4, None)
+    assert (invoice.attempt_count, invoice.next_payment_attempt) == (8, None)
 
 
 def test_renewal_needing_3ds_is_paid_by_the_customer(acct: dict[str, Any], state: Any) -> None:

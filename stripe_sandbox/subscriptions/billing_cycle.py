@@ -6,10 +6,11 @@ expiry, pause_collection.resumes_at) run in `advance()` when the clock reaches
 the row's `due_at` (see clock.py), one transition at its own moment.
 
 Collection over time runs in `collect()`, the invoices' own `advance`: a renewal
-invoice is finalized and charged an hour after it is created, as on Stripe; a
-failed automatic collection is retried 3, 5 and 7 days after the first failure
-with the payment method of that moment, and after the last failed retry the
-subscription is canceled (Stripe's default "cancel the subscription" setting).
+(or trial-end) invoice is finalized and charged an hour after it is created, as on
+Stripe; a failed automatic collection is retried on the account's schedule with the
+payment method of that moment (Smart Retries by default; a hard decline is not retried),
+and after the last failed retry the subscription ends as the account's setting says
+(`dunning.py`: SANDBOX_RETRY_SCHEDULE, SANDBOX_RETRY_END).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import copy
 import decimal
 from typing import Any
 
-from stripe_sandbox import coupons, events, invoice_engine, metadata, prices
+from stripe_sandbox import coupons, dunning, events, invoice_engine, metadata, prices
 from stripe_sandbox.errors import SandboxError
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.periods import add_interval, period_containing
@@ -297,7 +298,8 @@ def end_trial(
     raise_on_failure: bool = False,
     preview: bool = False,
 ) -> SandboxObject | None:
-    """The trial ends at `at`: a new cycle starts, invoiced and charged at once.
+    """The trial ends at `at`: a new cycle starts, invoiced (charged an hour later when the clock
+    ended it, at once when a request did).
 
     Without a payment method, `trial_settings.end_behavior.missing_payment_method`
     decides: cancel, pause (Stripe's `paused` status, no invoice), or
@@ -316,14 +318,33 @@ def end_trial(
         if behavior == "pause":
             data["status"] = "paused"
             return None
+    if billing_reason == "subscription_cycle":
+        # The trial ran out (the clock): a renewal like any other. Stripe leaves the invoice a draft
+        # and "waits one hour after creation to finalize the invoice" (the Invoice object's docs,
+        # https://docs.stripe.com/api/invoices; billing/subscriptions/overview#invoice-lifecycle);
+        # `collect()` finalizes and charges it then. The subscription is active meanwhile.
+        pause = data["pause_collection"]
+        invoice = draft_invoice(
+            store,
+            data,
+            customer,
+            billing_reason,
+            item_lines(store, data, period),
+            period=(trial_period[0], at),
+            finalizes_at=None if pause is not None else store.now + FINALIZES_AFTER,
+        )
+        data["latest_invoice"] = invoice.id
+        data["status"] = "active"
+        if pause is not None:
+            _collect_paused(store, invoice, pause["behavior"])
+        return invoice
+    # Ended by a request (trial_end=now): invoiced and charged within it.
     invoice = draft_invoice(
         store, data, customer, billing_reason, item_lines(store, data, period), period=(trial_period[0], at)
     )
     data["latest_invoice"] = invoice.id
     outcome = bill(store, data, customer, invoice, attempt=attempt, raise_on_failure=raise_on_failure, preview=preview)
     data["status"] = "active" if outcome in ("paid", "sent") else "past_due"
-    if outcome == "failed" and billing_reason == "subscription_cycle":
-        schedule_retry(store, invoice)
     return invoice
 
 
@@ -345,6 +366,9 @@ def renew(store: Store, data: Document, customer: SandboxObject) -> None:
     period = next_period(store, data, old[1])
     set_periods(data, *period)
     pause = data["pause_collection"]
+    # An unpaid subscription's invoices stay drafts ("Stripe continues to generate invoices ... but
+    # they remain in draft status", billing/subscriptions/overview#unpaid-subscriptions).
+    waits = pause is not None or data["status"] == "unpaid"
     invoice = draft_invoice(
         store,
         data,
@@ -352,7 +376,7 @@ def renew(store: Store, data: Document, customer: SandboxObject) -> None:
         "subscription_cycle",
         item_lines(store, data, period),
         period=old,
-        finalizes_at=None if pause is not None else store.now + FINALIZES_AFTER,
+        finalizes_at=None if waits else store.now + FINALIZES_AFTER,
     )
     data["latest_invoice"] = invoice.id
     if pause is not None:
@@ -395,20 +419,29 @@ def advance(store: Store, row: SandboxObject) -> None:
 
 
 FINALIZES_AFTER = 3600  # Stripe finalizes a renewal invoice about an hour after creating it
-RETRY_DAYS = (3, 5, 7)  # automatic retries, days after the first failed attempt
 
 
-def schedule_retry(store: Store, invoice: SandboxObject) -> bool:
-    """After a failed automatic attempt: the next retry, by the schedule; False when none is left."""
+def schedule_retry(store: Store, invoice: SandboxObject, error: SandboxError | None = None) -> bool:
+    """After a failed automatic attempt: the next retry, by the account's schedule (`dunning`);
+    False when none is left, or when the issuer's decline is one Stripe never retries."""
     data = copy.deepcopy(invoice.data)
-    dunning = internal_state(data).setdefault("dunning", {"first_failure": store.now, "failures": 0})
-    dunning["failures"] += 1
-    left: bool = dunning["failures"] <= len(RETRY_DAYS)
-    data["next_payment_attempt"] = (
-        dunning["first_failure"] + RETRY_DAYS[dunning["failures"] - 1] * 86400 if left else None
-    )
+    state = internal_state(data).setdefault("dunning", {"first_failure": store.now, "failures": 0})
+    state["failures"] += 1
+    schedule = dunning.settings().retries_after_first_failure
+    hard = error is not None and dunning.is_hard_decline(error.extra.get("decline_code"))
+    left: bool = not hard and state["failures"] <= len(schedule)
+    data["next_payment_attempt"] = state["first_failure"] + schedule[state["failures"] - 1] if left else None
     invoice_engine.save(store, invoice, data)
     return left
+
+
+def _retries_exhausted(sub: Document, now: int) -> None:
+    """The subscription's status once every retry failed: the account's SANDBOX_RETRY_END."""
+    end = dunning.settings().end
+    if end == "cancel":
+        mark_canceled(sub, now, reason="payment_failed")
+    else:
+        sub["status"] = end  # unpaid, or left past_due
 
 
 def collect(store: Store, invoice: SandboxObject) -> None:
@@ -430,13 +463,13 @@ def collect(store: Store, invoice: SandboxObject) -> None:
     if error is None:
         _settled(store, invoice)
         return
-    retried = schedule_retry(store, invoice)
+    retried = schedule_retry(store, invoice, error)
     if subscription is None or subscription.data["latest_invoice"] != invoice.id:
         return
     before = store.present(subscription)
     sub = copy.deepcopy(subscription.data)
     if not retried and sub["status"] not in ENDED_STATUSES:
-        mark_canceled(sub, store.now, reason="payment_failed")
+        _retries_exhausted(sub, store.now)
     elif sub["status"] in BILLED:
         sub["status"] = "past_due"
     save(store, subscription, sub)
@@ -462,7 +495,7 @@ def invoice_paid(store: Store, invoice: Document) -> None:
         save(store, row, data)
         changed(store, row, before)
         return
-    if row.data["status"] not in ("incomplete", "past_due"):
+    if row.data["status"] not in ("incomplete", "past_due", "unpaid"):
         return
     before = store.present(row)
     save(store, row, {**copy.deepcopy(row.data), "status": "active"})

@@ -2,7 +2,7 @@
 API"): "10 new invoices per subscription, per minute", "20 new invoices per subscription, per
 day" and 200 quantity updates per subscription, per hour. An update that would make one more
 invoice (`always_invoice`, a new billing interval), or change a quantity once more, is refused
-with Stripe's 429 `rate_limit` error and changes nothing. Counted on sandbox time; a day is the
+with Stripe's 429 `rate_limit_error` and changes nothing. Counted on sandbox time; a day is the
 last 24 hours (the stricter reading)."""
 
 from __future__ import annotations

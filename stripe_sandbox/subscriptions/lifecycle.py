@@ -271,7 +271,6 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
     # A copy: `data` goes on changing while billing (an in-place change to the stored
     # document would make the final save compare equal to it and write nothing).
     row = store.insert(OBJECT_TYPE, copy.deepcopy(data), customer=customer.id, due_at=due_at(data))
-    events.created(store, row)
     invoice = draft_invoice(
         store, data, customer, "subscription_create", lines, period=(now, now), invoice_id=invoice_id
     )
@@ -285,11 +284,13 @@ def create(store: Store, params: dict[str, Any], *, preview: bool = False) -> tu
         preview=preview,
     )
     if outcome == "failed":
-        before = store.present(row)
-        save(store, row, {**copy.deepcopy(data), "status": "incomplete"})
-        changed(store, row, before)
-    else:
-        save(store, row, copy.deepcopy(data))  # what billing changed (a `once` discount used up)
+        data["status"] = "incomplete"
+    save(store, row, copy.deepcopy(data))  # what billing changed (a `once` discount used up)
+    # The first payment is attempted within the create request, so Stripe's
+    # customer.subscription.created already carries its outcome: `incomplete` when it failed
+    # ("If the initial payment attempt fails, the subscription is created in an incomplete
+    # status", https://docs.stripe.com/billing/subscriptions/overview#payment-status).
+    events.created(store, row)
     return row, invoice
 
 

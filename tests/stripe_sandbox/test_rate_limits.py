@@ -57,7 +57,7 @@ def assert_rate_limited(call: Callable[[], object]) -> stripe.RateLimitError:
     assert error.user_message == MESSAGE
     assert error.json_body is not None
     body = error.json_body["error"]
-    assert (body["type"], body["code"], body["message"]) == ("invalid_request_error", "rate_limit", MESSAGE)
+    assert (body["type"], body["message"]) == ("rate_limit_error", MESSAGE) and "code" not in body
     assert error.headers is not None and "stripe-should-retry" not in error.headers
     return error
 

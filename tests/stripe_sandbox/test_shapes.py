@@ -1,7 +1,14 @@
 """The emulator's objects can't drift from Stripe's: every object type it returns is checked
 against the pinned `stripe` library's own annotations of that type (recursively).
 
-A field the annotations call required (not Optional) must be there; none may be there that the
+Every field the library declares on an API object (a hash with `object`: a customer, an
+invoice, a subscription's price, an event's `data.object`, ...) must be there, null allowed:
+Stripe's object reference lists every attribute and Stripe sends the nullable ones as null, so
+a client reading one the emulator dropped would meet an AttributeError only in production. The
+exceptions are the fields Stripe itself sends only sometimes (`ONLY_SOMETIMES`, each with why).
+Inside an object's plain hashes (automatic_tax, payment_method_options.card, ...) the library's
+Optional means either nullable or present-only-when-set, which it does not tell apart, so there
+only the fields it declares required (not Optional) must be there. None may be there that the
 type does not declare; each value must have the declared type (Literal enums by their values,
 even where the library also admits any string for forward compatibility).
 """
@@ -109,11 +116,48 @@ def drift(value: Any, hint: Any, path: str) -> list[str]:
     raise AssertionError(f"{path}: no check for {hint!r}")
 
 
+# Fields of API objects that Stripe sends only in some states, as its API reference says.
+_INCLUDABLE = "not included by default: only when expanded"
+ONLY_SOMETIMES: dict[str, dict[str, str]] = {
+    "*": {"deleted": 'only on a deleted object\'s stub ("Always true for a deleted object")'},
+    "event": {
+        "account": "Connect only: the connected account that originates the event",
+        "context": "only for events of another authentication context (Connect, organizations)",
+    },
+    "customer": dict.fromkeys(
+        ("cash_balance", "invoice_credit_balance", "sources", "subscriptions", "tax", "tax_ids"), _INCLUDABLE
+    ),
+    "invoice": {
+        "confirmation_secret": _INCLUDABLE,
+        "payments": _INCLUDABLE,
+        "threshold_reason": "only when billing_reason is subscription_threshold",
+    },
+    "price": {"currency_options": _INCLUDABLE, "tiers": _INCLUDABLE},
+    "plan": {"tiers": _INCLUDABLE},
+    "coupon": {"currency_options": _INCLUDABLE},
+}
+
+
+def _only_sometimes(document: dict[str, Any], cls: type) -> set[str]:
+    names = set(ONLY_SOMETIMES["*"]) | set(ONLY_SOMETIMES.get(str(document.get("object")), {}))
+    if cls is stripe.PaymentMethod:
+        # One hash per payment method type, only the method's own (`card` on a card, ...).
+        names |= {t for t in typing.get_args(fields_of(cls)["type"]) if isinstance(t, str)} - {document.get("type")}
+        names |= {
+            a for arg in typing.get_args(fields_of(cls)["type"]) for a in typing.get_args(arg) if isinstance(a, str)
+        } - {document.get("type")}
+    return names
+
+
 def shape_drift(document: dict[str, Any], cls: type, path: str) -> list[str]:
     declared = fields_of(cls)
-    problems = [
-        f"{path}.{name}: missing" for name, hint in declared.items() if name not in document and not _optional(hint)
-    ]
+    if isinstance(document.get("object"), str):  # an API object: every declared field, null allowed
+        exempt = _only_sometimes(document, cls)
+        problems = [f"{path}.{name}: missing" for name in declared if name not in document and name not in exempt]
+    else:  # a plain hash inside one: what the library declares required
+        problems = [
+            f"{path}.{name}: missing" for name, hint in declared.items() if name not in document and not _optional(hint)
+        ]
     problems += [f"{path}.{name}: invented" for name in document if name not in declared]
     for name, value in document.items():
         if name in declared:
@@ -320,3 +364,8 @@ def test_the_checker_catches_drift() -> None:
     assert ".amount: '12' is not an int" in problems and ".invented: invented" in problems
     assert any(p.startswith(".status: 'done' is none of") for p in problems)
     assert ".currency: missing" in problems
+    # On an API object a nullable field must be there too (as null); in a plain hash only a required one.
+    assert ".latest_charge: missing" in problems and ".managed_payments: missing" in problems
+    assert ".deleted: missing" not in problems  # Stripe sends it on deleted objects only
+    assert shape_drift({"enabled": False}, stripe.Invoice.AutomaticTax, "") == []
+    assert shape_drift({}, stripe.Invoice.AutomaticTax, "") == [".enabled: missing"]

@@ -42,14 +42,15 @@ def price(make_price: Callable[..., stripe.Price]) -> stripe.Price:
 
 
 def _subscribe(client: stripe.StripeClient, customer: str, price: stripe.Price, **params: Any) -> stripe.Subscription:
-    return client.v1.subscriptions.create(
-        params={  # type: ignore[arg-type]
-            "customer": customer,
-            "items": [{"price": price.id}],
-            "expand": ["latest_invoice.confirmation_secret", "latest_invoice.payments.data.payment.payment_intent"],
-            **params,
-        }
+    subscription = client.v1.subscriptions.create(
+        params={"customer": customer, "items": [{"price": price.id}], **params}  # type: ignore[arg-type]
     )
+    # Stripe expands at most 4 levels deep: the invoice's intent is expanded from the invoice.
+    subscription["latest_invoice"] = client.v1.invoices.retrieve(
+        str(subscription.latest_invoice),
+        params={"expand": ["confirmation_secret", "payments.data.payment.payment_intent"]},
+    )
+    return subscription
 
 
 def _default(client: stripe.StripeClient, customer: stripe.Customer, method: str) -> None:
