@@ -131,6 +131,8 @@ class Config:
         currency = _default_currency(env)
         webhook_secrets = _webhook_secrets(env, sandbox)
         rate_limits = _sandbox_rate_limits(env) if sandbox else ""
+        if sandbox:
+            _check_sandbox_retry_settings(env)
         user_reserve = _budget_user_reserve(env)
         webhook_concurrency = _sandbox_webhook_concurrency(env)
         errors_doc_url = _errors_doc_url(env)
@@ -272,6 +274,17 @@ def _sandbox_rate_limits(env: Mapping[str, str]) -> str:
     if rate_limits not in ("", "live", "test"):
         raise ConfigError("SANDBOX_RATE_LIMITS must be live, test or empty (no limits)")
     return rate_limits
+
+
+def _check_sandbox_retry_settings(env: Mapping[str, str]) -> None:
+    """SANDBOX_RETRY_SCHEDULE and SANDBOX_RETRY_END, refused at start in one line (the
+    emulator reads them itself, `stripe_sandbox.dunning`, when it retries a payment)."""
+    from stripe_sandbox.dunning import RetrySettingsError, settings
+
+    try:
+        settings(env)
+    except RetrySettingsError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _budget_user_reserve(env: Mapping[str, str]) -> float:

@@ -214,6 +214,12 @@ def test_config_rules() -> None:
     )
     assert config.default_currency == "eur" and config.sandbox
     assert config.stripe_webhook_secrets == ("a", "b")
+    sandbox = {"JWT_SECRET": "s", "STRIPE_SANDBOX": "1"}
+    with pytest.raises(ConfigError, match="SANDBOX_RETRY_END"):
+        Config.from_env({**sandbox, "SANDBOX_RETRY_END": "forever"})
+    with pytest.raises(ConfigError, match="SANDBOX_RETRY_SCHEDULE"):
+        Config.from_env({**sandbox, "SANDBOX_RETRY_SCHEDULE": "smart:99:1"})
+    assert Config.from_env({**sandbox, "SANDBOX_RETRY_SCHEDULE": "3,5,7", "SANDBOX_RETRY_END": "unpaid"}).sandbox
 
 
 def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:
