@@ -633,19 +633,26 @@ def _final_invoice(store: Store, data: Document, customer: SandboxObject) -> Non
     """`invoice_now`: a final invoice of what is pending for this subscription (prorations)."""
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
     if pending:
-        invoice = invoice_engine.create_invoice(
-            store,
-            customer=customer,
-            subscription=data,
-            billing_reason="subscription_update",
-            collection_method=data["collection_method"],
-            days_until_due=data["days_until_due"],
-            currency=data["currency"],
-            lines=[],
-            pending=pending,
-        )
+        invoice = invoice_of_pending(store, data, customer, pending)
         data["latest_invoice"] = invoice.id
         bill(store, data, customer, invoice)
+
+
+def invoice_of_pending(
+    store: Store, data: Document, customer: SandboxObject, pending: list[SandboxObject]
+) -> SandboxObject:
+    """An invoice of the subscription's pending items (prorations) alone, made now."""
+    return invoice_engine.create_invoice(
+        store,
+        customer=customer,
+        subscription=data,
+        billing_reason="subscription_update",
+        collection_method=data["collection_method"],
+        days_until_due=data["days_until_due"],
+        currency=data["currency"],
+        lines=[],
+        pending=pending,
+    )
 
 
 def cancel(store: Store, row: SandboxObject, params: dict[str, Any]) -> None:

@@ -72,17 +72,7 @@ def _cancel_now(store: Store, row: SandboxObject, customer: SandboxObject, detai
     if details.get("proration_behavior", "create_prorations") != "none" and data["status"] in BILLED:
         prorate(store, data, customer.id, data["items"]["data"], [], proration_date(details, period, store.now), period)
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=data["id"], include_unattached=False)
-    return invoice_engine.create_invoice(
-        store,
-        customer=customer,
-        subscription=data,
-        billing_reason="subscription_update",
-        collection_method=data["collection_method"],
-        days_until_due=data["days_until_due"],
-        currency=data["currency"],
-        lines=[],
-        pending=pending,
-    )
+    return lifecycle.invoice_of_pending(store, data, customer, pending)
 
 
 def _existing_subscription(
