@@ -60,7 +60,12 @@ def test_paid_at_once_it_applies_at_once(
 
 
 def test_an_increase_needing_authentication_waits_for_it(
-    client: stripe.StripeClient, customer_with: Any, monthly: stripe.Price, database: SqlSessions, clock: SandboxClock
+    client: stripe.StripeClient,
+    customer_with: Any,
+    monthly: stripe.Price,
+    database: SqlSessions,
+    clock: SandboxClock,
+    frozen_sandbox_time: None,  # its expiry is read against the clock: no second may pass between
 ) -> None:
     subscription = subscribed(client, customer_with, monthly, "pm_card_authenticationRequired")
     changed = increase(client, subscription, 3, metadata={"plan": "bigger"})
