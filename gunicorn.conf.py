@@ -18,6 +18,9 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = None  # the service writes its own JSON line per request
+# gunicorn's control socket (25.1+) is one path per user ($HOME/.gunicorn/gunicorn.ctl) that every
+# instance on the machine takes over and the last to stop deletes; nothing here uses it.
+control_socket_disable = True
 logger_class = "billing.json_logging.GunicornLogger"  # gunicorn's own log in the same JSON lines
 
 

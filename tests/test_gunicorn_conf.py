@@ -23,6 +23,11 @@ class Worker:
         self.wsgi = wsgi
 
 
+def test_no_control_socket() -> None:
+    """No management socket shared by every gunicorn of the user (gunicornc's): the service has none to offer."""
+    assert CONF["control_socket_disable"] is True
+
+
 def test_request_limits_are_set_once() -> None:
     assert (CONF["limit_request_line"], CONF["limit_request_fields"], CONF["limit_request_field_size"]) == (
         8190,
