@@ -44,6 +44,21 @@ CATALOG_TABLES = {"sandbox_price_lookup_keys"}
 CATALOG_OBJECTS = ("product", "price")
 
 
+# A billing account's fields, as the seeds publish them.
+BILLING_ACCOUNT_KEYS = {
+    "id",
+    "workspace_id",
+    "name",
+    "email",
+    "phone",
+    "description",
+    "currency",
+    "address",
+    "created_at",
+    "updated_at",
+}
+
+
 def wipe(app: Flask, *, keep_catalog: bool = True) -> None:
     """Empty every table (the service's and the sandbox's), but for the catalog
     the sandbox starts with, which every test would otherwise rebuild."""

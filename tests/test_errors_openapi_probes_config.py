@@ -13,7 +13,7 @@ from billing.config import Config, ConfigError
 from billing.db import normalize_database_url
 from billing.gateway import STRIPE_API_VERSION, StripeGateway
 from billing.workspaces import service as workspace_service
-from tests.helpers import assert_error
+from tests.helpers import BILLING_ACCOUNT_KEYS, assert_error
 
 
 def test_unknown_route_is_404_envelope(client: Any) -> None:
@@ -70,18 +70,7 @@ def test_openapi_document_lists_every_route(client: Any) -> None:
     ):
         assert path in paths, path
     account = spec["components"]["schemas"]["BillingAccount"]["properties"]
-    assert set(account) == {
-        "id",
-        "workspace_id",
-        "name",
-        "email",
-        "phone",
-        "description",
-        "currency",
-        "address",
-        "created_at",
-        "updated_at",
-    }
+    assert set(account) == BILLING_ACCOUNT_KEYS
     assert account["currency"]["enum"] == ["usd", "zar", "eur", "gbp", "aud"]
     assert client.get("/docs").status_code == 200
 

@@ -8,17 +8,16 @@ import stripe
 from stripe_sandbox import SandboxClock, SqlSessions
 
 
-def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
-    """https://docs.stripe.com/api/expanding_objects: only fields labelled expandable expand."""
-    customer = client.v1.customers.create(
-        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+def _customer_paying_with(client: stripe.StripeClient, card: str) -> stripe.Customer:
+    """A customer whose default payment method is that test card."""
+    return client.v1.customers.create(
+        params={"payment_method": card, "invoice_settings": {"default_payment_method": card}}
     )
-    expanded = client.v1.customers.retrieve(customer.id, {"expand": ["invoice_settings.default_payment_method"]})
-    assert expanded.invoice_settings.default_payment_method.object == "payment_method"
-    method = client.v1.payment_methods.list({"customer": customer.id}).data[0]
-    # A payment method's `customer` is expandable; a subscription item's `subscription` is not (a plain id).
-    assert client.v1.payment_methods.retrieve(method.id, {"expand": ["customer"]}).customer.id == customer.id
-    price = client.v1.prices.create(
+
+
+def _seat_price(client: stripe.StripeClient) -> stripe.Price:
+    """$5 a month, for a product named Seat."""
+    return client.v1.prices.create(
         params={
             "currency": "usd",
             "unit_amount": 500,
@@ -26,6 +25,17 @@ def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
             "product_data": {"name": "Seat"},
         }
     )
+
+
+def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
+    """https://docs.stripe.com/api/expanding_objects: only fields labelled expandable expand."""
+    customer = _customer_paying_with(client, "pm_card_visa")
+    expanded = client.v1.customers.retrieve(customer.id, {"expand": ["invoice_settings.default_payment_method"]})
+    assert expanded.invoice_settings.default_payment_method.object == "payment_method"
+    method = client.v1.payment_methods.list({"customer": customer.id}).data[0]
+    # A payment method's `customer` is expandable; a subscription item's `subscription` is not (a plain id).
+    assert client.v1.payment_methods.retrieve(method.id, {"expand": ["customer"]}).customer.id == customer.id
+    price = _seat_price(client)
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     with pytest.raises(stripe.InvalidRequestError) as raised:
         client.v1.subscriptions.retrieve(subscription.id, {"expand": ["items.data.subscription"]})
@@ -34,17 +44,8 @@ def test_expand_only_on_expandable_fields(client: stripe.StripeClient) -> None:
 
 def test_expand_is_at_most_four_levels_deep(client: stripe.StripeClient) -> None:
     """https://docs.stripe.com/api/expanding_objects: "Expansions have a maximum depth of four levels"."""
-    customer = client.v1.customers.create(
-        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
-    )
-    price = client.v1.prices.create(
-        params={
-            "currency": "usd",
-            "unit_amount": 500,
-            "recurring": {"interval": "month"},
-            "product_data": {"name": "Seat"},
-        }
-    )
+    customer = _customer_paying_with(client, "pm_card_visa")
+    price = _seat_price(client)
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     four = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice.payments.data.payment"]})
     assert four.latest_invoice.payments.data[0].payment.type == "payment_intent"
@@ -70,17 +71,8 @@ def test_previous_attributes_only_on_updated_events(client: stripe.StripeClient)
 
 
 def test_payment_intents_always_carry_managed_payments(client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(
-        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
-    )
-    price = client.v1.prices.create(
-        params={
-            "currency": "usd",
-            "unit_amount": 500,
-            "recurring": {"interval": "month"},
-            "product_data": {"name": "Seat"},
-        }
-    )
+    customer = _customer_paying_with(client, "pm_card_visa")
+    price = _seat_price(client)
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     invoice = client.v1.invoices.retrieve(str(subscription.latest_invoice), {"expand": ["payments"]})
     intent = client.v1.payment_intents.retrieve(str(invoice.payments.data[0].payment.payment_intent))
@@ -109,20 +101,8 @@ def test_customer_search(client: stripe.StripeClient, database: SqlSessions) -> 
 
 def test_a_failed_first_payment_is_incomplete_in_the_created_event(client: stripe.StripeClient) -> None:
     """Issue 22 row 4: with allow_incomplete, customer.subscription.created already says `incomplete`."""
-    customer = client.v1.customers.create(
-        params={
-            "payment_method": "pm_card_chargeCustomerFail",
-            "invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"},
-        }
-    )
-    price = client.v1.prices.create(
-        params={
-            "currency": "usd",
-            "unit_amount": 500,
-            "recurring": {"interval": "month"},
-            "product_data": {"name": "Seat"},
-        }
-    )
+    customer = _customer_paying_with(client, "pm_card_chargeCustomerFail")
+    price = _seat_price(client)
     subscription = client.v1.subscriptions.create(
         params={"customer": customer.id, "items": [{"price": price.id}], "payment_behavior": "allow_incomplete"}
     )
@@ -135,17 +115,8 @@ def test_the_trial_end_invoice_is_a_draft_for_an_hour(client: stripe.StripeClien
     """Issue 22 row 2: Stripe finalizes and charges a subscription's cycle invoice an hour after creating it."""
 
     clock = SandboxClock(database)
-    customer = client.v1.customers.create(
-        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
-    )
-    price = client.v1.prices.create(
-        params={
-            "currency": "usd",
-            "unit_amount": 500,
-            "recurring": {"interval": "month"},
-            "product_data": {"name": "Seat"},
-        }
-    )
+    customer = _customer_paying_with(client, "pm_card_visa")
+    price = _seat_price(client)
     subscription = client.v1.subscriptions.create(
         params={"customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 3}
     )
@@ -173,17 +144,8 @@ DAY = 86400
 
 def _renewal_failing(client: stripe.StripeClient, clock: SandboxClock) -> tuple[stripe.Subscription, str]:
     """A subscription whose first renewal fails: paid at creation, then a card that declines every charge."""
-    customer = client.v1.customers.create(
-        params={"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
-    )
-    price = client.v1.prices.create(
-        params={
-            "currency": "usd",
-            "unit_amount": 500,
-            "recurring": {"interval": "month"},
-            "product_data": {"name": "Seat"},
-        }
-    )
+    customer = _customer_paying_with(client, "pm_card_visa")
+    price = _seat_price(client)
     subscription = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
     failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": customer.id})
     client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": failing.id}})
