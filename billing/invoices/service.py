@@ -15,7 +15,6 @@ from billing import replica
 from billing.access import AccountAccess
 from billing.errors import ApiError, validation_error
 from billing.state import BillingState
-from billing.stripe_ids import id_of
 from billing.subscriptions.invoice_limits import increase_proration
 from billing.subscriptions.service import (
     TRIAL_DAYS,
@@ -129,6 +128,6 @@ def _change_details(
     desired.update({item["product_type"]: item["quantity"] for item in items})
     plan = plan_change(state, subscription, currency, desired)
     if plan.raises:
-        proration = increase_proration(state, str(id_of(subscription.customer)), subscription.id)
+        proration = increase_proration(state, subscription)
         return {"items": [_preview_item(c) for c in plan.raises], "proration_behavior": proration}
     return {"items": [_preview_item(c) for c in plan.cuts], "proration_behavior": "none"}

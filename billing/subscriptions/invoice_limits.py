@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import stripe
+
 from billing import replica
 from billing.state import BillingState
-from billing.stripe_ids import invoice_subscription
+from billing.stripe_ids import id_of, invoice_subscription
 
 PER_MINUTE = 10
 PER_DAY = 20
@@ -27,13 +29,14 @@ DAY_SECONDS = 86_400
 Proration = Literal["always_invoice", "create_prorations"]
 
 
-def increase_proration(state: BillingState, customer_id: str, subscription_id: str) -> Proration:
+def increase_proration(state: BillingState, subscription: stripe.Subscription) -> Proration:
     """`always_invoice` while the subscription may get another invoice now, else `create_prorations`."""
     now = state.gateway.clock()
+    customer_id = str(id_of(subscription.customer))
     created = [
         int(invoice.get("created") or 0)
         for invoice in replica.invoices_since(state.db, customer_id, int(now) - DAY_SECONDS)
-        if invoice_subscription(invoice) == subscription_id
+        if invoice_subscription(invoice) == subscription.id
     ]
     in_last_minute = sum(1 for at in created if at > now - 60)
     if len(created) >= PER_DAY - MARGIN or in_last_minute >= PER_MINUTE - MARGIN:

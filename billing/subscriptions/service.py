@@ -32,7 +32,7 @@ from billing.models import BillingAccountIndex, Workspace, utcnow
 from billing.organizations.capacity import holding
 from billing.payment_methods.service import charging_method
 from billing.state import BillingState
-from billing.stripe_ids import id_of, intent_id
+from billing.stripe_ids import intent_id
 from billing.subscriptions.active import is_active
 from billing.subscriptions.invoice_limits import increase_proration
 from billing.subscriptions.pending import pending_payment
@@ -419,11 +419,10 @@ def _apply(
     meta_params = {k: ("" if v is None else v) for k, v in (metadata or {}).items()}
     result = subscription
     if plan.raises:
-        customer_id = str(id_of(subscription.customer))
         params: SubscriptionUpdateParams = {
             "items": [_update_item(change) for change in plan.raises],
             # Invoiced at once, unless Stripe's limits on the subscription's invoices say no more today.
-            "proration_behavior": increase_proration(state, customer_id, subscription.id),
+            "proration_behavior": increase_proration(state, subscription),
             "payment_behavior": "error_if_incomplete",
             "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
