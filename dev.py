@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -73,22 +74,27 @@ def serve(port: str) -> int:
     server = subprocess.Popen(
         [str(BIN / "gunicorn"), "app:app", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT
     )
-    # Applies Stripe's events (the webhook route only stores them), sweeps, reconciles.
-    worker = subprocess.Popen([str(PYTHON), "-m", "flask", "--app", "app", "worker"], cwd=ROOT)
+    processes = [server]
+
+    def start_worker() -> None:
+        # Applies Stripe's events (the webhook route only stores them), sweeps, reconciles. Started
+        # once the web answers: its start loads the sandbox's catalog, whose webhooks go to the web.
+        processes.append(subprocess.Popen([str(PYTHON), "-m", "flask", "--app", "app", "worker"], cwd=ROOT))
+
     try:
-        return _serve_until_stopped(server, port, cors)
+        return _serve_until_stopped(server, port, cors, once_up=start_worker)
     finally:
-        for process in (worker, server):
+        for process in processes:
             if process.poll() is None:
                 process.terminate()
-        for process in (worker, server):
+        for process in processes:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
 
 
-def _serve_until_stopped(server: subprocess.Popen[bytes], port: str, cors: str) -> int:
+def _serve_until_stopped(server: subprocess.Popen[bytes], port: str, cors: str, once_up: Callable[[], None]) -> int:
     try:
         for _ in range(300):
             if server.poll() is not None:
@@ -98,6 +104,7 @@ def _serve_until_stopped(server: subprocess.Popen[bytes], port: str, cors: str) 
                     break
             except OSError:
                 time.sleep(0.1)
+        once_up()
         if cors:
             print(f"\n{cors}", flush=True)
         flask("dev-setup", "--base-url", f"http://127.0.0.1:{port}")
