@@ -20,10 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-
 from bench.run import JWT_SECRET, pct
-from bench.storm import DEFAULT_DATABASE_URL, WEBHOOK_SECRET, empty_database, service
+from bench.storm import DEFAULT_DATABASE_URL, WEBHOOK_SECRET, deliver_once, empty_database, service
 from stripe_sandbox.webhooks import signature_header
 
 CONCURRENCY = 32
@@ -66,7 +64,7 @@ def ack_section() -> None:
                 "Stripe-Signature": signature_header(payload, WEBHOOK_SECRET, int(time.time())),
             }
             started = time.perf_counter()
-            status = requests.post(f"{base}/webhooks/stripe", data=payload, headers=headers, timeout=30).status_code
+            status = deliver_once(base, payload, headers) or 0
             return status, time.perf_counter() - started
 
         for payload in payloads[:100]:  # warm up: connections, statements

@@ -460,11 +460,17 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    only = os.environ.get("BENCH_ONLY")  # "page", "reconcile", "orgs", "storm", "ack" or "slow": just that section
+    # "page", "reconcile", "orgs", "storm", "ack", "hot" or "slow": just that section
+    only = os.environ.get("BENCH_ONLY")
     if only == "slow":
         from bench.slow_clients import main as slow_clients
 
         slow_clients()
+        return 0
+    if only == "hot":
+        from bench.hot_paths import hot_paths_section
+
+        hot_paths_section()
         return 0
     if only == "ack":
         from bench.ack import ack_section

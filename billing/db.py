@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session
 
 log = logging.getLogger("billing.db")
@@ -57,6 +58,32 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+# A pooled connection is pinged before use only when it sat idle long enough to have been
+# dropped unseen (a restart, a failover, an idle timeout). Under load each is reused within
+# milliseconds, and a ping at every checkout was a round trip in every request (a quarter of
+# a webhook's ack). One that drops while in use fails its statement: SQLAlchemy then
+# invalidates the whole pool, so only that request sees it (503 `database_unavailable`).
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise DisconnectionError("stale pooled connection") from error  # the pool connects anew
+            raise
+
+
 @dataclass
 class _SharedReads:
     database: Database
@@ -70,8 +97,8 @@ def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-# On PostgreSQL a request's reads share one pooled connection (one checkout and
-# pre-ping a request, not one a read); see `Database.begin_request`.
+# On PostgreSQL a request's reads share one pooled connection (one checkout a
+# request, not one a read); see `Database.begin_request`.
 _shared: ContextVar[_SharedReads | None] = ContextVar("shared_reads", default=None)
 
 
@@ -86,11 +113,13 @@ class Database:
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
         self.engine = create_engine(self.url, **kwargs)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_when_idle(self.engine)
         self._write_engine = self.engine.execution_options(write_lock=True)
         # Reads on PostgreSQL skip BEGIN/ROLLBACK: two round trips fewer per read.
         self._read_engine = (
