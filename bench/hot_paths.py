@@ -33,8 +33,8 @@ import requests
 from sqlalchemy import event
 
 from bench.organizations import analyze
-from bench.run import JWT_SECRET, ROOT, Client, drain_webhooks, free_port, serve
-from bench.storm import DEFAULT_DATABASE_URL, empty_database
+from bench.run import JWT_SECRET, ROOT, Client, Server, drain_webhooks, free_port
+from bench.storm import DEFAULT_DATABASE_URL, WEBHOOK_SECRET, empty_database, service
 from billing.config import Config
 from billing.tokens import USAGE_SCOPE, mint_token
 
@@ -205,7 +205,21 @@ def hot_paths_section() -> None:
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
     wrk = ensure_wrk()
     empty_database(database_url)
-    with serve(database_url) as server, floor_server(database_url) as floor, tempfile.TemporaryDirectory() as tmp:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "STRIPE_SANDBOX": "1",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("STRIPE_API_KEY", None)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        service(env, 1, 1, Path(tmp)) as svc,  # the Procfile's web and worker
+        floor_server(database_url) as floor,
+    ):
+        server = Server(svc.base(), env, svc.processes[0])
         client = Client(server.base, "bench-hot")
         world = build(client)
         drain_webhooks(database_url)
