@@ -124,8 +124,11 @@ def service(env: dict[str, str], web: int, workers: int, logs: Path) -> Iterator
     processes: list[subprocess.Popen[bytes]] = []
     bases = []
     try:
-        for i in range(web):
-            port = free_port()
+        ports = [free_port() for _ in range(web)]
+        # The sandbox's events go to the first web process, from every process that makes them
+        # (the worker's too: without this it would post them to its own default PORT).
+        env.setdefault("SANDBOX_WEBHOOK_URL", f"http://127.0.0.1:{ports[0]}/webhooks/stripe")
+        for i, port in enumerate(ports):
             processes.append(_start(commands["web"], {**env, "PORT": str(port)}, logs / f"web-{i}.log"))
             bases.append(f"http://127.0.0.1:{port}")
         if "worker" in commands:
