@@ -15,6 +15,7 @@ test client on the same database, SQLAlchemy's cursor events), after a warm-up r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -214,8 +215,9 @@ def hot_paths_section() -> None:
         "LOG_LEVEL": "WARNING",
     }
     env.pop("STRIPE_API_KEY", None)
+    kept = os.environ.get("BENCH_WORKDIR")  # keeps the processes' logs
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        contextlib.nullcontext(kept) if kept else tempfile.TemporaryDirectory() as tmp,
         service(env, 1, 1, Path(tmp)) as svc,  # the Procfile's web and worker
         floor_server(database_url) as floor,
     ):
