@@ -113,7 +113,7 @@ def run_wrk(
     else:
         command += ["-H", f"Authorization: Bearer {token}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"50%\s+([\d.]+)(us|ms|s)", out))
     p99 = _ms(re.search(r"99%\s+([\d.]+)(us|ms|s)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)

@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -58,15 +58,18 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+_NO_WAIT_FOR_DISK = text("SET LOCAL synchronous_commit TO OFF")
+
 # A pooled connection is pinged before use only when it sat idle long enough to have been
-# dropped unseen (a restart, a failover, an idle timeout). Under load each is reused within
-# milliseconds, and a ping at every checkout was a round trip in every request (a quarter of
-# a webhook's ack). One that drops while in use fails its statement: SQLAlchemy then
-# invalidates the whole pool, so only that request sees it (503 `database_unavailable`).
+# dropped unseen (a restart, a failover, an idle timeout), or in the seconds after a database
+# error (`Database.suspect_pooled`: the outage that caused it may have cut every connection).
+# Under load each is reused within milliseconds, and a ping at every checkout was a round trip
+# in every request (a quarter of a webhook's ack).
 PING_IDLE_SECONDS = 1.0
+PING_AFTER_ERROR_SECONDS = 5.0
 
 
-def _ping_when_idle(engine: Engine) -> None:
+def _ping_when_idle(engine: Engine, suspect_since: list[float]) -> None:
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_connection: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
@@ -74,7 +77,10 @@ def _ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         idle_since = record.info.pop("idle_since", None)
-        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+        if idle_since is None:
+            return  # just connected
+        now = time.monotonic()
+        if now - idle_since < PING_IDLE_SECONDS and now - suspect_since[0] > PING_AFTER_ERROR_SECONDS:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
@@ -109,6 +115,7 @@ class Database:
         """`pool_size + max_overflow` is the most connections this process opens
         to PostgreSQL (README: Deploying to production sums them)."""
         self.url = normalize_database_url(url)
+        self._suspect_since = [float("-inf")]  # monotonic time of the last database error
         kwargs: dict[str, Any] = {"future": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -119,12 +126,17 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         else:
-            _ping_when_idle(self.engine)
+            _ping_when_idle(self.engine, self._suspect_since)
         self._write_engine = self.engine.execution_options(write_lock=True)
         # Reads on PostgreSQL skip BEGIN/ROLLBACK: two round trips fewer per read.
         self._read_engine = (
             self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+
+    def suspect_pooled(self) -> None:
+        """A statement failed for the database's sake (down, restarting, cut off): for the next
+        PING_AFTER_ERROR_SECONDS, ping each connection before its use, however recently used."""
+        self._suspect_since[0] = time.monotonic()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -138,6 +150,23 @@ class Database:
             shared.connection = self._read_engine.connect()
         with Session(shared.connection, expire_on_commit=False) as session:
             yield session
+
+    @contextmanager
+    def columns(self) -> Iterator[Connection]:
+        """A connection for reads of columns, not ORM objects (each statement sees committed
+        data): no Session to set up and tear down. Inside a request on PostgreSQL, the one
+        its reads share."""
+        shared = _shared.get()
+        if shared is None or shared.database is not self:
+            with self._read_engine.connect() as connection:
+                yield connection
+            return
+        if shared.connection is None:
+            shared.connection = self._read_engine.connect()
+        try:
+            yield shared.connection
+        finally:
+            shared.connection.commit()  # ends SQLAlchemy's own begin (the database has none)
 
     def begin_request(self) -> None:
         """From here until `end_request`, reads share one connection. PostgreSQL
@@ -231,10 +260,19 @@ class Database:
             connection.commit()
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session that holds the write lock and commits on a clean exit."""
+    def write(self, *, wait_for_disk: bool = True) -> Iterator[Session]:
+        """A session that holds the write lock and commits on a clean exit.
+
+        `wait_for_disk=False` (PostgreSQL): the commit returns once the change is in
+        PostgreSQL's memory, visible to every reader and safe from a crash of the
+        service, not once it is on disk; PostgreSQL writes it there within a fraction
+        of a second (`wal_writer_delay`, three times over at most), and a crash of
+        PostgreSQL itself in that window loses it. For writes that hold a lock that
+        others queue on, and whose loss the caller can tolerate (README: what a 200 means)."""
         with Session(self._write_engine, expire_on_commit=False) as session:
             with session.begin():
+                if not wait_for_disk and not self.is_sqlite:
+                    session.execute(_NO_WAIT_FOR_DISK)
                 yield session
 
     def dispose(self) -> None:

@@ -253,6 +253,9 @@ def register_error_handlers(app: Flask) -> None:
     def _database_unavailable(error: Exception) -> Response:
         # The database is down or restarting: the client (Stripe too) should retry.
         log.error("database unavailable (%s)", type(error).__name__)
+        state = current_app.extensions.get("billing")
+        if state is not None:
+            state.db.suspect_pooled()  # the pool's other connections may be cut too
         return error_response(
             ApiError(
                 503,

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from flask import Flask
 from huey import Huey, PostgresHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
@@ -45,9 +46,31 @@ def queue_storage(config: Config) -> Huey:
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     # A task is a nudge, not the record (the inbox is): its commit needn't wait for
     # the disk. One lost in a crash of PostgreSQL is queued again by the sweep.
-    return PostgresHuey(
-        "billing", dsn=dsn, results=False, utc=True, read_timeout=1, options="-c synchronous_commit=off"
+    huey = PostgresHuey(
+        "billing",
+        dsn=dsn,
+        results=False,
+        utc=True,
+        read_timeout=1,
+        options="-c synchronous_commit=off",
+        create_tables=False,
     )
+    _create_queue_tables(huey, dsn)
+    return huey
+
+
+# Any constant: the advisory lock under which a process creates Huey's tables.
+_QUEUE_TABLES_LOCK = 0x6875657900
+
+
+def _create_queue_tables(huey: Huey, dsn: str) -> None:
+    """Huey's tables, created (if absent) by one process at a time. PostgreSQL refuses a
+    CREATE TABLE IF NOT EXISTS to all but one of the processes that run it at once on a new
+    database (a duplicate row in pg_type), and the Procfile's web and worker processes start
+    together: on a first deploy one of them crashed at start."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (_QUEUE_TABLES_LOCK,))
+        huey.storage.initialize_schema()  # its own connection; the lock is released with ours
 
 
 class JobQueue:

@@ -165,18 +165,22 @@ def _document(data: Document, changed_at: int | None) -> Document:
     return {**data, CHANGED_AT: seconds_of(changed_at)} if changed_at else data
 
 
+# Built once: every list of a customer's subscriptions or payment methods runs one.
+_OF_CUSTOMER = (
+    select(StripeCopy.data, StripeCopy.changed_at)
+    .where(
+        StripeCopy.customer_id == bindparam("customer_id"),
+        StripeCopy.object_type == bindparam("object_type"),
+        StripeCopy.deleted.is_(False),
+    )
+    .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
+)
+
+
 def _of_customer(db: Database, object_type: str, customer_id: str) -> list[Document]:
     """Newest first, as Stripe lists them."""
-    with db.read() as session:
-        rows = session.execute(
-            select(StripeCopy.data, StripeCopy.changed_at)
-            .where(
-                StripeCopy.customer_id == customer_id,
-                StripeCopy.object_type == object_type,
-                StripeCopy.deleted.is_(False),
-            )
-            .order_by(StripeCopy.created.desc(), StripeCopy.first_seen.desc(), StripeCopy.id.desc())
-        )
+    with db.columns() as connection:
+        rows = connection.execute(_OF_CUSTOMER, {"customer_id": customer_id, "object_type": object_type})
         return [_document(data, changed_at) for data, changed_at in rows]
 
 
@@ -302,27 +306,47 @@ def open_invoice_paid_with(db: Database, customer_id: str, payment_intent_id: st
     return None
 
 
+def _invoices_statement(cursor: str | None) -> Select[Any, Any]:
+    """A page of a customer's invoices (params: customer_id, limit, and for a cursor its
+    created, first_seen and id), newest first unless `before`; keyset on (created, first_seen, id)."""
+    c = StripeCopy
+    key = (c.created, c.first_seen, c.id)
+    query = select(c.data).where(
+        c.customer_id == bindparam("customer_id"), c.object_type == "invoice", c.deleted.is_(False)
+    )
+    at = tuple_(bindparam("created"), bindparam("first_seen"), bindparam("id"))
+    if cursor == "after":
+        query = query.where(tuple_(*key) < at)
+    elif cursor == "before":
+        query = query.where(tuple_(*key) > at)
+    order = [k.asc() for k in key] if cursor == "before" else [k.desc() for k in key]
+    return query.order_by(*order).limit(bindparam("limit"))
+
+
+# Built once: every invoices list runs one (only the documents travel, not whole rows).
+_INVOICES = {cursor: _invoices_statement(cursor) for cursor in (None, "after", "before")}
+
+
 def invoices_page(
     db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
 ) -> tuple[list[dict[str, Any]], bool]:
     """One page of a customer's invoices, newest first, after or before a
     cursor invoice (keyset on created, id); and whether more lie beyond it."""
-    c = StripeCopy
-    query = select(c).where(c.customer_id == customer_id, c.object_type == "invoice", c.deleted.is_(False))
-    cursor = _stored(db, "invoice", after or before or "") if (after or before) else None
-    key = (c.created, c.first_seen, c.id)
-    if cursor is not None:
-        at = (cursor.created, cursor.first_seen, cursor.id)
-        query = query.where(tuple_(*key) < tuple_(*at) if after else tuple_(*key) > tuple_(*at))
-    newest_first = before is None
-    order = [k.desc() for k in key] if newest_first else [k.asc() for k in key]
-    with db.read() as session:
-        rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if not newest_first:
-        rows.reverse()
-    return [row.data for row in rows], more
+    params: dict[str, Any] = {"customer_id": customer_id, "limit": limit + 1}
+    which = "after" if after else "before" if before else None
+    if which is not None:
+        cursor = _stored(db, "invoice", after or before or "")
+        if cursor is None:
+            which = None  # as before: an unknown cursor pages from the start (the service refuses it first)
+        else:
+            params.update(created=cursor.created, first_seen=cursor.first_seen, id=cursor.id)
+    with db.columns() as connection:
+        documents = list(connection.scalars(_INVOICES[which], params))
+    more = len(documents) > limit
+    documents = documents[:limit]
+    if which == "before":
+        documents.reverse()
+    return documents, more
 
 
 def invoices_since(db: Database, customer_id: str, since: int) -> list[dict[str, Any]]:
@@ -335,12 +359,17 @@ def invoices_since(db: Database, customer_id: str, since: int) -> list[dict[str,
         return list(session.scalars(query))
 
 
+# Built once: every invoices list runs one (the names only, not the products' documents).
+_PRODUCT_NAMES = select(StripeCopy.id, StripeCopy.data["name"].as_string()).where(
+    StripeCopy.id.in_(bindparam("ids", expanding=True)), StripeCopy.object_type == "product"
+)
+
+
 def product_names(db: Database, product_ids: set[str]) -> dict[str, str]:
-    with db.read() as session:
-        rows = session.scalars(
-            select(StripeCopy).where(StripeCopy.id.in_(product_ids), StripeCopy.object_type == "product")
-        )
-        return {row.id: str(row.data.get("name")) for row in rows}
+    if not product_ids:
+        return {}
+    with db.columns() as connection:
+        return {id_: str(name) for id_, name in connection.execute(_PRODUCT_NAMES, {"ids": list(product_ids)})}
 
 
 # -- copying ---------------------------------------------------------------------

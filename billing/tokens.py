@@ -7,6 +7,7 @@ the token header, so `alg: none` and HS/RS confusion are refused.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,14 @@ from billing.input_guard import is_clean_identifier
 
 # A token's `exp` may be at most this far ahead (API.md: tokens).
 MAX_TOKEN_LIFETIME_SECONDS = 365 * 86400
+# PyJWT accepts a token this long past its `exp` (clocks differ).
+EXP_LEEWAY_SECONDS = 30
+# A front end sends one token with each request until it expires, and checking its signature and
+# claims cost more than the rest of a cached read. Each process keeps the claims of the tokens it
+# verified (by the token's exact text) until the token expires, and at most this long: a JWKS key
+# withdrawn by its issuer stops being accepted within it.
+VERIFIED_FOR_SECONDS = 60
+VERIFIED_TOKENS = 4096
 
 
 def authentication_error(message: str = "A valid bearer token is required.") -> ApiError:
@@ -36,9 +45,24 @@ class TokenVerifier:
             if config.jwt_jwks_url
             else None
         )
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}  # token -> (valid until, claims)
+        self._verified_lock = threading.Lock()
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid token; raise a 401 ApiError otherwise."""
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None and now < known[0]:
+            return known[1]
+        claims = self._verify(token)
+        until = min(now + VERIFIED_FOR_SECONDS, float(claims["exp"]) + EXP_LEEWAY_SECONDS)
+        with self._verified_lock:
+            if len(self._verified) >= VERIFIED_TOKENS:
+                self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified[token] = (until, claims)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -63,7 +87,7 @@ class TokenVerifier:
                 issuer=self.issuer,
                 audience=self.audience,
                 options={"require": ["exp", "sub"]},
-                leeway=30,
+                leeway=EXP_LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise authentication_error("The bearer token has expired.") from None
@@ -72,6 +96,8 @@ class TokenVerifier:
         exp = claims.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):  # PyJWT accepts a numeric string
             raise authentication_error("The bearer token's exp must be a number.")
+        if exp + EXP_LEEWAY_SECONDS <= time.time():  # PyJWT's check, on the clock the kept claims use
+            raise authentication_error("The bearer token has expired.")
         if exp > time.time() + MAX_TOKEN_LIFETIME_SECONDS:  # a token that never expires is a leak that never ends
             raise authentication_error("The bearer token's exp is more than a year ahead.")
         sub = claims.get("sub")

@@ -16,7 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.warnings import InsecureKeyLengthWarning
 
 from app import create_app
+from billing import tokens
 from billing.config import Config
+from billing.errors import ApiError
+from billing.tokens import TokenVerifier
 from tests.helpers import TEST_ENV, assert_error
 
 SECRET = TEST_ENV["JWT_SECRET"]
@@ -148,3 +151,28 @@ def test_jwks_refuses_hs256_and_unknown_keys(jwks_setup: dict[str, Any]) -> None
     assert_error(get_workspaces(client, forged), 401, "authentication_required")
     unknown_kid = jwt.encode(claims(), jwks_setup["rsa"], algorithm="RS256", headers={"kid": "nope"})
     assert_error(get_workspaces(client, unknown_kid), 401, "authentication_required")
+
+
+def test_a_verified_token_is_kept_until_it_expires_and_for_a_minute_at_most(monkeypatch: Any) -> None:
+    """The claims of a verified token are kept per process (one check a token, not one a request),
+    never past the token's expiry, and re-checked after VERIFIED_FOR_SECONDS at the latest."""
+    verifier = TokenVerifier(Config.from_env(TEST_ENV))
+    decoded: list[str] = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append("x") or decode(*a, **k))
+    now = time.time()
+    long_lived = jwt.encode(claims(exp=int(now) + 3600), SECRET, algorithm="HS256")
+    assert verifier.verify(long_lived)["sub"] == "alice"
+    assert verifier.verify(long_lived)["sub"] == "alice"
+    assert len(decoded) == 1
+    monkeypatch.setattr(time, "time", lambda: now + tokens.VERIFIED_FOR_SECONDS + 1)
+    assert verifier.verify(long_lived)["sub"] == "alice"
+    assert len(decoded) == 2  # checked again
+
+    monkeypatch.setattr(time, "time", lambda: now)
+    short_lived = jwt.encode(claims(exp=int(now) + 5), SECRET, algorithm="HS256")
+    assert verifier.verify(short_lived)["sub"] == "alice"
+    monkeypatch.setattr(time, "time", lambda: now + 5 + tokens.EXP_LEEWAY_SECONDS + 1)
+    with pytest.raises(ApiError) as refused:
+        verifier.verify(short_lived)
+    assert refused.value.status == 401

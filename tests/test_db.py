@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 
+from billing import db as db_module
 from tests.helpers import assert_error, make_child, make_root, orgs, subscribe_with_card
 
 
@@ -58,3 +59,61 @@ def test_every_connection_a_request_takes_goes_back(as_user: Any, state: Any, ch
     assert_error(alice.get(f"{orgs(ws)}/org_doesnotexist00000/limits"), 404, "not_found")
     assert_error(as_user("mallory").get(f"/workspaces/{ws}"), 404, "not_found")
     assert all_back(state, checkouts)
+
+
+def test_a_usage_report_commits_without_waiting_for_the_disk_and_only_it(as_user: Any, state: Any) -> None:
+    """Reports of a workspace queue on its lock: theirs is the one transaction whose commit
+    doesn't wait for the disk (README: a usage report's 200); the setting ends with it."""
+    if state.db.is_sqlite:
+        pytest.skip("PostgreSQL's synchronous_commit")
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 4})
+    org = make_root(alice, ws)["id"]
+    seen: list[str] = []
+
+    def statements(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(state.db.engine, "before_cursor_execute", statements)
+    try:
+        assert alice.post(f"{orgs(ws)}/{org}/usage", {"product": "users", "delta": 1}).status_code == 200
+        reported = list(seen)
+        seen.clear()
+        assert alice.patch(f"/workspaces/{ws}", {"name": "Renamed"}).status_code == 200
+    finally:
+        event.remove(state.db.engine, "before_cursor_execute", statements)
+    assert "SET LOCAL synchronous_commit TO OFF" in reported
+    assert not any("synchronous_commit" in statement for statement in seen)
+    with state.db.write(wait_for_disk=False) as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with state.db.write() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+def test_a_pooled_connection_idle_for_a_while_is_pinged_before_use(state: Any) -> None:
+    """Pinged only when it sat in the pool for PING_IDLE_SECONDS or more (a restart may have
+    dropped it unseen); one reused at once is not (under load, a ping a request was a round trip)."""
+    if state.db.is_sqlite:
+        pytest.skip("PostgreSQL's pool")
+    pings: list[str] = []
+
+    def statements(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        pings.append(statement)
+
+    dialect = state.db.engine.dialect
+    ping = dialect.do_ping
+    dialect.do_ping = lambda connection: pings.append("ping") or ping(connection)
+    try:
+        with state.db.read() as session:
+            session.execute(text("SELECT 1"))
+        with state.db.read() as session:  # back in the pool a moment ago
+            session.execute(text("SELECT 1"))
+        assert "ping" not in pings
+        for record in state.db.engine.pool._pool.queue:  # as if idle for a while
+            record.info["idle_since"] -= db_module.PING_IDLE_SECONDS
+        with state.db.read() as session:
+            session.execute(text("SELECT 1"))
+        assert "ping" in pings
+    finally:
+        del dialect.do_ping

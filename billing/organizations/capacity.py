@@ -387,8 +387,11 @@ def capacity(state: BillingState, workspace: Workspace) -> dict[str, Any]:
 def report_usage(state: BillingState, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
     """Take (`delta` > 0) or release capacity for an organization; answers its
     limits entry for the product. 409 capacity_exceeded past the pool or any
-    limit on the path; a release never takes usage below 0."""
-    with state.db.write() as session:
+    limit on the path; a release never takes usage below 0.
+
+    Reports of one workspace queue on its lock: the commit doesn't wait for the
+    disk (README: a usage report's 200), so each holds it for its statements only."""
+    with state.db.write(wait_for_disk=False) as session:
         read = Limits(state, session, *_lock_with_path(session, workspace_id, org_id))
         org = read.org
         if delta > 0:
