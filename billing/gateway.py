@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from typing import TypeVar
 
 import stripe
@@ -99,17 +100,16 @@ class StripeGateway:
 
     def _kept(self, call: Callable[[], S], *, written: bool = False) -> S:
         """Make the call; hand its result to the keeper, stamped with when it started.
-        `written`: the call is a write, whose answer is what the request changed
-        (the audit trail names the request's caller for it).
+        `written`: the call is a write; what it changes is the request's doing (the
+        audit trail names the request's caller for it, whether its answer or a webhook
+        applied meanwhile in this context, such as the sandbox's synchronous delivery,
+        brings the change to the copy first).
 
         Stamps are on our clock, not Stripe's: they order views (and are compared
         with when an event reached us), and a sandbox advance dates its events in the past."""
         stamp = now_stamp()
-        result = call()
-        if written:
-            with trail.written():
-                self.keep(result, stamp)
-        else:
+        with trail.written() if written else nullcontext():
+            result = call()
             self.keep(result, stamp)
         return result
 

@@ -13,10 +13,15 @@ Two ways in, one table (`audit_events`, `billing.models.AuditEvent`):
   same view: the second finds nothing changed and adds nothing.
 
 Who did it: the request's caller (a user, or a service token) for what the
-request changed itself, including Stripe writes it made (`written`);
-`stripe`, with the event's id, for what a webhook (or `reconcile`) taught the
-copy (`learnt_from_event`); `stripe` without an event for any other view that
-shows a change (a read that found the copy behind). An idempotent replay runs
+request changed itself, including its Stripe writes (`written`); `stripe`, with
+the event's id, for what a webhook (or `reconcile`) taught the copy
+(`learnt_from_event`); `stripe` without an event for any other view that shows
+a change (a read that found the copy behind). A request stores its write's
+answer as soon as Stripe gives it, while the webhook of that change is applied
+on a worker 2 s or more after it arrives (`COALESCE_SECONDS`), so the request
+finds the change and the webhook nothing new; should a worker in another
+process store it first (the request held up for seconds after Stripe's
+answer), the entry is Stripe's, with the event. An idempotent replay runs
 nothing (`billing.idempotency` answers it), so it adds nothing.
 """
 
@@ -48,7 +53,6 @@ AUDITED = frozenset({"customer", "subscription", "payment_method", "invoice"})
 REFERENCE_KEY = "billing_api_reference"
 
 _event: ContextVar[str | None] = ContextVar("audit_stripe_event", default=None)
-_written: ContextVar[bool] = ContextVar("audit_written", default=False)
 
 
 @contextmanager
@@ -63,8 +67,10 @@ def learnt_from_event(event_id: str | None) -> Iterator[None]:
 
 @contextmanager
 def written() -> Iterator[None]:
-    """The views kept in this block are the answers to the request's own Stripe writes (the gateway says so)."""
-    token = _written.set(True)
+    """The block is one of the request's own Stripe writes (the gateway says so): what the copy
+    learns in it, from the write's answer or from a webhook applied meanwhile in this context
+    (the sandbox delivers synchronously in tests), is the request's doing."""
+    token = _written.set(_caller())  # taken now: a context pushed within (the worker's) has its own `g`
     try:
         yield
     finally:
@@ -78,6 +84,9 @@ class Actor:
     request_id: str | None = None
     idempotency_key: str | None = None
     stripe_event_id: str | None = None
+
+
+_written: ContextVar[Actor | None] = ContextVar("audit_written", default=None)
 
 
 def _caller() -> Actor | None:
@@ -102,14 +111,7 @@ def _stripe(event_id: str | None) -> Actor:
 
 def actor() -> Actor:
     """Who makes the change the copy is about to record (see the module's docstring)."""
-    event = _event.get()
-    if event is not None:
-        return _stripe(event)
-    if _written.get():
-        caller = _caller()
-        if caller is not None:
-            return caller
-    return _stripe(None)
+    return _written.get() or _stripe(_event.get())
 
 
 def _values(
