@@ -353,3 +353,42 @@ def test_retention_must_be_a_positive_number_of_days(value: str) -> None:
     with pytest.raises(ConfigError, match="AUDIT_RETENTION_DAYS"):
         Config.from_env({**TEST_ENV, "AUDIT_RETENTION_DAYS": value})
     assert Config.from_env({**TEST_ENV, "AUDIT_RETENTION_DAYS": "30"}).audit_retention_days == 30
+
+
+def test_a_view_the_copy_already_holds_adds_nothing(as_user: Any, state: Any, reconcile_now: Any) -> None:
+    """Re-reading everything from Stripe (reconcile --full, webhooks of changes already
+    stored) finds nothing changed; an older view is not stored, so it records nothing either."""
+    from billing.models import now_stamp
+    from billing.replica import Keeper
+
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, _ = alice.account(ws), alice.account(ws, name="Second")
+    acc = account_path(ws, account["id"])
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}})
+    before = count(state)
+    reconcile_now(full=True)
+    assert count(state) == before
+    older = state.gateway.client.v1.customers.retrieve(account["id"]).to_dict()
+    Keeper(state.db).keep_data({**older, "name": "An old view"}, now_stamp() - 3_600_000_000)
+    assert count(state) == before
+    Keeper(state.db).keep_data({**older, "name": "A newer view"}, now_stamp())
+    assert count(state) == before + 1
+
+
+def test_a_card_is_shown_by_brand_and_last4_only() -> None:
+    from billing.audit.trail import stripe_entries
+    from billing.catalog import CatalogProducts
+
+    card = {
+        "id": "pm_1",
+        "object": "payment_method",
+        "type": "card",
+        "customer": "cus_1",
+        "billing_details": {"name": "Ada Lovelace", "email": "ada@example.com"},
+        "card": {"brand": "visa", "last4": "4242", "exp_month": 4, "exp_year": 2030, "fingerprint": "Xt5EWLLDS7FJjR1c"},
+    }
+    [entry] = stripe_entries("payment_method", "pm_1", None, card, CatalogProducts(None))  # type: ignore[arg-type]  # no read needed
+    assert entry.changes["card"] == {"before": None, "after": {"type": "card", "brand": "visa", "last4": "4242"}}
+    assert "Ada" not in str(entry.changes) and "2030" not in str(entry.changes)
