@@ -24,7 +24,7 @@ ROUNDS = 500
 TOTAL = 1_000_000
 WORKSPACES = 100
 
-# One statement per workspace batch: ids, times a second apart going back, a few actions and targets.
+# One statement per workspace: ids, times 30 s apart going back, a few actions and targets.
 FILL = text(
     """
     INSERT INTO audit_events (id, workspace_id, occurred_at, actor_type, actor_id, action, target_type,
@@ -44,7 +44,7 @@ FILL = text(
 )
 
 
-def fill(database_url: str, listed: str) -> None:
+def fill(database_url: str, listed: str) -> int:
     engine = create_engine(normalize_database_url(database_url))
     started = time.perf_counter()
     with engine.begin() as connection:
@@ -69,6 +69,7 @@ def fill(database_url: str, listed: str) -> None:
         count = connection.scalar(text("SELECT count(*) FROM audit_events"))
     engine.dispose()
     print(f"filled {count:,} audit events in {time.perf_counter() - started:.0f} s")
+    return int(count or 0)
 
 
 def audit_section() -> None:
@@ -79,7 +80,7 @@ def audit_section() -> None:
     with serve(database_url) as server:
         client = Client(server.base, "bench-audit")
         ws = client.call("POST", "/workspaces", json={"name": "Audited", "billing_mode": "pooled"})["id"]
-        fill(database_url, ws)
+        total = fill(database_url, ws)
         base = f"{server.base}/workspaces/{ws}/audit-events"
         first = client.call("GET", f"/workspaces/{ws}/audit-events?limit=100")
         deep = client.call("GET", f"/workspaces/{ws}/audit-events?limit=100&after=aud_bmine_50000")

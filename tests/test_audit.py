@@ -392,3 +392,37 @@ def test_a_card_is_shown_by_brand_and_last4_only() -> None:
     [entry] = stripe_entries("payment_method", "pm_1", None, card, CatalogProducts(None))  # type: ignore[arg-type]  # no read needed
     assert entry.changes["card"] == {"before": None, "after": {"type": "card", "brand": "visa", "last4": "4242"}}
     assert "Ada" not in str(entry.changes) and "2030" not in str(entry.changes)
+
+
+def test_a_write_adds_one_insert_at_most(as_user: Any, state: Any) -> None:
+    """Recording is cheap: each write sends one INSERT into audit_events, however many
+    entries it makes (a subscription's change and the invoice it paid are one statement)."""
+    from sqlalchemy import event
+
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account, _ = alice.account(ws), alice.account(ws, name="Second")
+    acc = account_path(ws, account["id"])
+    alice.post(f"/sandbox{acc}/payment-methods", {"payment_method": "pm_card_visa"})
+    sub = alice.post(f"{acc}/subscriptions", {"product_quantities": {"users": 2}}).json
+    inserts: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS"):
+            inserts.append(statement)
+
+    event.listen(state.db.engine, "before_cursor_execute", seen)
+    try:
+        writes = [
+            lambda: alice.patch(f"{acc}/subscriptions/{sub['id']}", {"product_quantities": {"users": 3}}),
+            lambda: alice.patch(acc, {"name": "Renamed"}),
+            lambda: alice.patch(f"/workspaces/{ws}", {"name": "Renamed"}),
+            lambda: alice.post(f"/workspaces/{ws}/members", {"user_id": "bob", "role": "viewer"}),
+        ]
+        for write in writes:
+            before = count(state)
+            inserts.clear()
+            assert write().status_code in (200, 201)
+            assert len(inserts) == 1 and count(state) > before
+    finally:
+        event.remove(state.db.engine, "before_cursor_execute", seen)
