@@ -140,6 +140,7 @@ def test_subscription_writes_are_recorded(as_user: Any) -> None:
     path = f"{acc}/subscriptions/{sub['id']}"
     for change in (
         {"product_quantities": {"users": 3}},
+        {"metadata": {"order_id": "6735"}},
         {"add_products": {"sso": 1}},
         {"action": "pause"},
         {"action": "resume"},
@@ -151,6 +152,7 @@ def test_subscription_writes_are_recorded(as_user: Any) -> None:
     assert summary(entries) == [
         ("user", "alice", "subscription.created", sub["id"]),
         ("user", "alice", "subscription.quantity_changed", sub["id"]),
+        ("user", "alice", "subscription.metadata_changed", sub["id"]),
         ("user", "alice", "subscription.product_changed", sub["id"]),
         ("user", "alice", "subscription.paused", sub["id"]),
         ("user", "alice", "subscription.resumed", sub["id"]),
@@ -163,11 +165,12 @@ def test_subscription_writes_are_recorded(as_user: Any) -> None:
         "product_quantities": {"before": None, "after": {"users": 2}},
     }
     assert changes[1] == {"product_quantities": {"before": {"users": 2}, "after": {"users": 3}}}
-    assert changes[2] == {"product_quantities": {"before": {"users": 3}, "after": {"users": 3, "sso": 1}}}
-    assert changes[3] == {"status": {"before": "active", "after": "paused"}}
-    assert changes[4] == {"status": {"before": "paused", "after": "active"}}
-    assert changes[5]["cancel_at_period_end"] == {"before": False, "after": True}
-    assert changes[6]["cancel_at_period_end"] == {"before": True, "after": False}
+    assert changes[2] == {"metadata": {"before": {}, "after": {"order_id": "6735"}}}
+    assert changes[3] == {"product_quantities": {"before": {"users": 3}, "after": {"users": 3, "sso": 1}}}
+    assert changes[4] == {"status": {"before": "active", "after": "paused"}}
+    assert changes[5] == {"status": {"before": "paused", "after": "active"}}
+    assert changes[6]["cancel_at_period_end"] == {"before": False, "after": True}
+    assert changes[7]["cancel_at_period_end"] == {"before": True, "after": False}
     # The first invoice, paid with the create, is the same request's.
     [paid] = [e for e in new_entries(alice, ws, before) if e["action"] == "invoice.paid"][:1]
     assert paid["request_id"] == entries[0]["request_id"] and paid["changes"]["status"]["after"] == "paid"

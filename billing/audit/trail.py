@@ -325,6 +325,8 @@ def _subscription_facts(data: dict[str, Any], products: CatalogProducts) -> dict
         "cancel_at": _time(data.get("cancel_at")),
         "current_period_start": min(starts) if starts else None,
         "current_period_end": max(ends) if ends else None,
+        # The caller's own metadata (the service's keys, `billing_api_...`, are never shown).
+        "metadata": {k: v for k, v in (data.get("metadata") or {}).items() if not k.startswith("billing_api_")},
     }
 
 
@@ -353,6 +355,8 @@ def _subscription(
     if old["product_quantities"] != new["product_quantities"]:
         same_products = set(old["product_quantities"]) == set(new["product_quantities"])
         add("subscription.quantity_changed" if same_products else "subscription.product_changed", "product_quantities")
+    if old["metadata"] != new["metadata"]:
+        add("subscription.metadata_changed", "metadata")
     if _scheduled(old) != _scheduled(new) and new["status"] != "canceled":
         add(
             "subscription.canceled" if _scheduled(new) else "subscription.uncanceled",
