@@ -27,6 +27,7 @@ nothing (`billing.idempotency` answers it), so it adds nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -44,6 +45,8 @@ from billing.tokens import USAGE_SCOPE
 
 if TYPE_CHECKING:
     from billing.catalog import CatalogProducts
+
+log = logging.getLogger("billing.audit")
 
 Changes = dict[str, dict[str, Any]]  # field -> {before, after}
 # The Stripe objects whose changes are a workspace's billing (a PaymentIntent or a product is not).
@@ -196,7 +199,14 @@ def record_views(
             continue  # an older view: the copy keeps the one it has
         previous = None if old is None or old.deleted else old.data
         current = None if row["deleted"] else row.get("data")
-        entries.extend(stripe_entries(row["object_type"], row["id"], previous, current, products))
+        try:
+            entries.extend(stripe_entries(row["object_type"], row["id"], previous, current, products))
+        except (AttributeError, TypeError, KeyError, ValueError) as error:
+            # A view in a shape the service can't read (its reader answers 502 for it): the copy
+            # still keeps it, and says here that the trail could not describe it.
+            log.warning(
+                "audit trail: %s %s in an unexpected shape (%s)", row["object_type"], row["id"], type(error).__name__
+            )
     if not entries:
         return
     customers = {entry.customer_id for entry in entries}
