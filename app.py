@@ -17,6 +17,7 @@ from sqlalchemy import inspect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from billing import cli, idempotency, input_guard, json_logging, openapi, request_log
+from billing.audit.routes import blp as audit_blp
 from billing.billing_accounts.routes import blp as billing_accounts_blp
 from billing.body_limits import BodyLimits
 from billing.budget import StripeBudget, limits_for_key, limits_for_sandbox
@@ -237,6 +238,7 @@ def create_app(
         payment_methods_blp,
         invoices_blp,
         organizations_blp,
+        audit_blp,
         public_blp,
         webhooks_blp,
     ):

@@ -46,6 +46,8 @@ RULES_422 = {
     "removeMember": "cannot_remove_last_owner",
     "updateSubscription": "multiple_operations, cannot_remove_last_product, payment_method_required",
     "listInvoices": "a cursor that is not one of the account's invoices; after with before",
+    "listAuditEvents": "a cursor that is not one of the workspace's audit events; after with before; "
+    "a since/until whose UTC is past year 9999",
     "previewInvoice": "cancel_subscription without subscription_id; a product_type twice",
     "createOrganization": "billing_account_id: required in single and assigned mode, an account of this workspace; "
     "picture: a data URI's image must decode as the format it claims, a URL's host be public",

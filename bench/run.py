@@ -460,8 +460,13 @@ def reconcile_section(database_url: str, customers: int) -> None:
 
 
 def main() -> int:
-    # "page", "reconcile", "orgs", "storm", "ack", "hot" or "slow": just that section
+    # "page", "reconcile", "orgs", "storm", "ack", "hot", "slow" or "audit": just that section
     only = os.environ.get("BENCH_ONLY")
+    if only == "audit":
+        from bench.audit import audit_section
+
+        audit_section()  # PostgreSQL only: BENCH_DATABASE_URL
+        return 0
     if only == "slow":
         from bench.slow_clients import main as slow_clients
 

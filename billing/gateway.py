@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from typing import TypeVar
 
 import stripe
@@ -28,6 +29,7 @@ from stripe.params import (
     SubscriptionUpdateParams,
 )
 
+from billing.audit import trail
 from billing.budget import StripeBudget
 from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import now_stamp
@@ -96,14 +98,19 @@ class StripeGateway:
         # production, the sandbox's (moved by its clock) on the emulator.
         self.clock = clock
 
-    def _kept(self, call: Callable[[], S]) -> S:
+    def _kept(self, call: Callable[[], S], *, written: bool = False) -> S:
         """Make the call; hand its result to the keeper, stamped with when it started.
+        `written`: the call is a write; what it changes is the request's doing (the
+        audit trail names the request's caller for it, whether its answer or a webhook
+        applied meanwhile in this context, such as the sandbox's synchronous delivery,
+        brings the change to the copy first).
 
         Stamps are on our clock, not Stripe's: they order views (and are compared
         with when an event reached us), and a sandbox advance dates its events in the past."""
         stamp = now_stamp()
-        result = call()
-        self.keep(result, stamp)
+        with trail.written() if written else nullcontext():
+            result = call()
+            self.keep(result, stamp)
         return result
 
     def _kept_list(self, call: Callable[[], Iterable[S]]) -> list[S]:
@@ -116,7 +123,9 @@ class StripeGateway:
     # -- customers ---------------------------------------------------------
 
     def create_customer(self, params: CustomerCreateParams, *, idempotency_key: str) -> stripe.Customer:
-        return self._kept(lambda: self.client.v1.customers.create(params, {"idempotency_key": idempotency_key}))
+        return self._kept(
+            lambda: self.client.v1.customers.create(params, {"idempotency_key": idempotency_key}), written=True
+        )
 
     def retrieve_customer(self, customer_id: str) -> stripe.Customer | None:
         """The customer, or None when Stripe says it is deleted or unknown (kept as deleted)."""
@@ -131,12 +140,16 @@ class StripeGateway:
         self, customer_id: str, params: CustomerUpdateParams, *, idempotency_key: str
     ) -> stripe.Customer:
         return self._kept(
-            lambda: self.client.v1.customers.update(customer_id, params, {"idempotency_key": idempotency_key})
+            lambda: self.client.v1.customers.update(customer_id, params, {"idempotency_key": idempotency_key}),
+            written=True,
         )
 
     def delete_customer(self, customer_id: str, *, idempotency_key: str) -> None:
         try:
-            self._kept(lambda: self.client.v1.customers.delete(customer_id, None, {"idempotency_key": idempotency_key}))
+            self._kept(
+                lambda: self.client.v1.customers.delete(customer_id, None, {"idempotency_key": idempotency_key}),
+                written=True,
+            )
         except stripe.InvalidRequestError as error:
             if error.code != "resource_missing":  # already gone is what we wanted
                 raise
@@ -159,7 +172,9 @@ class StripeGateway:
         )
 
     def create_subscription(self, params: SubscriptionCreateParams, *, idempotency_key: str) -> stripe.Subscription:
-        return self._kept(lambda: self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key}))
+        return self._kept(
+            lambda: self.client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key}), written=True
+        )
 
     def retrieve_subscription(self, subscription_id: str) -> stripe.Subscription | None:
         """With its latest invoice, which the copy keeps too: a renewal's subscription
@@ -174,7 +189,8 @@ class StripeGateway:
         self, subscription_id: str, params: SubscriptionUpdateParams, *, idempotency_key: str
     ) -> stripe.Subscription:
         return self._kept(
-            lambda: self.client.v1.subscriptions.update(subscription_id, params, {"idempotency_key": idempotency_key})
+            lambda: self.client.v1.subscriptions.update(subscription_id, params, {"idempotency_key": idempotency_key}),
+            written=True,
         )
 
     def resume_subscription(
@@ -182,7 +198,8 @@ class StripeGateway:
     ) -> stripe.Subscription:
         """Resume a subscription whose status is `paused` (a trial that ended without a card)."""
         return self._kept(
-            lambda: self.client.v1.subscriptions.resume(subscription_id, params, {"idempotency_key": idempotency_key})
+            lambda: self.client.v1.subscriptions.resume(subscription_id, params, {"idempotency_key": idempotency_key}),
+            written=True,
         )
 
     # -- payment methods ---------------------------------------------------
@@ -204,7 +221,8 @@ class StripeGateway:
                 customer_id,
                 {"invoice_settings": {"default_payment_method": payment_method_id}},
                 {"idempotency_key": idempotency_key},
-            )
+            ),
+            written=True,
         )
 
     def attach_payment_method(
@@ -213,12 +231,16 @@ class StripeGateway:
         return self._kept(
             lambda: self.client.v1.payment_methods.attach(
                 payment_method, {"customer": customer_id}, {"idempotency_key": idempotency_key}
-            )
+            ),
+            written=True,
         )
 
     def detach_payment_method(self, payment_method_id: str, *, idempotency_key: str) -> stripe.PaymentMethod:
         return self._kept(
-            lambda: self.client.v1.payment_methods.detach(payment_method_id, None, {"idempotency_key": idempotency_key})
+            lambda: self.client.v1.payment_methods.detach(
+                payment_method_id, None, {"idempotency_key": idempotency_key}
+            ),
+            written=True,
         )
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> stripe.PaymentIntent | None:

@@ -170,16 +170,19 @@ def sweep() -> list[str]:
     """Clean up what has outlived its guarantee, and return the objects whose
     events wait unclaimed (their task was lost): the caller queues them."""
     from billing import idempotency, leases
+    from billing.audit import service as audit
     from billing.organizations import capacity
     from billing.state import current
     from billing.webhooks import inbox
 
-    db = current().db
+    state = current()
+    db = state.db
     removed = {
         "events": inbox.delete_applied(db),
         "idempotency_keys": idempotency.delete_expired(db),
         "leases": leases.delete_expired(db),
         "capacity_holds": capacity.delete_expired_holds(db),
+        "audit_events": audit.delete_expired(db, state.config.audit_retention_days),
     }
     if any(removed.values()):
         log.info("clean-up", extra={"event": "cleanup", **removed})

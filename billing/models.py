@@ -353,3 +353,36 @@ class StripeBudgetWindow(Base):
     bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start_second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def new_audit_event_id() -> str:
+    return "aud_" + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(20))
+
+
+class AuditEvent(Base):
+    """One change to a workspace's billing state (`billing.audit`): written in the
+    transaction of the change, never changed, deleted only past its retention
+    (`AUDIT_RETENTION_DAYS`). `actor_type` is `user`, `service` or `stripe`
+    (`actor_id` None for Stripe, whose event is `stripe_event_id` when an event
+    told us)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        # The list: a workspace's entries, newest first (keyset on occurred_at, id).
+        Index("ix_audit_events_workspace_occurred", "workspace_id", "occurred_at", "id"),
+        Index("ix_audit_events_workspace_target", "workspace_id", "target_id", "occurred_at"),
+        Index("ix_audit_events_occurred", "occurred_at"),  # the retention sweep
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_audit_event_id)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(255))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))

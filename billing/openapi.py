@@ -76,6 +76,7 @@ FORBIDDEN = {
     "FORBIDDEN_NOT_OWNER": "Only an owner archives a workspace.",
     "FORBIDDEN_MEMBERS": "Managing members needs admin or owner (a viewer may only remove themself); only an "
     "owner grants, changes or removes the owner role.",
+    "FORBIDDEN_AUDIT": "Only owners and admins read the audit trail.",
 }
 FORBIDDEN_BY_ROLE: dict[Role, str] = {"admin": "FORBIDDEN_VIEWER", "owner": "FORBIDDEN_NOT_OWNER"}
 
@@ -247,6 +248,10 @@ COMPLETE_RESPONSES = frozenset(
     {
         "Address",
         "AdvancedClock",
+        "AuditActor",
+        "AuditEvent",
+        "AuditEventList",
+        "AuditTarget",
         "AuthenticationResult",
         "BillingAccount",
         "BillingAccountList",

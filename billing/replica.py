@@ -24,6 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from billing.audit import trail
+from billing.catalog import CatalogProducts
 from billing.db import Database
 from billing.models import BillingAccountIndex, CapacityHold, StripeCopy, now_stamp, seconds_of, stamp_of, utcnow
 from billing.stripe_ids import id_of, intent_id
@@ -67,11 +69,16 @@ class Keeper:
 
     `clock` is Stripe's (unix seconds): a view that changes the object is dated
     on it (`changed_at`), as Stripe dates the object's own times; in the sandbox
-    it is the emulator's, which an advance moves ahead of ours."""
+    it is the emulator's, which an advance moves ahead of ours.
+
+    A view that changes a workspace's billing (a customer, subscription, payment
+    method or invoice of one of its accounts) is recorded in the audit trail in
+    the same transaction (`billing.audit.trail`)."""
 
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        self.products = CatalogProducts(db)  # a subscription's items, named as the API names them
 
     def __call__(self, obj: stripe.StripeObject, stamp: int) -> None:
         self.keep_data(obj.to_dict(), stamp)
@@ -83,8 +90,10 @@ class Keeper:
             # One transaction: a subscription and the latest invoice it came with
             # change together (its pending_payment reads both).
             with self.db.write() as session:
+                before = trail.views_before(session, rows)
                 for row in rows:
                     _upsert(session, row, seen)
+                trail.record_views(session, rows, before, self.products)
 
 
 def _rows(data: dict[str, Any], stamp: int) -> list[dict[str, Any]]:

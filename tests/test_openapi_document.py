@@ -582,3 +582,29 @@ def test_a_route_without_facts_cannot_be_documented() -> None:
 
     api.register_blueprint(remembered)
     assert api.spec.to_dict()["paths"]["/remembered"]["get"]["operationId"] == "readRemembered"
+
+
+def test_the_audit_trail_is_documented_with_examples(spec: dict[str, Any]) -> None:
+    operation = spec["paths"]["/workspaces/{workspaceId}/audit-events"]["get"]
+    assert operation["operationId"] == "listAuditEvents"
+    assert resolve(spec, operation["responses"]["403"])["description"].endswith(
+        "Only owners and admins read the audit trail."
+    )
+    query = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+    assert query == {"limit", "after", "before", "target_id", "actor", "action", "since", "until"}
+    event = schema(spec, "AuditEvent")
+    assert set(event["required"]) == {
+        "id",
+        "occurred_at",
+        "actor",
+        "action",
+        "target",
+        "changes",
+        "request_id",
+        "idempotency_key",
+        "stripe_event_id",
+    }
+    assert schema(spec, "AuditActor")["properties"]["type"]["enum"] == ["user", "service", "stripe"]
+    listed = schema(spec, "AuditEventList")["properties"]["data"]["example"]
+    assert [e["actor"]["type"] for e in listed] == ["user", "stripe"]
+    assert listed[1]["changes"] == {"status": {"before": "active", "after": "past_due"}}

@@ -28,6 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from billing import replica
 from billing.access import Access, workspace_archived
+from billing.audit import trail
 from billing.catalog import PRODUCTS, CatalogProducts
 from billing.db import Database
 from billing.errors import ApiError, not_found
@@ -394,34 +395,49 @@ def report_usage(state: BillingState, workspace_id: str, org_id: str, product: s
     with state.db.write(wait_for_disk=False) as session:
         read = Limits(state, session, *_lock_with_path(session, workspace_id, org_id))
         org = read.org
-        if delta > 0:
-            free = read.free(product)
-            if delta > free:
-                raise ApiError(
-                    409, "capacity_exceeded", f"Not enough {product} capacity: requested {delta}, free {free}."
-                )
-            change = delta
-        else:
-            change = -min(-delta, org.usage(product))
-        if change:
-            usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
-            session.execute(
-                update(Organization)
-                .where(Organization.id.in_([n.id for n in read.path]))
-                .values(
-                    {
-                        usage: usage + case((Organization.id == org.id, change), else_=0),
-                        subtree: subtree + change,
-                    }
-                )
-                .execution_options(synchronize_session=False)
+        free = read.free(product) if delta > 0 else 0
+        if delta > free:
+            # A refused report is on the audit trail (an accepted one is in the usage totals):
+            # its entry commits with this transaction, which changes nothing else.
+            trail.record(
+                session,
+                workspace_id,
+                "usage.refused",
+                ("organization", org.id),
+                {f"usage.{product}": trail.change(org.usage(product), org.usage(product) + delta)},
             )
-            # The answer is computed from what was read, moved by the change (no re-read).
-            set_committed_value(org, f"usage_{product}", org.usage(product) + change)
-            for node in read.path:  # the organization and its ancestors
-                set_committed_value(node, f"subtree_{product}", node.subtree_usage(product) + change)
-            read.pool_used[product] += change
-        return read.entry(product)
+            refused = ApiError(
+                409, "capacity_exceeded", f"Not enough {product} capacity: requested {delta}, free {free}."
+            )
+        else:
+            refused = None
+            _take(session, read, product, delta if delta > 0 else -min(-delta, org.usage(product)))
+    if refused is not None:
+        raise refused
+    return read.entry(product)
+
+
+def _take(session: Session, read: Limits, product: str, change: int) -> None:
+    """Move the organization's usage and its path's subtree usage by `change`."""
+    org = read.org
+    if change:
+        usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
+        session.execute(
+            update(Organization)
+            .where(Organization.id.in_([n.id for n in read.path]))
+            .values(
+                {
+                    usage: usage + case((Organization.id == org.id, change), else_=0),
+                    subtree: subtree + change,
+                }
+            )
+            .execution_options(synchronize_session=False)
+        )
+        # The answer is computed from what was read, moved by the change (no re-read).
+        set_committed_value(org, f"usage_{product}", org.usage(product) + change)
+        for node in read.path:  # the organization and its ancestors
+            set_committed_value(node, f"subtree_{product}", node.subtree_usage(product) + change)
+        read.pool_used[product] += change
 
 
 def check_room_for_subtree(

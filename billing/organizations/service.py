@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from billing.access import Access
+from billing.audit import trail
 from billing.catalog import PRODUCTS
 from billing.errors import ApiError, validation_error
 from billing.leases import account_lease_name, lease
@@ -125,6 +126,18 @@ def _limits_columns(limits: dict[str, Any]) -> dict[str, Any]:
     return {f"limit_{product}": value for product, value in limits.items()}
 
 
+def _audited(org: Organization) -> dict[str, Any]:
+    """What the audit trail shows of an organization's changes (its picture by its URL or digest)."""
+    return {
+        "name": org.name,
+        "parent_id": org.parent_id,
+        "billing_account_id": org.billing_account_id,
+        "limits": {product: org.limit(product) for product in PRODUCTS},
+        "picture": org.picture_url or org.picture_digest,
+        "branding": org.branding,
+    }
+
+
 @dataclass(frozen=True)
 class _Picture:
     """A picture a request sets: an HTTPS URL, an upload decoded, or neither (removed)."""
@@ -221,6 +234,8 @@ def create_organization(
             _set_picture(session, org, picture)
         elif picture is not None:
             org.picture_url = picture.url
+        changes = {name: trail.change(None, value) for name, value in _audited(org).items() if value is not None}
+        trail.record(session, org.workspace_id, "organization.created", ("organization", org.id), changes)
     return org
 
 
@@ -237,6 +252,7 @@ def update_organization(state: BillingState, access: Access, org_id: str, data: 
         account_id = _account_rule(state, access, data, root=is_root)
     with _account_lease(state, account_id), state.db.write() as session:
         workspace, org = lock_organization(session, access.workspace.id, org_id)
+        before = _audited(org)
         if account_id is not None and account_id != org.billing_account_id:
             check_room_for_subtree(state.products, session, workspace, org, account_id)
             session.execute(
@@ -262,7 +278,19 @@ def update_organization(state: BillingState, access: Access, org_id: str, data: 
         if "branding" in data:
             org.branding = stored_branding(data["branding"])
         org.updated_at = utcnow()
+        changes = trail.changed(before, _audited(org))
+        if changes:
+            trail.record(session, org.workspace_id, _update_action(changes), ("organization", org.id), changes)
     return org
+
+
+def _update_action(changes: dict[str, Any]) -> str:
+    """A move to another billing account, a change of limits alone, or any other change."""
+    if "billing_account_id" in changes:
+        return "organization.moved"
+    if set(changes) == {"limits"}:
+        return "organization.limits_changed"
+    return "organization.updated"
 
 
 def delete_organization(state: BillingState, access: Access, org_id: str) -> None:
@@ -276,3 +304,7 @@ def delete_organization(state: BillingState, access: Access, org_id: str) -> Non
             )
         ids = [org.id] + [node.id for node in _subtree(session, org)]
         session.execute(delete(Organization).where(Organization.id.in_(ids)))
+        changes = {"name": trail.change(org.name, None)}
+        if ids[1:]:
+            changes["descendants"] = trail.change(ids[1:], None)
+        trail.record(session, org.workspace_id, "organization.deleted", ("organization", org.id), changes)

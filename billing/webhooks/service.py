@@ -21,6 +21,7 @@ import stripe
 from sqlalchemy import select
 
 from billing import replica
+from billing.audit import trail
 from billing.billing_accounts.service import forget_account
 from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
@@ -111,7 +112,9 @@ def apply_object(state: BillingState, key: str) -> float | None:
     ids = [event.id for event in events]
     try:
         # Background work: Stripe requests within what users leave of the budget.
-        with background("webhook", deadline_seconds=BUDGET_WAIT_SECONDS):
+        # What the copy learns here came from Stripe: the audit trail names the newest event.
+        newest = max(events, key=lambda event: (event.created, event.received_at))
+        with background("webhook", deadline_seconds=BUDGET_WAIT_SECONDS), trail.learnt_from_event(newest.id):
             apply_events(state, key, events)
     except BudgetExhausted:  # Stripe is busy with users' requests: not a failure of these events
         return inbox.put_off(db, ids, BUDGET_WAIT_SECONDS)

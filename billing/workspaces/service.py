@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from billing import replica
 from billing.access import ROLE_RANK, Access
+from billing.audit import trail
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, leases
 from billing.models import BillingAccountIndex, Member, Workspace, utcnow
@@ -47,6 +48,16 @@ def create_workspace(state: BillingState, user_id: str, data: dict[str, Any]) ->
         session.add(workspace)
         session.flush()
         session.add(Member(workspace_id=workspace.id, user_id=user_id, role="owner", created_at=now, updated_at=now))
+        trail.record(
+            session,
+            workspace.id,
+            "workspace.created",
+            ("workspace", workspace.id),
+            trail.changed(
+                {},
+                {"name": workspace.name, "description": workspace.description, "billing_mode": workspace.billing_mode},
+            ),
+        )
     return shown(state, [workspace])[0]
 
 
@@ -73,10 +84,14 @@ def update_workspace(state: BillingState, access: Access, data: dict[str, Any]) 
         workspace = session.get(Workspace, access.workspace.id)
         if workspace is None:
             raise not_found("workspace")
+        before = {field: getattr(workspace, field) for field in ("name", "description")}
         for field in ("name", "description"):
             if field in data:
                 setattr(workspace, field, data[field])
         workspace.updated_at = utcnow()
+        changes = trail.changed(before, {field: getattr(workspace, field) for field in before})
+        if changes:
+            trail.record(session, workspace.id, "workspace.updated", ("workspace", workspace.id), changes)
     return shown(state, [workspace])[0]
 
 
@@ -112,6 +127,13 @@ def archive_workspace(state: BillingState, access: Access) -> None:
                 now = utcnow()
                 workspace.archived_at = now
                 workspace.updated_at = now
+                trail.record(
+                    session,
+                    workspace.id,
+                    "workspace.archived",
+                    ("workspace", workspace.id),
+                    {"archived": trail.change(False, True)},
+                )
 
 
 def _account_named(state: BillingState, customer_id: str) -> str:
@@ -171,6 +193,13 @@ def add_member(state: BillingState, access: Access, data: dict[str, Any]) -> Mem
             updated_at=now,
         )
         session.add(member)
+        trail.record(
+            session,
+            access.workspace.id,
+            "member.added",
+            ("member", member.user_id),
+            {"role": trail.change(None, member.role)},
+        )
     return member
 
 
@@ -193,6 +222,13 @@ def change_member_role(state: BillingState, access: Access, user_id: str, role: 
         if member.role == "owner" and role != "owner" and _owner_count(session, access.workspace.id) <= 1:
             raise ApiError(422, "cannot_remove_last_owner", "The workspace's last owner cannot be demoted.")
         if member.role != role:
+            trail.record(
+                session,
+                access.workspace.id,
+                "member.role_changed",
+                ("member", user_id),
+                {"role": trail.change(member.role, role)},
+            )
             member.role = role
             member.updated_at = utcnow()
     return member
@@ -210,3 +246,10 @@ def remove_member(state: BillingState, access: Access, user_id: str) -> None:
         if member.role == "owner" and _owner_count(session, access.workspace.id) <= 1:
             raise ApiError(422, "cannot_remove_last_owner", "The workspace's last owner cannot be removed.")
         session.delete(member)
+        trail.record(
+            session,
+            access.workspace.id,
+            "member.removed",
+            ("member", user_id),
+            {"role": trail.change(member.role, None)},
+        )
