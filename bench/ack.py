@@ -20,8 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.run import JWT_SECRET, pct
-from bench.storm import DEFAULT_DATABASE_URL, WEBHOOK_SECRET, deliver_once, empty_database, service
+from bench.run import pct
+from bench.storm import DEFAULT_DATABASE_URL, WEBHOOK_SECRET, deliver_once, empty_database, sandbox_env, service
 from stripe_sandbox.webhooks import signature_header
 
 CONCURRENCY = 32
@@ -31,16 +31,7 @@ def ack_section() -> None:
     n = int(os.environ.get("BENCH_ACK_N", "3000"))
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
     empty_database(database_url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": JWT_SECRET,
-        "STRIPE_SANDBOX": "1",
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "SANDBOX_WEBHOOK_URL": "http://127.0.0.1:9/unused",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("STRIPE_API_KEY", None)
+    env = sandbox_env(database_url, SANDBOX_WEBHOOK_URL="http://127.0.0.1:9/unused")
     created = int(time.time())
     payloads = [
         json.dumps(

@@ -35,7 +35,7 @@ from sqlalchemy import event
 
 from bench.organizations import analyze
 from bench.run import JWT_SECRET, ROOT, Client, Server, drain_webhooks, free_port
-from bench.storm import DEFAULT_DATABASE_URL, WEBHOOK_SECRET, empty_database, service
+from bench.storm import DEFAULT_DATABASE_URL, empty_database, sandbox_env, service
 from billing.config import Config
 from billing.tokens import USAGE_SCOPE, mint_token
 
@@ -206,15 +206,7 @@ def hot_paths_section() -> None:
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
     wrk = ensure_wrk()
     empty_database(database_url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": JWT_SECRET,
-        "STRIPE_SANDBOX": "1",
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("STRIPE_API_KEY", None)
+    env = sandbox_env(database_url)
     kept = os.environ.get("BENCH_WORKDIR")  # keeps the processes' logs
     with (
         contextlib.nullcontext(kept) if kept else tempfile.TemporaryDirectory() as tmp,

@@ -153,6 +153,22 @@ def service(env: dict[str, str], web: int, workers: int, logs: Path) -> Iterator
             _stop(process)
 
 
+def sandbox_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The service's environment in the benches: the sandbox on `database_url`, no Stripe key,
+    warnings only in the logs (BENCH_LOG_LEVEL=INFO: each request's line), then `extra`."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "STRIPE_SANDBOX": "1",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL") or "WARNING",
+        **extra,
+    }
+    env.pop("STRIPE_API_KEY", None)
+    return env
+
+
 def empty_database(url: str) -> None:
     """Create the database if absent; drop everything in it; migrate."""
     base = make_url(normalize_database_url(url))
@@ -739,18 +755,12 @@ def storm(
     request_log.mkdir()
     delivery_box = _Box()
     with relay(delivery_box.receive) as relay_url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "JWT_SECRET": JWT_SECRET,
-            "STRIPE_SANDBOX": "1",
-            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SANDBOX_WEBHOOK_URL": relay_url,
-            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL") or "WARNING",  # INFO: each request's line
-            "SANDBOX_REQUEST_LOG": str(request_log),
-            "SANDBOX_RATE_LIMITS": "",
-        }
-        env.pop("STRIPE_API_KEY", None)
+        env = sandbox_env(
+            database_url,
+            SANDBOX_WEBHOOK_URL=relay_url,
+            SANDBOX_REQUEST_LOG=str(request_log),
+            SANDBOX_RATE_LIMITS="",
+        )
         started = time.monotonic()
         with service(env, web, workers, workdir) as svc:
             delivery = delivery_box.delivery = Delivery(svc.base)
