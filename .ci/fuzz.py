@@ -47,6 +47,7 @@ RULES_422 = {
     "updateSubscription": "multiple_operations, cannot_remove_last_product, payment_method_required",
     "listInvoices": "a cursor that is not one of the account's invoices; after with before",
     "previewInvoice": "cancel_subscription without subscription_id; a product_type twice",
+    "createTaxId": "tax_id_invalid: Stripe checks the value against its type's format (no OpenAPI pattern per type)",
     "createOrganization": "billing_account_id: required in single and assigned mode, an account of this workspace; "
     "picture: a data URI's image must decode as the format it claims, a URL's host be public",
     "updateOrganization": "billing_account_id: roots only, not in pooled mode, an account of this workspace; "

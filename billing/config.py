@@ -101,6 +101,8 @@ class Config:
     trusted_proxy_count: int = 0
     # The public routes' budget per client address and worker process (billing.rate_limit).
     public_rate_limit_per_minute: int = 60
+    # STRIPE_TAX=1: Stripe Tax computes tax on every subscription, preview and invoice (billing.taxes).
+    stripe_tax: bool = False
 
     @property
     def sandbox(self) -> bool:
@@ -166,6 +168,7 @@ class Config:
             errors_doc_url=errors_doc_url,
             trusted_proxy_count=_count(env, "TRUSTED_PROXY_COUNT", 0),
             public_rate_limit_per_minute=_positive_int(env, "PUBLIC_RATE_LIMIT_PER_MINUTE", 60),
+            stripe_tax=env.get("STRIPE_TAX") == "1",
         )
 
 

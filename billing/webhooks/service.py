@@ -163,7 +163,7 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
         return "payment_method", id_of(obj.get("payment_method")), id_of(obj.get("customer"))
     if kind == "customer":
         return "customer", id_of(obj.get("id")), id_of(obj.get("id"))
-    if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent"):
+    if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent", "tax_id"):
         return str(kind), id_of(obj.get("id")), id_of(obj.get("customer"))
     return "", None, None
 
@@ -183,6 +183,8 @@ def _refetch(
         return gateway.retrieve_payment_method(object_id)
     if object_type == "payment_intent":
         return gateway.retrieve_payment_intent(object_id)
+    if object_type == "tax_id":  # its verification, which Stripe settles a moment after the add
+        return gateway.retrieve_tax_id(object_id)
     return gateway.retrieve_product(object_id)
 
 
