@@ -180,7 +180,9 @@ def test_tax_ids_through_the_generated_client(api_client: Any) -> None:
         ),
         idempotency_key=str(uuid.uuid4()),
     ).parsed
-    address = model("address_input", "AddressInput")(country=model("address_input_country", "AddressInputCountry")("DE"))
+    address = model("address_input", "AddressInput")(
+        country=model("address_input_country", "AddressInputCountry")("DE")
+    )
     account = create_billing_account.sync_detailed(
         workspace.id,
         client=api_client,

@@ -46,7 +46,9 @@ def shown(invoice: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def preview_then_subscribe(account: dict[str, Any], quantities: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def preview_then_subscribe(
+    account: dict[str, Any], quantities: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     alice, acc = account["alice"], account["acc"]
     items = [{"product_type": p, "quantity": q} for p, q in quantities.items()]
     preview = alice.post(f"{acc}/invoices/preview", {"items": items})
