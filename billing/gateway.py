@@ -164,13 +164,10 @@ class StripeGateway:
         )
 
     def retrieve_tax_id(self, tax_id: str) -> stripe.TaxId | None:
-        """The tax ID, or None when Stripe no longer has it (kept as deleted)."""
-        stamp = now_stamp()
-        found = _unless_missing(lambda: self.client.v1.tax_ids.retrieve(tax_id))
-        if found is None:
-            found = stripe.TaxId.construct_from({"id": tax_id, "object": "tax_id", "deleted": True}, None)
-        self.keep(found, stamp)
-        return None if getattr(found, "deleted", None) else found
+        """The tax ID, or None when Stripe has none (nothing kept: a read that races the
+        create's commit must not mark a new one deleted; `replica.forget_tax_id` does, when
+        Stripe's event says it was deleted)."""
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.tax_ids.retrieve(tax_id)))
 
     def delete_tax_id(self, customer_id: str, tax_id: str, *, idempotency_key: str) -> None:
         try:

@@ -260,6 +260,12 @@ def tax_id(db: Database, tax_id_id: str) -> Document | None:
     return None if row is None or row.deleted else row.data
 
 
+def forget_tax_id(db: Database, tax_id_id: str, *, stamp: int) -> None:
+    """Stripe has no such tax ID any more (deleted elsewhere): the copy keeps it flagged deleted,
+    unless a view fetched after `stamp` says otherwise."""
+    Keeper(db).keep_data({"id": tax_id_id, "object": "tax_id", "deleted": True}, stamp)
+
+
 def former_owner(db: Database, payment_method_id: str) -> str | None:
     """The customer a payment method is, or last was, attached to (as far as the copy saw)."""
     row = _stored(db, "payment_method", payment_method_id)
@@ -371,8 +377,8 @@ def copy_customer(state: BillingState, customer_id: str, *, with_customer: bool 
             gateway.retrieve_payment_method(stale["id"])
     held = {found.id for found in gateway.list_tax_ids(customer_id)}
     for gone in tax_ids(db, customer_id):  # deleted while we weren't told
-        if gone["id"] not in held:
-            gateway.retrieve_tax_id(gone["id"])
+        if gone["id"] not in held and gateway.retrieve_tax_id(gone["id"]) is None:
+            forget_tax_id(db, gone["id"], stamp=now_stamp())
     for invoice in gateway.iter_invoices(customer_id):
         confirmation = getattr(invoice, "confirmation_secret", None)
         secret = confirmation.client_secret if confirmation else None

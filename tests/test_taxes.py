@@ -219,3 +219,14 @@ def test_without_stripe_tax_invoices_carry_no_tax(as_user: Any, monkeypatch: pyt
     preview, invoice = preview_then_subscribe(paying_account(as_user, "ZA", "zar"), {"users": 1})
     assert (invoice["tax"], invoice["total"]) == (None, 14500)
     assert shown(preview) == shown(invoice)
+
+
+def test_a_tax_id_deleted_in_stripe_leaves_the_account_by_webhook(as_user: Any, state: Any, apply_now: Any) -> None:
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    made = alice.post(f"{acc}/tax-ids", {"type": "za_vat", "value": "4123456789"}).json
+    state.gateway.client.v1.customers.tax_ids.delete(account["id"], made["id"])  # the Dashboard, say
+    apply_now()
+    assert alice.get(f"{acc}/tax-ids").json["data"] == []

@@ -179,3 +179,31 @@ def test_the_customers_tax_hash_says_where_it_is(client: stripe.StripeClient) ->
     customer = _customer(client, {"country": "US", "postal_code": "94107", "state": "CA"})
     found = client.v1.customers.retrieve(customer.id, {"expand": ["tax"]}).tax
     assert (found.automatic_tax, found.location.country) == ("not_collecting", "US")
+
+
+def test_a_renewal_is_taxed_as_at_its_finalization(
+    client: stripe.StripeClient, make_price: Callable[..., stripe.Price], clock: SandboxClock
+) -> None:
+    """A renewal's draft shows German VAT; the number verified in the hour before it is finalized
+    makes the finalized invoice reverse charged (Stripe Tax computes tax when it finalizes)."""
+    customer = _customer(client, {"country": "DE"})
+    first = _subscribe(client, customer, make_price(currency="eur"))
+    subscription_id = str(first.parent.subscription_details.subscription)
+    end = client.v1.subscriptions.retrieve(subscription_id)["items"].data[0].current_period_end
+    clock.advance_and_process(seconds=end - clock.now() + 1)
+    [draft] = client.v1.invoices.list({"customer": customer.id, "status": "draft"}).data
+    assert [(t.amount, t.taxability_reason) for t in draft.total_taxes or []] == [(570, "standard_rated")]
+    client.v1.customers.tax_ids.create(customer.id, {"type": "eu_vat", "value": "DE000000000"})
+    clock.advance_and_process(hours=2)
+    renewed = client.v1.invoices.retrieve(str(draft.id))
+    assert renewed.status == "paid"
+    assert [(t.amount, t.taxability_reason) for t in renewed.total_taxes or []] == [(0, "reverse_charge")]
+    assert renewed.total == 3000
+
+
+def test_a_preview_of_pending_items_needs_a_tax_location(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create()
+    client.v1.invoice_items.create(params={"customer": customer.id, "amount": 300, "currency": "usd"})
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.invoices.create_preview({"customer": customer.id, "automatic_tax": {"enabled": True}})
+    assert (caught.value.code, caught.value.param) == ("customer_tax_location_invalid", "address")
