@@ -135,6 +135,7 @@ class Config:
         rate_limits = _sandbox_rate_limits(env) if sandbox else ""
         if sandbox:
             _check_sandbox_retry_settings(env)
+            _check_sandbox_tax_registrations(env)
         user_reserve = _budget_user_reserve(env)
         webhook_concurrency = _sandbox_webhook_concurrency(env)
         errors_doc_url = _errors_doc_url(env)
@@ -287,6 +288,16 @@ def _check_sandbox_retry_settings(env: Mapping[str, str]) -> None:
     try:
         settings(env)
     except RetrySettingsError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_sandbox_tax_registrations(env: Mapping[str, str]) -> None:
+    """SANDBOX_TAX_REGISTRATIONS, refused at start in one line (`stripe_sandbox.tax` reads it)."""
+    from stripe_sandbox.tax import RegistrationsError, registrations
+
+    try:
+        registrations(env)
+    except RegistrationsError as error:
         raise ConfigError(str(error)) from None
 
 

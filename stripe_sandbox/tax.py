@@ -33,6 +33,7 @@ import functools
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,19 @@ def standard_rate(country: str) -> decimal.Decimal | None:
     return None if rate is None else decimal.Decimal(str(rate))
 
 
-def registrations() -> tuple[str, ...]:
-    raw = os.environ.get("SANDBOX_TAX_REGISTRATIONS") or ""
-    return tuple(code.strip().upper() for code in raw.split(",") if code.strip())
+class RegistrationsError(ValueError):
+    """A SANDBOX_TAX_REGISTRATIONS value the sandbox can't use (the message says which)."""
+
+
+def registrations(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    raw = (os.environ if env is None else env).get("SANDBOX_TAX_REGISTRATIONS") or ""
+    codes = tuple(code.strip().upper() for code in raw.split(",") if code.strip())
+    unknown = [code for code in codes if pycountry.countries.get(alpha_2=code) is None]
+    if unknown:
+        raise RegistrationsError(
+            f"SANDBOX_TAX_REGISTRATIONS: {', '.join(unknown)} is no ISO 3166-1 alpha-2 country code"
+        )
+    return codes
 
 
 def account_country() -> str:
