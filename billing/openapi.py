@@ -284,6 +284,7 @@ COMPLETE_RESPONSES = frozenset(
         "TaxId",
         "TaxIdList",
         "TaxIdVerification",
+        "TaxStatus",
         "TrialEligibility",
         "TrialInfo",
         "Usage",

@@ -74,3 +74,28 @@ class TaxIdCreateSchema(Schema):
         metadata={"example": "eu_vat", "description": "One of Stripe's tax ID types."},
     )
     value = StrictString(required=True, validate=validate.Length(max=100), metadata={"example": "DE123456789"})
+
+
+class TaxStatusSchema(Schema):
+    automatic_tax = fields.Boolean(metadata={"description": "Whether the service runs Stripe Tax (STRIPE_TAX)."})
+    tax_exempt = fields.String(
+        validate=validate.OneOf(("none", "exempt", "reverse")),
+        metadata={"description": "The Stripe customer's tax status: taxable (`none`), exempt, reverse charge."},
+    )
+    taxability_reason = fields.String(
+        allow_none=True,
+        metadata={
+            "example": "reverse_charge",
+            "description": "Stripe Tax's reason on the account's newest taxed invoice (`standard_rated`, "
+            "`reverse_charge`, `not_collecting`, `customer_exempt`, ...); null before one.",
+        },
+    )
+    reverse_charge = fields.Boolean(
+        metadata={
+            "description": "Billed with reverse charge: by its tax status, or by Stripe Tax on its newest taxed "
+            "invoice."
+        }
+    )
+    invoice_id = fields.String(
+        allow_none=True, metadata={"description": "The invoice `taxability_reason` is read from."}
+    )

@@ -72,11 +72,15 @@ def preview_then_subscribe(
 def test_vat_and_gst_at_the_countrys_standard_rate_and_the_preview_is_the_invoice(
     taxed: None, as_user: Any, country: str, currency: str, quantities: dict[str, int], subtotal: int, tax: int
 ) -> None:
-    preview, invoice = preview_then_subscribe(paying_account(as_user, country, currency), quantities)
+    account = paying_account(as_user, country, currency)
+    assert account["alice"].get(f"{account['acc']}/tax-status").json["taxability_reason"] is None  # nothing billed yet
+    preview, invoice = preview_then_subscribe(account, quantities)
     assert (invoice["subtotal"], invoice["tax"], invoice["total"]) == (subtotal, tax, subtotal + tax)
     assert (invoice["status"], invoice["amount_paid"]) == ("paid", subtotal + tax)
     assert sum(line["amount"] for line in invoice["lines"]) == subtotal  # lines are before tax
     assert shown(preview) == shown(invoice)
+    status = account["alice"].get(f"{account['acc']}/tax-status").json
+    assert (status["taxability_reason"], status["reverse_charge"]) == ("standard_rated", False)
 
 
 def test_a_german_customer_of_a_platform_registered_only_in_gb_pays_no_tax(
@@ -107,6 +111,13 @@ def test_a_german_business_with_a_verified_vat_number_is_reverse_charged(
     assert shown(preview) == shown(invoice)
     stripe_invoice = state.gateway.client.v1.invoices.retrieve(invoice["id"])
     assert [t.taxability_reason for t in stripe_invoice.total_taxes] == ["reverse_charge"]
+    assert alice.get(f"{acc}/tax-status").json == {
+        "automatic_tax": True,
+        "tax_exempt": "none",
+        "taxability_reason": "reverse_charge",
+        "reverse_charge": True,
+        "invoice_id": invoice["id"],
+    }
     page = client.get(urlsplit(invoice["hosted_invoice_url"]).path)  # what the customer reads
     assert "reverse charge" in page.get_data(as_text=True)
 

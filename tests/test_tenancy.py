@@ -60,6 +60,7 @@ ROUTES = [
     ("GET", "tax-ids", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids"),
     ("POST", "tax-ids", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids"),
     ("DELETE", "tax-id", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids/{txi}"),
+    ("GET", "tax-status", "/workspaces/{ws}/billing-accounts/{acc}/tax-status"),
     ("GET", "invoices", "/workspaces/{ws}/billing-accounts/{acc}/invoices"),
     ("POST", "preview", "/workspaces/{ws}/billing-accounts/{acc}/invoices/preview"),
     ("POST", "test-pm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),

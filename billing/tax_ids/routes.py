@@ -12,7 +12,7 @@ from billing.idempotency import stripe_key
 from billing.openapi import route_facts
 from billing.state import current
 from billing.tax_ids import service
-from schemas.tax_ids import TaxIdCreateSchema, TaxIdListSchema, TaxIdSchema
+from schemas.tax_ids import TaxIdCreateSchema, TaxIdListSchema, TaxIdSchema, TaxStatusSchema
 
 blp = authenticated_blueprint(
     "tax_ids",
@@ -48,3 +48,20 @@ class TaxIdById(MethodView):
     def delete(self, workspaceId: str, billingAccountId: str, taxId: str) -> None:
         """Delete a tax ID"""
         service.delete_tax_id(current(), account_access(workspaceId, billingAccountId), taxId, stripe_key())
+
+
+status_blp = authenticated_blueprint(
+    "tax_status",
+    __name__,
+    url_prefix="/workspaces/<workspaceId>/billing-accounts/<billingAccountId>/tax-status",
+    description="A billing account's tax status: how Stripe Tax treats it (reverse charge included).",
+)
+
+
+@status_blp.route("")
+class TaxStatus(MethodView):
+    @route_facts("retrieveTaxStatus", role="viewer")
+    @status_blp.response(200, TaxStatusSchema)
+    def get(self, workspaceId: str, billingAccountId: str) -> dict[str, Any]:
+        """Retrieve the account's tax status"""
+        return service.tax_status(current(), account_access(workspaceId, billingAccountId))

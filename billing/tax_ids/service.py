@@ -18,6 +18,7 @@ from billing.leases import lease
 from billing.state import BillingState
 
 MAX_TAX_IDS = 5  # Stripe's limit per customer
+TAXED_INVOICES_LOOKED_AT = 20  # the tax status reads Stripe Tax's decision on the newest taxed one among these
 
 
 def _lease_name(customer_id: str) -> str:
@@ -54,3 +55,23 @@ def delete_tax_id(state: BillingState, ctx: AccountAccess, tax_id: str, request_
     if found is None or replica.customer_of(found) != ctx.customer_id:
         raise not_found("tax ID")
     state.gateway.delete_tax_id(ctx.customer_id, tax_id, idempotency_key=f"{request_key}:delete-tax-id")
+
+
+def tax_status(state: BillingState, ctx: AccountAccess) -> dict[str, Any]:
+    """The account's tax status as Stripe holds it, from the copy: the customer's `tax_exempt`
+    (the Dashboard's "Tax status": taxable, exempt, reverse charge) and Stripe Tax's decision on
+    the newest invoice it taxed (its `taxability_reason`). Reverse charge is either: the service
+    decides nothing itself."""
+    replica.ensure_copied(state, [ctx.account])
+    customer = replica.customer(state.db, ctx.customer_id) or {}
+    invoices, _ = replica.invoices_page(state.db, ctx.customer_id, TAXED_INVOICES_LOOKED_AT)
+    taxed = next((i for i in invoices if (i.get("automatic_tax") or {}).get("enabled") and i.get("total_taxes")), None)
+    reason = taxed["total_taxes"][0].get("taxability_reason") if taxed else None
+    exempt = customer.get("tax_exempt") or "none"
+    return {
+        "automatic_tax": state.config.stripe_tax,
+        "tax_exempt": exempt,
+        "taxability_reason": reason,
+        "reverse_charge": exempt == "reverse" or reason == "reverse_charge",
+        "invoice_id": taxed["id"] if taxed else None,
+    }
