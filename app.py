@@ -38,6 +38,8 @@ from billing.rate_limit import RateLimiter
 from billing.replica import Keeper
 from billing.state import BillingState
 from billing.subscriptions.routes import blp as subscriptions_blp
+from billing.tax_ids.routes import blp as tax_ids_blp
+from billing.tax_ids.routes import status_blp as tax_status_blp
 from billing.tokens import TokenVerifier
 from billing.webhooks.routes import blp as webhooks_blp
 from billing.workspaces.routes import blp as workspaces_blp
@@ -236,6 +238,8 @@ def create_app(
         billing_accounts_blp,
         subscriptions_blp,
         payment_methods_blp,
+        tax_ids_blp,
+        tax_status_blp,
         invoices_blp,
         organizations_blp,
         audit_blp,

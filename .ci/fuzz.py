@@ -49,6 +49,7 @@ RULES_422 = {
     "listAuditEvents": "a cursor that is not one of the workspace's audit events; after with before; "
     "a since/until whose UTC is past year 9999",
     "previewInvoice": "cancel_subscription without subscription_id; a product_type twice",
+    "createTaxId": "tax_id_invalid: Stripe checks the value against its type's format (no OpenAPI pattern per type)",
     "createOrganization": "billing_account_id: required in single and assigned mode, an account of this workspace; "
     "picture: a data URI's image must decode as the format it claims, a URL's host be public",
     "updateOrganization": "billing_account_id: roots only, not in pooled mode, an account of this workspace; "

@@ -103,6 +103,8 @@ class Config:
     public_rate_limit_per_minute: int = 60
     # How long audit trail entries are kept (the periodic sweep deletes older ones).
     audit_retention_days: int = 400
+    # STRIPE_TAX=1: Stripe Tax computes tax on every subscription, preview and invoice (billing.taxes).
+    stripe_tax: bool = False
 
     @property
     def sandbox(self) -> bool:
@@ -135,6 +137,7 @@ class Config:
         rate_limits = _sandbox_rate_limits(env) if sandbox else ""
         if sandbox:
             _check_sandbox_retry_settings(env)
+            _check_sandbox_tax_registrations(env)
         user_reserve = _budget_user_reserve(env)
         webhook_concurrency = _sandbox_webhook_concurrency(env)
         errors_doc_url = _errors_doc_url(env)
@@ -169,6 +172,7 @@ class Config:
             trusted_proxy_count=_count(env, "TRUSTED_PROXY_COUNT", 0),
             public_rate_limit_per_minute=_positive_int(env, "PUBLIC_RATE_LIMIT_PER_MINUTE", 60),
             audit_retention_days=_positive_int(env, "AUDIT_RETENTION_DAYS", 400),
+            stripe_tax=env.get("STRIPE_TAX") == "1",
         )
 
 
@@ -287,6 +291,16 @@ def _check_sandbox_retry_settings(env: Mapping[str, str]) -> None:
     try:
         settings(env)
     except RetrySettingsError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_sandbox_tax_registrations(env: Mapping[str, str]) -> None:
+    """SANDBOX_TAX_REGISTRATIONS, refused at start in one line (`stripe_sandbox.tax` reads it)."""
+    from stripe_sandbox.tax import RegistrationsError, registrations
+
+    try:
+        registrations(env)
+    except RegistrationsError as error:
         raise ConfigError(str(error)) from None
 
 

@@ -219,6 +219,23 @@ def from_stripe_error(error: stripe.StripeError) -> ApiError:
     if isinstance(error, stripe.InvalidRequestError) and error.code == "invoice_upcoming_none":
         # e.g. previewing a subscription that ends without another invoice: nothing to show, nothing failed.
         return ApiError(409, "invoice_upcoming_none", "There is no upcoming invoice to preview.")
+    if isinstance(error, stripe.InvalidRequestError) and error.code == "tax_id_invalid":
+        # The value does not fit its type (Stripe's reason, e.g. "Invalid value for eu_vat.").
+        reason = error.user_message or "Stripe refused this tax ID."
+        return ApiError(422, "tax_id_invalid", reason, errors={"value": [reason]})
+    if isinstance(error, stripe.InvalidRequestError) and error.code == "customer_tax_location_invalid":
+        # Stripe Tax can't place the customer: the field to fix, in the API's own names.
+        field = tax_location_field(getattr(error, "param", None))
+        *outer, last = field.split(".")
+        errors: dict[str, Any] = {last: ["Stripe Tax can't compute tax from this address."]}
+        for name in reversed(outer):  # nested as the body is, as validation errors are
+            errors = {name: errors}
+        return ApiError(
+            422,
+            "tax_location_invalid",
+            f"Stripe Tax can't locate this billing account from its address: check {field}.",
+            errors=errors,
+        )
     if isinstance(error, stripe.InvalidRequestError) and (error.code or "").endswith("_unexpected_state"):
         # e.g. confirming a SetupIntent that already succeeded: the client's mistake, not Stripe's failure.
         return ApiError(409, str(error.code), "The object is not in a state that allows this.")
@@ -233,6 +250,13 @@ def from_stripe_error(error: stripe.StripeError) -> ApiError:
         error.http_status,
     )
     return ApiError(502, "stripe_request_failed", "The payment provider rejected the request.")
+
+
+def tax_location_field(param: str | None) -> str:
+    """Stripe's `address[postal_code]` is the API's `address.postal_code`; no param: the whole `address`."""
+    if not param or not param.startswith("address"):
+        return "address"
+    return param.replace("[", ".").replace("]", "")
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -16,6 +16,7 @@ from typing import TypeVar
 import stripe
 from stripe.params import (
     CustomerCreateParams,
+    CustomerTaxIdCreateParams,
     CustomerUpdateParams,
     InvoiceCreatePreviewParams,
     InvoiceListParams,
@@ -160,6 +161,37 @@ class StripeGateway:
         for customer in self.client.v1.customers.list({"limit": 100}).auto_paging_iter():
             self.keep(customer, stamp)
             yield customer
+
+    # -- tax IDs -----------------------------------------------------------
+
+    def list_tax_ids(self, customer_id: str) -> list[stripe.TaxId]:
+        return self._kept_list(
+            lambda: self.client.v1.customers.tax_ids.list(customer_id, {"limit": 100}).auto_paging_iter()
+        )
+
+    def create_tax_id(
+        self, customer_id: str, params: CustomerTaxIdCreateParams, *, idempotency_key: str
+    ) -> stripe.TaxId:
+        return self._kept(
+            lambda: self.client.v1.customers.tax_ids.create(customer_id, params, {"idempotency_key": idempotency_key})
+        )
+
+    def retrieve_tax_id(self, tax_id: str) -> stripe.TaxId | None:
+        """The tax ID, or None when Stripe has none (nothing kept: a read that races the
+        create's commit must not mark a new one deleted; `replica.forget_tax_id` does, when
+        Stripe's event says it was deleted)."""
+        return _unless_missing(lambda: self._kept(lambda: self.client.v1.tax_ids.retrieve(tax_id)))
+
+    def delete_tax_id(self, customer_id: str, tax_id: str, *, idempotency_key: str) -> None:
+        try:
+            self._kept(
+                lambda: self.client.v1.customers.tax_ids.delete(
+                    customer_id, tax_id, None, {"idempotency_key": idempotency_key}
+                )
+            )
+        except stripe.InvalidRequestError as error:
+            if error.code != "resource_missing":  # already gone is what we wanted
+                raise
 
     # -- subscriptions -----------------------------------------------------
 

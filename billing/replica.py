@@ -33,7 +33,7 @@ from billing.stripe_ids import id_of, intent_id
 if TYPE_CHECKING:
     from billing.state import BillingState
 
-COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent"})
+COPIED = frozenset({"customer", "subscription", "payment_method", "invoice", "product", "payment_intent", "tax_id"})
 
 
 def _row(data: dict[str, Any], stamp: int) -> dict[str, Any]:
@@ -262,6 +262,23 @@ def payment_methods(db: Database, customer_id: str) -> list[Document]:
     return [m for m in _of_customer(db, "payment_method", customer_id) if customer_of(m) == customer_id]
 
 
+def tax_ids(db: Database, customer_id: str) -> list[Document]:
+    """The customer's tax IDs, oldest first (as the account shows them)."""
+    return list(reversed(_of_customer(db, "tax_id", customer_id)))
+
+
+def tax_id(db: Database, tax_id_id: str) -> Document | None:
+    """A tax ID, or None when it is deleted (or was never copied)."""
+    row = _stored(db, "tax_id", tax_id_id)
+    return None if row is None or row.deleted else row.data
+
+
+def forget_tax_id(db: Database, tax_id_id: str, *, stamp: int) -> None:
+    """Stripe has no such tax ID any more (deleted elsewhere): the copy keeps it flagged deleted,
+    unless a view fetched after `stamp` says otherwise."""
+    Keeper(db).keep_data({"id": tax_id_id, "object": "tax_id", "deleted": True}, stamp)
+
+
 def former_owner(db: Database, payment_method_id: str) -> str | None:
     """The customer a payment method is, or last was, attached to (as far as the copy saw)."""
     row = _stored(db, "payment_method", payment_method_id)
@@ -396,6 +413,10 @@ def copy_customer(state: BillingState, customer_id: str, *, with_customer: bool 
     for stale in payment_methods(db, customer_id):  # detached while we weren't told
         if stale["id"] not in listed:
             gateway.retrieve_payment_method(stale["id"])
+    held = {found.id for found in gateway.list_tax_ids(customer_id)}
+    for gone in tax_ids(db, customer_id):  # deleted while we weren't told
+        if gone["id"] not in held and gateway.retrieve_tax_id(gone["id"]) is None:
+            forget_tax_id(db, gone["id"], stamp=now_stamp())
     for invoice in gateway.iter_invoices(customer_id):
         confirmation = getattr(invoice, "confirmation_secret", None)
         secret = confirmation.client_secret if confirmation else None

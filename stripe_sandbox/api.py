@@ -16,6 +16,8 @@ from stripe_sandbox import (
     products,
     setup_intents,
     subscriptions,
+    tax,
+    tax_ids,
 )
 from stripe_sandbox.router import Router
 
@@ -29,6 +31,8 @@ RESOURCES = (
     setup_intents,
     payment_intents,
     invoices,
+    tax,
+    tax_ids,
     events,
 )
 

@@ -15,25 +15,35 @@ from stripe.params import (
     CustomerUpdateParams,
 )
 
-from stripe_sandbox import events, metadata, payment_methods, search, subscriptions
+from stripe_sandbox import events, metadata, payment_methods, search, subscriptions, tax, tax_ids
 from stripe_sandbox.errors import SandboxError, not_supported, resource_missing
-from stripe_sandbox.listing import list_endpoint
+from stripe_sandbox.listing import list_endpoint, list_object
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.router import Request, Router
-from stripe_sandbox.store import Document, ObjectKind, random_token
+from stripe_sandbox.store import Document, ObjectKind, Store, random_token
 
 OBJECT_TYPE = "customer"
 URL = "/v1/customers"
+
+
+def _tax_ids(store: Store, customer: Document) -> Document:
+    found = tax_ids.of_customer(store, customer["id"])
+    return list_object(f"{URL}/{customer['id']}/tax_ids", list(reversed(found)), False)
+
 
 KIND = ObjectKind(
     object_type=OBJECT_TYPE,
     id_prefix="cus",
     noun="customer",
-    includable={"subscriptions": subscriptions.customer_subscriptions},
+    includable={
+        "subscriptions": subscriptions.customer_subscriptions,
+        "tax": lambda store, customer: tax.customer_tax(customer),
+        "tax_ids": _tax_ids,
+    },
 )
 
 # Parameters whose effect would show in responses but which need resources the
-# sandbox does not emulate yet (sources, tax ids, test clocks).
+# sandbox does not emulate yet (sources, tax ids given inline, test clocks).
 _UNSUPPORTED = ("source", "default_source", "tax_id_data", "test_clock")
 _DEFAULT_PAYMENT_METHOD = "invoice_settings[default_payment_method]"
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
@@ -116,6 +126,12 @@ def _reject_unsupported(params: dict[str, Any]) -> None:
             raise not_supported(name)
 
 
+def _validate_location(data: Document, params: dict[str, Any]) -> None:
+    """`tax[validate_location]=immediately`: Stripe Tax must be able to place the customer, or nothing changes."""
+    if (params.get("tax") or {}).get("validate_location") == "immediately":
+        tax.require_location(data)
+
+
 def create(req: Request) -> Document:
     params = req.params
     _reject_unsupported(params)
@@ -152,6 +168,7 @@ def create(req: Request) -> Document:
         "test_clock": None,
     }
     _apply(data, params)
+    _validate_location(data, params)
     store = req.store
     method = None
     if params.get("payment_method"):
@@ -189,6 +206,7 @@ def update(req: Request) -> Document:
     if default:
         payment_methods.require_attached(store, row.id, default, param=_DEFAULT_PAYMENT_METHOD)
     _apply(data, params)
+    _validate_location(data, params)
     if "metadata" in params:
         data["metadata"] = metadata.merged(data["metadata"], params["metadata"])
     store.update(row, data)

@@ -61,6 +61,11 @@ def _totals(invoice: Document) -> list[tuple[str, str]]:
     discount = sum(d["amount"] for d in invoice["total_discount_amounts"] or [])
     if discount:
         rows.append(("Discount", "-" + _money(discount, currency)))
+    for entry in invoice.get("total_taxes") or []:
+        if entry["taxability_reason"] == "reverse_charge":  # what the invoice must say (Stripe's PDF says it too)
+            rows.append(("Tax to be paid on reverse charge basis", _money(0, currency)))
+        else:
+            rows.append((f"Tax ({entry['taxability_reason'].replace('_', ' ')})", _money(entry["amount"], currency)))
     rows += [
         ("Total", _money(invoice["total"], currency)),
         ("Amount paid", _money(invoice["amount_paid"], currency)),

@@ -5,7 +5,8 @@ here. An invoice document stores all its lines; responses embed the first 10
 with `has_more`, like Stripe, and `/v1/invoices/{id}/lines` pages through the
 rest. Amounts are integers in the currency's minor unit, prorations are
 rounded half up per line; a subscription's discounts come off its invoices
-(`coupons.py`); there are no taxes.
+(`coupons.py`); with automatic tax on (the subscription's, or a preview's
+`automatic_tax`), Stripe Tax's taxes are added (`tax.py`), exclusive of the prices.
 
 Finalizing an invoice that asks for money creates its PaymentIntent (shown
 only when expanded: `confirmation_secret`, `payments`); each attempt to collect
@@ -25,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripe_sandbox import coupons, events, payment_intents, payment_methods
+from stripe_sandbox import coupons, events, payment_intents, payment_methods, tax
 from stripe_sandbox.errors import SandboxError, no_payment_method
 from stripe_sandbox.listing import list_object
 from stripe_sandbox.models import SandboxObject
@@ -384,8 +385,9 @@ def _customer_fields(customer: Document) -> Document:
 
 def _totals(data: Document, balance: int) -> None:
     subtotal = sum(line["amount"] for line in data["lines"]["data"])
-    total = subtotal - sum(discount["amount"] for discount in data["total_discount_amounts"])
-    data.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total, total_excluding_tax=total)
+    excluding_tax = subtotal - sum(discount["amount"] for discount in data["total_discount_amounts"])
+    total = excluding_tax + tax.tax_amount(data)  # taxes are exclusive: added to the total
+    data.update(subtotal=subtotal, subtotal_excluding_tax=subtotal, total=total, total_excluding_tax=excluding_tax)
     # A customer's credit (negative balance) or debt goes into what is due.
     data["starting_balance"] = balance
     data["amount_due"] = max(0, total + balance)
@@ -413,6 +415,7 @@ def create_invoice(
     due_date: int | None = None,
     finalizes_at: int | None = None,
     discounts: list[str] | None = None,
+    automatic_tax: bool | None = None,
 ) -> SandboxObject:
     """A draft invoice of `lines` plus the `pending` invoice items (which it takes), recording invoice.created.
 
@@ -453,6 +456,11 @@ def create_invoice(
             "webhooks_delivered_at": store.now,
         }
     )
+    # Stripe Tax: the subscription's setting, unless the caller (a preview) says otherwise.
+    if automatic_tax is None and subscription is not None:
+        automatic_tax = bool((subscription.get("automatic_tax") or {}).get("enabled"))
+    data["automatic_tax"]["enabled"] = bool(automatic_tax)
+    tax.apply(store, data, customer.data)
     _totals(data, int(customer.data.get("balance") or 0))
     row = store.insert(INVOICE, data, customer=customer.id, due_at=due_at(data))
     events.created(store, row)
@@ -589,7 +597,9 @@ def add_lines(store: Store, row: SandboxObject, items: Iterable[SandboxObject]) 
         line["invoice"] = row.id
         data["lines"]["data"].append(line)
     customer = store.get("customer", data["customer"], include_deleted=True)
-    _totals(data, int(customer.data.get("balance") or 0) if customer is not None and not customer.deleted else 0)
+    live = customer is not None and not customer.deleted
+    tax.apply(store, data, customer.data if live and customer is not None else None)
+    _totals(data, int(customer.data.get("balance") or 0) if live and customer is not None else 0)
     save(store, row, data)
 
 
@@ -600,6 +610,7 @@ def finalize(store: Store, row: SandboxObject) -> None:
     now = store.now
     customer = store.get("customer", data["customer"], for_update=True)
     balance = int(customer.data.get("balance") or 0) if customer is not None else 0
+    tax.apply(store, data, customer.data if customer is not None else None)  # as at finalization
     _totals(data, balance)
     ending_balance = data["total"] + balance - data["amount_due"]
     token = random_token(40)

@@ -75,7 +75,6 @@ _UNSUPPORTED_ITEM = (
     "tax_rates",
 )
 _UNSUPPORTED_PREVIEW = (
-    "automatic_tax",
     "currency",
     "customer_account",
     "customer_details",

@@ -28,11 +28,13 @@ from billing.request_log import new_request_id
 from billing.sandbox_routes import service as sandbox
 from billing.state import BillingState
 from billing.subscriptions import service as subscriptions
+from billing.tax_ids import service as tax_ids
 from billing.workspaces import service as workspaces
 from schemas.billing_accounts import BillingAccountCreateSchema, BillingAccountSchema
 from schemas.organizations import ChildCreateSchema, OrganizationCreateSchema, OrganizationSchema, UsageReportSchema
 from schemas.payment_methods import PaymentMethodSchema, SetupIntentSchema
 from schemas.subscriptions import SubscriptionCreateSchema, SubscriptionSchema
+from schemas.tax_ids import TaxIdCreateSchema, TaxIdSchema
 from schemas.workspaces import MemberCreateSchema, WorkspaceCreateSchema, WorkspaceSchema
 
 T = TypeVar("T")
@@ -127,6 +129,14 @@ class Builder:
                 self.state, account_access(workspace_id, account_id), g.request_id
             ),
             SetupIntentSchema(),
+        )
+
+    def tax_id(self, workspace_id: str, account_id: str, kind: str, value: str) -> dict[str, Any]:
+        """POST .../tax-ids: the tax ID as the API shows it."""
+        data = TaxIdCreateSchema().load({"type": kind, "value": value})
+        return self._answer(
+            lambda: tax_ids.create_tax_id(self.state, account_access(workspace_id, account_id), data, g.request_id),
+            TaxIdSchema(),
         )
 
     def subscription(

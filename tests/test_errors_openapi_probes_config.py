@@ -209,6 +209,10 @@ def test_config_rules() -> None:
     with pytest.raises(ConfigError, match="SANDBOX_RETRY_SCHEDULE"):
         Config.from_env({**sandbox, "SANDBOX_RETRY_SCHEDULE": "smart:99:1"})
     assert Config.from_env({**sandbox, "SANDBOX_RETRY_SCHEDULE": "3,5,7", "SANDBOX_RETRY_END": "unpaid"}).sandbox
+    with pytest.raises(ConfigError, match="SANDBOX_TAX_REGISTRATIONS: XX is no ISO"):
+        Config.from_env({**sandbox, "SANDBOX_TAX_REGISTRATIONS": "GB,xx"})
+    assert Config.from_env({**sandbox, "SANDBOX_TAX_REGISTRATIONS": "gb, de"}).sandbox
+    assert Config.from_env({**sandbox, "STRIPE_TAX": "1"}).stripe_tax is True
 
 
 def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:

@@ -165,3 +165,50 @@ def test_nullable_objects_and_enums_are_typed_as_one_model(generated: Path) -> N
     assert model("invoice", "Invoice").__annotations__["status"] == "InvoiceStatus"
     assert model("subscription", "Subscription").__annotations__["status"] == "SubscriptionStatus"
     assert not [path.name for path in (generated / PACKAGE / "models").glob("*_type_*.py")]
+
+
+def test_tax_ids_through_the_generated_client(api_client: Any) -> None:
+    create_workspace = operation("workspaces", "create_workspace")
+    create_billing_account = operation("billing_accounts", "create_billing_account")
+    create_tax_id = operation("tax_ids", "create_tax_id")
+    list_tax_ids = operation("tax_ids", "list_tax_ids")
+    delete_tax_id = operation("tax_ids", "delete_tax_id")
+    workspace = create_workspace.sync_detailed(
+        client=api_client,
+        body=model("workspace_create", "WorkspaceCreate")(
+            name="Taxes", billing_mode=model("workspace_create_billing_mode", "WorkspaceCreateBillingMode")("single")
+        ),
+        idempotency_key=str(uuid.uuid4()),
+    ).parsed
+    address = model("address_input", "AddressInput")(
+        country=model("address_input_country", "AddressInputCountry")("DE")
+    )
+    account = create_billing_account.sync_detailed(
+        workspace.id,
+        client=api_client,
+        body=model("billing_account_create", "BillingAccountCreate")(
+            name="GmbH", email="billing@gmbh.test", address=address
+        ),
+        idempotency_key=str(uuid.uuid4()),
+    ).parsed
+
+    kind = model("tax_id_create_type", "TaxIdCreateType")("eu_vat")
+    body = model("tax_id_create", "TaxIdCreate")(type_=kind, value="DE123456789")
+    created = create_tax_id.sync_detailed(
+        workspace.id, account.id, client=api_client, body=body, idempotency_key=str(uuid.uuid4())
+    )
+    assert created.status_code == 201, created.content
+    tax_id = created.parsed
+    assert type(tax_id).__name__ == "TaxId" and (tax_id.type_, tax_id.value, tax_id.country) == (
+        "eu_vat",
+        "DE123456789",
+        "DE",
+    )
+    assert tax_id.verification.status.value == "pending"
+    listed = list_tax_ids.sync_detailed(workspace.id, account.id, client=api_client)
+    assert [t.id for t in listed.parsed.data] == [tax_id.id]
+    deleted = delete_tax_id.sync_detailed(
+        workspace.id, account.id, tax_id.id, client=api_client, idempotency_key=str(uuid.uuid4())
+    )
+    assert deleted.status_code == 204
+    assert list_tax_ids.sync_detailed(workspace.id, account.id, client=api_client).parsed.data == []

@@ -20,6 +20,7 @@ VALID_BODIES = {
     ("PATCH", "subscription"): {"action": "pause"},
     ("POST", "preview"): {"items": [{"product_type": "users", "quantity": 1}]},
     ("POST", "test-pm"): {"payment_method": "pm_card_visa"},
+    ("POST", "tax-ids"): {"type": "eu_vat", "value": "DE123456789"},
     ("POST", "confirm"): {"payment_method": "pm_card_visa"},
     ("PATCH", "workspace"): {"name": "Hijacked"},
     ("POST", "members"): {"user_id": "mallory2", "role": "owner"},
@@ -56,6 +57,10 @@ ROUTES = [
     ("POST", "pms", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
     ("PUT", "pm", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{pm}"),
     ("DELETE", "pm", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{pm}"),
+    ("GET", "tax-ids", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids"),
+    ("POST", "tax-ids", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids"),
+    ("DELETE", "tax-id", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids/{txi}"),
+    ("GET", "tax-status", "/workspaces/{ws}/billing-accounts/{acc}/tax-status"),
     ("GET", "invoices", "/workspaces/{ws}/billing-accounts/{acc}/invoices"),
     ("POST", "preview", "/workspaces/{ws}/billing-accounts/{acc}/invoices/preview"),
     ("POST", "test-pm", "/sandbox/workspaces/{ws}/billing-accounts/{acc}/payment-methods"),
@@ -109,6 +114,7 @@ def tenants(as_user: Any, app: Flask) -> dict[str, Any]:
         acc_b = build_b.account(ws_b, name="B's account")
         sub_b = build_b.subscription(ws_b, acc_b["id"], {"users": 1})
         pm_b = build_b.card(ws_b, acc_b["id"], "pm_card_visa")
+        txi_b = build_b.tax_id(ws_b, acc_b["id"], "eu_vat", "DE123456789")
         seti_b = intent_id(build_b.setup_intent(ws_b, acc_b["id"])["client_secret"])
         root_b = build_b.organization(ws_b, name="B root", billing_account_id=acc_b["id"])
         org_b = build_b.organization(ws_b, root_b["id"], name="B team")
@@ -123,6 +129,7 @@ def tenants(as_user: Any, app: Flask) -> dict[str, Any]:
         "acc_b": acc_b,
         "sub_b": sub_b,
         "pm_b": pm_b,
+        "txi_b": txi_b,
         "seti_b": seti_b,
         "b": b,
         "org_b": org_b,
@@ -136,6 +143,7 @@ def fill(template: str, t: dict[str, Any], ws: str, user: str) -> str:
         user=user,
         sub=t["sub_b"]["id"],
         pm=t["pm_b"]["id"],
+        txi=t["txi_b"]["id"],
         seti=t["seti_b"],
         org=t["org_b"]["id"],
     )
@@ -155,6 +163,8 @@ def _b_unchanged(t: dict[str, Any], state: Any) -> None:
     subs = bob.get(f"{b}/subscriptions").json["data"]
     assert [(s["id"], s["status"], s["cancel_at_period_end"]) for s in subs] == [(t["sub_b"]["id"], "trialing", False)]
     assert [m["id"] for m in bob.get(f"{b}/payment-methods").json["data"]] == [t["pm_b"]["id"]]
+    assert [x["id"] for x in bob.get(f"{b}/tax-ids").json["data"]] == [t["txi_b"]["id"]]
+    assert [x.id for x in state.gateway.client.v1.customers.tax_ids.list(t["acc_b"]["id"]).data] == [t["txi_b"]["id"]]
     assert state.gateway.client.v1.setup_intents.retrieve(t["seti_b"]).status == "requires_payment_method"
     organizations = bob.get(f"/workspaces/{t['ws_b']}/organizations").json["data"]
     assert [(o["name"], o["usage"]["subtree_usage"]["users"]) for o in organizations] == [("B root", 1), ("B team", 1)]
@@ -198,6 +208,7 @@ TEMPLATE_NAMES = {
     "memberId": "user",
     "subscriptionId": "sub",
     "paymentMethodId": "pm",
+    "taxId": "txi",
     "setupIntentId": "seti",
     "organizationId": "org",
 }
@@ -284,6 +295,7 @@ PROBES = [
     ("POST", "/workspaces/{ws}/billing-accounts/{acc}/invoices/preview", "subscription"),
     ("PUT", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{id}", None),
     ("DELETE", "/workspaces/{ws}/billing-accounts/{acc}/payment-methods/{id}", None),
+    ("DELETE", "/workspaces/{ws}/billing-accounts/{acc}/tax-ids/{id}", None),
 ]
 
 
@@ -295,6 +307,8 @@ def targets_of(template: str, t: dict[str, Any]) -> dict[str, str]:
         return {"foreign": t["acc_b"]["id"], "random": "cus_" + secrets.token_hex(7)}
     if "payment-methods" in template:
         return {"foreign": t["pm_b"]["id"], "random": "pm_" + secrets.token_hex(12)}
+    if "tax-ids" in template:
+        return {"foreign": t["txi_b"]["id"], "random": "txi_" + secrets.token_hex(12)}
     return {"foreign": t["sub_b"]["id"], "random": "sub_" + secrets.token_hex(12)}
 
 

@@ -24,7 +24,7 @@ from stripe.params import (
     CustomerUpdateParams,
 )
 
-from billing import replica
+from billing import replica, taxes
 from billing.access import Access, AccountAccess
 from billing.errors import ApiError, not_found
 from billing.leases import account_lease_name, lease
@@ -185,6 +185,7 @@ def create_billing_account(
         params["phone"] = data["phone"]
     if data.get("description"):
         params["description"] = data["description"]
+    taxes.on_customer(state.config, params)
     row = _reserve_slot(state, access, currency, reference, params)
     with lease(state.db, _reservation_lease(row.reference), ttl=RESERVATION_LEASE_SECONDS):
         return _create_reserved(state, row, params)
@@ -274,6 +275,7 @@ def update_billing_account(
         params["description"] = data["description"] or ""
     if "address" in data:
         params["address"] = _address_params(data["address"])
+        taxes.on_customer(state.config, params)
     # The key names these exact parameters: a retry after a lost answer carries a
     # new updated_at, which under the old key would be Stripe's idempotency_error.
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]

@@ -11,7 +11,7 @@ from stripe.params import (
     InvoiceCreatePreviewParamsSubscriptionDetailsItem,
 )
 
-from billing import replica
+from billing import replica, taxes
 from billing.access import AccountAccess
 from billing.errors import ApiError, validation_error
 from billing.state import BillingState
@@ -99,6 +99,7 @@ def preview_invoice(state: BillingState, ctx: AccountAccess, data: dict[str, Any
             params["subscription_details"] = {"cancel_now": True, "proration_behavior": "none"}
         else:
             params["subscription_details"] = _change_details(state, subscription, ctx.currency, items)
+    taxes.on_preview(state.config, params)
     preview = state.gateway.preview_invoice(params)
     data = preview.to_dict()
     data["lines"] = {"data": [line.to_dict() for line in preview.lines.data]}  # a preview has no more pages to read

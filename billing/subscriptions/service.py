@@ -23,7 +23,7 @@ from stripe.params import (
     SubscriptionUpdateParamsItem,
 )
 
-from billing import replica
+from billing import replica, taxes
 from billing.access import AccountAccess, workspace_archived
 from billing.errors import ApiError, StripeAnswerInvalid, not_found
 from billing.gateway import LATEST_INVOICE_EXPANSIONS
@@ -162,6 +162,7 @@ def _create(state: BillingState, ctx: AccountAccess, data: dict[str, Any], reque
             "payment_behavior": "error_if_incomplete",
             "expand": LATEST_INVOICE_EXPANSIONS,  # the copy gets the invoice with the subscription
         }
+        taxes.on_subscription(state.config, params)
         if trial_eligible(state, ctx.workspace_id, subscriptions):
             params["trial_period_days"] = TRIAL_DAYS
             params["trial_settings"] = {"end_behavior": {"missing_payment_method": "pause"}}
@@ -429,6 +430,7 @@ def _apply(
         if meta_params:
             params["metadata"] = meta_params
             meta_params = {}
+        taxes.on_subscription(state.config, params)
         try:
             result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:increase")
         except stripe.CardError as error:
@@ -441,6 +443,8 @@ def _apply(
             params["items"] = [_update_item(change) for change in plan.cuts]
         if meta_params:
             params["metadata"] = meta_params
+        if plan.cuts:
+            taxes.on_subscription(state.config, params)
         result = gateway.update_subscription(subscription.id, params, idempotency_key=f"{request_key}:decrease")
     return result
 

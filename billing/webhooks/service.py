@@ -25,7 +25,7 @@ from billing.audit import trail
 from billing.billing_accounts.service import forget_account
 from billing.budget import BudgetExhausted, background
 from billing.errors import ApiError
-from billing.models import BillingAccountIndex, StripeCopy, stamp_of
+from billing.models import BillingAccountIndex, StripeCopy, now_stamp, stamp_of
 from billing.payment_methods.service import enforce_limit, ensure_default_payment_method
 from billing.state import BillingState
 from billing.stripe_ids import id_of, invoice_subscription
@@ -166,7 +166,7 @@ def _subject(event_type: str, obj: dict[str, Any]) -> tuple[str, str | None, str
         return "payment_method", id_of(obj.get("payment_method")), id_of(obj.get("customer"))
     if kind == "customer":
         return "customer", id_of(obj.get("id")), id_of(obj.get("id"))
-    if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent"):
+    if kind in ("subscription", "invoice", "payment_method", "product", "payment_intent", "tax_id"):
         return str(kind), id_of(obj.get("id")), id_of(obj.get("customer"))
     return "", None, None
 
@@ -186,6 +186,8 @@ def _refetch(
         return gateway.retrieve_payment_method(object_id)
     if object_type == "payment_intent":
         return gateway.retrieve_payment_intent(object_id)
+    if object_type == "tax_id":  # its verification, which Stripe settles a moment after the add
+        return gateway.retrieve_tax_id(object_id)
     return gateway.retrieve_product(object_id)
 
 
@@ -319,9 +321,12 @@ def apply_events(state: BillingState, key: str, events: list[inbox.Claimed]) -> 
     if object_type == "invoice" and stored is None and _applied_its_subscription(state, events):
         stored = replica.stored_view(state.db, object_type, object_id)
     if not _known_since(object_type, stored, events):
+        read_at = now_stamp()
         if _refetch(state, object_type, object_id, stored) is None and object_type != "customer":
             if not any(t.endswith(".deleted") for t in types):
                 raise ObjectGone(f"{object_type} {object_id} no longer exists in Stripe")
+            if object_type == "tax_id":  # deleted in Stripe (the Dashboard): the copy says so too
+                replica.forget_tax_id(state.db, object_id, stamp=read_at)
     if object_type == "customer" and replica.customer(state.db, object_id) is None:  # deleted in Stripe
         forget_account(state, object_id)
     if object_type == "payment_intent" and customer_id:

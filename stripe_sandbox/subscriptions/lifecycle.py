@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from stripe_sandbox import coupons, events, invoice_engine, metadata, payment_methods
+from stripe_sandbox import coupons, events, invoice_engine, metadata, payment_methods, tax
 from stripe_sandbox.errors import (
     SandboxError,
     no_payment_method,
@@ -177,6 +177,8 @@ def _check_create(store: Store, params: dict[str, Any]) -> tuple[SandboxObject, 
     customer = require_customer(store, params["customer"])
     if not params.get("items"):
         raise parameter_missing("items")
+    if (params.get("automatic_tax") or {}).get("enabled"):
+        tax.require_location(customer.data)  # before anything is made
     behavior = params.get("payment_behavior", "allow_incomplete")
     if behavior == "pending_if_incomplete":
         raise SandboxError(
@@ -501,6 +503,8 @@ def update(store: Store, row: SandboxObject, params: dict[str, Any], *, preview:
     data = copy.deepcopy(row.data)
     behavior = _check_update(data, params)
     customer = customer_of(store, data)
+    if (params.get("automatic_tax") or {}).get("enabled"):
+        tax.require_location(customer.data)  # before anything changes
     if not preview:
         count_quantity_update(store, data, params.get("items") or [])
     if not preview and data.get("pending_update") and ("items" in params or "trial_end" in params):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from stripe_sandbox import invoice_engine
+from stripe_sandbox import invoice_engine, tax
 from stripe_sandbox.errors import SandboxError, parameter_missing, resource_missing
 from stripe_sandbox.models import SandboxObject
 from stripe_sandbox.store import Document, Store
@@ -94,6 +94,7 @@ def _existing_subscription(
     update_params: dict[str, Any] = {
         key: details[key]
         for key in (
+            "automatic_tax",
             "items",
             "proration_behavior",
             "proration_date",
@@ -114,7 +115,7 @@ def _new_subscription(store: Store, customer_id: str, details: dict[str, Any], m
     """A subscription not created yet: its first invoice (mode `next`), else its first renewal."""
     create_params: dict[str, Any] = {
         key: details[key]
-        for key in ("items", "metadata", "cancel_at", "cancel_at_period_end", "trial_end")
+        for key in ("automatic_tax", "items", "metadata", "cancel_at", "cancel_at_period_end", "trial_end")
         if key in details
     }
     row, first = lifecycle.create(store, {"customer": customer_id, **create_params}, preview=True)
@@ -125,7 +126,7 @@ def _new_subscription(store: Store, customer_id: str, details: dict[str, Any], m
     return _upcoming(store, row.data, customer, include_pending=False)
 
 
-def _pending_items(store: Store, customer_id: str) -> SandboxObject:
+def _pending_items(store: Store, customer_id: str, automatic_tax: bool) -> SandboxObject:
     """No subscription: an invoice of the customer's pending items."""
     customer = require_customer(store, customer_id)
     pending = invoice_engine.pending_items(store, customer.id, subscription_id=None)
@@ -146,6 +147,7 @@ def _pending_items(store: Store, customer_id: str) -> SandboxObject:
         currency=pending[0].data["currency"],
         lines=[],
         pending=pending,
+        automatic_tax=automatic_tax,
     )
 
 
@@ -155,10 +157,19 @@ def preview_invoice(store: Store, params: dict[str, Any]) -> SandboxObject:
     reject(details, UNSUPPORTED_PREVIEW_DETAILS, "subscription_details")
     mode = params.get("preview_mode", "next")
     customer_id = params.get("customer")
+    taxed = bool((params.get("automatic_tax") or {}).get("enabled"))
+    if taxed:
+        # Stripe Tax needs the customer's location before it previews anything.
+        owner = customer_id or (
+            store.require(OBJECT_TYPE, params["subscription"]).data["customer"] if params.get("subscription") else None
+        )
+        if owner:
+            tax.require_location(require_customer(store, owner).data)
+        details = {**details, "automatic_tax": params["automatic_tax"]}
     if params.get("subscription"):
         return _existing_subscription(store, params["subscription"], customer_id, details, mode)
     if not customer_id:
         raise parameter_missing("customer")
     if details.get("items"):
         return _new_subscription(store, customer_id, details, mode)
-    return _pending_items(store, customer_id)
+    return _pending_items(store, customer_id, taxed)

@@ -172,7 +172,10 @@ EXPAND_INVOICE = ["confirmation_secret", "payments"]
 
 @pytest.fixture
 def objects(
-    client: stripe.StripeClient, database: SqlSessions, make_price: Callable[..., stripe.Price]
+    client: stripe.StripeClient,
+    database: SqlSessions,
+    make_price: Callable[..., stripe.Price],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> list[tuple[str, dict[str, Any], type]]:
     """One of each object type the emulator returns, in each of the states the service meets."""
     raw = client.v1.customers
@@ -319,6 +322,43 @@ def objects(
         stripe.PaymentMethod,
     )
 
+    # Stripe Tax: a taxed invoice, a reverse-charged one, tax IDs in each verification state, a tax rate.
+    monkeypatch.setenv("SANDBOX_TAX_REGISTRATIONS", "GB,DE,ZA")
+    taxed = client.v1.customers.create(
+        params={
+            "address": {"country": "DE"},
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+            "tax": {"validate_location": "immediately"},
+        }
+    )
+    vat = client.v1.customers.tax_ids.create(taxed.id, {"type": "eu_vat", "value": "DE000000000"})
+    add("tax id (pending)", vat, stripe.TaxId)
+    add(
+        "tax id (unavailable)",
+        client.v1.customers.tax_ids.create(taxed.id, {"type": "za_vat", "value": "4123456789"}),
+        stripe.TaxId,
+    )
+    failing_vat = client.v1.customers.tax_ids.create(taxed.id, {"type": "eu_vat", "value": "DE111111111"})
+    euro = make_price(currency="eur")
+    with_vat = client.v1.subscriptions.create(
+        params={"customer": taxed.id, "items": [{"price": euro.id}], "automatic_tax": {"enabled": True}}
+    )
+    add("subscription (automatic tax)", with_vat, stripe.Subscription)
+    vat_invoice = client.v1.invoices.retrieve(str(with_vat.latest_invoice))
+    add("invoice (taxed)", vat_invoice, stripe.Invoice)
+    add("invoice line (taxed)", vat_invoice.lines.data[0], stripe.InvoiceLineItem)
+    add("tax rate", client.v1.tax_rates.retrieve(vat_invoice.total_taxes[0].tax_rate_details.tax_rate), stripe.TaxRate)
+    SandboxClock(database).advance_and_process(seconds=10)
+    add("tax id (verified)", client.v1.tax_ids.retrieve(vat.id), stripe.TaxId)
+    add("tax id (unverified)", client.v1.customers.tax_ids.retrieve(taxed.id, failing_vat.id), stripe.TaxId)
+    add("customer (tax expanded)", raw.retrieve(taxed.id, {"expand": ["tax", "tax_ids"]}), stripe.Customer)
+    reversed_ = client.v1.subscriptions.create(
+        params={"customer": taxed.id, "items": [{"price": euro.id}], "automatic_tax": {"enabled": True}}
+    )
+    add("invoice (reverse charge)", client.v1.invoices.retrieve(str(reversed_.latest_invoice)), stripe.Invoice)
+    client.v1.customers.tax_ids.delete(taxed.id, failing_vat.id)  # its event carries the last view
+
     SandboxClock(database).advance_and_process(days=40)
     renewed = client.v1.invoices.list({"customer": paying.id, "expand": ["data.confirmation_secret"]}).data
     for invoice in renewed:
@@ -345,6 +385,7 @@ def test_events_carry_objects_that_match_too(objects: list[tuple[str, dict[str, 
         "product": stripe.Product,
         "price": stripe.Price,
         "coupon": stripe.Coupon,
+        "tax_id": stripe.TaxId,
     }
     problems, seen = [], set()
     for name, document, cls in objects:
@@ -353,7 +394,7 @@ def test_events_carry_objects_that_match_too(objects: list[tuple[str, dict[str, 
             seen.add(obj["object"])
             problems += [f"{name}: {p}" for p in shape_drift(obj, classes[obj["object"]], ".data.object")]
     assert problems == []
-    assert {"customer", "subscription", "invoice", "payment_intent", "setup_intent", "payment_method"} <= seen
+    assert {"customer", "subscription", "invoice", "payment_intent", "setup_intent", "payment_method", "tax_id"} <= seen
 
 
 def test_the_checker_catches_drift() -> None:
