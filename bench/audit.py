@@ -99,7 +99,7 @@ def audit_section() -> None:
             for name, (url, params) in cases.items():
                 timed(client.session, "GET", url, samples[name], params=params)
         print(
-            f"\naudit trail: {TOTAL:,} entries in the table, {TOTAL // 10:,} in the workspace listed; {ROUNDS} rounds"
+            f"\naudit trail: {total:,} entries in the table, {TOTAL // 10:,} in the workspace listed; {ROUNDS} rounds"
         )
         print(f"{'list 100 entries':38} {'p50 ms':>8} {'p99 ms':>8} {'in-app p50':>10} {'in-app p99':>10}")
         for name, s in [("workspace read (the floor)", workspace), *samples.items()]:
