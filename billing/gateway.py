@@ -173,7 +173,8 @@ class StripeGateway:
         self, customer_id: str, params: CustomerTaxIdCreateParams, *, idempotency_key: str
     ) -> stripe.TaxId:
         return self._kept(
-            lambda: self.client.v1.customers.tax_ids.create(customer_id, params, {"idempotency_key": idempotency_key})
+            lambda: self.client.v1.customers.tax_ids.create(customer_id, params, {"idempotency_key": idempotency_key}),
+            written=True,
         )
 
     def retrieve_tax_id(self, tax_id: str) -> stripe.TaxId | None:
@@ -187,7 +188,8 @@ class StripeGateway:
             self._kept(
                 lambda: self.client.v1.customers.tax_ids.delete(
                     customer_id, tax_id, None, {"idempotency_key": idempotency_key}
-                )
+                ),
+                written=True,
             )
         except stripe.InvalidRequestError as error:
             if error.code != "resource_missing":  # already gone is what we wanted

@@ -241,3 +241,39 @@ def test_a_tax_id_deleted_in_stripe_leaves_the_account_by_webhook(as_user: Any, 
     state.gateway.client.v1.customers.tax_ids.delete(account["id"], made["id"])  # the Dashboard, say
     apply_now()
     assert alice.get(f"{acc}/tax-ids").json["data"] == []
+
+
+def test_a_tax_id_added_verified_and_removed_is_on_the_audit_trail(taxed: None, as_user: Any) -> None:
+    """A tax ID is part of a workspace's billing: each change has its entry (issue 24), the
+    caller's for what the request did, Stripe's for the verification that settled later."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    account = alice.account(ws, address={"country": "GB"}, currency="gbp")
+    acc = f"/workspaces/{ws}/billing-accounts/{account['id']}"
+    tax_id = alice.post(f"{acc}/tax-ids", {"type": "gb_vat", "value": "GB000000000"}).json["id"]
+    alice.advance_clock({"seconds": 30})
+    assert alice.delete(f"{acc}/tax-ids/{tax_id}").status_code == 204
+    entries = alice.get(f"/workspaces/{ws}/audit-events", query_string={"target_id": tax_id}).json["data"]
+    assert [(e["action"], e["actor"]["type"], e["changes"]) for e in reversed(entries)] == [
+        (
+            "tax_id.added",
+            "user",
+            {
+                "type": {"before": None, "after": "gb_vat"},
+                "value": {"before": None, "after": "GB000000000"},
+                "country": {"before": None, "after": "GB"},
+                "verification": {"before": None, "after": "pending"},
+            },
+        ),
+        ("tax_id.verification_changed", "stripe", {"verification": {"before": "pending", "after": "verified"}}),
+        (
+            "tax_id.removed",
+            "user",
+            {
+                "type": {"before": "gb_vat", "after": None},
+                "value": {"before": "GB000000000", "after": None},
+                "country": {"before": "GB", "after": None},
+            },
+        ),
+    ]
+    assert entries[1]["stripe_event_id"].startswith("evt_")

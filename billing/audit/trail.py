@@ -50,7 +50,7 @@ log = logging.getLogger("billing.audit")
 
 Changes = dict[str, dict[str, Any]]  # field -> {before, after}
 # The Stripe objects whose changes are a workspace's billing (a PaymentIntent or a product is not).
-AUDITED = frozenset({"customer", "subscription", "payment_method", "invoice"})
+AUDITED = frozenset({"customer", "subscription", "payment_method", "invoice", "tax_id"})
 # Kept in the customer's metadata (billing.billing_accounts.service.REFERENCE_KEY): a new
 # customer's account is found by it before its index row names the customer.
 REFERENCE_KEY = "billing_api_reference"
@@ -240,6 +240,8 @@ def stripe_entries(
         return _customer(object_id, before, after)
     if object_type == "payment_method":
         return _payment_method(object_id, before, after)
+    if object_type == "tax_id":
+        return _tax_id(object_id, before, after)
     if after is None:
         return []  # a deleted subscription or invoice: its end was its last change
     if object_type == "subscription":
@@ -309,6 +311,35 @@ def _payment_method(method_id: str, before: dict[str, Any] | None, after: dict[s
         changes = {"billing_account_id": change(None, new_owner), "card": change(None, card_of(after))}
         entries.append(Entry("payment_method.added", target, changes, new_owner))
     return entries
+
+
+def _tax_id_facts(data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": data.get("type"), "value": data.get("value"), "country": data.get("country")}
+
+
+def _verification(data: dict[str, Any] | None) -> str | None:
+    return ((data or {}).get("verification") or {}).get("status")
+
+
+def _tax_id(tax_id_id: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Entry]:
+    """A billing account's tax ID: added, removed, its verification settled (Stripe's word for it)."""
+    target = ("tax_id", tax_id_id)
+    if after is None:
+        owner = id_of((before or {}).get("customer"))
+        if before is None or not owner:
+            return []
+        changes = {name: change(value, None) for name, value in _tax_id_facts(before).items()}
+        return [Entry("tax_id.removed", target, changes, owner)]
+    owner = id_of(after.get("customer"))
+    if not owner:
+        return []
+    if before is None:
+        changes = changed({}, {**_tax_id_facts(after), "verification": _verification(after)})
+        return [Entry("tax_id.added", target, changes, owner)]
+    if _verification(before) != _verification(after):
+        changes = {"verification": change(_verification(before), _verification(after))}
+        return [Entry("tax_id.verification_changed", target, changes, owner)]
+    return []
 
 
 def _time(value: Any) -> str | None:
