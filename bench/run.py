@@ -44,17 +44,29 @@ JWT_SECRET = "bench-secret-0123456789-0123456789-0123456789"
 TIMING = re.compile(r'(\w+);dur=([\d.]+)(?:;desc="(\d+)")?')
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free loopback port; LOCAL_PORT_RANGE="18100-18199" keeps to a range (a shared machine)."""
+    """A free loopback port; LOCAL_PORT_RANGE="18100-18199" keeps to a range (a shared machine).
+    Never one already handed out by this process: two asked before either is bound would
+    otherwise be the same (the first free one of the range)."""
     low, _, high = os.environ.get("LOCAL_PORT_RANGE", "0-0").partition("-")
-    for port in range(int(low), int(high or low) + 1):
+    candidates = range(int(low), int(high or low) + 1) if int(low) else [0] * 20  # 0: the system's choice
+    for port in candidates:
+        if port and port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return int(s.getsockname()[1])
-    raise RuntimeError(f"no free port in LOCAL_PORT_RANGE={os.environ['LOCAL_PORT_RANGE']}")
+            found = int(s.getsockname()[1])
+            if found in _HANDED_OUT:  # the system's choice (port 0) may repeat too
+                continue
+            _HANDED_OUT.add(found)
+            return found
+    raise RuntimeError(f"no free port (LOCAL_PORT_RANGE={os.environ.get('LOCAL_PORT_RANGE', '')})")
 
 
 @dataclass
