@@ -21,7 +21,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import JSON, FunctionElement, Select, Subquery, bindparam, case, delete, func, select, true, update
+from sqlalchemy import (
+    JSON,
+    FunctionElement,
+    Integer,
+    Select,
+    Subquery,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -417,21 +430,33 @@ def report_usage(state: BillingState, workspace_id: str, org_id: str, product: s
     return read.entry(product)
 
 
+def _move_statement(product: str) -> Any:
+    """Move an organization's usage of `product` and its path's subtree usage (params: ids, the
+    organization's id, change). Built once and run on the session's connection: it runs under
+    the workspace's lock, where the ORM's bulk-update machinery was a tenth of a report's time."""
+    usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
+    change = bindparam("change", type_=Integer)
+    return (
+        update(Organization)
+        .where(Organization.id.in_(bindparam("ids", expanding=True)))
+        .values(
+            {
+                usage: usage + case((Organization.id == bindparam("organization_id"), change), else_=0),
+                subtree: subtree + change,
+            }
+        )
+    )
+
+
+_MOVE = {product: _move_statement(product) for product in PRODUCTS}
+
+
 def _take(session: Session, read: Limits, product: str, change: int) -> None:
     """Move the organization's usage and its path's subtree usage by `change`."""
     org = read.org
     if change:
-        usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
-        session.execute(
-            update(Organization)
-            .where(Organization.id.in_([n.id for n in read.path]))
-            .values(
-                {
-                    usage: usage + case((Organization.id == org.id, change), else_=0),
-                    subtree: subtree + change,
-                }
-            )
-            .execution_options(synchronize_session=False)
+        session.connection().execute(
+            _MOVE[product], {"ids": [n.id for n in read.path], "organization_id": org.id, "change": change}
         )
         # The answer is computed from what was read, moved by the change (no re-read).
         set_committed_value(org, f"usage_{product}", org.usage(product) + change)
