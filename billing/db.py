@@ -160,6 +160,7 @@ class Database:
         if shared is None or shared.database is not self:
             with self._read_engine.connect() as connection:
                 yield connection
+                connection.commit()
             return
         if shared.connection is None:
             shared.connection = self._read_engine.connect()
@@ -246,18 +247,8 @@ class Database:
         a request, the one its reads share (no pool checkout and ping). For one-statement
         writes that need no transaction (billing.budget's counters)."""
         assert not self.is_sqlite, "SQLite: use write()"
-        shared = _shared.get()
-        if shared is not None and shared.database is self:
-            if shared.connection is None:
-                shared.connection = self._read_engine.connect()
-            try:
-                yield shared.connection
-            finally:
-                shared.connection.commit()  # ends SQLAlchemy's own begin (the database has none)
-            return
-        with self._read_engine.connect() as connection:
+        with self.columns() as connection:  # on PostgreSQL its connection autocommits
             yield connection
-            connection.commit()
 
     @contextmanager
     def write(self, *, wait_for_disk: bool = True) -> Iterator[Session]:
