@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import stripe
@@ -16,7 +16,7 @@ from flask_smorest import Api
 from sqlalchemy import inspect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from billing import cli, idempotency, input_guard, json_logging, openapi, request_log
+from billing import cli, idempotency, input_guard, json_logging, openapi, request_log, tracing
 from billing.audit.routes import blp as audit_blp
 from billing.billing_accounts.routes import blp as billing_accounts_blp
 from billing.body_limits import BodyLimits
@@ -29,6 +29,7 @@ from billing.gateway import StripeGateway, build_client
 from billing.health import blp as health_blp
 from billing.invoices.routes import blp as invoices_blp
 from billing.jobs import JobQueue, queue_storage
+from billing.metrics import blp as metrics_blp
 from billing.models import StripeCopy
 from billing.openapi import docs_assets
 from billing.organizations.routes import LARGER_BODIES, pictures_blp, public_blp
@@ -44,6 +45,9 @@ from billing.tokens import TokenVerifier
 from billing.webhooks.routes import blp as webhooks_blp
 from billing.workspaces.routes import blp as workspaces_blp
 from schemas.common import ErrorSchema
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("billing")
 
@@ -161,9 +165,11 @@ def create_app(
     *,
     stripe_http_client: stripe.HTTPClient | None = None,
     webhook_transport: WebhookTransport | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Flask:
     """The app. In sandbox mode `webhook_transport` replaces the HTTP delivery of
-    the emulator's events (tests deliver them synchronously through a test client)."""
+    the emulator's events (tests deliver them synchronously through a test client).
+    `tracer_provider`: trace with it (tests); else as the OTEL_* variables say (billing.tracing)."""
     config = config or Config.from_env()
     json_logging.configure(config.log_level)
     app = Flask(__name__, static_folder=None)  # no static files: the docs' assets have their own blueprint
@@ -214,6 +220,10 @@ def create_app(
         ),
         **stripe_parts,
     )
+    # Before any other hook: the request's span must hold every SQL statement and Stripe call.
+    tracer_provider = tracer_provider or tracing.provider_from_environment()
+    if tracer_provider is not None:
+        tracing.install(app, db, queue, tracer_provider)
     if not config.stripe_webhook_secrets:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook will be refused")
     if config.sandbox:
@@ -248,6 +258,7 @@ def create_app(
     ):
         api.register_blueprint(blp)
     app.register_blueprint(pictures_blp)  # served to browsers, not in the document
+    app.register_blueprint(metrics_blp)  # for Prometheus, not part of the API (README: Operating it)
     if config.sandbox:
         from billing.sandbox_routes.routes import blp as sandbox_blp
         from billing.sandbox_routes.routes import hosted_invoices_blp

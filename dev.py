@@ -69,6 +69,11 @@ def serve(port: str) -> int:
     sandbox_by_default()
     cors = local_origins_by_default()
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # One metrics directory for the web's workers and the queue worker: /metrics shows both
+    # (a new one under the temporary directory unless PROMETHEUS_MULTIPROC_DIR names one).
+    from billing import metrics_dir
+
+    metrics_dir.prepare()
     flask("migrate")
     # The rest of gunicorn's settings (the Procfile's too) come from gunicorn.conf.py.
     server = subprocess.Popen(
@@ -92,6 +97,7 @@ def serve(port: str) -> int:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        metrics_dir.remove_temporary()
 
 
 def _serve_until_stopped(server: subprocess.Popen[bytes], port: str, cors: str, once_up: Callable[[], None]) -> int:

@@ -6,6 +6,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from billing import metrics_dir
+
+# Metrics (billing.metrics): every worker writes its counts to PROMETHEUS_MULTIPROC_DIR and
+# /metrics adds them up. Set (and emptied) here, when gunicorn reads this file: before its
+# master imports the worker class, and with it prometheus-client, which picks its mode then.
+# Unset, a new directory under the temporary one, removed when gunicorn stops.
+if __name__ == "__config__":  # gunicorn's own reading, not a test's
+    metrics_dir.prepare()
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = 4
@@ -40,3 +49,12 @@ def post_worker_init(worker: Any) -> None:
     sender = getattr(state, "webhooks", None)
     if sender is not None and getattr(sender, "background", False):
         sender.start()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker ended (restarted, killed): its live gauges leave the sums (prometheus-client's rule)."""
+    metrics_dir.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    metrics_dir.remove_temporary()

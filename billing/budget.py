@@ -39,6 +39,7 @@ from sqlalchemy import Connection, delete, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from billing import metrics
 from billing.config import is_live_key
 from billing.db import Database
 from billing.models import StripeBudgetWindow
@@ -223,7 +224,9 @@ class StripeBudget:
             caps.append(self.background_per_endpoint)
             limits.append(self.per_endpoint)
         work = _background.get()
+        priority = "user" if work is None else "background"
         started = now()
+        waits = 0
         while True:
             window = int(now())
             if work is None:
@@ -237,8 +240,14 @@ class StripeBudget:
                 wait += random.uniform(0, 0.05)  # waiting workers don't all wake at once
                 waited = now() - started
                 if work.deadline_seconds is not None and waited + wait > work.deadline_seconds:
+                    metrics.stripe_budget_exhausted.inc()
                     raise BudgetExhausted(work.kind, waited)
+            waits += 1
             sleep(max(wait, 0.001))
+        metrics.stripe_budget_admitted.labels(priority).inc()
+        if waits:
+            metrics.stripe_budget_waits.labels(priority).inc()
+            metrics.stripe_budget_wait_duration.labels(priority).observe(max(now() - started, 0.0))
         if started - self._cleaned_at > KEEP_SECONDS:
             self._cleaned_at = started
             self.cleanup()
@@ -279,6 +288,7 @@ class StripeBudget:
         if status != 429 or _header(headers, "Stripe-Should-Retry") == "true":
             return False
         self.cool_down(_retry_after(headers))
+        metrics.stripe_budget_cool_downs.inc()
         work = _background.get()
         if work is not None:
             log.info("stripe budget: 429 for background work %s; cooling down", work.kind)

@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -105,6 +105,8 @@ class Config:
     audit_retention_days: int = 400
     # STRIPE_TAX=1: Stripe Tax computes tax on every subscription, preview and invoice (billing.taxes).
     stripe_tax: bool = False
+    # The bearer token `/metrics` asks for (billing.metrics); "": no /metrics (404). Never shown.
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def sandbox(self) -> bool:
@@ -173,6 +175,7 @@ class Config:
             public_rate_limit_per_minute=_positive_int(env, "PUBLIC_RATE_LIMIT_PER_MINUTE", 60),
             audit_retention_days=_positive_int(env, "AUDIT_RETENTION_DAYS", 400),
             stripe_tax=env.get("STRIPE_TAX") == "1",
+            metrics_token=(env.get("METRICS_TOKEN") or "").strip(),
         )
 
 

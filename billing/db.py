@@ -21,6 +21,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+from billing import metrics
 
 log = logging.getLogger("billing.db")
 
@@ -90,6 +93,25 @@ def _ping_when_idle(engine: Engine, suspect_since: list[float]) -> None:
             raise
 
 
+class MeasuredQueuePool(QueuePool):
+    """SQLAlchemy's pool, that counts and times the checkouts that find every connection
+    in use (all `pool_size + max_overflow` opened, none idle): they wait for one."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if self.checkedin() or self.overflow() < self._max_overflow:
+            return super()._do_get()
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            metrics.db_pool_waits.inc()
+            metrics.db_pool_wait_duration.observe(time.perf_counter() - started)
+
+
+def _count_checkout(_dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    metrics.db_pool_checkouts.inc()
+
+
 @dataclass
 class _SharedReads:
     database: Database
@@ -120,8 +142,9 @@ class Database:
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, poolclass=MeasuredQueuePool)
         self.engine = create_engine(self.url, **kwargs)
+        event.listen(self.engine, "checkout", _count_checkout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -19,6 +19,7 @@ from flask import Response, g, request
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
+from billing import metrics
 from billing.db import Database
 from billing.errors import ApiError
 from billing.models import IDEMPOTENCY_SCOPE_LENGTH, IdempotencyRecord, utcnow
@@ -149,6 +150,7 @@ def _replay(record: IdempotencyRecord) -> Response:
         mimetype=record.response_type or "application/json",
     )
     response.headers["Idempotent-Replayed"] = "true"
+    metrics.idempotent_replays.inc()
     return response
 
 

@@ -5,6 +5,8 @@ library's own retries inside it) is timed and its Stripe request id noted, for
 the request log line and for measuring the service's own overhead. With a
 `StripeBudget`, each attempt (the library's retries included) is counted in
 it before it is sent, and background work sends again after Stripe's 429.
+Each attempt is counted and timed in the metrics (by endpoint and outcome);
+each call is a span when traces are on (billing.tracing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any, TypeVar
 
 import stripe
 
-from billing.budget import StripeBudget
+from billing import metrics, tracing
+from billing.budget import StripeBudget, endpoint
 
 # An attempt's answer: (body, status, headers), the body a string or a stream.
 R = TypeVar("R", bound=tuple[Any, int, Mapping[str, str]])
@@ -90,12 +93,17 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
             calls.begin()
         request_id: str | None = None
         try:
-            if self.latency:
-                time.sleep(self.latency)
-            # The library's retry loop, run here so that each attempt passes `request`.
-            result = super().request_with_retries(method, url, headers, post_data, max_network_retries, _usage=_usage)
-            request_id = result[2].get("Request-Id") or result[2].get("request-id")
-            return result
+            with tracing.stripe_span(method, url) as span:
+                if self.latency:
+                    time.sleep(self.latency)
+                # The library's retry loop, run here so that each attempt passes `request`.
+                result = super().request_with_retries(
+                    method, url, headers, post_data, max_network_retries, _usage=_usage
+                )
+                request_id = result[2].get("Request-Id") or result[2].get("request-id")
+                if span is not None:
+                    span.set_attribute("http.response.status_code", result[1])
+                return result
         finally:
             if calls is not None:
                 calls.end(request_id)
@@ -110,7 +118,11 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
         _usage: list[str] | None = None,
     ) -> tuple[str, int, Mapping[str, str]]:
         """One attempt (the library retries around it), counted in the budget."""
-        return self._within_budget(method, url, lambda: self.inner.request(method, url, headers, post_data))
+        return self._within_budget(
+            method,
+            url,
+            lambda: self._measured(method, url, lambda: self.inner.request(method, url, headers, post_data)),
+        )
 
     def request_stream(
         self,
@@ -121,7 +133,22 @@ class InstrumentedHTTPClient(stripe.HTTPClient):
         *,
         _usage: list[str] | None = None,
     ) -> tuple[Any, int, Mapping[str, str]]:
-        return self._within_budget(method, url, lambda: self.inner.request_stream(method, url, headers, post_data))
+        return self._within_budget(
+            method,
+            url,
+            lambda: self._measured(method, url, lambda: self.inner.request_stream(method, url, headers, post_data)),
+        )
+
+    def _measured(self, method: str, url: str, attempt: Callable[[], R]) -> R:
+        """One attempt, counted by endpoint and outcome and timed (no answer: `network_error`)."""
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            result = attempt()
+            status = result[1]
+            return result
+        finally:
+            metrics.observe_stripe_request(endpoint(method, url), status, time.perf_counter() - started)
 
     def _within_budget(self, method: str, url: str, attempt: Callable[[], R]) -> R:
         """The attempt, admitted by the budget; sent again while the budget says

@@ -22,6 +22,8 @@ from typing import Any
 from flask import g, has_app_context
 from pythonjsonlogger.json import JsonFormatter
 
+from billing import tracing
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
 MAX_ERROR_MESSAGE = 300
@@ -92,11 +94,16 @@ class SummaryJsonFormatter(JsonFormatter):
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds the current request's id to every record logged while serving it."""
+    """Adds the current request's id to every record logged while serving it, and
+    when traces are on the current trace and span ids (billing.tracing)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = getattr(g, "request_id", None) if has_app_context() else None
+        if not hasattr(record, "trace_id"):
+            ids = tracing.current_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

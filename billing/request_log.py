@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Response, g, request
 
-from billing import instrumentation
+from billing import instrumentation, metrics
 from billing.state import current
 
 log = logging.getLogger("billing.request")
@@ -55,6 +55,8 @@ def finish(response: Response) -> Response:
     if started is None:
         return response
     duration = time.perf_counter() - started
+    route = request.url_rule.rule if request.url_rule else None
+    metrics.observe_request(route, request.method, response.status_code, duration)
     calls = getattr(g, "stripe_calls", None)
     if getattr(g, "stripe_calls_token", None) is not None:
         instrumentation.stop(g.stripe_calls_token)
@@ -70,7 +72,7 @@ def finish(response: Response) -> Response:
             extra={
                 "event": "request",
                 "method": request.method,
-                "route": request.url_rule.rule if request.url_rule else None,
+                "route": route,
                 "status": response.status_code,
                 "duration_ms": round(duration * 1000, 2),
                 "stripe_ms": round(stripe_seconds * 1000, 2),

@@ -20,7 +20,7 @@ from typing import Any
 import stripe
 from sqlalchemy import select
 
-from billing import replica
+from billing import metrics, replica
 from billing.audit import trail
 from billing.billing_accounts.service import forget_account
 from billing.budget import BudgetExhausted, background
@@ -69,6 +69,7 @@ def receive(state: BillingState, event: dict[str, Any]) -> bool:
     duplicate. Costs no Stripe call and waits on nothing but the insert."""
     key = object_key(event)
     stored = inbox.store(state.db, event, key)
+    metrics.webhook_events_received.labels(str(not stored.new).lower()).inc()
     if not stored.new:
         return False
     if key is not None and not stored.task_waiting:  # else the waiting one's task takes this too
@@ -121,6 +122,7 @@ def apply_object(state: BillingState, key: str) -> float | None:
     except Exception as error:  # recorded on the events; the task itself never fails
         permanent = isinstance(error, (ObjectGone, stripe.InvalidRequestError))
         delay = inbox.fail(db, ids, f"{type(error).__name__}: {_describe(error)}", permanent=permanent)
+        metrics.webhook_events_failed.labels("parked" if delay is None else "retry").inc(len(ids))
         log.warning(
             "events %s about %s: %s (%s)",
             ",".join(ids),
@@ -130,7 +132,9 @@ def apply_object(state: BillingState, key: str) -> float | None:
         )
         return delay
     # An event that came in while these were claimed may have queued no task (store()).
-    return COALESCE_SECONDS if inbox.finish(db, ids, key) else None
+    more = inbox.finish(db, ids, key)
+    metrics.webhook_events_applied.inc(len(ids))
+    return COALESCE_SECONDS if more else None
 
 
 def _describe(error: Exception) -> str:
