@@ -65,9 +65,13 @@ def provider_from_environment(env: Mapping[str, str] | None = None) -> TracerPro
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    # The SDK reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; attributes given here would win over them.
-    named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    resource = Resource.create() if named else Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME})
+    # The SDK reads OTEL_RESOURCE_ATTRIBUTES itself; the attributes given here win over them.
+    attributes: dict[str, str] = {}
+    if env.get("OTEL_SERVICE_NAME"):
+        attributes[SERVICE_NAME] = env["OTEL_SERVICE_NAME"]
+    elif "service.name=" not in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        attributes[SERVICE_NAME] = DEFAULT_SERVICE_NAME
+    resource = Resource.create(attributes)
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
     exporters: list[SpanExporter] = []
     for name in (env.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):

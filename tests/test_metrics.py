@@ -9,6 +9,7 @@ both served adds up in one scrape.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -493,3 +494,45 @@ def test_two_gunicorn_workers_add_up(gunicorn_server: dict[str, Any]) -> None:
     for _ in range(4):
         samples = parse(requests.get(f"{base}/metrics", headers=headers, timeout=10).text)
         assert value(samples, "billing_http_requests_total", route="unmatched", method="GET", status="404") == sent
+
+
+# -- what the README and the dashboard use ---------------------------------------------------------
+
+
+def exposed_names() -> set[str]:
+    """Every series name /metrics can show: the counters' and histograms' with their suffixes, and the gauges'."""
+    from prometheus_client import Counter, Histogram
+
+    from billing import metrics
+
+    names: set[str] = set()
+    for metric in vars(metrics).values():
+        if isinstance(metric, Counter):
+            names.add(f"{metric._name}_total")
+        elif isinstance(metric, Histogram):
+            names.update(f"{metric._name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+
+    class Backlog:
+        pending, oldest_pending_seconds, parked = 0, 0.0, 0
+
+    names.update(family.name for family in metrics.BacklogCollector(lambda: Backlog()).collect())
+    return names
+
+
+def test_the_readme_and_the_dashboard_name_only_what_is_exposed() -> None:
+    import re
+
+    exposed = exposed_names()
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "billing.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    used = {name for expr in expressions for name in re.findall(r"\bbilling_[a-z_]+", expr)}
+    assert used and used <= exposed, used - exposed
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Metrics, alerts and traces", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"\bbilling_[a-z_]+", section))
+    # Each documented series (histograms by their name) exists, and each exposed one is documented.
+    assert {name for name in named if name not in exposed and f"{name}_count" not in exposed} == set()
+    bases = {re.sub(r"_(bucket|count|sum)$", "", name) for name in exposed}
+    assert bases <= named, bases - named
+    for alert in ("billing_webhook_oldest_unapplied_event_age_seconds) > 300", "billing_webhook_events_parked) > 0"):
+        assert alert in section

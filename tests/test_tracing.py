@@ -150,6 +150,12 @@ def test_traces_are_off_unless_the_otel_variables_ask() -> None:
     assert provider is not None
     assert provider.resource.attributes["service.name"] == tracing.DEFAULT_SERVICE_NAME
     provider.shutdown()
+    named = tracing.provider_from_environment(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SERVICE_NAME": "billing-eu"}
+    )
+    assert named is not None  # OTLP over HTTP: nothing is sent until a span ends
+    assert named.resource.attributes["service.name"] == "billing-eu"
+    named.shutdown()
 
 
 def test_without_the_variables_the_app_is_not_traced(app: Flask) -> None:
