@@ -39,7 +39,11 @@ def on_starting(server: Any) -> None:
     configuration is only booted again by the arbiter, forever."""
     from billing.config import config_or_exit
 
-    config_or_exit()
+    try:
+        config_or_exit()
+    except SystemExit:  # gunicorn runs no on_exit then
+        metrics_dir.remove_temporary()
+        raise
 
 
 def post_worker_init(worker: Any) -> None:

@@ -27,7 +27,9 @@ _TEMPORARY = "BILLING_METRICS_DIR_TEMPORARY"
 def prepare(environ: MutableMapping[str, str] = os.environ) -> Path:
     """The directory for the processes about to start: PROMETHEUS_MULTIPROC_DIR emptied
     of an earlier run's files (created if absent), or, unset, a new one under the
-    temporary directory, set in `environ` for the processes this one starts."""
+    temporary directory (named with this process's pid, so that the next start removes
+    it should this one be killed before it removes it), set in `environ` for the
+    processes this one starts."""
     configured = environ.get(MULTIPROC_ENV)
     if configured and environ.get(_PREPARED_BY) == str(os.getpid()):
         return Path(configured)
@@ -37,10 +39,28 @@ def prepare(environ: MutableMapping[str, str] = os.environ) -> Path:
         for leftover in path.glob("*.db"):
             leftover.unlink(missing_ok=True)
     else:
-        path = Path(tempfile.mkdtemp(prefix="billing-metrics-"))
+        _remove_abandoned()
+        path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
         environ[MULTIPROC_ENV] = environ[_TEMPORARY] = str(path)
     environ[_PREPARED_BY] = str(os.getpid())
     return path
+
+
+_PREFIX = "billing-metrics-"
+
+
+def _remove_abandoned() -> None:
+    """Our directories whose server died without its `on_exit` (SIGKILL): the pid in the name is gone."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = path.name[len(_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive (another user's), or gone meanwhile
+            continue
 
 
 def remove_temporary(environ: MutableMapping[str, str] = os.environ) -> None:

@@ -363,6 +363,15 @@ def test_the_directory_is_made_or_emptied_once_per_server(tmp_path: Path) -> Non
         assert not made.exists()
     finally:
         metrics_dir.remove_temporary(environ)
+    # A server killed before it could remove its own (SIGKILL): the next start removes it.
+    abandoned = Path(tempfile.gettempdir()) / "billing-metrics-999999999-test"
+    abandoned.mkdir(exist_ok=True)
+    alive = Path(tempfile.mkdtemp(prefix=f"billing-metrics-{os.getpid()}-"))
+    environ = {}
+    metrics_dir.prepare(environ)
+    metrics_dir.remove_temporary(environ)
+    assert not abandoned.exists() and alive.is_dir()
+    alive.rmdir()
     configured = tmp_path / "metrics"
     configured.mkdir()
     (configured / "counter_12345.db").write_bytes(b"an earlier run's counts")
@@ -380,15 +389,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(params=["set", "unset"])
-def gunicorn_server(tmp_path: Path, database_url: str, request: Any) -> Iterator[dict[str, Any]]:
-    """gunicorn as the Procfile's web runs it (gunicorn.conf.py), two workers, on the test database,
-    PROMETHEUS_MULTIPROC_DIR holding a file left by an earlier run ("set"), or unset as on a
-    deploy that never heard of it ("unset": gunicorn.conf.py makes one, and removes it at the end)."""
+def gunicorn_server(tmp_path: Path, request: Any) -> Iterator[dict[str, Any]]:
+    """gunicorn as the Procfile's web runs it (gunicorn.conf.py), two workers, PROMETHEUS_MULTIPROC_DIR
+    holding a file left by an earlier run ("set"), or unset as on a deploy that never heard of it
+    ("unset": gunicorn.conf.py makes one, and removes it at the end). On a SQLite file of its own:
+    what is counted doesn't depend on the database, and two sandbox workers would take dozens of
+    PostgreSQL connections from the suite's."""
+    from billing.cli import run_migrations
     from tests.db_proxy import bind_local
 
+    database_url = f"sqlite:///{tmp_path}/gunicorn.sqlite3"
+    run_migrations(database_url)
+
+    # gunicorn serves on this very socket (fd://): no other test can take its port meanwhile.
     listener = bind_local()
     port = listener.getsockname()[1]
-    listener.close()
     directory = tmp_path / "metrics"
     directory.mkdir()
     (directory / "counter_99999.db").write_bytes(b"\x00" * 16 + b"left over by an earlier run")
@@ -405,17 +420,19 @@ def gunicorn_server(tmp_path: Path, database_url: str, request: Any) -> Iterator
         env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     earlier = set(Path(tempfile.gettempdir()).glob("billing-metrics-*"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:app"],
+        [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"fd://{listener.fileno()}"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=[listener.fileno()],
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:
             assert process.poll() is None, "gunicorn exited"
+            assert time.monotonic() < deadline, "gunicorn did not answer within 60 s"
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
@@ -427,6 +444,7 @@ def gunicorn_server(tmp_path: Path, database_url: str, request: Any) -> Iterator
     finally:
         process.terminate()
         process.wait(timeout=30)
+        listener.close()
     if request.param == "unset":
         assert not directory.exists()  # made by gunicorn.conf.py, removed when it stopped
 

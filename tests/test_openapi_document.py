@@ -505,6 +505,7 @@ UNDOCUMENTED = {
     "api-docs.openapi_json",
     "api-docs.openapi_swagger_ui",
     "docs_assets.static",
+    "metrics.metrics",  # Prometheus' scrape, behind METRICS_TOKEN: operators', not the API's
     "pictures.picture",
     "sandbox_hosted_invoices.hosted_invoice_page",
     "sandbox_hosted_invoices.hosted_invoice_pdf",
