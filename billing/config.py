@@ -134,7 +134,8 @@ class Config:
         jwt_secret, jwks_url, algorithms = _jwt_keys(env, sandbox)
         currency = _default_currency(env)
         webhook_secrets = _webhook_secrets(env, sandbox)
-        rate_limits = _sandbox_rate_limits(env) if sandbox else ""
+        # Stripe itself has its key's limits; a fake's limits are what it enforces (in process, or at STRIPE_API_BASE).
+        rate_limits = _sandbox_rate_limits(env) if sandbox or api_base != DEFAULT_STRIPE_API_BASE else ""
         if sandbox:
             _check_sandbox_retry_settings(env)
             _check_sandbox_tax_registrations(env)

@@ -100,3 +100,53 @@ def test_python_m_stripe_sandbox_serves_on_loopback_and_refuses_unsigned_webhook
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_the_servers_clock_advances_in_the_background_and_says_when_its_events_are_out(
+    served: SandboxServer, receiver: Any
+) -> None:
+    """A service on STRIPE_API_BASE has no /sandbox routes of its own: the server's clock renews a
+    subscription as the in-process clock does, and says `ready` only once its events are sent."""
+    key = {"Authorization": "Bearer sk_test_clock"}
+    client = stripe.StripeClient("sk_test_clock", base_addresses={"api": served.url}, max_network_retries=0)
+    customer = client.v1.customers.create({"name": "Clocked"})
+    card = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    price = client.v1.prices.create(
+        {"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"}, "product_data": {"name": "Seat"}}
+    )
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": price.id}], "default_payment_method": card.id}
+    )
+    before = requests.get(f"{served.url}/sandbox/clock", headers=key, timeout=5).json()
+
+    advanced = requests.post(f"{served.url}/sandbox/clock/advance", json={"days": 32}, headers=key, timeout=5)
+
+    assert advanced.status_code == 200 and advanced.json()["status"] == "advancing"
+    assert advanced.json()["now"] >= before["now"] + 32 * 86400
+    deadline = time.monotonic() + 30
+    while (reading := requests.get(f"{served.url}/sandbox/clock", headers=key, timeout=5).json())["status"] != "ready":
+        assert reading["status"] == "advancing" and time.monotonic() < deadline
+        time.sleep(0.1)
+    renewed = client.v1.subscriptions.retrieve(subscription.id)
+    assert renewed.items.data[0].current_period_start > subscription.items.data[0].current_period_start
+    sent = [stripe.Webhook.construct_event(body, signature, SECRET).type for body, signature in list(receiver[1])]
+    assert "invoice.created" in sent  # the renewal's events were out when it said ready
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"),
+    [
+        ("get", "/sandbox/clock", None, {}, 401),  # no key: Stripe's 401
+        ("post", "/sandbox/clock/advance", {"days": 1}, {"Authorization": "Bearer sk_live_x"}, 401),
+        ("post", "/sandbox/clock/advance", {"days": 0}, {"Authorization": "Bearer sk_test_x"}, 400),
+        ("post", "/sandbox/clock/advance", {"days": "soon"}, {"Authorization": "Bearer sk_test_x"}, 400),
+        ("post", "/sandbox/clock/advance", [1], {"Authorization": "Bearer sk_test_x"}, 400),
+    ],
+)
+def test_the_servers_clock_refuses_what_stripe_would(
+    served: SandboxServer, method: str, path: str, body: Any, headers: dict[str, str], status: int
+) -> None:
+    before = served.clock.reading().now
+    answer = requests.request(method, served.url + path, json=body, headers=headers, timeout=5)
+    assert answer.status_code == status and answer.json()["error"]["type"] == "invalid_request_error"
+    assert served.clock.reading().now - before <= 1  # unmoved
