@@ -64,6 +64,7 @@ from billing.cli import run_migrations
 from billing.config import Config
 from billing.db import Database, normalize_database_url
 from billing.tokens import mint_token
+from billing.webhooks.service import COALESCE_SECONDS
 from stripe_sandbox.models import SandboxWebhookDelivery
 from stripe_sandbox.request_log import read_requests
 from stripe_sandbox.webhooks import signature_header
@@ -72,7 +73,9 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/billing_bench"
 WEBHOOK_SECRET = "whsec_bench_storm_0123456789"
 FAKE_KEY = "sk_test_bench_storm"  # the emulator's server takes any sk_test_ key
 EMULATOR_NICE = 15  # below the service's queue worker (WORKER_NICE, 10)
-CAUGHT_UP_SECONDS = 2.0  # the copy lags Stripe by less: the user's own writes' events keep coming
+# The copy lags Stripe by less (the user's writes make events all along): an event waits up to
+# COALESCE_SECONDS by design for others about its object, then a moment to be applied.
+CAUGHT_UP_SECONDS = COALESCE_SECONDS + 3.0
 ACCOUNTS_PER_WORKSPACE = 10  # pooled mode's limit: several accounts, so no trial
 BUILD_CLIENTS = 16
 DELIVERY_CONCURRENCY = 32  # Stripe's concurrent deliveries to one endpoint (the brief's figure)
