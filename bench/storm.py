@@ -567,6 +567,9 @@ class Writes:
     latency: dict[str, list[float]] = field(default_factory=lambda: {"PATCH subscription": [], "POST account": []})
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     stripe_requests: int = 0  # what the writes cost at Stripe (Server-Timing)
+    # Each write's latency less the time its Stripe requests took (Server-Timing's `stripe`): the
+    # service's part, queueing included; Stripe's part is the emulator's, on this machine's cores.
+    ours: list[float] = field(default_factory=list)
 
 
 class UserWrites:
@@ -618,11 +621,13 @@ class UserWrites:
             status = response.status_code
             timings = {m.group(1): m.group(3) for m in TIMING.finditer(response.headers.get("Server-Timing", ""))}
             calls = int(timings.get("stripe") or 0)
+            stripe_ms = float(_durations(response.headers.get("Server-Timing", "")).get("stripe") or 0.0)
         except requests.RequestException:
-            status, calls = 0, 0
+            status, calls, stripe_ms = 0, 0, 0.0
         elapsed = time.monotonic() - started
         with self._lock:
             writes.latency[name].append(elapsed * 1000)
+            writes.ours.append(elapsed * 1000 - stripe_ms)
             writes.statuses[(name, status)] += 1
             writes.stripe_requests += calls
 
@@ -639,6 +644,24 @@ class UserWrites:
         return writes
 
 
+def in_app_acks(since: dict[Path, int]) -> list[float]:
+    """The deliveries' durations in the app (request log lines, BENCH_LOG_LEVEL=INFO; else none),
+    from each web log's offset in `since` on."""
+    durations = []
+    for log, offset in since.items():
+        with log.open("rb") as lines:
+            lines.seek(offset)
+            for line in lines:
+                if b'"/webhooks/stripe"' in line and b'"duration_ms"' in line:
+                    with contextlib.suppress(ValueError):
+                        durations.append(float(json.loads(line)["duration_ms"]))
+    return durations
+
+
+def _durations(header: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in TIMING.finditer(header)}
+
+
 def _write_figures(writes: Writes) -> dict[str, Any]:
     all_latency = [x for values in writes.latency.values() for x in values]
     total = sum(writes.statuses.values())
@@ -648,6 +671,8 @@ def _write_figures(writes: Writes) -> dict[str, Any]:
         "other non-2xx": sum(c for (_, s), c in writes.statuses.items() if not 200 <= s < 300 and s != 429),
         "p50 ms": pct(all_latency, 0.5),
         "p99 ms": pct(all_latency, 0.99),
+        "ours p50 ms": pct(writes.ours, 0.5),
+        "ours p99 ms": pct(writes.ours, 0.99),
         "by kind": {name: (len(v), pct(v, 0.5), pct(v, 0.99)) for name, v in writes.latency.items()},
         "statuses": dict(writes.statuses),
     }
@@ -745,6 +770,7 @@ def _merge(parts: list[Writes]) -> Writes:
     for part in parts:
         for name, values in part.latency.items():
             merged.latency[name].extend(values)
+        merged.ours.extend(part.ours)
         merged.statuses.update(part.statuses)
         merged.stripe_requests += part.stripe_requests
     return merged
@@ -950,6 +976,7 @@ def storm(
             delivery = delivery_box.delivery = Delivery(svc.base)
 
             before = read_requests(request_log)
+            logs_before = {log: log.stat().st_size for log in workdir.glob("web-*.log")}
             cpu_before = cpu_snapshot(svc, database_url)
             progress(f"N={n}: the storm ({mode})")
             if mode == "burst":
@@ -958,6 +985,7 @@ def storm(
                 phase = live_storm(svc, accounts, delivery, user, events_db, timeout)
             figures.update(phase.figures)
             figures["cpu s"] = cpu_used(cpu_before, cpu_snapshot(svc, database_url))
+            figures["ack in app"] = _percentiles(in_app_acks(logs_before))
             delivery.stop()
             requests_made = read_requests(request_log) - before
 
@@ -1130,6 +1158,10 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
         lambda r: " and ".join(" / ".join(ms(v) for v in burst) for burst in r.get("ack by burst", [])) or "-",
     )
     row(
+        "ack in the app (request log, BENCH_LOG_LEVEL=INFO): p50 / p90 / p99, ms",
+        lambda r: " / ".join(ms(v) for v in r["ack in app"]),
+    )
+    row(
         "Stripe requests during the storm",
         lambda r: f"{r['stripe requests']:,} ({r['stripe GETs']:,} GETs, {r['stripe 429s']:,} refused 429)",
     )
@@ -1165,6 +1197,10 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
             lambda r: f"{r[phase]['writes']}, {r[phase]['429']}, {r[phase]['other non-2xx']}",
         )
         row(f"user writes, {label}: p50 / p99 ms", lambda r: f"{ms(r[phase]['p50 ms'])} / {ms(r[phase]['p99 ms'])}")
+        row(
+            f"user writes, {label}, less their Stripe requests' time (Server-Timing): p50 / p99 ms",
+            lambda r: f"{ms(r[phase]['ours p50 ms'])} / {ms(r[phase]['ours p99 ms'])}",
+        )
 
     write_rows("quiet", "quiet")
     write_rows("storm writes", "storm")
