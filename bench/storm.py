@@ -58,13 +58,14 @@ from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from bench.run import JWT_SECRET, ROOT, TIMING, drain_webhooks, free_port, pct
 from billing.cli import run_migrations
 from billing.config import Config
 from billing.db import Database, normalize_database_url
 from billing.tokens import mint_token
-from billing.webhooks.service import COALESCE_SECONDS
+from billing.webhooks import inbox
 from stripe_sandbox.models import SandboxWebhookDelivery
 from stripe_sandbox.request_log import read_requests
 from stripe_sandbox.webhooks import signature_header
@@ -73,9 +74,6 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/billing_bench"
 WEBHOOK_SECRET = "whsec_bench_storm_0123456789"
 FAKE_KEY = "sk_test_bench_storm"  # the emulator's server takes any sk_test_ key
 EMULATOR_NICE = 15  # below the service's queue worker (WORKER_NICE, 10)
-# The copy lags Stripe by less (the user's writes make events all along): an event waits up to
-# COALESCE_SECONDS by design for others about its object, then a moment to be applied.
-CAUGHT_UP_SECONDS = COALESCE_SECONDS + 3.0
 ACCOUNTS_PER_WORKSPACE = 10  # pooled mode's limit: several accounts, so no trial
 BUILD_CLIENTS = 16
 DELIVERY_CONCURRENCY = 32  # Stripe's concurrent deliveries to one endpoint (the brief's figure)
@@ -703,9 +701,10 @@ def _wait_for_emulator(database_url: str, delivery: Delivery, timeout: float) ->
     delivery.wait_idle(timeout)
 
 
-def advance(base: str, token: str, body: dict[str, Any] | None = None) -> float:
+def advance(base: str, token: str, body: dict[str, Any] | None = None) -> tuple[float, int]:
     """POST /sandbox/clock/advance (default 32 days); waits for it whether it answers when done
-    or at once with "status": "advancing" (then GET /sandbox/clock until "ready")."""
+    or at once with "status": "advancing" (then GET /sandbox/clock until "ready"). Returns how
+    long it took and the sandbox time it moved to."""
     session = _session(token)
     started = time.monotonic()
     # Today the answer comes when every renewal has run: minutes for a thousand.
@@ -716,7 +715,7 @@ def advance(base: str, token: str, body: dict[str, Any] | None = None) -> float:
                 progress("the advance failed; advancing 1 s more resumes what is left")
                 _call(session, "POST", f"{base}/sandbox/clock/advance", json={"seconds": 1})
             time.sleep(0.5)
-    return time.monotonic() - started
+    return time.monotonic() - started, int(answer["now"])
 
 
 def _clock_status(session: requests.Session, base: str) -> str | None:
@@ -735,19 +734,16 @@ def clock(svc: Service, token: str) -> tuple[str, str]:
     return (svc.stripe.url, FAKE_KEY) if svc.stripe is not None else (svc.base(), token)
 
 
-def _applied(svc: Service, token: str) -> bool:
+def _applied(svc: Service, token: str, database_url: str, moved_to: int) -> bool:
     """Every event of the last advance is applied: the sandbox clock's `ready` (the user's
     writes meanwhile make events of their own, which don't count); on the emulator's own
-    clock, `ready` (every event posted) and the service's backlog no older than
-    CAUGHT_UP_SECONDS (/readyz)."""
+    clock, `ready` (every event posted) and none of the service's pending events dated at or
+    before the time the advance moved to (what the sandbox's clock asks the service itself)."""
     try:
         if _clock_status(_session(clock(svc, token)[1]), clock(svc, token)[0]) != "ready":
             return False
-        if svc.stripe is None:
-            return True
-        events = requests.get(f"{svc.base()}/readyz", timeout=30).json().get("events") or {}
-        return bool(events) and events["oldest_pending_seconds"] < CAUGHT_UP_SECONDS
-    except (requests.RequestException, RuntimeError, ValueError):
+        return svc.stripe is None or not inbox.pending_created_by(_database(database_url), moved_to)
+    except (requests.RequestException, RuntimeError, OSError, SQLAlchemyError):
         return False
 
 
@@ -791,7 +787,7 @@ def live_storm(
     poller.start()
     figures: dict[str, Any] = {}
     try:
-        figures["advance s"] = advance(*clock(svc, accounts[0].token))
+        figures["advance s"] = advance(*clock(svc, accounts[0].token))[0]
     except BaseException:
         stop_writes.set()
         stop_polls.set()
@@ -820,7 +816,13 @@ def live_storm(
 
 
 def _burst(
-    svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float, poll: bool
+    svc: Service,
+    accounts: list[Account],
+    delivery: Delivery,
+    user: UserWrites,
+    timeout: float,
+    poll: bool,
+    applied: Callable[[], bool],
 ) -> tuple[Writes, float, float, int, list[float]]:
     """Release what the emulator made meanwhile, all at once, with the user's writes (and the
     renewals' poller): until every event is delivered and applied (and every renewal readable).
@@ -840,7 +842,7 @@ def _burst(
     try:
         while time.monotonic() < deadline:
             time.sleep(1)
-            if not delivery.idle() or not _applied(svc, accounts[0].token):
+            if not delivery.idle() or not applied():
                 drained_at = None
                 continue
             drained_at = drained_at or time.monotonic()
@@ -854,7 +856,9 @@ def _burst(
     return box[0] if box else Writes(), started, ended - started, released, sweeps
 
 
-def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float) -> Phase:
+def burst_storm(
+    svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float, database_url: str
+) -> Phase:
     """As Stripe's renewals reach a webhook endpoint: the subscriptions renew at their period's
     end, each with a draft invoice (burst 1: the subscriptions' and the drafts' events, at once);
     about an hour later Stripe finalizes and charges the drafts (burst 2: the invoices' and the
@@ -866,16 +870,18 @@ def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user:
     clock_base, clock_token = clock(svc, token)
     now = int(_call(_session(clock_token), "GET", f"{clock_base}/sandbox/clock")["now"])
     delivery.hold()
-    figures["emulator 1 s"] = advance(clock_base, clock_token, {"seconds": max(1, int(max(ends)) + 120 - now)})
+    figures["emulator 1 s"], moved_to = advance(
+        clock_base, clock_token, {"seconds": max(1, int(max(ends)) + 120 - now)}
+    )
     progress(f"burst 1: {delivery.pending()} events")
     writes_1, started_1, figures["burst 1 s"], figures["burst 1 events"], _ = _burst(
-        svc, accounts, delivery, user, timeout, poll=False
+        svc, accounts, delivery, user, timeout, False, lambda: _applied(svc, token, database_url, moved_to)
     )
     delivery.hold()
-    figures["emulator 2 s"] = advance(clock_base, clock_token, {"hours": 2})
+    figures["emulator 2 s"], moved_to = advance(clock_base, clock_token, {"hours": 2})
     progress(f"burst 2: {delivery.pending()} events")
     writes_2, started, figures["burst 2 s"], figures["burst 2 events"], sweeps = _burst(
-        svc, accounts, delivery, user, timeout, poll=True
+        svc, accounts, delivery, user, timeout, True, lambda: _applied(svc, token, database_url, moved_to)
     )
     figures["bursts"] = [(started_1, started_1 + figures["burst 1 s"]), (started, started + figures["burst 2 s"])]
     figures["advance s"] = figures["emulator 1 s"] + figures["emulator 2 s"]
@@ -980,7 +986,7 @@ def storm(
             cpu_before = cpu_snapshot(svc, database_url)
             progress(f"N={n}: the storm ({mode})")
             if mode == "burst":
-                phase = burst_storm(svc, accounts, delivery, user, timeout)
+                phase = burst_storm(svc, accounts, delivery, user, timeout, database_url)
             else:
                 phase = live_storm(svc, accounts, delivery, user, events_db, timeout)
             figures.update(phase.figures)
