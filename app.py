@@ -91,7 +91,8 @@ def build_stripe(
         budget = StripeBudget(
             db,
             config.stripe_api_key,
-            limits_for_key(config.stripe_api_key),
+            # A fake at STRIPE_API_BASE may enforce live mode's limits on its test key (SANDBOX_RATE_LIMITS).
+            limits_for_sandbox(config.sandbox_rate_limits) or limits_for_key(config.stripe_api_key),
             user_reserve=config.stripe_budget_user_reserve,
         )
         client = build_client(

@@ -15,7 +15,13 @@ On PostgreSQL, from an empty database for each N (BENCH_STORM_N, default "200,10
    the service's Stripe requests (SANDBOX_REQUEST_LOG), when each renewal is readable
    through the API, and the same user's writes during the storm.
 
-Env: BENCH_STORM_N, BENCH_WEB (web processes, default 1), BENCH_WORKERS (copies of the
+Stripe is the emulator in its own process by default (BENCH_STORM_EMULATOR=process:
+`python -m stripe_sandbox` on a database of its own, <BENCH_DATABASE_URL>_stripe, the service
+reaching it at STRIPE_API_BASE with an sk_test_ key, as it reaches Stripe): the service's processes
+then do only the service's work. BENCH_STORM_EMULATOR=inprocess: the built-in sandbox, inside the
+service's processes (STRIPE_SANDBOX=1), on the service's database.
+
+Env: BENCH_STORM_N, BENCH_STORM_EMULATOR, BENCH_WEB (web processes, default 1), BENCH_WORKERS (copies of the
 Procfile's `worker:` command, if it has one; default 1), BENCH_DATABASE_URL (default
 postgresql://postgres@127.0.0.1:5432/billing_bench, created if absent: its schema is dropped
 for each N, so never point it at a database holding anything else), BENCH_QUIET_SECONDS
@@ -52,18 +58,22 @@ from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from bench.run import JWT_SECRET, ROOT, TIMING, drain_webhooks, free_port, pct
 from billing.cli import run_migrations
 from billing.config import Config
 from billing.db import Database, normalize_database_url
 from billing.tokens import mint_token
+from billing.webhooks import inbox
 from stripe_sandbox.models import SandboxWebhookDelivery
 from stripe_sandbox.request_log import read_requests
 from stripe_sandbox.webhooks import signature_header
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/billing_bench"
 WEBHOOK_SECRET = "whsec_bench_storm_0123456789"
+FAKE_KEY = "sk_test_bench_storm"  # the emulator's server takes any sk_test_ key
+EMULATOR_NICE = 15  # below the service's queue worker (WORKER_NICE, 10)
 ACCOUNTS_PER_WORKSPACE = 10  # pooled mode's limit: several accounts, so no trial
 BUILD_CLIENTS = 16
 DELIVERY_CONCURRENCY = 32  # Stripe's concurrent deliveries to one endpoint (the brief's figure)
@@ -91,12 +101,73 @@ def procfile() -> dict[str, str]:
 class Service:
     bases: list[str]
     processes: list[subprocess.Popen[bytes]]
+    stripe: Emulator | None = None  # the emulator's own process; None: the sandbox in the service's
     _next: int = 0
 
     def base(self) -> str:
         """Round robin over the web processes (the router's part)."""
         self._next = (self._next + 1) % len(self.bases)
         return self.bases[self._next]
+
+
+@dataclass
+class Emulator:
+    """`python -m stripe_sandbox`, serving at `url`."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+
+@contextmanager
+def emulator(database_url: str, webhook_url: str, request_log: Path, rate_limits: str, log: Path) -> Iterator[Emulator]:
+    """The emulator on its own: its own process, its own database, Stripe's rate limits of `rate_limits`."""
+    with log.open("a") as err:
+        process = subprocess.Popen(
+            [
+                # Stripe is not on the service's machine: here it takes the CPU the service leaves.
+                "nice",
+                "-n",
+                str(EMULATOR_NICE),
+                sys.executable,
+                "-m",
+                "stripe_sandbox",
+                "--port",
+                str(free_port()),
+                "--database",
+                database_url,
+                "--webhook-url",
+                webhook_url,
+                "--webhook-secret",
+                WEBHOOK_SECRET,
+                "--rate-limits",
+                rate_limits,
+                "--request-log",
+                str(request_log),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if "serving on " not in line:
+            raise RuntimeError(f"python -m stripe_sandbox did not start (log in {log})")
+        yield Emulator(line.split("serving on ", 1)[1].strip(), process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def fake_env(database_url: str, stripe_url: str, **extra: str) -> dict[str, str]:
+    """The service's environment against the emulator's own server, as against Stripe: a key and
+    STRIPE_API_BASE (SANDBOX_RATE_LIMITS in `extra`: the fake's limits, the budget's)."""
+    env = sandbox_env(database_url, STRIPE_API_KEY=FAKE_KEY, STRIPE_API_BASE=stripe_url, **extra)
+    env.pop("STRIPE_SANDBOX", None)
+    return env
 
 
 def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -118,7 +189,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def service(env: dict[str, str], web: int, workers: int, logs: Path) -> Iterator[Service]:
+def service(
+    env: dict[str, str], web: int, workers: int, logs: Path, stripe: Emulator | None = None
+) -> Iterator[Service]:
     commands = procfile()
     env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     processes: list[subprocess.Popen[bytes]] = []
@@ -147,7 +220,7 @@ def service(env: dict[str, str], web: int, workers: int, logs: Path) -> Iterator
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the service did not start within 120 s (logs in {logs})")
                 time.sleep(0.2)
-        yield Service(bases, processes)
+        yield Service(bases, processes, stripe)
     finally:
         for process in processes:
             _stop(process)
@@ -165,12 +238,13 @@ def sandbox_env(database_url: str, **extra: str) -> dict[str, str]:
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL") or "WARNING",
         **extra,
     }
-    env.pop("STRIPE_API_KEY", None)
+    if "STRIPE_API_KEY" not in extra:
+        env.pop("STRIPE_API_KEY", None)
     return env
 
 
-def empty_database(url: str) -> None:
-    """Create the database if absent; drop everything in it; migrate."""
+def empty_database(url: str, migrate: bool = True) -> None:
+    """Create the database if absent; drop everything in it; migrate (the service's)."""
     base = make_url(normalize_database_url(url))
     admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -182,7 +256,8 @@ def empty_database(url: str) -> None:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    run_migrations(url)
+    if migrate:
+        run_migrations(url)
 
 
 # -- Stripe's side of the webhooks ------------------------------------------------------------
@@ -398,7 +473,7 @@ def build_workspace(svc: Service, index: int, accounts: int) -> list[Account]:
     built = []
     for account_id in ids:
         path = f"/workspaces/{ws}/billing-accounts/{account_id}"
-        _call(session, "POST", f"{base}/sandbox{path}/payment-methods", json={"payment_method": "pm_card_visa"})
+        add_card(svc, session, base, path)
         sub = _call(
             session, "POST", f"{base}{path}/subscriptions", json={"product_quantities": {"users": START_QUANTITY}}
         )
@@ -416,6 +491,27 @@ def build_workspace(svc: Service, index: int, accounts: int) -> list[Account]:
             )
         )
     return built
+
+
+def add_card(svc: Service, session: requests.Session, base: str, path: str) -> None:
+    """A card on the account: through the sandbox's route, or as Stripe.js adds one (a SetupIntent
+    from the service, confirmed at Stripe with a test card)."""
+    if svc.stripe is None:
+        _call(session, "POST", f"{base}/sandbox{path}/payment-methods", json={"payment_method": "pm_card_visa"})
+        return
+    intent = _call(session, "POST", f"{base}{path}/payment-methods")
+    _call(
+        _session(FAKE_KEY),
+        "POST",
+        f"{svc.stripe.url}/v1/setup_intents/{intent['id']}/confirm",
+        data={"payment_method": "pm_card_visa"},
+    )
+    # As a front end after Stripe.js: the card is the service's once Stripe's webhook has been applied.
+    deadline = time.monotonic() + 120
+    while not _call(session, "GET", f"{base}{path}/payment-methods")["data"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path}: the confirmed card never reached the service")
+        time.sleep(0.2)
 
 
 def build(svc: Service, n: int) -> list[Account]:
@@ -469,6 +565,9 @@ class Writes:
     latency: dict[str, list[float]] = field(default_factory=lambda: {"PATCH subscription": [], "POST account": []})
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     stripe_requests: int = 0  # what the writes cost at Stripe (Server-Timing)
+    # Each write's latency less the time its Stripe requests took (Server-Timing's `stripe`): the
+    # service's part, queueing included; Stripe's part is the emulator's, on this machine's cores.
+    ours: list[float] = field(default_factory=list)
 
 
 class UserWrites:
@@ -520,11 +619,13 @@ class UserWrites:
             status = response.status_code
             timings = {m.group(1): m.group(3) for m in TIMING.finditer(response.headers.get("Server-Timing", ""))}
             calls = int(timings.get("stripe") or 0)
+            stripe_ms = float(_durations(response.headers.get("Server-Timing", "")).get("stripe") or 0.0)
         except requests.RequestException:
-            status, calls = 0, 0
+            status, calls, stripe_ms = 0, 0, 0.0
         elapsed = time.monotonic() - started
         with self._lock:
             writes.latency[name].append(elapsed * 1000)
+            writes.ours.append(elapsed * 1000 - stripe_ms)
             writes.statuses[(name, status)] += 1
             writes.stripe_requests += calls
 
@@ -541,6 +642,24 @@ class UserWrites:
         return writes
 
 
+def in_app_acks(since: dict[Path, int]) -> list[float]:
+    """The deliveries' durations in the app (request log lines, BENCH_LOG_LEVEL=INFO; else none),
+    from each web log's offset in `since` on."""
+    durations = []
+    for log, offset in since.items():
+        with log.open("rb") as lines:
+            lines.seek(offset)
+            for line in lines:
+                if b'"/webhooks/stripe"' in line and b'"duration_ms"' in line:
+                    with contextlib.suppress(ValueError):
+                        durations.append(float(json.loads(line)["duration_ms"]))
+    return durations
+
+
+def _durations(header: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in TIMING.finditer(header)}
+
+
 def _write_figures(writes: Writes) -> dict[str, Any]:
     all_latency = [x for values in writes.latency.values() for x in values]
     total = sum(writes.statuses.values())
@@ -550,6 +669,8 @@ def _write_figures(writes: Writes) -> dict[str, Any]:
         "other non-2xx": sum(c for (_, s), c in writes.statuses.items() if not 200 <= s < 300 and s != 429),
         "p50 ms": pct(all_latency, 0.5),
         "p99 ms": pct(all_latency, 0.99),
+        "ours p50 ms": pct(writes.ours, 0.5),
+        "ours p99 ms": pct(writes.ours, 0.99),
         "by kind": {name: (len(v), pct(v, 0.5), pct(v, 0.99)) for name, v in writes.latency.items()},
         "statuses": dict(writes.statuses),
     }
@@ -580,9 +701,10 @@ def _wait_for_emulator(database_url: str, delivery: Delivery, timeout: float) ->
     delivery.wait_idle(timeout)
 
 
-def advance(base: str, token: str, body: dict[str, Any] | None = None) -> float:
+def advance(base: str, token: str, body: dict[str, Any] | None = None) -> tuple[float, int]:
     """POST /sandbox/clock/advance (default 32 days); waits for it whether it answers when done
-    or at once with "status": "advancing" (then GET /sandbox/clock until "ready")."""
+    or at once with "status": "advancing" (then GET /sandbox/clock until "ready"). Returns how
+    long it took and the sandbox time it moved to."""
     session = _session(token)
     started = time.monotonic()
     # Today the answer comes when every renewal has run: minutes for a thousand.
@@ -593,7 +715,7 @@ def advance(base: str, token: str, body: dict[str, Any] | None = None) -> float:
                 progress("the advance failed; advancing 1 s more resumes what is left")
                 _call(session, "POST", f"{base}/sandbox/clock/advance", json={"seconds": 1})
             time.sleep(0.5)
-    return time.monotonic() - started
+    return time.monotonic() - started, int(answer["now"])
 
 
 def _clock_status(session: requests.Session, base: str) -> str | None:
@@ -606,12 +728,22 @@ def _clock_status(session: requests.Session, base: str) -> str | None:
     return str(response.json()["status"])
 
 
-def _applied(svc: Service, token: str) -> bool:
-    """Every event of the last advance is applied (the sandbox clock's `ready`: the user's
-    writes meanwhile make events of their own, which don't count)."""
+def clock(svc: Service, token: str) -> tuple[str, str]:
+    """Where the sandbox clock is, and the token it takes: the service's /sandbox routes, or the
+    emulator's own (its API key)."""
+    return (svc.stripe.url, FAKE_KEY) if svc.stripe is not None else (svc.base(), token)
+
+
+def _applied(svc: Service, token: str, database_url: str, moved_to: int) -> bool:
+    """Every event of the last advance is applied: the sandbox clock's `ready` (the user's
+    writes meanwhile make events of their own, which don't count); on the emulator's own
+    clock, `ready` (every event posted) and none of the service's pending events dated at or
+    before the time the advance moved to (what the sandbox's clock asks the service itself)."""
     try:
-        return _clock_status(_session(token), svc.base()) == "ready"
-    except (requests.RequestException, RuntimeError):
+        if _clock_status(_session(clock(svc, token)[1]), clock(svc, token)[0]) != "ready":
+            return False
+        return svc.stripe is None or not inbox.pending_created_by(_database(database_url), moved_to)
+    except (requests.RequestException, RuntimeError, OSError, SQLAlchemyError):
         return False
 
 
@@ -634,6 +766,7 @@ def _merge(parts: list[Writes]) -> Writes:
     for part in parts:
         for name, values in part.latency.items():
             merged.latency[name].extend(values)
+        merged.ours.extend(part.ours)
         merged.statuses.update(part.statuses)
         merged.stripe_requests += part.stripe_requests
     return merged
@@ -654,7 +787,7 @@ def live_storm(
     poller.start()
     figures: dict[str, Any] = {}
     try:
-        figures["advance s"] = advance(svc.base(), accounts[0].token)
+        figures["advance s"] = advance(*clock(svc, accounts[0].token))[0]
     except BaseException:
         stop_writes.set()
         stop_polls.set()
@@ -683,7 +816,13 @@ def live_storm(
 
 
 def _burst(
-    svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float, poll: bool
+    svc: Service,
+    accounts: list[Account],
+    delivery: Delivery,
+    user: UserWrites,
+    timeout: float,
+    poll: bool,
+    applied: Callable[[], bool],
 ) -> tuple[Writes, float, float, int, list[float]]:
     """Release what the emulator made meanwhile, all at once, with the user's writes (and the
     renewals' poller): until every event is delivered and applied (and every renewal readable).
@@ -703,7 +842,7 @@ def _burst(
     try:
         while time.monotonic() < deadline:
             time.sleep(1)
-            if not delivery.idle() or not _applied(svc, accounts[0].token):
+            if not delivery.idle() or not applied():
                 drained_at = None
                 continue
             drained_at = drained_at or time.monotonic()
@@ -717,7 +856,9 @@ def _burst(
     return box[0] if box else Writes(), started, ended - started, released, sweeps
 
 
-def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float) -> Phase:
+def burst_storm(
+    svc: Service, accounts: list[Account], delivery: Delivery, user: UserWrites, timeout: float, database_url: str
+) -> Phase:
     """As Stripe's renewals reach a webhook endpoint: the subscriptions renew at their period's
     end, each with a draft invoice (burst 1: the subscriptions' and the drafts' events, at once);
     about an hour later Stripe finalizes and charges the drafts (burst 2: the invoices' and the
@@ -726,18 +867,21 @@ def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user:
     token = accounts[0].token
     figures: dict[str, Any] = {}
     ends = [datetime.fromisoformat(a.period_end.replace("Z", "+00:00")).timestamp() for a in accounts]
-    now = int(_call(_session(token), "GET", f"{svc.base()}/sandbox/clock")["now"])
+    clock_base, clock_token = clock(svc, token)
+    now = int(_call(_session(clock_token), "GET", f"{clock_base}/sandbox/clock")["now"])
     delivery.hold()
-    figures["emulator 1 s"] = advance(svc.base(), token, {"seconds": max(1, int(max(ends)) + 120 - now)})
+    figures["emulator 1 s"], moved_to = advance(
+        clock_base, clock_token, {"seconds": max(1, int(max(ends)) + 120 - now)}
+    )
     progress(f"burst 1: {delivery.pending()} events")
     writes_1, started_1, figures["burst 1 s"], figures["burst 1 events"], _ = _burst(
-        svc, accounts, delivery, user, timeout, poll=False
+        svc, accounts, delivery, user, timeout, False, lambda: _applied(svc, token, database_url, moved_to)
     )
     delivery.hold()
-    figures["emulator 2 s"] = advance(svc.base(), token, {"hours": 2})
+    figures["emulator 2 s"], moved_to = advance(clock_base, clock_token, {"hours": 2})
     progress(f"burst 2: {delivery.pending()} events")
     writes_2, started, figures["burst 2 s"], figures["burst 2 events"], sweeps = _burst(
-        svc, accounts, delivery, user, timeout, poll=True
+        svc, accounts, delivery, user, timeout, True, lambda: _applied(svc, token, database_url, moved_to)
     )
     figures["bursts"] = [(started_1, started_1 + figures["burst 1 s"]), (started, started + figures["burst 2 s"])]
     figures["advance s"] = figures["emulator 1 s"] + figures["emulator 2 s"]
@@ -746,40 +890,86 @@ def burst_storm(svc: Service, accounts: list[Account], delivery: Delivery, user:
     return Phase(_merge([writes_1, writes_2]), started, started, figures)
 
 
+def stripe_database(database_url: str) -> str:
+    """The emulator's own database beside the service's: <name>_stripe."""
+    url = make_url(normalize_database_url(database_url))
+    return url.set(database=f"{url.database}_stripe").render_as_string(hide_password=False)
+
+
+@contextmanager
+def stripe_side(
+    own: bool, database_url: str, relay_url: str, request_log: Path, rate_limits: str, workdir: Path
+) -> Iterator[tuple[dict[str, str], Emulator | None]]:
+    """The service's environment and, when `own`, the emulator's process (events to the relay;
+    the service's Stripe requests counted in `request_log` either way)."""
+    if not own:
+        yield (
+            sandbox_env(
+                database_url,
+                SANDBOX_WEBHOOK_URL=relay_url,
+                SANDBOX_REQUEST_LOG=str(request_log),
+                SANDBOX_RATE_LIMITS=rate_limits,
+            ),
+            None,
+        )
+        return
+    with emulator(stripe_database(database_url), relay_url, request_log, rate_limits, workdir / "emulator.log") as fake:
+        yield fake_env(database_url, fake.url, SANDBOX_RATE_LIMITS=rate_limits), fake
+
+
 def storm(
-    n: int, database_url: str, web: int, workers: int, quiet_seconds: float, timeout: float, workdir: Path, mode: str
+    n: int,
+    database_url: str,
+    web: int,
+    workers: int,
+    quiet_seconds: float,
+    timeout: float,
+    workdir: Path,
+    mode: str,
+    own_emulator: bool,
 ) -> dict[str, Any]:
-    figures: dict[str, Any] = {"N": n, "mode": mode}
+    figures: dict[str, Any] = {"N": n, "mode": mode, "emulator": "own process" if own_emulator else "in process"}
     empty_database(database_url)
+    events_db = database_url  # where the emulator keeps its events
+    if own_emulator:
+        events_db = stripe_database(database_url)
+        empty_database(events_db, migrate=False)
     request_log = workdir / f"requests-{n}"
     request_log.mkdir()
     delivery_box = _Box()
     with relay(delivery_box.receive) as relay_url:
-        env = sandbox_env(
-            database_url,
-            SANDBOX_WEBHOOK_URL=relay_url,
-            SANDBOX_REQUEST_LOG=str(request_log),
-            SANDBOX_RATE_LIMITS="",
-        )
         started = time.monotonic()
-        with service(env, web, workers, workdir) as svc:
+        with (
+            # Build with no limits; on the emulator's own server the service's sk_test_ key alone would
+            # mean test mode's 25/s budget, so the build keeps live mode's.
+            stripe_side(
+                own_emulator, database_url, relay_url, request_log, "live" if own_emulator else "", workdir
+            ) as (
+                env,
+                fake,
+            ),
+            service(_with_catalog(env, fake), web, workers, workdir, fake) as svc,
+        ):
             delivery = delivery_box.delivery = Delivery(svc.base)
             progress(f"N={n}: building")
             accounts = build(svc, n)
             figures["build s"] = time.monotonic() - started
             progress(f"N={n}: built in {figures['build s']:.0f} s; delivering the build's {delivery.received} events")
-            _wait_for_emulator(database_url, delivery, 600)
+            _wait_for_emulator(events_db, delivery, 600)
             figures["build+deliver s"] = time.monotonic() - started
             figures["build events"] = delivery.received
         delivery.stop()
 
-        with service({**env, "SANDBOX_RATE_LIMITS": "live"}, web, workers, workdir) as svc:
+        with (
+            stripe_side(own_emulator, database_url, relay_url, request_log, "live", workdir) as (env, fake),
+            service(env, web, workers, workdir, fake) as svc,
+        ):
             delivery = delivery_box.delivery = Delivery(svc.base)
             user = UserWrites(svc, accounts)
             before = read_requests(request_log)
             quiet = user.run(threading.Event(), quiet_seconds)
             figures["quiet"] = _write_figures(quiet)
-            _wait_for_emulator(database_url, delivery, 600)
+            _wait_for_emulator(events_db, delivery, 600)
             # What one write costs at Stripe, its webhooks' re-reads included: the storm's
             # requests less the user's writes' are the renewals'.
             quiet_requests = read_requests(request_log) - before
@@ -792,14 +982,16 @@ def storm(
             delivery = delivery_box.delivery = Delivery(svc.base)
 
             before = read_requests(request_log)
+            logs_before = {log: log.stat().st_size for log in workdir.glob("web-*.log")}
             cpu_before = cpu_snapshot(svc, database_url)
             progress(f"N={n}: the storm ({mode})")
             if mode == "burst":
-                phase = burst_storm(svc, accounts, delivery, user, timeout)
+                phase = burst_storm(svc, accounts, delivery, user, timeout, database_url)
             else:
-                phase = live_storm(svc, accounts, delivery, user, database_url, timeout)
+                phase = live_storm(svc, accounts, delivery, user, events_db, timeout)
             figures.update(phase.figures)
             figures["cpu s"] = cpu_used(cpu_before, cpu_snapshot(svc, database_url))
+            figures["ack in app"] = _percentiles(in_app_acks(logs_before))
             delivery.stop()
             requests_made = read_requests(request_log) - before
 
@@ -878,18 +1070,22 @@ def cpu_snapshot(svc: Service, database_url: str) -> dict[str, dict[int, float]]
             todo.extend(children.get(pid, []))
         return found
 
-    snapshot: dict[str, dict[int, float]] = {"web": {}, "worker": {}, "postgres": {}}
+    snapshot: dict[str, dict[int, float]] = {"web": {}, "worker": {}, "emulator": {}, "postgres": {}}
     for index, process in enumerate(svc.processes):  # the web processes first (service())
         snapshot["web" if index < len(svc.bases) else "worker"].update(tree(process.pid))
-    engine = create_engine(normalize_database_url(database_url))
-    try:
-        with engine.connect() as conn:
-            backends = conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-            ).scalars()
-            snapshot["postgres"] = {pid: table[pid][1] for pid in backends if pid in table}
-    finally:
-        engine.dispose()
+    if svc.stripe is not None:
+        snapshot["emulator"] = tree(svc.stripe.process.pid)
+    databases = [database_url] + ([stripe_database(database_url)] if svc.stripe is not None else [])
+    for url in databases:  # the emulator's own database's backends count as PostgreSQL's too
+        engine = create_engine(normalize_database_url(url))
+        try:
+            with engine.connect() as conn:
+                backends = conn.execute(
+                    text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+                ).scalars()
+                snapshot["postgres"].update({pid: table[pid][1] for pid in backends if pid in table})
+        finally:
+            engine.dispose()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     snapshot["bench"] = {os.getpid(): usage.ru_utime + usage.ru_stime}
     return snapshot
@@ -937,6 +1133,7 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
         ),
     )
     row("delivery", lambda r: r["mode"])
+    row("Stripe (the emulator)", lambda r: r["emulator"])
     row(
         "clock advance took, s",
         lambda r: (
@@ -967,6 +1164,10 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
         lambda r: " and ".join(" / ".join(ms(v) for v in burst) for burst in r.get("ack by burst", [])) or "-",
     )
     row(
+        "ack in the app (request log, BENCH_LOG_LEVEL=INFO): p50 / p90 / p99, ms",
+        lambda r: " / ".join(ms(v) for v in r["ack in app"]),
+    )
+    row(
         "Stripe requests during the storm",
         lambda r: f"{r['stripe requests']:,} ({r['stripe GETs']:,} GETs, {r['stripe 429s']:,} refused 429)",
     )
@@ -991,8 +1192,8 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
     )
     row("accounts without the paid renewal 75 s after the advance", lambda r: f"{r['stale at 75 s']}")
     row(
-        "CPU s in the storm: web (with the emulator) / worker / PostgreSQL / bench",
-        lambda r: " / ".join(f"{r['cpu s'][k]:.0f}" for k in ("web", "worker", "postgres", "bench")),
+        "CPU s in the storm: web / worker / emulator (in web when in process) / PostgreSQL / bench",
+        lambda r: " / ".join(f"{r['cpu s'][k]:.0f}" for k in ("web", "worker", "emulator", "postgres", "bench")),
     )
     row("poll sweep p50 / max, s (resolution)", lambda r: f"{r['poll sweep s'][0]:.1f} / {r['poll sweep s'][1]:.1f}")
 
@@ -1002,6 +1203,10 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
             lambda r: f"{r[phase]['writes']}, {r[phase]['429']}, {r[phase]['other non-2xx']}",
         )
         row(f"user writes, {label}: p50 / p99 ms", lambda r: f"{ms(r[phase]['p50 ms'])} / {ms(r[phase]['p99 ms'])}")
+        row(
+            f"user writes, {label}, less their Stripe requests' time (Server-Timing): p50 / p99 ms",
+            lambda r: f"{ms(r[phase]['ours p50 ms'])} / {ms(r[phase]['ours p99 ms'])}",
+        )
 
     write_rows("quiet", "quiet")
     write_rows("storm writes", "storm")
@@ -1018,6 +1223,20 @@ def report(results: list[dict[str, Any]], web: int, workers: int, database_url: 
     return "\n".join(lines)
 
 
+def _with_catalog(env: dict[str, str], fake: Emulator | None) -> dict[str, str]:
+    """On the emulator's own server the catalog is loaded as at Stripe: `flask sync-catalog` (the
+    sandbox loads its own); the service is not ready without it."""
+    if fake is not None:
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "sync-catalog"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return env
+
+
 def storm_section() -> None:
     sizes = [int(x) for x in os.environ.get("BENCH_STORM_N", "200,1000").split(",") if x.strip()]
     web = int(os.environ.get("BENCH_WEB", "1"))
@@ -1026,6 +1245,9 @@ def storm_section() -> None:
     quiet = float(os.environ.get("BENCH_QUIET_SECONDS", "15"))
     timeout = float(os.environ.get("BENCH_STORM_TIMEOUT", "900"))
     mode = os.environ.get("BENCH_STORM_DELIVERY", "burst")
+    emulator_mode = os.environ.get("BENCH_STORM_EMULATOR", "process")
+    if emulator_mode not in ("process", "inprocess"):
+        raise SystemExit(f"BENCH_STORM_EMULATOR must be process or inprocess, not {emulator_mode!r}")
     if mode not in ("burst", "live"):
         raise SystemExit(f"BENCH_STORM_DELIVERY must be burst or live, not {mode!r}")
     results = []
@@ -1035,7 +1257,9 @@ def storm_section() -> None:
         for n in sizes:
             workdir = Path(tmp) / f"n{n}"
             workdir.mkdir()
-            results.append(storm(n, database_url, web, workers, quiet, timeout, workdir, mode))
+            results.append(
+                storm(n, database_url, web, workers, quiet, timeout, workdir, mode, emulator_mode == "process")
+            )
             print(report(results[-1:], web, workers, database_url), flush=True)
             print(flush=True)
     if len(results) > 1:

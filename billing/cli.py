@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -81,6 +82,9 @@ def worker(threads: int | None, burst: bool) -> None:
         queued = state.queue.run_queued()
         click.echo(json.dumps({"tasks": queued, "objects": apply_due()}))
         return
+    # Background work yields the CPU to Stripe's deliveries and users' requests on a shared machine
+    # (never raised: a process already nicer stays so).
+    os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), state.config.worker_nice))
     state.queue.consumer(threads or state.config.worker_threads).run()
 
 

@@ -86,6 +86,9 @@ class Config:
     # The queue workers (`flask worker`): threads per process, and how often
     # reconcile runs as their periodic task (0: never; the CLI still works).
     worker_threads: int = 4
+    # A queue worker's niceness: on a machine it shares with a web process, Stripe's deliveries and
+    # users' requests get the CPU first (as they get the Stripe request budget first).
+    worker_nice: int = 10
     # PostgreSQL connections one process may open (a web worker's threads hold
     # at most two each; a queue worker's one each, plus the periodic tasks').
     database_pool_size: int = 8
@@ -136,7 +139,8 @@ class Config:
         jwt_secret, jwks_url, algorithms = _jwt_keys(env, sandbox)
         currency = _default_currency(env)
         webhook_secrets = _webhook_secrets(env, sandbox)
-        rate_limits = _sandbox_rate_limits(env) if sandbox else ""
+        # Stripe itself has its key's limits; a fake's limits are what it enforces (in process, or at STRIPE_API_BASE).
+        rate_limits = _sandbox_rate_limits(env) if sandbox or api_base != DEFAULT_STRIPE_API_BASE else ""
         if sandbox:
             _check_sandbox_retry_settings(env)
             _check_sandbox_tax_registrations(env)
@@ -162,6 +166,7 @@ class Config:
             sandbox_latency_ms=float(env.get("SANDBOX_LATENCY_MS") or 0.0) if sandbox else 0.0,
             sandbox_rate_limits=rate_limits,
             worker_threads=_positive_int(env, "WORKER_THREADS", 4),
+            worker_nice=_worker_nice(env),
             database_pool_size=_positive_int(env, "DATABASE_POOL_SIZE", 8),
             reconcile_every_minutes=_reconcile_minutes(env),
             sandbox_webhook_url=env.get("SANDBOX_WEBHOOK_URL") or f"http://127.0.0.1:{port}/webhooks/stripe",
@@ -277,6 +282,13 @@ def _webhook_secrets(env: Mapping[str, str], sandbox: bool) -> tuple[str, ...]:
     if not webhook_secrets and sandbox:
         webhook_secrets = (_dev_secret("dev-webhook-secret"),)
     return webhook_secrets
+
+
+def _worker_nice(env: Mapping[str, str]) -> int:
+    raw = env.get("WORKER_NICE") or "10"
+    if not raw.isdigit() or int(raw) > 19:
+        raise ConfigError("WORKER_NICE must be a whole number from 0 (as the web) to 19 (the lowest priority)")
+    return int(raw)
 
 
 def _sandbox_rate_limits(env: Mapping[str, str]) -> str:

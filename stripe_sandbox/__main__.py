@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         default=env.get("SANDBOX_RATE_LIMITS") or "",
         help="answer 429 past Stripe's limits of that mode (SANDBOX_RATE_LIMITS); default none",
     )
+    parser.add_argument(
+        "--request-log",
+        default=env.get("SANDBOX_REQUEST_LOG") or "",
+        help="a directory where each API request's method, route and status is counted (SANDBOX_REQUEST_LOG; "
+        "stripe_sandbox.request_log.read_requests sums it); default none",
+    )
     args = parser.parse_args(argv)
     if args.webhook_url and not args.webhook_secret:
         parser.error("--webhook-url needs --webhook-secret (or STRIPE_WEBHOOK_SECRET): Stripe signs its events")
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_secret=args.webhook_secret,
             webhooks_before_answer=args.webhooks_before_answer,
             rate_limits=args.rate_limits,
+            request_log=args.request_log,
         )
 
         def stop(signum: int, frame: FrameType | None) -> None:

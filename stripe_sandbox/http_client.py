@@ -183,7 +183,7 @@ class SandboxHTTPClient(stripe.HTTPClient):
     def _dispatch(
         self, method: str, url: str, headers: Headers, post_data: Any, request_id: str, idempotency_key: str | None
     ) -> tuple[int, str, dict[str, str]]:
-        api_key = _authenticate(headers)
+        api_key = authenticate(headers)
         parts = urlsplit(url)
         matched = self._router.match(method, parts.path)
         if self._rate_limits is not None:
@@ -278,7 +278,7 @@ def _run(
     return expand(store, document, params.get("expand") or [])
 
 
-def _authenticate(headers: Headers) -> str:
+def authenticate(headers: Headers) -> str:
     """The request's API key, or Stripe's 401."""
     authorization = headers.get("Authorization", "")
     key = authorization.removeprefix("Bearer ").strip()

@@ -18,10 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from stripe_sandbox import hosted_invoices
+from stripe_sandbox.clock import ClockAdvancing, SandboxClock
 from stripe_sandbox.database import SessionSource, install
-from stripe_sandbox.http_client import SandboxHTTPClient
+from stripe_sandbox.errors import SandboxError
+from stripe_sandbox.http_client import SandboxHTTPClient, authenticate
 from stripe_sandbox.invoice_engine import HOSTED_PATH
 from stripe_sandbox.webhook_retries import DELIVERY_TIMEOUT_SECONDS
 from stripe_sandbox.webhooks import WebhookSender
@@ -29,7 +32,9 @@ from stripe_sandbox.webhooks import WebhookSender
 logger = logging.getLogger(__name__)
 
 HOSTED_PREFIX = HOSTED_PATH.split("{", 1)[0]  # /sandbox/invoices/
+CLOCK_PATH = "/sandbox/clock"
 MAX_BODY_BYTES = 1024 * 1024
+_CLOCK_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 
 
 class SandboxServer:
@@ -59,6 +64,7 @@ class SandboxServer:
         self.client = SandboxHTTPClient(
             database, webhooks=self.webhooks, rate_limits=rate_limits, request_log=request_log, public_url=self.url
         )
+        self.clock = SandboxClock(database, webhooks=self.webhooks, public_url=self.url)
         self.database = database
         self._http = ThreadingHTTPServer((host, port), _handler(self), bind_and_activate=False)
         self._http.daemon_threads = True
@@ -90,6 +96,18 @@ def _post_to(url: str) -> Any:
     return post
 
 
+def _advance_seconds(body: bytes) -> float:
+    """The advance's length from its JSON body; Stripe's invalid_request_error (400) for anything else."""
+    try:
+        data = json.loads(body or b"{}")
+        seconds = sum(float(data.get(unit) or 0) * size for unit, size in _CLOCK_UNITS.items())
+    except (ValueError, TypeError, AttributeError):
+        raise SandboxError(400, "Send a JSON object with seconds, minutes, hours or days.") from None
+    if not seconds > 0:
+        raise SandboxError(400, "Advance by a positive amount of time: seconds, minutes, hours or days.")
+    return seconds
+
+
 def _basic_user(authorization: str) -> str:
     if not authorization.startswith("Basic "):
         return ""
@@ -107,11 +125,45 @@ def _handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path.startswith(HOSTED_PREFIX):
                 self._hosted_invoice()
+            elif self.path.split("?", 1)[0] == CLOCK_PATH:
+                self._clock(advance=False)
             else:
                 self._api("get")
 
         def do_POST(self) -> None:
-            self._api("post")
+            if self.path.split("?", 1)[0] == CLOCK_PATH + "/advance":
+                self._clock(advance=True)
+            else:
+                self._api("post")
+
+        def _clock(self, *, advance: bool) -> None:
+            """The sandbox clock (GET /sandbox/clock, POST /sandbox/clock/advance with JSON
+            `{"seconds"|"minutes"|"hours"|"days": n}`), for a service on STRIPE_API_BASE, whose own
+            /sandbox routes don't exist. An advance answers at once, `advancing`; GET says `ready`
+            once what came due has run and its events have been delivered (their effect in the
+            service is the service's to say: its /readyz `events.pending`)."""
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
+            try:
+                authenticate(CaseInsensitiveDict(self._headers()))
+                if advance:
+                    reading = server.clock.advance_in_background(_advance_seconds(body))
+                else:
+                    reading = server.clock.reading()
+            except SandboxError as error:
+                answer = {"error": error.hash()}
+                self._send(error.status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+                return
+            except ClockAdvancing:
+                message = {"error": {"type": "invalid_request_error", "message": "The clock is still advancing."}}
+                self._send(409, json.dumps(message).encode(), {"Content-Type": "application/json", "Retry-After": "1"})
+                return
+            status = reading.status
+            if status == "ready" and server.webhooks is not None and server.webhooks.deliveries_due():
+                status = "advancing"
+            self._send(
+                200, json.dumps({"now": reading.now, "status": status}).encode(), {"Content-Type": "application/json"}
+            )
 
         def do_DELETE(self) -> None:
             self._api("delete")
@@ -127,18 +179,21 @@ def _handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             body = self.rfile.read(length) if length else None
-            sent = dict(self.headers)
-            basic = _basic_user(self.headers.get("Authorization", ""))
-            if basic:  # `curl -u sk_test_...:`, which Stripe takes as the key too
-                sent["Authorization"] = f"Bearer {basic}"
             try:
-                text, status, headers = server.client.request(method, server.url + self.path, sent, body)
+                text, status, headers = server.client.request(method, server.url + self.path, self._headers(), body)
             except Exception:  # Stripe's answer to its own failure: a 500 api_error (logged here, not sent)
                 logger.exception("sandbox server: %s %s failed", method.upper(), self.path.split("?", 1)[0])
                 error = {"error": {"type": "api_error", "message": "An unknown error occurred in the sandbox."}}
                 self._send(500, json.dumps(error).encode(), {"Content-Type": "application/json"})
                 return
             self._send(status, text.encode(), dict(headers))
+
+        def _headers(self) -> dict[str, str]:
+            sent = dict(self.headers)
+            basic = _basic_user(self.headers.get("Authorization", ""))
+            if basic:  # `curl -u sk_test_...:`, which Stripe takes as the key too
+                sent["Authorization"] = f"Bearer {basic}"
+            return sent
 
         def _hosted_invoice(self) -> None:
             parts = self.path.split("?", 1)[0][len(HOSTED_PREFIX) :].split("/")

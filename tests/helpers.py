@@ -19,9 +19,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from billing.budget import StripeBudget
 from billing.config import DEFAULT_ERRORS_DOC_URL
 from billing.db import Base
 from billing.gateway import StripeGateway
+from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import BillingAccountIndex
 from billing.state import BillingState
 from stripe_sandbox import SANDBOX_TABLES, SandboxHTTPClient
@@ -381,3 +383,10 @@ class FakeStripe:
         if failing and kind == "lost":  # Stripe did it; the answer never arrived
             raise requests.exceptions.ConnectionError("connection reset after the request was sent")
         return status, dict(headers), text
+
+
+def budget_of(app: Flask) -> StripeBudget:
+    """The app's shared Stripe request budget (one per Stripe account)."""
+    http_client = app.extensions["billing"].gateway.client._requestor._client
+    assert isinstance(http_client, InstrumentedHTTPClient) and http_client.budget is not None
+    return http_client.budget

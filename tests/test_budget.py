@@ -21,14 +21,13 @@ from sqlalchemy import event, select
 
 from app import create_app
 from billing import budget
-from billing.budget import BudgetExhausted, StripeBudget, background, endpoint
+from billing.budget import BudgetExhausted, background, endpoint
 from billing.config import Config, ConfigError
-from billing.instrumentation import InstrumentedHTTPClient
 from billing.models import StripeBudgetWindow
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
 from stripe_sandbox.api import build_router
-from tests.helpers import TEST_ENV, Api, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, budget_of, synchronous_webhooks, wipe
 
 SECOND = 2_000_000_000
 
@@ -85,12 +84,6 @@ def limited(database_url: str, session_app: Flask) -> Iterator[Callable[[str], F
 def state_of(app: Flask) -> BillingState:
     state: BillingState = app.extensions["billing"]
     return state
-
-
-def budget_of(app: Flask) -> StripeBudget:
-    http_client = state_of(app).gateway.client._requestor._client
-    assert isinstance(http_client, InstrumentedHTTPClient) and http_client.budget is not None
-    return http_client.budget
 
 
 def counted(app: Flask, bucket_suffix: str = "") -> int:

@@ -213,6 +213,11 @@ def test_config_rules() -> None:
         Config.from_env({**sandbox, "SANDBOX_TAX_REGISTRATIONS": "GB,xx"})
     assert Config.from_env({**sandbox, "SANDBOX_TAX_REGISTRATIONS": "gb, de"}).sandbox
     assert Config.from_env({**sandbox, "STRIPE_TAX": "1"}).stripe_tax is True
+    assert Config.from_env(sandbox).worker_nice == 10
+    assert Config.from_env({**sandbox, "WORKER_NICE": "0"}).worker_nice == 0
+    for nice in ("20", "-5", "low"):
+        with pytest.raises(ConfigError, match="WORKER_NICE"):
+            Config.from_env({**sandbox, "WORKER_NICE": nice})
 
 
 def test_openapi_documents_idempotency_key_on_writes(client: Any) -> None:

@@ -11,10 +11,11 @@ import pytest
 from flask import Flask
 
 from app import create_app
+from billing import budget
 from billing.config import Config, ConfigError
 from billing.state import BillingState
 from stripe_sandbox import rate_limits
-from tests.helpers import TEST_ENV, Api, assert_error, synchronous_webhooks, wipe
+from tests.helpers import TEST_ENV, Api, assert_error, budget_of, synchronous_webhooks, wipe
 
 
 class Clock:
@@ -87,6 +88,14 @@ def test_sandbox_rate_limits_refuses_anything_else() -> None:
 def test_sandbox_rate_limits_mean_nothing_with_a_real_key() -> None:
     env = {**TEST_ENV, "STRIPE_API_KEY": "sk_test_real", "SANDBOX_RATE_LIMITS": "live"}
     assert Config.from_env(env).sandbox_rate_limits == ""
+    assert budget_of(create_app(Config.from_env(env))).limits == budget.TEST  # the key's
+
+
+def test_a_fake_at_stripe_api_base_has_the_limits_it_enforces() -> None:
+    """`python -m stripe_sandbox --rate-limits live` takes only test keys: the budget is live's then."""
+    env = {**TEST_ENV, "STRIPE_API_KEY": "sk_test_fake", "STRIPE_API_BASE": "http://127.0.0.1:12111"}
+    assert budget_of(create_app(Config.from_env({**env, "SANDBOX_RATE_LIMITS": "live"}))).limits == budget.LIVE
+    assert budget_of(create_app(Config.from_env(env))).limits == budget.TEST
 
 
 def test_a_fresh_sandbox_loads_its_whole_catalog_under_the_rate_limit(

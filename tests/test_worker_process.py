@@ -74,6 +74,8 @@ def test_a_worker_killed_mid_batch_loses_nothing(
         while states(state).get("applied", 0) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert states(state).get("applied", 0) >= 2, states(state)
+        # It yields the CPU to the web process beside it (WORKER_NICE, default 10).
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == max(os.getpriority(os.PRIO_PROCESS, 0), 10)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)

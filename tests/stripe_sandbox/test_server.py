@@ -3,6 +3,7 @@ answers, events go to the webhook URL signed as Stripe signs them, hosted pages 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -100,3 +101,95 @@ def test_python_m_stripe_sandbox_serves_on_loopback_and_refuses_unsigned_webhook
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_the_servers_clock_advances_in_the_background_and_says_when_its_events_are_out(database: SqlSessions) -> None:
+    """A service on STRIPE_API_BASE has no /sandbox routes of its own: the server's clock renews a
+    subscription as the in-process clock does, and says `ready` only once its events are sent."""
+    gate = threading.Event()
+    gate.set()
+    received: list[bytes] = []
+
+    class Gated(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            gate.wait(30)
+            received.append(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    listener = bind_local()
+    endpoint = ThreadingHTTPServer(listener.getsockname()[:2], Gated, bind_and_activate=False)
+    endpoint.socket.close()
+    endpoint.socket = listener
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    served = SandboxServer(
+        database, bind_local(), webhook_url=f"http://127.0.0.1:{listener.getsockname()[1]}/", webhook_secret=SECRET
+    )
+    served.start()
+    key = {"Authorization": "Bearer sk_test_clock"}
+
+    def status() -> str:
+        return str(requests.get(f"{served.url}/sandbox/clock", headers=key, timeout=5).json()["status"])
+
+    try:
+        client = stripe.StripeClient("sk_test_clock", base_addresses={"api": served.url}, max_network_retries=0)
+        customer = client.v1.customers.create({"name": "Clocked"})
+        card = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+        price = client.v1.prices.create(
+            {"currency": "usd", "unit_amount": 500, "recurring": {"interval": "month"}, "product_data": {"name": "S"}}
+        )
+        subscription = client.v1.subscriptions.create(
+            {"customer": customer.id, "items": [{"price": price.id}], "default_payment_method": card.id}
+        )
+        deadline = time.monotonic() + 30
+        while status() != "ready":  # the set-up's events out
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = requests.get(f"{served.url}/sandbox/clock", headers=key, timeout=5).json()
+        gate.clear()  # the endpoint stops answering: the renewal's events stay in flight
+
+        advanced = requests.post(f"{served.url}/sandbox/clock/advance", json={"days": 32}, headers=key, timeout=5)
+
+        assert advanced.status_code == 200 and advanced.json()["status"] == "advancing"
+        assert advanced.json()["now"] >= before["now"] + 32 * 86400
+        while served.clock.reading().status != "ready":  # the renewal has run
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        renewed = client.v1.subscriptions.retrieve(subscription.id)
+        assert renewed.items.data[0].current_period_start > subscription.items.data[0].current_period_start
+        assert status() == "advancing"  # its events are not out yet
+        gate.set()
+        while status() != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sent = [json.loads(body)["type"] for body in received]
+        assert "invoice.created" in sent
+    finally:
+        gate.set()
+        served.shutdown()
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"),
+    [
+        ("get", "/sandbox/clock", None, {}, 401),  # no key: Stripe's 401
+        ("post", "/sandbox/clock/advance", {"days": 1}, {"Authorization": "Bearer sk_live_x"}, 401),
+        ("post", "/sandbox/clock/advance", {"days": 0}, {"Authorization": "Bearer sk_test_x"}, 400),
+        ("post", "/sandbox/clock/advance", {"days": "soon"}, {"Authorization": "Bearer sk_test_x"}, 400),
+        ("post", "/sandbox/clock/advance", [1], {"Authorization": "Bearer sk_test_x"}, 400),
+    ],
+)
+def test_the_servers_clock_refuses_what_stripe_would(
+    served: SandboxServer, method: str, path: str, body: Any, headers: dict[str, str], status: int
+) -> None:
+    before = served.clock.reading().now
+    answer = requests.request(method, served.url + path, json=body, headers=headers, timeout=5)
+    assert answer.status_code == status and answer.json()["error"]["type"] == "invalid_request_error"
+    assert served.clock.reading().now - before <= 1  # unmoved
