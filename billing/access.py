@@ -127,9 +127,10 @@ def usage_access(workspace_id: str, *, write: bool) -> Access:
     return access.require_role("admin") if write else access
 
 
-def organization_access(workspace_id: str, organization_id: str) -> tuple[Access, Organization]:
-    """`usage_access(write=False)` and the organization, in one query; 404
-    when the caller may not read the workspace or the organization is not in it."""
+def organization_access(workspace_id: str, organization_id: str, *, write: bool = False) -> tuple[Access, Organization]:
+    """`usage_access(write=...)` and the organization, in one query; 404 when the caller may
+    not read the workspace or the organization is not in it. `write` (a usage report): 403
+    below admin, then 409 when the workspace is archived, before the organization's 404."""
     service = has_scope(USAGE_SCOPE)
     with current().db.read() as session:
         row = session.execute(
@@ -138,9 +139,14 @@ def organization_access(workspace_id: str, organization_id: str) -> tuple[Access
         ).first()
     if row is None:
         raise not_found("workspace")
+    access = Access(workspace=row[0], role=row[1], user_id=g.user_id)
+    if write:
+        if not service:
+            access.require_role("admin")
+        access.require_writable()
     if row[2] is None:
         raise not_found("organization")
-    return Access(workspace=row[0], role=row[1], user_id=g.user_id), row[2]
+    return access, row[2]
 
 
 def account_access(workspace_id: str, customer_id: str) -> AccountAccess:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, text, update
 
-from billing.models import Organization
+from billing.models import CapacityHold, Organization, utcnow
 from billing.organizations import routes
 from billing.organizations.capacity import holding, lock_workspace
 from billing.tokens import mint_token
@@ -734,6 +735,32 @@ def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice:
     )
     assert_error(response, 409, "capacity_exceeded")
     assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
+
+
+def test_a_report_waiting_on_a_decrease_counts_its_hold(app: Any, alice: Any, auth: Any, state: Any) -> None:
+    """A report reads the pool's capacity before it waits for the workspace lock; a decrease's
+    hold committed meanwhile changes it: the report is checked again against the capacity as
+    the lock's holder left it, not the one it read before waiting."""
+    ws = alice.workspace("pooled")
+    sub = subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
+    root = make_root(alice, ws)
+    response = while_locked(
+        app,
+        state,
+        ws,
+        lambda session: session.add(
+            CapacityHold(
+                workspace_id=ws,
+                subscription_id=sub["id"],
+                quantities={"users": 2, "locations": 0, "sso": 0},
+                expires_at=utcnow() + timedelta(seconds=60),
+            )
+        ),  # as holding does
+        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 3),
+    )
+    assert_error(response, 409, "capacity_exceeded")
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 0
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 2, "used": 0, "free": 2}
 
 
 def test_a_delete_waiting_on_a_report_sees_its_usage(app: Any, alice: Any, auth: Any, state: Any) -> None:
