@@ -533,6 +533,24 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
     assert report(alice, ws, root["id"], "users", 3).status_code == 200
 
 
+def test_a_capacity_known_from_an_earlier_report_is_not_used_once_a_hold_lowers_it(
+    app: Any, alice: Any, state: Any
+) -> None:
+    """A process keeps the capacity its last report read (PostgreSQL): the next report checks,
+    under the lock, that what it was computed from is unchanged; a hold placed since is not."""
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe_with_card(alice, ws, account, {"users": 5})
+    root = make_root(alice, ws)
+    assert report(alice, ws, root["id"], "users", 1).json["free"] == 4
+    with app.app_context(), holding(state, ws, account, sub["id"], {"users": 2}, cancelling=False):
+        error = assert_error(report(alice, ws, root["id"], "users", 3), 409, "capacity_exceeded")
+        assert error["message"] == "Not enough users capacity: requested 3, free 1."
+        assert report(alice, ws, root["id"], "users", 1).json["free"] == 0
+    assert report(alice, ws, root["id"], "users", 3).json["free"] == 0
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 5
+
+
 # -- callers: service tokens, idempotency ------------------------------------------------
 
 

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Select,
     String,
     Subquery,
-    and_,
     bindparam,
     case,
     cast,
@@ -487,13 +486,20 @@ def _pool_used(product: str, of_account: bool) -> Any:
     return select(func.coalesce(func.sum(getattr(root, f"subtree_{product}")), 0)).where(*where).scalar_subquery()
 
 
-def _report_statement(product: str, of_account: bool, fingerprinted: bool) -> Any:
+def _fingerprint_holds(of_account: bool) -> Any:
+    """The pool's capacity is still what the report was checked against (params: `fingerprint`
+    and those of `replica.subscriptions_statement`)."""
+    return select(_fingerprint(_fingerprinted_rows(of_account))).scalar_subquery() == bindparam("fingerprint")
+
+
+def _report_statement(product: str, of_account: bool, fingerprinted: bool, taking: bool) -> Any:
     """The check and the move of a usage report, one statement: run under the workspace's
     lock, in a snapshot taken after it, it reads the rows it checks as the lock's previous
-    holder left them. A positive delta moves only if it fits the pool's capacity (the
-    `capacity` param, from the pool's subscriptions: with `fingerprinted`, read before the
-    lock and still the same, else read under it) and every limit on the path; a negative one
-    never takes the organization's usage below 0. Params: `_Report.params`."""
+    holder left them. `taking` (a positive delta) moves only if the organization still draws
+    on the pool checked, and the delta fits its capacity (the `capacity` param, from the pool's
+    subscriptions: with `fingerprinted`, read before the lock and still the same, else read
+    under it) and every limit on the path; a release never takes the organization's usage
+    below 0. Params: `_Report.params`."""
     usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
     reported, on_path = aliased(Organization, name="reported"), aliased(Organization, name="on_path")
     delta = bindparam("delta", type_=Integer)
@@ -502,31 +508,31 @@ def _report_statement(product: str, of_account: bool, fingerprinted: bool) -> An
         .where(reported.id == bindparam("organization_id"), reported.workspace_id == bindparam("in_workspace"))
         .scalar_subquery()
     )
-    change = case((used_here + delta < 0, -used_here), else_=delta)  # a release stops at 0
     limit_on_path, subtree_on_path = getattr(on_path, f"limit_{product}"), getattr(on_path, f"subtree_{product}")
-    takes = [
-        _in_pool(of_account),
-        ~exists().where(
-            on_path.id.in_(bindparam("ids", expanding=True)),
-            limit_on_path.is_not(None),
-            subtree_on_path + delta > limit_on_path,
-        ),
-        _pool_used(product, of_account) + delta <= bindparam("capacity", type_=Integer),
-    ]
-    if fingerprinted:
-        takes.append(
-            select(_fingerprint(_fingerprinted_rows(of_account))).scalar_subquery() == bindparam("fingerprint")
-        )
+    if taking:
+        change: Any = delta
+        checks = [
+            _in_pool(of_account),
+            ~exists().where(
+                on_path.id.in_(bindparam("ids", expanding=True)),
+                limit_on_path.is_not(None),
+                subtree_on_path + delta > limit_on_path,
+            ),
+            _pool_used(product, of_account) + delta <= bindparam("capacity", type_=Integer),
+            *([_fingerprint_holds(of_account)] if fingerprinted else []),
+        ]
+    else:
+        change = case((used_here + delta < 0, -used_here), else_=delta)  # a release stops at 0
+        checks = [change != 0]
     writable = exists().where(Workspace.id == bindparam("in_workspace"), Workspace.archived_at.is_(None))
-    return (
+    statement = (
         update(Organization)
         .where(
             Organization.id.in_(bindparam("ids", expanding=True)),
             Organization.workspace_id == bindparam("in_workspace"),
             writable,
             used_here.is_not(None),
-            or_(delta <= 0, and_(*takes)),
-            change != 0,
+            *checks,
         )
         .values(
             {
@@ -534,6 +540,15 @@ def _report_statement(product: str, of_account: bool, fingerprinted: bool) -> An
                 subtree: subtree + change,
             }
         )
+    )
+    if not fingerprinted:
+        return statement
+    # PostgreSQL, read back in the same statement: the path's rows as moved, the change, the
+    # pool's usage before it (the statement's snapshot), and for a release (which checked
+    # nothing) whether the answer's capacity and pool are still the organization's.
+    stale = literal(False) if taking else or_(~_in_pool(of_account), ~_fingerprint_holds(of_account))
+    return statement.returning(
+        *_PATH_COLUMNS, change.label("change"), _pool_used(product, of_account).label("pool_used"), stale
     )
 
 
@@ -546,25 +561,40 @@ _PATH_COLUMNS = (
 )
 
 
-def _state_statement(of_account: bool, fingerprinted: bool) -> Select[Any]:
-    """After the move, in the same transaction: the path's rows, the pool's usage, whether
-    the organization still draws on that pool and (`fingerprinted`) whether its capacity is
-    still what the report was checked against. Params: `_Report.params`."""
-    stale = ~_in_pool(of_account)
-    if fingerprinted:
-        fingerprint = select(_fingerprint(_fingerprinted_rows(of_account))).scalar_subquery()
-        stale = or_(stale, fingerprint != bindparam("fingerprint"))
-    return select(
-        *_PATH_COLUMNS, *(_pool_used(p, of_account).label(f"pool_{p}") for p in PRODUCTS), stale.label("stale")
-    ).where(
+def _state_statement(of_account: bool) -> Select[Any]:
+    """After the move, in the same transaction: the path's rows and the pool's usage
+    (params: `_Report.params`)."""
+    return select(*_PATH_COLUMNS, *(_pool_used(p, of_account).label(f"pool_{p}") for p in PRODUCTS)).where(
         Organization.id.in_(bindparam("ids", expanding=True)), Organization.workspace_id == bindparam("in_workspace")
     )
 
 
-_KINDS = [(p, a, f) for p in PRODUCTS for a in (False, True) for f in (False, True)]
-_REPORT = {(p, a, f): _report_statement(p, a, f) for p, a, f in _KINDS}
-_STATE = {(a, f): _state_statement(a, f) for a in (False, True) for f in (False, True)}
+_KINDS = [(p, a, f, t) for p in PRODUCTS for a in (False, True) for f in (False, True) for t in (False, True)]
+_REPORT = {kind: _report_statement(*kind) for kind in _KINDS}
+_STATE = {of_account: _state_statement(of_account) for of_account in (False, True)}
 _LOCK_ROW = select(Workspace.archived_at).where(Workspace.id == bindparam("in_workspace")).with_for_update()
+
+
+# What each pool's capacity was when this process last read it, with the fingerprint of what it
+# was computed from, by (workspace, account): a report checks that fingerprint under the lock, so
+# a capacity that has changed since is never used (the report is checked again, and the entry
+# dropped). Saves a report the read of the subscriptions' documents.
+_KNOWN_CAPACITY: dict[tuple[str, str | None], tuple[Quantities, str]] = {}
+_KNOWN_POOLS = 4096  # then it starts again
+
+
+def _read_capacity(state: BillingState, report: _Report) -> tuple[Quantities, str]:
+    """The pool's capacity and its fingerprint, read now (and kept in `_KNOWN_CAPACITY`)."""
+    with state.db.columns() as connection:
+        pairs, fingerprint = connection.execute(
+            _POOL_INPUTS[report.pool.account_id is not None],
+            replica.subscriptions_params(report.workspace_id, PROVIDING, report.pool.account_id),
+        ).one()
+    capacity = _sum(_provided(state.products, pairs or []).values())
+    if len(_KNOWN_CAPACITY) >= _KNOWN_POOLS:
+        _KNOWN_CAPACITY.clear()
+    _KNOWN_CAPACITY[report.workspace_id, report.pool.account_id] = capacity, fingerprint
+    return capacity, fingerprint
 
 
 def report_usage(
@@ -577,37 +607,39 @@ def report_usage(
 
     Reports of one workspace queue on its lock, so each holds it for as little as it can. On
     PostgreSQL the pool's capacity (computed here from the subscriptions' documents) is read
-    first, with a fingerprint of what it came from; then one transaction, sent as one round
-    trip, takes the lock, checks and moves in one statement (if the fingerprint still holds)
-    and reads the rows back; its commit doesn't wait for the disk (README: a usage report's
-    200). A report that found the capacity changed meanwhile is checked again the slow way,
-    with the capacity read under the lock, as on SQLite (whose writes queue on its lock)."""
+    first, with a fingerprint of what it came from (or known from an earlier report of this
+    process, `_KNOWN_CAPACITY`); then one transaction, sent as one round trip, takes the lock
+    and checks, moves and reads back in one statement (a positive delta only if the
+    fingerprint still holds); its commit doesn't wait for the disk (README: a usage report's
+    200). A report that moved nothing (refused, or the capacity changed meanwhile) is checked
+    again the slow way, with the capacity read under the lock, as on SQLite (whose writes
+    queue on its lock)."""
     path_ids = [org.id, *reversed(org.ancestor_ids)]
     report = _Report(workspace.id, org.id, path_ids, pool_of(workspace, org.billing_account_id), product, delta)
     if state.db.is_sqlite:
         return _report_in_transaction(state, report)
     of_account = report.pool.account_id is not None
-    with state.db.columns() as connection:
-        pairs, fingerprint = connection.execute(
-            _POOL_INPUTS[of_account], replica.subscriptions_params(workspace.id, PROVIDING, report.pool.account_id)
-        ).one()
-    capacity = _sum(_provided(state.products, pairs or []).values())
+    known = (workspace.id, report.pool.account_id)
+    capacity, fingerprint = _KNOWN_CAPACITY.get(known) or _read_capacity(state, report)
     params = report.params(capacity, fingerprint)
-    (locked, _), (_, moved), (rows, _) = state.db.in_one_round_trip(
-        [(_LOCK_ROW, params), (_REPORT[product, of_account, True], params), (_STATE[of_account, True], params)],
-        wait_for_disk=False,
+    (locked, _), (rows, _) = state.db.in_one_round_trip(
+        [(_LOCK_ROW, params), (_REPORT[product, of_account, True, delta > 0], params)], wait_for_disk=False
     )
-    read = _read_back(state, workspace, report, locked, rows, capacity)
-    if read is None:  # the organization's pool or its capacity changed since it was read
-        if delta > 0:
-            return _report_in_transaction(state, report)  # nothing moved: check it again
-        with state.db.read() as session:  # a release moved (it needs no capacity): answer as a limits read
+    if not locked:
+        raise not_found("workspace")
+    if locked[0][0] is not None:
+        raise workspace_archived()
+    nodes = {row[0]: row for row in rows}
+    if report.org_id not in nodes:  # refused, stale, gone, or nothing to release: the slow way says which
+        _KNOWN_CAPACITY.pop(known, None)
+        return _report_in_transaction(state, report)
+    *_, change, pool_before, stale = nodes[report.org_id]
+    if stale:  # a release moved (it needs no capacity), but the answer's capacity or pool is not current
+        _KNOWN_CAPACITY.pop(known, None)
+        with state.db.read() as session:
             return Limits(state, session, workspace, org).entry(product)
-    if delta > 0 and not moved:
-        with state.db.write() as session:
-            refused = _refused(session, report, read)
-        raise refused
-    return read.entry(product)
+    path = [_node(nodes[i]) for i in path_ids]
+    return Limits.of(state, workspace, path, {product: int(pool_before) + int(change)}, capacity).entry(product)
 
 
 def _report_in_transaction(state: BillingState, report: _Report) -> dict[str, Any]:
@@ -618,14 +650,14 @@ def _report_in_transaction(state: BillingState, report: _Report) -> dict[str, An
         report = replace(report, pool=pool_of(workspace, org.billing_account_id))
         capacity = provided(state.products, session, report.workspace_id, report.pool)
         params = report.params(capacity, None)
-        of_account = report.pool.account_id is not None
+        of_account, taking = report.pool.account_id is not None, report.delta > 0
         connection = session.connection()  # Core statements: the ORM's bulk-update machinery costs
-        moved = connection.execute(_REPORT[report.product, of_account, False], params).rowcount
-        rows = connection.execute(_STATE[of_account, False], params).all()
-        read = _read_back(state, workspace, report, [(None,)], rows, capacity)
-        assert read is not None  # read under the lock: the same pool, the same capacity
+        moved = connection.execute(_REPORT[report.product, of_account, False, taking], params).rowcount
+        nodes = {row[0]: row for row in connection.execute(_STATE[of_account], params)}
+        pool_used = dict(zip(PRODUCTS, (int(v) for v in nodes[org.id][len(_PATH_COLUMNS) :]), strict=True))
+        read = Limits.of(state, workspace, [_node(nodes[i]) for i in report.path_ids], pool_used, capacity)
         # A refusal's entry commits with this transaction, which changes nothing else.
-        refused = _refused(session, report, read) if report.delta > 0 and not moved else None
+        refused = _refused(session, report, read) if taking and not moved else None
     if refused is not None:
         raise refused
     return read.entry(report.product)
@@ -644,30 +676,6 @@ def _refused(session: Session, report: _Report, read: Limits) -> ApiError:
     )
     free = read.free(product)
     return ApiError(409, "capacity_exceeded", f"Not enough {product} capacity: requested {report.delta}, free {free}.")
-
-
-def _read_back(
-    state: BillingState,
-    workspace: Workspace,
-    report: _Report,
-    locked: Sequence[Any],
-    rows: Sequence[Any],
-    capacity: Quantities,
-) -> Limits | None:
-    """The report's limits from the rows read after its move; None when stale (the
-    organization draws on another pool, or the capacity is no longer the one checked)."""
-    if not locked:
-        raise not_found("workspace")
-    if locked[0][0] is not None:
-        raise workspace_archived()
-    nodes = {row[0]: row for row in rows}
-    if report.org_id not in nodes:
-        raise not_found("organization")
-    if nodes[report.org_id][-1]:
-        return None
-    path = [_node(nodes[i]) for i in report.path_ids if i in nodes]
-    pool_used = dict(zip(PRODUCTS, (int(v) for v in nodes[report.org_id][len(_PATH_COLUMNS) : -1]), strict=True))
-    return Limits.of(state, workspace, path, pool_used, capacity)
 
 
 def _node(row: Sequence[Any]) -> Organization:
