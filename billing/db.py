@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import pq
 from sqlalchemy import Connection, Engine, Executable, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -130,6 +131,8 @@ class Database:
             _ping_when_idle(self.engine, self._suspect_since)
         self._write_engine = self.engine.execution_options(write_lock=True)
         self._compiled_statements: dict[Executable, Any] = {}  # in_one_round_trip's
+        # psycopg's pipeline needs libpq 14 or later (its binary package ships one).
+        self.has_round_trip_transactions = not self.is_sqlite and psycopg.Pipeline.is_supported()
         # Reads on PostgreSQL skip BEGIN/ROLLBACK: two round trips fewer per read.
         self._read_engine = (
             self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -271,14 +274,15 @@ class Database:
     def in_one_round_trip(
         self, statements: Sequence[tuple[Executable, Mapping[str, Any]]], *, wait_for_disk: bool = True
     ) -> list[tuple[list[tuple[Any, ...]], int]]:
-        """PostgreSQL only: run `statements` in one transaction sent as one round trip (psycopg's
-        pipeline: BEGIN, the statements and COMMIT go out together), and answer each one's rows
+        """PostgreSQL (`has_round_trip_transactions`): run `statements` in one transaction sent
+        as one round trip (psycopg's pipeline: BEGIN, the statements and COMMIT go out
+        together), and answer each one's rows
         and rowcount. No statement can depend on an earlier one's answer, but each sees what the
         earlier ones did, and a row lock one takes is held by the server alone: no client round
         trip, no Python, runs while it is held. Each is compiled once, its parameters processed
         as SQLAlchemy would, and announced to the engine's `before_cursor_execute` listeners
         (statement counts, tests) as SQLAlchemy's own are. `wait_for_disk` as in `write()`."""
-        assert not self.is_sqlite, "SQLite: use write()"
+        assert self.has_round_trip_transactions, "SQLite, or a libpq without pipelines: use write()"
         expanded = [self._expanded(statement, params) for statement, params in statements]
         if not wait_for_disk:
             expanded.insert(0, (str(_NO_WAIT_FOR_DISK), {}))
@@ -318,7 +322,12 @@ class Database:
                 raise
             if not wait_for_disk:
                 cursors.pop(0)  # the setting's
-            return [(cursor.fetchall() if cursor.description else [], cursor.rowcount) for cursor in cursors]
+            # (`description` would build its columns' descriptions, per statement)
+            rows = pq.ExecStatus.TUPLES_OK
+            return [
+                (cursor.fetchall() if cursor.pgresult and cursor.pgresult.status == rows else [], cursor.rowcount)
+                for cursor in cursors
+            ]
 
     def _expanded(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The SQL and parameters SQLAlchemy would hand the driver (compiled once a statement)."""

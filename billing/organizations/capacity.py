@@ -616,7 +616,7 @@ def report_usage(
     queue on its lock)."""
     path_ids = [org.id, *reversed(org.ancestor_ids)]
     report = _Report(workspace.id, org.id, path_ids, pool_of(workspace, org.billing_account_id), product, delta)
-    if state.db.is_sqlite:
+    if not state.db.has_round_trip_transactions:
         return _report_in_transaction(state, report)
     of_account = report.pool.account_id is not None
     known = (workspace.id, report.pool.account_id)
