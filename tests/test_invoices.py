@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 
 from billing import replica
 from billing.models import StripeCopy
@@ -346,11 +346,22 @@ def test_the_lists_product_names_are_the_copys_including_a_product_without_one(
 
     assert listed() == expected() and {name for _, name in listed()} == {"Users", "Single sign-on"}
     products = {name: id_ for id_, name in _product_ids(state).items()}
-    with state.db.write() as session:
-        row = session.get(StripeCopy, products["Users"])
-        row.data = {k: v for k, v in row.data.items() if k != "name"}
-        session.execute(delete(StripeCopy).where(StripeCopy.id == products["Single sign-on"]))
-    assert listed() == expected() and {name for _, name in listed()} == {"None", None}
+    kept = [products["Users"], products["Single sign-on"]]
+    with state.db.read() as session:  # the catalog's copy outlives the test (tests.helpers.wipe): put it back
+        originals = [
+            {column.key: getattr(row, column.key) for column in StripeCopy.__table__.columns}
+            for row in session.scalars(select(StripeCopy).where(StripeCopy.id.in_(kept)))
+        ]
+    try:
+        with state.db.write() as session:
+            row = session.get(StripeCopy, products["Users"])
+            row.data = {k: v for k, v in row.data.items() if k != "name"}
+            session.execute(delete(StripeCopy).where(StripeCopy.id == products["Single sign-on"]))
+        assert listed() == expected() and {name for _, name in listed()} == {"None", None}
+    finally:
+        with state.db.write() as session:
+            session.execute(delete(StripeCopy).where(StripeCopy.id.in_(kept)))
+            session.execute(insert(StripeCopy), originals)
 
 
 def _product_ids(state: Any) -> dict[str, str]:
