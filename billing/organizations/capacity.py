@@ -411,7 +411,7 @@ def capacity(state: BillingState, workspace: Workspace) -> dict[str, Any]:
 def _fingerprint(rows: Subquery) -> Any:
     """PostgreSQL: what a pool's capacity is computed from, as one string: each providing
     subscription's copy with its stamp (a new view of it has a later one) and each live hold
-    on it. Equal strings, equal capacity."""
+    on it (a hold is never changed, only added or removed). Equal strings, equal capacity."""
     entry = (
         rows.c.copy_id + ":" + cast(rows.c.fetched_at, String) + ":" + cast(func.coalesce(rows.c.hold_id, 0), String)
     )
@@ -441,7 +441,7 @@ class _Report:
 
     workspace_id: str
     org_id: str
-    path_ids: list[str]  # the organization and its ancestors (they never change)
+    path_ids: list[str]  # the organization, then its ancestors nearest first (they never change)
     pool: Pool
     product: str
     delta: int
@@ -463,7 +463,7 @@ class _Report:
 
 def _in_pool(of_account: bool) -> Any:
     """The organization (fresh: read after the lock) still draws on the pool the report
-    was checked against (params: workspace_id, organization_id, account_id)."""
+    was checked against (params: in_workspace, organization_id, account_id)."""
     reported = aliased(Organization, name="reported")
     where = [
         Workspace.id == bindparam("in_workspace"),
@@ -478,7 +478,7 @@ def _in_pool(of_account: bool) -> Any:
 
 
 def _pool_used(product: str, of_account: bool) -> Any:
-    """The pool's usage of `product`: its roots' subtrees (params: workspace_id, account_id)."""
+    """The pool's usage of `product`: its roots' subtrees (params: in_workspace, account_id)."""
     root = aliased(Organization, name="pool_root")
     where = [root.workspace_id == bindparam("in_workspace"), root.parent_id.is_(None)]
     if of_account:
