@@ -755,6 +755,33 @@ def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice:
     assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
 
 
+def test_a_report_waiting_on_another_counts_what_it_took(app: Any, alice: Any, auth: Any, state: Any) -> None:
+    """Two reports at once, the first holding the workspace lock with its move not yet committed:
+    the second reads the rows it checks once it has the lock (PostgreSQL: in a snapshot taken
+    after it), so it sees the first's usage, on its own path (a limit) and in the pool."""
+    ws = alice.workspace("pooled")
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
+    limited, other = make_root(alice, ws, limits={"users": 3}), make_root(alice, ws, name="Other")
+    third = make_root(alice, ws, name="Third")
+    client = Api(app.test_client(), auth("alice"))
+    # The limit (the pool had room: 3 + 1 of 5), then the pool (no limit on `third`).
+    for taken, reported, moved in ((limited, limited, 3), (other, third, 2)):
+        response = while_locked(
+            app,
+            state,
+            ws,
+            lambda session, taken=taken, moved=moved: session.execute(
+                update(Organization)
+                .where(Organization.id == taken["id"])
+                .values(usage_users=Organization.usage_users + moved, subtree_users=Organization.subtree_users + moved)
+            ),  # as a report does
+            lambda reported=reported: report(client, ws, reported["id"], "users", 1),
+        )
+        assert_error(response, 409, "capacity_exceeded")
+    assert [usage_of(alice, ws, o["id"])["usage"]["users"] for o in (limited, other, third)] == [3, 2, 0]
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 5, "used": 5, "free": 0}
+
+
 def test_a_report_waiting_on_a_decrease_counts_its_hold(app: Any, alice: Any, auth: Any, state: Any) -> None:
     """A report reads the pool's capacity before it waits for the workspace lock; a decrease's
     hold committed meanwhile changes it: the report is checked again against the capacity as
