@@ -12,13 +12,15 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+import psycopg
+from psycopg import pq
+from sqlalchemy import Connection, Engine, Executable, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
@@ -151,6 +153,9 @@ class Database:
         else:
             _ping_when_idle(self.engine, self._suspect_since)
         self._write_engine = self.engine.execution_options(write_lock=True)
+        self._compiled_statements: dict[Executable, Any] = {}  # in_one_round_trip's
+        # psycopg's pipeline needs libpq 14 or later (its binary package ships one).
+        self.has_round_trip_transactions = not self.is_sqlite and psycopg.Pipeline.is_supported()
         # Reads on PostgreSQL skip BEGIN/ROLLBACK: two round trips fewer per read.
         self._read_engine = (
             self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -288,6 +293,75 @@ class Database:
                 if not wait_for_disk and not self.is_sqlite:
                     session.execute(_NO_WAIT_FOR_DISK)
                 yield session
+
+    def in_one_round_trip(
+        self, statements: Sequence[tuple[Executable, Mapping[str, Any]]], *, wait_for_disk: bool = True
+    ) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """PostgreSQL (`has_round_trip_transactions`): run `statements` in one transaction sent
+        as one round trip (psycopg's pipeline: BEGIN, the statements and COMMIT go out
+        together), and answer each one's rows
+        and rowcount. No statement can depend on an earlier one's answer, but each sees what the
+        earlier ones did, and a row lock one takes is held by the server alone: no client round
+        trip, no Python, runs while it is held. Each is compiled once, its parameters processed
+        as SQLAlchemy would, and announced to the engine's `before_cursor_execute` listeners
+        (statement counts, tests) as SQLAlchemy's own are. `wait_for_disk` as in `write()`."""
+        assert self.has_round_trip_transactions, "SQLite, or a libpq without pipelines: use write()"
+        expanded = [self._expanded(statement, params) for statement, params in statements]
+        if not wait_for_disk:
+            expanded.insert(0, (str(_NO_WAIT_FOR_DISK), {}))
+        with self.columns() as connection:  # autocommits: BEGIN and COMMIT are ours
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            announced = connection._has_events or connection.engine._has_events
+            announce = connection.dispatch.before_cursor_execute if announced else None
+            try:
+                with driver.pipeline():
+                    driver.execute("BEGIN")
+                    cursors = []
+                    for sql, params in expanded:
+                        cursor = driver.cursor()
+                        if announce is not None:
+                            announce(connection, cursor, sql, params, None, False)
+                        cursors.append(cursor.execute(sql, params))
+                    driver.execute("COMMIT")
+            except self.engine.dialect.loaded_dbapi.Error as error:
+                # As SQLAlchemy raises a driver's error (the 503 handler knows its own), and a
+                # connection the error cut is not handed back to the pool.
+                cut = self.engine.dialect.is_disconnect(error, driver, None)
+                if cut:
+                    connection.invalidate()
+                elif driver.info.transaction_status != pq.TransactionStatus.IDLE:
+                    driver.execute("ROLLBACK")
+                raise DBAPIError.instance(
+                    "; ".join(sql for sql, _ in expanded),
+                    None,
+                    error,
+                    self.engine.dialect.loaded_dbapi.Error,
+                    connection_invalidated=cut,
+                    dialect=self.engine.dialect,
+                ) from error
+            except BaseException:
+                connection.invalidate()  # in doubt: its transaction may still be open
+                raise
+            if not wait_for_disk:
+                cursors.pop(0)  # the setting's
+            # (`description` would build its columns' descriptions, per statement)
+            rows = pq.ExecStatus.TUPLES_OK
+            return [
+                (cursor.fetchall() if cursor.pgresult and cursor.pgresult.status == rows else [], cursor.rowcount)
+                for cursor in cursors
+            ]
+
+    def _expanded(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The SQL and parameters SQLAlchemy would hand the driver (compiled once a statement)."""
+        compiled = self._compiled_statements.get(statement)
+        if compiled is None:
+            compiled = self._compiled_statements[statement] = statement.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
+        state = compiled.construct_expanded_state(params)
+        processors = state.processors
+        return state.statement, {
+            name: processors[name](value) if name in processors else value for name, value in state.parameters.items()
+        }
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import stripe
-from sqlalchemy import BigInteger, Select, bindparam, case, func, literal, select, tuple_, update
+from sqlalchemy import JSON, BigInteger, FunctionElement, Select, bindparam, case, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from billing.audit import trail
@@ -332,12 +333,45 @@ def open_invoice_paid_with(db: Database, customer_id: str, payment_intent_id: st
     return None
 
 
-def _invoices_statement(cursor: str | None) -> Select[Any, Any]:
+class _ProductNames(FunctionElement[Any]):
+    """An invoice's products, by id, with their names (`None` for a product the copy holds
+    without one; a product it doesn't hold is left out): the copy's products that the
+    invoice's lines name, unnested from its document in the invoices' own statement."""
+
+    type = JSON()
+    name = "product_names"
+    inherit_cache = True
+
+
+@compiles(_ProductNames, "postgresql")
+def _product_names_postgresql(element: _ProductNames, compiler: Any, **kw: Any) -> str:
+    data = compiler.process(element.clauses, **kw)
+    return (
+        "(SELECT jsonb_object_agg(product.id, product.data ->> 'name') FROM stripe_copies AS product"
+        " WHERE product.object_type = 'product' AND product.id IN"
+        " (SELECT line -> 'pricing' -> 'price_details' ->> 'product'"
+        f" FROM jsonb_array_elements({data} -> 'lines' -> 'data') AS line))"
+    )
+
+
+@compiles(_ProductNames, "sqlite")
+def _product_names_sqlite(element: _ProductNames, compiler: Any, **kw: Any) -> str:
+    data = compiler.process(element.clauses, **kw)
+    return (
+        "(SELECT json_group_object(product.id, json_extract(product.data, '$.name')) FROM stripe_copies AS product"
+        " WHERE product.object_type = 'product' AND product.id IN"
+        " (SELECT json_extract(line.value, '$.pricing.price_details.product')"
+        f" FROM json_each({data}, '$.lines.data') AS line))"
+    )
+
+
+def _invoices_statement(cursor: str | None, *, named: bool = False) -> Select[Any]:
     """A page of a customer's invoices (params: customer_id, limit, and for a cursor its
-    created, first_seen and id), newest first unless `before`; keyset on (created, first_seen, id)."""
+    created, first_seen and id), newest first unless `before`; keyset on (created, first_seen, id).
+    `named`: each with its products' names (`_ProductNames`)."""
     c = StripeCopy
     key = (c.created, c.first_seen, c.id)
-    query = select(c.data).where(
+    query = select(c.data, *([_ProductNames(c.data)] if named else [])).where(
         c.customer_id == bindparam("customer_id"), c.object_type == "invoice", c.deleted.is_(False)
     )
     at = tuple_(bindparam("created"), bindparam("first_seen"), bindparam("id"))
@@ -350,14 +384,16 @@ def _invoices_statement(cursor: str | None) -> Select[Any, Any]:
 
 
 # Built once: every invoices list runs one (only the documents travel, not whole rows).
-_INVOICES = {cursor: _invoices_statement(cursor) for cursor in (None, "after", "before")}
+_INVOICES = {
+    (cursor, named): _invoices_statement(cursor, named=named)
+    for cursor in (None, "after", "before")
+    for named in (False, True)
+}
 
 
-def invoices_page(
-    db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
-) -> tuple[list[dict[str, Any]], bool]:
-    """One page of a customer's invoices, newest first, after or before a
-    cursor invoice (keyset on created, id); and whether more lie beyond it."""
+def _invoice_rows(
+    db: Database, customer_id: str, limit: int, after: str | None, before: str | None, *, named: bool
+) -> tuple[list[Any], bool]:
     params: dict[str, Any] = {"customer_id": customer_id, "limit": limit + 1}
     which = "after" if after else "before" if before else None
     if which is not None:
@@ -367,12 +403,30 @@ def invoices_page(
         else:
             params.update(created=cursor.created, first_seen=cursor.first_seen, id=cursor.id)
     with db.columns() as connection:
-        documents = list(connection.scalars(_INVOICES[which], params))
-    more = len(documents) > limit
-    documents = documents[:limit]
+        rows = list(connection.execute(_INVOICES[which, named], params))
+    more = len(rows) > limit
+    rows = rows[:limit]
     if which == "before":
-        documents.reverse()
-    return documents, more
+        rows.reverse()
+    return rows, more
+
+
+def invoices_page(
+    db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of a customer's invoices, newest first, after or before a
+    cursor invoice (keyset on created, id); and whether more lie beyond it."""
+    rows, more = _invoice_rows(db, customer_id, limit, after, before, named=False)
+    return [row[0] for row in rows], more
+
+
+def named_invoices_page(
+    db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
+) -> tuple[list[tuple[dict[str, Any], dict[str, str]]], bool]:
+    """`invoices_page`, each invoice with the names of its lines' products (as `product_names`
+    answers them), read in the same statement."""
+    rows, more = _invoice_rows(db, customer_id, limit, after, before, named=True)
+    return [(data, {id_: str(name) for id_, name in (names or {}).items()}) for data, names in rows], more
 
 
 def invoices_since(db: Database, customer_id: str, since: int) -> list[dict[str, Any]]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, text, update
 
-from billing.models import Organization
+from billing.models import CapacityHold, Organization, utcnow
 from billing.organizations import routes
 from billing.organizations.capacity import holding, lock_workspace
 from billing.tokens import mint_token
@@ -532,6 +533,24 @@ def test_a_usage_report_sees_a_decrease_in_flight(app: Any, alice: Any, state: A
     assert report(alice, ws, root["id"], "users", 3).status_code == 200
 
 
+def test_a_capacity_known_from_an_earlier_report_is_not_used_once_a_hold_lowers_it(
+    app: Any, alice: Any, state: Any
+) -> None:
+    """A process keeps the capacity its last report read (PostgreSQL): the next report checks,
+    under the lock, that what it was computed from is unchanged; a hold placed since is not."""
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe_with_card(alice, ws, account, {"users": 5})
+    root = make_root(alice, ws)
+    assert report(alice, ws, root["id"], "users", 1).json["free"] == 4
+    with app.app_context(), holding(state, ws, account, sub["id"], {"users": 2}, cancelling=False):
+        error = assert_error(report(alice, ws, root["id"], "users", 3), 409, "capacity_exceeded")
+        assert error["message"] == "Not enough users capacity: requested 3, free 1."
+        assert report(alice, ws, root["id"], "users", 1).json["free"] == 0
+    assert report(alice, ws, root["id"], "users", 3).json["free"] == 0
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 5
+
+
 # -- callers: service tokens, idempotency ------------------------------------------------
 
 
@@ -734,6 +753,59 @@ def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice:
     )
     assert_error(response, 409, "capacity_exceeded")
     assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
+
+
+def test_a_report_waiting_on_another_counts_what_it_took(app: Any, alice: Any, auth: Any, state: Any) -> None:
+    """Two reports at once, the first holding the workspace lock with its move not yet committed:
+    the second reads the rows it checks once it has the lock (PostgreSQL: in a snapshot taken
+    after it), so it sees the first's usage, on its own path (a limit) and in the pool."""
+    ws = alice.workspace("pooled")
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
+    limited, other = make_root(alice, ws, limits={"users": 3}), make_root(alice, ws, name="Other")
+    third = make_root(alice, ws, name="Third")
+    client = Api(app.test_client(), auth("alice"))
+    # The limit (the pool had room: 3 + 1 of 5), then the pool (no limit on `third`).
+    for taken, reported, moved in ((limited, limited, 3), (other, third, 2)):
+        response = while_locked(
+            app,
+            state,
+            ws,
+            lambda session, taken=taken, moved=moved: session.execute(
+                update(Organization)
+                .where(Organization.id == taken["id"])
+                .values(usage_users=Organization.usage_users + moved, subtree_users=Organization.subtree_users + moved)
+            ),  # as a report does
+            lambda reported=reported: report(client, ws, reported["id"], "users", 1),
+        )
+        assert_error(response, 409, "capacity_exceeded")
+    assert [usage_of(alice, ws, o["id"])["usage"]["users"] for o in (limited, other, third)] == [3, 2, 0]
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 5, "used": 5, "free": 0}
+
+
+def test_a_report_waiting_on_a_decrease_counts_its_hold(app: Any, alice: Any, auth: Any, state: Any) -> None:
+    """A report reads the pool's capacity before it waits for the workspace lock; a decrease's
+    hold committed meanwhile changes it: the report is checked again against the capacity as
+    the lock's holder left it, not the one it read before waiting."""
+    ws = alice.workspace("pooled")
+    sub = subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
+    root = make_root(alice, ws)
+    response = while_locked(
+        app,
+        state,
+        ws,
+        lambda session: session.add(
+            CapacityHold(
+                workspace_id=ws,
+                subscription_id=sub["id"],
+                quantities={"users": 2, "locations": 0, "sso": 0},
+                expires_at=utcnow() + timedelta(seconds=60),
+            )
+        ),  # as holding does
+        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 3),
+    )
+    assert_error(response, 409, "capacity_exceeded")
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 0
+    assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 2, "used": 0, "free": 2}
 
 
 def test_a_delete_waiting_on_a_report_sees_its_usage(app: Any, alice: Any, auth: Any, state: Any) -> None:

@@ -7,8 +7,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select
 
+from billing import replica
+from billing.models import StripeCopy
 from stripe_sandbox.models import SandboxObject
 from tests.builders import Builder
 from tests.helpers import assert_error
@@ -318,3 +320,51 @@ def test_hosted_invoice_page_and_pdf_are_served_on_the_services_origin(as_user: 
     wrong = path[:-1] + ("A" if path[-1] != "A" else "B")
     for bad in (wrong, wrong + "/pdf", f"/sandbox/invoices/in_nope/{path.rsplit('/', 1)[1]}"):
         assert_error(client.get(bad), 404, "not_found")
+
+
+def test_the_lists_product_names_are_the_copys_including_a_product_without_one(
+    subscribed: dict[str, Any], state: Any
+) -> None:
+    """The page's statement reads its products' names (JSON unnested per dialect): what
+    `replica.product_names` answers, `str()` of a missing name included, and no name for a
+    product the copy doesn't hold."""
+    alice, acc = subscribed["alice"], subscribed["acc"]
+    customer = acc.rsplit("/", 1)[-1]
+
+    def listed() -> list[tuple[str | None, str | None]]:
+        invoices = alice.get(f"{acc}/invoices").json["data"]
+        return [(line["price_id"], line["product_name"]) for invoice in invoices for line in invoice["lines"]]
+
+    def expected() -> list[tuple[str | None, str | None]]:
+        documents, _ = replica.invoices_page(state.db, customer, 10)
+        lines = [line for invoice in documents for line in invoice["lines"]["data"]]
+        products = [line["pricing"]["price_details"]["product"] for line in lines]
+        names = replica.product_names(state.db, set(products))
+        return [
+            (line["pricing"]["price_details"]["price"], names.get(p)) for line, p in zip(lines, products, strict=True)
+        ]
+
+    assert listed() == expected() and {name for _, name in listed()} == {"Users", "Single sign-on"}
+    products = {name: id_ for id_, name in _product_ids(state).items()}
+    kept = [products["Users"], products["Single sign-on"]]
+    with state.db.read() as session:  # the catalog's copy outlives the test (tests.helpers.wipe): put it back
+        originals = [
+            {column.key: getattr(row, column.key) for column in StripeCopy.__table__.columns}
+            for row in session.scalars(select(StripeCopy).where(StripeCopy.id.in_(kept)))
+        ]
+    try:
+        with state.db.write() as session:
+            row = session.get(StripeCopy, products["Users"])
+            row.data = {k: v for k, v in row.data.items() if k != "name"}
+            session.execute(delete(StripeCopy).where(StripeCopy.id == products["Single sign-on"]))
+        assert listed() == expected() and {name for _, name in listed()} == {"None", None}
+    finally:
+        with state.db.write() as session:
+            session.execute(delete(StripeCopy).where(StripeCopy.id.in_(kept)))
+            session.execute(insert(StripeCopy), originals)
+
+
+def _product_ids(state: Any) -> dict[str, str]:
+    with state.db.read() as session:
+        rows = session.execute(select(StripeCopy.id, StripeCopy.data).where(StripeCopy.object_type == "product"))
+        return {id_: data.get("name") for id_, data in rows}

@@ -34,7 +34,12 @@ def _views(state: BillingState, invoices: list[dict[str, Any]]) -> list[dict[str
         for line in invoice["lines"]["data"]
     }
     names = replica.product_names(state.db, {p for p in products if isinstance(p, str)})
-    return [{"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": names} for invoice in invoices]
+    return [_view(invoice, names) for invoice in invoices]
+
+
+def _view(invoice: dict[str, Any], product_names: dict[str, str]) -> dict[str, Any]:
+    """What the invoice schema dumps: the invoice, its lines and its products' names."""
+    return {"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": product_names}
 
 
 def _check_cursor(state: BillingState, customer_id: str, invoice_id: str) -> None:
@@ -51,14 +56,14 @@ def list_invoices(state: BillingState, ctx: AccountAccess, query: dict[str, Any]
     for cursor in (after, before):
         if cursor:
             _check_cursor(state, ctx.customer_id, cursor)
-    invoices, more = replica.invoices_page(state.db, ctx.customer_id, query["limit"], after=after, before=before)
-    first, last = (invoices[0]["id"], invoices[-1]["id"]) if invoices else (None, None)
+    page, more = replica.named_invoices_page(state.db, ctx.customer_id, query["limit"], after=after, before=before)
+    first, last = (page[0][0]["id"], page[-1][0]["id"]) if page else (None, None)
     if before:
         next_cursor, previous_cursor = last, first if more else None
     else:
         next_cursor, previous_cursor = last if more else None, first if after else None
     return {
-        "data": _views(state, invoices),
+        "data": [_view(invoice, names) for invoice, names in page],
         "has_more": more,
         "next_cursor": next_cursor,
         "previous_cursor": previous_cursor,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -26,18 +26,23 @@ from sqlalchemy import (
     FunctionElement,
     Integer,
     Select,
+    String,
     Subquery,
     bindparam,
     case,
+    cast,
     delete,
+    exists,
     func,
+    literal,
+    or_,
     select,
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session, aliased
 
 from billing import replica
 from billing.access import Access, workspace_archived
@@ -45,7 +50,7 @@ from billing.audit import trail
 from billing.catalog import PRODUCTS, CatalogProducts
 from billing.db import Database
 from billing.errors import ApiError, not_found
-from billing.models import BillingAccountIndex, CapacityHold, Organization, Workspace, utcnow
+from billing.models import BillingAccountIndex, CapacityHold, Organization, StripeCopy, Workspace, utcnow
 from billing.state import BillingState
 from billing.subscriptions.active import PROVIDING, provides_capacity
 
@@ -71,13 +76,6 @@ def pool_of(workspace: Workspace, account_id: str | None) -> Pool:
 
 
 _LOCK = select(Workspace).where(Workspace.id == bindparam("workspace_id")).with_for_update(of=Workspace)
-# The lock and the organization's row in one round trip, for a usage report. On
-# PostgreSQL (READ COMMITTED) the statement's snapshot is taken before it waits
-# for the lock, so the organization's row is as it was then: only its id and
-# path, which never change, may be used. `Limits` reads every row again.
-_LOCK_WITH_PATH = _LOCK.add_columns(Organization).outerjoin(
-    Organization, (Organization.workspace_id == Workspace.id) & (Organization.id == bindparam("organization_id"))
-)
 
 
 def _locked(session: Session, statement: Select[Any], params: dict[str, str], writable: bool) -> Sequence[Any]:
@@ -104,15 +102,6 @@ def lock_organization(session: Session, workspace_id: str, org_id: str) -> tuple
     holder of the lock left it."""
     workspace = lock_workspace(session, workspace_id)
     return workspace, organization_in(session, workspace_id, org_id, fresh=True)
-
-
-def _lock_with_path(session: Session, workspace_id: str, org_id: str) -> tuple[Workspace, Organization]:
-    """`lock_workspace` (writable), and the organization as of before the lock
-    (see _LOCK_WITH_PATH): for `Limits`, which reads it again."""
-    row = _locked(session, _LOCK_WITH_PATH, {"workspace_id": workspace_id, "organization_id": org_id}, True)
-    if row[1] is None:
-        raise not_found("organization")
-    return row[0], row[1]
 
 
 def subscription_quantities(products: CatalogProducts, data: dict[str, Any]) -> Quantities:
@@ -295,11 +284,32 @@ class Limits:
             if pool == pool_of(workspace, nodes[org.id][0].billing_account_id):
                 break
             account_id = nodes[org.id][0].billing_account_id  # its root was reassigned since: that pool
-        self.path: list[Organization] = [nodes[i][0] for i in (org.id, *reversed(org.ancestor_ids))]  # nearest first
-        self.org: Organization = self.path[0]
         *usage, subscriptions = nodes[org.id][1:]
-        self.pool_used = dict(zip(PRODUCTS, (int(v) for v in usage), strict=True))
-        self.capacity = _sum(_provided(state.products, subscriptions or []).values())
+        self._set(
+            [nodes[i][0] for i in (org.id, *reversed(org.ancestor_ids))],
+            dict(zip(PRODUCTS, (int(v) for v in usage), strict=True)),
+            _sum(_provided(state.products, subscriptions or []).values()),
+        )
+
+    def _set(self, path: list[Organization], pool_used: Quantities, capacity: Quantities) -> None:
+        self.path: list[Organization] = path  # the organization, then its ancestors, nearest first
+        self.org: Organization = path[0]
+        self.pool_used, self.capacity = pool_used, capacity
+
+    @classmethod
+    def of(
+        cls,
+        state: BillingState,
+        workspace: Workspace,
+        path: list[Organization],
+        pool_used: Quantities,
+        capacity: Quantities,
+    ) -> Limits:
+        """The limits of rows already read (a usage report's, under the lock)."""
+        read = cls.__new__(cls)
+        read.state, read.workspace = state, workspace
+        read._set(path, pool_used, capacity)
+        return read
 
     def binding(self, product: str) -> Headroom:
         """The constraint with the least headroom: limits on the path, nearest
@@ -398,47 +408,132 @@ def capacity(state: BillingState, workspace: Workspace) -> dict[str, Any]:
 # -- taking and giving back ----------------------------------------------------------
 
 
-def report_usage(state: BillingState, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
-    """Take (`delta` > 0) or release capacity for an organization; answers its
-    limits entry for the product. 409 capacity_exceeded past the pool or any
-    limit on the path; a release never takes usage below 0.
-
-    Reports of one workspace queue on its lock: the commit doesn't wait for the
-    disk (README: a usage report's 200), so each holds it for its statements only."""
-    with state.db.write(wait_for_disk=False) as session:
-        read = Limits(state, session, *_lock_with_path(session, workspace_id, org_id))
-        org = read.org
-        free = read.free(product) if delta > 0 else 0
-        if delta > free:
-            # A refused report is on the audit trail (an accepted one is in the usage totals):
-            # its entry commits with this transaction, which changes nothing else.
-            trail.record(
-                session,
-                workspace_id,
-                "usage.refused",
-                ("organization", org.id),
-                {f"usage.{product}": trail.change(org.usage(product), org.usage(product) + delta)},
-            )
-            refused = ApiError(
-                409, "capacity_exceeded", f"Not enough {product} capacity: requested {delta}, free {free}."
-            )
-        else:
-            refused = None
-            _take(session, read, product, delta if delta > 0 else -min(-delta, org.usage(product)))
-    if refused is not None:
-        raise refused
-    return read.entry(product)
+def _fingerprint(rows: Subquery) -> Any:
+    """PostgreSQL: what a pool's capacity is computed from, as one string: each providing
+    subscription's copy with its stamp (a new view of it has a later one) and each live hold
+    on it (a hold is never changed, only added or removed). Equal strings, equal capacity."""
+    entry = (
+        rows.c.copy_id + ":" + cast(rows.c.fetched_at, String) + ":" + cast(func.coalesce(rows.c.hold_id, 0), String)
+    )
+    return func.coalesce(func.string_agg(entry, aggregate_order_by(literal(","), rows.c.copy_id, rows.c.hold_id)), "")
 
 
-def _move_statement(product: str) -> Any:
-    """Move an organization's usage of `product` and its path's subtree usage (params: ids, the
-    organization's id, change). Built once and run on the session's connection: it runs under
-    the workspace's lock, where the ORM's bulk-update machinery was a tenth of a report's time."""
+def _fingerprinted_rows(of_account: bool) -> Subquery:
+    statement = replica.subscriptions_statement(of_customer=of_account).add_columns(
+        StripeCopy.id.label("copy_id"), StripeCopy.fetched_at, CapacityHold.id.label("hold_id")
+    )
+    return statement.subquery("held")
+
+
+def _pool_inputs_statement(of_account: bool) -> Select[Any]:
+    """One row: the pool's providing subscriptions as [document, hold] pairs, and their
+    fingerprint (params as `replica.subscriptions_statement`)."""
+    rows = _fingerprinted_rows(of_account)
+    return select(_PairsAgg(rows.c.data, rows.c.quantities), _fingerprint(rows))
+
+
+_POOL_INPUTS = {of_account: _pool_inputs_statement(of_account) for of_account in (False, True)}
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A usage report, as the statements that check and move it take it."""
+
+    workspace_id: str
+    org_id: str
+    path_ids: list[str]  # the organization, then its ancestors nearest first (they never change)
+    pool: Pool
+    product: str
+    delta: int
+
+    def params(self, capacity: Quantities, fingerprint: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "in_workspace": self.workspace_id,  # (a column's name can't be an UPDATE's parameter)
+            "organization_id": self.org_id,
+            "ids": self.path_ids,
+            "account_id": self.pool.account_id,
+            "delta": self.delta,
+            "capacity": capacity[self.product],
+        }
+        if fingerprint is not None:
+            params.update(replica.subscriptions_params(self.workspace_id, PROVIDING, self.pool.account_id))
+            params["fingerprint"] = fingerprint
+        return params
+
+
+def _in_pool(of_account: bool) -> Any:
+    """The organization (fresh: read after the lock) still draws on the pool the report
+    was checked against (params: in_workspace, organization_id, account_id)."""
+    reported = aliased(Organization, name="reported")
+    where = [
+        Workspace.id == bindparam("in_workspace"),
+        reported.id == bindparam("organization_id"),
+        reported.workspace_id == Workspace.id,
+    ]
+    if of_account:
+        where += [Workspace.billing_mode == "assigned", reported.billing_account_id == bindparam("account_id")]
+    else:
+        where.append(or_(Workspace.billing_mode != "assigned", reported.billing_account_id.is_(None)))
+    return exists().where(*where)
+
+
+def _pool_used(product: str, of_account: bool) -> Any:
+    """The pool's usage of `product`: its roots' subtrees (params: in_workspace, account_id)."""
+    root = aliased(Organization, name="pool_root")
+    where = [root.workspace_id == bindparam("in_workspace"), root.parent_id.is_(None)]
+    if of_account:
+        where.append(root.billing_account_id == bindparam("account_id"))
+    return select(func.coalesce(func.sum(getattr(root, f"subtree_{product}")), 0)).where(*where).scalar_subquery()
+
+
+def _fingerprint_holds(of_account: bool) -> Any:
+    """The pool's capacity is still what the report was checked against (params: `fingerprint`
+    and those of `replica.subscriptions_statement`)."""
+    return select(_fingerprint(_fingerprinted_rows(of_account))).scalar_subquery() == bindparam("fingerprint")
+
+
+def _report_statement(product: str, of_account: bool, fingerprinted: bool, taking: bool) -> Any:
+    """The check and the move of a usage report, one statement: run under the workspace's
+    lock, in a snapshot taken after it, it reads the rows it checks as the lock's previous
+    holder left them. `taking` (a positive delta) moves only if the organization still draws
+    on the pool checked, and the delta fits its capacity (the `capacity` param, from the pool's
+    subscriptions: with `fingerprinted`, read before the lock and still the same, else read
+    under it) and every limit on the path; a release never takes the organization's usage
+    below 0. Params: `_Report.params`."""
     usage, subtree = getattr(Organization, f"usage_{product}"), getattr(Organization, f"subtree_{product}")
-    change = bindparam("change", type_=Integer)
-    return (
+    reported, on_path = aliased(Organization, name="reported"), aliased(Organization, name="on_path")
+    delta = bindparam("delta", type_=Integer)
+    used_here = (
+        select(getattr(reported, f"usage_{product}"))
+        .where(reported.id == bindparam("organization_id"), reported.workspace_id == bindparam("in_workspace"))
+        .scalar_subquery()
+    )
+    limit_on_path, subtree_on_path = getattr(on_path, f"limit_{product}"), getattr(on_path, f"subtree_{product}")
+    if taking:
+        change: Any = delta
+        checks = [
+            _in_pool(of_account),
+            ~exists().where(
+                on_path.id.in_(bindparam("ids", expanding=True)),
+                limit_on_path.is_not(None),
+                subtree_on_path + delta > limit_on_path,
+            ),
+            _pool_used(product, of_account) + delta <= bindparam("capacity", type_=Integer),
+            *([_fingerprint_holds(of_account)] if fingerprinted else []),
+        ]
+    else:
+        change = case((used_here + delta < 0, -used_here), else_=delta)  # a release stops at 0
+        checks = [change != 0]
+    writable = exists().where(Workspace.id == bindparam("in_workspace"), Workspace.archived_at.is_(None))
+    statement = (
         update(Organization)
-        .where(Organization.id.in_(bindparam("ids", expanding=True)))
+        .where(
+            Organization.id.in_(bindparam("ids", expanding=True)),
+            Organization.workspace_id == bindparam("in_workspace"),
+            writable,
+            used_here.is_not(None),
+            *checks,
+        )
         .values(
             {
                 usage: usage + case((Organization.id == bindparam("organization_id"), change), else_=0),
@@ -446,23 +541,145 @@ def _move_statement(product: str) -> Any:
             }
         )
     )
+    if not fingerprinted:
+        return statement
+    # PostgreSQL, read back in the same statement: the path's rows as moved, the change, the
+    # pool's usage before it (the statement's snapshot), and for a release (which checked
+    # nothing) whether the answer's capacity and pool are still the organization's.
+    stale = literal(False) if taking else or_(~_in_pool(of_account), ~_fingerprint_holds(of_account))
+    return statement.returning(
+        *_PATH_COLUMNS, change.label("change"), _pool_used(product, of_account).label("pool_used"), stale
+    )
 
 
-_MOVE = {product: _move_statement(product) for product in PRODUCTS}
+_PATH_COLUMNS = (
+    Organization.id,
+    Organization.name,
+    Organization.path,
+    Organization.billing_account_id,
+    *(getattr(Organization, f"{kind}_{p}") for kind in ("limit", "usage", "subtree") for p in PRODUCTS),
+)
 
 
-def _take(session: Session, read: Limits, product: str, change: int) -> None:
-    """Move the organization's usage and its path's subtree usage by `change`."""
-    org = read.org
-    if change:
-        session.connection().execute(
-            _MOVE[product], {"ids": [n.id for n in read.path], "organization_id": org.id, "change": change}
-        )
-        # The answer is computed from what was read, moved by the change (no re-read).
-        set_committed_value(org, f"usage_{product}", org.usage(product) + change)
-        for node in read.path:  # the organization and its ancestors
-            set_committed_value(node, f"subtree_{product}", node.subtree_usage(product) + change)
-        read.pool_used[product] += change
+def _state_statement(of_account: bool) -> Select[Any]:
+    """After the move, in the same transaction: the path's rows and the pool's usage
+    (params: `_Report.params`)."""
+    return select(*_PATH_COLUMNS, *(_pool_used(p, of_account).label(f"pool_{p}") for p in PRODUCTS)).where(
+        Organization.id.in_(bindparam("ids", expanding=True)), Organization.workspace_id == bindparam("in_workspace")
+    )
+
+
+_KINDS = [(p, a, f, t) for p in PRODUCTS for a in (False, True) for f in (False, True) for t in (False, True)]
+_REPORT = {kind: _report_statement(*kind) for kind in _KINDS}
+_STATE = {of_account: _state_statement(of_account) for of_account in (False, True)}
+_LOCK_ROW = select(Workspace.archived_at).where(Workspace.id == bindparam("in_workspace")).with_for_update()
+
+
+# What each pool's capacity was when this process last read it, with the fingerprint of what it
+# was computed from, by (workspace, account): a report checks that fingerprint under the lock, so
+# a capacity that has changed since is never used (the report is checked again, and the entry
+# dropped). Saves a report the read of the subscriptions' documents.
+_KNOWN_CAPACITY: dict[tuple[str, str | None], tuple[Quantities, str]] = {}
+_KNOWN_POOLS = 4096  # then it starts again
+
+
+def _read_capacity(state: BillingState, report: _Report) -> tuple[Quantities, str]:
+    """The pool's capacity and its fingerprint, read now (and kept in `_KNOWN_CAPACITY`)."""
+    with state.db.columns() as connection:
+        pairs, fingerprint = connection.execute(
+            _POOL_INPUTS[report.pool.account_id is not None],
+            replica.subscriptions_params(report.workspace_id, PROVIDING, report.pool.account_id),
+        ).one()
+    capacity = _sum(_provided(state.products, pairs or []).values())
+    if len(_KNOWN_CAPACITY) >= _KNOWN_POOLS:
+        _KNOWN_CAPACITY.clear()
+    _KNOWN_CAPACITY[report.workspace_id, report.pool.account_id] = capacity, fingerprint
+    return capacity, fingerprint
+
+
+def report_usage(
+    state: BillingState, workspace: Workspace, org: Organization, product: str, delta: int
+) -> dict[str, Any]:
+    """Take (`delta` > 0) or release capacity for an organization (`workspace` and `org` as
+    the access check read them); answers its limits entry for the product. 409
+    capacity_exceeded past the pool or any limit on the path; a release never takes usage
+    below 0.
+
+    Reports of one workspace queue on its lock, so each holds it for as little as it can. On
+    PostgreSQL the pool's capacity (computed here from the subscriptions' documents) is read
+    first, with a fingerprint of what it came from (or known from an earlier report of this
+    process, `_KNOWN_CAPACITY`); then one transaction, sent as one round trip, takes the lock
+    and checks, moves and reads back in one statement (a positive delta only if the
+    fingerprint still holds); its commit doesn't wait for the disk (README: a usage report's
+    200). A report that moved nothing (refused, or the capacity changed meanwhile) is checked
+    again the slow way, with the capacity read under the lock, as on SQLite (whose writes
+    queue on its lock)."""
+    path_ids = [org.id, *reversed(org.ancestor_ids)]
+    report = _Report(workspace.id, org.id, path_ids, pool_of(workspace, org.billing_account_id), product, delta)
+    if not state.db.has_round_trip_transactions:
+        return _report_in_transaction(state, report)
+    of_account = report.pool.account_id is not None
+    known = (workspace.id, report.pool.account_id)
+    capacity, fingerprint = _KNOWN_CAPACITY.get(known) or _read_capacity(state, report)
+    params = report.params(capacity, fingerprint)
+    (locked, _), (rows, _) = state.db.in_one_round_trip(
+        [(_LOCK_ROW, params), (_REPORT[product, of_account, True, delta > 0], params)], wait_for_disk=False
+    )
+    if not locked:
+        raise not_found("workspace")
+    if locked[0][0] is not None:
+        raise workspace_archived()
+    nodes = {row[0]: row for row in rows}
+    if report.org_id not in nodes:  # refused, stale, gone, or nothing to release: the slow way says which
+        _KNOWN_CAPACITY.pop(known, None)
+        return _report_in_transaction(state, report)
+    *_, change, pool_before, stale = nodes[report.org_id]
+    if stale:  # a release moved (it needs no capacity), but the answer's capacity or pool is not current
+        _KNOWN_CAPACITY.pop(known, None)
+        with state.db.read() as session:
+            return Limits(state, session, workspace, org).entry(product)
+    path = [_node(nodes[i]) for i in path_ids]
+    return Limits.of(state, workspace, path, {product: int(pool_before) + int(change)}, capacity).entry(product)
+
+
+def _report_in_transaction(state: BillingState, report: _Report) -> dict[str, Any]:
+    """A usage report in a transaction that reads the capacity under the lock."""
+    with state.db.write(wait_for_disk=False) as session:
+        workspace = lock_workspace(session, report.workspace_id)
+        org = organization_in(session, report.workspace_id, report.org_id, fresh=True)
+        report = replace(report, pool=pool_of(workspace, org.billing_account_id))
+        capacity = provided(state.products, session, report.workspace_id, report.pool)
+        params = report.params(capacity, None)
+        of_account, taking = report.pool.account_id is not None, report.delta > 0
+        connection = session.connection()  # Core statements: the ORM's bulk-update machinery costs
+        moved = connection.execute(_REPORT[report.product, of_account, False, taking], params).rowcount
+        nodes = {row[0]: row for row in connection.execute(_STATE[of_account], params)}
+        pool_used = dict(zip(PRODUCTS, (int(v) for v in nodes[org.id][len(_PATH_COLUMNS) :]), strict=True))
+        read = Limits.of(state, workspace, [_node(nodes[i]) for i in report.path_ids], pool_used, capacity)
+        # A refusal's entry commits with this transaction, which changes nothing else.
+        refused = _refused(session, report, read) if taking and not moved else None
+    if refused is not None:
+        raise refused
+    return read.entry(report.product)
+
+
+def _refused(session: Session, report: _Report, read: Limits) -> ApiError:
+    """A refused report is on the audit trail (an accepted one is in the usage totals):
+    record it; the 409 capacity_exceeded to answer."""
+    product, used = report.product, read.org.usage(report.product)
+    trail.record(
+        session,
+        report.workspace_id,
+        "usage.refused",
+        ("organization", report.org_id),
+        {f"usage.{product}": trail.change(used, used + report.delta)},
+    )
+    free = read.free(product)
+    return ApiError(409, "capacity_exceeded", f"Not enough {product} capacity: requested {report.delta}, free {free}.")
+
+
+def _node(row: Sequence[Any]) -> Organization:
+    return Organization(**{column.key: value for column, value in zip(_PATH_COLUMNS, row, strict=False)})
 
 
 def check_room_for_subtree(

@@ -132,8 +132,8 @@ class Usage(MethodView):
     @blp.response(200, LimitEntrySchema)
     def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Report usage: take (positive delta) or release capacity"""
-        access = usage_access(workspaceId, write=True)
-        return capacity.report_usage(current(), access.workspace.id, organizationId, data["product"], data["delta"])
+        access, org = organization_access(workspaceId, organizationId, write=True)
+        return capacity.report_usage(current(), access.workspace, org, data["product"], data["delta"])
 
 
 @blp.route("/capacity")
