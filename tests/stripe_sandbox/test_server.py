@@ -24,15 +24,18 @@ SECRET = "whsec_server_test"
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[bytes, str]]]]:
-    """A webhook endpoint on loopback that keeps what it is sent (body, Stripe-Signature)."""
+def receiver() -> Iterator[tuple[str, list[tuple[bytes, str]], threading.Event]]:
+    """A webhook endpoint on loopback that keeps what it is sent (body, Stripe-Signature); it
+    answers only while its gate (the third item) is open."""
     received: list[tuple[bytes, str]] = []
+    gate = threading.Event()
+    gate.set()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(
-                (self.rfile.read(int(self.headers["Content-Length"])), self.headers.get("Stripe-Signature", ""))
-            )
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            gate.wait(30)
+            received.append((body, self.headers.get("Stripe-Signature", "")))
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -45,7 +48,8 @@ def receiver() -> Iterator[tuple[str, list[tuple[bytes, str]]]]:
     server.socket.close()
     server.socket = listener
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/webhooks/stripe", received
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/webhooks/stripe", received, gate
+    gate.set()
     server.shutdown()
     server.server_close()
 
@@ -103,34 +107,12 @@ def test_python_m_stripe_sandbox_serves_on_loopback_and_refuses_unsigned_webhook
         assert process.wait(timeout=10) == 0
 
 
-def test_the_servers_clock_advances_in_the_background_and_says_when_its_events_are_out(database: SqlSessions) -> None:
+def test_the_servers_clock_advances_in_the_background_and_says_when_its_events_are_out(
+    served: SandboxServer, receiver: Any
+) -> None:
     """A service on STRIPE_API_BASE has no /sandbox routes of its own: the server's clock renews a
     subscription as the in-process clock does, and says `ready` only once its events are sent."""
-    gate = threading.Event()
-    gate.set()
-    received: list[bytes] = []
-
-    class Gated(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            gate.wait(30)
-            received.append(body)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    listener = bind_local()
-    endpoint = ThreadingHTTPServer(listener.getsockname()[:2], Gated, bind_and_activate=False)
-    endpoint.socket.close()
-    endpoint.socket = listener
-    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
-    served = SandboxServer(
-        database, bind_local(), webhook_url=f"http://127.0.0.1:{listener.getsockname()[1]}/", webhook_secret=SECRET
-    )
-    served.start()
+    _, received, gate = receiver
     key = {"Authorization": "Bearer sk_test_clock"}
 
     def status() -> str:
@@ -167,13 +149,10 @@ def test_the_servers_clock_advances_in_the_background_and_says_when_its_events_a
         while status() != "ready":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        sent = [json.loads(body)["type"] for body in received]
+        sent = [json.loads(body)["type"] for body, _ in received]
         assert "invoice.created" in sent
     finally:
         gate.set()
-        served.shutdown()
-        endpoint.shutdown()
-        endpoint.server_close()
 
 
 @pytest.mark.parametrize(
