@@ -58,7 +58,7 @@ RULES_422 = {
 }
 
 
-def config_text(ws: str, account: str, sub: str, pm: str, org: str) -> str:
+def config_text(ws: str, account: str, sub: str, pm: str, org: str, tax_id: str) -> str:
     lines = [
         "[parameters]",
         f'"path.workspaceId" = "{ws}"',
@@ -67,6 +67,9 @@ def config_text(ws: str, account: str, sub: str, pm: str, org: str) -> str:
         f'"path.paymentMethodId" = "{pm}"',
         '"path.memberId" = "fuzzer"',
         f'"path.organizationId" = "{org}"',
+        # A real one: a made-up id was generated outside the document's pattern in the stateful
+        # phase (a control character), and the service's 422 counted as data refused.
+        f'"path.taxId" = "{tax_id}"',
         "",
         "[checks.positive_data_acceptance]",
         f"expected-statuses = [{ACCEPTED}]",
@@ -109,7 +112,8 @@ def main() -> int:
             org = client.call(
                 "POST", f"/workspaces/{ws}/organizations", json={"name": "Fuzz", "billing_account_id": account}
             )["id"]
-            config.write_text(config_text(ws, account, sub, pm, org))
+            tax_id = client.call("POST", f"{acc}/tax-ids", json={"type": "eu_vat", "value": "DE000000000"})["id"]
+            config.write_text(config_text(ws, account, sub, pm, org, tax_id))
             token = client.session.headers["Authorization"]
             command = [
                 sys.executable,
