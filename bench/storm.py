@@ -740,7 +740,8 @@ def _applied(svc: Service, token: str, database_url: str, moved_to: int) -> bool
     clock, `ready` (every event posted) and none of the service's pending events dated at or
     before the time the advance moved to (what the sandbox's clock asks the service itself)."""
     try:
-        if _clock_status(_session(clock(svc, token)[1]), clock(svc, token)[0]) != "ready":
+        base, key = clock(svc, token)
+        if _clock_status(_session(key), base) != "ready":
             return False
         return svc.stripe is None or not inbox.pending_created_by(_database(database_url), moved_to)
     except (requests.RequestException, RuntimeError, OSError, SQLAlchemyError):

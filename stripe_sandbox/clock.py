@@ -171,6 +171,15 @@ class SandboxClock:
                 row.advanced_to if row else None,
             )
 
+    def published(self) -> ClockReading:
+        """`reading()`, but `advancing` while an event it recorded is still to be delivered: what
+        came due is not observable until its webhooks are out (as Stripe's test clock is `ready`
+        only once what it ran is done)."""
+        reading = self.reading()
+        if reading.status == READY and self._webhooks is not None and self._webhooks.deliveries_due():
+            return ClockReading(reading.now, ADVANCING, reading.advanced_to)
+        return reading
+
     def advance(self, seconds: float = 0, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
         """Move the clock forward; returns the new sandbox time."""
         delta = _seconds(seconds, minutes, hours, days)

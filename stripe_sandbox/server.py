@@ -149,7 +149,7 @@ def _handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 if advance:
                     reading = server.clock.advance_in_background(_advance_seconds(body))
                 else:
-                    reading = server.clock.reading()
+                    reading = server.clock.published()
             except SandboxError as error:
                 answer = {"error": error.hash()}
                 self._send(error.status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
@@ -158,12 +158,8 @@ def _handler(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 message = {"error": {"type": "invalid_request_error", "message": "The clock is still advancing."}}
                 self._send(409, json.dumps(message).encode(), {"Content-Type": "application/json", "Retry-After": "1"})
                 return
-            status = reading.status
-            if status == "ready" and server.webhooks is not None and server.webhooks.deliveries_due():
-                status = "advancing"
-            self._send(
-                200, json.dumps({"now": reading.now, "status": status}).encode(), {"Content-Type": "application/json"}
-            )
+            shown = {"now": reading.now, "status": reading.status}
+            self._send(200, json.dumps(shown).encode(), {"Content-Type": "application/json"})
 
         def do_DELETE(self) -> None:
             self._api("delete")

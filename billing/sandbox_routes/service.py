@@ -31,19 +31,16 @@ def copy_behind(state: BillingState, advanced_to: int | None) -> bool:
 
 
 def _status(state: BillingState, emulator_status: str, advanced_to: int | None) -> str:
-    """`ready` only once what came due is readable through the API: (a) the
-    emulator has run every transition, (b) delivered their webhooks, and
-    (c) the service has applied them."""
+    """`ready` only once what came due is readable through the API: the emulator
+    has run every transition and delivered their webhooks (`published`), and the
+    service has applied them."""
     if emulator_status != "ready":
         return emulator_status
-    webhooks = state.webhooks
-    if webhooks is not None and webhooks.deliveries_due():
-        return "advancing"
     return "advancing" if copy_behind(state, advanced_to) else "ready"
 
 
 def clock_now(state: BillingState) -> dict[str, Any]:
-    reading = _clock(state).reading()
+    reading = _clock(state).published()
     return {"now": reading.now, "status": _status(state, reading.status, reading.advanced_to)}
 
 
