@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, g
 
-from billing.access import account_access, organization_access, workspace_access
+from billing.access import account_access, workspace_access
 from billing.billing_accounts import service as billing_accounts
 from billing.organizations import capacity
 from billing.organizations import service as organizations
@@ -164,8 +164,7 @@ class Builder:
         )
 
     def _report(self, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
-        access, org = organization_access(workspace_id, org_id, write=True)
-        return capacity.report_usage(self.state, access.workspace, org, product, delta)
+        return capacity.report_usage(self.state, workspace_id, org_id, product, delta)
 
     def usage(self, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
         data = UsageReportSchema().load({"product": product, "delta": delta})

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import delete, text, update
 
 from billing.models import CapacityHold, Organization, utcnow
-from billing.organizations import routes
+from billing.organizations import capacity, routes
 from billing.organizations.capacity import holding, lock_workspace
 from billing.tokens import mint_token
 from tests.helpers import Api, account_path, assert_error, make_child, make_root, orgs, subscribe_with_card
@@ -588,6 +588,72 @@ def test_a_service_token_reports_and_reads_in_any_workspace(alice: Any, client: 
     assert_error(other.get(f"{orgs(ws)}/{root['id']}/limits"), 404, "not_found")
 
 
+def service_api(client: Any, config: Any) -> Api:
+    return Api(client, {"Authorization": f"Bearer {mint_token(config, 'svc-inventory', scope='billing:usage')}"})
+
+
+def test_a_service_tokens_known_organization_is_checked_again_each_report(alice: Any, client: Any, config: Any) -> None:
+    """A process keeps the organizations its service tokens reported on and skips their access
+    check next time (PostgreSQL): each report still sees the pool the organization draws on now,
+    an organization deleted, a workspace archived since."""
+    ws = alice.workspace("assigned")
+    big, small, _ = two_accounts(alice, ws, {"users": 50}, {"users": 5})
+    root = make_root(alice, ws, billing_account_id=big)
+    child = make_child(alice, ws, root["id"])
+    service = service_api(client, config)
+    assert report(service, ws, child["id"], "users", 1).json["free"] == 49
+    assert alice.patch(f"{orgs(ws)}/{root['id']}", {"billing_account_id": small}).status_code == 200
+    assert report(service, ws, child["id"], "users", 3).json["free"] == 1  # the small pool's
+    assert_error(report(service, ws, child["id"], "users", 2), 409, "capacity_exceeded")
+    assert report(service, ws, child["id"], "users", -4).json["free"] == 5
+    by_account = {p["billing_account_id"]: p["products"]["users"] for p in pools(alice, ws)}
+    assert by_account == {big: {"capacity": 50, "used": 0, "free": 50}, small: {"capacity": 5, "used": 0, "free": 5}}
+    # The same organization under another workspace is not the one this process knows.
+    other = alice.workspace("pooled", name="Other")
+    assert_error(report(service, other, child["id"], "users", 1), 404, "not_found")
+    assert alice.delete(f"{orgs(ws)}/{child['id']}").status_code == 204
+    assert_error(report(service, ws, child["id"], "users", 1), 404, "not_found")
+    assert report(service, ws, root["id"], "users", 1).status_code == 200
+
+
+def test_a_service_tokens_known_organization_in_an_archived_workspace_is_refused(
+    app: Any, alice: Any, client: Any, config: Any, state: Any
+) -> None:
+    """Archived since its last report (with no subscription and no usage), then given capacity
+    again from outside (a subscription made in the Dashboard): a report is still refused."""
+    ws = alice.workspace("pooled")
+    account = alice.account(ws)["id"]
+    sub = subscribe_with_card(alice, ws, account, {"users": 3})
+    root = make_root(alice, ws)
+    service = service_api(client, config)
+    assert report(service, ws, root["id"], "users", 1).status_code == 200
+    assert report(service, ws, root["id"], "users", -1).status_code == 200
+    state.gateway.client.v1.subscriptions.cancel(sub["id"])
+    assert alice.delete(f"/workspaces/{ws}").status_code == 204
+    with app.app_context():
+        price = state.prices.price_id("users", "usd", "month")
+    state.gateway.client.v1.subscriptions.create({"customer": account, "items": [{"price": price, "quantity": 3}]})
+    assert pools(alice, ws)[0]["products"]["users"]["capacity"] == 3
+    capacity._KNOWN_CAPACITY.clear()  # as in a process that has not read the pool yet: its capacity is current
+    assert_error(report(service, ws, root["id"], "users", 1), 409, "workspace_archived")
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 0
+
+
+def test_a_members_report_is_access_checked_each_time(alice: Any, as_user: Any) -> None:
+    """Only a service token's targets are kept: a member's role is read at each report."""
+    ws = alice.workspace("pooled")
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
+    root = make_root(alice, ws)
+    alice.add_member(ws, "adam", "admin")
+    adam = as_user("adam")
+    assert report(adam, ws, root["id"], "users", 1).status_code == 200
+    assert alice.patch(f"/workspaces/{ws}/members/adam", {"role": "viewer"}).status_code == 200
+    assert_error(report(adam, ws, root["id"], "users", 1), 403, "permission_denied")
+    assert alice.delete(f"/workspaces/{ws}/members/adam").status_code == 204
+    assert_error(report(adam, ws, root["id"], "users", -1), 404, "not_found")
+    assert usage_of(alice, ws, root["id"])["usage"]["users"] == 1
+
+
 def test_an_organization_deleted_during_its_limits_read_is_404(alice: Any, state: Any, monkeypatch: Any) -> None:
     """The organization is read with the caller's access, its path a statement
     later: a delete in between (its subtree with it) answers 404, not a 500."""
@@ -734,6 +800,23 @@ def while_locked(app: Any, state: Any, ws: str, change: Any, request: Any) -> An
             holder.result()
 
 
+@pytest.fixture(params=["member", "service"])
+def reporter(request: Any, app: Any, auth: Any, config: Any) -> Any:
+    """reporter(ws, orgs) -> who reports in a race: alice (an admin), or a service token whose
+    reports of `orgs` this process knows (each reported +1 then -1 first: no access check)."""
+
+    def make(ws: str, known: list[dict[str, Any]]) -> Api:
+        if request.param == "member":
+            return Api(app.test_client(), auth("alice"))
+        service = service_api(app.test_client(), config)
+        for org in known:
+            for delta in (1, -1):
+                assert report(service, ws, org["id"], "users", delta).status_code == 200
+        return service
+
+    return make
+
+
 def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice: Any, auth: Any, state: Any) -> None:
     """A report that waited for the workspace lock while its root was reassigned
     counts the pool the root draws on now, not the one it read before waiting."""
@@ -755,7 +838,7 @@ def test_a_report_waiting_on_a_reassignment_counts_the_new_pool(app: Any, alice:
     assert pools(alice, ws)[1]["products"]["users"] == {"capacity": 2, "used": 2, "free": 0}
 
 
-def test_a_report_waiting_on_another_counts_what_it_took(app: Any, alice: Any, auth: Any, state: Any) -> None:
+def test_a_report_waiting_on_another_counts_what_it_took(app: Any, alice: Any, reporter: Any, state: Any) -> None:
     """Two reports at once, the first holding the workspace lock with its move not yet committed:
     the second reads the rows it checks once it has the lock (PostgreSQL: in a snapshot taken
     after it), so it sees the first's usage, on its own path (a limit) and in the pool."""
@@ -763,7 +846,7 @@ def test_a_report_waiting_on_another_counts_what_it_took(app: Any, alice: Any, a
     subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
     limited, other = make_root(alice, ws, limits={"users": 3}), make_root(alice, ws, name="Other")
     third = make_root(alice, ws, name="Third")
-    client = Api(app.test_client(), auth("alice"))
+    client = reporter(ws, [limited, third])
     # The limit (the pool had room: 3 + 1 of 5), then the pool (no limit on `third`).
     for taken, reported, moved in ((limited, limited, 3), (other, third, 2)):
         response = while_locked(
@@ -782,13 +865,14 @@ def test_a_report_waiting_on_another_counts_what_it_took(app: Any, alice: Any, a
     assert pools(alice, ws)[0]["products"]["users"] == {"capacity": 5, "used": 5, "free": 0}
 
 
-def test_a_report_waiting_on_a_decrease_counts_its_hold(app: Any, alice: Any, auth: Any, state: Any) -> None:
+def test_a_report_waiting_on_a_decrease_counts_its_hold(app: Any, alice: Any, reporter: Any, state: Any) -> None:
     """A report reads the pool's capacity before it waits for the workspace lock; a decrease's
     hold committed meanwhile changes it: the report is checked again against the capacity as
     the lock's holder left it, not the one it read before waiting."""
     ws = alice.workspace("pooled")
     sub = subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
     root = make_root(alice, ws)
+    client = reporter(ws, [root])
     response = while_locked(
         app,
         state,
@@ -801,7 +885,7 @@ def test_a_report_waiting_on_a_decrease_counts_its_hold(app: Any, alice: Any, au
                 expires_at=utcnow() + timedelta(seconds=60),
             )
         ),  # as holding does
-        lambda: report(Api(app.test_client(), auth("alice")), ws, root["id"], "users", 3),
+        lambda: report(client, ws, root["id"], "users", 3),
     )
     assert_error(response, 409, "capacity_exceeded")
     assert usage_of(alice, ws, root["id"])["usage"]["users"] == 0

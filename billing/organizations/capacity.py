@@ -15,7 +15,7 @@ the change are one step however many requests run at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -45,7 +45,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 
 from billing import replica
-from billing.access import Access, workspace_archived
+from billing.access import Access, organization_access, workspace_archived
 from billing.audit import trail
 from billing.catalog import PRODUCTS, CatalogProducts
 from billing.db import Database
@@ -53,6 +53,7 @@ from billing.errors import ApiError, not_found
 from billing.models import BillingAccountIndex, CapacityHold, Organization, StripeCopy, Workspace, utcnow
 from billing.state import BillingState
 from billing.subscriptions.active import PROVIDING, provides_capacity
+from billing.tokens import USAGE_SCOPE, has_scope
 
 Quantities = dict[str, int]
 HOLD_SECONDS = 120  # longer than any Stripe call a hold covers (it is removed when the call ends)
@@ -597,11 +598,9 @@ def _read_capacity(state: BillingState, report: _Report) -> tuple[Quantities, st
     return capacity, fingerprint
 
 
-def report_usage(
-    state: BillingState, workspace: Workspace, org: Organization, product: str, delta: int
-) -> dict[str, Any]:
-    """Take (`delta` > 0) or release capacity for an organization (`workspace` and `org` as
-    the access check read them); answers its limits entry for the product. 409
+def report_usage(state: BillingState, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
+    """Take (`delta` > 0) or release capacity for an organization, as the request's caller may
+    (`organization_access(write=True)`); answers its limits entry for the product. 409
     capacity_exceeded past the pool or any limit on the path; a release never takes usage
     below 0.
 
@@ -611,35 +610,88 @@ def report_usage(
     process, `_KNOWN_CAPACITY`); then one transaction, sent as one round trip, takes the lock
     and checks, moves and reads back in one statement (a positive delta only if the
     fingerprint still holds); its commit doesn't wait for the disk (README: a usage report's
-    200). A report that moved nothing (refused, or the capacity changed meanwhile) is checked
-    again the slow way, with the capacity read under the lock, as on SQLite (whose writes
-    queue on its lock)."""
+    200). A service token's report of a target this process knows (`_KNOWN_TARGETS`) is that
+    round trip alone. A report that moved nothing (refused, or something changed meanwhile) is
+    checked again the slow way, after the access check, with the capacity read under the lock,
+    as on SQLite (whose writes queue on its lock)."""
+    service = has_scope(USAGE_SCOPE)
+    round_trip = state.db.has_round_trip_transactions
+    known = _KNOWN_TARGETS.get((workspace_id, org_id)) if service and round_trip else None
+    if known is not None:
+
+        def checked() -> tuple[Workspace, Organization]:
+            access, org = organization_access(workspace_id, org_id, write=True)
+            return access.workspace, org
+
+        answer = _report_in_one_round_trip(state, *known, product, delta, checked)
+        if answer is not None:
+            return answer
+    access, org = organization_access(workspace_id, org_id, write=True)
+    if service:
+        _remember_target(access.workspace, org)
+    if round_trip and known is None:
+        answer = _report_in_one_round_trip(
+            state, access.workspace, org, product, delta, lambda: (access.workspace, org)
+        )
+        if answer is not None:
+            return answer
+    return _report_in_transaction(state, _report_of(access.workspace, org, product, delta))
+
+
+# A service token may report in any workspace (`usage_access`): what its report must check is that
+# the workspace is there and writable and the organization in it, which the report's statement
+# checks under the lock. So a process keeps the targets of its service tokens' reports, by
+# (workspace, organization), as the access check read them: a report of a known target skips that
+# check. An organization's path never changes; a pool that did (its root reassigned) fails the
+# statement's check, and the report is checked again the slow way.
+_KNOWN_TARGETS: dict[tuple[str, str], tuple[Workspace, Organization]] = {}
+_KNOWN_TARGETS_MAX = 4096  # then it starts again
+
+
+def _remember_target(workspace: Workspace, org: Organization) -> None:
+    if len(_KNOWN_TARGETS) >= _KNOWN_TARGETS_MAX:
+        _KNOWN_TARGETS.clear()
+    _KNOWN_TARGETS[workspace.id, org.id] = workspace, org
+
+
+def _report_of(workspace: Workspace, org: Organization, product: str, delta: int) -> _Report:
     path_ids = [org.id, *reversed(org.ancestor_ids)]
-    report = _Report(workspace.id, org.id, path_ids, pool_of(workspace, org.billing_account_id), product, delta)
-    if not state.db.has_round_trip_transactions:
-        return _report_in_transaction(state, report)
+    return _Report(workspace.id, org.id, path_ids, pool_of(workspace, org.billing_account_id), product, delta)
+
+
+def _report_in_one_round_trip(
+    state: BillingState,
+    workspace: Workspace,
+    org: Organization,
+    product: str,
+    delta: int,
+    checked: Callable[[], tuple[Workspace, Organization]],
+) -> dict[str, Any] | None:
+    """PostgreSQL: the report in one round trip; None if it moved nothing. `checked`: the
+    workspace and organization, access-checked (a release's answer read again needs them)."""
+    report = _report_of(workspace, org, product, delta)
     of_account = report.pool.account_id is not None
-    known = (workspace.id, report.pool.account_id)
+    known = (report.workspace_id, report.pool.account_id)
     capacity, fingerprint = _KNOWN_CAPACITY.get(known) or _read_capacity(state, report)
     params = report.params(capacity, fingerprint)
-    (locked, _), (rows, _) = state.db.in_one_round_trip(
-        [(_LOCK_ROW, params), (_REPORT[product, of_account, True, delta > 0], params)], wait_for_disk=False
+    _, (rows, _) = state.db.in_one_round_trip(
+        [(_LOCK_ROW, params), (_REPORT[report.product, of_account, True, report.delta > 0], params)],
+        wait_for_disk=False,
     )
-    if not locked:
-        raise not_found("workspace")
-    if locked[0][0] is not None:
-        raise workspace_archived()
     nodes = {row[0]: row for row in rows}
-    if report.org_id not in nodes:  # refused, stale, gone, or nothing to release: the slow way says which
+    if report.org_id not in nodes:  # refused, stale, gone, archived, or nothing to release
         _KNOWN_CAPACITY.pop(known, None)
-        return _report_in_transaction(state, report)
+        return None
     *_, change, pool_before, stale = nodes[report.org_id]
     if stale:  # a release moved (it needs no capacity), but the answer's capacity or pool is not current
         _KNOWN_CAPACITY.pop(known, None)
+        workspace, org = checked()
         with state.db.read() as session:
-            return Limits(state, session, workspace, org).entry(product)
-    path = [_node(nodes[i]) for i in path_ids]
-    return Limits.of(state, workspace, path, {product: int(pool_before) + int(change)}, capacity).entry(product)
+            return Limits(state, session, workspace, org).entry(report.product)
+    path = [_node(nodes[i]) for i in report.path_ids]
+    return Limits.of(state, workspace, path, {report.product: int(pool_before) + int(change)}, capacity).entry(
+        report.product
+    )
 
 
 def _report_in_transaction(state: BillingState, report: _Report) -> dict[str, Any]:

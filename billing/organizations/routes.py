@@ -132,8 +132,7 @@ class Usage(MethodView):
     @blp.response(200, LimitEntrySchema)
     def post(self, data: dict[str, Any], workspaceId: str, organizationId: str) -> Any:
         """Report usage: take (positive delta) or release capacity"""
-        access, org = organization_access(workspaceId, organizationId, write=True)
-        return capacity.report_usage(current(), access.workspace, org, data["product"], data["delta"])
+        return capacity.report_usage(current(), workspaceId, organizationId, data["product"], data["delta"])
 
 
 @blp.route("/capacity")
