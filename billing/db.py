@@ -8,15 +8,16 @@ a Stripe call would block it. `Database.write()` takes the write lock up front
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import pq
@@ -31,7 +32,13 @@ log = logging.getLogger("billing.db")
 
 
 class Base(DeclarativeBase):
-    pass
+    @classmethod
+    def loaded(cls, pairs: Iterable[tuple[str, Any]]) -> Self:
+        """An instance holding `pairs` (attribute, value) as if loaded, in no session: rows read
+        as columns, handed out as instances at a tenth of the constructor's cost (no events)."""
+        instance: Self = cls.__mapper__.class_manager.new_instance()
+        instance.__dict__.update(pairs)
+        return instance
 
 
 def normalize_database_url(url: str) -> str:
@@ -63,7 +70,8 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-_NO_WAIT_FOR_DISK = text("SET LOCAL synchronous_commit TO OFF")
+_NO_WAIT_FOR_DISK_SQL = "SET LOCAL synchronous_commit TO OFF"
+_NO_WAIT_FOR_DISK = text(_NO_WAIT_FOR_DISK_SQL)
 
 # A pooled connection is pinged before use only when it sat idle long enough to have been
 # dropped unseen (a restart, a failover, an idle timeout), or in the seconds after a database
@@ -154,6 +162,8 @@ class Database:
             _ping_when_idle(self.engine, self._suspect_since)
         self._write_engine = self.engine.execution_options(write_lock=True)
         self._compiled_statements: dict[Executable, Any] = {}  # in_one_round_trip's
+        self._positional: Any = None
+        self._layouts: dict[tuple[Any, ...], tuple[str, list[tuple[str, int | None, Any]]]] = {}
         # psycopg's pipeline needs libpq 14 or later (its binary package ships one).
         self.has_round_trip_transactions = not self.is_sqlite and psycopg.Pipeline.is_supported()
         # Reads on PostgreSQL skip BEGIN/ROLLBACK: two round trips fewer per read.
@@ -308,7 +318,7 @@ class Database:
         assert self.has_round_trip_transactions, "SQLite, or a libpq without pipelines: use write()"
         expanded = [self._expanded(statement, params) for statement, params in statements]
         if not wait_for_disk:
-            expanded.insert(0, (str(_NO_WAIT_FOR_DISK), {}))
+            expanded.insert(0, (_NO_WAIT_FOR_DISK_SQL, []))
         with self.columns() as connection:  # autocommits: BEGIN and COMMIT are ours
             driver = connection.connection.driver_connection
             assert driver is not None
@@ -319,7 +329,7 @@ class Database:
                     driver.execute("BEGIN")
                     cursors = []
                     for sql, params in expanded:
-                        cursor = driver.cursor()
+                        cursor = psycopg.RawCursor(driver)
                         if announce is not None:
                             announce(connection, cursor, sql, params, None, False)
                         cursors.append(cursor.execute(sql, params))
@@ -352,16 +362,45 @@ class Database:
                 for cursor in cursors
             ]
 
-    def _expanded(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The SQL and parameters SQLAlchemy would hand the driver (compiled once a statement)."""
+    def _expanded(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and parameters SQLAlchemy would hand the driver, compiled once a statement with
+        PostgreSQL's own placeholders ($1) for a `psycopg.RawCursor` (psycopg converts a
+        statement's `%(name)s` on each run unless it is under 4 KB, and a usage report's is not),
+        and expanded once a shape (the lengths of its `IN` lists)."""
         compiled = self._compiled_statements.get(statement)
         if compiled is None:
-            compiled = self._compiled_statements[statement] = statement.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
-        state = compiled.construct_expanded_state(params)
-        processors = state.processors
-        return state.statement, {
-            name: processors[name](value) if name in processors else value for name, value in state.parameters.items()
-        }
+            compiled = self._compiled_statements[statement] = statement.compile(dialect=self._positional_dialect())  # type: ignore[attr-defined]
+        values = compiled.construct_params(params)
+        lists = tuple(name for name, bind in compiled.binds.items() if bind.expanding)
+        shape = (statement, *(len(values[name]) for name in lists))
+        layout = self._layouts.get(shape)
+        if layout is None:
+            state = compiled.construct_expanded_state(params)
+            # Each placeholder's value: a parameter, or an element of a list (`ids_2` is ids[1]).
+            layout = self._layouts[shape] = (
+                state.statement,
+                [
+                    (name, None, state.processors.get(name))
+                    if name in values
+                    else (name.rpartition("_")[0], int(name.rpartition("_")[2]) - 1, state.processors.get(name))
+                    for name in state.positiontup
+                ],
+            )
+        sql, places = layout
+        out = []
+        for name, index, processor in places:
+            value = values[name] if index is None else values[name][index]
+            out.append(processor(value) if processor is not None else value)
+        return sql, out
+
+    def _positional_dialect(self) -> Any:
+        """The engine's dialect (as it was set up on connecting), with `$1` placeholders."""
+        if self._positional is None:
+            dialect = copy.copy(self.engine.dialect)
+            dialect.paramstyle, dialect.positional = "numeric_dollar", True
+            dialect.identifier_preparer = dialect.preparer(dialect)  # it doubles %s for `format` styles
+            self._positional = dialect
+        return self._positional
 
     def dispose(self) -> None:
         self.engine.dispose()

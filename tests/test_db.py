@@ -5,10 +5,11 @@ it ends (a webhook delivered in-process, a request inside a request, included)."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, DateTime, Integer, String, bindparam, event, literal_column, select, text
 
 from billing import db as db_module
 from tests.helpers import assert_error, make_child, make_root, orgs, subscribe_with_card
@@ -117,3 +118,32 @@ def test_a_pooled_connection_idle_for_a_while_is_pinged_before_use(state: Any) -
         assert "ping" in pings
     finally:
         del dialect.do_ping
+
+
+def test_statements_in_one_round_trip_answer_as_sqlalchemy_would(state: Any) -> None:
+    """`in_one_round_trip` compiles a statement once and expands it once a shape (the lengths of
+    its IN lists): lists of other lengths, a parameter used twice and typed values are answered
+    as SQLAlchemy's own execution answers them."""
+    if not state.db.has_round_trip_transactions:
+        pytest.skip("PostgreSQL's pipeline")
+    numbers = (
+        select(literal_column("n"))
+        .select_from(text("generate_series(1, 9) AS n"))
+        .where(
+            literal_column("n").in_(bindparam("wanted", expanding=True)),
+            literal_column("n") >= bindparam("least", type_=Integer),
+            literal_column("n") != bindparam("least", type_=Integer) + 1,
+        )
+        .order_by(literal_column("n"))
+    )
+    tagged = select(
+        bindparam("tag", type_=String) + "-" + bindparam("tag", type_=String), bindparam("at", type_=DateTime)
+    )
+    at = datetime(2026, 1, 2, 3, 4, 5)
+    for wanted, least in (([1, 2, 3], 1), ([7], 1), ([2, 3, 4, 5, 6], 3), ([1, 2, 3], 2)):
+        params = {"wanted": wanted, "least": least, "tag": "x", "at": at}
+        with state.db.read() as session:
+            expected = [tuple(row) for row in session.execute(numbers, params)]
+        (rows, count), (tags, _) = state.db.in_one_round_trip([(numbers, params), (tagged, params)])
+        assert (rows, count) == (expected, len(expected)), wanted
+        assert tags == [("x-x", at)]

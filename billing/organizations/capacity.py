@@ -560,6 +560,7 @@ _PATH_COLUMNS = (
     Organization.billing_account_id,
     *(getattr(Organization, f"{kind}_{p}") for kind in ("limit", "usage", "subtree") for p in PRODUCTS),
 )
+_PATH_KEYS = [column.key for column in _PATH_COLUMNS]
 
 
 def _state_statement(of_account: bool) -> Select[Any]:
@@ -731,7 +732,7 @@ def _refused(session: Session, report: _Report, read: Limits) -> ApiError:
 
 
 def _node(row: Sequence[Any]) -> Organization:
-    return Organization(**{column.key: value for column, value in zip(_PATH_COLUMNS, row, strict=False)})
+    return Organization.loaded(zip(_PATH_KEYS, row, strict=False))
 
 
 def check_room_for_subtree(
