@@ -48,6 +48,12 @@ class DatabaseProxy:
             listener, self._listener = self._listener, None
             dropped, self._open = self._open, set()
         if listener is not None:
+            # Stops listening now: a close alone waits for the accepting thread's accept() to
+            # return, which only a new connection makes it do (the port stays taken until then).
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         for sock in dropped:
             try:

@@ -17,9 +17,21 @@ from sqlalchemy import make_url
 from app import create_app
 from billing.config import Config
 from billing.json_logging import json_handler
+from billing.organizations import capacity
+from billing.tokens import mint_token
 from billing.workspaces import service as workspace_service
 from tests.db_proxy import DatabaseProxy
-from tests.helpers import Api, assert_error, deliver, event, synchronous_webhooks, wipe
+from tests.helpers import (
+    Api,
+    assert_error,
+    deliver,
+    event,
+    make_root,
+    orgs,
+    subscribe_with_card,
+    synchronous_webhooks,
+    wipe,
+)
 
 
 @pytest.fixture
@@ -102,6 +114,34 @@ def test_a_database_lost_in_the_middle_of_a_request_is_503(
     assert_unavailable(alice.patch(f"/workspaces/{ws}", {"name": "Renamed"}))
     proxy.restore()
     assert alice.get(f"/workspaces/{ws}").json["name"] == "Acme"
+
+
+def test_a_database_lost_before_a_usage_reports_round_trip_is_503(
+    outage_app: Flask, proxy: DatabaseProxy, auth: Any, config: Config, monkeypatch: Any
+) -> None:
+    """The report's one round trip (psycopg's pipeline) on a connection the outage cut: 503, the
+    connection is not handed back, and once the database is back the next report counts."""
+    alice = Api(outage_app.test_client(), auth("alice"))
+    ws = alice.workspace("pooled")
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 5})
+    org = make_root(alice, ws)["id"]
+    service = Api(
+        outage_app.test_client(), {"Authorization": f"Bearer {mint_token(config, 'svc', scope='billing:usage')}"}
+    )
+    report = f"{orgs(ws)}/{org}/usage"
+    assert service.post(report, {"product": "users", "delta": 1}).status_code == 200  # its target known now
+    round_trip = capacity._report_in_one_round_trip
+
+    def cut_then_report(*args: Any, **kwargs: Any) -> Any:
+        proxy.cut()
+        return round_trip(*args, **kwargs)
+
+    monkeypatch.setattr(capacity, "_report_in_one_round_trip", cut_then_report)
+    assert_unavailable(service.post(report, {"product": "users", "delta": 1}))
+    monkeypatch.setattr(capacity, "_report_in_one_round_trip", round_trip)
+    proxy.restore()
+    assert service.post(report, {"product": "users", "delta": 1}).json["used"] == 2
+    assert alice.get(f"{orgs(ws)}/{org}").json["usage"]["usage"]["users"] == 2
 
 
 def test_the_sandboxs_webhook_sender_logs_one_json_line_in_an_outage(

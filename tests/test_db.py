@@ -9,9 +9,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, DateTime, Integer, String, bindparam, event, literal_column, select, text
+from psycopg import pq
+from sqlalchemy import Connection, DateTime, Integer, String, bindparam, event, literal_column, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from billing import db as db_module
+from billing.models import Workspace
 from tests.helpers import assert_error, make_child, make_root, orgs, subscribe_with_card
 
 
@@ -126,7 +129,7 @@ def test_statements_in_one_round_trip_answer_as_sqlalchemy_would(state: Any) -> 
     as SQLAlchemy's own execution answers them."""
     if not state.db.has_round_trip_transactions:
         pytest.skip("PostgreSQL's pipeline")
-    numbers = (
+    numbers: Any = (
         select(literal_column("n"))
         .select_from(text("generate_series(1, 9) AS n"))
         .where(
@@ -147,3 +150,25 @@ def test_statements_in_one_round_trip_answer_as_sqlalchemy_would(state: Any) -> 
         (rows, count), (tags, _) = state.db.in_one_round_trip([(numbers, params), (tagged, params)])
         assert (rows, count) == (expected, len(expected)), wanted
         assert tags == [("x-x", at)]
+
+
+def test_a_failed_round_trip_changes_nothing_and_leaves_its_connection_as_it_found_it(as_user: Any, state: Any) -> None:
+    """A statement refused in the pipeline: the transaction is rolled back (an earlier statement's
+    change with it) and the request's connection (its reads share it) is idle again,
+    autocommitting as they expect."""
+    if not state.db.has_round_trip_transactions:
+        pytest.skip("PostgreSQL's pipeline")
+    ws = as_user("alice").workspace("pooled")
+    rename = update(Workspace).where(Workspace.id == ws).values(name="Renamed")
+    failing = select(literal_column("1") / bindparam("zero", type_=Integer))
+    state.db.begin_request()
+    try:
+        with pytest.raises(DBAPIError):
+            state.db.in_one_round_trip([(rename, {}), (failing, {"zero": 0})])
+        with state.db.columns() as connection:
+            driver = connection.connection.driver_connection
+            assert driver.autocommit and driver.info.transaction_status == pq.TransactionStatus.IDLE
+            assert connection.execute(select(Workspace.name).where(Workspace.id == ws)).scalar() == "Acme"
+    finally:
+        state.db.end_request()
+    assert state.db.engine.pool.checkedout() == 0
