@@ -191,7 +191,10 @@ def build(client: Client) -> dict[str, str]:
     client.call("POST", acc + "/subscriptions", json={"product_quantities": {"users": 5000, "locations": 10}})
     for _ in range(3):  # three renewals: four invoices
         client.call("POST", "/sandbox/clock/advance", json={"days": 32})
-        while client.call("GET", "/sandbox/clock")["status"] != "ready":
+        deadline = time.monotonic() + 120
+        while (clock := client.call("GET", "/sandbox/clock"))["status"] != "ready":
+            if time.monotonic() > deadline:  # e.g. a webhook refused: its retry is an hour away in sandbox time
+                raise RuntimeError(f"the sandbox clock is still {clock['status']} after 120 s")
             time.sleep(0.2)
     org = client.call(
         "POST", f"/workspaces/{ws}/organizations", json={"name": "Store 1", "limits": {"users": 100_000}}

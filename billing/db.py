@@ -325,27 +325,25 @@ class Database:
             announced = connection._has_events or connection.engine._has_events
             announce = connection.dispatch.before_cursor_execute if announced else None
             try:
-                # psycopg's own BEGIN goes out with the first statement and its COMMIT with the last
-                # (an execute of each was a tenth of a usage report's time).
-                driver.autocommit = False
+                # BEGIN and COMMIT as statements (the connection autocommits): psycopg's commit() in
+                # a pipeline syncs, and its exit syncs again, a second round trip.
                 with driver.pipeline():
+                    driver.execute("BEGIN")
                     cursors = []
                     for sql, params in expanded:
                         cursor = psycopg.RawCursor(driver)
                         if announce is not None:
                             announce(connection, cursor, sql, params, None, False)
                         cursors.append(cursor.execute(sql, params))
-                    driver.commit()
-                driver.autocommit = True
+                    driver.execute("COMMIT")
             except self.engine.dialect.loaded_dbapi.Error as error:
                 # As SQLAlchemy raises a driver's error (the 503 handler knows its own), and a
                 # connection the error cut is not handed back to the pool.
                 cut = self.engine.dialect.is_disconnect(error, driver, None)
                 if cut:
                     connection.invalidate()
-                else:
-                    driver.rollback()
-                    driver.autocommit = True
+                elif driver.info.transaction_status != pq.TransactionStatus.IDLE:
+                    driver.execute("ROLLBACK")
                 raise DBAPIError.instance(
                     "; ".join(sql for sql, _ in expanded),
                     None,
