@@ -103,10 +103,12 @@ _WORKSPACE_WIDTH = len(_KEYS[Workspace])
 
 def _read(statement: Select[Any], params: dict[str, Any], other: type[Any] | None = None) -> tuple[Any, ...] | None:
     """(workspace, role[, other]) from the statement's first row, or None."""
-    with current().db.columns() as connection:
-        row = connection.execute(statement, params).first()
-    if row is None:
+    db = current().db
+    with db.columns() as connection:
+        rows = db.fetch_columns(connection, statement, params)
+    if not rows:
         return None
+    row = rows[0]
     workspace, role = _instance(Workspace, row[:_WORKSPACE_WIDTH]), row[_WORKSPACE_WIDTH]
     if other is None:
         return workspace, role

@@ -19,7 +19,20 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import stripe
-from sqlalchemy import JSON, BigInteger, FunctionElement, Select, bindparam, case, func, literal, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    FunctionElement,
+    Select,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
@@ -258,6 +271,15 @@ def workspace_subscriptions(
     return [(data, held) for data, held in rows]
 
 
+def workspace_subscriptions_read(
+    db: Database, connection: Connection, workspace_id: str, statuses: Iterable[str]
+) -> list[tuple[Document, dict[str, int] | None]]:
+    """`workspace_subscriptions` of the whole workspace, read on a connection of `db.columns()`
+    (`Database.fetch_columns`: the capacity read, which every inventory service polls)."""
+    rows = db.fetch_columns(connection, _SUBSCRIPTIONS[False], subscriptions_params(workspace_id, statuses, None))
+    return [(data, held) for data, held in rows]
+
+
 def payment_methods(db: Database, customer_id: str) -> list[Document]:
     """The customer's attached payment methods, newest first."""
     return [m for m in _of_customer(db, "payment_method", customer_id) if customer_of(m) == customer_id]
@@ -403,7 +425,7 @@ def _invoice_rows(
         else:
             params.update(created=cursor.created, first_seen=cursor.first_seen, id=cursor.id)
     with db.columns() as connection:
-        rows = list(connection.execute(_INVOICES[which, named], params))
+        rows = list(db.fetch_columns(connection, _INVOICES[which, named], params))
     more = len(rows) > limit
     rows = rows[:limit]
     if which == "before":
