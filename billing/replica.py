@@ -25,8 +25,10 @@ from sqlalchemy import (
     Connection,
     FunctionElement,
     Select,
+    Text,
     bindparam,
     case,
+    cast,
     func,
     literal,
     select,
@@ -390,10 +392,11 @@ def _product_names_sqlite(element: _ProductNames, compiler: Any, **kw: Any) -> s
 def _invoices_statement(cursor: str | None, *, named: bool = False) -> Select[Any]:
     """A page of a customer's invoices (params: customer_id, limit, and for a cursor its
     created, first_seen and id), newest first unless `before`; keyset on (created, first_seen, id).
-    `named`: each with its products' names (`_ProductNames`)."""
+    `named`: each as its id, its document's JSON text and its products' names (`_ProductNames`)."""
     c = StripeCopy
     key = (c.created, c.first_seen, c.id)
-    query = select(c.data, *([_ProductNames(c.data)] if named else [])).where(
+    columns = [c.id, cast(c.data, Text), _ProductNames(c.data)] if named else [c.data]
+    query = select(*columns).where(
         c.customer_id == bindparam("customer_id"), c.object_type == "invoice", c.deleted.is_(False)
     )
     at = tuple_(bindparam("created"), bindparam("first_seen"), bindparam("id"))
@@ -444,11 +447,14 @@ def invoices_page(
 
 def named_invoices_page(
     db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
-) -> tuple[list[tuple[dict[str, Any], dict[str, str]]], bool]:
-    """`invoices_page`, each invoice with the names of its lines' products (as `product_names`
-    answers them), read in the same statement."""
+) -> tuple[list[tuple[str, str, dict[str, str]]], bool]:
+    """`invoices_page`, each invoice as its id and its stored document's JSON text (unparsed: its
+    reader may have parsed the same text before), with the names of its lines' products (as
+    `product_names` answers them), read in the same statement."""
     rows, more = _invoice_rows(db, customer_id, limit, after, before, named=True)
-    return [(data, {id_: str(name) for id_, name in (names or {}).items()}) for data, names in rows], more
+    return [
+        (id_, text, {product: str(name) for product, name in (names or {}).items()}) for id_, text, names in rows
+    ], more
 
 
 def invoices_since(db: Database, customer_id: str, since: int) -> list[dict[str, Any]]:
