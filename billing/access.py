@@ -91,7 +91,7 @@ def _columns(entity: type[Any]) -> list[Any]:
 def _instance(entity: type[Any], values: Sequence[Any]) -> Any:
     """The row's instance; None for an outer join's missing row (no primary key)."""
     keys = _KEYS[entity]
-    return None if values[0] is None else entity(**dict(zip(keys, values, strict=True)))
+    return None if values[0] is None else entity.loaded(zip(keys, values, strict=True))
 
 
 _KEYS = {
@@ -103,10 +103,12 @@ _WORKSPACE_WIDTH = len(_KEYS[Workspace])
 
 def _read(statement: Select[Any], params: dict[str, Any], other: type[Any] | None = None) -> tuple[Any, ...] | None:
     """(workspace, role[, other]) from the statement's first row, or None."""
-    with current().db.columns() as connection:
-        row = connection.execute(statement, params).first()
-    if row is None:
+    db = current().db
+    with db.columns() as connection:
+        rows = db.fetch_columns(connection, statement, params)
+    if not rows:
         return None
+    row = rows[0]
     workspace, role = _instance(Workspace, row[:_WORKSPACE_WIDTH]), row[_WORKSPACE_WIDTH]
     if other is None:
         return workspace, role

@@ -24,6 +24,9 @@ class ApiBlueprint(Blueprint):  # type: ignore[misc]
     def arguments(
         self, schema: Any, *, location: str = "json", required: bool = True, **kwargs: Any
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        if isinstance(schema, type):
+            # webargs makes an instance of a class on every request (its fields bound anew): one will do.
+            schema = schema()
         parse: Callable[[Callable[..., Any]], Callable[..., Any]] = super().arguments(
             schema, location=location, required=required, **kwargs
         )

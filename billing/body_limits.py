@@ -21,6 +21,7 @@ class BodyLimits:
         """`larger`: (endpoint, method) -> bytes, for the routes that take more than the app's limit."""
         self.app = app
         self.larger = dict(larger)
+        self._methods = frozenset(method for _, method in self.larger)
 
     @property
     def default(self) -> int:
@@ -34,6 +35,8 @@ class BodyLimits:
 
     def for_target(self, method: str, target: str) -> int:
         """The limit for a request line's method and target (as the worker reads it)."""
+        if method not in self._methods:
+            return self.default  # every GET: no route to look up
         path = unquote(urlsplit(target).path or "/", encoding="latin-1")  # the WSGI PATH_INFO
         try:
             endpoint, _ = self.app.url_map.bind("localhost").match(path, method=method)

@@ -19,7 +19,23 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import stripe
-from sqlalchemy import JSON, BigInteger, FunctionElement, Select, bindparam, case, func, literal, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    FunctionElement,
+    Select,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
@@ -215,11 +231,20 @@ def holds(document: Document, view: stripe.StripeObject) -> bool:
     return {k: v for k, v in document.items() if k != CHANGED_AT} == _as_stored(view.to_dict())[0]
 
 
-def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict[str, int]]:
+def subscriptions_statement(
+    *, of_customer: bool, statuses: Iterable[str] | None = None
+) -> Select[dict[str, Any], dict[str, int]]:
     """The subscriptions of a workspace's accounts (or, `of_customer`, of one of
     them) whose Stripe status is one of `statuses`, each with the quantities of
     a live capacity hold on it (a row per hold). Params: workspace_id, now,
-    statuses, and customer_id."""
+    statuses (unless given here), and customer_id."""
+    status = StripeCopy.status
+    of_statuses = (
+        status.in_(bindparam("statuses", expanding=True))
+        if statuses is None
+        # Written in: an expanding IN's SQL is rendered again at each execution.
+        else or_(*(status == value for value in sorted(statuses)))
+    )
     query = (
         select(StripeCopy.data, CapacityHold.quantities)
         .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
@@ -233,7 +258,7 @@ def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict
             BillingAccountIndex.workspace_id == bindparam("workspace_id"),
             BillingAccountIndex.state == "active",
             StripeCopy.object_type == "subscription",
-            StripeCopy.status.in_(bindparam("statuses", expanding=True)),
+            of_statuses,
             StripeCopy.deleted.is_(False),
         )
     )
@@ -256,6 +281,23 @@ def workspace_subscriptions(
         _SUBSCRIPTIONS[customer_id is not None], subscriptions_params(workspace_id, statuses, customer_id)
     )
     return [(data, held) for data, held in rows]
+
+
+def workspace_subscriptions_read(
+    db: Database, connection: Connection, workspace_id: str, statuses: Iterable[str]
+) -> list[tuple[Document, dict[str, int] | None]]:
+    """`workspace_subscriptions` of the whole workspace, read on a connection of `db.columns()`
+    (`Database.fetch_columns`: the capacity read, which every inventory service polls)."""
+    key = frozenset(statuses)
+    statement = _OF_STATUSES.get(key)
+    if statement is None:
+        statement = _OF_STATUSES[key] = subscriptions_statement(of_customer=False, statuses=key)
+    rows = db.fetch_columns(connection, statement, {"workspace_id": workspace_id, "now": utcnow()})
+    return [(data, held) for data, held in rows]
+
+
+# workspace_subscriptions_read's, by statuses (built once each).
+_OF_STATUSES: dict[frozenset[str], Select[dict[str, Any], dict[str, int]]] = {}
 
 
 def payment_methods(db: Database, customer_id: str) -> list[Document]:
@@ -368,10 +410,11 @@ def _product_names_sqlite(element: _ProductNames, compiler: Any, **kw: Any) -> s
 def _invoices_statement(cursor: str | None, *, named: bool = False) -> Select[Any]:
     """A page of a customer's invoices (params: customer_id, limit, and for a cursor its
     created, first_seen and id), newest first unless `before`; keyset on (created, first_seen, id).
-    `named`: each with its products' names (`_ProductNames`)."""
+    `named`: each as its id, its document's JSON text and its products' names (`_ProductNames`)."""
     c = StripeCopy
     key = (c.created, c.first_seen, c.id)
-    query = select(c.data, *([_ProductNames(c.data)] if named else [])).where(
+    columns = [c.id, cast(c.data, Text), _ProductNames(c.data)] if named else [c.data]
+    query = select(*columns).where(
         c.customer_id == bindparam("customer_id"), c.object_type == "invoice", c.deleted.is_(False)
     )
     at = tuple_(bindparam("created"), bindparam("first_seen"), bindparam("id"))
@@ -403,7 +446,7 @@ def _invoice_rows(
         else:
             params.update(created=cursor.created, first_seen=cursor.first_seen, id=cursor.id)
     with db.columns() as connection:
-        rows = list(connection.execute(_INVOICES[which, named], params))
+        rows = list(db.fetch_columns(connection, _INVOICES[which, named], params))
     more = len(rows) > limit
     rows = rows[:limit]
     if which == "before":
@@ -422,11 +465,14 @@ def invoices_page(
 
 def named_invoices_page(
     db: Database, customer_id: str, limit: int, *, after: str | None = None, before: str | None = None
-) -> tuple[list[tuple[dict[str, Any], dict[str, str]]], bool]:
-    """`invoices_page`, each invoice with the names of its lines' products (as `product_names`
-    answers them), read in the same statement."""
+) -> tuple[list[tuple[str, str, dict[str, str]]], bool]:
+    """`invoices_page`, each invoice as its id and its stored document's JSON text (unparsed: its
+    reader may have parsed the same text before), with the names of its lines' products (as
+    `product_names` answers them), read in the same statement."""
     rows, more = _invoice_rows(db, customer_id, limit, after, before, named=True)
-    return [(data, {id_: str(name) for id_, name in (names or {}).items()}) for data, names in rows], more
+    return [
+        (id_, text, {product: str(name) for product, name in (names or {}).items()}) for id_, text, names in rows
+    ], more
 
 
 def invoices_since(db: Database, customer_id: str, since: int) -> list[dict[str, Any]]:

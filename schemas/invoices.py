@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
@@ -30,7 +31,8 @@ class InvoiceLineSchema(Schema):
 
 
 class InvoiceSchema(Schema):
-    """Dumps {"invoice": <Stripe invoice dict>, "lines": [<line dicts>], "product_names": {id: name}}."""
+    """Dumps {"invoice": <Stripe invoice dict>, "lines": [<line dicts>], "product_names": {id: name}},
+    or a stored invoice, {"stored": <its document's JSON text>, "product_names": {id: name}}."""
 
     id = fields.String(metadata={"example": "in_1Q0PsIJvEtkwdCNY"})
     customer_id = fields.String()
@@ -53,7 +55,8 @@ class InvoiceSchema(Schema):
     @pre_dump
     @from_stripe("invoice")
     def _from_invoice(self, view: dict[str, Any], **_: Any) -> dict[str, Any]:
-        invoice = view["invoice"]
+        invoice = view["invoice"] if "invoice" in view else json.loads(view["stored"])
+        lines = view["lines"] if "lines" in view else invoice["lines"]["data"]
         names = view.get("product_names") or {}
         taxes = invoice.get("total_taxes")
         discounts = invoice.get("total_discount_amounts")
@@ -72,7 +75,7 @@ class InvoiceSchema(Schema):
             "tax": sum(t.get("amount", 0) for t in taxes) if taxes else None,
             "discount_amount": sum(d.get("amount", 0) for d in discounts) if discounts else None,
             "discount_names": _discount_names(invoice.get("discounts") or []),
-            "lines": [_line(line, names) for line in view["lines"]],
+            "lines": [_line(line, names) for line in lines],
             "due_date": format_timestamp(invoice["due_date"]) if invoice.get("due_date") else None,
             "hosted_invoice_url": invoice.get("hosted_invoice_url"),
             "invoice_pdf": invoice.get("invoice_pdf"),
@@ -115,8 +118,31 @@ class InvoicePreviewSchema(InvoiceSchema):
         exclude = ("id",)
 
 
+# A list's invoices are dumped once per process: what an invoice shows is a pure function of its
+# stored document and its products' names, and parsing and reshaping them was most of a list's
+# Python. Keyed by the document's text and the names: a new view of the invoice (Stripe's, or
+# any change to the copy) or a renamed product is another key. Bounded; then it starts again.
+_DUMPED_MAX = 1024
+_dumped: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+
+class _StoredInvoice(fields.Nested):
+    """An invoice of a list (`InvoiceSchema`'s stored view), from the memo when this text with
+    these names was dumped before. Documented as `Nested(InvoiceSchema)`."""
+
+    def _serialize(self, nested_obj: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        key = (nested_obj["stored"], tuple(sorted(nested_obj["product_names"].items())))
+        dumped = _dumped.get(key)
+        if dumped is None:
+            dumped = super()._serialize(nested_obj, attr, obj, **kwargs)  # type: ignore[no-untyped-call]
+            if len(_dumped) >= _DUMPED_MAX:
+                _dumped.clear()
+            _dumped[key] = dumped
+        return dumped
+
+
 class InvoiceListSchema(Schema):
-    data = fields.List(fields.Nested(InvoiceSchema))
+    data = fields.List(_StoredInvoice(InvoiceSchema))
     has_more = fields.Boolean()
     next_cursor = fields.String(allow_none=True)
     previous_cursor = fields.String(allow_none=True)

@@ -10,9 +10,22 @@ from typing import Any
 
 import pytest
 from psycopg import pq
-from sqlalchemy import Connection, DateTime, Integer, String, bindparam, event, literal_column, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    event,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DataError, DBAPIError
 
+from billing import access, replica
 from billing import db as db_module
 from billing.models import Workspace
 from tests.helpers import assert_error, make_child, make_root, orgs, subscribe_with_card
@@ -172,3 +185,58 @@ def test_a_failed_round_trip_changes_nothing_and_leaves_its_connection_as_it_fou
     finally:
         state.db.end_request()
     assert state.db.engine.pool.checkedout() == 0
+
+
+def test_a_hot_read_on_the_drivers_cursor_answers_as_sqlalchemy_and_is_seen_as_one_statement(
+    as_user: Any, state: Any, monkeypatch: Any
+) -> None:
+    """`Database.fetch_columns` (the access checks, the invoices' page, the capacity read): on
+    PostgreSQL the driver's cursor, not SQLAlchemy's execute, with the same rows (parameters and
+    column types processed: aware datetimes, JSON), the statement announced once before and once
+    after to the engine's listeners, and a driver's error raised as SQLAlchemy raises it."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    customer = alice.account(ws)["id"]
+    params = {"workspace_id": ws, "user_id": "alice", "customer_id": customer}
+    statement = access._MEMBERSHIP_AND_ACCOUNT
+    subscriptions = (replica._SUBSCRIPTIONS[False], replica.subscriptions_params(ws, ["active", "trialing"], None))
+    with state.db.columns() as connection:
+        expected = [tuple(row) for row in connection.execute(statement, params)]
+        expected_subscriptions = [tuple(row) for row in connection.execute(*subscriptions)]
+    created_at = [c.name for c in statement.selected_columns].index("created_at")
+    assert expected and expected[0][created_at].tzinfo is not None  # the workspace's, as UTCDateTime answers it
+    seen: list[tuple[str, Any]] = []
+
+    def before(_conn: Any, _cursor: Any, sql: str, _params: Any, context: Any, _many: bool) -> None:
+        if sql.lstrip().startswith("SELECT"):  # not SQLite's BEGIN
+            seen.append(("before", context))
+
+    def after(_conn: Any, _cursor: Any, sql: str, _params: Any, context: Any, _many: bool) -> None:
+        if sql.lstrip().startswith("SELECT"):
+            seen.append(("after", context))
+
+    if not state.db.is_sqlite:
+
+        def not_sqlalchemys(*_args: Any, **_kwargs: Any) -> Any:
+            raise AssertionError("a hot read went through SQLAlchemy's execute")
+
+        monkeypatch.setattr(Connection, "_execute_clauseelement", not_sqlalchemys)
+    event.listen(state.db.engine, "before_cursor_execute", before)
+    event.listen(state.db.engine, "after_cursor_execute", after)
+    try:
+        with state.db.columns() as connection:
+            rows = [tuple(row) for row in state.db.fetch_columns(connection, statement, params)]
+            with_json = [tuple(row) for row in state.db.fetch_columns(connection, *subscriptions)]
+    finally:
+        event.remove(state.db.engine, "before_cursor_execute", before)
+        event.remove(state.db.engine, "after_cursor_execute", after)
+        monkeypatch.undo()
+    assert rows == expected and with_json == expected_subscriptions
+    assert [when for when, _ in seen] == ["before", "after", "before", "after"]
+    assert seen[0][1] is seen[1][1] and seen[0][1] is not None  # a listener keeps its state between the two
+    if state.db.is_sqlite:
+        return
+    with state.db.columns() as connection:
+        with pytest.raises(DataError):
+            state.db.fetch_columns(connection, select(cast(bindparam("n"), Integer)), {"n": "not a number"})
+        assert state.db.fetch_columns(connection, select(cast(bindparam("n"), Integer)), {"n": "7"}) == [(7,)]

@@ -7,10 +7,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, event, func, insert, select
 
 from billing import replica
-from billing.models import StripeCopy
+from billing.models import StripeCopy, now_stamp
+from schemas import invoices as invoice_schemas
 from stripe_sandbox.models import SandboxObject
 from tests.builders import Builder
 from tests.helpers import assert_error
@@ -368,3 +369,77 @@ def _product_ids(state: Any) -> dict[str, str]:
     with state.db.read() as session:
         rows = session.execute(select(StripeCopy.id, StripeCopy.data).where(StripeCopy.object_type == "product"))
         return {id_: data.get("name") for id_, data in rows}
+
+
+def test_a_listed_invoice_is_dumped_once_until_its_document_or_its_products_names_change(
+    subscribed: dict[str, Any], state: Any, monkeypatch: Any
+) -> None:
+    """The list dumps each stored invoice once per process (schemas.invoices: keyed by its document's
+    text and its products' names), exactly as the schema dumps the parsed document; a new view of
+    the invoice, or a renamed product, is dumped anew."""
+    alice, acc = subscribed["alice"], subscribed["acc"]
+    customer = acc.rsplit("/", 1)[-1]
+    dumped: list[Any] = []  # each invoice the schema reshapes (`_discount_names` is called once an invoice)
+    discount_names = invoice_schemas._discount_names
+
+    def counted(discounts: list[Any]) -> list[str]:
+        dumped.append(discounts)
+        return discount_names(discounts)
+
+    monkeypatch.setattr(invoice_schemas, "_discount_names", counted)
+
+    def reference() -> list[dict[str, Any]]:
+        """The schema's dump of each parsed document, as a preview is dumped (no memo)."""
+        documents, _ = replica.invoices_page(state.db, customer, 10)
+        products = {line["pricing"]["price_details"]["product"] for d in documents for line in d["lines"]["data"]}
+        names = replica.product_names(state.db, products)
+        schema = invoice_schemas.InvoiceSchema()
+        return [schema.dump({"invoice": d, "lines": d["lines"]["data"], "product_names": names}) for d in documents]
+
+    first = alice.get(f"{acc}/invoices")
+    assert first.status_code == 200 and first.json["data"] == reference()
+    dumped.clear()
+    again = alice.get(f"{acc}/invoices")
+    assert again.get_data() == first.get_data() and dumped == []  # from the memo: nothing parsed or reshaped
+
+    # A new view of the newest invoice (a later stamp): that invoice alone is dumped anew.
+    [invoice, *older] = replica.invoices_page(state.db, customer, 10)[0]
+    replica.Keeper(state.db).keep_data({**invoice, "number": "RENUMBERED-1"}, now_stamp())
+    listed = alice.get(f"{acc}/invoices").json["data"]
+    assert listed[0]["number"] == "RENUMBERED-1" and len(dumped) == 1 and listed == reference()
+
+    # A product renamed in the copy: every invoice that names it is dumped anew.
+    dumped.clear()
+    users = next(id_ for id_, name in _product_ids(state).items() if name == "Users")
+    with state.db.read() as session:  # the catalog's copy outlives the test (tests.helpers.wipe): put it back
+        original = {
+            column.key: getattr(session.get(StripeCopy, users), column.key) for column in StripeCopy.__table__.columns
+        }
+    try:
+        with state.db.write() as session:
+            row = session.get(StripeCopy, users)
+            row.data = {**row.data, "name": "Seats"}
+        listed = alice.get(f"{acc}/invoices").json["data"]
+        assert len(dumped) == 1 + len(older) and "Seats" in {line["product_name"] for line in listed[0]["lines"]}
+        assert listed == reference()
+    finally:
+        with state.db.write() as session:
+            session.execute(delete(StripeCopy).where(StripeCopy.id == users))
+            session.execute(insert(StripeCopy), [original])
+
+
+def test_the_invoices_list_is_two_statements(subscribed: dict[str, Any], state: Any) -> None:
+    """The access check and the page (its products' names in it), on both dialects."""
+    alice, acc = subscribed["alice"], subscribed["acc"]
+    assert alice.get(f"{acc}/invoices").status_code == 200
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(sql)
+
+    event.listen(state.db.engine, "before_cursor_execute", statement)
+    try:
+        assert alice.get(f"{acc}/invoices").status_code == 200
+    finally:
+        event.remove(state.db.engine, "before_cursor_execute", statement)
+    assert len([sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]) == 2, seen

@@ -42,6 +42,12 @@ def _view(invoice: dict[str, Any], product_names: dict[str, str]) -> dict[str, A
     return {"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": product_names}
 
 
+def _stored_view(text: str, product_names: dict[str, str]) -> dict[str, Any]:
+    """What the invoice list's schema dumps for an invoice: its stored document as the copy's JSON
+    text (parsed, as `_view`, only if that text was not dumped before) and its products' names."""
+    return {"stored": text, "product_names": product_names}
+
+
 def _check_cursor(state: BillingState, customer_id: str, invoice_id: str) -> None:
     """A cursor must be one of this customer's invoices (no paging through others')."""
     invoice = replica.invoice(state.db, invoice_id)
@@ -57,13 +63,13 @@ def list_invoices(state: BillingState, ctx: AccountAccess, query: dict[str, Any]
         if cursor:
             _check_cursor(state, ctx.customer_id, cursor)
     page, more = replica.named_invoices_page(state.db, ctx.customer_id, query["limit"], after=after, before=before)
-    first, last = (page[0][0]["id"], page[-1][0]["id"]) if page else (None, None)
+    first, last = (page[0][0], page[-1][0]) if page else (None, None)
     if before:
         next_cursor, previous_cursor = last, first if more else None
     else:
         next_cursor, previous_cursor = last if more else None, first if after else None
     return {
-        "data": [_view(invoice, names) for invoice, names in page],
+        "data": [_stored_view(text, names) for _, text, names in page],
         "has_more": more,
         "next_cursor": next_cursor,
         "previous_cursor": previous_cursor,

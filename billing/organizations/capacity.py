@@ -195,7 +195,11 @@ def _pool_params(workspace_id: str, pool: Pool) -> dict[str, Any]:
 
 def used_by_account(session: Session, workspace_id: str) -> dict[str | None, Quantities]:
     """The usage of every root's subtree, by the root's billing account."""
-    rows = session.execute(_USED_BY_ACCOUNT, {"workspace_id": workspace_id})
+    return _by_account(session.execute(_USED_BY_ACCOUNT, {"workspace_id": workspace_id}))
+
+
+def _by_account(rows: Iterable[Sequence[Any]]) -> dict[str | None, Quantities]:
+    """`_USED_BY_ACCOUNT`'s rows, by account."""
     return {row[0]: dict(zip(PRODUCTS, (int(v or 0) for v in row[1:]), strict=True)) for row in rows}
 
 
@@ -374,12 +378,16 @@ def limits(state: BillingState, access: Access, org: Organization) -> dict[str, 
 
 def capacity(state: BillingState, workspace: Workspace) -> dict[str, Any]:
     """Every pool of the workspace: capacity, use and what is free, per product."""
-    with state.db.read() as session:
-        by_account = provided_by_account(state.products, session, workspace.id)
-        use = used_by_account(session, workspace.id)
+    db = state.db
+    # Columns on a connection, no ORM Session (on SQLite, its reads share one transaction).
+    with db.columns() as connection:
+        by_account = _provided(
+            state.products, replica.workspace_subscriptions_read(db, connection, workspace.id, PROVIDING)
+        )
+        use = _by_account(db.fetch_columns(connection, _USED_BY_ACCOUNT, {"workspace_id": workspace.id}))
         if workspace.billing_mode == "assigned":
             accounts = list(
-                session.scalars(
+                connection.scalars(
                     select(BillingAccountIndex.customer_id)
                     .where(
                         BillingAccountIndex.workspace_id == workspace.id,

@@ -1,0 +1,74 @@
+"""What every hot read is spared (issue 23): work done once per process, not per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from billing import replica
+from billing.models import Workspace
+from billing.organizations import capacity
+from billing.subscriptions.active import PROVIDING
+from schemas.invoices import InvoiceListQuerySchema
+from tests.helpers import subscribe_with_card
+
+
+def test_a_query_schema_is_made_once_not_per_request(as_user: Any, monkeypatch: Any) -> None:
+    """webargs makes an instance of a schema class on every request it parses (every field
+    bound anew); the blueprints hand it one instance, made when the route is declared."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    acc = f"/workspaces/{ws}/billing-accounts/{alice.account(ws)['id']}"
+    made: list[Any] = []
+    init = InvoiceListQuerySchema.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(InvoiceListQuerySchema, "__init__", counted)
+    assert alice.get(f"{acc}/invoices?limit=2").status_code == 200
+    assert alice.get(f"{acc}/invoices?limit=500").status_code == 422  # still validated
+    assert made == []
+
+
+def test_a_get_s_body_limit_is_the_apps_without_a_route_lookup(session_app: Flask, monkeypatch: Any) -> None:
+    """The web worker asks each request's body limit: only a method some route takes more
+    for (an organization's picture) is looked up in the URL map."""
+    limit_for = session_app.config["BODY_LIMIT_FOR"]
+    default = session_app.config["MAX_CONTENT_LENGTH"]
+
+    def no_lookup(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the URL map was matched")
+
+    monkeypatch.setattr(session_app.url_map, "bind", no_lookup)
+    assert limit_for("GET", "/workspaces/ws_1/organizations") == default
+    assert limit_for("DELETE", "/workspaces/ws_1/organizations/org_1") == default
+    monkeypatch.undo()
+    assert limit_for("POST", "/workspaces/ws_1/organizations") > default
+
+
+def test_the_capacity_read_has_its_statuses_written_in(as_user: Any, state: Any) -> None:
+    """The capacity read's subscriptions: the same rows as the statement that takes the
+    statuses as an expanding parameter, from a statement with none (an expanding IN's SQL is
+    rendered at each execution)."""
+    alice = as_user("alice")
+    ws = alice.workspace("pooled")
+    subscribe_with_card(alice, ws, alice.account(ws)["id"], {"users": 3})
+    with state.db.read() as session:
+        expected = replica.workspace_subscriptions(session, ws, PROVIDING)
+    with state.db.columns() as connection:
+        read = replica.workspace_subscriptions_read(state.db, connection, ws, PROVIDING)
+    assert read == expected and len(read) == 1
+    statement = replica._OF_STATUSES[frozenset(PROVIDING)]
+    compiled = statement.compile(dialect=state.db.engine.dialect)
+    assert not compiled.post_compile_params and not compiled.literal_execute_params
+    assert capacity.capacity(state, _workspace(state, ws))["pools"][0]["products"]["users"]["capacity"] == 3
+
+
+def _workspace(state: Any, workspace_id: str) -> Workspace:
+    with state.db.read() as session:
+        found: Workspace | None = session.get(Workspace, workspace_id)
+    assert found is not None
+    return found
