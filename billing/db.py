@@ -23,7 +23,7 @@ from typing import Any, Self
 import psycopg
 from psycopg import pq
 from sqlalchemy import Connection, Engine, Executable, create_engine, event, func, select, text
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
@@ -241,19 +241,7 @@ class Database:
                 for after in connection.dispatch.after_cursor_execute:
                     after(connection, cursor, sql, values, context, False)
         except self.engine.dialect.loaded_dbapi.Error as error:
-            # As SQLAlchemy raises a driver's error (the 503 handler knows its own), and a
-            # connection the error cut is not handed back to the pool.
-            cut = self.engine.dialect.is_disconnect(error, driver, None)
-            if cut:
-                connection.invalidate()
-            raise DBAPIError.instance(
-                sql,
-                values,
-                error,
-                self.engine.dialect.loaded_dbapi.Error,
-                connection_invalidated=cut,
-                dialect=self.engine.dialect,
-            ) from error
+            raise self._driver_error(error, connection, sql, values) from error
         finally:
             cursor.close()
         if processors is None:
@@ -393,21 +381,10 @@ class Database:
                         cursors.append(cursor.execute(sql, params))
                     driver.execute("COMMIT")
             except self.engine.dialect.loaded_dbapi.Error as error:
-                # As SQLAlchemy raises a driver's error (the 503 handler knows its own), and a
-                # connection the error cut is not handed back to the pool.
-                cut = self.engine.dialect.is_disconnect(error, driver, None)
-                if cut:
-                    connection.invalidate()
-                elif driver.info.transaction_status != pq.TransactionStatus.IDLE:
+                wrapped = self._driver_error(error, connection, "; ".join(sql for sql, _ in expanded), None)
+                if not connection.invalidated and driver.info.transaction_status != pq.TransactionStatus.IDLE:
                     driver.execute("ROLLBACK")
-                raise DBAPIError.instance(
-                    "; ".join(sql for sql, _ in expanded),
-                    None,
-                    error,
-                    self.engine.dialect.loaded_dbapi.Error,
-                    connection_invalidated=cut,
-                    dialect=self.engine.dialect,
-                ) from error
+                raise wrapped from error
             except BaseException:
                 connection.invalidate()  # in doubt: its transaction may still be open
                 raise
@@ -419,6 +396,22 @@ class Database:
                 (cursor.fetchall() if cursor.pgresult and cursor.pgresult.status == rows else [], cursor.rowcount)
                 for cursor in cursors
             ]
+
+    def _driver_error(self, error: Any, connection: Connection, sql: str, params: Any) -> StatementError:
+        """A driver's error raised on its cursor, as SQLAlchemy raises it (the 503 handler knows its
+        own); a connection the error cut is not handed back to the pool."""
+        cut = self.engine.dialect.is_disconnect(error, connection.connection.driver_connection, None)
+        if cut:
+            connection.invalidate()
+        wrapped: StatementError = DBAPIError.instance(
+            sql,
+            params,
+            error,
+            self.engine.dialect.loaded_dbapi.Error,
+            connection_invalidated=cut,
+            dialect=self.engine.dialect,
+        )
+        return wrapped
 
     def _expanded(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and parameters SQLAlchemy would hand the driver, compiled once a statement with
