@@ -385,26 +385,33 @@ class _ProductNames(FunctionElement[Any]):
     inherit_cache = True
 
 
-@compiles(_ProductNames, "postgresql")
-def _product_names_postgresql(element: _ProductNames, compiler: Any, **kw: Any) -> str:
-    data = compiler.process(element.clauses, **kw)
-    return (
-        "(SELECT jsonb_object_agg(product.id, product.data ->> 'name') FROM stripe_copies AS product"
-        " WHERE product.object_type = 'product' AND product.id IN"
-        " (SELECT line -> 'pricing' -> 'price_details' ->> 'product'"
-        f" FROM jsonb_array_elements({data} -> 'lines' -> 'data') AS line))"
-    )
+# The statement is one; what differs is each dialect's JSON functions: the aggregate of id -> name,
+# a product's name, a line's product, and the lines of the invoice's document (`{data}`).
+_PRODUCT_NAMES_SQL = (
+    "(SELECT {aggregate}(product.id, {name}) FROM stripe_copies AS product"
+    " WHERE product.object_type = 'product' AND product.id IN (SELECT {product} FROM {lines} AS line))"
+)
+_PRODUCT_NAMES_JSON = {
+    "postgresql": {
+        "aggregate": "jsonb_object_agg",
+        "name": "product.data ->> 'name'",
+        "product": "line -> 'pricing' -> 'price_details' ->> 'product'",
+        "lines": "jsonb_array_elements({data} -> 'lines' -> 'data')",
+    },
+    "sqlite": {
+        "aggregate": "json_group_object",
+        "name": "json_extract(product.data, '$.name')",
+        "product": "json_extract(line.value, '$.pricing.price_details.product')",
+        "lines": "json_each({data}, '$.lines.data')",
+    },
+}
 
 
-@compiles(_ProductNames, "sqlite")
-def _product_names_sqlite(element: _ProductNames, compiler: Any, **kw: Any) -> str:
-    data = compiler.process(element.clauses, **kw)
-    return (
-        "(SELECT json_group_object(product.id, json_extract(product.data, '$.name')) FROM stripe_copies AS product"
-        " WHERE product.object_type = 'product' AND product.id IN"
-        " (SELECT json_extract(line.value, '$.pricing.price_details.product')"
-        f" FROM json_each({data}, '$.lines.data') AS line))"
-    )
+@compiles(_ProductNames)
+def _product_names(element: _ProductNames, compiler: Any, **kw: Any) -> str:
+    parts = dict(_PRODUCT_NAMES_JSON[compiler.dialect.name])
+    parts["lines"] = parts["lines"].format(data=compiler.process(element.clauses, **kw))
+    return _PRODUCT_NAMES_SQL.format(**parts)
 
 
 def _invoices_statement(cursor: str | None, *, named: bool = False) -> Select[Any]:
