@@ -31,7 +31,6 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    or_,
     select,
     tuple_,
     update,
@@ -231,20 +230,11 @@ def holds(document: Document, view: stripe.StripeObject) -> bool:
     return {k: v for k, v in document.items() if k != CHANGED_AT} == _as_stored(view.to_dict())[0]
 
 
-def subscriptions_statement(
-    *, of_customer: bool, statuses: Iterable[str] | None = None
-) -> Select[dict[str, Any], dict[str, int]]:
+def subscriptions_statement(*, of_customer: bool) -> Select[dict[str, Any], dict[str, int]]:
     """The subscriptions of a workspace's accounts (or, `of_customer`, of one of
     them) whose Stripe status is one of `statuses`, each with the quantities of
     a live capacity hold on it (a row per hold). Params: workspace_id, now,
-    statuses (unless given here), and customer_id."""
-    status = StripeCopy.status
-    of_statuses = (
-        status.in_(bindparam("statuses", expanding=True))
-        if statuses is None
-        # Written in: an expanding IN's SQL is rendered again at each execution.
-        else or_(*(status == value for value in sorted(statuses)))
-    )
+    statuses, and customer_id."""
     query = (
         select(StripeCopy.data, CapacityHold.quantities)
         .join(BillingAccountIndex, BillingAccountIndex.customer_id == StripeCopy.customer_id)
@@ -258,7 +248,7 @@ def subscriptions_statement(
             BillingAccountIndex.workspace_id == bindparam("workspace_id"),
             BillingAccountIndex.state == "active",
             StripeCopy.object_type == "subscription",
-            of_statuses,
+            StripeCopy.status.in_(bindparam("statuses", expanding=True)),
             StripeCopy.deleted.is_(False),
         )
     )
@@ -288,16 +278,8 @@ def workspace_subscriptions_read(
 ) -> list[tuple[Document, dict[str, int] | None]]:
     """`workspace_subscriptions` of the whole workspace, read on a connection of `db.columns()`
     (`Database.fetch_columns`: the capacity read, which every inventory service polls)."""
-    key = frozenset(statuses)
-    statement = _OF_STATUSES.get(key)
-    if statement is None:
-        statement = _OF_STATUSES[key] = subscriptions_statement(of_customer=False, statuses=key)
-    rows = db.fetch_columns(connection, statement, {"workspace_id": workspace_id, "now": utcnow()})
+    rows = db.fetch_columns(connection, _SUBSCRIPTIONS[False], subscriptions_params(workspace_id, statuses, None))
     return [(data, held) for data, held in rows]
-
-
-# workspace_subscriptions_read's, by statuses (built once each).
-_OF_STATUSES: dict[frozenset[str], Select[dict[str, Any], dict[str, int]]] = {}
 
 
 def payment_methods(db: Database, customer_id: str) -> list[Document]:

@@ -34,17 +34,12 @@ def _views(state: BillingState, invoices: list[dict[str, Any]]) -> list[dict[str
         for line in invoice["lines"]["data"]
     }
     names = replica.product_names(state.db, {p for p in products if isinstance(p, str)})
-    return [_view(invoice, names) for invoice in invoices]
-
-
-def _view(invoice: dict[str, Any], product_names: dict[str, str]) -> dict[str, Any]:
-    """What the invoice schema dumps: the invoice, its lines and its products' names."""
-    return {"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": product_names}
+    return [{"invoice": invoice, "lines": invoice["lines"]["data"], "product_names": names} for invoice in invoices]
 
 
 def _stored_view(text: str, product_names: dict[str, str]) -> dict[str, Any]:
     """What the invoice list's schema dumps for an invoice: its stored document as the copy's JSON
-    text (parsed, as `_view`, only if that text was not dumped before) and its products' names."""
+    text (parsed, as `_views` hands it over, only if that text was not dumped before) and its products' names."""
     return {"stored": text, "product_names": product_names}
 
 
