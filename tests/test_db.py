@@ -18,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     event,
+    func,
     literal_column,
     select,
     text,
@@ -100,12 +101,32 @@ def test_a_usage_report_commits_without_waiting_for_the_disk_and_only_it(as_user
         assert alice.patch(f"/workspaces/{ws}", {"name": "Renamed"}).status_code == 200
     finally:
         event.remove(state.db.engine, "before_cursor_execute", statements)
-    assert "SET LOCAL synchronous_commit TO OFF" in reported
+    assert "SELECT set_config('synchronous_commit', 'off', true)" in reported
     assert not any("synchronous_commit" in statement for statement in seen)
     with state.db.write(wait_for_disk=False) as session:
         assert session.execute(text("SHOW synchronous_commit")).scalar() == "off"
     with state.db.write() as session:
         assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+def test_a_round_trip_is_one_transaction_and_its_setting_ends_with_it(state: Any) -> None:
+    """`in_one_round_trip` sends no BEGIN or COMMIT: its statements are the pipeline's one
+    implicit transaction (one transaction id, a setting for the transaction alone holds to its
+    last statement), and `wait_for_disk=False` is that transaction's alone."""
+    if not state.db.has_round_trip_transactions:
+        pytest.skip("PostgreSQL's pipeline")
+    setting = select(func.current_setting("synchronous_commit"), func.txid_current())
+    state.db.begin_request()
+    try:
+        for wait, expected in ((False, "off"), (True, "on")):
+            answers = state.db.in_one_round_trip([(setting, {}), (setting, {})], wait_for_disk=wait)
+            (first, transaction), (last, same) = answers[0][0][0], answers[1][0][0]
+            assert (first, last, same) == (expected, expected, transaction)
+            with state.db.columns() as connection:
+                assert connection.execute(text("SHOW synchronous_commit")).scalar() == "on"
+                assert connection.execute(select(func.txid_current())).scalar() != transaction
+    finally:
+        state.db.end_request()
 
 
 def test_a_pooled_connection_idle_for_a_while_is_pinged_before_use(state: Any) -> None:
