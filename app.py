@@ -161,6 +161,15 @@ def load_sandbox_catalog(db: Database, gateway: StripeGateway) -> None:
         log.warning("sandbox catalog not loaded yet (%s)", type(error).__name__)
 
 
+class SyncFlask(Flask):
+    """Flask, for an app with no `async def` view or hook (tests/test_app.py checks each one):
+    Flask asks `ensure_sync` of every hook and view of every request (a dozen a request, each an
+    `inspect` of the function), and here the answer is always the function itself."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return func
+
+
 def create_app(
     config: Config | None = None,
     *,
@@ -173,7 +182,7 @@ def create_app(
     `tracer_provider`: trace with it (tests); else as the OTEL_* variables say (billing.tracing)."""
     config = config or Config.from_env()
     json_logging.configure(config.log_level)
-    app = Flask(__name__, static_folder=None)  # no static files: the docs' assets have their own blueprint
+    app = SyncFlask(__name__, static_folder=None)  # no static files: the docs' assets have their own blueprint
     # Every answer is JSON: werkzeug's 308 redirects (merging `//`, adding a trailing slash) are
     # HTML and never reach the error handlers. A path with an empty segment is the envelope's 404;
     # a trailing slash is the same resource.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from flask import Flask
@@ -68,3 +69,50 @@ def _workspace(state: Any, workspace_id: str) -> Workspace:
         found: Workspace | None = session.get(Workspace, workspace_id)
     assert found is not None
     return found
+
+
+def _coroutines(app: Flask) -> list[str]:
+    """Each view, hook and error handler of `app` that is an `async def`."""
+    found: list[Any] = []
+    for view in app.view_functions.values():
+        found.append(view)
+        view_class = getattr(view, "view_class", None)  # a MethodView's methods
+        found += [getattr(view_class, method.lower()) for method in getattr(view_class, "methods", None) or ()]
+    for registry in (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+        app.url_value_preprocessors,
+        app.url_default_functions,
+        app.template_context_processors,
+    ):
+        found += [func for funcs in registry.values() for func in funcs]
+    found += app.teardown_appcontext_funcs
+    found += [
+        handler
+        for by_code in app.error_handler_spec.values()
+        for handlers in by_code.values()
+        for handler in handlers.values()
+    ]
+    return [getattr(func, "__qualname__", repr(func)) for func in found if inspect.iscoroutinefunction(func)]
+
+
+def test_no_view_or_hook_is_async_so_the_app_runs_each_as_it_is(session_app: Flask) -> None:
+    """`SyncFlask.ensure_sync` hands Flask each view and hook as it is (Flask's own inspects each
+    one, every request): that holds only while none is an `async def`."""
+    assert _coroutines(session_app) == []
+    assert session_app.ensure_sync(_coroutines) is _coroutines
+    probe = Flask(__name__)
+
+    @probe.before_request
+    async def _async_hook() -> None:  # what the check must see
+        return None
+
+    @probe.get("/probe")
+    async def _async_view() -> str:
+        return ""
+
+    assert sorted(_coroutines(probe)) == sorted(
+        f"test_no_view_or_hook_is_async_so_the_app_runs_each_as_it_is.<locals>.{name}"
+        for name in ("_async_hook", "_async_view")
+    )
