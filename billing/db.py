@@ -23,6 +23,7 @@ from typing import Any, Self
 import psycopg
 from psycopg import pq
 from sqlalchemy import Connection, Engine, Executable, create_engine, event, func, select, text
+from sqlalchemy.engine.base import ExceptionContextImpl
 from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
@@ -143,6 +144,52 @@ def _advisory_key(name: str) -> int:
 _shared: ContextVar[_SharedReads | None] = ContextVar("shared_reads", default=None)
 
 
+@dataclass(slots=True)
+class _Told:
+    """A statement the fast paths run on the driver's cursor (`fetch_columns`, `in_one_round_trip`),
+    told to the engine's listeners as SQLAlchemy's execute tells them: before it runs (they may
+    change its SQL: a comment), then after it, or of its error (statement counts, traces)."""
+
+    cursor: Any
+    sql: str
+    params: Any
+    context: Any  # what a listener keeps from before to after (a trace's span)
+
+    @classmethod
+    def before(cls, connection: Connection, cursor: Any, sql: str, params: Any) -> _Told:
+        if not (connection._has_events or connection.engine._has_events):
+            return cls(cursor, sql, params, None)
+        context = SimpleNamespace()
+        for before in connection.dispatch.before_cursor_execute:
+            sql, params = before(connection, cursor, sql, params, context, False)
+        return cls(cursor, sql, params, context)
+
+    def after(self, connection: Connection) -> None:
+        if self.context is not None:
+            for after in connection.dispatch.after_cursor_execute:
+                after(connection, self.cursor, self.sql, self.params, self.context, False)
+
+    def failed(self, connection: Connection, error: Exception, wrapped: StatementError, cut: bool) -> None:
+        if self.context is not None and connection.dialect._has_events:  # (SQLAlchemy 2: the dialect's)
+            for handle in connection.dialect.dispatch.handle_error:
+                handle(
+                    ExceptionContextImpl(
+                        error,
+                        wrapped,
+                        connection.engine,
+                        connection.dialect,
+                        connection,
+                        self.cursor,
+                        self.sql,
+                        self.params,
+                        self.context,
+                        cut,
+                        False,
+                        False,
+                    )
+                )
+
+
 class Database:
     """One engine per process; `read()` and `write()` hand out short sessions."""
 
@@ -224,8 +271,8 @@ class Database:
         the reads every request makes (the access checks): on PostgreSQL the statement is compiled
         once and run on the driver's cursor, its parameters and columns processed as SQLAlchemy
         would (a third less Python than SQLAlchemy's execute, whose set-up is per statement), and
-        announced to the engine's cursor listeners as SQLAlchemy's own are (statement counts,
-        traces). SQLite's go through SQLAlchemy."""
+        told to the engine's listeners as SQLAlchemy's own are (`_Told`). SQLite's go through
+        SQLAlchemy."""
         if self.is_sqlite:
             return connection.execute(statement, params).all()
         sql, values = self._expanded(statement, params)
@@ -236,22 +283,16 @@ class Database:
         processors = self._result_processors[statement]
         driver = connection.connection.driver_connection
         assert driver is not None
-        listened = connection._has_events or connection.engine._has_events
-        context = SimpleNamespace()  # what a listener may keep between before and after (a trace's span)
         cursor = psycopg.RawCursor(driver)
+        told = _Told.before(connection, cursor, sql, values)
         try:
-            if listened:
-                for before in connection.dispatch.before_cursor_execute:
-                    sql, values = before(connection, cursor, sql, values, context, False)
-            cursor.execute(sql, values)
+            cursor.execute(told.sql, told.params)
             rows: list[Any] = cursor.fetchall()
-            if listened:
-                for after in connection.dispatch.after_cursor_execute:
-                    after(connection, cursor, sql, values, context, False)
         except self.engine.dialect.loaded_dbapi.Error as error:
-            raise self._driver_error(error, connection, sql, values) from error
+            raise self._driver_error(error, connection, [told]) from error
         finally:
             cursor.close()
+        told.after(connection)
         if processors is None:
             return rows
         return [
@@ -366,9 +407,9 @@ class Database:
         rolled back if any failed (PostgreSQL's protocol, "Pipelining"). No statement can depend
         on an earlier one's answer, but each sees what the earlier ones did, and a row lock one
         takes is held by the server alone: no client round trip, no Python, runs while it is
-        held. Each is compiled once, its parameters processed as SQLAlchemy would, and announced
-        to the engine's `before_cursor_execute` listeners (statement counts, tests) as
-        SQLAlchemy's own are. `wait_for_disk` as in `write()`."""
+        held. Each is compiled once, its parameters processed as SQLAlchemy would, and told to the
+        engine's listeners as SQLAlchemy's own are (`_Told`); when the transaction fails, each
+        of its statements is told of the error. `wait_for_disk` as in `write()`."""
         assert self.has_round_trip_transactions, "SQLite, or a libpq without pipelines: use write()"
         expanded = [self._expanded(statement, params) for statement, params in statements]
         if not wait_for_disk:
@@ -376,21 +417,21 @@ class Database:
         with self.columns() as connection:
             driver = connection.connection.driver_connection
             assert driver is not None
-            announced = connection._has_events or connection.engine._has_events
-            announce = connection.dispatch.before_cursor_execute if announced else None
+            cursors: list[psycopg.RawCursor[Any]] = []
+            told: list[_Told] = []
             try:
                 with driver.pipeline():
-                    cursors = []
                     for sql, params in expanded:
                         cursor = psycopg.RawCursor(driver)
-                        if announce is not None:
-                            announce(connection, cursor, sql, params, None, False)
-                        cursors.append(cursor.execute(sql, params))
+                        told.append(_Told.before(connection, cursor, sql, params))
+                        cursors.append(cursor.execute(told[-1].sql, told[-1].params))
             except self.engine.dialect.loaded_dbapi.Error as error:
-                raise self._driver_error(error, connection, "; ".join(sql for sql, _ in expanded), None) from error
+                raise self._driver_error(error, connection, told) from error
             except BaseException:
                 connection.invalidate()  # in doubt: its transaction may still be open
                 raise
+            for each in told:
+                each.after(connection)
             if not wait_for_disk:
                 cursors.pop(0)  # the setting's
             # (`description` would build its columns' descriptions, per statement)
@@ -400,20 +441,24 @@ class Database:
                 for cursor in cursors
             ]
 
-    def _driver_error(self, error: Any, connection: Connection, sql: str, params: Any) -> StatementError:
+    def _driver_error(self, error: Any, connection: Connection, told: Sequence[_Told]) -> StatementError:
         """A driver's error raised on its cursor, as SQLAlchemy raises it (the 503 handler knows its
-        own); a connection the error cut is not handed back to the pool."""
+        own); a connection the error cut is not handed back to the pool. `told`: the statements
+        it failed (a round trip's all: its transaction failed whole), each told to the engine's
+        `handle_error` listeners (a trace's span ends with the error)."""
         cut = self.engine.dialect.is_disconnect(error, connection.connection.driver_connection, None)
         if cut:
             connection.invalidate()
         wrapped: StatementError = DBAPIError.instance(
-            sql,
-            params,
+            "; ".join(each.sql for each in told),
+            told[0].params if len(told) == 1 else None,
             error,
             self.engine.dialect.loaded_dbapi.Error,
             connection_invalidated=cut,
             dialect=self.engine.dialect,
         )
+        for each in told:
+            each.failed(connection, error, wrapped, cut)
         return wrapped
 
     def _expanded(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:

@@ -19,7 +19,9 @@ from flask import Flask
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import Integer, bindparam, literal_column, select
+from sqlalchemy.exc import DBAPIError
 
 from app import create_app
 from billing import tracing
@@ -27,7 +29,18 @@ from billing.catalog import ensure_catalog
 from billing.config import Config
 from billing.json_logging import json_handler
 from stripe_sandbox import SandboxHTTPClient
-from tests.helpers import FAULTS_API_KEY, STRIPE_URL, TEST_ENV, Api, FakeStripe, wipe
+from tests.helpers import (
+    FAULTS_API_KEY,
+    STRIPE_URL,
+    TEST_ENV,
+    Api,
+    FakeStripe,
+    account_path,
+    make_root,
+    orgs,
+    subscribe,
+    wipe,
+)
 
 
 @pytest.fixture
@@ -162,3 +175,46 @@ def test_without_the_variables_the_app_is_not_traced(app: Flask) -> None:
     """The tests' app is made from the environment (no OTEL_* variables): nothing traced."""
     assert tracing._tracer is None
     assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
+
+
+def test_the_hot_paths_statements_are_spans_that_end(traced: dict[str, Any], auth: Any) -> None:
+    """The statements run on the driver's cursor (billing.db's fast paths on PostgreSQL: the
+    access checks, the invoices' page, a usage report's round trip) are spans like SQLAlchemy's
+    own, each ended, under the request's span; the report answers as it does untraced."""
+    app, exporter = traced["app"], traced["exporter"]
+    alice = Api(app.test_client(), auth("alice"))
+    ws = alice.workspace()
+    acc = account_path(ws, alice.account(ws)["id"])
+    assert subscribe(alice, acc, {"users": 4})["status"] == "trialing"
+    org = make_root(alice, ws)["id"]
+    for path, body in ((f"{orgs(ws)}/{org}/usage", {"product": "users", "delta": 1}), (f"{acc}/invoices", None)):
+        exporter.clear()
+        response = alice.post(path, body) if body else alice.get(path)
+        assert response.status_code == 200, response.json
+        spans: list[ReadableSpan] = list(exporter.get_finished_spans())
+        by_id = {span.context.span_id: span for span in spans}
+        [root] = [span for span in spans if span.parent is None]
+        sql = [span for span in spans if span.attributes and span.attributes.get("db.system")]
+        assert sql and all(root in ancestors(span, by_id) for span in sql), [span.name for span in spans]
+    assert response.json is not None
+    used = alice.get(f"{orgs(ws)}/{org}/limits").json["limits"]
+    assert [entry["used"] for entry in used if entry["type"] == "users"] == [1]
+
+
+def test_a_hot_paths_failed_statement_ends_its_span_with_the_error(traced: dict[str, Any]) -> None:
+    """A statement that fails on the driver's cursor (PostgreSQL's fast paths) ends its span with
+    the error, as SQLAlchemy's `handle_error` ends its own; a failed round trip ends each of its
+    statements' spans (its transaction failed whole)."""
+    state = traced["app"].extensions["billing"]
+    if not state.db.has_round_trip_transactions:
+        pytest.skip("PostgreSQL's fast paths")
+    exporter = traced["exporter"]
+    fine = select(literal_column("1"))
+    failing = select(literal_column("1") / bindparam("zero", type_=Integer))
+    with state.db.columns() as connection, pytest.raises(DBAPIError):
+        state.db.fetch_columns(connection, failing, {"zero": 0})
+    with pytest.raises(DBAPIError):
+        state.db.in_one_round_trip([(fine, {}), (failing, {"zero": 0})])
+    spans = list(exporter.get_finished_spans())
+    assert [span.status.status_code for span in spans] == [StatusCode.ERROR] * 3, [span.name for span in spans]
+    assert all("division by zero" in (span.status.description or "") for span in spans)
