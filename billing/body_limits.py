@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, MapAdapter
 
 
 class BodyLimits:
@@ -22,6 +23,7 @@ class BodyLimits:
         self.app = app
         self.larger = dict(larger)
         self._methods = frozenset(method for _, method in self.larger)
+        self._larger_routes: MapAdapter | None = None
 
     @property
     def default(self) -> int:
@@ -39,7 +41,32 @@ class BodyLimits:
             return self.default  # every GET: no route to look up
         path = unquote(urlsplit(target).path or "/", encoding="latin-1")  # the WSGI PATH_INFO
         try:
+            # First against those routes alone (every POST asks): a path none of them takes is
+            # no path of theirs in the whole map either.
+            self._larger().match(path, method=method)
+        except HTTPException:
+            return self.default
+        try:
             endpoint, _ = self.app.url_map.bind("localhost").match(path, method=method)
         except HTTPException:  # no such route, or a redirect: the app's own limit
             return self.default
         return self.larger.get((str(endpoint), method), self.default)
+
+    def _larger(self) -> MapAdapter:
+        """A map of the routes that take more, with the app's own settings (made at first use:
+        the routes are all registered by then)."""
+        if self._larger_routes is None:
+            app_map = self.app.url_map
+            rules = [
+                rule.empty()
+                for rule in app_map.iter_rules()
+                if any((rule.endpoint, method) in self.larger for method in rule.methods or ())
+            ]
+            routes = Map(
+                rules,
+                merge_slashes=app_map.merge_slashes,
+                strict_slashes=app_map.strict_slashes,
+                converters=app_map.converters,
+            )
+            self._larger_routes = routes.bind("localhost")
+        return self._larger_routes

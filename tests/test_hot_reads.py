@@ -36,7 +36,8 @@ def test_a_query_schema_is_made_once_not_per_request(as_user: Any, monkeypatch: 
 
 def test_a_get_s_body_limit_is_the_apps_without_a_route_lookup(session_app: Flask, monkeypatch: Any) -> None:
     """The web worker asks each request's body limit: only a method some route takes more
-    for (an organization's picture) is looked up in the URL map."""
+    for (an organization's picture) is looked up, and in the app's URL map only when one of
+    those routes takes the path (tests/test_http_worker.py: the limits themselves)."""
     limit_for = session_app.config["BODY_LIMIT_FOR"]
     default = session_app.config["MAX_CONTENT_LENGTH"]
 
@@ -46,6 +47,8 @@ def test_a_get_s_body_limit_is_the_apps_without_a_route_lookup(session_app: Flas
     monkeypatch.setattr(session_app.url_map, "bind", no_lookup)
     assert limit_for("GET", "/workspaces/ws_1/organizations") == default
     assert limit_for("DELETE", "/workspaces/ws_1/organizations/org_1") == default
+    assert limit_for("POST", "/workspaces/ws_1/organizations/org_1/usage") == default
+    assert limit_for("POST", "/workspaces/ws_1/billing-accounts") == default
     monkeypatch.undo()
     assert limit_for("POST", "/workspaces/ws_1/organizations") > default
 

@@ -209,8 +209,8 @@ def test_a_hot_paths_failed_statement_ends_its_span_with_the_error(traced: dict[
     if not state.db.has_round_trip_transactions:
         pytest.skip("PostgreSQL's fast paths")
     exporter = traced["exporter"]
-    fine = select(literal_column("1"))
-    failing = select(literal_column("1") / bindparam("zero", type_=Integer))
+    fine: Any = select(literal_column("1"))
+    failing: Any = select(literal_column("1") / bindparam("zero", type_=Integer))
     with state.db.columns() as connection, pytest.raises(DBAPIError):
         state.db.fetch_columns(connection, failing, {"zero": 0})
     with pytest.raises(DBAPIError):
