@@ -162,7 +162,7 @@ def load_sandbox_catalog(db: Database, gateway: StripeGateway) -> None:
 
 
 class SyncFlask(Flask):
-    """Flask, for an app with no `async def` view or hook (tests/test_app.py checks each one):
+    """Flask, for an app with no `async def` view or hook (tests/test_hot_reads.py checks each one):
     Flask asks `ensure_sync` of every hook and view of every request (a dozen a request, each an
     `inspect` of the function), and here the answer is always the function itself."""
 

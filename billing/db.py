@@ -8,6 +8,7 @@ a Stripe call would block it. `Database.write()` takes the write lock up front
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -421,10 +422,17 @@ class Database:
             told: list[_Told] = []
             try:
                 with driver.pipeline():
-                    for sql, params in expanded:
-                        cursor = psycopg.RawCursor(driver)
-                        told.append(_Told.before(connection, cursor, sql, params))
-                        cursors.append(cursor.execute(told[-1].sql, told[-1].params))
+                    try:
+                        for sql, params in expanded:
+                            cursor = psycopg.RawCursor(driver)
+                            told.append(_Told.before(connection, cursor, sql, params))
+                            cursors.append(cursor.execute(told[-1].sql, told[-1].params))
+                    except BaseException:
+                        # Raised here, not by the server (a value psycopg can't send, a listener):
+                        # the pipeline's exit still syncs, which would commit what went out before.
+                        with contextlib.suppress(Exception):  # a cut connection: nothing committed
+                            driver.execute("ROLLBACK")  # (the server warns: no explicit transaction)
+                        raise
             except self.engine.dialect.loaded_dbapi.Error as error:
                 raise self._driver_error(error, connection, told) from error
             except BaseException:

@@ -187,18 +187,21 @@ def test_statements_in_one_round_trip_answer_as_sqlalchemy_would(state: Any) -> 
 
 
 def test_a_failed_round_trip_changes_nothing_and_leaves_its_connection_as_it_found_it(as_user: Any, state: Any) -> None:
-    """A statement refused in the pipeline: the transaction is rolled back (an earlier statement's
-    change with it) and the request's connection (its reads share it) is idle again,
-    autocommitting as they expect."""
+    """A statement refused in the pipeline, by the server or by psycopg before it is sent: the
+    transaction is rolled back (an earlier statement's change with it) and the request's
+    connection (its reads share it) is idle again, autocommitting as they expect."""
     if not state.db.has_round_trip_transactions:
         pytest.skip("PostgreSQL's pipeline")
     ws = as_user("alice").workspace("pooled")
     rename = update(Workspace).where(Workspace.id == ws).values(name="Renamed")
     failing = select(literal_column("1") / bindparam("zero", type_=Integer))
+    unsendable: Any = select(bindparam("value"))  # psycopg refuses the value before sending it
     state.db.begin_request()
     try:
         with pytest.raises(DBAPIError):
             state.db.in_one_round_trip([(rename, {}), (failing, {"zero": 0})])
+        with pytest.raises(DBAPIError):
+            state.db.in_one_round_trip([(rename, {}), (unsendable, {"value": object()})])
         with state.db.columns() as connection:
             driver = connection.connection.driver_connection
             assert driver.autocommit and driver.info.transaction_status == pq.TransactionStatus.IDLE
