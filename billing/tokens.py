@@ -7,7 +7,6 @@ the token header, so `alg: none` and HS/RS confusion are refused.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from flask import g, request
 from billing.config import Config
 from billing.errors import ApiError
 from billing.input_guard import is_clean_identifier
+from billing.memo import Memo
 
 # A token's `exp` may be at most this far ahead (API.md: tokens).
 MAX_TOKEN_LIFETIME_SECONDS = 365 * 86400
@@ -45,8 +45,9 @@ class TokenVerifier:
             if config.jwt_jwks_url
             else None
         )
-        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}  # token -> (valid until, claims)
-        self._verified_lock = threading.Lock()
+        self._verified: Memo[str, tuple[float, dict[str, Any]]] = Memo(
+            VERIFIED_TOKENS
+        )  # token -> (valid until, claims)
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid token; raise a 401 ApiError otherwise."""
@@ -56,10 +57,7 @@ class TokenVerifier:
             return known[1]
         claims = self._verify(token)
         until = min(now + VERIFIED_FOR_SECONDS, float(claims["exp"]) + EXP_LEEWAY_SECONDS)
-        with self._verified_lock:
-            if len(self._verified) >= VERIFIED_TOKENS:
-                self._verified.pop(next(iter(self._verified)))  # the oldest
-            self._verified[token] = (until, claims)
+        self._verified.keep(token, (until, claims))
         return claims
 
     def _verify(self, token: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_dump, validate, validates_schema
 
 from billing.catalog import INTERVALS, PRODUCTS
+from billing.memo import Memo
 from schemas.common import URL_PATTERN, Text, format_timestamp, from_stripe
 
 INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")  # Stripe's (API.md, Invoices)
@@ -121,9 +122,8 @@ class InvoicePreviewSchema(InvoiceSchema):
 # A list's invoices are dumped once per process: what an invoice shows is a pure function of its
 # stored document and its products' names, and parsing and reshaping them was most of a list's
 # Python. Keyed by the document's text and the names: a new view of the invoice (Stripe's, or
-# any change to the copy) or a renamed product is another key. Bounded; then it starts again.
-_DUMPED_MAX = 1024
-_dumped: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+# any change to the copy) or a renamed product is another key.
+_dumped: Memo[tuple[str, tuple[tuple[str, str], ...]], Any] = Memo(1024)
 
 
 class _StoredInvoice(fields.Nested):
@@ -134,10 +134,7 @@ class _StoredInvoice(fields.Nested):
         key = (nested_obj["stored"], tuple(sorted(nested_obj["product_names"].items())))
         dumped = _dumped.get(key)
         if dumped is None:
-            dumped = super()._serialize(nested_obj, attr, obj, **kwargs)  # type: ignore[no-untyped-call]
-            if len(_dumped) >= _DUMPED_MAX:
-                _dumped.clear()
-            _dumped[key] = dumped
+            dumped = _dumped.keep(key, super()._serialize(nested_obj, attr, obj, **kwargs))  # type: ignore[no-untyped-call]
         return dumped
 
 

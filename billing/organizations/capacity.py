@@ -50,6 +50,7 @@ from billing.audit import trail
 from billing.catalog import PRODUCTS, CatalogProducts
 from billing.db import Database
 from billing.errors import ApiError, not_found
+from billing.memo import Memo
 from billing.models import BillingAccountIndex, CapacityHold, Organization, StripeCopy, Workspace, utcnow
 from billing.state import BillingState
 from billing.subscriptions.active import PROVIDING, provides_capacity
@@ -589,8 +590,7 @@ _LOCK_ROW = select(Workspace.archived_at).where(Workspace.id == bindparam("in_wo
 # was computed from, by (workspace, account): a report checks that fingerprint under the lock, so
 # a capacity that has changed since is never used (the report is checked again, and the entry
 # dropped). Saves a report the read of the subscriptions' documents.
-_KNOWN_CAPACITY: dict[tuple[str, str | None], tuple[Quantities, str]] = {}
-_KNOWN_POOLS = 4096  # then it starts again
+_KNOWN_CAPACITY: Memo[tuple[str, str | None], tuple[Quantities, str]] = Memo(4096)
 
 
 def _read_capacity(state: BillingState, report: _Report) -> tuple[Quantities, str]:
@@ -601,10 +601,7 @@ def _read_capacity(state: BillingState, report: _Report) -> tuple[Quantities, st
             replica.subscriptions_params(report.workspace_id, PROVIDING, report.pool.account_id),
         ).one()
     capacity = _sum(_provided(state.products, pairs or []).values())
-    if len(_KNOWN_CAPACITY) >= _KNOWN_POOLS:
-        _KNOWN_CAPACITY.clear()
-    _KNOWN_CAPACITY[report.workspace_id, report.pool.account_id] = capacity, fingerprint
-    return capacity, fingerprint
+    return _KNOWN_CAPACITY.keep((report.workspace_id, report.pool.account_id), (capacity, fingerprint))
 
 
 def report_usage(state: BillingState, workspace_id: str, org_id: str, product: str, delta: int) -> dict[str, Any]:
@@ -637,7 +634,7 @@ def report_usage(state: BillingState, workspace_id: str, org_id: str, product: s
             return answer
     access, org = organization_access(workspace_id, org_id, write=True)
     if service:
-        _remember_target(access.workspace, org)
+        _KNOWN_TARGETS.keep((access.workspace.id, org.id), (access.workspace, org))
     if round_trip and known is None:
         answer = _report_in_one_round_trip(
             state, access.workspace, org, product, delta, lambda: (access.workspace, org)
@@ -653,14 +650,7 @@ def report_usage(state: BillingState, workspace_id: str, org_id: str, product: s
 # (workspace, organization), as the access check read them: a report of a known target skips that
 # check. An organization's path never changes; a pool that did (its root reassigned) fails the
 # statement's check, and the report is checked again the slow way.
-_KNOWN_TARGETS: dict[tuple[str, str], tuple[Workspace, Organization]] = {}
-_KNOWN_TARGETS_MAX = 4096  # then it starts again
-
-
-def _remember_target(workspace: Workspace, org: Organization) -> None:
-    if len(_KNOWN_TARGETS) >= _KNOWN_TARGETS_MAX:
-        _KNOWN_TARGETS.clear()
-    _KNOWN_TARGETS[workspace.id, org.id] = workspace, org
+_KNOWN_TARGETS: Memo[tuple[str, str], tuple[Workspace, Organization]] = Memo(4096)
 
 
 def _report_of(workspace: Workspace, org: Organization, product: str, delta: int) -> _Report:
