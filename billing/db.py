@@ -8,14 +8,13 @@ a Stripe call would block it. `Database.write()` takes the write lock up front
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -430,7 +429,7 @@ class Database:
                     except BaseException:
                         # Raised here, not by the server (a value psycopg can't send, a listener):
                         # the pipeline's exit still syncs, which would commit what went out before.
-                        with contextlib.suppress(Exception):  # a cut connection: nothing committed
+                        with suppress(Exception):  # a cut connection: nothing committed
                             driver.execute("ROLLBACK")  # (the server warns: no explicit transaction)
                         raise
             except self.engine.dialect.loaded_dbapi.Error as error:
